@@ -1,0 +1,218 @@
+//! facteur's storage layer.
+//!
+//! Purpose: one [`Store`] trait for everything facteur keeps — domains,
+//! users, messages and their envelopes, mailboxes with IMAP UIDs, and the
+//! per-recipient delivery state that forms the queue — and its
+//! implementations: [`sqlite::SqliteStore`] (embedded default, WAL,
+//! `synchronous=FULL`); PostgreSQL comes next, so SQL stays portable.
+//!
+//! Invariants (checked by [`Store::check`] at startup, periodically, and by
+//! `facteur check`):
+//! - **A message is acknowledged only after its commit returned**: the commit
+//!   of [`Store::store_message`] is fsynced before it resolves.
+//! - **UIDs are allocated in the same transaction as the message**, from a
+//!   per-mailbox counter that is never trusted alone: allocation takes the
+//!   larger of the counter and `max(uid) + 1`, so a deleted or corrupted
+//!   counter is repaired from the data, never reused (RFC 9051 §2.3.1.1).
+//! - **UIDVALIDITY never changes while a mailbox lives** (a trigger forbids it).
+//!
+//! Failure behaviour: every error is a [`StoreError`]; the SMTP layer turns
+//! any of them into a temporary `451 4.3.0`, so mail is deferred, not lost.
+
+pub mod id;
+pub mod password;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+pub use id::MessageId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("the storage writer has stopped")]
+    WriterGone,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    Exists(String),
+    #[error(
+        "database schema version {found} is newer than this facteur knows ({known}); run a newer facteur"
+    )]
+    SchemaTooNew { found: u32, known: u32 },
+    #[error("storage pre-flight failed: {0}")]
+    Preflight(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The envelope as recorded with a message: what the delivery engine and DSNs
+/// (RFC 3461) need later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StoredEnvelope {
+    /// Reverse-path; empty string is the null sender `<>`.
+    pub mail_from: String,
+    pub helo: String,
+    pub client_ip: String,
+    pub auth_user: Option<String>,
+    pub tls: bool,
+    /// BODY= ("7BIT" / "8BITMIME"), if given.
+    pub body: Option<String>,
+    pub smtputf8: bool,
+    /// RET= ("FULL" / "HDRS"), if given.
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+}
+
+/// Where one recipient goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The INBOX of this local user (address in canonical lower case).
+    Local { user: String },
+    /// The outbound queue.
+    Remote,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecipient {
+    pub address: String,
+    /// NOTIFY= as given ("NEVER", "SUCCESS,FAILURE", ...).
+    pub notify: Option<String>,
+    /// ORCPT= as `addr-type;address`.
+    pub orcpt: Option<String>,
+    pub route: Route,
+}
+
+/// A message to commit: id, envelope, recipients and the full data
+/// (headers we added included).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    /// Unix seconds.
+    pub received_at: i64,
+    pub envelope: StoredEnvelope,
+    pub recipients: Vec<NewRecipient>,
+    pub data: Vec<u8>,
+}
+
+/// Where a committed message landed, per local recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub user: String,
+    pub mailbox_id: i64,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub address: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Domain {
+    pub name: String,
+    pub created_at: i64,
+    pub users: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mailbox {
+    pub id: i64,
+    pub owner: String,
+    pub name: String,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub messages: u64,
+}
+
+/// State of one recipient of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecipientState {
+    pub address: String,
+    /// "delivered" (local mailbox), "queued" (waiting for outbound delivery), ...
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt: Option<i64>,
+    pub last_error: Option<String>,
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedMessage {
+    pub id: String,
+    pub received_at: i64,
+    pub size: u64,
+    pub envelope: StoredEnvelope,
+    pub recipients: Vec<RecipientState>,
+}
+
+/// One finding of an invariant check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// "error" (data is inconsistent), "repaired" (it was, and is fixed now).
+    pub severity: String,
+    pub invariant: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct CheckReport {
+    pub schema_version: u32,
+    pub mailboxes: u64,
+    pub messages: u64,
+    pub findings: Vec<Finding>,
+}
+
+impl CheckReport {
+    /// True when no invariant is broken now (repaired findings are fine).
+    pub fn healthy(&self) -> bool {
+        self.findings.iter().all(|f| f.severity == "repaired")
+    }
+}
+
+/// Everything facteur stores. Implementations must make `store_message`
+/// durable (fsynced) before it resolves, and allocate UIDs in the same
+/// transaction as the message.
+pub trait Store: Send + Sync + 'static {
+    fn add_domain(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn remove_domain(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn list_domains(&self) -> impl Future<Output = Result<Vec<Domain>>> + Send;
+    fn is_local_domain(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Create a user (its domain must exist) with an INBOX.
+    fn add_user(&self, address: &str, password_hash: &str) -> impl Future<Output = Result<()>> + Send;
+    fn set_password(&self, address: &str, password_hash: &str) -> impl Future<Output = Result<()>> + Send;
+    fn remove_user(&self, address: &str) -> impl Future<Output = Result<()>> + Send;
+    fn list_users(&self) -> impl Future<Output = Result<Vec<User>>> + Send;
+    fn get_user(&self, address: &str) -> impl Future<Output = Result<Option<User>>> + Send;
+
+    /// Commit a message durably: body once, one mailbox entry (with a fresh
+    /// UID) per local recipient, one queue entry per remote recipient.
+    fn store_message(&self, msg: NewMessage) -> impl Future<Output = Result<Vec<Placement>>> + Send;
+
+    fn list_mailboxes(&self, owner: &str) -> impl Future<Output = Result<Vec<Mailbox>>> + Send;
+    /// The raw message stored under (mailbox, uid).
+    fn fetch_message(&self, mailbox_id: i64, uid: u32) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Messages with at least one recipient not yet in a final state.
+    fn queue_list(&self) -> impl Future<Output = Result<Vec<QueuedMessage>>> + Send;
+    fn queue_show(&self, id: &str) -> impl Future<Output = Result<Option<QueuedMessage>>> + Send;
+
+    /// Verify the invariants; with `repair`, fix what can be fixed from the
+    /// data and report it as "repaired".
+    fn check(&self, repair: bool) -> impl Future<Output = Result<CheckReport>> + Send;
+}
+
+/// Canonical form of an address for lookups: lower case, trimmed.
+pub fn canonical_address(address: &str) -> String {
+    address.trim().to_lowercase()
+}

@@ -1,0 +1,105 @@
+//! Storage invariants: verified at startup, periodically while serving, and
+//! by `facteur check`. With `repair`, what can be rebuilt from the data is
+//! rebuilt and reported as "repaired"; what cannot is reported as "error".
+
+use rusqlite::Connection;
+
+use super::schema;
+use crate::{CheckReport, Finding, Result};
+
+fn finding(severity: &str, invariant: &str, detail: String) -> Finding {
+    Finding { severity: severity.into(), invariant: invariant.into(), detail }
+}
+
+pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
+    let mut report = CheckReport {
+        schema_version: schema::current_version(c)?,
+        mailboxes: c.query_row("SELECT COUNT(*) FROM mailboxes", [], |r| r.get(0))?,
+        messages: c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?,
+        findings: Vec::new(),
+    };
+    let fixed = if repair { "repaired" } else { "error" };
+
+    // UIDNEXT is greater than every UID (RFC 9051 §2.3.1.1), and the counter exists.
+    let mut s = c.prepare(
+        "SELECT m.id, m.owner, m.name, u.uidnext, COALESCE((SELECT MAX(uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id), 0)
+         FROM mailboxes m LEFT JOIN uid_counters u ON u.mailbox_id = m.id",
+    )?;
+    let rows: Vec<(i64, String, String, Option<i64>, i64)> =
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<_>>()?;
+    for (id, owner, name, uidnext, max_uid) in rows {
+        let problem = match uidnext {
+            None => Some(format!("mailbox {owner}/{name} (id {id}) has no UID counter; highest stored UID is {max_uid}")),
+            Some(n) if n <= max_uid => {
+                Some(format!("mailbox {owner}/{name} (id {id}) has UIDNEXT {n} but stores UID {max_uid}"))
+            }
+            _ => None,
+        };
+        if let Some(detail) = problem {
+            if repair {
+                c.execute(
+                    "INSERT INTO uid_counters (mailbox_id, uidnext) VALUES (?1, ?2)
+                     ON CONFLICT (mailbox_id) DO UPDATE SET uidnext = excluded.uidnext",
+                    rusqlite::params![id, max_uid + 1],
+                )?;
+                tracing::error!(mailbox_id = id, %detail, "UID invariant broken; counter rebuilt as {}", max_uid + 1);
+            }
+            report.findings.push(finding(fixed, "uidnext-above-max-uid", detail));
+        }
+    }
+
+    // Counters for mailboxes that no longer exist are harmless but reported.
+    let stale: i64 = c.query_row(
+        "SELECT COUNT(*) FROM uid_counters u WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.id = u.mailbox_id)",
+        [],
+        |r| r.get(0),
+    )?;
+    if stale > 0 {
+        if repair {
+            c.execute(
+                "DELETE FROM uid_counters WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.id = uid_counters.mailbox_id)",
+                [],
+            )?;
+        }
+        report.findings.push(finding(fixed, "counter-has-mailbox", format!("{stale} UID counter(s) without a mailbox")));
+    }
+
+    // Every user has an INBOX.
+    let missing: Vec<String> = c
+        .prepare("SELECT address FROM users u WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.owner = u.address AND m.name = 'INBOX')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for user in missing {
+        if repair {
+            super::create_mailbox(c, &user, "INBOX", None)?;
+        }
+        report.findings.push(finding(fixed, "user-has-inbox", format!("user {user} has no INBOX")));
+    }
+
+    // Cannot be repaired from the data: reported loudly, never silently dropped.
+    let orphans: i64 = c.query_row(
+        "SELECT COUNT(*) FROM mailbox_messages mm WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.id = mm.mailbox_id)",
+        [],
+        |r| r.get(0),
+    )?;
+    if orphans > 0 {
+        report.findings.push(finding(
+            "error",
+            "message-has-mailbox",
+            format!("{orphans} mailbox entr(y/ies) point to a mailbox that does not exist"),
+        ));
+    }
+    let bodiless: i64 = c.query_row(
+        "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.message_id = m.id)",
+        [],
+        |r| r.get(0),
+    )?;
+    if bodiless > 0 {
+        report.findings.push(finding("error", "message-has-body", format!("{bodiless} message(s) have no stored body")));
+    }
+    let bad_validity: i64 = c.query_row("SELECT COUNT(*) FROM mailboxes WHERE uidvalidity <= 0", [], |r| r.get(0))?;
+    if bad_validity > 0 {
+        report.findings.push(finding("error", "uidvalidity-positive", format!("{bad_validity} mailbox(es) with UIDVALIDITY 0")));
+    }
+    Ok(report)
+}

@@ -1,0 +1,448 @@
+//! The embedded SQLite store: one file, WAL journal, `synchronous=FULL`,
+//! one writer thread with group commit, a small pool of reader connections.
+
+mod check;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{
+    CheckReport, Domain, Mailbox, NewMessage, Placement, QueuedMessage, RecipientState, Result, Route, Store,
+    StoreError, StoredEnvelope, User, canonical_address,
+};
+
+pub use schema::latest_version;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<mpsc::Sender<writer::Job>>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn open_conn(path: &Path, write: bool) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if write {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Preflight(format!("cannot switch {} to WAL (got {mode})", path.display())));
+        }
+        // Every commit fsyncs the WAL before returning: durability of a 250.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    } else {
+        conn.pragma_update(None, "query_only", "ON")?;
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`: pre-flight check,
+    /// migrations, then the writer thread. Invariants are checked by the
+    /// caller with [`Store::check`].
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = open_conn(path, true)?;
+        schema::preflight_and_migrate(&mut conn)?;
+        let tx = writer::spawn(conn).map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { path: path.to_path_buf(), readers: Mutex::new(Vec::new()), writer: Mutex::new(tx) }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Run a write job through the group-commit writer.
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = writer::job(f, tx);
+        {
+            let w = self.inner.writer.lock().map_err(|_| StoreError::WriterGone)?;
+            w.send(job).map_err(|_| StoreError::WriterGone)?;
+        }
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Run a read on a pooled read-only connection, off the async threads.
+    async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.readers.lock().ok().and_then(|mut p| p.pop()) {
+                Some(c) => c,
+                None => open_conn(&inner.path, false)?,
+            };
+            let r = f(&conn);
+            if let Ok(mut p) = inner.readers.lock() {
+                if p.len() < 8 {
+                    p.push(conn);
+                }
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+fn split_domain(address: &str) -> Result<(&str, &str)> {
+    match address.rsplit_once('@') {
+        Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok((l, d)),
+        _ => Err(StoreError::Invalid(format!("{address:?} is not an address of the form user@domain"))),
+    }
+}
+
+/// Create a mailbox with a fresh UIDVALIDITY (strictly above any the owner
+/// had, so a re-created mailbox never looks like the old one to a client).
+pub(crate) fn create_mailbox(conn: &Connection, owner: &str, name: &str, special_use: Option<&str>) -> Result<i64> {
+    let prev: Option<i64> =
+        conn.query_row("SELECT MAX(uidvalidity) FROM mailboxes WHERE owner = ?1", [owner], |r| r.get(0))?;
+    let uidvalidity = (now_secs() & 0xFFFF_FFFF).max(prev.unwrap_or(0) + 1).clamp(1, u32::MAX as i64);
+    conn.execute(
+        "INSERT INTO mailboxes (owner, name, uidvalidity, special_use, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![owner, name, uidvalidity, special_use, now_secs()],
+    )?;
+    let id = conn.last_insert_rowid();
+    conn.execute("INSERT INTO uid_counters (mailbox_id, uidnext) VALUES (?1, 1)", [id])?;
+    Ok(id)
+}
+
+/// The next UID of a mailbox, in the caller's transaction. The counter is
+/// checked against the data every time: if it is missing or not above the
+/// highest UID stored, it is repaired from the data and the repair is logged
+/// as an error (RFC 9051 §2.3.1.1: UIDs strictly ascend, never reused).
+pub(crate) fn allocate_uid(conn: &Connection, mailbox_id: i64) -> Result<u32> {
+    let counter: Option<i64> = conn
+        .query_row("SELECT uidnext FROM uid_counters WHERE mailbox_id = ?1", [mailbox_id], |r| r.get(0))
+        .optional()?;
+    let max_uid: i64 =
+        conn.query_row("SELECT COALESCE(MAX(uid), 0) FROM mailbox_messages WHERE mailbox_id = ?1", [mailbox_id], |r| {
+            r.get(0)
+        })?;
+    let uid = match counter {
+        Some(c) if c > max_uid => c,
+        _ => {
+            tracing::error!(
+                mailbox_id,
+                counter = ?counter,
+                max_uid,
+                "UID counter missing or behind the stored UIDs; repaired from the data"
+            );
+            max_uid + 1
+        }
+    };
+    if uid > u32::MAX as i64 {
+        return Err(StoreError::Internal(format!("mailbox {mailbox_id} has exhausted the UID space")));
+    }
+    conn.execute(
+        "INSERT INTO uid_counters (mailbox_id, uidnext) VALUES (?1, ?2)
+         ON CONFLICT (mailbox_id) DO UPDATE SET uidnext = excluded.uidnext",
+        params![mailbox_id, uid + 1],
+    )?;
+    Ok(uid as u32)
+}
+
+fn inbox_of(conn: &Connection, user: &str) -> Result<i64> {
+    let id: Option<i64> = conn
+        .query_row("SELECT id FROM mailboxes WHERE owner = ?1 AND name = 'INBOX'", [user], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => Ok(id),
+        None => {
+            // A user without INBOX is repaired on the spot rather than refusing mail.
+            tracing::error!(user, "user had no INBOX; created it");
+            create_mailbox(conn, user, "INBOX", None)
+        }
+    }
+}
+
+fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<Placement>> {
+    let id = msg.id.to_string();
+    let envelope = serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?;
+    conn.prepare_cached("INSERT INTO messages (id, received_at, size, envelope) VALUES (?1, ?2, ?3, ?4)")?.execute(
+        params![id, msg.received_at, msg.data.len() as i64, envelope],
+    )?;
+    conn.prepare_cached("INSERT INTO message_bodies (message_id, data) VALUES (?1, ?2)")?
+        .execute(params![id, msg.data])?;
+    let mut placements = Vec::new();
+    for (idx, r) in msg.recipients.iter().enumerate() {
+        let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+        let (state, next) = match &r.route {
+            Route::Local { user } => {
+                let mailbox_id = inbox_of(conn, user)?;
+                // Two recipients that are the same user get one copy.
+                if !placements.iter().any(|p: &Placement| p.user == *user) {
+                    let uid = allocate_uid(conn, mailbox_id)?;
+                    conn.prepare_cached(
+                        "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, internal_date) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![mailbox_id, uid, id, msg.received_at])?;
+                    placements.push(Placement { user: user.clone(), mailbox_id, uid });
+                }
+                ("delivered", None)
+            }
+            Route::Remote => ("queued", Some(msg.received_at)),
+        };
+        conn.prepare_cached(
+            "INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![id, idx as i64, r.address, domain, r.notify, r.orcpt, state, next])?;
+    }
+    Ok(placements)
+}
+
+fn load_queued(conn: &Connection, id: &str) -> Result<Option<QueuedMessage>> {
+    let row: Option<(i64, i64, String)> = conn
+        .query_row("SELECT received_at, size, envelope FROM messages WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((received_at, size, envelope)) = row else { return Ok(None) };
+    let envelope: StoredEnvelope = serde_json::from_str(&envelope)
+        .map_err(|e| StoreError::Internal(format!("message {id}: unreadable envelope: {e}")))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT address, state, attempts, next_attempt, last_error, notify, orcpt
+         FROM recipients WHERE message_id = ?1 ORDER BY idx",
+    )?;
+    let recipients = stmt
+        .query_map([id], |r| {
+            Ok(RecipientState {
+                address: r.get(0)?,
+                state: r.get(1)?,
+                attempts: r.get(2)?,
+                next_attempt: r.get(3)?,
+                last_error: r.get(4)?,
+                notify: r.get(5)?,
+                orcpt: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(QueuedMessage { id: id.to_string(), received_at, size: size as u64, envelope, recipients }))
+}
+
+impl Store for SqliteStore {
+    async fn add_domain(&self, name: &str) -> Result<()> {
+        let name = canonical_address(name);
+        if name.is_empty() || name.contains('@') || name.contains(char::is_whitespace) {
+            return Err(StoreError::Invalid(format!("{name:?} is not a domain name")));
+        }
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO domains (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, now_secs()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("domain {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_domain(&self, name: &str) -> Result<()> {
+        let name = canonical_address(name);
+        self.write(move |c| {
+            let users: i64 = c.query_row("SELECT COUNT(*) FROM users WHERE domain = ?1", [&name], |r| r.get(0))?;
+            if users > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain {name} still has {users} user(s); remove them first (facteur user list)"
+                )));
+            }
+            if c.execute("DELETE FROM domains WHERE name = ?1", [&name])? == 0 {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>> {
+        self.read(|c| {
+            let mut s = c.prepare(
+                "SELECT d.name, d.created_at, (SELECT COUNT(*) FROM users u WHERE u.domain = d.name)
+                 FROM domains d ORDER BY d.name",
+            )?;
+            let rows = s.query_map([], |r| Ok(Domain { name: r.get(0)?, created_at: r.get(1)?, users: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn is_local_domain(&self, name: &str) -> Result<bool> {
+        let name = canonical_address(name);
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT 1 FROM domains WHERE name = ?1")?.query_row([name], |_| Ok(())).optional()?.is_some())
+        })
+        .await
+    }
+
+    async fn add_user(&self, address: &str, password_hash: &str) -> Result<()> {
+        let address = canonical_address(address);
+        let (_, domain) = split_domain(&address)?;
+        let domain = domain.to_string();
+        let hash = password_hash.to_string();
+        self.write(move |c| {
+            let known: bool =
+                c.query_row("SELECT 1 FROM domains WHERE name = ?1", [&domain], |_| Ok(true)).optional()?.is_some();
+            if !known {
+                return Err(StoreError::NotFound(format!(
+                    "domain {domain} is not a local domain; add it first: facteur domain add {domain}"
+                )));
+            }
+            let n = c.execute(
+                "INSERT INTO users (address, domain, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (address) DO NOTHING",
+                params![address, domain, hash, now_secs()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("user {address}")));
+            }
+            create_mailbox(c, &address, "INBOX", None)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_password(&self, address: &str, password_hash: &str) -> Result<()> {
+        let address = canonical_address(address);
+        let hash = password_hash.to_string();
+        self.write(move |c| {
+            if c.execute("UPDATE users SET password_hash = ?1 WHERE address = ?2", params![hash, address])? == 0 {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_user(&self, address: &str) -> Result<()> {
+        let address = canonical_address(address);
+        self.write(move |c| {
+            if c.execute("DELETE FROM users WHERE address = ?1", [&address])? == 0 {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            }
+            // Mailboxes go with the user; message bodies shared with other
+            // mailboxes or the queue stay.
+            c.execute(
+                "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)",
+                [&address],
+            )?;
+            c.execute("DELETE FROM uid_counters WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)", [
+                &address,
+            ])?;
+            c.execute("DELETE FROM mailboxes WHERE owner = ?1", [&address])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        self.read(|c| {
+            let mut s = c.prepare("SELECT address, password_hash, created_at FROM users ORDER BY domain, address")?;
+            let rows =
+                s.query_map([], |r| Ok(User { address: r.get(0)?, password_hash: r.get(1)?, created_at: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn get_user(&self, address: &str) -> Result<Option<User>> {
+        let address = canonical_address(address);
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT address, password_hash, created_at FROM users WHERE address = ?1")?
+                .query_row([address], |r| {
+                    Ok(User { address: r.get(0)?, password_hash: r.get(1)?, created_at: r.get(2)? })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
+        self.write(move |c| insert_message(c, &msg)).await
+    }
+
+    async fn list_mailboxes(&self, owner: &str) -> Result<Vec<Mailbox>> {
+        let owner = canonical_address(owner);
+        self.read(move |c| {
+            let mut s = c.prepare(
+                "SELECT m.id, m.owner, m.name, m.uidvalidity,
+                        COALESCE((SELECT uidnext FROM uid_counters u WHERE u.mailbox_id = m.id), 1),
+                        (SELECT COUNT(*) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id)
+                 FROM mailboxes m WHERE m.owner = ?1 ORDER BY m.name",
+            )?;
+            let rows = s.query_map([owner], |r| {
+                Ok(Mailbox {
+                    id: r.get(0)?,
+                    owner: r.get(1)?,
+                    name: r.get(2)?,
+                    uidvalidity: r.get(3)?,
+                    uidnext: r.get(4)?,
+                    messages: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn fetch_message(&self, mailbox_id: i64, uid: u32) -> Result<Option<Vec<u8>>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT b.data FROM mailbox_messages mm JOIN message_bodies b ON b.message_id = mm.message_id
+                 WHERE mm.mailbox_id = ?1 AND mm.uid = ?2",
+            )?
+            .query_row(params![mailbox_id, uid], |r| r.get(0))
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueuedMessage>> {
+        self.read(|c| {
+            let ids: Vec<String> = c
+                .prepare(
+                    "SELECT DISTINCT message_id FROM recipients WHERE state NOT IN ('delivered', 'bounced', 'deleted')
+                     ORDER BY message_id",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(load_queued(c, &id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_show(&self, id: &str) -> Result<Option<QueuedMessage>> {
+        let id = id.to_string();
+        self.read(move |c| load_queued(c, &id)).await
+    }
+
+    async fn check(&self, repair: bool) -> Result<CheckReport> {
+        if repair {
+            self.write(|c| check::run(c, true)).await
+        } else {
+            self.read(|c| check::run(c, false)).await
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Versioned schema migrations and the pre-flight check run before the store
+//! opens for business.
+//!
+//! Each migration is applied in its own transaction and recorded in
+//! `meta.schema_version`. A database newer than this binary is refused (an
+//! old binary must never write a schema it does not understand); an older one
+//! is migrated forward after `PRAGMA quick_check` says the file is sound.
+//! SQL is kept to what PostgreSQL also accepts, so the PostgreSQL store can
+//! share the same shape.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::{Result, StoreError};
+
+/// (version, SQL). Append only: a released migration is never edited.
+pub const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE domains (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE users (
+    address TEXT PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE mailboxes (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL CHECK (uidvalidity > 0),
+    special_use TEXT,
+    created_at INTEGER NOT NULL,
+    UNIQUE (owner, name)
+);
+-- RFC 9051 §2.3.1.1: UIDVALIDITY must not change while the mailbox lives.
+CREATE TRIGGER mailboxes_uidvalidity_immutable BEFORE UPDATE OF uidvalidity ON mailboxes
+WHEN NEW.uidvalidity <> OLD.uidvalidity
+BEGIN SELECT RAISE(ABORT, 'UIDVALIDITY of a live mailbox must not change'); END;
+-- The next UID per mailbox. Never trusted alone: see allocate_uid.
+CREATE TABLE uid_counters (
+    mailbox_id INTEGER PRIMARY KEY,
+    uidnext INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    envelope TEXT NOT NULL
+);
+CREATE TABLE message_bodies (
+    message_id TEXT PRIMARY KEY REFERENCES messages(id),
+    data BLOB NOT NULL
+);
+CREATE TABLE mailbox_messages (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    flags TEXT NOT NULL DEFAULT '',
+    internal_date INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE TABLE recipients (
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    idx INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    notify TEXT,
+    orcpt TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER,
+    last_error TEXT,
+    PRIMARY KEY (message_id, idx)
+);
+CREATE INDEX recipients_pending ON recipients (state, next_attempt);
+"#,
+)];
+
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// The schema version recorded in the database (0 for an empty file).
+pub fn current_version(conn: &Connection) -> Result<u32> {
+    let has_meta: bool = conn
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |_| Ok(true))
+        .optional()?
+        .unwrap_or(false);
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()?;
+    match v {
+        None => Err(StoreError::Preflight(
+            "table `meta` exists but holds no schema_version: this database was not written by facteur, or an upgrade was interrupted".into(),
+        )),
+        Some(v) => v.parse().map_err(|_| StoreError::Preflight(format!("meta.schema_version is {v:?}, not a number"))),
+    }
+}
+
+/// Pre-flight then migrate. Refuses a database newer than this binary or one
+/// that SQLite itself finds damaged.
+pub fn preflight_and_migrate(conn: &mut Connection) -> Result<u32> {
+    let found = current_version(conn)?;
+    let known = latest_version();
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    let qc: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if qc != "ok" {
+        return Err(StoreError::Preflight(format!("SQLite quick_check reports damage: {qc}")));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [version.to_string()],
+        )?;
+        tx.commit()?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_empty_and_refuses_newer() {
+        let mut c = Connection::open_in_memory().unwrap();
+        assert_eq!(preflight_and_migrate(&mut c).unwrap(), latest_version());
+        // Idempotent.
+        assert_eq!(preflight_and_migrate(&mut c).unwrap(), latest_version());
+        c.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'", []).unwrap();
+        match preflight_and_migrate(&mut c) {
+            Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn uidvalidity_is_immutable() {
+        let mut c = Connection::open_in_memory().unwrap();
+        preflight_and_migrate(&mut c).unwrap();
+        c.execute("INSERT INTO mailboxes (owner, name, uidvalidity, created_at) VALUES ('a', 'INBOX', 5, 0)", [])
+            .unwrap();
+        assert!(c.execute("UPDATE mailboxes SET uidvalidity = 6", []).is_err());
+        c.execute("UPDATE mailboxes SET uidvalidity = 5, name = 'INBOX'", []).unwrap();
+    }
+}

@@ -1,0 +1,95 @@
+//! The single writer thread and its group commit.
+//!
+//! Every write is a job sent to one thread that owns the write connection.
+//! The thread takes whatever jobs are waiting (up to a bound), runs each in
+//! its own SAVEPOINT inside one transaction, and commits once: one fsync of
+//! the WAL covers every message of the batch (`synchronous=FULL`). Only after
+//! the commit returns are the callers answered — so an SMTP `250` is never
+//! sent for a message that is not on disk. If the commit fails, every job of
+//! the batch gets an error (the SMTP layer answers `451 4.3.0`, the client
+//! retries); a failed commit is never retried and then trusted.
+
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+
+use crate::{Result, StoreError};
+
+/// Called with the outcome of the commit that covered the job.
+pub type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+/// Runs inside the batch transaction; returns how to answer its caller.
+pub type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Most jobs in one commit: bounds the latency a batch adds.
+const MAX_BATCH: usize = 512;
+
+pub fn spawn(mut conn: Connection) -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new().name("facteur-store-writer".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            run_batch(&mut conn, batch);
+        }
+    })?;
+    Ok(tx)
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "cannot begin a write transaction");
+        for job in batch {
+            // The job is dropped unrun; its caller sees the writer error.
+            drop(job);
+        }
+        return;
+    }
+    let completions: Vec<Completion> = batch.into_iter().map(|job| job(conn)).collect();
+    let outcome = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if let Err(msg) = &outcome {
+        tracing::error!(error = %msg, jobs = completions.len(), "commit failed; every write of the batch is reported failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for c in completions {
+        c(outcome.clone());
+    }
+}
+
+/// Run `f` in a SAVEPOINT so that its failure undoes only its own writes.
+pub fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(r)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+/// Build a job answering `reply` with `f`'s result once the commit is known.
+pub fn job<R: Send + 'static>(
+    f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    reply: tokio::sync::oneshot::Sender<Result<R>>,
+) -> Job {
+    Box::new(move |conn| {
+        let res = in_savepoint(conn, f);
+        Box::new(move |commit| {
+            let out = match (res, commit) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(m)) => Err(StoreError::Internal(format!("commit failed: {m}"))),
+                (Ok(r), Ok(())) => Ok(r),
+            };
+            let _ = reply.send(out);
+        })
+    })
+}
