@@ -133,6 +133,17 @@ pub struct Mailbox {
     pub messages: u64,
 }
 
+/// What an address is to this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A local user; the canonical address.
+    LocalUser(String),
+    /// The domain is local but no such user exists.
+    UnknownUser,
+    /// Not a local domain.
+    Remote,
+}
+
 /// State of one recipient of a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecipientState {
@@ -194,6 +205,10 @@ pub trait Store: Send + Sync + 'static {
     fn remove_user(&self, address: &str) -> impl Future<Output = Result<()>> + Send;
     fn list_users(&self) -> impl Future<Output = Result<Vec<User>>> + Send;
     fn get_user(&self, address: &str) -> impl Future<Output = Result<Option<User>>> + Send;
+
+    /// Classify a recipient address in one read: a local user, an unknown
+    /// user of a local domain, or not ours.
+    fn lookup_recipient(&self, address: &str) -> impl Future<Output = Result<Lookup>> + Send;
 
     /// Commit a message durably: body once, one mailbox entry (with a fresh
     /// UID) per local recipient, one queue entry per remote recipient.

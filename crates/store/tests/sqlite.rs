@@ -2,7 +2,7 @@
 //! repair of broken invariants from the data.
 
 use facteur_store::sqlite::SqliteStore;
-use facteur_store::{MessageId, NewMessage, NewRecipient, Route, Store, StoredEnvelope};
+use facteur_store::{Lookup, MessageId, NewMessage, NewRecipient, Route, Store, StoredEnvelope};
 
 fn msg(rcpts: &[(&str, bool)]) -> NewMessage {
     NewMessage {
@@ -40,6 +40,9 @@ async fn users_domains_and_errors() {
     assert!(s.remove_domain("example.test").await.unwrap_err().to_string().contains("2 user(s)"));
     assert!(s.get_user("ALICE@Example.TEST").await.unwrap().is_some());
     assert!(s.is_local_domain("EXAMPLE.test").await.unwrap());
+    assert_eq!(s.lookup_recipient("Alice@example.TEST").await.unwrap(), Lookup::LocalUser("alice@example.test".into()));
+    assert_eq!(s.lookup_recipient("nobody@example.test").await.unwrap(), Lookup::UnknownUser);
+    assert_eq!(s.lookup_recipient("alice@elsewhere.test").await.unwrap(), Lookup::Remote);
     s.remove_user("bob@example.test").await.unwrap();
     assert_eq!(s.list_users().await.unwrap().len(), 1);
     assert_eq!(s.list_domains().await.unwrap()[0].users, 1);

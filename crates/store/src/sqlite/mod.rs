@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    CheckReport, Domain, Mailbox, NewMessage, Placement, QueuedMessage, RecipientState, Result, Route, Store,
+    CheckReport, Domain, Lookup, Mailbox, NewMessage, Placement, QueuedMessage, RecipientState, Result, Route, Store,
     StoreError, StoredEnvelope, User, canonical_address,
 };
 
@@ -371,6 +371,25 @@ impl Store for SqliteStore {
                     Ok(User { address: r.get(0)?, password_hash: r.get(1)?, created_at: r.get(2)? })
                 })
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn lookup_recipient(&self, address: &str) -> Result<Lookup> {
+        let address = canonical_address(address);
+        let (_, domain) = split_domain(&address)?;
+        let domain = domain.to_string();
+        self.read(move |c| {
+            let (local, user): (bool, bool) = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?1), EXISTS (SELECT 1 FROM users WHERE address = ?2)",
+                )?
+                .query_row(params![domain, address], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(match (local, user) {
+                (true, true) => Lookup::LocalUser(address),
+                (true, false) => Lookup::UnknownUser,
+                (false, _) => Lookup::Remote,
+            })
         })
         .await
     }

@@ -1,0 +1,398 @@
+//! The command line: `facteur serve`, and the admin commands that work on
+//! the same data folder (safe while the server runs: SQLite WAL allows it).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use facteur_store::{CheckReport, QueuedMessage, Store, StoreError, password};
+
+use crate::config::{self, Config, LogFormat};
+use crate::serve;
+
+const DEFAULT_DATA: &str = "./facteur-data";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "facteur",
+    version,
+    about = "facteur — a mail server: SMTP in, a durable queue, local mailboxes",
+    long_about = "facteur — a mail server: SMTP in, a durable queue, local mailboxes.\n\n\
+        With no configuration, `facteur serve` keeps everything in ./facteur-data \
+        (embedded SQLite, a generated config file and a self-signed certificate) and \
+        listens on loopback: SMTP 2525, submission 2587, submissions 2465, HTTP 8025."
+)]
+pub struct Cli {
+    /// Data folder: database, generated configuration and certificate [default: ./facteur-data]
+    #[arg(long, global = true, env = "FACTEUR_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Configuration file [default: DIR/facteur.toml when it exists]
+    #[arg(long, global = true, env = "FACTEUR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the mail server (SMTP, submission, HTTP health) until SIGINT or SIGTERM
+    Serve,
+    /// Manage mail users (each gets an INBOX)
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage the domains this server receives mail for
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Inspect messages waiting for delivery
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Verify storage invariants (UIDs, counters, mailboxes); exit 1 on a problem
+    Check {
+        /// Repair what can be rebuilt from the data (the server also does this at start)
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Output {
+    /// Print JSON for scripts
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct PasswordSource {
+    /// Read the password from the first line of standard input
+    /// (otherwise one is generated and printed)
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Add a user; its domain must have been added first
+    Add {
+        /// user@domain
+        address: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List users
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Set a user's password
+    Passwd {
+        address: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Remove a user and their mailboxes
+    Remove { address: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum DomainCmd {
+    /// Receive mail for this domain
+    Add { domain: String },
+    /// List local domains
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Stop receiving mail for this domain (it must have no users)
+    Remove { domain: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCmd {
+    /// Messages with recipients not yet delivered
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// One message: envelope and the state of every recipient
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// Where the data is and which configuration applies.
+struct Resolved {
+    config: Config,
+    data_dir: PathBuf,
+    /// The config file in force, if any.
+    config_file: Option<PathBuf>,
+}
+
+fn resolve(cli: &Cli) -> anyhow::Result<Resolved> {
+    if let Some(file) = &cli.config {
+        let config = Config::load(file)?;
+        let data_dir =
+            cli.data.clone().or_else(|| config.server.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA.into());
+        return Ok(Resolved { config, data_dir, config_file: Some(file.clone()) });
+    }
+    let data_dir = cli.data.clone().unwrap_or_else(|| DEFAULT_DATA.into());
+    let file = data_dir.join("facteur.toml");
+    if file.exists() {
+        Ok(Resolved { config: Config::load(&file)?, data_dir, config_file: Some(file) })
+    } else {
+        Ok(Resolved { config: Config::default(), data_dir, config_file: None })
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("facteur: error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("facteur: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let r = resolve(&cli)?;
+    let is_serve = matches!(cli.command, Command::Serve);
+    init_logging(r.config.server.log_format, if is_serve { "info" } else { "warn" });
+    if is_serve {
+        return serve_cmd(r).await.map(|_| std::process::ExitCode::SUCCESS);
+    }
+    if !r.data_dir.join(&r.config.storage.path).exists() {
+        std::fs::create_dir_all(&r.data_dir)
+            .with_context(|| format!("cannot create data folder {}", r.data_dir.display()))?;
+    }
+    let store = serve::open_store(&r.config, &r.data_dir)?;
+    let d = r.data_dir.display().to_string();
+    match cli.command {
+        Command::Serve => unreachable!("handled above"),
+        Command::Domain(DomainCmd::Add { domain }) => {
+            store.add_domain(&domain).await.map_err(friendly)?;
+            println!("domain {} added; add a user with: facteur --data {d} user add you@{}", domain.to_lowercase(), domain.to_lowercase());
+        }
+        Command::Domain(DomainCmd::Remove { domain }) => {
+            store.remove_domain(&domain).await.map_err(friendly)?;
+            println!("domain {} removed", domain.to_lowercase());
+        }
+        Command::Domain(DomainCmd::List { out }) => {
+            let domains = store.list_domains().await?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&domains)?);
+            } else if domains.is_empty() {
+                println!("no domains; add one with: facteur --data {d} domain add example.com");
+            } else {
+                println!("{:<40} {:>6}", "DOMAIN", "USERS");
+                for x in domains {
+                    println!("{:<40} {:>6}", x.name, x.users);
+                }
+            }
+        }
+        Command::User(UserCmd::Add { address, password }) => {
+            let (pw, generated) = obtain_password(&password)?;
+            store.add_user(&address, &password::hash(&pw)).await.map_err(friendly)?;
+            println!("user {} added with an INBOX", address.to_lowercase());
+            if generated {
+                println!("password: {pw}");
+            }
+        }
+        Command::User(UserCmd::Passwd { address, password }) => {
+            let (pw, generated) = obtain_password(&password)?;
+            store.set_password(&address, &password::hash(&pw)).await.map_err(friendly)?;
+            println!("password of {} changed", address.to_lowercase());
+            if generated {
+                println!("password: {pw}");
+            }
+        }
+        Command::User(UserCmd::Remove { address }) => {
+            store.remove_user(&address).await.map_err(friendly)?;
+            println!("user {} and their mailboxes removed", address.to_lowercase());
+        }
+        Command::User(UserCmd::List { out }) => {
+            let users = store.list_users().await?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else if users.is_empty() {
+                println!("no users; add one with: facteur --data {d} user add you@example.com");
+            } else {
+                for u in users {
+                    println!("{}", u.address);
+                }
+            }
+        }
+        Command::Queue(QueueCmd::List { out }) => {
+            let q = store.queue_list().await?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&q)?);
+            } else if q.is_empty() {
+                println!("queue is empty");
+            } else {
+                println!("{:<26} {:>8} {:<32} {}", "ID", "SIZE", "FROM", "WAITING RECIPIENTS");
+                for m in &q {
+                    let waiting: Vec<&str> =
+                        m.recipients.iter().filter(|r| r.state == "queued").map(|r| r.address.as_str()).collect();
+                    let from = if m.envelope.mail_from.is_empty() { "<>" } else { &m.envelope.mail_from };
+                    println!("{:<26} {:>8} {:<32} {}", m.id, m.size, from, waiting.join(", "));
+                }
+                println!("{} message(s)", q.len());
+            }
+        }
+        Command::Queue(QueueCmd::Show { id, out }) => {
+            id.parse::<facteur_store::MessageId>()?;
+            let Some(m) = store.queue_show(&id).await? else {
+                bail!("no message with id {id}; see `facteur --data {d} queue list`");
+            };
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print_message(&m);
+            }
+        }
+        Command::Check { repair, out } => {
+            let report = store.check(repair).await?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&report, store.path());
+            }
+            if !report.healthy() {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Store errors already name the value and the fix; drop the Debug wrapping.
+fn friendly(e: StoreError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn obtain_password(src: &PasswordSource) -> anyhow::Result<(String, bool)> {
+    if src.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        if pw.is_empty() {
+            bail!("--password-stdin: standard input gave an empty password");
+        }
+        if std::io::stdin().is_terminal() {
+            eprintln!("(password read from the terminal)");
+        }
+        return Ok((pw, false));
+    }
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    let pw: String = (0..20).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect();
+    Ok((pw, true))
+}
+
+fn print_message(m: &QueuedMessage) {
+    let e = &m.envelope;
+    println!("id:          {}", m.id);
+    println!("received:    {} (unix {})", facteur_smtp::headers::rfc5322_date(m.received_at), m.received_at);
+    println!("size:        {} octets", m.size);
+    println!("from:        <{}>", e.mail_from);
+    println!("client:      [{}] helo={} tls={} auth={}", e.client_ip, e.helo, e.tls, e.auth_user.as_deref().unwrap_or("-"));
+    if let Some(envid) = &e.envid {
+        println!("envid:       {envid}");
+    }
+    if let Some(ret) = &e.ret {
+        println!("ret:         {ret}");
+    }
+    println!("recipients:");
+    for r in &m.recipients {
+        let next = r.next_attempt.map(facteur_smtp::headers::rfc5322_date).unwrap_or_else(|| "-".into());
+        println!("  {:<40} {:<10} attempts={} next={}", r.address, r.state, r.attempts, next);
+        if let Some(err) = &r.last_error {
+            println!("    last error: {err}");
+        }
+    }
+}
+
+fn print_report(r: &CheckReport, db: &Path) {
+    println!("storage:        {} (schema version {})", db.display(), r.schema_version);
+    println!("mailboxes:      {}", r.mailboxes);
+    println!("messages:       {}", r.messages);
+    if r.findings.is_empty() {
+        println!("invariants:     all hold");
+        return;
+    }
+    for f in &r.findings {
+        println!("{:<8} {:<24} {}", f.severity.to_uppercase(), f.invariant, f.detail);
+    }
+    if r.healthy() {
+        println!("invariants:     all hold now (repaired above)");
+    } else if r.findings.iter().any(|f| f.severity == "error") {
+        println!("invariants:     BROKEN — `facteur check --repair` fixes what the data allows");
+    }
+}
+
+async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
+    let fresh = !r.data_dir.exists();
+    std::fs::create_dir_all(&r.data_dir).with_context(|| format!("cannot create data folder {}", r.data_dir.display()))?;
+    if fresh {
+        println!("facteur: created data folder {}", r.data_dir.display());
+    }
+    if r.config_file.is_none() {
+        let file = r.data_dir.join("facteur.toml");
+        std::fs::write(&file, config::default_file(&r.config.server.hostname))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        println!("facteur: wrote the default configuration to {} (edit it and restart to change ports or limits)", file.display());
+    }
+    let running = serve::start(r.config.clone(), &r.data_dir).await?;
+    let list = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    println!("facteur: listening as {}:", r.config.server.hostname);
+    println!("  smtp         {}   (MX; STARTTLS offered)", list(&running.smtp));
+    println!("  submission   {}   (STARTTLS, then AUTH)", list(&running.submission));
+    println!("  submissions  {}   (implicit TLS, then AUTH)", list(&running.submissions));
+    println!("  http         {}   (/healthz, /readyz)", list(&running.http));
+    for n in &running.notes {
+        println!("facteur: {n}");
+    }
+    tracing::info!(hostname = %r.config.server.hostname, "facteur serving");
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing listeners, telling sessions 421");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

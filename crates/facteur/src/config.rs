@@ -1,0 +1,233 @@
+//! The configuration file (`facteur.toml`): typed, every key documented in
+//! the default file written on first start and in `examples/production.toml`,
+//! unknown keys rejected with their path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+pub use facteur_smtp::SmtpConfig;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub listen: ListenSection,
+    pub tls: TlsSection,
+    pub smtp: SmtpConfig,
+    pub storage: StorageSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Our name in the SMTP greeting, EHLO reply and Received fields.
+    pub hostname: String,
+    /// Where facteur keeps its data; `--data` and FACTEUR_DATA take precedence.
+    pub data_dir: Option<PathBuf>,
+    /// "text" or "json" log lines on standard error.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection { hostname: system_hostname(), data_dir: None, log_format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSection {
+    /// MX: mail from the world (standard port 25).
+    pub smtp: Vec<SocketAddr>,
+    /// Submission with STARTTLS and AUTH (standard port 587).
+    pub submission: Vec<SocketAddr>,
+    /// Submission over implicit TLS (standard port 465).
+    pub submissions: Vec<SocketAddr>,
+    /// Health, readiness (and later metrics and controls).
+    pub http: Vec<SocketAddr>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        let lo = |port| vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        ListenSection { smtp: lo(2525), submission: lo(2587), submissions: lo(2465), http: lo(8025) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain; when unset, a self-signed one is made in DATA/tls/.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// "sqlite" (embedded). PostgreSQL comes with multi-node support.
+    pub backend: Backend,
+    /// SQLite database file, relative to the data folder.
+    pub path: PathBuf,
+    /// Seconds between background invariant checks (with repair).
+    pub check_interval_secs: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { backend: Backend::Sqlite, path: "facteur.db".into(), check_interval_secs: 600 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+}
+
+/// The host name: /proc's, else "localhost".
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Config {
+    pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Config> {
+        let config: Config =
+            toml::from_str(text).with_context(|| format!("invalid configuration in {}", origin.display()))?;
+        config.validate().with_context(|| format!("invalid configuration in {}", origin.display()))?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks serde cannot express; every problem is reported at once.
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.server.hostname.trim().is_empty() || self.server.hostname.contains(char::is_whitespace) {
+            problems.push(format!("server.hostname = {:?} is not a host name", self.server.hostname));
+        }
+        if self.smtp.max_recipients < 100 {
+            problems.push(format!(
+                "smtp.max_recipients = {} is below 100, the minimum RFC 5321 §4.5.3.1.8 requires",
+                self.smtp.max_recipients
+            ));
+        }
+        if self.smtp.max_command_line < 512 {
+            problems.push(format!(
+                "smtp.max_command_line = {} is below 512, the minimum of RFC 5321 §4.5.3.1.4",
+                self.smtp.max_command_line
+            ));
+        }
+        if self.smtp.max_data_line < 1000 {
+            problems.push(format!(
+                "smtp.max_data_line = {} is below 1000, the minimum of RFC 5321 §4.5.3.1.6",
+                self.smtp.max_data_line
+            ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            problems.push("tls.cert and tls.key must be set together".into());
+        }
+        if problems.is_empty() { Ok(()) } else { anyhow::bail!(problems.join("; ")) }
+    }
+}
+
+/// The commented file written to DATA/facteur.toml on first start. Every
+/// value shown is the default (a test keeps the two in step).
+pub fn default_file(hostname: &str) -> String {
+    DEFAULT_TEMPLATE.replace("{hostname}", hostname)
+}
+
+const DEFAULT_TEMPLATE: &str = r#"# facteur configuration, written on first start with every default spelled out.
+# Edit and restart facteur. See examples/production.toml in the source for a
+# production setup on the standard ports.
+
+[server]
+# Our name in the SMTP greeting, the EHLO reply and Received fields.
+hostname = "{hostname}"
+# Log lines on standard error: "text" or "json". RUST_LOG sets the level.
+log_format = "text"
+
+[listen]
+# Unprivileged development ports on loopback. Production: 25, 587, 465 on 0.0.0.0.
+smtp = ["127.0.0.1:2525"]         # MX: mail from the world, STARTTLS offered
+submission = ["127.0.0.1:2587"]   # STARTTLS then AUTH (RFC 6409)
+submissions = ["127.0.0.1:2465"]  # implicit TLS then AUTH (RFC 8314)
+http = ["127.0.0.1:8025"]         # /healthz, /readyz
+
+[tls]
+# PEM files. When unset, facteur makes a self-signed certificate in tls/.
+# cert = "/etc/facteur/fullchain.pem"
+# key = "/etc/facteur/privkey.pem"
+
+[smtp]
+max_message_size = 26214400   # octets, advertised with SIZE (RFC 1870)
+max_recipients = 100          # per message; RFC 5321 requires at least 100
+max_command_line = 2048       # octets per command line, CRLF included
+max_data_line = 1000          # octets per message line, CRLF included (RFC 5321 §4.5.3.1.6)
+max_commands = 1000           # per session, then 421
+max_errors = 20               # error replies per session, then 421
+idle_timeout_secs = 300       # silence allowed before 421 (RFC 5321 §4.5.3.2.7)
+max_connections = 1000        # simultaneous SMTP sessions
+auth_failure_delay_secs = 1   # pause before answering a failed AUTH
+# Networks that may relay without AUTH (like Postfix's mynetworks).
+trusted_networks = ["127.0.0.0/8", "::1/128"]
+
+[storage]
+backend = "sqlite"            # embedded, no other service needed
+path = "facteur.db"           # relative to the data folder
+check_interval_secs = 600     # background invariant check and repair
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_is_the_defaults() {
+        let parsed = Config::parse(&default_file("mx.example.test"), Path::new("default")).unwrap();
+        let mut expected = Config::default();
+        expected.server.hostname = "mx.example.test".into();
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn production_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/production.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.listen.smtp[0].port(), 25);
+        assert_eq!(c.listen.submission[0].port(), 587);
+        assert_eq!(c.listen.submissions[0].port(), 465);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let e = format!("{:#}", Config::parse("[smtp]\nmax_recipientz = 5\n", Path::new("x.toml")).unwrap_err());
+        assert!(e.contains("max_recipientz"), "{e}");
+        let e = format!("{:#}", Config::parse("[listen]\nsmtp = [\"nonsense\"]\n", Path::new("x.toml")).unwrap_err());
+        assert!(e.contains("x.toml") && e.contains("smtp"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse("[smtp]\nmax_recipients = 5\nmax_data_line = 10\n", Path::new("x.toml")).unwrap_err()
+        );
+        assert!(e.contains("max_recipients = 5") && e.contains("max_data_line = 10"), "{e}");
+    }
+}

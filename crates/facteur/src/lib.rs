@@ -1,0 +1,7 @@
+//! The `facteur` binary: configuration, TLS setup and the wiring of the
+//! role crates (smtp, store, http). No protocol logic lives here.
+
+pub mod cli;
+pub mod config;
+pub mod serve;
+pub mod tls;

@@ -1,0 +1,153 @@
+//! `facteur serve`: open storage (pre-flight, migrations, invariant check and
+//! repair), bind every listener, run SMTP and HTTP until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use facteur_http::Health;
+use facteur_smtp::{ListenerKind, SmtpContext};
+use facteur_store::sqlite::SqliteStore;
+use facteur_store::{CheckReport, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::tls;
+
+/// A running server: its bound addresses, and a handle to stop it.
+pub struct Running {
+    pub smtp: Vec<SocketAddr>,
+    pub submission: Vec<SocketAddr>,
+    pub submissions: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+    pub health: Arc<Health>,
+    /// What startup did that the operator should hear about.
+    pub notes: Vec<String>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stop accepting, tell open sessions `421 4.3.2`, wait for them (10 s at most).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+    let path = data_dir.join(&config.storage.path);
+    SqliteStore::open(&path).with_context(|| format!("cannot open storage {}", path.display()))
+}
+
+async fn bind(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a).await.with_context(|| {
+            format!("cannot listen for {what} on {a}; is another server using it? Change [listen] {what} in the configuration")
+        })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Log every finding of an invariant check; returns whether all is well now.
+pub fn log_check(report: &CheckReport) -> bool {
+    for f in &report.findings {
+        if f.severity == "repaired" {
+            tracing::error!(invariant = %f.invariant, detail = %f.detail, "storage invariant was broken; repaired from the data");
+        } else {
+            tracing::error!(invariant = %f.invariant, detail = %f.detail, "storage invariant broken; cannot repair automatically");
+        }
+    }
+    report.healthy()
+}
+
+pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
+    let mut notes = Vec::new();
+    let store = open_store(&config, data_dir)?;
+    let report = store.check(true).await.context("storage invariant check failed to run")?;
+    let healthy = log_check(&report);
+    if !report.findings.is_empty() {
+        notes.push(format!(
+            "storage check: {} finding(s), see the log; run `facteur check` for the report",
+            report.findings.len()
+        ));
+    }
+    if store.list_domains().await?.is_empty() {
+        let d = data_dir.display();
+        notes.push(format!(
+            "no local domain yet. Add one and a user:\n    facteur --data {d} domain add example.com\n    facteur --data {d} user add you@example.com"
+        ));
+    }
+    let tls = tls::load_or_create(&config.tls, data_dir, &config.server.hostname)?;
+    if let Some(dir) = &tls.generated {
+        notes.push(format!(
+            "generated a self-signed TLS certificate for {} in {} (set [tls] cert and key for a real one)",
+            config.server.hostname,
+            dir.display()
+        ));
+    }
+    let smtp_l = bind(&config.listen.smtp, "smtp").await?;
+    let sub_l = bind(&config.listen.submission, "submission").await?;
+    let subs_l = bind(&config.listen.submissions, "submissions").await?;
+    let http_l = bind(&config.listen.http, "http").await?;
+    let addrs = |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>();
+    let (smtp, submission, submissions, http) = (addrs(&smtp_l), addrs(&sub_l), addrs(&subs_l), addrs(&http_l));
+
+    let (shutdown, rx) = watch::channel(false);
+    let health = Health::new_starting();
+    let ctx = Arc::new(SmtpContext::new(
+        store.clone(),
+        config.smtp.clone(),
+        config.server.hostname.clone(),
+        Some(tls.server_config.clone()),
+    ));
+    let mut tasks = JoinSet::new();
+    for (listeners, kind) in
+        [(smtp_l, ListenerKind::Mx), (sub_l, ListenerKind::Submission), (subs_l, ListenerKind::Submissions)]
+    {
+        for l in listeners {
+            tasks.spawn(facteur_smtp::serve(l, kind, ctx.clone(), rx.clone()));
+        }
+    }
+    for l in http_l {
+        tasks.spawn(facteur_http::serve(l, health.clone(), rx.clone()));
+    }
+    tasks.spawn(periodic_check(store, Duration::from_secs(config.storage.check_interval_secs.max(1)), health.clone(), rx));
+    if healthy {
+        health.set_ready();
+    } else {
+        // Mail still flows; readiness says an operator must look.
+        health.set_not_ready("storage invariants broken; run `facteur check`");
+    }
+    Ok(Running { smtp, submission, submissions, http, health, notes, shutdown, tasks })
+}
+
+/// Verify and repair storage invariants continuously, not only at startup.
+async fn periodic_check(store: SqliteStore, every: Duration, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match store.check(true).await {
+            Ok(report) => {
+                if log_check(&report) {
+                    health.set_ready();
+                } else {
+                    health.set_not_ready("storage invariants broken; run `facteur check`");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "periodic storage check failed to run");
+                health.set_not_ready(format!("storage check failed: {e}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! TLS server configuration: the configured certificate, or a self-signed
+//! one made on first start so STARTTLS and submission work with no setup.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsSection;
+
+pub struct Tls {
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// Set when a certificate was generated now: where it was written.
+    pub generated: Option<PathBuf>,
+    pub cert_path: PathBuf,
+}
+
+pub fn load_or_create(section: &TlsSection, data_dir: &Path, hostname: &str) -> anyhow::Result<Tls> {
+    let (cert, key, generated) = match (&section.cert, &section.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), None),
+        _ => {
+            let dir = data_dir.join("tls");
+            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if c.exists() && k.exists() {
+                (c, k, None)
+            } else {
+                self_signed(&dir, &c, &k, hostname)?;
+                (c, k, Some(dir))
+            }
+        }
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate", cert.display());
+    }
+    let private = PrivateKeyDer::from_pem_file(&key)
+        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .with_context(|| format!("certificate {} and key {} do not form a usable pair", cert.display(), key.display()))?;
+    Ok(Tls { server_config: Arc::new(server_config), generated, cert_path: cert })
+}
+
+fn self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut names = vec![hostname.to_string()];
+    if hostname != "localhost" {
+        names.push("localhost".into());
+    }
+    let certified = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+    std::fs::write(cert, certified.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
+    write_private(key, certified.key_pair.serialize_pem().as_bytes())?;
+    Ok(())
+}
+
+/// Write a file readable by its owner only.
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Test harness: a facteur started in-process on ephemeral loopback ports
+//! with a temporary data folder, and a small line-oriented SMTP client
+//! speaking over real TCP (and TLS).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use facteur::config::Config;
+use facteur::serve::{self, Running};
+use facteur_store::sqlite::SqliteStore;
+use facteur_store::{Store, password};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub const PASSWORD: &str = "s3cret-pass";
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub smtp: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    pub http: SocketAddr,
+}
+
+pub fn loopback0() -> Vec<SocketAddr> {
+    vec!["127.0.0.1:0".parse().unwrap()]
+}
+
+/// A config on ephemeral ports; loopback is NOT trusted unless the test says so.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.server.hostname = "mx.example.test".into();
+    c.listen.smtp = loopback0();
+    c.listen.submission = loopback0();
+    c.listen.submissions = loopback0();
+    c.listen.http = loopback0();
+    c.smtp.trusted_networks = vec![];
+    c.smtp.auth_failure_delay_secs = 0;
+    c
+}
+
+/// Domain example.test with users alice and bob.
+pub async fn provision(data: &Path, config: &Config) {
+    let store = serve::open_store(config, data).unwrap();
+    store.add_domain("example.test").await.unwrap();
+    for u in ["alice@example.test", "bob@example.test"] {
+        store.add_user(u, &password::hash(PASSWORD)).await.unwrap();
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        provision(dir.path(), &config).await;
+        let running = serve::start(config, dir.path()).await.unwrap();
+        TestServer {
+            smtp: running.smtp[0],
+            submission: running.submission[0],
+            submissions: running.submissions[0],
+            http: running.http[0],
+            running: Some(running),
+            dir,
+        }
+    }
+
+    pub fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.dir.path().join("facteur.db")).unwrap()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("facteur.db")
+    }
+
+    /// Messages in a user's INBOX, in UID order.
+    pub async fn inbox(&self, user: &str) -> Vec<String> {
+        let store = self.store();
+        let mb = store.list_mailboxes(user).await.unwrap().into_iter().find(|m| m.name == "INBOX").unwrap();
+        let mut out = Vec::new();
+        for uid in 1..mb.uidnext {
+            if let Some(m) = store.fetch_message(mb.id, uid).await.unwrap() {
+                out.push(String::from_utf8_lossy(&m).into_owned());
+            }
+        }
+        out
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// The server's self-signed certificate is accepted without verification:
+/// these tests check our server, not the PKI.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn tls_connector() -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A minimal SMTP client over a real socket.
+pub struct Client {
+    io: BufReader<Box<dyn Stream>>,
+}
+
+/// A reply: code and the text of every line (without code and separator).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let mut c = Client { io: BufReader::new(Box::new(s)) };
+        assert_eq!(c.reply().await.code, 220);
+        c
+    }
+
+    /// Connect with implicit TLS (port 465 style).
+    pub async fn connect_tls(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let tls = tls_connector().connect("localhost".try_into().unwrap(), s).await.unwrap();
+        let mut c = Client { io: BufReader::new(Box::new(tls)) };
+        assert_eq!(c.reply().await.code, 220);
+        c
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.io.get_mut().write_all(bytes).await.unwrap();
+        self.io.get_mut().flush().await.unwrap();
+    }
+
+    /// Read one (possibly multi-line) reply; panics after 10 s of silence.
+    pub async fn reply(&mut self) -> Reply {
+        self.try_reply().await.expect("connection closed while waiting for a reply")
+    }
+
+    /// `None` when the server closed the connection.
+    pub async fn try_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut line))
+                .await
+                .expect("no reply within 10 s")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+            let code: u16 = line[..3].parse().unwrap();
+            lines.push(line[4..].trim_end().to_string());
+            if line.as_bytes()[3] == b' ' {
+                return Some(Reply { code, lines });
+            }
+        }
+    }
+
+    /// Send one command line, return its reply.
+    pub async fn cmd(&mut self, line: &str) -> Reply {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Send a command and assert the reply code.
+    pub async fn ok(&mut self, line: &str, code: u16) -> Reply {
+        let r = self.cmd(line).await;
+        assert_eq!(r.code, code, "{line} -> {r:?}");
+        r
+    }
+
+    pub async fn ehlo(&mut self) -> Reply {
+        self.ok("EHLO client.test", 250).await
+    }
+
+    pub fn from_stream(s: Box<dyn Stream>) -> Client {
+        Client { io: BufReader::new(s) }
+    }
+
+    /// The underlying stream; only valid when nothing is buffered unread.
+    pub fn into_raw(self) -> Box<dyn Stream> {
+        assert!(self.io.buffer().is_empty(), "unread bytes: {:?}", self.io.buffer());
+        self.io.into_inner()
+    }
+
+    pub async fn starttls(self) -> Client {
+        let mut c = self;
+        c.ok("STARTTLS", 220).await;
+        let raw = c.io.into_inner();
+        let tls = tls_connector().connect("localhost".try_into().unwrap(), raw).await.unwrap();
+        Client { io: BufReader::new(Box::new(tls)) }
+    }
+
+    pub async fn auth_plain(&mut self, user: &str, pass: &str) -> Reply {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+        self.cmd(&format!("AUTH PLAIN {token}")).await
+    }
+
+    /// A whole transaction; returns the final reply to DATA.
+    pub async fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
+        self.ok(&format!("MAIL FROM:<{from}>"), 250).await;
+        for t in to {
+            self.ok(&format!("RCPT TO:<{t}>"), 250).await;
+        }
+        self.ok("DATA", 354).await;
+        self.send_raw(format!("{body}\r\n.\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// True once the server has closed the connection (EOF within 5 s).
+    pub async fn closed(&mut self) -> bool {
+        let mut buf = String::new();
+        matches!(tokio::time::timeout(Duration::from_secs(5), self.io.read_line(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+}
+
+/// A GET over a raw socket; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}

@@ -1,0 +1,264 @@
+//! The real `facteur` binary: CLI commands, crash durability (SIGKILL in the
+//! middle of many concurrent sessions) and the repair of a broken UID counter
+//! across a restart.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Client, http_get};
+
+const BIN: &str = env!("CARGO_BIN_EXE_facteur");
+
+fn facteur(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).arg("--data").arg(data).args(args).env_remove("FACTEUR_CONFIG").output().unwrap()
+}
+
+fn facteur_stdin(data: &Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    smtp: SocketAddr,
+    http: SocketAddr,
+}
+
+/// Start `facteur serve` on fresh ports and wait until /readyz answers.
+async fn serve(data: &Path) -> Server {
+    let (smtp, http) = (free_port(), free_port());
+    let config = data.join("test.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n[smtp]\ntrusted_networks = []\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, smtp: ([127, 0, 0, 1], smtp).into(), http: ([127, 0, 0, 1], http).into() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(server.http).await.is_ok() && http_get(server.http, "/readyz").await.0 == 200 {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "facteur did not become ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn provision(data: &Path) {
+    let o = facteur(data, &["domain", "add", "example.test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = facteur_stdin(data, &["user", "add", "alice@example.test", "--password-stdin"], "pw\n");
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn cli_manages_domains_users_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = facteur(d, &["user", "add", "carol@nowhere.test"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("facteur --data") || text(&o).contains("domain add nowhere.test"), "{}", text(&o));
+    provision(d);
+    let o = facteur(d, &["user", "add", "bob@example.test"]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("password: "), "a generated password is shown: {}", text(&o));
+    let o = facteur(d, &["user", "list", "--json"]);
+    let users: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    assert!(users.to_string().contains("alice@example.test"));
+    assert!(!users.to_string().contains("argon2"), "hashes never printed");
+    let o = facteur(d, &["domain", "list", "--json"]);
+    let domains: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(domains[0]["name"], "example.test");
+    assert_eq!(domains[0]["users"], 2);
+    let o = facteur(d, &["domain", "remove", "example.test"]);
+    assert!(!o.status.success() && text(&o).contains("still has 2 user(s)"), "{}", text(&o));
+    let o = facteur_stdin(d, &["user", "passwd", "bob@example.test", "--password-stdin"], "new\n");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = facteur(d, &["user", "remove", "bob@example.test"]);
+    assert!(o.status.success());
+    let o = facteur(d, &["user", "remove", "bob@example.test"]);
+    assert!(!o.status.success() && text(&o).contains("bob@example.test"), "{}", text(&o));
+    let o = facteur(d, &["queue", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+    let o = facteur(d, &["queue", "show", "nonsense"]);
+    assert!(!o.status.success() && text(&o).contains("nonsense"), "{}", text(&o));
+    let o = facteur(d, &["check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("all hold"));
+    let o = facteur(d, &["check", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["findings"].as_array().unwrap().len(), 0);
+    // A bad config file names the key.
+    std::fs::write(d.join("bad.toml"), "[smtp]\nmax_recipients = \"many\"\n").unwrap();
+    let o = Command::new(BIN).arg("--data").arg(d).arg("--config").arg(d.join("bad.toml")).arg("check").output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("max_recipients"), "{}", text(&o));
+}
+
+fn body_for(token: &str) -> String {
+    format!("Subject: {token}\r\nX-Token: {token}\r\n\r\n{}\r\n", format!("payload {token} ").repeat(20))
+}
+
+/// Every message acknowledged with 250 survives a SIGKILL, intact, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    provision(dir.path());
+    let mut server = serve(dir.path()).await;
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for client in 0..12 {
+        let acked = acked.clone();
+        let addr = server.smtp;
+        tasks.push(tokio::spawn(async move {
+            let Ok(s) = tokio::net::TcpStream::connect(addr).await else { return };
+            let mut c = Client::from_stream(Box::new(s));
+            if c.try_reply().await.is_none() {
+                return;
+            }
+            c.send_raw(b"EHLO c\r\n").await;
+            if c.try_reply().await.is_none() {
+                return;
+            }
+            for n in 0..400 {
+                let token = format!("tok-{client}-{n}");
+                c.send_raw(
+                    format!("MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n{}.\r\n", body_for(&token))
+                        .as_bytes(),
+                )
+                .await;
+                let mut last = None;
+                for _ in 0..4 {
+                    match c.try_reply().await {
+                        Some(r) => last = Some(r),
+                        None => return,
+                    }
+                }
+                if last.is_some_and(|r| r.code == 250) {
+                    acked.lock().unwrap().push(token);
+                }
+            }
+        }));
+    }
+    // Kill while sessions are mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 600 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 600, "only {} acknowledged before the deadline", acked.len());
+
+    // Restart: the store opens cleanly and every acknowledged message is there.
+    let mut server = serve(dir.path()).await;
+    let conn = rusqlite::Connection::open(dir.path().join("facteur.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT b.data FROM mailbox_messages mm JOIN message_bodies b ON b.message_id = mm.message_id")
+        .unwrap();
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    for data in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
+        let data = String::from_utf8(data.unwrap()).unwrap();
+        let token = data.split("X-Token: ").nth(1).unwrap().split("\r\n").next().unwrap().to_string();
+        assert!(data.ends_with(&body_for(&token)), "message {token} is not intact");
+        *stored.entry(token).or_default() += 1;
+    }
+    for t in &acked {
+        assert_eq!(stored.get(t), Some(&1), "acknowledged {t} lost or duplicated");
+    }
+    assert!(stored.values().all(|&n| n == 1), "a message was stored twice");
+    let o = facteur(dir.path(), &["check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// The Zendesk Sell failure: the UID counter vanishes in an "upgrade". facteur
+/// reports it, repairs it from the data at start, and keeps storing mail with
+/// UIDs above every existing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_uid_counter_is_repaired_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    provision(dir.path());
+    let deliver = |addr: SocketAddr, subject: &'static str| async move {
+        let mut c = Client::connect(addr).await;
+        c.ehlo().await;
+        let r = c.send_mail("s@remote.test", &["alice@example.test"], &format!("Subject: {subject}\r\n\r\nx")).await;
+        assert_eq!(r.code, 250, "{r:?}");
+    };
+    let mut server = serve(dir.path()).await;
+    for s in ["one", "two", "three"] {
+        deliver(server.smtp, s).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let db = dir.path().join("facteur.db");
+    rusqlite::Connection::open(&db).unwrap().execute("DELETE FROM uid_counters", []).unwrap();
+    let o = facteur(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("has no UID counter; highest stored UID is 3"), "{}", text(&o));
+
+    let mut server = serve(dir.path()).await;
+    deliver(server.smtp, "four").await;
+    let o = facteur(dir.path(), &["check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Corrupt it backwards while running: the next message still gets a fresh UID.
+    rusqlite::Connection::open(&db).unwrap().execute("UPDATE uid_counters SET uidnext = 1", []).unwrap();
+    deliver(server.smtp, "five").await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT mm.uid, b.data FROM mailbox_messages mm JOIN message_bodies b ON b.message_id = mm.message_id ORDER BY mm.uid",
+        )
+        .unwrap();
+    let rows: Vec<(u32, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, String::from_utf8_lossy(&r.get::<_, Vec<u8>>(1)?).into_owned())))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let uids: Vec<u32> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(uids, [1, 2, 3, 4, 5]);
+    assert!(rows[3].1.contains("Subject: four") && rows[4].1.contains("Subject: five"));
+}

@@ -1,0 +1,357 @@
+//! SMTP acceptance over real TCP: routing, relay policy, extensions, limits,
+//! smuggling, STARTTLS injection, AUTH, and what lands in the mailbox.
+
+mod common;
+
+use common::{Client, PASSWORD, TestServer, http_get, test_config};
+use facteur_store::Store;
+
+#[tokio::test]
+async fn ehlo_advertises_extensions() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    let r = c.ehlo().await;
+    let caps = r.lines.join(" ");
+    for ext in ["PIPELINING", "SIZE 26214400", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING", "STARTTLS"]
+    {
+        assert!(caps.contains(ext), "{ext} missing from {caps}");
+    }
+    assert!(!caps.contains("AUTH"), "MX port must not offer AUTH: {caps}");
+    c.ok("QUIT", 221).await;
+}
+
+#[tokio::test]
+async fn local_delivery_lands_in_inbox_with_received_and_id() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    let r = c
+        .send_mail("sender@remote.test", &["alice@example.test", "Bob@Example.Test"], "Subject: hello\r\n\r\n..dot line\r\nbody")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(r.text().starts_with("2.0.0 Ok: queued as "), "{r:?}");
+    let id = r.text().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(id.len(), 26);
+    for user in ["alice@example.test", "bob@example.test"] {
+        let inbox = s.inbox(user).await;
+        assert_eq!(inbox.len(), 1, "{user}");
+        let m = &inbox[0];
+        assert!(m.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.example.test (facteur) with ESMTP id "));
+        assert!(m.contains(&id));
+        // Two recipients: the Received field names neither.
+        assert!(!m.contains("for <"));
+        assert!(m.ends_with("Subject: hello\r\n\r\n.dot line\r\nbody\r\n"), "{m:?}");
+        // Not submission: no Message-ID or Date added.
+        assert!(!m.contains("Message-ID:"));
+    }
+    // Stored once.
+    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
+    let bodies: i64 = conn.query_row("SELECT COUNT(*) FROM message_bodies", [], |r| r.get(0)).unwrap();
+    assert_eq!(bodies, 1);
+}
+
+#[tokio::test]
+async fn unknown_local_user_is_refused_at_rcpt() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<x@remote.test>", 250).await;
+    let r = c.ok("RCPT TO:<nobody@example.test>", 550).await;
+    assert!(r.text().starts_with("5.1.1 "), "{r:?}");
+    c.ok("RCPT TO:<alice@example.test>", 250).await;
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: x\r\n\r\nhi\r\n.\r\n").await;
+    assert_eq!(c.reply().await.code, 250);
+    assert_eq!(s.inbox("alice@example.test").await.len(), 1);
+}
+
+#[tokio::test]
+async fn strangers_cannot_relay() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<x@remote.test>", 250).await;
+    let r = c.ok("RCPT TO:<victim@elsewhere.test>", 554).await;
+    assert!(r.text().starts_with("5.7.1 ") && r.text().contains("Relay access denied"), "{r:?}");
+    assert!(s.store().queue_list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn trusted_network_relays_into_the_queue() {
+    let mut config = test_config();
+    config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<app@example.test> RET=HDRS ENVID=abc+2Bdef", 250).await;
+    c.ok("RCPT TO:<someone@elsewhere.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;someone@elsewhere.test", 250).await;
+    c.ok("RCPT TO:<alice@example.test>", 250).await;
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: out\r\n\r\nhi\r\n.\r\n").await;
+    let r = c.reply().await;
+    assert_eq!(r.code, 250);
+    let q = s.store().queue_list().await.unwrap();
+    assert_eq!(q.len(), 1);
+    let m = &q[0];
+    assert_eq!(m.envelope.ret.as_deref(), Some("HDRS"));
+    assert_eq!(m.envelope.envid.as_deref(), Some("abc+def"));
+    assert_eq!(m.recipients[0].address, "someone@elsewhere.test");
+    assert_eq!(m.recipients[0].state, "queued");
+    assert_eq!(m.recipients[0].notify.as_deref(), Some("FAILURE,DELAY"));
+    assert_eq!(m.recipients[0].orcpt.as_deref(), Some("rfc822;someone@elsewhere.test"));
+    assert_eq!(m.recipients[1].state, "delivered");
+}
+
+#[tokio::test]
+async fn pipelined_transaction_gets_replies_in_order() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.send_raw(
+        b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+    )
+    .await;
+    let codes: Vec<u16> = [c.reply().await, c.reply().await, c.reply().await, c.reply().await, c.reply().await]
+        .iter()
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(codes, [250, 250, 550, 250, 354]);
+    c.send_raw(b"Subject: p\r\n\r\nx\r\n.\r\nMAIL FROM:<b@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRSET\r\nQUIT\r\n").await;
+    let codes: Vec<u16> = [c.reply().await, c.reply().await, c.reply().await, c.reply().await, c.reply().await]
+        .iter()
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(codes, [250, 250, 250, 250, 221]);
+    assert_eq!(s.inbox("alice@example.test").await.len(), 1);
+    assert_eq!(s.inbox("bob@example.test").await.len(), 1);
+}
+
+#[tokio::test]
+async fn bdat_chunks() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<a@remote.test>", 250).await;
+    c.ok("RCPT TO:<alice@example.test>", 250).await;
+    // The chunk contains what would end DATA: BDAT is length-delimited.
+    let chunk1 = b"Subject: b\r\n\r\nline\r\n.\r\n";
+    c.send_raw(format!("BDAT {}\r\n", chunk1.len()).as_bytes()).await;
+    c.send_raw(chunk1).await;
+    assert_eq!(c.reply().await.code, 250);
+    let chunk2 = b"last\r\n";
+    c.send_raw(format!("BDAT {} LAST\r\n", chunk2.len()).as_bytes()).await;
+    c.send_raw(chunk2).await;
+    let r = c.reply().await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let inbox = s.inbox("alice@example.test").await;
+    assert!(inbox[0].ends_with("Subject: b\r\n\r\nline\r\n.\r\nlast\r\n"), "{:?}", inbox[0]);
+    assert!(inbox[0].contains("for <alice@example.test>"));
+}
+
+/// CVE-2023-51764 class: no end-of-data but CRLF.CRLF, and a bare CR or LF
+/// rejects the message, so nothing smuggled after a fake end is executed.
+#[tokio::test]
+async fn smuggling_attempts_are_rejected() {
+    let s = TestServer::start().await;
+    for fake_end in ["\n.\n", "\r.\n", "\n.\r\n", "\r.\r\n"] {
+        let mut c = Client::connect(s.smtp).await;
+        c.ehlo().await;
+        c.ok("MAIL FROM:<a@remote.test>", 250).await;
+        c.ok("RCPT TO:<alice@example.test>", 250).await;
+        c.ok("DATA", 354).await;
+        let payload = format!(
+            "Subject: outer\r\n\r\nhello{fake_end}MAIL FROM:<evil@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
+        );
+        c.send_raw(payload.as_bytes()).await;
+        let r = c.reply().await;
+        assert_eq!(r.code, 554, "{fake_end:?}: {r:?}");
+        assert!(r.text().starts_with("5.5.2 "), "{r:?}");
+        // The session is still in sync: the next command is a command.
+        c.ok("NOOP", 250).await;
+    }
+    assert!(s.inbox("alice@example.test").await.is_empty());
+    assert!(s.inbox("bob@example.test").await.is_empty());
+}
+
+#[tokio::test]
+async fn limits_at_and_past_their_edge() {
+    let mut config = test_config();
+    config.smtp.max_message_size = 2000;
+    config.smtp.max_recipients = 100;
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    // SIZE declared over the limit.
+    let r = c.ok("MAIL FROM:<a@remote.test> SIZE=2001", 552).await;
+    assert!(r.text().starts_with("5.3.4"));
+    c.ok("MAIL FROM:<a@remote.test> SIZE=2000", 250).await;
+    // Recipients: the 100th is accepted, the 101st refused with 452 4.5.3.
+    for _ in 0..100 {
+        c.ok("RCPT TO:<alice@example.test>", 250).await;
+    }
+    let r = c.ok("RCPT TO:<alice@example.test>", 452).await;
+    assert!(r.text().starts_with("4.5.3"));
+    c.ok("RSET", 250).await;
+    // Message size: at the limit accepted, one octet more refused.
+    for (len, code) in [(2000usize, 250u16), (2001, 552)] {
+        c.ok("MAIL FROM:<a@remote.test>", 250).await;
+        c.ok("RCPT TO:<alice@example.test>", 250).await;
+        c.ok("DATA", 354).await;
+        // Lines of 100 octets (98 + CRLF) then one of 100..199; the data
+        // length counts the final CRLF.
+        let full_lines = (len - 100) / 100;
+        let mut body = format!("{}\r\n", "x".repeat(98)).repeat(full_lines);
+        body.push_str(&"y".repeat(len - body.len() - 2));
+        body.push_str("\r\n");
+        assert_eq!(body.len(), len);
+        c.send_raw(format!("{body}.\r\n").as_bytes()).await;
+        let r = c.reply().await;
+        assert_eq!(r.code, code, "size {len}: {r:?}");
+    }
+    // Data line: 1000 octets with CRLF accepted, 1001 refused.
+    for (len, code) in [(1000usize, 250u16), (1001, 500)] {
+        c.ok("MAIL FROM:<a@remote.test>", 250).await;
+        c.ok("RCPT TO:<bob@example.test>", 250).await;
+        c.ok("DATA", 354).await;
+        c.send_raw(format!("{}\r\n.\r\n", "z".repeat(len - 2)).as_bytes()).await;
+        assert_eq!(c.reply().await.code, code, "data line {len}");
+    }
+    // Command line: 2048 octets with CRLF is fine (a syntax error, not too long), 2049 is too long.
+    let r = c.cmd(&format!("NOOP {}", "n".repeat(2048 - 7))).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = c.cmd(&format!("NOOP {}", "n".repeat(2049 - 7))).await;
+    assert_eq!(r.code, 500, "{r:?}");
+    c.ok("NOOP", 250).await;
+}
+
+#[tokio::test]
+async fn error_and_command_limits_close_the_session() {
+    let mut config = test_config();
+    config.smtp.max_errors = 3;
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ok("BOGUS", 500).await;
+    c.ok("BOGUS", 500).await;
+    c.send_raw(b"BOGUS\r\n").await;
+    assert_eq!(c.reply().await.code, 500);
+    let r = c.reply().await;
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(c.closed().await);
+
+    let mut config = test_config();
+    config.smtp.max_commands = 5;
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    for _ in 0..5 {
+        c.ok("NOOP", 250).await;
+    }
+    let r = c.cmd("NOOP").await;
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_with_421() {
+    let mut config = test_config();
+    config.smtp.idle_timeout_secs = 1;
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    let r = c.reply().await;
+    assert_eq!(r.code, 421);
+    assert!(r.text().starts_with("4.4.2"), "{r:?}");
+    assert!(c.closed().await);
+}
+
+/// CVE-2011-0411 class: commands pipelined with STARTTLS are discarded.
+#[tokio::test]
+async fn starttls_discards_pipelined_plaintext() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.send_raw(b"STARTTLS\r\nMAIL FROM:<evil@remote.test>\r\nRCPT TO:<alice@example.test>\r\n").await;
+    let r = c.reply().await;
+    assert_eq!(r.code, 220);
+    let raw = c.into_raw();
+    let tls = common::tls_connector().connect("localhost".try_into().unwrap(), raw).await.unwrap();
+    let mut c = Client::from_stream(Box::new(tls));
+    // Had the injected MAIL been executed, this MAIL would be "nested" (503),
+    // and the first reply read here would be its 250.
+    let r = c.ok("EHLO client.test", 250).await;
+    assert!(!r.text().contains("STARTTLS"));
+    c.ok("MAIL FROM:<a@remote.test>", 250).await;
+    c.ok("RCPT TO:<alice@example.test>", 250).await;
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: tls\r\n\r\nx\r\n.\r\n").await;
+    assert_eq!(c.reply().await.code, 250);
+    let inbox = s.inbox("alice@example.test").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(inbox[0].contains("with ESMTPS id"));
+}
+
+#[tokio::test]
+async fn submission_requires_tls_then_auth_and_completes_headers() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.submission).await;
+    let r = c.ehlo().await;
+    assert!(!r.text().contains("AUTH"), "AUTH before TLS: {r:?}");
+    let r = c.auth_plain("alice@example.test", PASSWORD).await;
+    assert_eq!(r.code, 538, "{r:?}");
+    let r = c.ok("MAIL FROM:<alice@example.test>", 530).await;
+    assert!(r.text().starts_with("5.7.0"));
+    let mut c = c.starttls().await;
+    let r = c.ehlo().await;
+    assert!(r.text().contains("AUTH PLAIN LOGIN"), "{r:?}");
+    c.ok("MAIL FROM:<alice@example.test>", 530).await;
+    let r = c.auth_plain("alice@example.test", "wrong").await;
+    assert_eq!(r.code, 535, "{r:?}");
+    assert!(r.text().starts_with("5.7.8"));
+    let r = c.auth_plain("alice@example.test", PASSWORD).await;
+    assert_eq!(r.code, 235, "{r:?}");
+    // Authenticated: relaying is allowed, and missing Date/Message-ID are added.
+    let r = c.send_mail("alice@example.test", &["bob@example.test", "friend@elsewhere.test"], "Subject: sub\r\n\r\nhi").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let m = &s.inbox("bob@example.test").await[0];
+    assert!(m.contains("with ESMTPSA id"), "{m}");
+    assert!(m.contains("\r\nDate: ") && m.contains("\r\nMessage-ID: <"), "{m}");
+    let q = s.store().queue_list().await.unwrap();
+    assert_eq!(q[0].recipients[1].address, "friend@elsewhere.test");
+    assert_eq!(q[0].envelope.auth_user.as_deref(), Some("alice@example.test"));
+}
+
+#[tokio::test]
+async fn auth_login_on_implicit_tls() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let s = TestServer::start().await;
+    let mut c = Client::connect_tls(s.submissions).await;
+    let r = c.ehlo().await;
+    assert!(!r.text().contains("STARTTLS") && r.text().contains("AUTH PLAIN LOGIN"), "{r:?}");
+    c.ok("AUTH LOGIN", 334).await;
+    c.ok(&b64("bob@example.test"), 334).await;
+    c.ok(&b64(PASSWORD), 235).await;
+    let r = c.send_mail("bob@example.test", &["alice@example.test"], "Subject: s\r\nMessage-ID: <mine@x>\r\n\r\nx").await;
+    assert_eq!(r.code, 250);
+    let m = &s.inbox("alice@example.test").await[0];
+    assert!(m.contains("Message-ID: <mine@x>") && m.matches("Message-ID").count() == 1, "{m}");
+}
+
+#[tokio::test]
+async fn health_endpoints() {
+    let s = TestServer::start().await;
+    let (code, body) = http_get(s.http, "/healthz").await;
+    assert_eq!((code, body.contains("ok")), (200, true));
+    let (code, body) = http_get(s.http, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test]
+async fn shutdown_tells_open_sessions_421() {
+    let mut s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    s.stop().await;
+    let r = c.reply().await;
+    assert_eq!(r.code, 421);
+    assert!(r.text().starts_with("4.3.2"), "{r:?}");
+}

@@ -1,0 +1,137 @@
+//! Header fields facteur adds to a message: `Received:` (RFC 5321 §4.4), and
+//! for submission a missing `Message-ID:` or `Date:` (RFC 6409 §8.2, §8.3).
+
+/// RFC 5322 §3.3 date-time in UTC, e.g. `Sun, 22 Nov 2026 01:35:22 +0000`.
+pub fn rfc5322_date(unix_secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix_secs.div_euclid(86_400);
+    let secs = unix_secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[days.rem_euclid(7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The `with` keyword of a Received field (RFC 3848 §2, RFC 6531 §3.7.3).
+pub fn with_protocol(esmtp: bool, tls: bool, auth: bool, smtputf8: bool) -> String {
+    if !esmtp {
+        return "SMTP".into();
+    }
+    let base = if smtputf8 { "UTF8SMTP" } else { "ESMTP" };
+    format!("{base}{}{}", if tls { "S" } else { "" }, if auth { "A" } else { "" })
+}
+
+/// What a Received field records about one transaction.
+pub struct ReceivedInfo<'a> {
+    pub helo: &'a str,
+    pub client_ip: &'a str,
+    pub hostname: &'a str,
+    pub protocol: &'a str,
+    pub id: &'a str,
+    /// Named only when the message has exactly one recipient (privacy of Bcc).
+    pub single_recipient: Option<&'a str>,
+    pub unix_secs: i64,
+}
+
+/// A folded `Received:` field ending in CRLF (RFC 5321 §4.4 Time-stamp-line).
+pub fn received(info: &ReceivedInfo<'_>) -> String {
+    let helo: String = info.helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+    let mut out = format!(
+        "Received: from {helo} ([{}])\r\n\tby {} (facteur) with {} id {}",
+        info.client_ip, info.hostname, info.protocol, info.id
+    );
+    if let Some(r) = info.single_recipient {
+        let r: String = r.chars().filter(|c| !c.is_control()).collect();
+        out.push_str(&format!("\r\n\tfor <{r}>"));
+    }
+    out.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(info.unix_secs)));
+    out
+}
+
+/// The header section of a message: everything before the first empty line.
+pub fn header_section(data: &[u8]) -> &[u8] {
+    if data.starts_with(b"\r\n") {
+        return &[];
+    }
+    match data.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => &data[..p + 2],
+        None => data,
+    }
+}
+
+/// Whether the header section has a field of this name (case-insensitive).
+pub fn has_field(data: &[u8], name: &str) -> bool {
+    let headers = header_section(data);
+    headers.split(|&b| b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(1_795_311_322), "Sun, 22 Nov 2026 01:35:22 +0000");
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn protocols() {
+        assert_eq!(with_protocol(false, true, true, false), "SMTP");
+        assert_eq!(with_protocol(true, false, false, false), "ESMTP");
+        assert_eq!(with_protocol(true, true, true, false), "ESMTPSA");
+        assert_eq!(with_protocol(true, true, false, true), "UTF8SMTPS");
+    }
+
+    #[test]
+    fn received_field() {
+        let r = received(&ReceivedInfo {
+            helo: "client.test\r\nX-Evil: 1",
+            client_ip: "127.0.0.1",
+            hostname: "mx.test",
+            protocol: "ESMTP",
+            id: "01ABC",
+            single_recipient: Some("a@b.test"),
+            unix_secs: 0,
+        });
+        assert_eq!(
+            r,
+            "Received: from client.testX-Evil:1 ([127.0.0.1])\r\n\tby mx.test (facteur) with ESMTP id 01ABC\r\n\tfor <a@b.test>;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn fields() {
+        let m = b"Subject: x\r\nmessage-id: <a@b>\r\n\r\nDate: not a header\r\n";
+        assert!(has_field(m, "Message-ID"));
+        assert!(!has_field(m, "Date"));
+        assert!(!has_field(b"\r\nDate: x\r\n", "Date"));
+        assert!(!has_field(b"Dated: x\r\n\r\n", "Date"));
+    }
+}

@@ -1,0 +1,79 @@
+//! Answers to the session's questions: who may relay, which recipients
+//! exist, whether credentials are right.
+
+use std::net::IpAddr;
+
+use facteur_smtp_proto::{Address, AuthRequest, Reply};
+use facteur_store::{Lookup, Route, Store, password};
+
+use crate::server::SmtpContext;
+
+/// Reply for any storage failure while vetting: temporary, so the client
+/// retries (STYLE 7: the unforeseen is 4xx, never 5xx).
+fn temporary(e: impl std::fmt::Display) -> Reply {
+    tracing::error!(error = %e, "storage lookup failed; answering 451");
+    Reply::new(451, (4, 3, 0), "Error: temporary lookup failure, try again later")
+}
+
+/// The address a recipient is looked up under: RFC 5321 §4.5.1 requires
+/// `<Postmaster>` without a domain; it is the postmaster of our first domain.
+pub(crate) async fn recipient_key<S: Store>(ctx: &SmtpContext<S>, to: &Address) -> Result<String, Reply> {
+    if to.domain.is_empty() {
+        let domains = ctx.store.list_domains().await.map_err(temporary)?;
+        let primary = domains.first().map(|d| d.name.clone()).unwrap_or_else(|| ctx.hostname.clone());
+        return Ok(format!("postmaster@{primary}"));
+    }
+    Ok(format!("{}@{}", to.local, to.domain).to_lowercase())
+}
+
+/// RCPT policy: local users are accepted, unknown local users refused
+/// (`550 5.1.1` at RCPT time: never accept-then-bounce), other domains only
+/// for authenticated clients or trusted networks (`554 5.7.1`: no open relay).
+pub(crate) async fn vet_recipient<S: Store>(
+    ctx: &SmtpContext<S>,
+    key: &str,
+    authenticated: bool,
+    peer: IpAddr,
+) -> Result<Route, Reply> {
+    match ctx.store.lookup_recipient(key).await.map_err(temporary)? {
+        Lookup::LocalUser(user) => Ok(Route::Local { user }),
+        Lookup::UnknownUser => {
+            Err(Reply::new(550, (5, 1, 1), format!("<{key}>: Recipient address rejected: User unknown in local recipient table")))
+        }
+        Lookup::Remote if authenticated || ctx.config.trusted_networks.iter().any(|n| n.contains(&peer)) => {
+            Ok(Route::Remote)
+        }
+        Lookup::Remote => Err(Reply::new(554, (5, 7, 1), format!("<{key}>: Relay access denied"))),
+    }
+}
+
+/// AUTH: the user must exist and the password match its Argon2 hash.
+/// A failure is answered after a delay, the same whether the user exists or not.
+pub(crate) async fn authenticate<S: Store>(ctx: &SmtpContext<S>, req: AuthRequest) -> Result<String, Reply> {
+    let user = ctx.store.get_user(&req.username).await.map_err(temporary)?;
+    let ok_user = match user {
+        Some(u) => {
+            let hash = u.password_hash.clone();
+            let password = req.password.clone();
+            let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash)).await.unwrap_or(false);
+            ok.then_some(u.address)
+        }
+        None => None,
+    };
+    // RFC 4954 §4: an authorization identity other than the user is not supported.
+    let authz_ok = match (&req.authzid, &ok_user) {
+        (Some(z), Some(u)) => z.is_empty() || z.eq_ignore_ascii_case(u),
+        _ => true,
+    };
+    match ok_user {
+        Some(u) if authz_ok => {
+            tracing::info!(user = %u, mechanism = %req.mechanism, "authenticated");
+            Ok(u)
+        }
+        _ => {
+            tracing::warn!(user = %req.username, mechanism = %req.mechanism, "authentication failed");
+            tokio::time::sleep(std::time::Duration::from_secs(ctx.config.auth_failure_delay_secs)).await;
+            Err(Reply::new(535, (5, 7, 8), "Error: authentication credentials invalid"))
+        }
+    }
+}

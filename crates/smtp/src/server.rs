@@ -1,0 +1,371 @@
+//! Listeners and the per-connection driver.
+//!
+//! The driver is a loop over [`Session::poll`]: write queued replies when the
+//! session needs input (that is also when pipelined replies are flushed,
+//! RFC 2920 §3.1), read with the idle timeout, and answer each question the
+//! session asks. STARTTLS hands the same session to a second run of the
+//! loop over the TLS stream; the session has already discarded whatever the
+//! client pipelined in plaintext.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use facteur_smtp_proto::{Envelope, Event, Notify, Reply, Session, SessionConfig};
+use facteur_store::{MessageId, NewMessage, NewRecipient, Route, Store, StoredEnvelope};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::config::SmtpConfig;
+use crate::headers::{self, ReceivedInfo};
+use crate::policy;
+
+/// What a listener is for; it decides TLS and AUTH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Port 25: mail from the world; STARTTLS offered, no AUTH.
+    Mx,
+    /// Port 587 (RFC 6409): STARTTLS, then AUTH required.
+    Submission,
+    /// Port 465 (RFC 8314): implicit TLS, AUTH required.
+    Submissions,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Mx => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct SmtpContext<S> {
+    pub store: S,
+    pub config: SmtpConfig,
+    pub hostname: String,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    connections: Arc<Semaphore>,
+}
+
+impl<S: Store> SmtpContext<S> {
+    pub fn new(store: S, config: SmtpConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        SmtpContext { store, config, hostname, tls, connections }
+    }
+
+    fn session_config(&self, kind: ListenerKind) -> SessionConfig {
+        let c = &self.config;
+        let submission = kind != ListenerKind::Mx;
+        SessionConfig {
+            hostname: self.hostname.clone(),
+            max_message_size: c.max_message_size,
+            max_recipients: c.max_recipients,
+            max_command_line: c.max_command_line,
+            max_data_line: c.max_data_line,
+            max_commands: c.max_commands,
+            max_errors: c.max_errors,
+            starttls_available: self.tls.is_some() && kind != ListenerKind::Submissions,
+            tls_active: kind == ListenerKind::Submissions,
+            auth_enabled: submission,
+            auth_required: submission,
+        }
+    }
+}
+
+/// Accept connections until `shutdown` turns true, then give sessions up to
+/// ten seconds to finish (each is told `421 4.3.2`) before aborting them.
+pub async fn serve<S: Store + Clone>(
+    listener: TcpListener,
+    kind: ListenerKind,
+    ctx: Arc<SmtpContext<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        // Reap finished sessions so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, listener = kind.name(), "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("smtp", listener = kind.name(), peer = %peer);
+        tasks.spawn(
+            async move {
+                if let Err(e) = connection(stream, peer, kind, ctx, shutdown).await {
+                    tracing::debug!(error = %e, "connection ended with an I/O error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut deadline => { tasks.abort_all(); break }
+        }
+    }
+}
+
+/// Per-connection state the driver keeps beside the session.
+struct Conn {
+    peer: SocketAddr,
+    kind: ListenerKind,
+    /// Route decided at RCPT time, by lower-cased address.
+    routes: HashMap<String, Route>,
+}
+
+async fn connection<S: Store>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    ctx: Arc<SmtpContext<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let Ok(_permit) = ctx.connections.clone().try_acquire_owned() else {
+        tracing::warn!("connection limit reached; refusing with 421");
+        let r = Reply::new(421, (4, 7, 0), format!("{} Error: too many connections, try again later", ctx.hostname));
+        stream.write_all(&r.to_bytes()).await?;
+        return Ok(());
+    };
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn { peer, kind, routes: HashMap::new() };
+    let mut session = Session::new(ctx.session_config(kind));
+    let tls = ctx.tls.clone();
+    if kind == ListenerKind::Submissions {
+        let Some(tls) = tls else {
+            tracing::error!("implicit-TLS listener without a certificate; closing");
+            return Ok(());
+        };
+        let mut tls_stream = handshake(stream, tls).await?;
+        drive(&mut tls_stream, &mut session, &ctx, &mut conn, &mut shutdown).await?;
+        return Ok(());
+    }
+    if drive(&mut stream, &mut session, &ctx, &mut conn, &mut shutdown).await? == Outcome::StartTls {
+        let Some(tls) = tls else { return Ok(()) };
+        let mut tls_stream = handshake(stream, tls).await?;
+        // RFC 3207 §4.2: the session forgets everything learnt before TLS.
+        session.tls_established();
+        conn.routes.clear();
+        drive(&mut tls_stream, &mut session, &ctx, &mut conn, &mut shutdown).await?;
+    }
+    Ok(())
+}
+
+async fn handshake(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Closed,
+    StartTls,
+}
+
+async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO, session: &mut Session) -> std::io::Result<()> {
+    let out = session.take_output();
+    if !out.is_empty() {
+        io.write_all(&out).await?;
+        io.flush().await?;
+    }
+    Ok(())
+}
+
+async fn drive<S: Store, IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    session: &mut Session,
+    ctx: &SmtpContext<S>,
+    conn: &mut Conn,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<Outcome> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let idle = ctx.config.idle_timeout();
+    loop {
+        match session.poll() {
+            Event::NeedInput => {
+                flush(io, session).await?;
+                tokio::select! {
+                    r = tokio::time::timeout(idle, io.read(&mut buf)) => match r {
+                        Ok(Ok(0)) => return Ok(Outcome::Closed),
+                        Ok(Ok(n)) => session.feed(&buf[..n]),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            tracing::info!("idle timeout; closing with 421");
+                            session.timeout();
+                        }
+                    },
+                    _ = shutdown.wait_for(|s| *s) => session.shutdown(),
+                }
+            }
+            Event::StartTls => {
+                flush(io, session).await?;
+                return Ok(Outcome::StartTls);
+            }
+            Event::Close => {
+                flush(io, session).await?;
+                let _ = io.shutdown().await;
+                return Ok(Outcome::Closed);
+            }
+            Event::Auth(req) => {
+                let r = policy::authenticate(ctx, req).await;
+                session.auth_result(r);
+            }
+            Event::Mail { .. } => {
+                conn.routes.clear();
+                session.mail_result(Ok(()));
+            }
+            Event::Rcpt { to, .. } => {
+                let r = match policy::recipient_key(ctx, &to).await {
+                    Ok(key) => policy::vet_recipient(ctx, &key, session.auth_user().is_some(), conn.peer.ip())
+                        .await
+                        .map(|route| {
+                            conn.routes.insert(key, route);
+                        }),
+                    Err(reply) => Err(reply),
+                };
+                session.rcpt_result(r);
+            }
+            Event::Message { envelope, data } => {
+                let reply = accept_message(ctx, conn, envelope, data).await;
+                session.message_result(reply);
+            }
+        }
+    }
+}
+
+fn notify_text(n: &Notify) -> String {
+    if n.never {
+        return "NEVER".into();
+    }
+    let parts: Vec<&str> = [(n.success, "SUCCESS"), (n.failure, "FAILURE"), (n.delay, "DELAY")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, s)| *s)
+        .collect();
+    parts.join(",")
+}
+
+fn client_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("IPv6:{v6}"),
+        },
+    }
+}
+
+/// Prepend our header fields, commit durably, and build the final reply.
+async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: Envelope, data: Vec<u8>) -> Reply {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let id = MessageId::new(now.as_millis() as u64);
+    let span = tracing::info_span!("message", id = %id);
+    async move {
+        let secs = now.as_secs() as i64;
+        let mut recipients = Vec::with_capacity(env.recipients.len());
+        for r in &env.recipients {
+            let key = match policy::recipient_key(ctx, &r.address).await {
+                Ok(k) => k,
+                Err(reply) => return reply,
+            };
+            let route = match conn.routes.get(&key) {
+                Some(route) => route.clone(),
+                // Not vetted in this session (should not happen): vet again.
+                None => match policy::vet_recipient(ctx, &key, env.auth_user.is_some(), conn.peer.ip()).await {
+                    Ok(route) => route,
+                    Err(reply) => return reply,
+                },
+            };
+            recipients.push(NewRecipient {
+                address: key,
+                notify: r.params.notify.as_ref().map(notify_text),
+                orcpt: r.params.orcpt.clone(),
+                route,
+            });
+        }
+        let ip = client_ip(conn.peer.ip());
+        let id_text = id.to_string();
+        let protocol = headers::with_protocol(env.esmtp, env.tls, env.auth_user.is_some(), env.mail_params.smtputf8);
+        let single = (recipients.len() == 1).then(|| recipients[0].address.as_str());
+        let received = headers::received(&ReceivedInfo {
+            helo: &env.helo,
+            client_ip: &ip,
+            hostname: &ctx.hostname,
+            protocol: &protocol,
+            id: &id_text,
+            single_recipient: single,
+            unix_secs: secs,
+        });
+        let mut full = Vec::with_capacity(data.len() + received.len() + 128);
+        full.extend_from_slice(received.as_bytes());
+        // RFC 6409 §8.2, §8.3: a submission server may complete Date and Message-ID.
+        if conn.kind != ListenerKind::Mx {
+            if !headers::has_field(&data, "Date") {
+                full.extend_from_slice(format!("Date: {}\r\n", headers::rfc5322_date(secs)).as_bytes());
+            }
+            if !headers::has_field(&data, "Message-ID") {
+                full.extend_from_slice(format!("Message-ID: <{id_text}@{}>\r\n", ctx.hostname).as_bytes());
+            }
+        }
+        full.extend_from_slice(&data);
+        let size = full.len();
+        let nrcpt = recipients.len();
+        let mail_from = env.mail_from.as_ref().map(|a| a.to_string()).unwrap_or_default();
+        let stored = StoredEnvelope {
+            mail_from: mail_from.clone(),
+            helo: env.helo.clone(),
+            client_ip: ip,
+            auth_user: env.auth_user.clone(),
+            tls: env.tls,
+            body: env.mail_params.body.map(|b| match b {
+                facteur_smtp_proto::BodyType::SevenBit => "7BIT".to_string(),
+                facteur_smtp_proto::BodyType::EightBitMime => "8BITMIME".to_string(),
+            }),
+            smtputf8: env.mail_params.smtputf8,
+            ret: env.mail_params.ret.map(|r| match r {
+                facteur_smtp_proto::Ret::Full => "FULL".to_string(),
+                facteur_smtp_proto::Ret::Hdrs => "HDRS".to_string(),
+            }),
+            envid: env.mail_params.envid.clone(),
+        };
+        let msg = NewMessage { id, received_at: secs, envelope: stored, recipients, data: full };
+        match ctx.store.store_message(msg).await {
+            Ok(placed) => {
+                tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, "accepted");
+                Reply::new(250, (2, 0, 0), format!("Ok: queued as {id_text}"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage failed; message refused with 451, the client will retry");
+                Reply::new(451, (4, 3, 0), "Error: temporary storage failure, try again later")
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
