@@ -44,6 +44,9 @@ enum Command {
     /// Manage the domains this server receives mail for
     #[command(subcommand)]
     Domain(DomainCmd),
+    /// Look into a user's mailboxes
+    #[command(subcommand)]
+    Mailbox(MailboxCmd),
     /// Inspect messages waiting for delivery
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -110,6 +113,27 @@ enum DomainCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum MailboxCmd {
+    /// A user's mailboxes with message counts, UIDVALIDITY and UIDNEXT
+    List {
+        /// user@domain
+        address: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print one stored message exactly as received
+    Fetch {
+        /// user@domain
+        address: String,
+        /// The message's UID in the mailbox
+        uid: u32,
+        /// Mailbox name
+        #[arg(long, default_value = "INBOX")]
+        mailbox: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum QueueCmd {
     /// Messages with recipients not yet delivered
     List {
@@ -151,7 +175,10 @@ fn resolve(cli: &Cli) -> anyhow::Result<Resolved> {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -243,6 +270,31 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     println!("{}", u.address);
                 }
             }
+        }
+        Command::Mailbox(MailboxCmd::List { address, out }) => {
+            let boxes = store.list_mailboxes(&address).await?;
+            if boxes.is_empty() && store.get_user(&address).await?.is_none() {
+                bail!("no user {address}; see `facteur --data {d} user list`");
+            }
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&boxes)?);
+            } else {
+                println!("{:<24} {:>9} {:>12} {:>9}", "MAILBOX", "MESSAGES", "UIDVALIDITY", "UIDNEXT");
+                for b in boxes {
+                    println!("{:<24} {:>9} {:>12} {:>9}", b.name, b.messages, b.uidvalidity, b.uidnext);
+                }
+            }
+        }
+        Command::Mailbox(MailboxCmd::Fetch { address, uid, mailbox }) => {
+            let boxes = store.list_mailboxes(&address).await?;
+            let Some(b) = boxes.iter().find(|b| b.name.eq_ignore_ascii_case(&mailbox)) else {
+                bail!("user {address} has no mailbox {mailbox:?}; see `facteur --data {d} mailbox list {address}`");
+            };
+            let Some(data) = store.fetch_message(b.id, uid).await? else {
+                bail!("no message with UID {uid} in {address}/{}; see `facteur --data {d} mailbox list {address}`", b.name);
+            };
+            use std::io::Write;
+            std::io::stdout().write_all(&data)?;
         }
         Command::Queue(QueueCmd::List { out }) => {
             let q = store.queue_list().await?;

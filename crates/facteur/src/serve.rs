@@ -79,18 +79,18 @@ pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
             report.findings.len()
         ));
     }
-    if store.list_domains().await?.is_empty() {
-        let d = data_dir.display();
-        notes.push(format!(
-            "no local domain yet. Add one and a user:\n    facteur --data {d} domain add example.com\n    facteur --data {d} user add you@example.com"
-        ));
-    }
     let tls = tls::load_or_create(&config.tls, data_dir, &config.server.hostname)?;
     if let Some(dir) = &tls.generated {
         notes.push(format!(
             "generated a self-signed TLS certificate for {} in {} (set [tls] cert and key for a real one)",
             config.server.hostname,
             dir.display()
+        ));
+    }
+    if store.list_domains().await?.is_empty() {
+        let d = data_dir.display();
+        notes.push(format!(
+            "no local domain yet. Add one and a user:\n    facteur --data {d} domain add example.com\n    facteur --data {d} user add you@example.com"
         ));
     }
     let smtp_l = bind(&config.listen.smtp, "smtp").await?;

@@ -261,4 +261,12 @@ async fn deleted_uid_counter_is_repaired_on_restart() {
     let uids: Vec<u32> = rows.iter().map(|r| r.0).collect();
     assert_eq!(uids, [1, 2, 3, 4, 5]);
     assert!(rows[3].1.contains("Subject: four") && rows[4].1.contains("Subject: five"));
+    // The operator's view of the same mailbox.
+    let o = facteur(dir.path(), &["mailbox", "list", "alice@example.test", "--json"]);
+    let boxes: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((boxes[0]["name"].as_str(), boxes[0]["messages"].as_u64(), boxes[0]["uidnext"].as_u64()), (Some("INBOX"), Some(5), Some(6)));
+    let o = facteur(dir.path(), &["mailbox", "fetch", "alice@example.test", "5"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Subject: five"), "{}", text(&o));
+    let o = facteur(dir.path(), &["mailbox", "fetch", "alice@example.test", "9"]);
+    assert!(!o.status.success() && text(&o).contains("no message with UID 9"), "{}", text(&o));
 }

@@ -355,3 +355,31 @@ async fn shutdown_tells_open_sessions_421() {
     assert_eq!(r.code, 421);
     assert!(r.text().starts_with("4.3.2"), "{r:?}");
 }
+
+#[tokio::test]
+async fn connection_limit_at_and_past_its_edge() {
+    let mut config = test_config();
+    config.smtp.max_connections = 2;
+    let s = TestServer::start_with(config).await;
+    let mut a = Client::connect(s.smtp).await;
+    let mut b = Client::connect(s.submission).await;
+    // The limit is for all listeners together: a third session is refused.
+    let mut c = Client::from_stream(Box::new(tokio::net::TcpStream::connect(s.smtp).await.unwrap()));
+    let r = c.reply().await;
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text().starts_with("4.7.0"));
+    assert!(c.closed().await);
+    a.ok("QUIT", 221).await;
+    assert!(a.closed().await);
+    b.ok("NOOP", 250).await;
+    // A slot is free again (the server releases it just after closing).
+    for attempt in 0.. {
+        let mut d = Client::from_stream(Box::new(tokio::net::TcpStream::connect(s.smtp).await.unwrap()));
+        if d.reply().await.code == 220 {
+            d.ok("NOOP", 250).await;
+            break;
+        }
+        assert!(attempt < 50, "the slot was never released");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -71,6 +71,7 @@ async fn one_body_many_mailboxes_and_queue() {
 #[tokio::test]
 async fn concurrent_stores_get_distinct_increasing_uids() {
     let (_d, s) = setup().await;
+    let commits_before = s.commits();
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let s = s.clone();
@@ -82,6 +83,9 @@ async fn concurrent_stores_get_distinct_increasing_uids() {
     }
     uids.sort();
     assert_eq!(uids, (1..=200).collect::<Vec<_>>());
+    // Group commit: 200 concurrent messages did not cost 200 fsyncs.
+    let commits = s.commits() - commits_before;
+    assert!(commits < 100, "{commits} commits for 200 concurrent messages");
     let mb = &s.list_mailboxes("alice@example.test").await.unwrap()[0];
     assert_eq!((mb.uidnext, mb.messages), (201, 200));
 }

@@ -6,6 +6,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -26,6 +27,7 @@ struct Inner {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<mpsc::Sender<writer::Job>>,
+    commits: Arc<AtomicU64>,
 }
 
 fn now_secs() -> i64 {
@@ -56,10 +58,22 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = open_conn(path, true)?;
         schema::preflight_and_migrate(&mut conn)?;
-        let tx = writer::spawn(conn).map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let tx = writer::spawn(conn, commits.clone())
+            .map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
-            inner: Arc::new(Inner { path: path.to_path_buf(), readers: Mutex::new(Vec::new()), writer: Mutex::new(tx) }),
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(tx),
+                commits,
+            }),
         })
+    }
+
+    /// Commits made by this store's writer (each one fsync of the WAL).
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {

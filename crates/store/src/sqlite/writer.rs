@@ -9,7 +9,8 @@
 //! the batch gets an error (the SMTP layer answers `451 4.3.0`, the client
 //! retries); a failed commit is never retried and then trusted.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
 
@@ -23,7 +24,8 @@ pub type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 /// Most jobs in one commit: bounds the latency a batch adds.
 const MAX_BATCH: usize = 512;
 
-pub fn spawn(mut conn: Connection) -> std::io::Result<mpsc::Sender<Job>> {
+/// Start the writer thread; `commits` counts the commits it has made.
+pub fn spawn(mut conn: Connection, commits: Arc<AtomicU64>) -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new().name("facteur-store-writer".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
@@ -35,6 +37,7 @@ pub fn spawn(mut conn: Connection) -> std::io::Result<mpsc::Sender<Job>> {
                 }
             }
             run_batch(&mut conn, batch);
+            commits.fetch_add(1, Ordering::Relaxed);
         }
     })?;
     Ok(tx)
@@ -50,7 +53,9 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         }
         return;
     }
+    let jobs = batch.len();
     let completions: Vec<Completion> = batch.into_iter().map(|job| job(conn)).collect();
+    tracing::trace!(jobs, "group commit");
     let outcome = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
     if let Err(msg) = &outcome {
         tracing::error!(error = %msg, jobs = completions.len(), "commit failed; every write of the batch is reported failed");
