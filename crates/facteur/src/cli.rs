@@ -210,9 +210,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if is_serve {
         return serve_cmd(r).await.map(|_| std::process::ExitCode::SUCCESS);
     }
-    if !r.data_dir.join(&r.config.storage.path).exists() {
-        std::fs::create_dir_all(&r.data_dir)
-            .with_context(|| format!("cannot create data folder {}", r.data_dir.display()))?;
+    let db = r.data_dir.join(&r.config.storage.path);
+    let creates = matches!(cli.command, Command::Domain(DomainCmd::Add { .. }) | Command::User(UserCmd::Add { .. }));
+    if !db.exists() && !creates {
+        bail!(
+            "no facteur database at {}; is --data right? (`facteur serve` or `facteur domain add` creates it)",
+            db.display()
+        );
     }
     let store = serve::open_store(&r.config, &r.data_dir)?;
     let d = r.data_dir.display().to_string();
@@ -220,7 +224,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve => unreachable!("handled above"),
         Command::Domain(DomainCmd::Add { domain }) => {
             store.add_domain(&domain).await.map_err(friendly)?;
-            println!("domain {} added; add a user with: facteur --data {d} user add you@{}", domain.to_lowercase(), domain.to_lowercase());
+            println!(
+                "domain {} added; add a user with: facteur --data {d} user add you@{}",
+                domain.to_lowercase(),
+                domain.to_lowercase()
+            );
         }
         Command::Domain(DomainCmd::Remove { domain }) => {
             store.remove_domain(&domain).await.map_err(friendly)?;
@@ -291,7 +299,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 bail!("user {address} has no mailbox {mailbox:?}; see `facteur --data {d} mailbox list {address}`");
             };
             let Some(data) = store.fetch_message(b.id, uid).await? else {
-                bail!("no message with UID {uid} in {address}/{}; see `facteur --data {d} mailbox list {address}`", b.name);
+                bail!(
+                    "no message with UID {uid} in {address}/{}; see `facteur --data {d} mailbox list {address}`",
+                    b.name
+                );
             };
             use std::io::Write;
             std::io::stdout().write_all(&data)?;
@@ -303,7 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             } else if q.is_empty() {
                 println!("queue is empty");
             } else {
-                println!("{:<26} {:>8} {:<32} {}", "ID", "SIZE", "FROM", "WAITING RECIPIENTS");
+                println!("{:<26} {:>8} {:<32} WAITING RECIPIENTS", "ID", "SIZE", "FROM");
                 for m in &q {
                     let waiting: Vec<&str> =
                         m.recipients.iter().filter(|r| r.state == "queued").map(|r| r.address.as_str()).collect();
@@ -370,7 +381,13 @@ fn print_message(m: &QueuedMessage) {
     println!("received:    {} (unix {})", facteur_smtp::headers::rfc5322_date(m.received_at), m.received_at);
     println!("size:        {} octets", m.size);
     println!("from:        <{}>", e.mail_from);
-    println!("client:      [{}] helo={} tls={} auth={}", e.client_ip, e.helo, e.tls, e.auth_user.as_deref().unwrap_or("-"));
+    println!(
+        "client:      [{}] helo={} tls={} auth={}",
+        e.client_ip,
+        e.helo,
+        e.tls,
+        e.auth_user.as_deref().unwrap_or("-")
+    );
     if let Some(envid) = &e.envid {
         println!("envid:       {envid}");
     }
@@ -407,7 +424,8 @@ fn print_report(r: &CheckReport, db: &Path) {
 
 async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
     let fresh = !r.data_dir.exists();
-    std::fs::create_dir_all(&r.data_dir).with_context(|| format!("cannot create data folder {}", r.data_dir.display()))?;
+    std::fs::create_dir_all(&r.data_dir)
+        .with_context(|| format!("cannot create data folder {}", r.data_dir.display()))?;
     if fresh {
         println!("facteur: created data folder {}", r.data_dir.display());
     }
@@ -415,7 +433,10 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
         let file = r.data_dir.join("facteur.toml");
         std::fs::write(&file, config::default_file(&r.config.server.hostname))
             .with_context(|| format!("cannot write {}", file.display()))?;
-        println!("facteur: wrote the default configuration to {} (edit it and restart to change ports or limits)", file.display());
+        println!(
+            "facteur: wrote the default configuration to {} (edit it and restart to change ports or limits)",
+            file.display()
+        );
     }
     let running = serve::start(r.config.clone(), &r.data_dir).await?;
     let list = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");

@@ -119,7 +119,12 @@ pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
     for l in http_l {
         tasks.spawn(facteur_http::serve(l, health.clone(), rx.clone()));
     }
-    tasks.spawn(periodic_check(store, Duration::from_secs(config.storage.check_interval_secs.max(1)), health.clone(), rx));
+    tasks.spawn(periodic_check(
+        store,
+        Duration::from_secs(config.storage.check_interval_secs.max(1)),
+        health.clone(),
+        rx,
+    ));
     if healthy {
         health.set_ready();
     } else {

@@ -46,7 +46,9 @@ pub fn load_or_create(section: &TlsSection, data_dir: &Path, hostname: &str) -> 
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, private)
-        .with_context(|| format!("certificate {} and key {} do not form a usable pair", cert.display(), key.display()))?;
+        .with_context(|| {
+            format!("certificate {} and key {} do not form a usable pair", cert.display(), key.display())
+        })?;
     Ok(Tls { server_config: Arc::new(server_config), generated, cert_path: cert })
 }
 

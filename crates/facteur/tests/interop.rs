@@ -9,7 +9,8 @@ use std::process::Command;
 use common::{PASSWORD, TestServer};
 
 fn have(tool: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
     if !found {
         assert!(
             std::env::var("FACTEUR_REQUIRE_INTEROP").is_err(),

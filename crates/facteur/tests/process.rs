@@ -72,7 +72,8 @@ async fn serve(data: &Path) -> Server {
     let server = Server { child, smtp: ([127, 0, 0, 1], smtp).into(), http: ([127, 0, 0, 1], http).into() };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if tokio::net::TcpStream::connect(server.http).await.is_ok() && http_get(server.http, "/readyz").await.0 == 200 {
+        if tokio::net::TcpStream::connect(server.http).await.is_ok() && http_get(server.http, "/readyz").await.0 == 200
+        {
             return server;
         }
         assert!(Instant::now() < deadline, "facteur did not become ready within 30 s");
@@ -91,6 +92,8 @@ fn provision(data: &Path) {
 fn cli_manages_domains_users_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let o = facteur(d, &["check"]);
+    assert!(!o.status.success() && text(&o).contains("no facteur database at"), "{}", text(&o));
     let o = facteur(d, &["user", "add", "carol@nowhere.test"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("facteur --data") || text(&o).contains("domain add nowhere.test"), "{}", text(&o));
@@ -127,7 +130,8 @@ fn cli_manages_domains_users_and_reports() {
     assert_eq!(report["findings"].as_array().unwrap().len(), 0);
     // A bad config file names the key.
     std::fs::write(d.join("bad.toml"), "[smtp]\nmax_recipients = \"many\"\n").unwrap();
-    let o = Command::new(BIN).arg("--data").arg(d).arg("--config").arg(d.join("bad.toml")).arg("check").output().unwrap();
+    let o =
+        Command::new(BIN).arg("--data").arg(d).arg("--config").arg(d.join("bad.toml")).arg("check").output().unwrap();
     assert!(!o.status.success() && text(&o).contains("max_recipients"), "{}", text(&o));
 }
 
@@ -159,8 +163,11 @@ async fn sigkill_loses_nothing_acknowledged() {
             for n in 0..400 {
                 let token = format!("tok-{client}-{n}");
                 c.send_raw(
-                    format!("MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n{}.\r\n", body_for(&token))
-                        .as_bytes(),
+                    format!(
+                        "MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n{}.\r\n",
+                        body_for(&token)
+                    )
+                    .as_bytes(),
                 )
                 .await;
                 let mut last = None;
@@ -264,7 +271,10 @@ async fn deleted_uid_counter_is_repaired_on_restart() {
     // The operator's view of the same mailbox.
     let o = facteur(dir.path(), &["mailbox", "list", "alice@example.test", "--json"]);
     let boxes: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((boxes[0]["name"].as_str(), boxes[0]["messages"].as_u64(), boxes[0]["uidnext"].as_u64()), (Some("INBOX"), Some(5), Some(6)));
+    assert_eq!(
+        (boxes[0]["name"].as_str(), boxes[0]["messages"].as_u64(), boxes[0]["uidnext"].as_u64()),
+        (Some("INBOX"), Some(5), Some(6))
+    );
     let o = facteur(dir.path(), &["mailbox", "fetch", "alice@example.test", "5"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Subject: five"), "{}", text(&o));
     let o = facteur(dir.path(), &["mailbox", "fetch", "alice@example.test", "9"]);

@@ -12,7 +12,8 @@ async fn ehlo_advertises_extensions() {
     let mut c = Client::connect(s.smtp).await;
     let r = c.ehlo().await;
     let caps = r.lines.join(" ");
-    for ext in ["PIPELINING", "SIZE 26214400", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING", "STARTTLS"]
+    for ext in
+        ["PIPELINING", "SIZE 26214400", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING", "STARTTLS"]
     {
         assert!(caps.contains(ext), "{ext} missing from {caps}");
     }
@@ -26,7 +27,11 @@ async fn local_delivery_lands_in_inbox_with_received_and_id() {
     let mut c = Client::connect(s.smtp).await;
     c.ehlo().await;
     let r = c
-        .send_mail("sender@remote.test", &["alice@example.test", "Bob@Example.Test"], "Subject: hello\r\n\r\n..dot line\r\nbody")
+        .send_mail(
+            "sender@remote.test",
+            &["alice@example.test", "Bob@Example.Test"],
+            "Subject: hello\r\n\r\n..dot line\r\nbody",
+        )
         .await;
     assert_eq!(r.code, 250, "{r:?}");
     assert!(r.text().starts_with("2.0.0 Ok: queued as "), "{r:?}");
@@ -36,7 +41,9 @@ async fn local_delivery_lands_in_inbox_with_received_and_id() {
         let inbox = s.inbox(user).await;
         assert_eq!(inbox.len(), 1, "{user}");
         let m = &inbox[0];
-        assert!(m.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.example.test (facteur) with ESMTP id "));
+        assert!(
+            m.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.example.test (facteur) with ESMTP id ")
+        );
         assert!(m.contains(&id));
         // Two recipients: the Received field names neither.
         assert!(!m.contains("for <"));
@@ -116,7 +123,10 @@ async fn pipelined_transaction_gets_replies_in_order() {
         .map(|r| r.code)
         .collect();
     assert_eq!(codes, [250, 250, 550, 250, 354]);
-    c.send_raw(b"Subject: p\r\n\r\nx\r\n.\r\nMAIL FROM:<b@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRSET\r\nQUIT\r\n").await;
+    c.send_raw(
+        b"Subject: p\r\n\r\nx\r\n.\r\nMAIL FROM:<b@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRSET\r\nQUIT\r\n",
+    )
+    .await;
     let codes: Vec<u16> = [c.reply().await, c.reply().await, c.reply().await, c.reply().await, c.reply().await]
         .iter()
         .map(|r| r.code)
@@ -309,7 +319,9 @@ async fn submission_requires_tls_then_auth_and_completes_headers() {
     let r = c.auth_plain("alice@example.test", PASSWORD).await;
     assert_eq!(r.code, 235, "{r:?}");
     // Authenticated: relaying is allowed, and missing Date/Message-ID are added.
-    let r = c.send_mail("alice@example.test", &["bob@example.test", "friend@elsewhere.test"], "Subject: sub\r\n\r\nhi").await;
+    let r = c
+        .send_mail("alice@example.test", &["bob@example.test", "friend@elsewhere.test"], "Subject: sub\r\n\r\nhi")
+        .await;
     assert_eq!(r.code, 250, "{r:?}");
     let m = &s.inbox("bob@example.test").await[0];
     assert!(m.contains("with ESMTPSA id"), "{m}");
@@ -330,7 +342,8 @@ async fn auth_login_on_implicit_tls() {
     c.ok("AUTH LOGIN", 334).await;
     c.ok(&b64("bob@example.test"), 334).await;
     c.ok(&b64(PASSWORD), 235).await;
-    let r = c.send_mail("bob@example.test", &["alice@example.test"], "Subject: s\r\nMessage-ID: <mine@x>\r\n\r\nx").await;
+    let r =
+        c.send_mail("bob@example.test", &["alice@example.test"], "Subject: s\r\nMessage-ID: <mine@x>\r\n\r\nx").await;
     assert_eq!(r.code, 250);
     let m = &s.inbox("alice@example.test").await[0];
     assert!(m.contains("Message-ID: <mine@x>") && m.matches("Message-ID").count() == 1, "{m}");

@@ -39,9 +39,7 @@ pub enum StoreError {
     NotFound(String),
     #[error("already exists: {0}")]
     Exists(String),
-    #[error(
-        "database schema version {found} is newer than this facteur knows ({known}); run a newer facteur"
-    )]
+    #[error("database schema version {found} is newer than this facteur knows ({known}); run a newer facteur")]
     SchemaTooNew { found: u32, known: u32 },
     #[error("storage pre-flight failed: {0}")]
     Preflight(String),

@@ -1,7 +1,7 @@
 //! Password hashes for user accounts: Argon2id in PHC string form.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// Hash a password for storage (Argon2id, default parameters, random salt).
 pub fn hash(password: &str) -> String {

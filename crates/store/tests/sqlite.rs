@@ -59,7 +59,10 @@ async fn one_body_many_mailboxes_and_queue() {
     let q = s.queue_list().await.unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].id, id);
-    assert_eq!(q[0].recipients.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(), ["delivered", "delivered", "queued"]);
+    assert_eq!(
+        q[0].recipients.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(),
+        ["delivered", "delivered", "queued"]
+    );
     let body = s.fetch_message(placed[0].mailbox_id, 1).await.unwrap().unwrap();
     assert_eq!(body, b"Subject: hi\r\n\r\nbody\r\n");
     // Body stored once.

@@ -271,7 +271,10 @@ impl Client {
     /// True once the server has closed the connection (EOF within 5 s).
     pub async fn closed(&mut self) -> bool {
         let mut buf = String::new();
-        matches!(tokio::time::timeout(Duration::from_secs(5), self.io.read_line(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.io.read_line(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     }
 }
 

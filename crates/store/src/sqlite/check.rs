@@ -25,11 +25,14 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
         "SELECT m.id, m.owner, m.name, u.uidnext, COALESCE((SELECT MAX(uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id), 0)
          FROM mailboxes m LEFT JOIN uid_counters u ON u.mailbox_id = m.id",
     )?;
-    let rows: Vec<(i64, String, String, Option<i64>, i64)> =
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<_>>()?;
+    let rows: Vec<(i64, String, String, Option<i64>, i64)> = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     for (id, owner, name, uidnext, max_uid) in rows {
         let problem = match uidnext {
-            None => Some(format!("mailbox {owner}/{name} (id {id}) has no UID counter; highest stored UID is {max_uid}")),
+            None => {
+                Some(format!("mailbox {owner}/{name} (id {id}) has no UID counter; highest stored UID is {max_uid}"))
+            }
             Some(n) if n <= max_uid => {
                 Some(format!("mailbox {owner}/{name} (id {id}) has UIDNEXT {n} but stores UID {max_uid}"))
             }
@@ -61,7 +64,11 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
                 [],
             )?;
         }
-        report.findings.push(finding(fixed, "counter-has-mailbox", format!("{stale} UID counter(s) without a mailbox")));
+        report.findings.push(finding(
+            fixed,
+            "counter-has-mailbox",
+            format!("{stale} UID counter(s) without a mailbox"),
+        ));
     }
 
     // Every user has an INBOX.
@@ -95,11 +102,19 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
         |r| r.get(0),
     )?;
     if bodiless > 0 {
-        report.findings.push(finding("error", "message-has-body", format!("{bodiless} message(s) have no stored body")));
+        report.findings.push(finding(
+            "error",
+            "message-has-body",
+            format!("{bodiless} message(s) have no stored body"),
+        ));
     }
     let bad_validity: i64 = c.query_row("SELECT COUNT(*) FROM mailboxes WHERE uidvalidity <= 0", [], |r| r.get(0))?;
     if bad_validity > 0 {
-        report.findings.push(finding("error", "uidvalidity-positive", format!("{bad_validity} mailbox(es) with UIDVALIDITY 0")));
+        report.findings.push(finding(
+            "error",
+            "uidvalidity-positive",
+            format!("{bad_validity} mailbox(es) with UIDVALIDITY 0"),
+        ));
     }
     Ok(report)
 }

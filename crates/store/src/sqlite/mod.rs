@@ -81,10 +81,7 @@ impl SqliteStore {
     }
 
     /// Run a write job through the group-commit writer.
-    async fn write<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
-    ) -> Result<R> {
+    async fn write<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = writer::job(f, tx);
         {
@@ -103,10 +100,10 @@ impl SqliteStore {
                 None => open_conn(&inner.path, false)?,
             };
             let r = f(&conn);
-            if let Ok(mut p) = inner.readers.lock() {
-                if p.len() < 8 {
-                    p.push(conn);
-                }
+            if let Ok(mut p) = inner.readers.lock()
+                && p.len() < 8
+            {
+                p.push(conn);
             }
             r
         })
@@ -145,10 +142,11 @@ pub(crate) fn allocate_uid(conn: &Connection, mailbox_id: i64) -> Result<u32> {
     let counter: Option<i64> = conn
         .query_row("SELECT uidnext FROM uid_counters WHERE mailbox_id = ?1", [mailbox_id], |r| r.get(0))
         .optional()?;
-    let max_uid: i64 =
-        conn.query_row("SELECT COALESCE(MAX(uid), 0) FROM mailbox_messages WHERE mailbox_id = ?1", [mailbox_id], |r| {
-            r.get(0)
-        })?;
+    let max_uid: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(uid), 0) FROM mailbox_messages WHERE mailbox_id = ?1",
+        [mailbox_id],
+        |r| r.get(0),
+    )?;
     let uid = match counter {
         Some(c) if c > max_uid => c,
         _ => {
@@ -189,9 +187,8 @@ fn inbox_of(conn: &Connection, user: &str) -> Result<i64> {
 fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<Placement>> {
     let id = msg.id.to_string();
     let envelope = serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?;
-    conn.prepare_cached("INSERT INTO messages (id, received_at, size, envelope) VALUES (?1, ?2, ?3, ?4)")?.execute(
-        params![id, msg.received_at, msg.data.len() as i64, envelope],
-    )?;
+    conn.prepare_cached("INSERT INTO messages (id, received_at, size, envelope) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, msg.received_at, msg.data.len() as i64, envelope])?;
     conn.prepare_cached("INSERT INTO message_bodies (message_id, data) VALUES (?1, ?2)")?
         .execute(params![id, msg.data])?;
     let mut placements = Vec::new();
@@ -302,7 +299,10 @@ impl Store for SqliteStore {
     async fn is_local_domain(&self, name: &str) -> Result<bool> {
         let name = canonical_address(name);
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT 1 FROM domains WHERE name = ?1")?.query_row([name], |_| Ok(())).optional()?.is_some())
+            Ok(c.prepare_cached("SELECT 1 FROM domains WHERE name = ?1")?
+                .query_row([name], |_| Ok(()))
+                .optional()?
+                .is_some())
         })
         .await
     }
@@ -358,9 +358,10 @@ impl Store for SqliteStore {
                 "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)",
                 [&address],
             )?;
-            c.execute("DELETE FROM uid_counters WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)", [
-                &address,
-            ])?;
+            c.execute(
+                "DELETE FROM uid_counters WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)",
+                [&address],
+            )?;
             c.execute("DELETE FROM mailboxes WHERE owner = ?1", [&address])?;
             Ok(())
         })
@@ -472,10 +473,6 @@ impl Store for SqliteStore {
     }
 
     async fn check(&self, repair: bool) -> Result<CheckReport> {
-        if repair {
-            self.write(|c| check::run(c, true)).await
-        } else {
-            self.read(|c| check::run(c, false)).await
-        }
+        if repair { self.write(|c| check::run(c, true)).await } else { self.read(|c| check::run(c, false)).await }
     }
 }

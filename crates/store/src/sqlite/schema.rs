@@ -93,9 +93,8 @@ pub fn current_version(conn: &Connection) -> Result<u32> {
     if !has_meta {
         return Ok(0);
     }
-    let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-        .optional()?;
+    let v: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
     match v {
         None => Err(StoreError::Preflight(
             "table `meta` exists but holds no schema_version: this database was not written by facteur, or an upgrade was interrupted".into(),
