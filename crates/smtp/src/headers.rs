@@ -84,9 +84,7 @@ pub fn header_section(data: &[u8]) -> &[u8] {
 pub fn has_field(data: &[u8], name: &str) -> bool {
     let headers = header_section(data);
     headers.split(|&b| b == b'\n').any(|line| {
-        line.len() > name.len()
-            && line[name.len()] == b':'
-            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        line.len() > name.len() && line[name.len()] == b':' && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
     })
 }
 

@@ -37,9 +37,11 @@ pub(crate) async fn vet_recipient<S: Store>(
 ) -> Result<Route, Reply> {
     match ctx.store.lookup_recipient(key).await.map_err(temporary)? {
         Lookup::LocalUser(user) => Ok(Route::Local { user }),
-        Lookup::UnknownUser => {
-            Err(Reply::new(550, (5, 1, 1), format!("<{key}>: Recipient address rejected: User unknown in local recipient table")))
-        }
+        Lookup::UnknownUser => Err(Reply::new(
+            550,
+            (5, 1, 1),
+            format!("<{key}>: Recipient address rejected: User unknown in local recipient table"),
+        )),
         Lookup::Remote if authenticated || ctx.config.trusted_networks.iter().any(|n| n.contains(&peer)) => {
             Ok(Route::Remote)
         }
