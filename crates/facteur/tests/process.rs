@@ -280,3 +280,21 @@ async fn deleted_uid_counter_is_repaired_on_restart() {
     let o = facteur(dir.path(), &["mailbox", "fetch", "alice@example.test", "9"]);
     assert!(!o.status.success() && text(&o).contains("no message with UID 9"), "{}", text(&o));
 }
+
+/// Pre-flight: a database written by a newer facteur is refused with a
+/// message that says so; nothing is migrated or written.
+#[test]
+fn newer_schema_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    provision(dir.path());
+    let db = dir.path().join("facteur.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", [])
+        .unwrap();
+    let o = Command::new(BIN).arg("--data").arg(dir.path()).arg("serve").stdin(Stdio::null()).output().unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("schema version 99 is newer than this facteur knows"), "{}", text(&o));
+    let o = facteur(dir.path(), &["check"]);
+    assert!(!o.status.success() && text(&o).contains("schema version 99"), "{}", text(&o));
+}
