@@ -19,12 +19,14 @@
 //! Failure behaviour: every error is a [`StoreError`]; the SMTP layer turns
 //! any of them into a temporary `451 4.3.0`, so mail is deferred, not lost.
 
+pub mod clock;
 pub mod id;
 pub mod password;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use id::MessageId;
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +148,9 @@ pub enum Lookup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecipientState {
     pub address: String,
-    /// "delivered" (local mailbox), "queued" (waiting for outbound delivery), ...
+    /// "queued" (waiting for its next attempt), "held" (by an operator), or a
+    /// final state: "delivered", "bounced" (a DSN went to the sender, or the
+    /// sender was `<>`), "deleted" (by an operator, audited).
     pub state: String,
     pub attempts: u32,
     pub next_attempt: Option<i64>,
@@ -162,6 +166,80 @@ pub struct QueuedMessage {
     pub size: u64,
     pub envelope: StoredEnvelope,
     pub recipients: Vec<RecipientState>,
+    /// Every delivery attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One delivery attempt for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    pub recipient: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// The host that answered (or that we failed to reach).
+    pub host: Option<String>,
+    /// "delivered", "deferred", "bounced".
+    pub outcome: String,
+    /// The remote reply or our own diagnostic.
+    pub reply: String,
+}
+
+/// One recipient handed to the delivery engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecipient {
+    pub idx: u32,
+    pub address: String,
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+    pub attempts: u32,
+    pub delay_notified: bool,
+}
+
+/// A message's recipients for one destination domain, leased to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryJob {
+    pub message_id: String,
+    pub received_at: i64,
+    pub size: u64,
+    pub envelope: StoredEnvelope,
+    pub domain: String,
+    pub recipients: Vec<JobRecipient>,
+}
+
+/// What happens to one recipient after an attempt or an operator's action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewState {
+    Delivered,
+    /// Try again at this time (unix seconds).
+    Deferred {
+        next_attempt: i64,
+    },
+    /// Final failure; the DSN, if any, is among the notices of the same update.
+    Bounced,
+    /// Removed by an operator.
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientUpdate {
+    pub message_id: String,
+    pub idx: u32,
+    pub state: NewState,
+    /// The attempt that led here, recorded in the history.
+    pub attempt: Option<AttemptRecord>,
+    pub last_error: Option<String>,
+    /// A delay notice has now been sent for this recipient.
+    pub delay_notified: bool,
+}
+
+/// An operator's action, recorded with who and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub message_id: Option<String>,
+    pub detail: String,
 }
 
 /// One finding of an invariant check.
@@ -219,6 +297,44 @@ pub trait Store: Send + Sync + 'static {
     /// Messages with at least one recipient not yet in a final state.
     fn queue_list(&self) -> impl Future<Output = Result<Vec<QueuedMessage>>> + Send;
     fn queue_show(&self, id: &str) -> impl Future<Output = Result<Option<QueuedMessage>>> + Send;
+
+    /// Lease up to `limit` recipients that are due (`queued`, next attempt
+    /// at or before `now`, no live lease) until `lease_until`, grouped into
+    /// one job per message and destination domain, oldest first.
+    fn claim_due(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeliveryJob>>> + Send;
+    /// The earliest next attempt among queued recipients, if any.
+    fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
+    /// The raw stored message.
+    fn message_body(&self, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Apply recipient updates (releasing their leases) and store the
+    /// notices they produced, in one transaction: a DSN exists if and only if
+    /// the state change that caused it does.
+    fn complete(
+        &self,
+        updates: Vec<RecipientUpdate>,
+        notices: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Drop every lease (at startup of a single node: nothing is in flight).
+    fn release_leases(&self) -> impl Future<Output = Result<u64>> + Send;
+    /// Operator controls on queued recipients; `None` means every message.
+    /// Each returns how many recipients changed and is audited.
+    fn queue_retry(&self, id: Option<&str>, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
+    fn queue_hold(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
+    fn queue_release(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Delete pending recipients; `notices` (a DSN, with `--bounce`) are stored in the same transaction.
+    fn queue_delete(
+        &self,
+        id: &str,
+        now: i64,
+        actor: &str,
+        notices: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    fn audit_log(&self, id: Option<&str>) -> impl Future<Output = Result<Vec<AuditRecord>>> + Send;
 
     /// Verify the invariants; with `repair`, fix what can be fixed from the
     /// data and report it as "repaired".

@@ -2,6 +2,7 @@
 //! one writer thread with group commit, a small pool of reader connections.
 
 mod check;
+mod queue;
 mod schema;
 mod writer;
 
@@ -12,8 +13,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    CheckReport, Domain, Lookup, Mailbox, NewMessage, Placement, QueuedMessage, RecipientState, Result, Route, Store,
-    StoreError, StoredEnvelope, User, canonical_address,
+    AuditRecord, CheckReport, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Placement, QueuedMessage,
+    RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User, canonical_address,
 };
 
 pub use schema::latest_version;
@@ -30,7 +31,7 @@ struct Inner {
     commits: Arc<AtomicU64>,
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -184,7 +185,7 @@ fn inbox_of(conn: &Connection, user: &str) -> Result<i64> {
     }
 }
 
-fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<Placement>> {
+pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<Placement>> {
     let id = msg.id.to_string();
     let envelope = serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?;
     conn.prepare_cached("INSERT INTO messages (id, received_at, size, envelope) VALUES (?1, ?2, ?3, ?4)")?
@@ -245,7 +246,8 @@ fn load_queued(conn: &Connection, id: &str) -> Result<Option<QueuedMessage>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Some(QueuedMessage { id: id.to_string(), received_at, size: size as u64, envelope, recipients }))
+    let attempts = queue::attempts_of(conn, id)?;
+    Ok(Some(QueuedMessage { id: id.to_string(), received_at, size: size as u64, envelope, recipients, attempts }))
 }
 
 impl Store for SqliteStore {
@@ -470,6 +472,57 @@ impl Store for SqliteStore {
     async fn queue_show(&self, id: &str) -> Result<Option<QueuedMessage>> {
         let id = id.to_string();
         self.read(move |c| load_queued(c, &id)).await
+    }
+
+    async fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<DeliveryJob>> {
+        self.write(move |c| queue::claim_due(c, now, lease_until, limit)).await
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>> {
+        self.read(queue::next_due).await
+    }
+
+    async fn message_body(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT data FROM message_bodies WHERE message_id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()> {
+        self.write(move |c| queue::complete(c, &updates, &notices)).await
+    }
+
+    async fn release_leases(&self) -> Result<u64> {
+        self.write(queue::release_leases).await
+    }
+
+    async fn queue_retry(&self, id: Option<&str>, now: i64, actor: &str) -> Result<u64> {
+        let (id, actor) = (id.map(str::to_string), actor.to_string());
+        self.write(move |c| queue::retry(c, id.as_deref(), now, &actor)).await
+    }
+
+    async fn queue_hold(&self, id: &str, now: i64, actor: &str) -> Result<u64> {
+        let (id, actor) = (id.to_string(), actor.to_string());
+        self.write(move |c| queue::hold(c, &id, now, &actor)).await
+    }
+
+    async fn queue_release(&self, id: &str, now: i64, actor: &str) -> Result<u64> {
+        let (id, actor) = (id.to_string(), actor.to_string());
+        self.write(move |c| queue::release(c, &id, now, &actor)).await
+    }
+
+    async fn queue_delete(&self, id: &str, now: i64, actor: &str, notices: Vec<NewMessage>) -> Result<u64> {
+        let (id, actor) = (id.to_string(), actor.to_string());
+        self.write(move |c| queue::delete(c, &id, now, &actor, &notices)).await
+    }
+
+    async fn audit_log(&self, id: Option<&str>) -> Result<Vec<AuditRecord>> {
+        let id = id.map(str::to_string);
+        self.read(move |c| queue::audit_log(c, id.as_deref())).await
     }
 
     async fn check(&self, repair: bool) -> Result<CheckReport> {

@@ -13,9 +13,10 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::{Result, StoreError};
 
 /// (version, SQL). Append only: a released migration is never edited.
-pub const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE domains (
     name TEXT PRIMARY KEY,
@@ -78,7 +79,34 @@ CREATE TABLE recipients (
 );
 CREATE INDEX recipients_pending ON recipients (state, next_attempt);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Outbound delivery: leases on in-flight recipients, delay notices, history.
+ALTER TABLE recipients ADD COLUMN lease_until INTEGER;
+ALTER TABLE recipients ADD COLUMN delay_notified INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE recipients ADD COLUMN final_at INTEGER;
+CREATE TABLE attempts (
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    idx INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    host TEXT,
+    outcome TEXT NOT NULL,
+    reply TEXT NOT NULL
+);
+CREATE INDEX attempts_message ON attempts (message_id);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    message_id TEXT,
+    detail TEXT NOT NULL
+);
+"#,
+    ),
+];
 
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)

@@ -1,0 +1,226 @@
+//! The outbound queue on SQLite: leases, outcomes, operator controls.
+//!
+//! A recipient is `queued` until its outcome is final. The delivery engine
+//! leases due recipients (`lease_until`), so a crash leaves at most the
+//! leased ones to be tried again: at-least-once delivery, never lost.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, params};
+
+use super::{insert_message, now_secs};
+use crate::{
+    AttemptRecord, AuditRecord, DeliveryJob, JobRecipient, NewMessage, NewState, RecipientUpdate, Result, StoreError,
+    StoredEnvelope,
+};
+
+pub(crate) fn claim_due(c: &Connection, now: i64, lease_until: i64, limit: usize) -> Result<Vec<DeliveryJob>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT r.message_id, r.idx, r.address, r.domain, r.notify, r.orcpt, r.attempts, r.delay_notified,
+                m.received_at, m.size, m.envelope
+         FROM recipients r JOIN messages m ON m.id = r.message_id
+         WHERE r.state = 'queued' AND r.next_attempt <= ?1 AND (r.lease_until IS NULL OR r.lease_until <= ?1)
+         ORDER BY r.next_attempt, r.message_id, r.idx
+         LIMIT ?2",
+    )?;
+    type Row = (String, u32, String, String, Option<String>, Option<String>, u32, bool, i64, i64, String);
+    let rows: Vec<Row> = stmt
+        .query_map(params![now, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut lease = c.prepare_cached("UPDATE recipients SET lease_until = ?1 WHERE message_id = ?2 AND idx = ?3")?;
+    let mut jobs: Vec<DeliveryJob> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    for (message_id, idx, address, domain, notify, orcpt, attempts, delay_notified, received_at, size, envelope) in rows
+    {
+        lease.execute(params![lease_until, message_id, idx])?;
+        let recipient = JobRecipient { idx, address, notify, orcpt, attempts, delay_notified };
+        let key = (message_id.clone(), domain.clone());
+        if let Some(&i) = index.get(&key) {
+            jobs[i].recipients.push(recipient);
+            continue;
+        }
+        let envelope: StoredEnvelope = serde_json::from_str(&envelope)
+            .map_err(|e| StoreError::Internal(format!("message {message_id}: unreadable envelope: {e}")))?;
+        index.insert(key, jobs.len());
+        jobs.push(DeliveryJob {
+            message_id,
+            received_at,
+            size: size as u64,
+            envelope,
+            domain,
+            recipients: vec![recipient],
+        });
+    }
+    Ok(jobs)
+}
+
+pub(crate) fn next_due(c: &Connection) -> Result<Option<i64>> {
+    // A leased recipient is not due before its lease runs out.
+    Ok(c.query_row(
+        "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt THEN lease_until ELSE next_attempt END)
+         FROM recipients WHERE state = 'queued'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn state_name(s: &NewState) -> &'static str {
+    match s {
+        NewState::Delivered => "delivered",
+        NewState::Deferred { .. } => "queued",
+        NewState::Bounced => "bounced",
+        NewState::Deleted => "deleted",
+    }
+}
+
+pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[NewMessage]) -> Result<()> {
+    let now = now_secs();
+    for u in updates {
+        let (next, final_at) = match u.state {
+            NewState::Deferred { next_attempt } => (Some(next_attempt), None),
+            _ => (None, Some(u.attempt.as_ref().map(|a| a.at).unwrap_or(now))),
+        };
+        // Delivered is the truth whatever an operator did meanwhile; other
+        // outcomes apply only to a recipient still queued (not held or
+        // deleted while the attempt was in flight).
+        let guard =
+            if u.state == NewState::Delivered { "state IN ('queued', 'held', 'deleted')" } else { "state = 'queued'" };
+        c.prepare_cached(&format!(
+            "UPDATE recipients SET state = ?1, next_attempt = COALESCE(?2, next_attempt), attempts = attempts + ?3,
+                 last_error = COALESCE(?4, last_error), lease_until = NULL,
+                 delay_notified = MAX(delay_notified, ?5), final_at = ?6
+             WHERE message_id = ?7 AND idx = ?8 AND {guard}"
+        ))?
+        .execute(params![
+            state_name(&u.state),
+            next,
+            u.attempt.is_some() as i64,
+            u.last_error,
+            u.delay_notified,
+            final_at,
+            u.message_id,
+            u.idx
+        ])?;
+        // Whatever the guard decided, a lease taken for this attempt is over.
+        c.prepare_cached("UPDATE recipients SET lease_until = NULL WHERE message_id = ?1 AND idx = ?2")?
+            .execute(params![u.message_id, u.idx])?;
+        if let Some(a) = &u.attempt {
+            c.prepare_cached(
+                "INSERT INTO attempts (message_id, idx, at, host, outcome, reply) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![u.message_id, u.idx, a.at, a.host, a.outcome, a.reply])?;
+        }
+    }
+    for n in notices {
+        insert_message(c, n)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn release_leases(c: &Connection) -> Result<u64> {
+    Ok(c.execute("UPDATE recipients SET lease_until = NULL WHERE lease_until IS NOT NULL", [])? as u64)
+}
+
+fn audit(c: &Connection, now: i64, actor: &str, action: &str, id: Option<&str>, detail: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO audit (at, actor, action, message_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now, actor, action, id, detail],
+    )?;
+    tracing::info!(actor, action, message_id = id.unwrap_or("*"), detail, "operator action");
+    Ok(())
+}
+
+fn require_message(c: &Connection, id: &str) -> Result<()> {
+    let n: i64 = c.query_row("SELECT COUNT(*) FROM messages WHERE id = ?1", [id], |r| r.get(0))?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("message {id}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn retry(c: &Connection, id: Option<&str>, now: i64, actor: &str) -> Result<u64> {
+    if let Some(id) = id {
+        require_message(c, id)?;
+    }
+    let n = c.execute(
+        "UPDATE recipients SET next_attempt = ?1 WHERE state = 'queued' AND (?2 IS NULL OR message_id = ?2)",
+        params![now, id],
+    )? as u64;
+    audit(c, now, actor, "retry", id, &format!("{n} recipient(s) due now"))?;
+    Ok(n)
+}
+
+pub(crate) fn hold(c: &Connection, id: &str, now: i64, actor: &str) -> Result<u64> {
+    require_message(c, id)?;
+    let n = c.execute("UPDATE recipients SET state = 'held' WHERE message_id = ?1 AND state = 'queued'", [id])? as u64;
+    audit(c, now, actor, "hold", Some(id), &format!("{n} recipient(s) held"))?;
+    Ok(n)
+}
+
+pub(crate) fn release(c: &Connection, id: &str, now: i64, actor: &str) -> Result<u64> {
+    require_message(c, id)?;
+    let n = c.execute(
+        "UPDATE recipients SET state = 'queued', next_attempt = ?1 WHERE message_id = ?2 AND state = 'held'",
+        params![now, id],
+    )? as u64;
+    audit(c, now, actor, "release", Some(id), &format!("{n} recipient(s) released"))?;
+    Ok(n)
+}
+
+pub(crate) fn delete(c: &Connection, id: &str, now: i64, actor: &str, notices: &[NewMessage]) -> Result<u64> {
+    require_message(c, id)?;
+    let n = c.execute(
+        "UPDATE recipients SET state = 'deleted', final_at = ?1, lease_until = NULL
+         WHERE message_id = ?2 AND state IN ('queued', 'held')",
+        params![now, id],
+    )? as u64;
+    if n == 0 {
+        return Err(StoreError::Invalid(format!("message {id} has no pending recipient to delete")));
+    }
+    let detail = if notices.is_empty() {
+        format!("{n} recipient(s) deleted")
+    } else {
+        format!("{n} recipient(s) deleted, sender notified")
+    };
+    audit(c, now, actor, "delete", Some(id), &detail)?;
+    for m in notices {
+        insert_message(c, m)?;
+    }
+    Ok(n)
+}
+
+pub(crate) fn audit_log(c: &Connection, id: Option<&str>) -> Result<Vec<AuditRecord>> {
+    let mut s = c.prepare(
+        "SELECT at, actor, action, message_id, detail FROM audit WHERE (?1 IS NULL OR message_id = ?1) ORDER BY id",
+    )?;
+    let rows = s.query_map([id], |r| {
+        Ok(AuditRecord { at: r.get(0)?, actor: r.get(1)?, action: r.get(2)?, message_id: r.get(3)?, detail: r.get(4)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn attempts_of(c: &Connection, id: &str) -> Result<Vec<AttemptRecord>> {
+    let mut s = c.prepare_cached(
+        "SELECT r.address, a.at, a.host, a.outcome, a.reply FROM attempts a
+         JOIN recipients r ON r.message_id = a.message_id AND r.idx = a.idx
+         WHERE a.message_id = ?1 ORDER BY a.rowid",
+    )?;
+    let rows = s.query_map([id], |r| {
+        Ok(AttemptRecord { recipient: r.get(0)?, at: r.get(1)?, host: r.get(2)?, outcome: r.get(3)?, reply: r.get(4)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,161 @@
+//! The outbound queue on SQLite: leases, outcomes with their notices in the
+//! same transaction, and the operator's controls with an audit trail.
+
+use facteur_store::sqlite::SqliteStore;
+use facteur_store::{
+    AttemptRecord, MessageId, NewMessage, NewRecipient, NewState, RecipientUpdate, Route, Store, StoredEnvelope,
+};
+
+fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(at as u64 * 1000),
+        received_at: at,
+        envelope: StoredEnvelope { mail_from: "sender@example.test".into(), ..Default::default() },
+        recipients: rcpts
+            .iter()
+            .map(|a| NewRecipient { address: a.to_string(), notify: None, orcpt: None, route: Route::Remote })
+            .collect(),
+        data: b"Subject: out\r\n\r\nx\r\n".to_vec(),
+    }
+}
+
+async fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
+    s.add_domain("example.test").await.unwrap();
+    s.add_user("sender@example.test", "h").await.unwrap();
+    (dir, s)
+}
+
+fn update(id: &str, idx: u32, state: NewState, at: i64, outcome: &str) -> RecipientUpdate {
+    RecipientUpdate {
+        message_id: id.into(),
+        idx,
+        state,
+        attempt: Some(AttemptRecord {
+            recipient: String::new(),
+            at,
+            host: Some("mx.remote.test".into()),
+            outcome: outcome.into(),
+            reply: format!("reply for {outcome}"),
+        }),
+        last_error: Some(format!("reply for {outcome}")),
+        delay_notified: false,
+    }
+}
+
+#[tokio::test]
+async fn claim_groups_by_domain_and_leases() {
+    let (_d, s) = store().await;
+    let m = remote_msg(1000, &["a@one.test", "b@two.test", "c@one.test"]);
+    let id = m.id.to_string();
+    s.store_message(m).await.unwrap();
+    assert_eq!(s.next_due().await.unwrap(), Some(1000));
+    // Not due yet.
+    assert!(s.claim_due(999, 2000, 100).await.unwrap().is_empty());
+    let jobs = s.claim_due(1000, 1900, 100).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    let one = jobs.iter().find(|j| j.domain == "one.test").unwrap();
+    assert_eq!(one.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["a@one.test", "c@one.test"]);
+    assert_eq!(one.message_id, id);
+    // Leased: not claimed again, and not due before the lease ends.
+    assert!(s.claim_due(1500, 2500, 100).await.unwrap().is_empty());
+    assert_eq!(s.next_due().await.unwrap(), Some(1900));
+    // A crash: leases released at restart, everything claimable again.
+    assert_eq!(s.release_leases().await.unwrap(), 3);
+    assert_eq!(s.claim_due(1500, 2500, 100).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn outcomes_and_notices_commit_together() {
+    let (_d, s) = store().await;
+    let m = remote_msg(1000, &["a@one.test", "b@one.test", "c@one.test"]);
+    let id = m.id.to_string();
+    s.store_message(m).await.unwrap();
+    s.claim_due(1000, 2000, 100).await.unwrap();
+    // A DSN to the (local) sender, stored in the same transaction.
+    let mut dsn = remote_msg(1100, &[]);
+    dsn.envelope.mail_from = String::new();
+    dsn.recipients = vec![NewRecipient {
+        address: "sender@example.test".into(),
+        notify: None,
+        orcpt: None,
+        route: Route::Local { user: "sender@example.test".into() },
+    }];
+    s.complete(
+        vec![
+            update(&id, 0, NewState::Delivered, 1100, "delivered"),
+            update(&id, 1, NewState::Deferred { next_attempt: 1400 }, 1100, "deferred"),
+            update(&id, 2, NewState::Bounced, 1100, "bounced"),
+        ],
+        vec![dsn],
+    )
+    .await
+    .unwrap();
+    let q = s.queue_show(&id).await.unwrap().unwrap();
+    let states: Vec<_> = q.recipients.iter().map(|r| (r.state.as_str(), r.attempts, r.next_attempt)).collect();
+    assert_eq!(states, [("delivered", 1, Some(1000)), ("queued", 1, Some(1400)), ("bounced", 1, Some(1000))]);
+    assert_eq!(q.attempts.len(), 3);
+    assert_eq!(q.attempts[1].recipient, "b@one.test");
+    assert_eq!(q.recipients[1].last_error.as_deref(), Some("reply for deferred"));
+    // The DSN landed in the sender's INBOX.
+    let inbox = &s.list_mailboxes("sender@example.test").await.unwrap()[0];
+    assert_eq!(inbox.messages, 1);
+    assert_eq!(s.next_due().await.unwrap(), Some(1400));
+    // Only the deferred one is still in the queue list.
+    assert_eq!(s.queue_list().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn operator_controls_are_audited() {
+    let (_d, s) = store().await;
+    let m = remote_msg(1000, &["a@one.test"]);
+    let id = m.id.to_string();
+    s.store_message(m).await.unwrap();
+    s.claim_due(1000, 1100, 10).await.unwrap();
+    s.complete(vec![update(&id, 0, NewState::Deferred { next_attempt: 5000 }, 1000, "deferred")], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.queue_hold(&id, 1200, "root").await.unwrap(), 1);
+    assert!(s.claim_due(9000, 9100, 10).await.unwrap().is_empty(), "held mail is not delivered");
+    assert_eq!(s.queue_release(&id, 1300, "root").await.unwrap(), 1);
+    assert_eq!(s.next_due().await.unwrap(), Some(1300));
+    s.complete(vec![update(&id, 0, NewState::Deferred { next_attempt: 5000 }, 1300, "deferred")], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.queue_retry(Some(&id), 1400, "root").await.unwrap(), 1);
+    assert_eq!(s.queue_retry(None, 1400, "root").await.unwrap(), 1);
+    assert_eq!(s.next_due().await.unwrap(), Some(1400));
+    assert_eq!(s.queue_delete(&id, 1500, "root", vec![]).await.unwrap(), 1);
+    assert!(s.queue_delete(&id, 1500, "root", vec![]).await.is_err(), "nothing left to delete");
+    assert!(s.queue_hold("01M80F6CFEFN4V19DBJ1R9WBYW", 1, "root").await.is_err());
+    let q = s.queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(q.recipients[0].state, "deleted");
+    let log = s.audit_log(Some(&id)).await.unwrap();
+    assert_eq!(log.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), ["hold", "release", "retry", "delete"]);
+    assert!(log.iter().all(|a| a.actor == "root"));
+    assert_eq!(s.audit_log(None).await.unwrap().len(), 5, "the retry of every message is logged too");
+    assert!(s.queue_list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn delivered_is_the_truth_even_after_an_operator_delete() {
+    let (_d, s) = store().await;
+    let m = remote_msg(1000, &["a@one.test", "b@one.test"]);
+    let id = m.id.to_string();
+    s.store_message(m).await.unwrap();
+    s.claim_due(1000, 2000, 10).await.unwrap();
+    s.queue_delete(&id, 1001, "root", vec![]).await.unwrap();
+    s.complete(
+        vec![
+            update(&id, 0, NewState::Delivered, 1002, "delivered"),
+            update(&id, 1, NewState::Deferred { next_attempt: 3000 }, 1002, "deferred"),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let q = s.queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(q.recipients[0].state, "delivered");
+    assert_eq!(q.recipients[1].state, "deleted");
+}
