@@ -140,11 +140,34 @@ enum QueueCmd {
         #[command(flatten)]
         out: Output,
     },
-    /// One message: envelope and the state of every recipient
+    /// One message: envelope, the state of every recipient, every attempt
     Show {
         id: String,
         #[command(flatten)]
         out: Output,
+    },
+    /// Try a message (or --all) now instead of at its next retry time
+    Retry {
+        /// Message id (see `queue list`)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every queued message
+        #[arg(long)]
+        all: bool,
+    },
+    /// Stop delivery attempts for a message until it is released
+    Hold { id: String },
+    /// Resume delivery of a held message, at once
+    Release { id: String },
+    /// Remove a message's pending recipients from the queue (audited)
+    Delete {
+        id: String,
+        /// Send the sender a non-delivery notice (DSN)
+        #[arg(long)]
+        bounce: bool,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -335,6 +358,70 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 print_message(&m);
             }
         }
+        Command::Queue(QueueCmd::Retry { id, all: _ }) => {
+            if let Some(id) = &id {
+                id.parse::<facteur_store::MessageId>()?;
+            }
+            let n = store.queue_retry(id.as_deref(), now(), &actor()).await.map_err(friendly)?;
+            println!("{n} recipient(s) will be tried at once (by a running `facteur serve`)");
+        }
+        Command::Queue(QueueCmd::Hold { id }) => {
+            id.parse::<facteur_store::MessageId>()?;
+            let n = store.queue_hold(&id, now(), &actor()).await.map_err(friendly)?;
+            println!("{n} recipient(s) of {id} held; `facteur queue release {id}` resumes");
+        }
+        Command::Queue(QueueCmd::Release { id }) => {
+            id.parse::<facteur_store::MessageId>()?;
+            let n = store.queue_release(&id, now(), &actor()).await.map_err(friendly)?;
+            println!("{n} recipient(s) of {id} released");
+        }
+        Command::Queue(QueueCmd::Delete { id, bounce, yes }) => {
+            id.parse::<facteur_store::MessageId>()?;
+            let Some(m) = store.queue_show(&id).await? else {
+                bail!("no message with id {id}; see `facteur --data {d} queue list`");
+            };
+            let pending: Vec<_> = m.recipients.iter().filter(|r| r.state == "queued" || r.state == "held").collect();
+            if pending.is_empty() {
+                bail!("message {id} has no pending recipient; nothing to delete");
+            }
+            if !yes
+                && !confirm(&format!(
+                    "delete {} pending recipient(s) of {id}{}?",
+                    pending.len(),
+                    if bounce { " and notify the sender" } else { "" }
+                ))?
+            {
+                bail!("not deleted");
+            }
+            let notices = if bounce {
+                let body = store.message_body(&id).await?.unwrap_or_default();
+                let items = pending
+                    .iter()
+                    .map(|r| facteur_queue::notices::NoticeItem {
+                        address: r.address.clone(),
+                        orcpt: r.orcpt.clone(),
+                        notice: facteur_queue::outcome::Notice::Failed,
+                        status: (5, 0, 0),
+                        diagnostic: Some("facteur: deleted from the queue by the postmaster".into()),
+                        remote_mta: None,
+                        last_attempt: None,
+                        will_retry_until: None,
+                    })
+                    .collect();
+                let about = facteur_queue::notices::About {
+                    message_id: &id,
+                    received_at: m.received_at,
+                    envelope: &m.envelope,
+                    original: &body,
+                };
+                facteur_queue::notices::compose(&store, &about, items, &r.config.server.hostname, now() * 1000).await
+            } else {
+                Vec::new()
+            };
+            let sent = !notices.is_empty();
+            let n = store.queue_delete(&id, now(), &actor(), notices).await.map_err(friendly)?;
+            println!("{n} recipient(s) of {id} deleted{}", if sent { "; the sender was notified" } else { "" });
+        }
         Command::Check { repair, out } => {
             let report = store.check(repair).await?;
             if out.json {
@@ -348,6 +435,31 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn now() -> i64 {
+    use facteur_store::Clock;
+    facteur_store::SystemClock.now()
+}
+
+/// Who runs an operator command, for the audit trail.
+fn actor() -> String {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        format!("uid {}", unsafe { libc::getuid() })
+    });
+    format!("cli:{user}")
+}
+
+/// Ask on the terminal; without one, refuse (scripts pass --yes).
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Refusing without a terminal to ask on; pass --yes");
+    }
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 /// Store errors already name the value and the fix; drop the Debug wrapping.
@@ -396,10 +508,26 @@ fn print_message(m: &QueuedMessage) {
     }
     println!("recipients:");
     for r in &m.recipients {
-        let next = r.next_attempt.map(facteur_smtp::headers::rfc5322_date).unwrap_or_else(|| "-".into());
+        let next = match (r.state.as_str(), r.next_attempt) {
+            ("queued", Some(t)) => facteur_smtp::headers::rfc5322_date(t),
+            _ => "-".into(),
+        };
         println!("  {:<40} {:<10} attempts={} next={}", r.address, r.state, r.attempts, next);
         if let Some(err) = &r.last_error {
             println!("    last error: {err}");
+        }
+    }
+    if !m.attempts.is_empty() {
+        println!("attempts:");
+        for a in &m.attempts {
+            println!(
+                "  {}  {:<32} {:<10} {:<24} {}",
+                facteur_smtp::headers::rfc5322_date(a.at),
+                a.recipient,
+                a.outcome,
+                a.host.as_deref().unwrap_or("-"),
+                a.reply
+            );
         }
     }
 }

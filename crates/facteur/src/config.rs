@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+pub use facteur_queue::{DeliveryConfig, RouteConfig};
 pub use facteur_smtp::SmtpConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -18,6 +19,9 @@ pub struct Config {
     pub tls: TlsSection,
     pub smtp: SmtpConfig,
     pub storage: StorageSection,
+    pub delivery: DeliveryConfig,
+    /// Static routes, tried before the relay host and MX.
+    pub route: Vec<RouteConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -143,6 +147,7 @@ impl Config {
                 self.smtp.max_data_line
             ));
         }
+        problems.extend(self.delivery.problems(&self.route));
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             problems.push("tls.cert and tls.key must be set together".into());
         }
@@ -195,6 +200,32 @@ trusted_networks = ["127.0.0.0/8", "::1/128"]
 backend = "sqlite"            # embedded, no other service needed
 path = "facteur.db"           # relative to the data folder
 check_interval_secs = 600     # background invariant check and repair
+
+[delivery]
+enabled = true                          # run outbound delivery on this node
+# relay_host = "smtp.provider.example:587"  # send everything not routed below through a smarthost
+# relay_auth = { user = "me", password = "secret" }
+tls = "opportunistic"                   # STARTTLS when offered: "opportunistic", "require" or "none"
+max_connections_per_destination = 20
+max_concurrent = 200                    # deliveries at once on this node
+max_messages_per_connection = 100
+first_retry_secs = 300                  # then doubling...
+max_retry_secs = 14400                  # ...up to 4 hours between attempts
+retry_jitter = 0.2                      # +/- 20 % so a backlog does not retry in step
+delay_warning_secs = 14400              # delay notice to the sender after 4 hours (RFC 3461)
+queue_lifetime_secs = 432000            # bounce after 5 days
+connect_timeout_secs = 30
+command_timeout_secs = 300              # RFC 5321 §4.5.3.2
+lease_secs = 900                        # how long a message in delivery is reserved to this node
+dns_servers = []                        # empty: /etc/resolv.conf
+mx_port = 25
+
+# Static routes, checked before relay_host and MX, exact domains first:
+# [[route]]
+# domain = "example.net"                # or "*.example.net", or "*"
+# via = "127.0.0.1:2526"                # host:port, resolved by A/AAAA (not MX)
+# tls = "opportunistic"
+# auth = { user = "me", password = "secret" }
 "#;
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use facteur_http::Health;
+use facteur_queue::{DnsResolver, Engine, Router};
 use facteur_smtp::{ListenerKind, SmtpContext};
 use facteur_store::sqlite::SqliteStore;
-use facteur_store::{CheckReport, Store};
+use facteur_store::{CheckReport, SharedClock, Store, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -25,6 +26,8 @@ pub struct Running {
     pub submissions: Vec<SocketAddr>,
     pub http: Vec<SocketAddr>,
     pub health: Arc<Health>,
+    /// The delivery engine, when `delivery.enabled`.
+    pub engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
     /// What startup did that the operator should hear about.
     pub notes: Vec<String>,
     shutdown: watch::Sender<bool>,
@@ -69,6 +72,11 @@ pub fn log_check(report: &CheckReport) -> bool {
 }
 
 pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
+    start_with_clock(config, data_dir, Arc::new(SystemClock)).await
+}
+
+/// Like [`start`], on a given clock (tests run days of retries in seconds).
+pub async fn start_with_clock(config: Config, data_dir: &Path, clock: SharedClock) -> anyhow::Result<Running> {
     let mut notes = Vec::new();
     let store = open_store(&config, data_dir)?;
     let report = store.check(true).await.context("storage invariant check failed to run")?;
@@ -102,13 +110,34 @@ pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
 
     let (shutdown, rx) = watch::channel(false);
     let health = Health::new_starting();
-    let ctx = Arc::new(SmtpContext::new(
+    let mut tasks = JoinSet::new();
+    let mut ctx = SmtpContext::new(
         store.clone(),
         config.smtp.clone(),
         config.server.hostname.clone(),
         Some(tls.server_config.clone()),
-    ));
-    let mut tasks = JoinSet::new();
+    )
+    .with_clock(clock.clone());
+    let engine = if config.delivery.enabled {
+        let d = &config.delivery;
+        let resolver = DnsResolver::new(&d.dns_servers).map_err(anyhow::Error::msg)?;
+        let router = Router {
+            resolver,
+            routes: config.route.clone(),
+            relay_host: d.relay_host.clone(),
+            relay_auth: d.relay_auth.clone(),
+            tls: d.tls,
+            mx_port: d.mx_port,
+        };
+        let engine = Engine::new(store.clone(), router, clock.clone(), d.clone(), config.server.hostname.clone());
+        ctx = ctx.with_queue_waker(engine.waker());
+        tasks.spawn(engine.clone().run(rx.clone()));
+        Some(engine)
+    } else {
+        notes.push("delivery.enabled = false: this node accepts mail but delivers none to other domains".into());
+        None
+    };
+    let ctx = Arc::new(ctx);
     for (listeners, kind) in
         [(smtp_l, ListenerKind::Mx), (sub_l, ListenerKind::Submission), (subs_l, ListenerKind::Submissions)]
     {
@@ -131,7 +160,7 @@ pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
         // Mail still flows; readiness says an operator must look.
         health.set_not_ready("storage invariants broken; run `facteur check`");
     }
-    Ok(Running { smtp, submission, submissions, http, health, notes, shutdown, tasks })
+    Ok(Running { smtp, submission, submissions, http, health, engine, notes, shutdown, tasks })
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.

@@ -55,7 +55,7 @@ async fn serve(data: &Path) -> Server {
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n[smtp]\ntrusted_networks = []\n"
+            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n[smtp]\ntrusted_networks = []\n[delivery]\nenabled = false\n"
         ),
     )
     .unwrap();

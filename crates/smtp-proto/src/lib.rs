@@ -17,6 +17,10 @@
 //! LF is refused after reading to the real CRLF.CRLF (SMTP smuggling), and
 //! input buffered before a STARTTLS handshake is discarded (CVE-2011-0411).
 //!
+//! The [`client`] module is the other side, for outbound delivery: reply
+//! framing, EHLO capabilities and one mail transaction (MAIL, RCPT, DATA or
+//! BDAT) with per-recipient outcomes, equally sans-IO.
+//!
 //! Layout: `address` (paths), `command` (command lines and ESMTP parameters),
 //! `framing` (lines, DATA content, BDAT chunks), `reply`, and `session` (the
 //! state machine, its command table and one handler per command). Byte-script
@@ -24,6 +28,7 @@
 //! `docs/rfc-index.md`, deliberate deviations in `docs/quirks.md`.
 
 pub mod address;
+pub mod client;
 pub mod command;
 mod framing;
 pub mod reply;

@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use facteur_smtp_proto::{Envelope, Event, Notify, Reply, Session, SessionConfig};
-use facteur_store::{MessageId, NewMessage, NewRecipient, Route, Store, StoredEnvelope};
+use facteur_store::{MessageId, NewMessage, NewRecipient, Route, SharedClock, Store, StoredEnvelope, SystemClock};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -51,13 +51,27 @@ pub struct SmtpContext<S> {
     pub config: SmtpConfig,
     pub hostname: String,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time of reception and message ids come from here.
+    pub clock: SharedClock,
+    /// Woken when a message is queued for another domain.
+    pub queued: Option<Arc<tokio::sync::Notify>>,
     connections: Arc<Semaphore>,
 }
 
 impl<S: Store> SmtpContext<S> {
     pub fn new(store: S, config: SmtpConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
-        SmtpContext { store, config, hostname, tls, connections }
+        SmtpContext { store, config, hostname, tls, clock: Arc::new(SystemClock), queued: None, connections }
+    }
+
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_queue_waker(mut self, waker: Arc<tokio::sync::Notify>) -> Self {
+        self.queued = Some(waker);
+        self
     }
 
     fn session_config(&self, kind: ListenerKind) -> SessionConfig {
@@ -283,11 +297,11 @@ fn client_ip(ip: IpAddr) -> String {
 
 /// Prepend our header fields, commit durably, and build the final reply.
 async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: Envelope, data: Vec<u8>) -> Reply {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let id = MessageId::new(now.as_millis() as u64);
+    let now_ms = ctx.clock.now_ms();
+    let id = MessageId::new(now_ms.max(0) as u64);
     let span = tracing::info_span!("message", id = %id);
     async move {
-        let secs = now.as_secs() as i64;
+        let secs = now_ms.div_euclid(1000);
         let mut recipients = Vec::with_capacity(env.recipients.len());
         for r in &env.recipients {
             let key = match policy::recipient_key(ctx, &r.address).await {
@@ -354,10 +368,14 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
             }),
             envid: env.mail_params.envid.clone(),
         };
+        let remote = recipients.iter().any(|r| r.route == Route::Remote);
         let msg = NewMessage { id, received_at: secs, envelope: stored, recipients, data: full };
         match ctx.store.store_message(msg).await {
             Ok(placed) => {
                 tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, "accepted");
+                if remote && let Some(w) = &ctx.queued {
+                    w.notify_one();
+                }
                 Reply::new(250, (2, 0, 0), format!("Ok: queued as {id_text}"))
             }
             Err(e) => {

@@ -1,0 +1,138 @@
+//! The `[delivery]` section and `[[route]]` entries of the configuration.
+
+use serde::Deserialize;
+
+/// TLS on an outbound connection.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// STARTTLS when offered, plaintext otherwise (RFC 3207; Postfix "may").
+    #[default]
+    Opportunistic,
+    /// STARTTLS must succeed or the attempt is deferred (Postfix "encrypt").
+    Require,
+    /// Never STARTTLS.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    pub user: String,
+    pub password: String,
+}
+
+/// A static route: mail for `domain` goes to `via` instead of its MX.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Recipient domain, or `*.example.net` for its subdomains, or `*` for all.
+    pub domain: String,
+    /// `host:port` or `[ip]:port`; a host name is resolved to addresses (A/AAAA), not MX.
+    pub via: String,
+    #[serde(default)]
+    pub tls: TlsPolicy,
+    #[serde(default)]
+    pub auth: Option<RouteAuth>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Run the delivery engine on this node (false: accept only).
+    pub enabled: bool,
+    /// Every message not matched by a route goes here instead of its MX
+    /// (a smarthost), e.g. "smtp.provider.example:587".
+    pub relay_host: Option<String>,
+    /// TLS toward MX hosts and the relay host.
+    pub tls: TlsPolicy,
+    /// Credentials for the relay host.
+    pub relay_auth: Option<RouteAuth>,
+    /// Connections at once to one destination.
+    pub max_connections_per_destination: usize,
+    /// Deliveries at once on this node.
+    pub max_concurrent: usize,
+    /// Messages sent over one connection before it is closed.
+    pub max_messages_per_connection: usize,
+    /// First retry after a temporary failure, in seconds (RFC 5321 §4.5.4.1: at least 30 min is
+    /// suggested for the whole queue; facteur starts shorter and doubles).
+    pub first_retry_secs: u64,
+    /// Longest wait between two attempts, in seconds.
+    pub max_retry_secs: u64,
+    /// ± this fraction of randomness on every retry delay, so a backlog does not retry in step.
+    pub retry_jitter: f64,
+    /// Send a delay notice (Action: delayed) after this many seconds undelivered (RFC 3461).
+    pub delay_warning_secs: u64,
+    /// Bounce what is still undelivered after this many seconds (RFC 5321 §4.5.4.1: 4-5 days).
+    pub queue_lifetime_secs: u64,
+    /// Seconds to set up a TCP connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for any reply (RFC 5321 §4.5.3.2 suggests 5 minutes; 10 for the final one).
+    pub command_timeout_secs: u64,
+    /// Seconds a claimed message stays leased to this node.
+    pub lease_secs: u64,
+    /// DNS servers for MX and address lookups; empty: /etc/resolv.conf.
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Port of MX hosts: 25 (another value only makes sense in a lab).
+    pub mx_port: u16,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            enabled: true,
+            relay_host: None,
+            tls: TlsPolicy::Opportunistic,
+            relay_auth: None,
+            max_connections_per_destination: 20,
+            max_concurrent: 200,
+            max_messages_per_connection: 100,
+            first_retry_secs: 300,
+            max_retry_secs: 4 * 3600,
+            retry_jitter: 0.2,
+            delay_warning_secs: 4 * 3600,
+            queue_lifetime_secs: 5 * 86_400,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            lease_secs: 900,
+            dns_servers: Vec::new(),
+            mx_port: 25,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Problems serde cannot see, each naming its key.
+    pub fn problems(&self, routes: &[RouteConfig]) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.first_retry_secs == 0 || self.max_retry_secs < self.first_retry_secs {
+            p.push(format!(
+                "delivery.first_retry_secs = {} must be > 0 and at most delivery.max_retry_secs = {}",
+                self.first_retry_secs, self.max_retry_secs
+            ));
+        }
+        if !(0.0..1.0).contains(&self.retry_jitter) {
+            p.push(format!("delivery.retry_jitter = {} must be in [0, 1)", self.retry_jitter));
+        }
+        if self.queue_lifetime_secs <= self.delay_warning_secs {
+            p.push(format!(
+                "delivery.queue_lifetime_secs = {} must exceed delivery.delay_warning_secs = {}",
+                self.queue_lifetime_secs, self.delay_warning_secs
+            ));
+        }
+        if self.max_connections_per_destination == 0 || self.max_concurrent == 0 {
+            p.push("delivery.max_connections_per_destination and delivery.max_concurrent must be at least 1".into());
+        }
+        for r in routes {
+            if crate::route::parse_host_port(&r.via).is_none() {
+                p.push(format!("route for {:?}: via = {:?} is not host:port", r.domain, r.via));
+            }
+        }
+        if let Some(h) = &self.relay_host
+            && crate::route::parse_host_port(h).is_none()
+        {
+            p.push(format!("delivery.relay_host = {h:?} is not host:port"));
+        }
+        p
+    }
+}
