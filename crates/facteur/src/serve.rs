@@ -71,12 +71,27 @@ pub fn log_check(report: &CheckReport) -> bool {
     report.healthy()
 }
 
-pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
-    start_with_clock(config, data_dir, Arc::new(SystemClock)).await
+/// How to start, beyond the configuration (for tests).
+pub struct StartOptions {
+    pub clock: SharedClock,
+    /// Run the delivery loop in the background; when false the engine is
+    /// still built and tests drive it with `Engine::run_once`.
+    pub delivery_loop: bool,
 }
 
-/// Like [`start`], on a given clock (tests run days of retries in seconds).
-pub async fn start_with_clock(config: Config, data_dir: &Path, clock: SharedClock) -> anyhow::Result<Running> {
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { clock: Arc::new(SystemClock), delivery_loop: true }
+    }
+}
+
+pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
+    start_with(config, data_dir, StartOptions::default()).await
+}
+
+/// Like [`start`], with a given clock (tests run days of retries in seconds).
+pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) -> anyhow::Result<Running> {
+    let clock = options.clock;
     let mut notes = Vec::new();
     let store = open_store(&config, data_dir)?;
     let report = store.check(true).await.context("storage invariant check failed to run")?;
@@ -131,7 +146,9 @@ pub async fn start_with_clock(config: Config, data_dir: &Path, clock: SharedCloc
         };
         let engine = Engine::new(store.clone(), router, clock.clone(), d.clone(), config.server.hostname.clone());
         ctx = ctx.with_queue_waker(engine.waker());
-        tasks.spawn(engine.clone().run(rx.clone()));
+        if options.delivery_loop {
+            tasks.spawn(engine.clone().run(rx.clone()));
+        }
         Some(engine)
     } else {
         notes.push("delivery.enabled = false: this node accepts mail but delivers none to other domains".into());

@@ -7,6 +7,16 @@
 //! lines it saw ([`Downstream::transcript`]) and how many connections were
 //! made. The `facteur-sim` binary runs one from the command line.
 //!
+//! ```no_run
+//! # async fn example() {
+//! use facteur_testkit::{Behavior, Downstream};
+//! let sim = Downstream::start(Behavior::accept_only(&["bob@example.net"])).await;
+//! // ... point the delivery code at sim.addr() and send to bob and eve ...
+//! assert!(sim.wait_for(1, std::time::Duration::from_secs(5)).await);
+//! assert_eq!(sim.received()[0].rcpts, ["bob@example.net"]);
+//! # }
+//! ```
+//!
 //! It is deliberately independent of facteur's own SMTP code (that is the
 //! thing under test): a small session of its own, one handler per command.
 //!

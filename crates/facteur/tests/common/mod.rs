@@ -62,9 +62,13 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
+        Self::start_opts(config, serve::StartOptions::default()).await
+    }
+
+    pub async fn start_opts(config: Config, options: serve::StartOptions) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         provision(dir.path(), &config).await;
-        let running = serve::start(config, dir.path()).await.unwrap();
+        let running = serve::start_with(config, dir.path(), options).await.unwrap();
         TestServer {
             smtp: running.smtp[0],
             submission: running.submission[0],
@@ -94,6 +98,11 @@ impl TestServer {
             }
         }
         out
+    }
+
+    /// The delivery engine (the test config must enable delivery).
+    pub fn engine(&self) -> std::sync::Arc<facteur_queue::Engine<SqliteStore, facteur_queue::DnsResolver>> {
+        self.running.as_ref().unwrap().engine.clone().expect("delivery.enabled")
     }
 
     pub async fn stop(&mut self) {

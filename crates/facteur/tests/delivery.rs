@@ -1,0 +1,317 @@
+//! Outbound delivery over real TCP to the downstream simulator: per-recipient
+//! outcomes, DSNs parsed field by field, days of retries on a manual clock,
+//! and the failure matrix (defer, refuse, hang, drop mid-data).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, TestServer, test_config};
+use facteur::config::{Config, RouteConfig};
+use facteur::serve::StartOptions;
+use facteur_queue::TlsPolicy;
+use facteur_store::{ManualClock, Store};
+use facteur_testkit::{Behavior, Downstream};
+use mail_parser::{MessageParser, MimeHeaders};
+
+const T0: i64 = 1_800_000_000;
+
+/// Delivery on, every domain routed to `sim`, no jitter, short timeouts.
+fn relay_config(sim: std::net::SocketAddr) -> Config {
+    let mut c = test_config();
+    c.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    c.delivery.enabled = true;
+    c.delivery.retry_jitter = 0.0;
+    c.delivery.command_timeout_secs = 2;
+    c.delivery.connect_timeout_secs = 2;
+    c.route = vec![RouteConfig { domain: "*".into(), via: sim.to_string(), tls: TlsPolicy::Opportunistic, auth: None }];
+    c
+}
+
+/// A server on a manual clock whose engine the test drives.
+async fn manual(sim: std::net::SocketAddr) -> (TestServer, ManualClock) {
+    let clock = ManualClock::new(T0);
+    let s = TestServer::start_opts(
+        relay_config(sim),
+        StartOptions { clock: Arc::new(clock.clone()), delivery_loop: false },
+    )
+    .await;
+    (s, clock)
+}
+
+async fn submit(s: &TestServer, from: &str, to: &[&str], extra_mail: &str, extra_rcpt: &str) -> String {
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok(&format!("MAIL FROM:<{from}>{extra_mail}"), 250).await;
+    for t in to {
+        c.ok(&format!("RCPT TO:<{t}>{extra_rcpt}"), 250).await;
+    }
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: outbound\r\nFrom: <alice@example.test>\r\n\r\nHello out there.\r\n.\r\n").await;
+    let r = c.reply().await;
+    assert_eq!(r.code, 250, "{r:?}");
+    c.ok("QUIT", 221).await;
+    r.text().rsplit(' ').next().unwrap().to_string()
+}
+
+/// The delivery-status part of a DSN as (per-message fields, per-recipient field groups).
+fn dsn_fields(raw: &str) -> (String, Vec<Vec<(String, String)>>) {
+    let msg = MessageParser::default().parse(raw.as_bytes()).expect("DSN parses");
+    let ct = msg.content_type().expect("content type");
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    let status = msg
+        .parts
+        .iter()
+        .find(|p| p.content_type().is_some_and(|c| c.ctype() == "message" && c.subtype() == Some("delivery-status")))
+        .expect("a message/delivery-status part");
+    let text = String::from_utf8_lossy(status.contents()).replace("\r\n", "\n");
+    let mut groups: Vec<Vec<(String, String)>> = text
+        .split("\n\n")
+        .filter(|g| !g.trim().is_empty())
+        .map(|g| {
+            g.lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect()
+        })
+        .collect();
+    let first = groups.remove(0);
+    let reporting = first.iter().find(|(k, _)| k == "reporting-mta").map(|(_, v)| v.clone()).unwrap_or_default();
+    (reporting, groups)
+}
+
+fn field<'a>(group: &'a [(String, String)], name: &str) -> &'a str {
+    group.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+}
+
+#[tokio::test]
+async fn relays_with_dsn_parameters_and_records_the_attempt() {
+    let sim = Downstream::start(Behavior::accept_all()).await;
+    let s = TestServer::start_with(relay_config(sim.addr())).await;
+    let id = submit(
+        &s,
+        "alice@example.test",
+        &["bob@remote.test", "carol@remote.test"],
+        " RET=HDRS ENVID=env-1",
+        " NOTIFY=FAILURE ORCPT=rfc822;orig@remote.test",
+    )
+    .await;
+    assert!(sim.wait_for(1, Duration::from_secs(10)).await, "nothing reached the simulator");
+    let got = &sim.received()[0];
+    assert_eq!(got.mail_from, "alice@example.test");
+    assert_eq!(got.rcpts, ["bob@remote.test", "carol@remote.test"], "one transaction for both recipients");
+    assert!(got.mail_params.contains("RET=HDRS") && got.mail_params.contains("ENVID=env-1"), "{}", got.mail_params);
+    assert!(
+        got.rcpt_params[0].contains("NOTIFY=FAILURE") && got.rcpt_params[0].contains("ORCPT=rfc822;orig@remote.test")
+    );
+    let data = String::from_utf8_lossy(&got.data);
+    assert!(data.starts_with("Received: from client.test") && data.contains(&id), "{data}");
+    assert!(data.ends_with("Hello out there.\r\n"));
+    // The record catches up with the remote 250 right after it.
+    let mut m = s.store().queue_show(&id).await.unwrap().unwrap();
+    for _ in 0..100 {
+        if m.recipients.iter().all(|r| r.state == "delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = s.store().queue_show(&id).await.unwrap().unwrap();
+    }
+    assert!(m.recipients.iter().all(|r| r.state == "delivered"), "{m:?}");
+    assert_eq!(m.attempts.len(), 2);
+    assert!(m.attempts[0].reply.starts_with("250"), "{:?}", m.attempts[0]);
+    assert!(s.store().queue_list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn per_recipient_results_and_a_failure_dsn() {
+    let sim = Downstream::start(Behavior::accept_only(&["ok@remote.test"])).await;
+    let (s, _clock) = manual(sim.addr()).await;
+    let id = submit(&s, "alice@example.test", &["ok@remote.test", "gone@remote.test"], " ENVID=xyz", "").await;
+    assert_eq!(s.engine().run_once().await, 1);
+    assert_eq!(sim.received().len(), 1);
+    assert_eq!(sim.received()[0].rcpts, ["ok@remote.test"]);
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(), ["delivered", "bounced"]);
+    // The bounce went to Alice, from <>.
+    let inbox = s.inbox("alice@example.test").await;
+    assert_eq!(inbox.len(), 1, "exactly one DSN");
+    let dsn = &inbox[0];
+    let parsed = MessageParser::default().parse(dsn.as_bytes()).unwrap();
+    assert_eq!(parsed.subject(), Some("Undelivered Mail Returned to Sender"));
+    assert!(dsn.contains("Auto-Submitted: auto-replied"));
+    let (reporting, groups) = dsn_fields(dsn);
+    assert_eq!(reporting.replace(' ', ""), "dns;mx.example.test");
+    assert_eq!(groups.len(), 1, "only the failed recipient: {groups:?}");
+    let g = &groups[0];
+    assert_eq!(field(g, "final-recipient").replace(' ', ""), "rfc822;gone@remote.test");
+    assert_eq!(field(g, "action"), "failed");
+    assert_eq!(field(g, "status"), "5.1.1");
+    assert!(field(g, "diagnostic-code").contains("550"), "{g:?}");
+    assert!(dsn.contains("xyz"), "ENVID echoed");
+    // The DSN itself has the null sender and will never be bounced.
+    let q = s.store().queue_list().await.unwrap();
+    assert!(q.is_empty(), "{q:?}");
+}
+
+#[tokio::test]
+async fn five_days_down_delay_notice_then_bounce() {
+    let sim = Downstream::start(Behavior::defer_all(451)).await;
+    let (s, clock) = manual(sim.addr()).await;
+    let id = submit(&s, "alice@example.test", &["far@remote.test"], "", "").await;
+    let engine = s.engine();
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        engine.run_once().await;
+        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        times.push(facteur_store::Clock::now(&clock));
+        if m.recipients[0].state != "queued" {
+            break;
+        }
+        let next = m.recipients[0].next_attempt.unwrap();
+        assert!(next > facteur_store::Clock::now(&clock), "next attempt in the future");
+        clock.set(next);
+    }
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "bounced");
+    // The retry schedule: 5 min, doubling, capped at 4 h, last try at 5 days.
+    let gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(&gaps[..7], [300, 600, 1200, 2400, 4800, 9600, 14400]);
+    assert!(gaps.iter().all(|&g| g <= 14400));
+    assert_eq!(*times.last().unwrap() - T0, 5 * 86_400, "bounced at the end of the queue lifetime");
+    assert_eq!(m.attempts.len(), times.len());
+    assert!(m.attempts.iter().all(|a| a.reply.starts_with("451")));
+    // One delay notice (after 4 h), then one bounce.
+    let inbox = s.inbox("alice@example.test").await;
+    assert_eq!(inbox.len(), 2, "a delay notice and a bounce");
+    let (_, delayed) = dsn_fields(&inbox[0]);
+    assert_eq!(field(&delayed[0], "action"), "delayed");
+    assert_eq!(field(&delayed[0], "status"), "4.3.0");
+    assert!(!field(&delayed[0], "will-retry-until").is_empty());
+    assert!(inbox[0].contains("Delayed Mail"));
+    let delay_date = MessageParser::default().parse(inbox[0].as_bytes()).unwrap().date().unwrap().to_timestamp();
+    assert!(delay_date - T0 >= 4 * 3600 && delay_date - T0 < 4 * 3600 + 14400, "delay notice at {}", delay_date - T0);
+    let (_, failed) = dsn_fields(&inbox[1]);
+    assert_eq!(field(&failed[0], "action"), "failed");
+    assert_eq!(field(&failed[0], "status"), "4.4.7");
+    assert!(field(&failed[0], "diagnostic-code").contains("451"));
+    assert_eq!(sim.received().len(), 0);
+}
+
+#[tokio::test]
+async fn hang_and_drop_mid_data_defer_then_deliver_once() {
+    for behavior in [Behavior::hang(), Behavior::drop_mid_data(), Behavior::defer_all(421)] {
+        let sim = Downstream::start(behavior).await;
+        let (s, clock) = manual(sim.addr()).await;
+        let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+        s.engine().run_once().await;
+        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        assert_eq!((m.recipients[0].state.as_str(), m.recipients[0].attempts), ("queued", 1), "{m:?}");
+        assert!(sim.received().is_empty());
+        // The destination recovers.
+        sim.set_behavior(Behavior::accept_all());
+        clock.advance(300);
+        s.engine().run_once().await;
+        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        assert_eq!(m.recipients[0].state, "delivered", "{m:?}");
+        assert_eq!(sim.received().len(), 1);
+        assert!(s.inbox("alice@example.test").await.is_empty(), "no notice for a short delay");
+    }
+}
+
+#[tokio::test]
+async fn null_sender_never_gets_a_notice() {
+    let sim = Downstream::start(Behavior::refuse_all()).await;
+    let (s, _clock) = manual(sim.addr()).await;
+    let id = submit(&s, "", &["x@remote.test"], "", "").await;
+    s.engine().run_once().await;
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "bounced");
+    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
+    let messages: i64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
+    assert_eq!(messages, 1, "no DSN was created");
+}
+
+#[tokio::test]
+async fn smtputf8_message_to_a_server_without_it_fails_permanently() {
+    let sim = Downstream::start(Behavior { smtputf8: false, ..Behavior::accept_all() }).await;
+    let (s, _clock) = manual(sim.addr()).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<alice@example.test> SMTPUTF8", 250).await;
+    c.ok("RCPT TO:<jörg@remote.test>", 250).await;
+    c.ok("DATA", 354).await;
+    c.send_raw("Subject: grüße\r\n\r\nx\r\n.\r\n".as_bytes()).await;
+    let id = c.reply().await.text().rsplit(' ').next().unwrap().to_string();
+    s.engine().run_once().await;
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "bounced");
+    assert!(m.recipients[0].last_error.as_deref().unwrap().contains("5.6.7"), "{m:?}");
+    assert_eq!(sim.connections(), 1);
+    assert!(sim.received().is_empty());
+    let (_, g) = dsn_fields(&s.inbox("alice@example.test").await[0]);
+    assert_eq!(field(&g[0], "status"), "5.6.7");
+}
+
+#[tokio::test]
+async fn unreachable_destination_defers_everything_waiting_for_it() {
+    // A port nobody listens on: connection refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (s, _clock) = manual(dead).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit(&s, "alice@example.test", &["x@remote.test"], "", "").await);
+    }
+    assert_eq!(s.engine().run_once().await, 5);
+    for id in ids {
+        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        assert_eq!((m.recipients[0].state.as_str(), m.recipients[0].attempts), ("queued", 1));
+        assert!(m.recipients[0].last_error.as_deref().unwrap().contains("cannot connect"), "{m:?}");
+    }
+}
+
+#[tokio::test]
+async fn connection_reuse_and_chunking() {
+    let sim = Downstream::start(Behavior::accept_all()).await;
+    let mut config = relay_config(sim.addr());
+    config.delivery.max_connections_per_destination = 2;
+    let s =
+        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
+            .await;
+    for _ in 0..10 {
+        submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    }
+    s.engine().run_once().await;
+    assert_eq!(sim.received().len(), 10);
+    assert!(sim.connections() <= 2, "{} connections for 10 messages", sim.connections());
+    assert!(sim.received().iter().all(|m| m.chunked), "CHUNKING used when offered");
+    let plain = Downstream::start(Behavior { chunking: false, pipelining: false, ..Behavior::accept_all() }).await;
+    let (s, _clock) = manual(plain.addr()).await;
+    submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    s.engine().run_once().await;
+    assert_eq!(plain.received().len(), 1);
+    assert!(!plain.received()[0].chunked);
+    assert!(String::from_utf8_lossy(&plain.received()[0].data).ends_with("Hello out there.\r\n"));
+}
+
+#[tokio::test]
+async fn starttls_opportunistic_and_required() {
+    let sim = Downstream::start(Behavior { tls: true, ..Behavior::accept_all() }).await;
+    let (s, _clock) = manual(sim.addr()).await;
+    submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    s.engine().run_once().await;
+    assert!(sim.received()[0].tls, "STARTTLS used when offered");
+    // A route that requires TLS to a server without it: deferred, never sent in clear.
+    let clear = Downstream::start(Behavior::accept_all()).await;
+    let mut config = relay_config(clear.addr());
+    config.route[0].tls = TlsPolicy::Require;
+    let clock = ManualClock::new(T0);
+    let s = TestServer::start_opts(config, StartOptions { clock: Arc::new(clock), delivery_loop: false }).await;
+    let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    s.engine().run_once().await;
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "queued");
+    assert!(m.recipients[0].last_error.as_deref().unwrap().contains("requires TLS"), "{m:?}");
+    assert!(clear.received().is_empty());
+}
