@@ -352,10 +352,22 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let Some(m) = store.queue_show(&id).await? else {
                 bail!("no message with id {id}; see `facteur --data {d} queue list`");
             };
+            let audit = store.audit_log(Some(&id)).await?;
             if out.json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
+                let mut v = serde_json::to_value(&m)?;
+                v["audit"] = serde_json::to_value(&audit)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_message(&m);
+                for a in &audit {
+                    println!(
+                        "operator:    {} {} by {}: {}",
+                        facteur_smtp::headers::rfc5322_date(a.at),
+                        a.action,
+                        a.actor,
+                        a.detail
+                    );
+                }
             }
         }
         Command::Queue(QueueCmd::Retry { id, all: _ }) => {

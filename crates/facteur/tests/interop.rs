@@ -131,3 +131,74 @@ async fn python_smtplib_delivers() {
     assert_eq!(bob.len(), 2);
     assert!(bob[1].contains("Subject: smtplib submission") && bob[1].contains("Message-ID: <"));
 }
+
+/// Outbound delivery to Postfix's smtp-sink: accepted, soft-rejected
+/// (deferred) and hard-rejected (bounced) recipients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_to_postfix_smtp_sink() {
+    use facteur::config::RouteConfig;
+    use facteur_store::Store;
+    if !have("smtp-sink") {
+        return;
+    }
+    for (flags, expect) in [(&[][..], "delivered"), (&["-r", "RCPT"][..], "queued"), (&["-f", "RCPT"][..], "bounced")] {
+        let dump = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dump.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut sink = Command::new("smtp-sink")
+            .args(["-u", "nobody", "-d"])
+            .arg(dump.path().join("msg."))
+            .args(flags)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("16")
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut config = common::test_config();
+        config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        config.delivery.enabled = true;
+        config.route = vec![RouteConfig {
+            domain: "*".into(),
+            via: format!("127.0.0.1:{port}"),
+            tls: facteur_queue::TlsPolicy::None,
+            auth: None,
+        }];
+        let s = TestServer::start_opts(
+            config,
+            facteur::serve::StartOptions {
+                clock: std::sync::Arc::new(facteur_store::ManualClock::new(1_800_000_000)),
+                delivery_loop: false,
+            },
+        )
+        .await;
+        let mut c = common::Client::connect(s.smtp).await;
+        c.ehlo().await;
+        let r = c.send_mail("alice@example.test", &["someone@far.test"], "Subject: to the sink\r\n\r\nbody").await;
+        let id = r.text().rsplit(' ').next().unwrap().to_string();
+        s.engine().run_once().await;
+        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        let _ = sink.kill();
+        let _ = sink.wait();
+        assert_eq!(m.recipients[0].state, expect, "smtp-sink {flags:?}: {m:?}");
+        let dumped: Vec<String> = std::fs::read_dir(dump.path())
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        if expect == "delivered" {
+            assert_eq!(dumped.len(), 1);
+            assert!(dumped[0].contains("Subject: to the sink") && dumped[0].contains(&id), "{}", dumped[0]);
+        } else {
+            assert!(dumped.iter().all(|d| !d.contains("Subject: to the sink")));
+            assert!(m.recipients[0].last_error.as_deref().unwrap().starts_with(if expect == "queued" {
+                "450"
+            } else {
+                "500"
+            }));
+        }
+    }
+}

@@ -384,3 +384,52 @@ async fn sigkill_during_delivery_loses_nothing() {
     eprintln!("killed after {at_kill} of {MESSAGES} deliveries; {twice} delivered twice");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]", "queue not empty");
 }
+
+/// The operator's queue controls through the CLI, with the audit trail and
+/// a DSN for `delete --bounce`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_controls_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let mut server = serve_with(d, "[smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nenabled = false\n").await;
+    let mut c = Client::connect(server.smtp).await;
+    c.ehlo().await;
+    let r = c.send_mail("alice@example.test", &["far@remote.test"], "Subject: stuck\r\n\r\nx").await;
+    let id = r.text().rsplit(' ').next().unwrap().to_string();
+    let state = |d: &Path| {
+        let o = facteur(d, &["queue", "show", &id, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["recipients"][0]["state"].as_str().unwrap().to_string()
+    };
+    let o = facteur(d, &["queue", "list"]);
+    assert!(text(&o).contains(&id) && text(&o).contains("far@remote.test"), "{}", text(&o));
+    assert!(facteur(d, &["queue", "hold", &id]).status.success());
+    assert_eq!(state(d), "held");
+    assert!(facteur(d, &["queue", "release", &id]).status.success());
+    assert_eq!(state(d), "queued");
+    let o = facteur(d, &["queue", "retry", "--all"]);
+    assert!(o.status.success() && text(&o).contains("1 recipient(s)"), "{}", text(&o));
+    let o = facteur(d, &["queue", "retry"]);
+    assert!(!o.status.success(), "retry needs an id or --all");
+    // No terminal, no --yes: refused.
+    let o =
+        Command::new(BIN).arg("--data").arg(d).args(["queue", "delete", &id]).stdin(Stdio::null()).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
+    assert_eq!(state(d), "queued");
+    let o = facteur(d, &["queue", "delete", &id, "--bounce", "--yes"]);
+    assert!(o.status.success() && text(&o).contains("the sender was notified"), "{}", text(&o));
+    assert_eq!(state(d), "deleted");
+    let o = facteur(d, &["queue", "show", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let actions: Vec<&str> = v["audit"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["hold", "release", "delete"]);
+    assert!(v["audit"][2]["actor"].as_str().unwrap().starts_with("cli:"));
+    // The bounce reached Alice's INBOX.
+    let o = facteur(d, &["mailbox", "fetch", "alice@example.test", "1"]);
+    let dsn = String::from_utf8_lossy(&o.stdout);
+    assert!(dsn.contains("multipart/report") && dsn.contains("far@remote.test") && dsn.contains("5.0.0"), "{dsn}");
+    assert!(facteur(d, &["queue", "list", "--json"]).stdout.starts_with(b"[]"));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

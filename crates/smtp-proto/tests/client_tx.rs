@@ -292,6 +292,34 @@ fn unexpected_replies_defer_and_drop_the_connection() {
 }
 
 #[test]
+fn connection_lost_keeps_what_is_known() {
+    let mut tx = Transaction::new(
+        envelope("a@example.org", &["b@example.net", "c@example.net", "d@example.net"]),
+        &Capabilities::default(),
+    )
+    .unwrap();
+    assert_eq!(tx.on_reply(Reply::new(250, (2, 1, 0), "Ok")), TxStep::Continue);
+    assert_eq!(tx.on_reply(Reply::new(250, (2, 1, 5), "Ok")), TxStep::Continue);
+    assert_eq!(tx.on_reply(Reply::new(550, (5, 1, 1), "No")), TxStep::Continue);
+    // The connection drops while the third RCPT is in flight.
+    let lost = Reply::new(451, (4, 4, 2), "facteur: connection lost");
+    let r = tx.connection_lost(lost.clone());
+    assert_eq!(summary(&r), ["T 451 4.4.2", "P 550 5.1.1", "T 451 4.4.2"]);
+    assert!(!r.reusable);
+    assert!(tx.take_output().is_empty());
+    // Whatever its code, the given reply only defers.
+    let mut tx = Transaction::new(envelope("a@example.org", &["b@example.net"]), &Capabilities::default()).unwrap();
+    let r = tx.connection_lost(Reply::new(554, (5, 0, 0), "x"));
+    assert_eq!(summary(&r), ["T 554 5.0.0"]);
+    // After Done the outcomes stand; only the connection is gone.
+    let mut tx = Transaction::new(envelope("a@example.org", &["b@example.net"]), &Capabilities::default()).unwrap();
+    let done = done(tx.on_reply(Reply::new(550, (5, 7, 1), "No")));
+    assert!(done.reusable);
+    let r = tx.connection_lost(lost);
+    assert_eq!(r, TxResult { reusable: false, ..done });
+}
+
+#[test]
 fn unexpected_reply_text_is_bounded() {
     let long = Reply::plain(354, "x".repeat(3000));
     let r = done(drive(&Capabilities::default(), &["b@example.net"], &[long]));

@@ -10,6 +10,7 @@
 //!         Continue  => write(tx.take_output())   (may be empty)
 //!         SendBody  => write(tx.body_bytes(message))
 //!         Done(r)   => r.outcomes; keep the connection if r.reusable
+//! on a read/write error or timeout:  tx.connection_lost(reply)
 //! ```
 //!
 //! Every reply is matched against the command it answers (a queue of
@@ -241,6 +242,19 @@ impl Transaction {
         if self.chunking { command::bdat_last(message) } else { command::dot_stuff(message) }
     }
 
+    /// The connection failed under the transaction (I/O error, timeout,
+    /// unreadable reply). RFC 5321 §3.8: treat it as a 451. Every recipient
+    /// not yet decided gets `reply` as a temporary failure (whatever its
+    /// code), recipients the server already refused keep their reply, and
+    /// the connection is not reusable. After Done, the result stands.
+    pub fn connection_lost(&mut self, reply: Reply) -> TxResult {
+        if let Some(result) = &self.done {
+            return TxResult { reusable: false, ..result.clone() };
+        }
+        self.defer_open(&reply);
+        self.conclude(false)
+    }
+
     fn on_mail(&mut self, reply: Reply) -> TxStep {
         match class(reply.code) {
             Class::Positive => {
@@ -381,18 +395,27 @@ impl Transaction {
     /// Every open recipient gets `reply` as a temporary failure; the
     /// connection is not reusable.
     fn abort(&mut self, reply: Reply) -> TxStep {
-        for outcome in self.outcomes.iter_mut().filter(|o| o.is_none()) {
-            *outcome = Some(RcptOutcome::Temporary(reply.clone()));
-        }
+        self.defer_open(&reply);
         self.finish(false)
     }
 
+    fn defer_open(&mut self, reply: &Reply) {
+        for outcome in self.outcomes.iter_mut().filter(|o| o.is_none()) {
+            *outcome = Some(RcptOutcome::Temporary(reply.clone()));
+        }
+    }
+
     fn finish(&mut self, reusable: bool) -> TxStep {
+        TxStep::Done(self.conclude(reusable))
+    }
+
+    /// Ends the transaction: nothing more to send or read.
+    fn conclude(&mut self, reusable: bool) -> TxResult {
         self.awaiting.clear();
         self.output.clear();
         let result = TxResult { outcomes: settle(std::mem::take(&mut self.outcomes)), reusable };
         self.done = Some(result.clone());
-        TxStep::Done(result)
+        result
     }
 }
 
