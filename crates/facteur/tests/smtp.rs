@@ -396,3 +396,25 @@ async fn connection_limit_at_and_past_its_edge() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn notify_success_on_local_delivery_sends_a_delivered_dsn() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<alice@example.test> ENVID=e42", 250).await;
+    c.ok("RCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE", 250).await;
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: receipt please\r\n\r\nx\r\n.\r\n").await;
+    assert_eq!(c.reply().await.code, 250);
+    assert_eq!(s.inbox("bob@example.test").await.len(), 1);
+    let alice = s.inbox("alice@example.test").await;
+    assert_eq!(alice.len(), 1, "one success notice");
+    let dsn = &alice[0];
+    assert!(dsn.contains("report-type=delivery-status") || dsn.contains("report-type=\"delivery-status\""), "{dsn}");
+    assert!(dsn.contains("Action: delivered") && dsn.contains("Status: 2.0.0") && dsn.contains("e42"), "{dsn}");
+    // Without NOTIFY=SUCCESS, nothing.
+    let r = c.send_mail("alice@example.test", &["bob@example.test"], "Subject: quiet\r\n\r\nx").await;
+    assert_eq!(r.code, 250);
+    assert_eq!(s.inbox("alice@example.test").await.len(), 1);
+}

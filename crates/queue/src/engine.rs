@@ -380,7 +380,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                     orcpt: r.orcpt.clone(),
                     notice: kind,
                     status: d.status,
-                    diagnostic: (kind != Notice::Relayed || !reply.is_empty()).then(|| reply.clone()),
+                    diagnostic: Some(reply.clone()),
                     remote_mta: host.clone(),
                     last_attempt: Some(now),
                     will_retry_until: (kind == Notice::Delayed)

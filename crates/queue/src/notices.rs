@@ -34,6 +34,7 @@ fn action(n: Notice) -> Action {
         Notice::Failed => Action::Failed,
         Notice::Delayed => Action::Delayed,
         Notice::Relayed => Action::Relayed,
+        Notice::Delivered => Action::Delivered,
     }
 }
 
@@ -66,7 +67,7 @@ pub async fn compose<S: Store>(
         }
     };
     let mut out = Vec::new();
-    for kind in [Notice::Failed, Notice::Delayed, Notice::Relayed] {
+    for kind in [Notice::Failed, Notice::Delayed, Notice::Relayed, Notice::Delivered] {
         let recipients: Vec<DsnRecipient> = items
             .iter()
             .filter(|i| i.notice == kind)

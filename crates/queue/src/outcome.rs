@@ -19,7 +19,10 @@ pub enum Attempt {
 pub enum Notice {
     Failed,
     Delayed,
+    /// Passed to a server that does not do DSN (RFC 3464 §2.3.3).
     Relayed,
+    /// Put in a local mailbox.
+    Delivered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use facteur_queue::notices::{About, NoticeItem};
+use facteur_queue::outcome::Notice;
+
 use crate::config::SmtpConfig;
 use crate::headers::{self, ReceivedInfo};
 use crate::policy;
@@ -273,6 +276,52 @@ async fn drive<S: Store, IO: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Local recipients that asked for NOTIFY=SUCCESS (RFC 3461 §4.1): they
+/// were delivered the moment the message was stored.
+fn success_notice_items(msg: &NewMessage) -> Vec<NoticeItem> {
+    msg.recipients
+        .iter()
+        .filter(|r| matches!(r.route, Route::Local { .. }))
+        .filter(|r| r.notify.as_deref().is_some_and(|n| n.split(',').any(|p| p == "SUCCESS")))
+        .map(|r| NoticeItem {
+            address: r.address.clone(),
+            orcpt: r.orcpt.clone(),
+            notice: Notice::Delivered,
+            status: (2, 0, 0),
+            diagnostic: None,
+            remote_mta: None,
+            last_attempt: Some(msg.received_at),
+            will_retry_until: None,
+        })
+        .collect()
+}
+
+/// Store the success DSN. It follows the message's own commit: a crash in
+/// between loses this courtesy notice, never the message.
+async fn send_success_notice<S: Store>(
+    ctx: &SmtpContext<S>,
+    id: &str,
+    received_at: i64,
+    envelope: &StoredEnvelope,
+    data: &[u8],
+    items: Vec<NoticeItem>,
+) {
+    let about = About { message_id: id, received_at, envelope, original: data };
+    let notices = facteur_queue::notices::compose(&ctx.store, &about, items, &ctx.hostname, ctx.clock.now_ms()).await;
+    let remote = notices.iter().any(|n| n.recipients.iter().any(|r| r.route == Route::Remote));
+    if notices.is_empty() {
+        return;
+    }
+    match ctx.store.complete(Vec::new(), notices).await {
+        Ok(()) => {
+            if remote && let Some(w) = &ctx.queued {
+                w.notify_one();
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot store the success notice"),
+    }
+}
+
 fn notify_text(n: &Notify) -> String {
     if n.never {
         return "NEVER".into();
@@ -370,11 +419,16 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
         };
         let remote = recipients.iter().any(|r| r.route == Route::Remote);
         let msg = NewMessage { id, received_at: secs, envelope: stored, recipients, data: full };
+        let success_notice = success_notice_items(&msg);
+        let notice_about = (!success_notice.is_empty()).then(|| (msg.envelope.clone(), msg.data.clone()));
         match ctx.store.store_message(msg).await {
             Ok(placed) => {
                 tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, "accepted");
                 if remote && let Some(w) = &ctx.queued {
                     w.notify_one();
+                }
+                if let Some((envelope, data)) = notice_about {
+                    send_success_notice(ctx, &id_text, secs, &envelope, &data, success_notice).await;
                 }
                 Reply::new(250, (2, 0, 0), format!("Ok: queued as {id_text}"))
             }
