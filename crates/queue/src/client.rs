@@ -180,7 +180,6 @@ impl Connection {
     /// One transaction; I/O failures become temporary outcomes for every
     /// recipient not yet decided, and the connection is then not reused.
     pub async fn send(&mut self, envelope: OutboundEnvelope, body: &[u8]) -> TxResult {
-        let n = envelope.recipients.len();
         let mut tx = match Transaction::new(envelope, &self.caps) {
             Ok(tx) => tx,
             Err(result) => return result,
@@ -188,13 +187,9 @@ impl Connection {
         self.transactions += 1;
         match self.drive(&mut tx, body).await {
             Ok(result) => result,
-            Err(e) => {
-                let reply = Reply::new(451, (4, 4, 2), format!("facteur: {e}"));
-                TxResult {
-                    outcomes: vec![facteur_smtp_proto::client::RcptOutcome::Temporary(reply); n],
-                    reusable: false,
-                }
-            }
+            // RFC 5321 §3.8: a lost connection is a 451 for what was not
+            // decided yet; refusals already given stand.
+            Err(e) => tx.connection_lost(Reply::new(451, (4, 4, 2), format!("facteur: {e}"))),
         }
     }
 
