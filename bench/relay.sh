@@ -856,7 +856,7 @@ verdict() {
 
 echo
 printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s  %s\n' \
-    server size messages accept_s accept/s e2e_s e2e/s distinct dups lost status
+    server size messages accept_s accept/s e2e_s e2e/s distinct dups miss status
 for key in "${runs[@]}"; do
     server="${key%,*}"
     size="${key#*,}"
@@ -915,7 +915,7 @@ json="$RESULTS_DIR/relay-$stamp.json"
     sep=""
     for key in "${runs[@]}"; do
         e="${e2e_s[$key]}"
-        printf '%s\n    {"server": "%s", "size": %s, "loadavg_1m": %s, "accept_seconds": %s, "accept_msgs_per_s": %s, "e2e_seconds": %s, "e2e_msgs_per_s": %s, "sink_files": %s, "sink_distinct": %s, "duplicates": %s, "lost": %s, "unexpected": %s, "truncated": %s, "relay_check": %s, "status": %s}' \
+        printf '%s\n    {"server": "%s", "size": %s, "loadavg_1m": %s, "accept_seconds": %s, "accept_msgs_per_s": %s, "e2e_seconds": %s, "e2e_msgs_per_s": %s, "sink_files": %s, "sink_distinct": %s, "duplicates": %s, "missing": %s, "unexpected": %s, "truncated": %s, "relay_check": %s, "status": %s}' \
             "$sep" "${key%,*}" "${key#*,}" "${load1[$key]}" \
             "${accept_s[$key]}" "$(rate "${accept_s[$key]}")" \
             "$(json_num "$e")" "$(json_num "$([ -n "$e" ] && rate "$e")")" \
@@ -941,7 +941,7 @@ json="$RESULTS_DIR/relay-$stamp.json"
 
 csv="$RESULTS_DIR/relay.csv"
 if [ ! -s "$csv" ]; then
-    echo "time_utc,git_commit,server,size,messages,sessions,loadavg_1m,accept_s,accept_msgs_per_s,e2e_s,e2e_msgs_per_s,sink_distinct,duplicates,lost,status" >"$csv"
+    echo "time_utc,git_commit,server,size,messages,sessions,loadavg_1m,accept_s,accept_msgs_per_s,e2e_s,e2e_msgs_per_s,sink_distinct,duplicates,missing,status" >"$csv"
 fi
 for key in "${runs[@]}"; do
     e="${e2e_s[$key]}"

@@ -37,6 +37,11 @@ pub struct DnsResolver(hickory_resolver::TokioResolver);
 impl DnsResolver {
     /// `servers` empty: the system configuration.
     pub fn new(servers: &[SocketAddr]) -> Result<DnsResolver, String> {
+        Self::with_timeout(servers, None)
+    }
+
+    /// As [`DnsResolver::new`], with one try per server and this timeout.
+    pub fn with_timeout(servers: &[SocketAddr], timeout: Option<std::time::Duration>) -> Result<DnsResolver, String> {
         use hickory_resolver::config::{NameServerConfig, ResolverConfig};
         use hickory_resolver::name_server::TokioConnectionProvider;
         use hickory_resolver::proto::xfer::Protocol;
@@ -51,6 +56,12 @@ impl DnsResolver {
             }
             hickory_resolver::TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
         };
+        let mut builder = builder;
+        if let Some(t) = timeout {
+            let opts = builder.options_mut();
+            opts.timeout = t;
+            opts.attempts = 1;
+        }
         Ok(DnsResolver(builder.build()))
     }
 }
