@@ -491,12 +491,15 @@ wait_queue_empty() {
 
 # Results, keyed by "server,size".
 declare -A accept_s=() e2e_s=() files=() distinct=() dups=() unexpected=() missing=() \
-    short=() relay_check=() status=() load1=()
+    short=() relay_check=() status=() load_before=() load_after=()
 runs=()
 
 # Record the sink's figures for run $1 (server,size) and judge them.
 finish_run() {
     local key="$1" size="$2" relay_ok="$3" a_files a_distinct a_dups a_unexp a_missing a_short a_last
+    # The 1-minute load average at the end of the run, which this run's own
+    # processes (about 3 busy ones) raise too.
+    load_after[$key]="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
     stop_sink
     read -r a_files a_distinct a_dups a_unexp a_missing a_short a_last < <(analyse_sink "$size") ||
         die "could not read the sink's files in $sink_dir/msgs"
@@ -543,7 +546,7 @@ finish_run() {
 begin_run() {
     local key="$1"
     runs+=("$key")
-    load1[$key]="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
+    load_before[$key]="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
 }
 
 # --- direct: load generator straight into the sink ----------------------------
@@ -835,6 +838,13 @@ if [ "$NUMBERED" = 0 ]; then
     note "NUMBERED=0: the sink can count messages but not tell a duplicate from a loss"
 fi
 
+# The commit measured: taken before the build, as the tree may move on
+# during a long run.
+commit="$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty=false
+if [ -n "$(git -C "$repo_root" status --porcelain --untracked-files=no -- crates 2>/dev/null || true)" ]; then
+    dirty=true
+fi
 want_target facteur && prepare_facteur
 
 for size in $SIZES; do
@@ -855,16 +865,16 @@ verdict() {
 }
 
 echo
-printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s  %s\n' \
-    server size messages accept_s accept/s e2e_s e2e/s distinct dups miss status
+printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s %6s  %s\n' \
+    server size messages accept_s accept/s e2e_s e2e/s distinct dups miss load  status
 for key in "${runs[@]}"; do
     server="${key%,*}"
     size="${key#*,}"
     e="${e2e_s[$key]}"
-    printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s  %s\n' "$server" "$size" "$MESSAGES" \
+    printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s %6s  %s\n' "$server" "$size" "$MESSAGES" \
         "${accept_s[$key]}" "$(rate "${accept_s[$key]}")" \
         "${e:--}" "$([ -n "$e" ] && rate "$e" || echo -)" \
-        "${distinct[$key]}" "${dups[$key]}" "${missing[$key]}" "${status[$key]}"
+        "${distinct[$key]}" "${dups[$key]}" "${missing[$key]}" "${load_after[$key]}" "${status[$key]}"
 done
 
 declare -A r_accept=() r_e2e=()
@@ -893,11 +903,6 @@ json_str() {
 
 mkdir -p "$RESULTS_DIR"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-commit="$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty=false
-if [ -n "$(git -C "$repo_root" status --porcelain --untracked-files=no -- crates 2>/dev/null || true)" ]; then
-    dirty=true
-fi
 json="$RESULTS_DIR/relay-$stamp.json"
 {
     printf '{\n'
@@ -915,8 +920,8 @@ json="$RESULTS_DIR/relay-$stamp.json"
     sep=""
     for key in "${runs[@]}"; do
         e="${e2e_s[$key]}"
-        printf '%s\n    {"server": "%s", "size": %s, "loadavg_1m": %s, "accept_seconds": %s, "accept_msgs_per_s": %s, "e2e_seconds": %s, "e2e_msgs_per_s": %s, "sink_files": %s, "sink_distinct": %s, "duplicates": %s, "missing": %s, "unexpected": %s, "truncated": %s, "relay_check": %s, "status": %s}' \
-            "$sep" "${key%,*}" "${key#*,}" "${load1[$key]}" \
+        printf '%s\n    {"server": "%s", "size": %s, "loadavg_1m_before": %s, "loadavg_1m_after": %s, "accept_seconds": %s, "accept_msgs_per_s": %s, "e2e_seconds": %s, "e2e_msgs_per_s": %s, "sink_files": %s, "sink_distinct": %s, "duplicates": %s, "missing": %s, "unexpected": %s, "truncated": %s, "relay_check": %s, "status": %s}' \
+            "$sep" "${key%,*}" "${key#*,}" "${load_before[$key]}" "${load_after[$key]}" \
             "${accept_s[$key]}" "$(rate "${accept_s[$key]}")" \
             "$(json_num "$e")" "$(json_num "$([ -n "$e" ] && rate "$e")")" \
             "${files[$key]}" "$(json_num "${distinct[$key]//-/}")" "${dups[$key]}" "${missing[$key]}" \
@@ -941,11 +946,11 @@ json="$RESULTS_DIR/relay-$stamp.json"
 
 csv="$RESULTS_DIR/relay.csv"
 if [ ! -s "$csv" ]; then
-    echo "time_utc,git_commit,server,size,messages,sessions,loadavg_1m,accept_s,accept_msgs_per_s,e2e_s,e2e_msgs_per_s,sink_distinct,duplicates,missing,status" >"$csv"
+    echo "time_utc,git_commit,server,size,messages,sessions,loadavg_1m_before,loadavg_1m_after,accept_s,accept_msgs_per_s,e2e_s,e2e_msgs_per_s,sink_distinct,duplicates,missing,status" >"$csv"
 fi
 for key in "${runs[@]}"; do
     e="${e2e_s[$key]}"
-    echo "$stamp,$commit,${key%,*},${key#*,},$MESSAGES,$SESSIONS,${load1[$key]},${accept_s[$key]},$(rate "${accept_s[$key]}"),$e,$([ -n "$e" ] && rate "$e"),${distinct[$key]},${dups[$key]},${missing[$key]},\"${status[$key]//\"/}\"" >>"$csv"
+    echo "$stamp,$commit,${key%,*},${key#*,},$MESSAGES,$SESSIONS,${load_before[$key]},${load_after[$key]},${accept_s[$key]},$(rate "${accept_s[$key]}"),$e,$([ -n "$e" ] && rate "$e"),${distinct[$key]},${dups[$key]},${missing[$key]},\"${status[$key]//\"/}\"" >>"$csv"
 done
 
 echo
