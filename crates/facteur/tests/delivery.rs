@@ -315,3 +315,33 @@ async fn starttls_opportunistic_and_required() {
     assert!(m.recipients[0].last_error.as_deref().unwrap().contains("requires TLS"), "{m:?}");
     assert!(clear.received().is_empty());
 }
+
+/// A relay route with STARTTLS and AUTH, against facteur's own submission
+/// port (TLS required, then AUTH required): wrong credentials defer, right
+/// ones deliver.
+#[tokio::test]
+async fn relay_route_with_starttls_and_auth() {
+    let upstream = TestServer::start().await;
+    let up = upstream.store();
+    up.add_domain("up.test").await.unwrap();
+    up.add_user("dave@up.test", &facteur_store::password::hash("dave-pass")).await.unwrap();
+    for (password, expect) in [("wrong", "queued"), (common::PASSWORD, "delivered")] {
+        let mut config = relay_config(upstream.submission);
+        config.route[0].domain = "up.test".into();
+        config.route[0].tls = TlsPolicy::Require;
+        config.route[0].auth =
+            Some(facteur_queue::RouteAuth { user: "bob@example.test".into(), password: password.into() });
+        let clock = ManualClock::new(T0);
+        let s = TestServer::start_opts(config, StartOptions { clock: Arc::new(clock), delivery_loop: false }).await;
+        let id = submit(&s, "alice@example.test", &["dave@up.test"], "", "").await;
+        s.engine().run_once().await;
+        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        assert_eq!(m.recipients[0].state, expect, "{m:?}");
+        if expect == "queued" {
+            assert!(m.recipients[0].last_error.as_deref().unwrap().contains("refused our credentials"), "{m:?}");
+        }
+    }
+    let inbox = upstream.inbox("dave@up.test").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(inbox[0].contains("with ESMTPSA"), "TLS and AUTH on the upstream: {}", inbox[0]);
+}
