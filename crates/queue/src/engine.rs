@@ -17,6 +17,7 @@ use facteur_smtp_proto::client::{OutboundEnvelope, OutboundRecipient, RcptOutcom
 use facteur_smtp_proto::{BodyType, Notify as DsnNotify, Reply, Ret};
 use facteur_store::{AttemptRecord, DeliveryJob, NewState, RecipientUpdate, SharedClock, Store};
 use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument;
 
 use crate::client::{ClientSettings, ConnectError, Connection};
 use crate::config::DeliveryConfig;
@@ -240,10 +241,10 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         tokio::spawn(async move { me.worker(key, dest).await });
     }
 
+    /// A job is finished: wake `run_once` (waiting for zero) and the claim
+    /// loop (there is room for more).
     fn job_done(&self) {
-        if self.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.idle.notify_waiters();
     }
 
@@ -256,9 +257,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         let mut conn: Option<Connection> = None;
         while let Some(job) = Self::next_job(&dest) {
             let span = tracing::info_span!("delivery", id = %job.message_id, domain = %key);
-            let _g = span.enter();
-            drop(_g);
-            match self.deliver(&job, &mut conn).await {
+            match self.deliver(&job, &mut conn).instrument(span).await {
                 Ok(()) => self.job_done(),
                 Err(failure) => {
                     // The destination is unreachable: defer this job and every
