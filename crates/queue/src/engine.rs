@@ -303,13 +303,12 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
     /// Deliver one job. `Err` means no connection could be made.
     async fn deliver(&self, job: &DeliveryJob, conn: &mut Option<Connection>) -> Result<(), JobFailure> {
         let Some(body) = self.store.message_body(&job.message_id).await.ok().flatten() else {
-            tracing::error!(id = %job.message_id, "message body missing from storage; deferring");
-            return Err(JobFailure {
-                host: None,
-                permanent: false,
-                status: (4, 3, 0),
-                text: "facteur: stored body unreadable".into(),
-            });
+            // This message's problem, not the destination's: defer it alone.
+            tracing::error!(id = %job.message_id, "message body unreadable from storage; deferring");
+            let f =
+                JobFailure { host: None, permanent: false, status: (4, 3, 0), text: "stored body unreadable".into() };
+            self.fail_job(job, &f).await;
+            return Ok(());
         };
         let reuse = conn.as_ref().is_some_and(|c| c.transactions < self.config.max_messages_per_connection.max(1));
         if !reuse {
