@@ -337,12 +337,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             } else if q.is_empty() {
                 println!("queue is empty");
             } else {
-                println!("{:<26} {:>8} {:<32} WAITING RECIPIENTS", "ID", "SIZE", "FROM");
+                println!("{:<26} {:<13} {:>8} {:<32} WAITING RECIPIENTS", "ID", "CLASS", "SIZE", "FROM");
                 for m in &q {
                     let waiting: Vec<&str> =
                         m.recipients.iter().filter(|r| r.state == "queued").map(|r| r.address.as_str()).collect();
                     let from = if m.envelope.mail_from.is_empty() { "<>" } else { &m.envelope.mail_from };
-                    println!("{:<26} {:>8} {:<32} {}", m.id, m.size, from, waiting.join(", "));
+                    println!("{:<26} {:<13} {:>8} {:<32} {}", m.id, m.class, m.size, from, waiting.join(", "));
                 }
                 println!("{} message(s)", q.len());
             }
@@ -503,6 +503,7 @@ fn print_message(m: &QueuedMessage) {
     let e = &m.envelope;
     println!("id:          {}", m.id);
     println!("received:    {} (unix {})", facteur_smtp::headers::rfc5322_date(m.received_at), m.received_at);
+    println!("class:       {}", m.class);
     println!("size:        {} octets", m.size);
     println!("from:        <{}>", e.mail_from);
     println!(

@@ -106,6 +106,8 @@ pub async fn compose<S: Store>(
         out.push(NewMessage {
             id,
             received_at: now_ms.div_euclid(1000),
+            // DSNs are system mail: they flow first under pressure.
+            class: "system".into(),
             envelope: StoredEnvelope {
                 mail_from: String::new(),
                 helo: hostname.to_string(),

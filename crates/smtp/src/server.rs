@@ -418,7 +418,14 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
             envid: env.mail_params.envid.clone(),
         };
         let remote = recipients.iter().any(|r| r.route == Route::Remote);
-        let msg = NewMessage { id, received_at: secs, envelope: stored, recipients, data: full };
+        let msg = NewMessage {
+            id,
+            received_at: secs,
+            class: "interpersonal".into(),
+            envelope: stored,
+            recipients,
+            data: full,
+        };
         let success_notice = success_notice_items(&msg);
         let notice_about = (!success_notice.is_empty()).then(|| (msg.envelope.clone(), msg.data.clone()));
         match ctx.store.store_message(msg).await {

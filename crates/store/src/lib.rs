@@ -95,6 +95,8 @@ pub struct NewMessage {
     pub id: MessageId,
     /// Unix seconds.
     pub received_at: i64,
+    /// Traffic class: "system", "interpersonal", "transactional", "bulk".
+    pub class: String,
     pub envelope: StoredEnvelope,
     pub recipients: Vec<NewRecipient>,
     pub data: Vec<u8>,
@@ -163,6 +165,7 @@ pub struct RecipientState {
 pub struct QueuedMessage {
     pub id: String,
     pub received_at: i64,
+    pub class: String,
     pub size: u64,
     pub envelope: StoredEnvelope,
     pub recipients: Vec<RecipientState>,
@@ -200,6 +203,7 @@ pub struct JobRecipient {
 pub struct DeliveryJob {
     pub message_id: String,
     pub received_at: i64,
+    pub class: String,
     pub size: u64,
     pub envelope: StoredEnvelope,
     pub domain: String,
@@ -230,6 +234,30 @@ pub struct RecipientUpdate {
     pub last_error: Option<String>,
     /// A delay notice has now been sent for this recipient.
     pub delay_notified: bool,
+}
+
+/// Queue depth of one class (or one destination and class).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub class: String,
+    /// Recipient domain; empty in per-class totals.
+    pub domain: String,
+    /// Recipients waiting (queued, any next attempt).
+    pub queued: u64,
+    /// Of those, due now.
+    pub ready: u64,
+    pub held: u64,
+    /// Reception time of the oldest ready message (unix seconds).
+    pub oldest_ready: Option<i64>,
+}
+
+/// A persistent operator control (pause, rate), as set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Control {
+    pub key: String,
+    pub value: String,
+    pub set_at: i64,
+    pub actor: String,
 }
 
 /// An operator's action, recorded with who and when.
@@ -335,6 +363,17 @@ pub trait Store: Send + Sync + 'static {
         notices: Vec<NewMessage>,
     ) -> impl Future<Output = Result<u64>> + Send;
     fn audit_log(&self, id: Option<&str>) -> impl Future<Output = Result<Vec<AuditRecord>>> + Send;
+    /// Queue depth per class (`by_domain` false) or per destination and class.
+    fn queue_stats(&self, now: i64, by_domain: bool) -> impl Future<Output = Result<Vec<QueueStats>>> + Send;
+    /// Set (value Some) or clear (None) a control; audited.
+    fn set_control(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        now: i64,
+        actor: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn controls(&self) -> impl Future<Output = Result<Vec<Control>>> + Send;
 
     /// Verify the invariants; with `repair`, fix what can be fixed from the
     /// data and report it as "repaired".

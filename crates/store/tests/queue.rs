@@ -10,6 +10,7 @@ fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
     NewMessage {
         id: MessageId::new(at as u64 * 1000),
         received_at: at,
+        class: "bulk".into(),
         envelope: StoredEnvelope { mail_from: "sender@example.test".into(), ..Default::default() },
         recipients: rcpts
             .iter()

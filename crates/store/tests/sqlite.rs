@@ -8,6 +8,7 @@ fn msg(rcpts: &[(&str, bool)]) -> NewMessage {
     NewMessage {
         id: MessageId::new(1_700_000_000_000),
         received_at: 1_700_000_000,
+        class: "interpersonal".into(),
         envelope: StoredEnvelope { mail_from: "a@remote.test".into(), ..Default::default() },
         recipients: rcpts
             .iter()

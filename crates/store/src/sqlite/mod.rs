@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    AuditRecord, CheckReport, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Placement, QueuedMessage,
-    RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User, canonical_address,
+    AuditRecord, CheckReport, Control, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Placement, QueueStats,
+    QueuedMessage, RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User,
+    canonical_address,
 };
 
 pub use schema::latest_version;
@@ -221,12 +222,12 @@ pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<
 }
 
 fn load_queued(conn: &Connection, id: &str) -> Result<Option<QueuedMessage>> {
-    let row: Option<(i64, i64, String)> = conn
-        .query_row("SELECT received_at, size, envelope FROM messages WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    let row: Option<(i64, i64, String, String)> = conn
+        .query_row("SELECT received_at, size, envelope, class FROM messages WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
-    let Some((received_at, size, envelope)) = row else { return Ok(None) };
+    let Some((received_at, size, envelope, class)) = row else { return Ok(None) };
     let envelope: StoredEnvelope = serde_json::from_str(&envelope)
         .map_err(|e| StoreError::Internal(format!("message {id}: unreadable envelope: {e}")))?;
     let mut stmt = conn.prepare_cached(
@@ -247,7 +248,15 @@ fn load_queued(conn: &Connection, id: &str) -> Result<Option<QueuedMessage>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let attempts = queue::attempts_of(conn, id)?;
-    Ok(Some(QueuedMessage { id: id.to_string(), received_at, size: size as u64, envelope, recipients, attempts }))
+    Ok(Some(QueuedMessage {
+        id: id.to_string(),
+        received_at,
+        class,
+        size: size as u64,
+        envelope,
+        recipients,
+        attempts,
+    }))
 }
 
 impl Store for SqliteStore {
@@ -523,6 +532,19 @@ impl Store for SqliteStore {
     async fn audit_log(&self, id: Option<&str>) -> Result<Vec<AuditRecord>> {
         let id = id.map(str::to_string);
         self.read(move |c| queue::audit_log(c, id.as_deref())).await
+    }
+
+    async fn queue_stats(&self, now: i64, by_domain: bool) -> Result<Vec<QueueStats>> {
+        self.read(move |c| queue::stats(c, now, by_domain)).await
+    }
+
+    async fn set_control(&self, key: &str, value: Option<&str>, now: i64, actor: &str) -> Result<()> {
+        let (key, value, actor) = (key.to_string(), value.map(str::to_string), actor.to_string());
+        self.write(move |c| queue::set_control(c, &key, value.as_deref(), now, &actor)).await
+    }
+
+    async fn controls(&self) -> Result<Vec<Control>> {
+        self.read(queue::controls).await
     }
 
     async fn check(&self, repair: bool) -> Result<CheckReport> {

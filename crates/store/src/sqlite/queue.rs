@@ -10,20 +10,20 @@ use rusqlite::{Connection, params};
 
 use super::{insert_message, now_secs};
 use crate::{
-    AttemptRecord, AuditRecord, DeliveryJob, JobRecipient, NewMessage, NewState, RecipientUpdate, Result, StoreError,
-    StoredEnvelope,
+    AttemptRecord, AuditRecord, Control, DeliveryJob, JobRecipient, NewMessage, NewState, QueueStats, RecipientUpdate,
+    Result, StoreError, StoredEnvelope,
 };
 
 pub(crate) fn claim_due(c: &Connection, now: i64, lease_until: i64, limit: usize) -> Result<Vec<DeliveryJob>> {
     let mut stmt = c.prepare_cached(
         "SELECT r.message_id, r.idx, r.address, r.domain, r.notify, r.orcpt, r.attempts, r.delay_notified,
-                m.received_at, m.size, m.envelope
+                m.received_at, m.size, m.envelope, m.class
          FROM recipients r JOIN messages m ON m.id = r.message_id
          WHERE r.state = 'queued' AND r.next_attempt <= ?1 AND (r.lease_until IS NULL OR r.lease_until <= ?1)
          ORDER BY r.next_attempt, r.message_id, r.idx
          LIMIT ?2",
     )?;
-    type Row = (String, u32, String, String, Option<String>, Option<String>, u32, bool, i64, i64, String);
+    type Row = (String, u32, String, String, Option<String>, Option<String>, u32, bool, i64, i64, String, String);
     let rows: Vec<Row> = stmt
         .query_map(params![now, limit as i64], |r| {
             Ok((
@@ -38,13 +38,27 @@ pub(crate) fn claim_due(c: &Connection, now: i64, lease_until: i64, limit: usize
                 r.get(8)?,
                 r.get(9)?,
                 r.get(10)?,
+                r.get(11)?,
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut lease = c.prepare_cached("UPDATE recipients SET lease_until = ?1 WHERE message_id = ?2 AND idx = ?3")?;
     let mut jobs: Vec<DeliveryJob> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
-    for (message_id, idx, address, domain, notify, orcpt, attempts, delay_notified, received_at, size, envelope) in rows
+    for (
+        message_id,
+        idx,
+        address,
+        domain,
+        notify,
+        orcpt,
+        attempts,
+        delay_notified,
+        received_at,
+        size,
+        envelope,
+        class,
+    ) in rows
     {
         lease.execute(params![lease_until, message_id, idx])?;
         let recipient = JobRecipient { idx, address, notify, orcpt, attempts, delay_notified };
@@ -59,6 +73,7 @@ pub(crate) fn claim_due(c: &Connection, now: i64, lease_until: i64, limit: usize
         jobs.push(DeliveryJob {
             message_id,
             received_at,
+            class,
             size: size as u64,
             envelope,
             domain,
@@ -222,5 +237,52 @@ pub(crate) fn attempts_of(c: &Connection, id: &str) -> Result<Vec<AttemptRecord>
     let rows = s.query_map([id], |r| {
         Ok(AttemptRecord { recipient: r.get(0)?, at: r.get(1)?, host: r.get(2)?, outcome: r.get(3)?, reply: r.get(4)? })
     })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn stats(c: &Connection, now: i64, by_domain: bool) -> Result<Vec<QueueStats>> {
+    let domain = if by_domain { "r.domain" } else { "''" };
+    let mut s = c.prepare(&format!(
+        "SELECT m.class, {domain},
+                SUM(r.state = 'queued'), SUM(r.state = 'queued' AND r.next_attempt <= ?1), SUM(r.state = 'held'),
+                MIN(CASE WHEN r.state = 'queued' AND r.next_attempt <= ?1 THEN m.received_at END)
+         FROM recipients r JOIN messages m ON m.id = r.message_id
+         WHERE r.state IN ('queued', 'held')
+         GROUP BY 1, 2 ORDER BY 2, 1"
+    ))?;
+    let rows = s.query_map([now], |r| {
+        Ok(QueueStats {
+            class: r.get(0)?,
+            domain: r.get(1)?,
+            queued: r.get(2)?,
+            ready: r.get(3)?,
+            held: r.get(4)?,
+            oldest_ready: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn set_control(c: &Connection, key: &str, value: Option<&str>, now: i64, actor: &str) -> Result<()> {
+    match value {
+        Some(v) => {
+            c.execute(
+                "INSERT INTO controls (key, value, set_at, actor) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at, actor = excluded.actor",
+                params![key, v, now, actor],
+            )?;
+            audit(c, now, actor, "control", None, &format!("{key} = {v}"))
+        }
+        None => {
+            c.execute("DELETE FROM controls WHERE key = ?1", [key])?;
+            audit(c, now, actor, "control", None, &format!("{key} cleared"))
+        }
+    }
+}
+
+pub(crate) fn controls(c: &Connection) -> Result<Vec<Control>> {
+    let mut s = c.prepare("SELECT key, value, set_at, actor FROM controls ORDER BY key")?;
+    let rows =
+        s.query_map([], |r| Ok(Control { key: r.get(0)?, value: r.get(1)?, set_at: r.get(2)?, actor: r.get(3)? }))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

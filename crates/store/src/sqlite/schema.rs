@@ -106,6 +106,19 @@ CREATE TABLE audit (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+-- Traffic classes and persistent operator controls.
+ALTER TABLE messages ADD COLUMN class TEXT NOT NULL DEFAULT 'interpersonal';
+CREATE TABLE controls (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    set_at INTEGER NOT NULL,
+    actor TEXT NOT NULL
+);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {
