@@ -50,6 +50,25 @@ enum Command {
     /// Inspect messages waiting for delivery
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// Show the traffic class a message would get, and the rule that chose it
+    Classify {
+        /// The message (RFC 5322, as it would arrive in DATA)
+        file: PathBuf,
+        /// Envelope sender [default: the null sender]
+        #[arg(long, default_value = "")]
+        from: String,
+        /// Envelope recipient (repeat for several) [default: user@localhost]
+        #[arg(long = "to")]
+        to: Vec<String>,
+        /// As if submitted by this authenticated user
+        #[arg(long)]
+        auth: Option<String>,
+        /// The client's address
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Verify storage invariants (UIDs, counters, mailboxes); exit 1 on a problem
     Check {
         /// Repair what can be rebuilt from the data (the server also does this at start)
@@ -228,6 +247,9 @@ pub fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let r = resolve(&cli)?;
+    if let Command::Classify { file, from, to, auth, client, out } = &cli.command {
+        return classify_cmd(&r.config, file, from, to, auth.as_deref(), *client, out.json);
+    }
     let is_serve = matches!(cli.command, Command::Serve);
     init_logging(r.config.server.log_format, if is_serve { "info" } else { "warn" });
     if is_serve {
@@ -244,7 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let store = serve::open_store(&r.config, &r.data_dir)?;
     let d = r.data_dir.display().to_string();
     match cli.command {
-        Command::Serve => unreachable!("handled above"),
+        Command::Serve | Command::Classify { .. } => unreachable!("handled above"),
         Command::Domain(DomainCmd::Add { domain }) => {
             store.add_domain(&domain).await.map_err(friendly)?;
             println!(
@@ -445,6 +467,37 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `facteur classify`: the same rules as at acceptance, on a file.
+fn classify_cmd(
+    config: &Config,
+    file: &Path,
+    from: &str,
+    to: &[String],
+    auth: Option<&str>,
+    client: std::net::IpAddr,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let recipients: Vec<String> =
+        if to.is_empty() { vec!["user@localhost".into()] } else { to.iter().map(|t| t.to_lowercase()).collect() };
+    let facts = facteur_classify::Facts {
+        mail_from: from,
+        recipients: &recipients,
+        auth_user: auth,
+        client_ip: client,
+        message: &data,
+        listener: if auth.is_some() { facteur_classify::Listener::Submission } else { facteur_classify::Listener::Mx },
+        identical_recent: 0,
+    };
+    let d = facteur_classify::classify(&facts, &config.classify);
+    if json {
+        println!("{}", serde_json::json!({"class": d.class.as_str(), "rule": d.rule}));
+    } else {
+        println!("class: {}\nrule:  {}", d.class, d.rule);
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

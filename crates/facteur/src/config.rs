@@ -22,6 +22,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Static routes, tried before the relay host and MX.
     pub route: Vec<RouteConfig>,
+    /// How messages get their traffic class.
+    pub classify: facteur_classify::ClassifyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -148,6 +150,9 @@ impl Config {
             ));
         }
         problems.extend(self.delivery.problems(&self.route));
+        if let Err(errors) = self.classify.validate() {
+            problems.extend(errors.iter().map(|e| format!("classify.{e}")));
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             problems.push("tls.cert and tls.key must be set together".into());
         }
@@ -219,6 +224,24 @@ command_timeout_secs = 300              # RFC 5321 §4.5.3.2
 lease_secs = 900                        # how long a message in delivery is reserved to this node
 dns_servers = []                        # empty: /etc/resolv.conf
 mx_port = 25
+
+[classify]
+# Every message gets a class: system, interpersonal, transactional or bulk.
+# Built-in rules: null sender / DSN -> system; Precedence bulk|list|junk,
+# List-Id, List-Unsubscribe, Feedback-ID -> bulk; Auto-Submitted -> transactional;
+# an authenticated user writing to few people, or ordinary MX mail -> interpersonal.
+# Your rules come first; `facteur classify FILE.eml` shows what a message gets.
+bulk_senders = []                       # addresses or domains, e.g. "news@example.com"
+transactional_senders = []
+transactional_users = []                # authenticated users whose mail is transactional
+interpersonal_max_recipients = 10       # more from one authenticated message: bulk
+identical_bulk_threshold = 20           # same body from one sender this often in 10 min: bulk
+# [[classify.rules]]
+# name = "receipts"
+# class = "transactional"
+# sender_domain = ["shop.example.com"]
+# header = "X-Mailer"                   # optional: header present...
+# header_value = "receipts"             # ...and containing this
 
 # Static routes, checked before relay_host and MX, exact domains first:
 # [[route]]

@@ -132,7 +132,8 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         config.server.hostname.clone(),
         Some(tls.server_config.clone()),
     )
-    .with_clock(clock.clone());
+    .with_clock(clock.clone())
+    .with_classify(config.classify.clone());
     let engine = if config.delivery.enabled {
         let d = &config.delivery;
         let resolver = DnsResolver::new(&d.dns_servers).map_err(anyhow::Error::msg)?;

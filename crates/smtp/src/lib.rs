@@ -17,6 +17,7 @@
 pub mod config;
 pub mod headers;
 mod policy;
+mod repeats;
 pub mod server;
 
 pub use config::SmtpConfig;

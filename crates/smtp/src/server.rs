@@ -58,13 +58,32 @@ pub struct SmtpContext<S> {
     pub clock: SharedClock,
     /// Woken when a message is queued for another domain.
     pub queued: Option<Arc<tokio::sync::Notify>>,
+    /// Rules that give each message its traffic class.
+    pub classify: facteur_classify::ClassifyConfig,
+    /// Recent (sender, body digest) counts, for "identical content" bulk.
+    repeats: std::sync::Mutex<crate::repeats::Repeats>,
     connections: Arc<Semaphore>,
 }
 
 impl<S: Store> SmtpContext<S> {
     pub fn new(store: S, config: SmtpConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
-        SmtpContext { store, config, hostname, tls, clock: Arc::new(SystemClock), queued: None, connections }
+        SmtpContext {
+            store,
+            config,
+            hostname,
+            tls,
+            clock: Arc::new(SystemClock),
+            queued: None,
+            classify: facteur_classify::ClassifyConfig::default(),
+            repeats: std::sync::Mutex::new(crate::repeats::Repeats::default()),
+            connections,
+        }
+    }
+
+    pub fn with_classify(mut self, classify: facteur_classify::ClassifyConfig) -> Self {
+        self.classify = classify;
+        self
     }
 
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
@@ -348,7 +367,7 @@ fn client_ip(ip: IpAddr) -> String {
 async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: Envelope, data: Vec<u8>) -> Reply {
     let now_ms = ctx.clock.now_ms();
     let id = MessageId::new(now_ms.max(0) as u64);
-    let span = tracing::info_span!("message", id = %id);
+    let span = tracing::info_span!("message", id = %id, class = tracing::field::Empty);
     async move {
         let secs = now_ms.div_euclid(1000);
         let mut recipients = Vec::with_capacity(env.recipients.len());
@@ -372,6 +391,30 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
                 route,
             });
         }
+        let addresses: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
+        let mail_from_text = env.mail_from.as_ref().map(|a| a.to_string()).unwrap_or_default();
+        let identical_recent = ctx
+            .repeats
+            .lock()
+            .map(|mut r| r.seen(&mail_from_text, facteur_classify::header_section(&data).len(), &data, now_ms))
+            .unwrap_or(0);
+        let decision = facteur_classify::classify(
+            &facteur_classify::Facts {
+                mail_from: &mail_from_text,
+                recipients: &addresses,
+                auth_user: env.auth_user.as_deref(),
+                client_ip: conn.peer.ip(),
+                message: &data,
+                listener: if conn.kind == ListenerKind::Mx {
+                    facteur_classify::Listener::Mx
+                } else {
+                    facteur_classify::Listener::Submission
+                },
+                identical_recent,
+            },
+            &ctx.classify,
+        );
+        tracing::Span::current().record("class", decision.class.as_str());
         let ip = client_ip(conn.peer.ip());
         let id_text = id.to_string();
         let protocol = headers::with_protocol(env.esmtp, env.tls, env.auth_user.is_some(), env.mail_params.smtputf8);
@@ -418,10 +461,11 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
             envid: env.mail_params.envid.clone(),
         };
         let remote = recipients.iter().any(|r| r.route == Route::Remote);
+        let class_rule = decision.rule;
         let msg = NewMessage {
             id,
             received_at: secs,
-            class: "interpersonal".into(),
+            class: decision.class.as_str().to_string(),
             envelope: stored,
             recipients,
             data: full,
@@ -430,7 +474,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
         let notice_about = (!success_notice.is_empty()).then(|| (msg.envelope.clone(), msg.data.clone()));
         match ctx.store.store_message(msg).await {
             Ok(placed) => {
-                tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, "accepted");
+                tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, rule = %class_rule, "accepted");
                 if remote && let Some(w) = &ctx.queued {
                     w.notify_one();
                 }

@@ -59,6 +59,7 @@ async fn claim_groups_by_domain_and_leases() {
     let one = jobs.iter().find(|j| j.domain == "one.test").unwrap();
     assert_eq!(one.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["a@one.test", "c@one.test"]);
     assert_eq!(one.message_id, id);
+    assert_eq!(one.class, "bulk", "the class travels with the job");
     // Leased: not claimed again, and not due before the lease ends.
     assert!(s.claim_due(1500, 2500, 100).await.unwrap().is_empty());
     assert_eq!(s.next_due().await.unwrap(), Some(1900));

@@ -189,8 +189,8 @@ fn inbox_of(conn: &Connection, user: &str) -> Result<i64> {
 pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<Placement>> {
     let id = msg.id.to_string();
     let envelope = serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?;
-    conn.prepare_cached("INSERT INTO messages (id, received_at, size, envelope) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![id, msg.received_at, msg.data.len() as i64, envelope])?;
+    conn.prepare_cached("INSERT INTO messages (id, received_at, size, envelope, class) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![id, msg.received_at, msg.data.len() as i64, envelope, msg.class])?;
     conn.prepare_cached("INSERT INTO message_bodies (message_id, data) VALUES (?1, ?2)")?
         .execute(params![id, msg.data])?;
     let mut placements = Vec::new();
