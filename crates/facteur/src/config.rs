@@ -198,8 +198,12 @@ max_errors = 20               # error replies per session, then 421
 idle_timeout_secs = 300       # silence allowed before 421 (RFC 5321 §4.5.3.2.7)
 max_connections = 1000        # simultaneous SMTP sessions
 auth_failure_delay_secs = 1   # pause before answering a failed AUTH
-# Networks that may relay without AUTH (like Postfix's mynetworks).
+# Networks that may relay without AUTH (like Postfix's mynetworks); they are
+# also exempt from the three per-client limits below (0: no limit).
 trusted_networks = ["127.0.0.0/8", "::1/128"]
+max_connections_per_ip = 50
+max_messages_per_minute_per_ip = 300
+max_messages_per_minute_per_user = 300
 
 [storage]
 backend = "sqlite"            # embedded, no other service needed

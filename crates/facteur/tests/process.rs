@@ -50,7 +50,12 @@ struct Server {
 
 /// Start `facteur serve` on fresh ports (delivery off) and wait until /readyz answers.
 async fn serve(data: &Path) -> Server {
-    serve_with(data, "[smtp]\ntrusted_networks = []\n[delivery]\nenabled = false\n").await
+    serve_with(
+        data,
+        "[smtp]\ntrusted_networks = []\nmax_connections_per_ip = 0\nmax_messages_per_minute_per_ip = 0\n\
+         [delivery]\nenabled = false\n",
+    )
+    .await
 }
 
 /// Start `facteur serve` on fresh ports with `extra` configuration.

@@ -418,3 +418,56 @@ async fn notify_success_on_local_delivery_sends_a_delivered_dsn() {
     assert_eq!(r.code, 250);
     assert_eq!(s.inbox("alice@example.test").await.len(), 1);
 }
+
+#[tokio::test]
+async fn per_client_limits_at_and_past_their_edge() {
+    let mut config = test_config();
+    config.smtp.max_connections_per_ip = 2;
+    config.smtp.max_messages_per_minute_per_ip = 3;
+    config.smtp.max_messages_per_minute_per_user = 1;
+    let s = TestServer::start_with(config).await;
+    let mut a = Client::connect(s.smtp).await;
+    let _b = Client::connect(s.submission).await;
+    let mut c = Client::from_stream(Box::new(tokio::net::TcpStream::connect(s.smtp).await.unwrap()));
+    let r = c.reply().await;
+    assert_eq!(r.code, 421, "third connection from one address: {r:?}");
+    assert!(r.text().starts_with("4.7.0") && r.text().contains("too many connections from 127.0.0.1"));
+    a.ehlo().await;
+    for _ in 0..3 {
+        a.ok("MAIL FROM:<x@remote.test>", 250).await;
+        a.ok("RSET", 250).await;
+    }
+    let r = a.ok("MAIL FROM:<x@remote.test>", 450).await;
+    assert!(r.text().starts_with("4.7.1") && r.text().contains("your address"), "{r:?}");
+}
+
+#[tokio::test]
+async fn per_user_message_limit() {
+    let mut config = test_config();
+    config.smtp.max_messages_per_minute_per_user = 1;
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect_tls(s.submissions).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain("alice@example.test", PASSWORD).await.code, 235);
+    c.ok("MAIL FROM:<alice@example.test>", 250).await;
+    c.ok("RSET", 250).await;
+    let r = c.ok("MAIL FROM:<alice@example.test>", 450).await;
+    assert!(r.text().contains("your account"), "{r:?}");
+}
+
+#[tokio::test]
+async fn trusted_networks_are_exempt_from_client_limits() {
+    let mut config = test_config();
+    config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config.smtp.max_connections_per_ip = 1;
+    config.smtp.max_messages_per_minute_per_ip = 1;
+    let s = TestServer::start_with(config).await;
+    let mut a = Client::connect(s.smtp).await;
+    let mut b = Client::connect(s.smtp).await;
+    b.ehlo().await;
+    a.ehlo().await;
+    for _ in 0..3 {
+        a.ok("MAIL FROM:<x@remote.test>", 250).await;
+        a.ok("RSET", 250).await;
+    }
+}

@@ -26,7 +26,14 @@ pub struct SmtpConfig {
     /// Seconds to wait after a failed AUTH before answering (slows password guessing).
     pub auth_failure_delay_secs: u64,
     /// Networks allowed to relay without authentication (Postfix's mynetworks).
+    /// They are also exempt from the per-client limits below.
     pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Simultaneous connections from one IP address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Messages per minute from one IP address (0: no limit).
+    pub max_messages_per_minute_per_ip: u32,
+    /// Messages per minute from one authenticated user (0: no limit).
+    pub max_messages_per_minute_per_user: u32,
 }
 
 impl Default for SmtpConfig {
@@ -42,6 +49,9 @@ impl Default for SmtpConfig {
             max_connections: 1000,
             auth_failure_delay_secs: 1,
             trusted_networks: vec!["127.0.0.0/8".parse().unwrap_or_default(), "::1/128".parse().unwrap_or_default()],
+            max_connections_per_ip: 50,
+            max_messages_per_minute_per_ip: 300,
+            max_messages_per_minute_per_user: 300,
         }
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod headers;
+pub mod limits;
 mod policy;
 mod repeats;
 pub mod server;

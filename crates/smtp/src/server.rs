@@ -25,6 +25,7 @@ use facteur_queue::outcome::Notice;
 
 use crate::config::SmtpConfig;
 use crate::headers::{self, ReceivedInfo};
+use crate::limits::{ClientLimits, LimitConfig};
 use crate::policy;
 
 /// What a listener is for; it decides TLS and AUTH.
@@ -62,12 +63,18 @@ pub struct SmtpContext<S> {
     pub classify: facteur_classify::ClassifyConfig,
     /// Recent (sender, body digest) counts, for "identical content" bulk.
     repeats: std::sync::Mutex<crate::repeats::Repeats>,
+    limits: ClientLimits,
     connections: Arc<Semaphore>,
 }
 
 impl<S: Store> SmtpContext<S> {
     pub fn new(store: S, config: SmtpConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let limits = ClientLimits::new(LimitConfig {
+            connections_per_ip: config.max_connections_per_ip,
+            messages_per_minute_per_ip: config.max_messages_per_minute_per_ip,
+            messages_per_minute_per_user: config.max_messages_per_minute_per_user,
+        });
         SmtpContext {
             store,
             config,
@@ -77,6 +84,7 @@ impl<S: Store> SmtpContext<S> {
             queued: None,
             classify: facteur_classify::ClassifyConfig::default(),
             repeats: std::sync::Mutex::new(crate::repeats::Repeats::default()),
+            limits,
             connections,
         }
     }
@@ -183,6 +191,24 @@ async fn connection<S: Store>(
         stream.write_all(&r.to_bytes()).await?;
         return Ok(());
     };
+    let trusted = ctx.config.trusted_networks.iter().any(|n| n.contains(&peer.ip()));
+    let _slot = if trusted {
+        None
+    } else {
+        match ctx.limits.connect(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::warn!("too many connections from this address; refusing with 421");
+                let r = Reply::new(
+                    421,
+                    (4, 7, 0),
+                    format!("{} Error: too many connections from {}", ctx.hostname, peer.ip()),
+                );
+                stream.write_all(&r.to_bytes()).await?;
+                return Ok(());
+            }
+        }
+    };
     let _ = stream.set_nodelay(true);
     let mut conn = Conn { peer, kind, routes: HashMap::new() };
     let mut session = Session::new(ctx.session_config(kind));
@@ -274,7 +300,18 @@ async fn drive<S: Store, IO: AsyncRead + AsyncWrite + Unpin>(
             }
             Event::Mail { .. } => {
                 conn.routes.clear();
-                session.mail_result(Ok(()));
+                let ip = conn.peer.ip();
+                let trusted = ctx.config.trusted_networks.iter().any(|n| n.contains(&ip));
+                let r = if trusted {
+                    Ok(())
+                } else {
+                    ctx.limits.message(ip, session.auth_user(), ctx.clock.now_ms()).map_err(|which| {
+                        tracing::warn!(limit = which, "message rate limit reached; 450");
+                        let who = if which == "user" { "your account" } else { "your address" };
+                        Reply::new(450, (4, 7, 1), format!("Error: too much mail from {who}; try again later"))
+                    })
+                };
+                session.mail_result(r);
             }
             Event::Rcpt { to, .. } => {
                 let r = match policy::recipient_key(ctx, &to).await {

@@ -40,6 +40,11 @@ pub fn test_config() -> Config {
     c.listen.http = loopback0();
     c.smtp.trusted_networks = vec![];
     c.smtp.auth_failure_delay_secs = 0;
+    // Loopback is not trusted here, so the per-client limits would apply to
+    // every test; the tests of those limits set them.
+    c.smtp.max_connections_per_ip = 0;
+    c.smtp.max_messages_per_minute_per_ip = 0;
+    c.smtp.max_messages_per_minute_per_user = 0;
     // Delivery tests turn the engine on with routes to a simulator; here
     // queued mail stays queued, and no DNS is ever asked.
     c.delivery.enabled = false;
