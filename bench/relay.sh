@@ -39,83 +39,44 @@
 #
 # Needs root (Postfix's master runs as root) and the packages that
 # `.ci/run --deps-only` installs. Everything listens on 127.0.0.1 only, and
-# neither relay looks anything up in the DNS.
+# neither relay looks anything up in the DNS. What it shares with
+# bench/smtp-accept.sh is in bench/lib.sh.
 set -euo pipefail
-export LC_ALL=C
+BENCH_NAME=relay
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-MESSAGES="${MESSAGES:-20000}"
-SESSIONS="${SESSIONS:-20}"
+# MESSAGES, SESSIONS, TARGETS, SEND_TIMEOUT, DELIVERY_TIMEOUT, BENCH_TMPDIR
+# and KEEP, as in smtp-accept.sh.
+bench_settings
 SIZES="${SIZES:-1024 10240}"
-TARGETS="${TARGETS:-facteur postfix}"
 DIRECT="${DIRECT:-1}"
 NUMBERED="${NUMBERED:-1}"
-SEND_TIMEOUT="${SEND_TIMEOUT:-1800}"
-DELIVERY_TIMEOUT="${DELIVERY_TIMEOUT:-900}"
 QUEUE_TIMEOUT="${QUEUE_TIMEOUT:-60}"
-BENCH_TMPDIR="${BENCH_TMPDIR:-/var/tmp}"
 SINK_TMPDIR="${SINK_TMPDIR:-/dev/shm}"
-KEEP="${KEEP:-0}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/facteur-target}"
 
 # The product goal and what the current issue requires, end to end.
 GOAL_RATIO=5
 REQUIRED_RATIO=2
 
-bench_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo_root="$(cd "$bench_dir/.." && pwd)"
-RESULTS_DIR="${RESULTS_DIR:-$bench_dir/results}"
-
-export PATH="$PATH:/usr/sbin:/sbin"
-
-die() {
-    echo "relay: FAIL: $*" >&2
-    exit 1
-}
-note() {
-    echo "relay: $*"
-}
-
-positive() {
-    case "$2" in
-        '' | *[!0-9]*) die "$1 must be a positive integer, got '$2'" ;;
-    esac
-    [ "$2" -gt 0 ] || die "$1 must be positive"
-}
-for v in MESSAGES SESSIONS SEND_TIMEOUT DELIVERY_TIMEOUT QUEUE_TIMEOUT; do
-    positive "$v" "${!v}"
-done
+positive QUEUE_TIMEOUT "$QUEUE_TIMEOUT"
 [ -n "${SIZES// /}" ] || die "SIZES is empty"
 for s in $SIZES; do
     positive SIZES "$s"
 done
-case "$DIRECT" in 0 | 1) ;; *) die "DIRECT must be 0 or 1" ;; esac
-case "$NUMBERED" in 0 | 1) ;; *) die "NUMBERED must be 0 or 1" ;; esac
-for t in $TARGETS; do
-    case "$t" in facteur | postfix) ;; *) die "unknown target '$t'" ;; esac
-done
+zero_or_one DIRECT
+zero_or_one NUMBERED
 
-want_target() {
-    case " $TARGETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac
-}
-
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "missing command '$1' (run .ci/run --deps-only)"
-}
 need smtp-source
 need smtp-sink
 need python3
 need sqlite3
 need curl
 need timeout
-SMTP_SOURCE="$(command -v smtp-source)"
 SMTP_SINK="$(command -v smtp-sink)"
 if want_target postfix; then
-    need postfix
-    need postconf
+    need_postfix
     need postqueue
-    [ "$(id -u)" -eq 0 ] || die "the Postfix half needs root (its master process runs as root)"
-    id postfix >/dev/null 2>&1 || die "no 'postfix' user; is the postfix package installed?"
-    getent group postdrop >/dev/null || die "no 'postdrop' group; is the postfix package installed?"
 fi
 # smtp-sink refuses to run as root without -u.
 sink_user=()
@@ -125,14 +86,7 @@ fi
 
 # --- scratch space ---------------------------------------------------------
 
-mkdir -p "$BENCH_TMPDIR"
-work="$(mktemp -d "$BENCH_TMPDIR/facteur-relay.XXXXXX")"
-# Postfix daemons (user postfix) must traverse it.
-chmod 0755 "$work"
-fstype="$(stat -f -c %T "$work")"
-case "$fstype" in
-    tmpfs | ramfs) note "WARNING: $work is on $fstype; fsync is free there and the figures mean little" ;;
-esac
+make_scratch facteur-relay
 
 # The sink's message files: one per message, never fsynced, read once at the
 # end. On tmpfs they cost the sink little; they need about MESSAGES x (largest
@@ -158,73 +112,13 @@ fi
 chmod 0755 "$sinks"
 sink_fstype="$(stat -f -c %T "$sinks")"
 
-# Median time of one 1 KiB write + fsync in the scratch directory, in
-# microseconds, as in smtp-accept.sh: both relays fsync every message they
-# queue, so this tells a slow disk from a fast one.
-fsync_us="$(python3 - "$work" <<'PY'
-import os, sys, time
-path = os.path.join(sys.argv[1], "fsync-probe")
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-samples = []
-deadline = time.monotonic() + 5
-for _ in range(200):
-    t = time.perf_counter()
-    os.write(fd, b"x" * 1024)
-    os.fsync(fd)
-    samples.append(time.perf_counter() - t)
-    if time.monotonic() > deadline:
-        break
-os.close(fd)
-os.unlink(path)
-samples.sort()
-print(round(samples[len(samples) // 2] * 1e6))
-PY
-)"
+# Both relays fsync every message they queue, so this tells a slow disk from
+# a fast one.
+fsync_us="$(fsync_median_us "$work")"
 
 KEEP_LOG=0
-facteur_pid=""
-postfix_conf=""
-postfix_master_pidfile=""
 sink_pid=""
 failed=0
-
-stop_facteur() {
-    [ -n "$facteur_pid" ] || return 0
-    if kill -0 "$facteur_pid" 2>/dev/null; then
-        kill -TERM "$facteur_pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$facteur_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$facteur_pid" 2>/dev/null; then
-            note "facteur did not stop within 10 s; killing pid $facteur_pid"
-            kill -KILL "$facteur_pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$facteur_pid" 2>/dev/null || true
-    facteur_pid=""
-}
-
-stop_postfix() {
-    [ -n "$postfix_conf" ] || return 0
-    local master=""
-    if [ -s "$postfix_master_pidfile" ]; then
-        master="$(tr -dc 0-9 <"$postfix_master_pidfile")"
-    fi
-    timeout 30 postfix -c "$postfix_conf" stop >/dev/null 2>&1 || true
-    if [ -n "$master" ]; then
-        for _ in $(seq 1 100); do
-            kill -0 "$master" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$master" 2>/dev/null; then
-            note "postfix master did not stop within 10 s; killing pid $master"
-            kill -KILL "$master" 2>/dev/null || true
-        fi
-    fi
-    postfix_conf=""
-    postfix_master_pidfile=""
-}
 
 stop_sink() {
     [ -n "$sink_pid" ] || return 0
@@ -238,16 +132,13 @@ stop_sink() {
     sink_pid=""
 }
 
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_facteur
-    stop_postfix
+# Called on exit, once both relays are stopped.
+on_exit() {
     stop_sink
     # Kept for their logs after a failure, with KEEP=1, or when facteur
     # logged warnings. The sink's files (on tmpfs, in memory) are kept only
     # after a failure or with KEEP=1.
-    if [ "$KEEP" = 1 ] || [ "$rc" -ne 0 ]; then
+    if [ "$KEEP" = 1 ] || [ "$1" -ne 0 ]; then
         note "scratch directory kept: $work"
         case "$sinks" in "$work"/*) ;; *) note "sink files kept: $sinks (in memory if on tmpfs; remove when done)" ;; esac
     else
@@ -259,55 +150,8 @@ cleanup() {
             rm -rf "$work"
         fi
     fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# --- helpers ---------------------------------------------------------------
-
-# Print N distinct free TCP ports on 127.0.0.1, one per line.
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-for s in socks:
-    print(s.getsockname()[1])
-    s.close()
-EOF
-}
-
-# Microseconds since the epoch, without a fork.
-now_us() {
-    local t="$EPOCHREALTIME"
-    REPLY=$(( ${t%.*} * 1000000 + 10#${t#*.} ))
-}
-
-# Seconds between two $EPOCHREALTIME stamps, 3 decimals.
-elapsed() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
-}
-
-# MESSAGES / seconds, 1 decimal.
-rate() {
-    awk -v n="$MESSAGES" -v s="$1" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print "inf" }'
-}
-
-# Wait (at most 30 s) until an SMTP greeting comes from 127.0.0.1:$1.
-wait_smtp_banner() {
-    local port="$1" line
-    for _ in $(seq 1 300); do
-        line="$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -n 1 <&3" 2>/dev/null || true)"
-        case "$line" in 220*) return 0 ;; esac
-        sleep 0.1
-    done
-    return 1
-}
+set_traps
 
 # --- the sink --------------------------------------------------------------
 
@@ -408,28 +252,13 @@ PY
 
 # --- the load --------------------------------------------------------------
 
-# Run smtp-source against 127.0.0.1:$1 with payload size $2; sets send_s to
-# its wall time and send_start to the $EPOCHREALTIME at which it started.
-#   -s SESSIONS   parallel sessions          -m MESSAGES   messages in total
-#   -l SIZE       payload bytes per message  -M           HELO name, no lookups
-#   -f / -t       envelope sender and recipient
-#   -N            number the recipients: 1rcpt@sink.bench.test, 2rcpt@...
-# One connection per message. Without -A, smtp-source stops with an error on
-# any reply other than the expected one, so a refused message fails the run.
-send_start=""
-send_s=""
-run_smtp_source() {
-    local port="$1" size="$2" end
-    local args=(-s "$SESSIONS" -m "$MESSAGES" -l "$size"
-        -M client.bench.test -f sender@bench.test -t rcpt@sink.bench.test)
-    [ "$NUMBERED" = 1 ] && args+=(-N)
-    note "smtp-source ${args[*]} 127.0.0.1:$port"
-    sync
-    send_start="$EPOCHREALTIME"
-    timeout "$SEND_TIMEOUT" "$SMTP_SOURCE" "${args[@]}" "127.0.0.1:$port" ||
-        die "smtp-source failed or timed out (exit $?) against 127.0.0.1:$port"
-    end="$EPOCHREALTIME"
-    send_s="$(elapsed "$send_start" "$end")"
+# smtp-source against 127.0.0.1:$1 with payload size $2 and the recipient
+# the sink's files name, numbered 1rcpt@, 2rcpt@, ... (-N) unless NUMBERED=0.
+# One connection per message.
+send_to() {
+    local extra=()
+    [ "$NUMBERED" = 1 ] && extra+=(-N)
+    run_smtp_source "$1" "$2" rcpt@sink.bench.test "${extra[@]}"
 }
 
 # Wait until the sink has MESSAGES messages. $1 names a function that prints
@@ -489,6 +318,18 @@ wait_queue_empty() {
     done
 }
 
+# wait_drained RELAY PENDING_FN UNIT: wait for the sink to be complete, then
+# for the relay's queue to empty; PENDING_FN prints how many UNITs the relay
+# still has queued. Sets the caller's ok to "ok" or to what went wrong.
+wait_drained() {
+    ok=ok
+    if ! wait_for_sink "$2"; then
+        ok="$wait_reason"
+    elif ! wait_queue_empty "$2"; then
+        ok="stuck: $1 still has $("$2") $3 queued ${QUEUE_TIMEOUT} s after the sink was complete"
+    fi
+}
+
 # Results, keyed by "server,size".
 declare -A accept_s=() e2e_s=() files=() distinct=() dups=() unexpected=() missing=() \
     short=() relay_check=() status=() load_before=() load_after=()
@@ -499,7 +340,7 @@ finish_run() {
     local key="$1" size="$2" relay_ok="$3" a_files a_distinct a_dups a_unexp a_missing a_short a_last
     # The 1-minute load average at the end of the run, which this run's own
     # processes (about 3 busy ones) raise too.
-    load_after[$key]="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
+    load_after[$key]="$(loadavg_1m)"
     stop_sink
     read -r a_files a_distinct a_dups a_unexp a_missing a_short a_last < <(analyse_sink "$size") ||
         die "could not read the sink's files in $sink_dir/msgs"
@@ -546,7 +387,7 @@ finish_run() {
 begin_run() {
     local key="$1"
     runs+=("$key")
-    load_before[$key]="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
+    load_before[$key]="$(loadavg_1m)"
 }
 
 # --- direct: load generator straight into the sink ----------------------------
@@ -560,7 +401,7 @@ run_direct() {
     begin_run "$key"
     start_sink "direct-$size"
     note "direct: smtp-source into smtp-sink on 127.0.0.1:$sink_port"
-    run_smtp_source "$sink_port" "$size"
+    send_to "$sink_port" "$size"
     accept_s[$key]="$send_s"
     relay_check[$key]="-"
     local ok=ok
@@ -573,21 +414,7 @@ run_direct() {
 
 # --- facteur ---------------------------------------------------------------
 
-facteur_bin=""
-facteur_version=""
 facteur_db=""
-prepare_facteur() {
-    facteur_bin="${FACTEUR_BIN:-}"
-    if [ -z "$facteur_bin" ]; then
-        need cargo
-        note "building facteur (cargo build --release -p facteur)"
-        (cd "$repo_root" && cargo build --release -p facteur) ||
-            die "could not build facteur"
-        facteur_bin="$CARGO_TARGET_DIR/release/facteur"
-    fi
-    [ -x "$facteur_bin" ] || die "facteur binary not found at $facteur_bin"
-    facteur_version="$("$facteur_bin" --version 2>/dev/null | head -n 1 || true)"
-}
 
 # Recipients facteur has not finished with (neither delivered nor bounced).
 facteur_pending() {
@@ -609,15 +436,8 @@ run_facteur() {
     # No local domain: everything is relayed. Loopback is a trusted network,
     # the one route sends every domain to the sink without TLS, and the DNS
     # resolver is a closed loopback port, so no lookup can leave the machine.
-    cat >"$dir/facteur.toml" <<EOF
-[server]
-hostname = "relay.bench.test"
-
-[listen]
-smtp = ["127.0.0.1:$smtp_port"]
-submission = []
-submissions = []
-http = ["127.0.0.1:$http_port"]
+    facteur_config "$dir" relay.bench.test "$smtp_port" "$http_port"
+    cat >>"$dir/facteur.toml" <<EOF
 
 [smtp]
 trusted_networks = ["127.0.0.0/8"]
@@ -633,37 +453,13 @@ tls = "none"
 EOF
 
     note "starting facteur: SMTP 127.0.0.1:$smtp_port, HTTP 127.0.0.1:$http_port, relaying to 127.0.0.1:$sink_port"
-    RUST_LOG="${RUST_LOG:-info}" "$facteur_bin" --data "$dir/data" --config "$dir/facteur.toml" serve \
-        >"$dir/facteur.log" 2>&1 </dev/null &
-    facteur_pid=$!
+    start_facteur "$dir" "$http_port" info
 
-    local ready=0
-    for _ in $(seq 1 300); do
-        if ! kill -0 "$facteur_pid" 2>/dev/null; then
-            tail -n 40 "$dir/facteur.log" >&2
-            die "facteur exited during startup"
-        fi
-        if curl -fsS --noproxy '*' --max-time 1 -o /dev/null \
-            "http://127.0.0.1:$http_port/readyz" 2>/dev/null; then
-            ready=1
-            break
-        fi
-        sleep 0.1
-    done
-    if [ "$ready" != 1 ]; then
-        tail -n 40 "$dir/facteur.log" >&2
-        die "facteur not ready after 30 s"
-    fi
-
-    run_smtp_source "$smtp_port" "$size"
+    send_to "$smtp_port" "$size"
     accept_s[$key]="$send_s"
 
-    local ok=ok
-    if ! wait_for_sink facteur_pending; then
-        ok="$wait_reason"
-    elif ! wait_queue_empty facteur_pending; then
-        ok="stuck: facteur still has $(facteur_pending) recipient(s) queued ${QUEUE_TIMEOUT} s after the sink was complete"
-    fi
+    local ok
+    wait_drained facteur facteur_pending "recipient(s)"
     kill -0 "$facteur_pid" 2>/dev/null || ok="facteur exited during the run"
     stop_facteur
 
@@ -703,7 +499,6 @@ EOF
 
 # --- postfix ---------------------------------------------------------------
 
-postfix_version=""
 postfix_spool=""
 
 # Messages still in the Postfix queue (every queue file is one message).
@@ -716,101 +511,20 @@ run_postfix() {
     local size="$1" key="postfix,$1"
     begin_run "$key"
     local base="$work/postfix-$size" port
-    local conf="$base/etc" spool="$base/spool" data="$base/data"
-    postfix_spool="$spool"
-    postfix_version="$(postconf -d -h mail_version 2>/dev/null || true)"
+    local conf="$base/etc"
+    postfix_spool="$base/spool"
     start_sink "postfix-$size"
     port="$(free_ports 1)"
-
-    mkdir -p "$conf" "$spool" "$data" "$base/log"
-    chown postfix "$data"
-
-    cat >"$conf/main.cf" <<EOF
-# Private Postfix relay for bench/relay.sh. One loopback listener; every
-# message goes to the smtp-sink at [127.0.0.1]:$sink_port; no local delivery,
-# no TLS, no DNS. Production defaults otherwise, fsync of queue files included.
-compatibility_level = 3.6
-queue_directory = $spool
-data_directory = $data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $base/log/maillog
-
-myhostname = postfix.relay.bench.test
-mydomain = relay.bench.test
-myorigin = \$myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-
-relayhost = [127.0.0.1]:$sink_port
-default_transport = smtp
-relay_transport = relay
-relay_domains =
-smtp_tls_security_level = none
-
-alias_maps =
-alias_database =
-local_recipient_maps =
-local_transport = error:local delivery is off in this benchmark
-smtp_dns_support_level = disabled
-disable_dns_lookups = yes
-smtp_host_lookup = native
-smtpd_peername_lookup = no
-biff = no
-append_dot_mydomain = no
-EOF
-
-    cat >"$conf/master.cf" <<EOF
-# service type  private unpriv  chroot  wakeup  maxproc command
-127.0.0.1:$port inet n  -       n       -       -       smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-
-    postconf -c "$conf" >/dev/null 2>"$base/postconf.err" ||
-        { cat "$base/postconf.err" >&2; die "postconf rejected the benchmark main.cf"; }
-    if [ -s "$base/postconf.err" ]; then
-        cat "$base/postconf.err" >&2
-    fi
+    postfix_write "$base" "$port" postfix.relay.bench.test relay "$sink_port"
 
     note "starting postfix $postfix_version: SMTP 127.0.0.1:$port, relayhost [127.0.0.1]:$sink_port (config $conf)"
-    postfix_conf="$conf"
-    postfix_master_pidfile="$spool/pid/master.pid"
-    timeout 60 postfix -c "$conf" start >"$base/start.log" 2>&1 ||
-        { cat "$base/start.log" "$base/log/maillog" >&2 2>/dev/null; die "postfix did not start"; }
-    if ! wait_smtp_banner "$port"; then
-        cat "$base/start.log" >&2
-        tail -n 40 "$base/log/maillog" >&2 2>/dev/null || true
-        die "postfix not answering on 127.0.0.1:$port after 30 s"
-    fi
+    postfix_start "$base" "$port"
 
-    run_smtp_source "$port" "$size"
+    send_to "$port" "$size"
     accept_s[$key]="$send_s"
 
-    local ok=ok
-    if ! wait_for_sink postfix_pending; then
-        ok="$wait_reason"
-    elif ! wait_queue_empty postfix_pending; then
-        ok="stuck: postfix still has $(postfix_pending) message(s) queued ${QUEUE_TIMEOUT} s after the sink was complete"
-    fi
+    local ok
+    wait_drained postfix postfix_pending "message(s)"
     local mailq
     mailq="$(timeout 30 postqueue -c "$conf" -p 2>&1 | tail -n 1)" || true
     relay_check[$key]="postqueue: $mailq"
@@ -831,16 +545,14 @@ EOF
 
 note "$MESSAGES messages per run over $SESSIONS sessions, sizes: $SIZES; relays: $TARGETS"
 note "machine: $(nproc) cores, $(uname -sr), queues on $fstype ($work), sink files on $sink_fstype ($sinks)"
-loadavg="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
-note "median 1 KiB write+fsync on the scratch disk: $fsync_us us"
-note "load average before the run: $loadavg (figures from a busy machine are low and noisy)"
+note_disk_and_load "$fsync_us"
 if [ "$NUMBERED" = 0 ]; then
     note "NUMBERED=0: the sink can count messages but not tell a duplicate from a loss"
 fi
 
 # The commit measured: taken before the build, as the tree may move on
 # during a long run.
-commit="$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+commit="$(git_commit)"
 dirty=false
 if [ -n "$(git -C "$repo_root" status --porcelain --untracked-files=no -- crates 2>/dev/null || true)" ]; then
     dirty=true
@@ -901,9 +613,7 @@ json_str() {
     printf '"%s"' "${s//\"/\\\"}"
 }
 
-mkdir -p "$RESULTS_DIR"
-stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-json="$RESULTS_DIR/relay-$stamp.json"
+results_files relay
 {
     printf '{\n'
     printf '  "benchmark": "relay",\n'
@@ -944,16 +654,11 @@ json="$RESULTS_DIR/relay-$stamp.json"
     printf ',\n  "ok": %s\n}\n' "$([ "$failed" = 0 ] && echo true || echo false)"
 } >"$json"
 
-csv="$RESULTS_DIR/relay.csv"
-if [ ! -s "$csv" ]; then
-    echo "time_utc,git_commit,server,size,messages,sessions,loadavg_1m_before,loadavg_1m_after,accept_s,accept_msgs_per_s,e2e_s,e2e_msgs_per_s,sink_distinct,duplicates,missing,status" >"$csv"
-fi
+csv_header "time_utc,git_commit,server,size,messages,sessions,loadavg_1m_before,loadavg_1m_after,accept_s,accept_msgs_per_s,e2e_s,e2e_msgs_per_s,sink_distinct,duplicates,missing,status"
 for key in "${runs[@]}"; do
     e="${e2e_s[$key]}"
     echo "$stamp,$commit,${key%,*},${key#*,},$MESSAGES,$SESSIONS,${load_before[$key]},${load_after[$key]},${accept_s[$key]},$(rate "${accept_s[$key]}"),$e,$([ -n "$e" ] && rate "$e"),${distinct[$key]},${dups[$key]},${missing[$key]},\"${status[$key]//\"/}\"" >>"$csv"
 done
 
-echo
-cat "$json"
-note "results written to $json and appended to $csv"
+show_results
 [ "$failed" = 0 ] || die "lost, duplicated or stuck messages (see status above); scratch directory kept"

@@ -132,6 +132,25 @@ async fn python_smtplib_delivers() {
     assert!(bob[1].contains("Subject: smtplib submission") && bob[1].contains("Message-ID: <"));
 }
 
+/// A server that relays for loopback clients along `route`, on a manual
+/// clock, whose delivery engine the test drives with `run_once`.
+async fn relay_server(route: facteur::config::RouteConfig) -> TestServer {
+    let mut config = common::test_config();
+    config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config.delivery.enabled = true;
+    config.delivery.connect_timeout_secs = 5;
+    config.delivery.command_timeout_secs = 10;
+    config.route = vec![route];
+    TestServer::start_opts(
+        config,
+        facteur::serve::StartOptions {
+            clock: std::sync::Arc::new(facteur_store::ManualClock::new(1_800_000_000)),
+            delivery_loop: false,
+        },
+    )
+    .await
+}
+
 /// Outbound delivery to Postfix's smtp-sink: accepted, soft-rejected
 /// (deferred) and hard-rejected (bounced) recipients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,22 +178,12 @@ async fn delivers_to_postfix_smtp_sink() {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let mut config = common::test_config();
-        config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
-        config.delivery.enabled = true;
-        config.route = vec![RouteConfig {
+        let s = relay_server(RouteConfig {
             domain: "*".into(),
             via: format!("127.0.0.1:{port}"),
             tls: facteur_queue::TlsPolicy::None,
             auth: None,
-        }];
-        let s = TestServer::start_opts(
-            config,
-            facteur::serve::StartOptions {
-                clock: std::sync::Arc::new(facteur_store::ManualClock::new(1_800_000_000)),
-                delivery_loop: false,
-            },
-        )
+        })
         .await;
         let mut c = common::Client::connect(s.smtp).await;
         c.ehlo().await;
@@ -201,4 +210,118 @@ async fn delivers_to_postfix_smtp_sink() {
             }));
         }
     }
+}
+
+/// Postfix's master runs as root, so a test that starts one must too.
+fn running_as_root() -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        assert!(
+            std::env::var("FACTEUR_REQUIRE_INTEROP").is_err(),
+            "starting Postfix needs root (FACTEUR_REQUIRE_INTEROP is set); run the tests as root"
+        );
+        eprintln!("SKIPPED: not root (a Postfix master runs as root)");
+    }
+    root
+}
+
+/// A private Postfix started by bench/postfix-peer.sh in a temporary folder:
+/// one listener on 127.0.0.1, a catch-all Maildir for one domain, no DNS,
+/// no outbound mail. Stopped on drop, after a panic too.
+struct PostfixPeer {
+    dir: tempfile::TempDir,
+}
+
+const PEER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/postfix-peer.sh");
+
+impl PostfixPeer {
+    fn start(port: u16, domain: &str) -> PostfixPeer {
+        let peer = PostfixPeer { dir: tempfile::tempdir().unwrap() };
+        run(Command::new(PEER_SCRIPT).arg("start").arg(peer.dir.path()).arg(port.to_string()).arg(domain));
+        peer
+    }
+
+    /// The files delivered to the catch-all mailbox of `domain`.
+    fn delivered(&self, domain: &str) -> Vec<String> {
+        let new = self.dir.path().join("mail").join(domain).join("catchall/new");
+        let Ok(entries) = std::fs::read_dir(new) else { return Vec::new() };
+        entries.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect()
+    }
+}
+
+impl Drop for PostfixPeer {
+    fn drop(&mut self) {
+        match Command::new(PEER_SCRIPT).arg("stop").arg(self.dir.path()).output() {
+            Ok(o) if o.status.success() => {}
+            other => eprintln!("postfix-peer.sh stop failed: {other:?}"),
+        }
+    }
+}
+
+/// Outbound delivery to a real Postfix that advertises DSN: three messages,
+/// one with NOTIFY=SUCCESS, end up in its Maildir under both Received:
+/// fields, and the success notice is left to Postfix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_to_a_real_postfix() {
+    use std::time::Duration;
+
+    use facteur::config::RouteConfig;
+    use facteur_store::Store;
+    if !have("postfix") || !have("postconf") || !running_as_root() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let peer = PostfixPeer::start(port, "pf.test");
+    // Postfix offers no STARTTLS here: opportunistic TLS goes on in plaintext.
+    let mut s = relay_server(RouteConfig {
+        domain: "pf.test".into(),
+        via: format!("127.0.0.1:{port}"),
+        tls: facteur_queue::TlsPolicy::Opportunistic,
+        auth: None,
+    })
+    .await;
+    let mut c = common::Client::connect(s.smtp).await;
+    c.ehlo().await;
+    let mut ids = Vec::new();
+    for (n, rcpt_params) in [(1, ""), (2, " NOTIFY=SUCCESS"), (3, "")] {
+        c.ok("MAIL FROM:<alice@example.test>", 250).await;
+        c.ok(&format!("RCPT TO:<someone@pf.test>{rcpt_params}"), 250).await;
+        c.ok("DATA", 354).await;
+        let data = format!("Subject: to postfix {n}\r\nFrom: <alice@example.test>\r\n\r\nbody {n}\r\n.\r\n");
+        c.send_raw(data.as_bytes()).await;
+        let r = c.reply().await;
+        assert_eq!(r.code, 250, "{r:?}");
+        ids.push(r.text().rsplit(' ').next().unwrap().to_string());
+    }
+    c.ok("QUIT", 221).await;
+
+    tokio::time::timeout(Duration::from_secs(60), s.engine().run_once()).await.expect("delivery within 60 s");
+    for id in &ids {
+        let m = s.store().queue_show(id).await.unwrap().unwrap();
+        assert!(m.recipients.iter().all(|r| r.state == "delivered"), "{m:?}");
+    }
+
+    let mut files = peer.delivered("pf.test");
+    for _ in 0..200 {
+        if files.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        files = peer.delivered("pf.test");
+    }
+    assert_eq!(files.len(), 3, "Postfix's Maildir after 20 s: {files:?}");
+    for (n, id) in ids.iter().enumerate() {
+        let subject = format!("Subject: to postfix {}", n + 1);
+        let f = files.iter().find(|f| f.contains(&subject)).unwrap_or_else(|| panic!("no {subject}: {files:?}"));
+        assert!(f.contains("Delivered-To: someone@pf.test\n"), "{f}");
+        // Postfix's Received: field comes first, ours (naming our queue id) below it.
+        let theirs = f.find("Received: from mx.example.test").unwrap_or_else(|| panic!("{f}"));
+        let ours = f.find(&format!("by mx.example.test (facteur) with ESMTP id {id}")).unwrap_or_else(|| panic!("{f}"));
+        assert_eq!(f.find("Received: "), Some(theirs), "{f}");
+        assert!(f[theirs..ours].contains("by postfix.pf.test (Postfix)"), "{f}");
+        assert!(f.ends_with(&format!("body {}\n", n + 1)), "{f}");
+    }
+    // Postfix took NOTIFY=SUCCESS, so the success notice is its to send.
+    assert!(s.inbox("alice@example.test").await.is_empty(), "no notice from facteur");
+    s.stop().await;
 }
