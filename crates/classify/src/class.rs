@@ -34,6 +34,16 @@ impl Class {
         }
     }
 
+    /// Position in [`Class::ALL`], for arrays indexed by class.
+    pub const fn index(self) -> usize {
+        match self {
+            Class::System => 0,
+            Class::Interpersonal => 1,
+            Class::Transactional => 2,
+            Class::Bulk => 3,
+        }
+    }
+
     /// The class named `s`, exactly as [`Class::as_str`] writes it (lower
     /// case, no surrounding blanks), like the configuration.
     pub fn parse(s: &str) -> Option<Class> {
