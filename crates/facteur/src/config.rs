@@ -215,7 +215,6 @@ enabled = true                          # run outbound delivery on this node
 # relay_host = "smtp.provider.example:587"  # send everything not routed below through a smarthost
 # relay_auth = { user = "me", password = "secret" }
 tls = "opportunistic"                   # STARTTLS when offered: "opportunistic", "require" or "none"
-max_connections_per_destination = 20
 max_concurrent = 200                    # deliveries at once on this node
 max_messages_per_connection = 100
 first_retry_secs = 300                  # then doubling...

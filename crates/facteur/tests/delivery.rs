@@ -275,7 +275,8 @@ async fn unreachable_destination_defers_everything_waiting_for_it() {
 async fn connection_reuse_and_chunking() {
     let sim = Downstream::start(Behavior::accept_all()).await;
     let mut config = relay_config(sim.addr());
-    config.delivery.max_connections_per_destination = 2;
+    config.delivery.shaping.initial_concurrency = 2;
+    config.delivery.shaping.max_concurrency = 2;
     let s =
         TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
             .await;
@@ -344,4 +345,74 @@ async fn relay_route_with_starttls_and_auth() {
     let inbox = upstream.inbox("dave@up.test").await;
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].contains("with ESMTPSA"), "TLS and AUTH on the upstream: {}", inbox[0]);
+}
+
+/// When a destination takes one message at a time, people's mail goes
+/// before the newsletter, and bulk still gets its share.
+#[tokio::test]
+async fn classes_share_a_slow_destination_by_weight() {
+    let sim = Downstream::start(Behavior::accept_all()).await;
+    let mut config = relay_config(sim.addr());
+    config.delivery.shaping.initial_concurrency = 1;
+    config.delivery.shaping.max_concurrency = 1;
+    let s =
+        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
+            .await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    for n in 0..30 {
+        let r = c
+            .send_mail(
+                "news@list.test",
+                &["x@far.test"],
+                &format!("List-Id: <l.list.test>\r\nSubject: bulk {n}\r\n\r\nb"),
+            )
+            .await;
+        assert_eq!(r.code, 250);
+    }
+    for n in 0..5 {
+        let r = c.send_mail("friend@people.test", &["x@far.test"], &format!("Subject: person {n}\r\n\r\nhi")).await;
+        assert_eq!(r.code, 250);
+    }
+    s.engine().run_once().await;
+    let order: Vec<String> = sim
+        .received()
+        .iter()
+        .map(|m| {
+            let d = String::from_utf8_lossy(&m.data).into_owned();
+            d.split("Subject: ").nth(1).unwrap().split("\r\n").next().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(order.len(), 35);
+    let last_person = order.iter().rposition(|s| s.starts_with("person")).unwrap();
+    assert!(last_person < 10, "interpersonal mail waited behind bulk: {order:?}");
+    assert!(order[..10].iter().any(|s| s.starts_with("bulk")), "bulk kept a share: {order:?}");
+    let persons: Vec<&String> = order.iter().filter(|s| s.starts_with("person")).collect();
+    assert_eq!(persons, ["person 0", "person 1", "person 2", "person 3", "person 4"], "FIFO within a class");
+    let dest = s.engine().destinations();
+    assert_eq!(dest[0].domain, "far.test");
+    assert_eq!(dest[0].shaper.as_ref().unwrap().concurrency_limit, 1);
+}
+
+/// A paused class stays queued; resuming it lets it flow.
+#[tokio::test]
+async fn pausing_a_class_holds_it_at_once() {
+    let sim = Downstream::start(Behavior::accept_all()).await;
+    let (s, clock) = manual(sim.addr()).await;
+    s.store().set_control("pause:class:bulk", Some("1"), T0, "test").await.unwrap();
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.send_mail("news@list.test", &["x@far.test"], "Precedence: bulk\r\nSubject: promo\r\n\r\nb").await;
+    c.send_mail("friend@people.test", &["x@far.test"], "Subject: hello\r\n\r\nhi").await;
+    s.engine().run_once().await;
+    assert_eq!(sim.received().len(), 1);
+    assert!(String::from_utf8_lossy(&sim.received()[0].data).contains("Subject: hello"));
+    s.store().set_control("pause:class:bulk", None, T0, "test").await.unwrap();
+    // Controls are reloaded at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(1);
+    s.engine().run_once().await;
+    assert_eq!(sim.received().len(), 2);
+    let log = s.store().audit_log(None).await.unwrap();
+    assert!(log.iter().any(|a| a.action == "control" && a.detail.contains("pause:class:bulk")), "{log:?}");
 }

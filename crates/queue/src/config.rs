@@ -48,8 +48,6 @@ pub struct DeliveryConfig {
     pub tls: TlsPolicy,
     /// Credentials for the relay host.
     pub relay_auth: Option<RouteAuth>,
-    /// Connections at once to one destination.
-    pub max_connections_per_destination: usize,
     /// Deliveries at once on this node.
     pub max_concurrent: usize,
     /// Messages sent over one connection before it is closed.
@@ -71,6 +69,12 @@ pub struct DeliveryConfig {
     pub command_timeout_secs: u64,
     /// Seconds a claimed message stays leased to this node.
     pub lease_secs: u64,
+    /// Messages per second for the whole node (none: unlimited).
+    pub max_rate: Option<f64>,
+    /// Per-destination adaptive concurrency and rate (`[delivery.shaping]`).
+    pub shaping: crate::shaping::ShapingConfig,
+    /// Class weights when capacity is short (`[delivery.weights]`).
+    pub weights: crate::fair::Weights,
     /// DNS servers for MX and address lookups; empty: /etc/resolv.conf.
     pub dns_servers: Vec<std::net::SocketAddr>,
     /// Port of MX hosts: 25 (another value only makes sense in a lab).
@@ -84,7 +88,6 @@ impl Default for DeliveryConfig {
             relay_host: None,
             tls: TlsPolicy::Opportunistic,
             relay_auth: None,
-            max_connections_per_destination: 20,
             max_concurrent: 200,
             max_messages_per_connection: 100,
             first_retry_secs: 300,
@@ -95,6 +98,9 @@ impl Default for DeliveryConfig {
             connect_timeout_secs: 30,
             command_timeout_secs: 300,
             lease_secs: 900,
+            max_rate: None,
+            shaping: crate::shaping::ShapingConfig::default(),
+            weights: crate::fair::Weights::default(),
             dns_servers: Vec::new(),
             mx_port: 25,
         }
@@ -120,8 +126,13 @@ impl DeliveryConfig {
                 self.queue_lifetime_secs, self.delay_warning_secs
             ));
         }
-        if self.max_connections_per_destination == 0 || self.max_concurrent == 0 {
-            p.push("delivery.max_connections_per_destination and delivery.max_concurrent must be at least 1".into());
+        if self.max_concurrent == 0 {
+            p.push("delivery.max_concurrent must be at least 1".into());
+        }
+        if let Some(r) = self.max_rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            p.push(format!("delivery.max_rate = {r} must be a positive number of messages per second"));
         }
         for r in routes {
             if crate::route::parse_host_port(&r.via).is_none() {

@@ -8,28 +8,70 @@
 //! destination can be reached, the worker defers every job waiting for it
 //! at once instead of hammering a dead host once per message.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use facteur_smtp_proto::client::{OutboundEnvelope, OutboundRecipient, RcptOutcome};
 use facteur_smtp_proto::{BodyType, Notify as DsnNotify, Reply, Ret};
-use facteur_store::{AttemptRecord, DeliveryJob, NewState, RecipientUpdate, SharedClock, Store};
+use facteur_store::{AttemptRecord, ClaimFilter, DeliveryJob, NewState, RecipientUpdate, SharedClock, Store};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument;
 
 use crate::client::{ClientSettings, ConnectError, Connection};
 use crate::config::DeliveryConfig;
+use crate::fair::{self, Class, ClassQueues};
 use crate::notices::{self, About, NoticeItem};
 use crate::outcome::{self, Attempt, Notice};
 use crate::resolver::Resolver;
 use crate::route::{RouteFailure, Router};
+use crate::shaping::{Feedback, Shaper, ShaperState};
 
-#[derive(Default)]
+/// One destination: its jobs by class, its workers, its adaptive limits.
 struct Dest {
-    queue: Mutex<VecDeque<DeliveryJob>>,
+    queue: Mutex<ClassQueues<DeliveryJob>>,
+    /// Workers alive (each may hold a connection).
     workers: AtomicUsize,
+    /// Deliveries running right now.
+    active: AtomicUsize,
+    shaper: Mutex<Shaper>,
+}
+
+/// Operator controls, reloaded from storage at most once a second.
+#[derive(Default)]
+struct Controls {
+    loaded: Option<std::time::Instant>,
+    /// Paused (destination, class) pairs; `None` matches any.
+    paused: Vec<(Option<String>, Option<String>)>,
+    dest_rates: HashMap<String, f64>,
+    node_rate: Option<f64>,
+}
+
+impl Controls {
+    fn paused(&self, domain: &str, class: &str) -> bool {
+        self.paused
+            .iter()
+            .any(|(d, c)| d.as_deref().is_none_or(|d| d == domain) && c.as_deref().is_none_or(|c| c == class))
+    }
+}
+
+/// The node-wide rate: a token bucket holding one second's worth.
+#[derive(Default)]
+struct NodeBucket {
+    tokens: f64,
+    at_ms: i64,
+}
+
+/// One destination as an operator sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DestinationState {
+    pub domain: String,
+    /// Jobs waiting in this node's memory, by class (system, interpersonal, transactional, bulk).
+    pub waiting: [usize; 4],
+    pub workers: usize,
+    pub active: usize,
+    pub shaper: Option<ShaperState>,
 }
 
 pub struct Engine<S, R> {
@@ -41,6 +83,8 @@ pub struct Engine<S, R> {
     hostname: String,
     wake: Arc<Notify>,
     dests: Mutex<HashMap<String, Arc<Dest>>>,
+    controls: Mutex<Controls>,
+    node_bucket: Mutex<NodeBucket>,
     global: Arc<Semaphore>,
     outstanding: AtomicUsize,
     idle: Notify,
@@ -76,6 +120,34 @@ fn to_attempt(o: &RcptOutcome) -> Attempt {
         RcptOutcome::Delivered(r) => Attempt::Delivered { reply: r.to_string() },
         RcptOutcome::Temporary(r) => Attempt::Temporary { reply: r.to_string(), status: status(r) },
         RcptOutcome::Permanent(r) => Attempt::Permanent { reply: r.to_string(), status: status(r) },
+    }
+}
+
+/// What a transaction says about the destination's load: a 421, or a 4xx
+/// with a policy (X.7.x) status or words of rate, is push-back.
+fn feedback_of(outcomes: &[RcptOutcome]) -> Feedback {
+    let throttle = |r: &Reply| {
+        let text = r.lines.join(" ").to_ascii_lowercase();
+        r.code == 421
+            || r.enhanced.is_some_and(|e| e.0 == 4 && e.1 == 7)
+            || ["rate", "too many", "too fast", "throttl", "slow down"].iter().any(|w| text.contains(w))
+    };
+    let mut temporary = false;
+    let mut delivered = false;
+    for o in outcomes {
+        match o {
+            RcptOutcome::Temporary(r) if throttle(r) => return Feedback::Throttled,
+            RcptOutcome::Temporary(_) => temporary = true,
+            RcptOutcome::Delivered(_) => delivered = true,
+            RcptOutcome::Permanent(_) => {}
+        }
+    }
+    if temporary {
+        Feedback::OtherTemporary
+    } else if delivered {
+        Feedback::Success
+    } else {
+        Feedback::Permanent
     }
 }
 
@@ -132,6 +204,8 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             hostname,
             wake: Arc::new(Notify::new()),
             dests: Mutex::new(HashMap::new()),
+            controls: Mutex::new(Controls::default()),
+            node_bucket: Mutex::new(NodeBucket::default()),
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
         })
@@ -201,15 +275,79 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         }
     }
 
-    async fn dispatch_due(self: &Arc<Self>, limit: usize) -> usize {
-        let now = self.clock.now();
-        let jobs = match self.store.claim_due(now, now + self.config.lease_secs as i64, limit).await {
-            Ok(j) => j,
+    /// Reload the operator's controls (pauses, rates), at most once a second.
+    async fn refresh_controls(&self) {
+        let due = self
+            .controls
+            .lock()
+            .map(|c| c.loaded.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)))
+            .unwrap_or(true);
+        if !due {
+            return;
+        }
+        let list = match self.store.controls().await {
+            Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, "cannot claim due messages");
-                return 0;
+                tracing::error!(error = %e, "cannot read operator controls");
+                return;
             }
         };
+        let mut c = Controls { loaded: Some(std::time::Instant::now()), ..Controls::default() };
+        for ctl in list {
+            let parts: Vec<&str> = ctl.key.split(':').collect();
+            match parts.as_slice() {
+                ["pause", "class", class] => c.paused.push((None, Some(class.to_string()))),
+                ["pause", "dest", d] => c.paused.push((Some(d.to_string()), None)),
+                ["pause", "dest", d, "class", class] => c.paused.push((Some(d.to_string()), Some(class.to_string()))),
+                ["rate", "dest", d] => {
+                    if let Ok(r) = ctl.value.parse() {
+                        c.dest_rates.insert(d.to_string(), r);
+                    }
+                }
+                ["rate", "node"] => c.node_rate = ctl.value.parse().ok(),
+                _ => tracing::warn!(key = %ctl.key, "unknown control ignored"),
+            }
+        }
+        if let Ok(dests) = self.dests.lock() {
+            for (domain, d) in dests.iter() {
+                if let Ok(mut sh) = d.shaper.lock() {
+                    sh.set_max_rate(c.dest_rates.get(domain).copied().or(self.config.shaping.max_rate));
+                }
+            }
+        }
+        if let Ok(mut slot) = self.controls.lock() {
+            *slot = c;
+        }
+    }
+
+    /// Claim due recipients, each class up to its weighted share of `limit`
+    /// (so a flood of bulk cannot crowd out the rest), then any class for
+    /// what is left; paused destinations and classes are not claimed.
+    async fn dispatch_due(self: &Arc<Self>, limit: usize) -> usize {
+        self.refresh_controls().await;
+        let now = self.clock.now();
+        let lease = now + self.config.lease_secs as i64;
+        let skip = self.controls.lock().map(|c| c.paused.clone()).unwrap_or_default();
+        let shares = fair::target_shares(&self.config.weights, [true; 4]);
+        let mut jobs = Vec::new();
+        let mut taken = 0;
+        for class in Class::ALL {
+            let quota = ((limit as f64) * shares[class.index()]).ceil() as usize;
+            let filter = ClaimFilter { class: Some(class.as_str().into()), skip: skip.clone() };
+            match self.store.claim_due(now, lease, quota.max(1), filter).await {
+                Ok(j) => {
+                    taken += j.iter().map(|j| j.recipients.len()).sum::<usize>();
+                    jobs.extend(j);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot claim due messages"),
+            }
+        }
+        if taken < limit {
+            match self.store.claim_due(now, lease, limit - taken, ClaimFilter { class: None, skip }).await {
+                Ok(j) => jobs.extend(j),
+                Err(e) => tracing::error!(error = %e, "cannot claim due messages"),
+            }
+        }
         let n = jobs.len();
         for job in jobs {
             self.dispatch(job);
@@ -221,11 +359,27 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         let key = job.domain.clone();
         let dest = {
             let Ok(mut dests) = self.dests.lock() else { return };
-            dests.entry(key.clone()).or_default().clone()
+            dests
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let mut shaper = Shaper::new(&self.config.shaping, self.clock.now_ms().max(0) as u64);
+                    let rate = self.controls.lock().ok().and_then(|c| c.dest_rates.get(&key).copied());
+                    if rate.is_some() {
+                        shaper.set_max_rate(rate);
+                    }
+                    Arc::new(Dest {
+                        queue: Mutex::new(ClassQueues::new(self.config.weights)),
+                        workers: AtomicUsize::new(0),
+                        active: AtomicUsize::new(0),
+                        shaper: Mutex::new(shaper),
+                    })
+                })
+                .clone()
         };
         self.outstanding.fetch_add(1, Ordering::SeqCst);
+        let class = Class::parse(&job.class).unwrap_or(Class::Interpersonal);
         if let Ok(mut q) = dest.queue.lock() {
-            q.push_back(job);
+            q.push(class, job);
         }
         self.spawn_worker_if_needed(&key, &dest);
     }
@@ -233,7 +387,8 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
     fn spawn_worker_if_needed(self: &Arc<Self>, key: &str, dest: &Arc<Dest>) {
         let queued = dest.queue.lock().map(|q| q.len()).unwrap_or(0);
         let workers = dest.workers.load(Ordering::SeqCst);
-        if queued == 0 || workers >= self.config.max_connections_per_destination.max(1) || workers >= queued {
+        let limit = dest.shaper.lock().map(|s| s.concurrency_limit()).unwrap_or(1) as usize;
+        if queued == 0 || workers >= limit || workers >= queued {
             return;
         }
         dest.workers.fetch_add(1, Ordering::SeqCst);
@@ -241,25 +396,112 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         tokio::spawn(async move { me.worker(key, dest).await });
     }
 
-    /// A job is finished: wake `run_once` (waiting for zero) and the claim
-    /// loop (there is room for more).
+    /// Per-destination state for operators (`facteur queue destinations`).
+    pub fn destinations(&self) -> Vec<DestinationState> {
+        let Ok(dests) = self.dests.lock() else { return Vec::new() };
+        let mut out: Vec<DestinationState> = dests
+            .iter()
+            .map(|(domain, d)| DestinationState {
+                domain: domain.clone(),
+                waiting: d.queue.lock().map(|q| Class::ALL.map(|c| q.len_of(c))).unwrap_or_default(),
+                workers: d.workers.load(Ordering::SeqCst),
+                active: d.active.load(Ordering::SeqCst),
+                shaper: d.shaper.lock().map(|s| s.snapshot()).ok(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.domain.cmp(&b.domain));
+        out
+    }
+
+    /// Take a token of the node-wide rate, or say how long to wait for one.
+    fn node_token(&self) -> Result<(), Duration> {
+        let Some(rate) = self.controls.lock().ok().and_then(|c| c.node_rate).or(self.config.max_rate) else {
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        let Ok(mut b) = self.node_bucket.lock() else { return Ok(()) };
+        let elapsed = (now - b.at_ms).max(0) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed * rate).min(rate.max(1.0));
+        b.at_ms = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(((1.0 - b.tokens) / rate).clamp(0.005, 1.0)))
+        }
+    }
+
     fn job_done(&self) {
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.idle.notify_waiters();
     }
 
     fn next_job(dest: &Dest) -> Option<DeliveryJob> {
-        dest.queue.lock().ok().and_then(|mut q| q.pop_front())
+        dest.queue.lock().ok().and_then(|mut q| q.pop()).map(|(_, job)| job)
     }
 
+    /// A worker: deliver the destination's jobs, class by weighted class,
+    /// over one connection, as fast as the shaper and the node budget allow.
     async fn worker(self: Arc<Self>, key: String, dest: Arc<Dest>) {
         let permit = self.global.clone().acquire_owned().await;
         let mut conn: Option<Connection> = None;
-        while let Some(job) = Self::next_job(&dest) {
-            let span = tracing::info_span!("delivery", id = %job.message_id, domain = %key);
-            match self.deliver(&job, &mut conn).instrument(span).await {
-                Ok(()) => self.job_done(),
+        loop {
+            if dest.queue.lock().map(|q| q.is_empty()).unwrap_or(true) {
+                break;
+            }
+            // May one more delivery start at this destination now?
+            let now = self.clock.now_ms().max(0) as u64;
+            let start = {
+                let Ok(mut sh) = dest.shaper.lock() else { break };
+                let active = dest.active.load(Ordering::SeqCst) as u32;
+                if active >= sh.concurrency_limit() {
+                    // Enough workers for the current limit: this one retires.
+                    None
+                } else if sh.try_start(active, now) {
+                    Some(Duration::ZERO)
+                } else {
+                    let at = sh.next_allowed_ms(now).unwrap_or(now + 100);
+                    Some(Duration::from_millis(at.saturating_sub(now).clamp(5, 1000)))
+                }
+            };
+            match start {
+                None => break,
+                Some(wait) if !wait.is_zero() => {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Some(_) => {}
+            }
+            if let Err(wait) = self.node_token() {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let Some(job) = Self::next_job(&dest) else { break };
+            if self.controls.lock().map(|c| c.paused(&key, &job.class)).unwrap_or(false) {
+                // Paused after it was claimed: give it back, untouched.
+                self.give_back(&job).await;
+                self.job_done();
+                continue;
+            }
+            dest.active.fetch_add(1, Ordering::SeqCst);
+            let span = tracing::info_span!("delivery", id = %job.message_id, domain = %key, class = %job.class);
+            let result = self.deliver(&job, &mut conn).instrument(span).await;
+            dest.active.fetch_sub(1, Ordering::SeqCst);
+            let now = self.clock.now_ms().max(0) as u64;
+            match result {
+                Ok(feedback) => {
+                    if let Ok(mut sh) = dest.shaper.lock() {
+                        sh.feedback(feedback, now);
+                    }
+                    self.job_done();
+                }
                 Err(failure) => {
+                    if let Ok(mut sh) = dest.shaper.lock() {
+                        sh.feedback(
+                            if failure.host.is_some() { Feedback::ConnectFailure } else { Feedback::OtherTemporary },
+                            now,
+                        );
+                    }
                     // The destination is unreachable: defer this job and every
                     // job waiting for it with the same diagnostic.
                     self.fail_job(&job, &failure).await;
@@ -278,6 +520,26 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         }
         // A job queued between our last look and the decrement needs a worker.
         self.spawn_worker_if_needed(&key, &dest);
+    }
+
+    /// Release a claimed job without an attempt (it was paused meanwhile).
+    async fn give_back(&self, job: &DeliveryJob) {
+        let now = self.clock.now();
+        let updates = job
+            .recipients
+            .iter()
+            .map(|r| RecipientUpdate {
+                message_id: job.message_id.clone(),
+                idx: r.idx,
+                state: NewState::Deferred { next_attempt: now },
+                attempt: None,
+                last_error: None,
+                delay_notified: r.delay_notified,
+            })
+            .collect();
+        if let Err(e) = self.store.complete(updates, Vec::new()).await {
+            tracing::error!(id = %job.message_id, error = %e, "cannot give back a paused message; its lease will expire");
+        }
     }
 
     async fn connect(&self, domain: &str) -> Result<Connection, JobFailure> {
@@ -300,15 +562,16 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         }))
     }
 
-    /// Deliver one job. `Err` means no connection could be made.
-    async fn deliver(&self, job: &DeliveryJob, conn: &mut Option<Connection>) -> Result<(), JobFailure> {
+    /// Deliver one job; the feedback says how the destination took it.
+    /// `Err` means no connection could be made.
+    async fn deliver(&self, job: &DeliveryJob, conn: &mut Option<Connection>) -> Result<Feedback, JobFailure> {
         let Some(body) = self.store.message_body(&job.message_id).await.ok().flatten() else {
             // This message's problem, not the destination's: defer it alone.
             tracing::error!(id = %job.message_id, "message body unreadable from storage; deferring");
             let f =
                 JobFailure { host: None, permanent: false, status: (4, 3, 0), text: "stored body unreadable".into() };
             self.fail_job(job, &f).await;
-            return Ok(());
+            return Ok(Feedback::OtherTemporary);
         };
         let reuse = conn.as_ref().is_some_and(|c| c.transactions < self.config.max_messages_per_connection.max(1));
         if !reuse {
@@ -317,7 +580,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             }
             *conn = Some(self.connect(&job.domain).await?);
         }
-        let Some(c) = conn.as_mut() else { return Ok(()) };
+        let Some(c) = conn.as_mut() else { return Ok(Feedback::OtherTemporary) };
         let result = c.send(outbound_envelope(job, body.len() as u64), &body).await;
         let host = c.host.clone();
         let remote_dsn = c.caps.dsn;
@@ -328,7 +591,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         }
         let attempts: Vec<Attempt> = result.outcomes.iter().map(to_attempt).collect();
         self.record(job, &attempts, Some(host), remote_dsn, &body).await;
-        Ok(())
+        Ok(feedback_of(&result.outcomes))
     }
 
     async fn fail_job(&self, job: &DeliveryJob, f: &JobFailure) {

@@ -257,6 +257,11 @@ impl Shaper {
         }
     }
 
+    /// An operator's ceiling on the rate (msgs/s), or none.
+    pub fn set_max_rate(&mut self, max_rate: Option<f64>) {
+        self.cfg.max_rate = max_rate.filter(|r| r.is_finite() && *r > 0.0);
+    }
+
     /// How many deliveries may be in flight at once.
     pub fn concurrency_limit(&self) -> u32 {
         self.limit

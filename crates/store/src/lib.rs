@@ -210,6 +210,15 @@ pub struct DeliveryJob {
     pub recipients: Vec<JobRecipient>,
 }
 
+/// Which due recipients a claim may take: `class` restricts it to one class;
+/// `skip` leaves out (domain, class) pairs, where `None` matches any (paused
+/// destinations, classes, or a class at a destination).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimFilter {
+    pub class: Option<String>,
+    pub skip: Vec<(Option<String>, Option<String>)>,
+}
+
 /// What happens to one recipient after an attempt or an operator's action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewState {
@@ -334,6 +343,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         lease_until: i64,
         limit: usize,
+        filter: ClaimFilter,
     ) -> impl Future<Output = Result<Vec<DeliveryJob>>> + Send;
     /// The earliest next attempt among queued recipients, if any.
     fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;

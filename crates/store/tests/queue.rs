@@ -3,7 +3,8 @@
 
 use facteur_store::sqlite::SqliteStore;
 use facteur_store::{
-    AttemptRecord, MessageId, NewMessage, NewRecipient, NewState, RecipientUpdate, Route, Store, StoredEnvelope,
+    AttemptRecord, ClaimFilter, MessageId, NewMessage, NewRecipient, NewState, RecipientUpdate, Route, Store,
+    StoredEnvelope,
 };
 
 fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
@@ -53,19 +54,19 @@ async fn claim_groups_by_domain_and_leases() {
     s.store_message(m).await.unwrap();
     assert_eq!(s.next_due().await.unwrap(), Some(1000));
     // Not due yet.
-    assert!(s.claim_due(999, 2000, 100).await.unwrap().is_empty());
-    let jobs = s.claim_due(1000, 1900, 100).await.unwrap();
+    assert!(s.claim_due(999, 2000, 100, ClaimFilter::default()).await.unwrap().is_empty());
+    let jobs = s.claim_due(1000, 1900, 100, ClaimFilter::default()).await.unwrap();
     assert_eq!(jobs.len(), 2);
     let one = jobs.iter().find(|j| j.domain == "one.test").unwrap();
     assert_eq!(one.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["a@one.test", "c@one.test"]);
     assert_eq!(one.message_id, id);
     assert_eq!(one.class, "bulk", "the class travels with the job");
     // Leased: not claimed again, and not due before the lease ends.
-    assert!(s.claim_due(1500, 2500, 100).await.unwrap().is_empty());
+    assert!(s.claim_due(1500, 2500, 100, ClaimFilter::default()).await.unwrap().is_empty());
     assert_eq!(s.next_due().await.unwrap(), Some(1900));
     // A crash: leases released at restart, everything claimable again.
     assert_eq!(s.release_leases().await.unwrap(), 3);
-    assert_eq!(s.claim_due(1500, 2500, 100).await.unwrap().len(), 2);
+    assert_eq!(s.claim_due(1500, 2500, 100, ClaimFilter::default()).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -74,7 +75,7 @@ async fn outcomes_and_notices_commit_together() {
     let m = remote_msg(1000, &["a@one.test", "b@one.test", "c@one.test"]);
     let id = m.id.to_string();
     s.store_message(m).await.unwrap();
-    s.claim_due(1000, 2000, 100).await.unwrap();
+    s.claim_due(1000, 2000, 100, ClaimFilter::default()).await.unwrap();
     // A DSN to the (local) sender, stored in the same transaction.
     let mut dsn = remote_msg(1100, &[]);
     dsn.envelope.mail_from = String::new();
@@ -114,12 +115,15 @@ async fn operator_controls_are_audited() {
     let m = remote_msg(1000, &["a@one.test"]);
     let id = m.id.to_string();
     s.store_message(m).await.unwrap();
-    s.claim_due(1000, 1100, 10).await.unwrap();
+    s.claim_due(1000, 1100, 10, ClaimFilter::default()).await.unwrap();
     s.complete(vec![update(&id, 0, NewState::Deferred { next_attempt: 5000 }, 1000, "deferred")], vec![])
         .await
         .unwrap();
     assert_eq!(s.queue_hold(&id, 1200, "root").await.unwrap(), 1);
-    assert!(s.claim_due(9000, 9100, 10).await.unwrap().is_empty(), "held mail is not delivered");
+    assert!(
+        s.claim_due(9000, 9100, 10, ClaimFilter::default()).await.unwrap().is_empty(),
+        "held mail is not delivered"
+    );
     assert_eq!(s.queue_release(&id, 1300, "root").await.unwrap(), 1);
     assert_eq!(s.next_due().await.unwrap(), Some(1300));
     s.complete(vec![update(&id, 0, NewState::Deferred { next_attempt: 5000 }, 1300, "deferred")], vec![])
@@ -146,7 +150,7 @@ async fn delivered_is_the_truth_even_after_an_operator_delete() {
     let m = remote_msg(1000, &["a@one.test", "b@one.test"]);
     let id = m.id.to_string();
     s.store_message(m).await.unwrap();
-    s.claim_due(1000, 2000, 10).await.unwrap();
+    s.claim_due(1000, 2000, 10, ClaimFilter::default()).await.unwrap();
     s.queue_delete(&id, 1001, "root", vec![]).await.unwrap();
     s.complete(
         vec![
@@ -160,4 +164,34 @@ async fn delivered_is_the_truth_even_after_an_operator_delete() {
     let q = s.queue_show(&id).await.unwrap().unwrap();
     assert_eq!(q.recipients[0].state, "delivered");
     assert_eq!(q.recipients[1].state, "deleted");
+}
+
+#[tokio::test]
+async fn claims_filter_by_class_and_skip_paused_pairs() {
+    let (_d, s) = store().await;
+    let mut a = remote_msg(1000, &["a@one.test", "b@two.test"]);
+    a.class = "interpersonal".into();
+    s.store_message(a).await.unwrap();
+    s.store_message(remote_msg(1001, &["c@one.test"])).await.unwrap(); // bulk
+    let only = |class: &str| ClaimFilter { class: Some(class.into()), skip: vec![] };
+    let jobs = s.claim_due(2000, 2001, 10, only("bulk")).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.recipients[0].address.as_str()).collect::<Vec<_>>(), ["c@one.test"]);
+    s.release_leases().await.unwrap();
+    // Pause one.test entirely, and bulk everywhere: only b@two.test is left.
+    let skip = ClaimFilter { class: None, skip: vec![(Some("one.test".into()), None), (None, Some("bulk".into()))] };
+    let jobs = s.claim_due(2000, 2001, 10, skip).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].recipients[0].address, "b@two.test");
+    // A pause of bulk at one.test only leaves interpersonal at one.test claimable.
+    s.release_leases().await.unwrap();
+    let pair = ClaimFilter { class: None, skip: vec![(Some("one.test".into()), Some("bulk".into()))] };
+    let mut got: Vec<String> = s
+        .claim_due(2000, 2001, 10, pair)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|j| j.recipients.iter().map(|r| r.address.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a@one.test", "b@two.test"]);
 }

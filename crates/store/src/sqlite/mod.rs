@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    AuditRecord, CheckReport, Control, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Placement, QueueStats,
-    QueuedMessage, RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User,
+    AuditRecord, CheckReport, ClaimFilter, Control, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Placement,
+    QueueStats, QueuedMessage, RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User,
     canonical_address,
 };
 
@@ -483,8 +483,14 @@ impl Store for SqliteStore {
         self.read(move |c| load_queued(c, &id)).await
     }
 
-    async fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<DeliveryJob>> {
-        self.write(move |c| queue::claim_due(c, now, lease_until, limit)).await
+    async fn claim_due(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+        filter: ClaimFilter,
+    ) -> Result<Vec<DeliveryJob>> {
+        self.write(move |c| queue::claim_due(c, now, lease_until, limit, &filter)).await
     }
 
     async fn next_due(&self) -> Result<Option<i64>> {

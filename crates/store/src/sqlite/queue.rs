@@ -10,22 +10,42 @@ use rusqlite::{Connection, params};
 
 use super::{insert_message, now_secs};
 use crate::{
-    AttemptRecord, AuditRecord, Control, DeliveryJob, JobRecipient, NewMessage, NewState, QueueStats, RecipientUpdate,
-    Result, StoreError, StoredEnvelope,
+    AttemptRecord, AuditRecord, ClaimFilter, Control, DeliveryJob, JobRecipient, NewMessage, NewState, QueueStats,
+    RecipientUpdate, Result, StoreError, StoredEnvelope,
 };
 
-pub(crate) fn claim_due(c: &Connection, now: i64, lease_until: i64, limit: usize) -> Result<Vec<DeliveryJob>> {
-    let mut stmt = c.prepare_cached(
+pub(crate) fn claim_due(
+    c: &Connection,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+    filter: &ClaimFilter,
+) -> Result<Vec<DeliveryJob>> {
+    // ?1 now, ?2 limit, ?3 class; then (domain, class) per skipped pair.
+    let skip: String = (0..filter.skip.len())
+        .map(|i| {
+            let (d, k) = (4 + 2 * i, 5 + 2 * i);
+            format!(" AND NOT ((?{d} IS NULL OR r.domain = ?{d}) AND (?{k} IS NULL OR m.class = ?{k}))")
+        })
+        .collect();
+    let mut params: Vec<Box<dyn rusqlite::ToSql>> =
+        vec![Box::new(now), Box::new(limit as i64), Box::new(filter.class.clone())];
+    for (d, k) in &filter.skip {
+        params.push(Box::new(d.clone()));
+        params.push(Box::new(k.clone()));
+    }
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT r.message_id, r.idx, r.address, r.domain, r.notify, r.orcpt, r.attempts, r.delay_notified,
                 m.received_at, m.size, m.envelope, m.class
          FROM recipients r JOIN messages m ON m.id = r.message_id
          WHERE r.state = 'queued' AND r.next_attempt <= ?1 AND (r.lease_until IS NULL OR r.lease_until <= ?1)
+           AND (?3 IS NULL OR m.class = ?3){skip}
          ORDER BY r.next_attempt, r.message_id, r.idx
-         LIMIT ?2",
-    )?;
+         LIMIT ?2"
+    ))?;
     type Row = (String, u32, String, String, Option<String>, Option<String>, u32, bool, i64, i64, String, String);
     let rows: Vec<Row> = stmt
-        .query_map(params![now, limit as i64], |r| {
+        .query_map(rusqlite::params_from_iter(params.iter().map(|p| p.as_ref())), |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
