@@ -24,6 +24,8 @@ pub struct Config {
     pub route: Vec<RouteConfig>,
     /// How messages get their traffic class.
     pub classify: facteur_classify::ClassifyConfig,
+    /// When the door closes, class by class.
+    pub admission: facteur_queue::admission::Watermarks,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -245,6 +247,17 @@ identical_bulk_threshold = 20           # same body from one sender this often i
 # sender_domain = ["shop.example.com"]
 # header = "X-Mailer"                   # optional: header present...
 # header_value = "receipts"             # ...and containing this
+
+[admission]
+# Back-pressure at the door, by class: above the first level new bulk mail
+# gets "451 4.7.1 try again later", above the second transactional too, above
+# the third everything (system last). Storage levels answer "452 4.3.1".
+# Sending servers retry: nothing is lost. Each reopens with hysteresis.
+queue_depth = [100000, 250000, 500000]          # ready recipients
+oldest_age_secs = [600, 1800, 3600]             # age of the oldest ready message
+free_disk_bytes = [4294967296, 2147483648, 1073741824]
+reserve_bytes = 268435456                       # never store a message that leaves less free
+hysteresis = 0.1
 
 # Static routes, checked before relay_host and MX, exact domains first:
 # [[route]]

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use facteur_http::Health;
+use facteur_queue::admission::{Admission, Load};
+use facteur_queue::fair::Class;
 use facteur_queue::{DnsResolver, Engine, Router};
 use facteur_smtp::{ListenerKind, SmtpContext};
 use facteur_store::sqlite::SqliteStore;
@@ -134,6 +136,9 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     )
     .with_clock(clock.clone())
     .with_classify(config.classify.clone());
+    let admission = Arc::new(std::sync::Mutex::new(Admission::new(config.admission.clone())));
+    ctx = ctx.with_admission(admission.clone(), data_dir.to_path_buf());
+    tasks.spawn(watch_load(store.clone(), clock.clone(), admission, data_dir.to_path_buf(), rx.clone()));
     let engine = if config.delivery.enabled {
         let d = &config.delivery;
         let resolver = DnsResolver::new(&d.dns_servers).map_err(anyhow::Error::msg)?;
@@ -200,6 +205,63 @@ async fn periodic_check(store: SqliteStore, every: Duration, health: Arc<Health>
                 tracing::error!(error = %e, "periodic storage check failed to run");
                 health.set_not_ready(format!("storage check failed: {e}"));
             }
+        }
+    }
+}
+
+/// Measure the queue and the disk every second and move the door's latches;
+/// every change is logged.
+async fn watch_load(
+    store: SqliteStore,
+    clock: SharedClock,
+    admission: Arc<std::sync::Mutex<Admission>>,
+    spool: std::path::PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = clock.now();
+        let stats = match store.queue_stats(now, false).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot measure the queue for admission control");
+                continue;
+            }
+        };
+        let mut load = Load {
+            free_disk_bytes: facteur_smtp::server::free_disk_bytes(&spool).unwrap_or(u64::MAX),
+            ..Load::default()
+        };
+        for st in &stats {
+            load.queue_depth += st.ready;
+            if let (Some(class), Some(oldest)) = (Class::parse(&st.class), st.oldest_ready) {
+                let age = (now - oldest).max(0) as u64;
+                let slot = &mut load.oldest_ready_age_secs[class.index()];
+                *slot = (*slot).max(age);
+            }
+        }
+        let Ok(mut a) = admission.lock() else { return };
+        a.update(&load);
+        let state = a.state();
+        if last != Some(state) {
+            let open: Vec<&str> = state.iter().filter(|(_, o)| *o).map(|(c, _)| c.as_str()).collect();
+            let closed: Vec<&str> = state.iter().filter(|(_, o)| !*o).map(|(c, _)| c.as_str()).collect();
+            if closed.is_empty() {
+                tracing::info!(depth = load.queue_depth, "admission: every class open");
+            } else {
+                tracing::warn!(
+                    depth = load.queue_depth,
+                    free = load.free_disk_bytes,
+                    ?open,
+                    ?closed,
+                    "admission: classes deferred at the door"
+                );
+            }
+            last = Some(state);
         }
     }
 }

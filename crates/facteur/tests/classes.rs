@@ -76,3 +76,52 @@ fn classify_command_explains_the_decision() {
     let o = Command::new(BIN).arg("--data").arg(dir.path()).args(["classify", "/nonexistent.eml"]).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("/nonexistent.eml"));
 }
+
+/// Back-pressure by class: past the first watermark bulk is told to come
+/// back later while people's mail still gets in; below it (with hysteresis)
+/// the door opens again.
+#[tokio::test]
+async fn the_door_closes_for_bulk_first() {
+    let mut config = test_config();
+    config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config.admission.queue_depth = [2, 1000, 2000];
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    let bulk = "Precedence: bulk\r\nSubject: promo\r\n\r\nbuy";
+    for _ in 0..3 {
+        assert_eq!(c.send_mail("news@list.test", &["x@far.test"], bulk).await.code, 250);
+    }
+    // The load is measured every second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let r = c.send_mail("news@list.test", &["x@far.test"], bulk).await;
+    assert_eq!(r.code, 451, "{r:?}");
+    assert!(r.text().starts_with("4.7.1") && r.text().contains("bulk"), "{r:?}");
+    let r = c.send_mail("friend@people.test", &["x@far.test"], "Subject: hi\r\n\r\nhello").await;
+    assert_eq!(r.code, 250, "interpersonal still flows: {r:?}");
+    // The queue drains (an operator deletes the bulk): the door opens again.
+    let store = s.store();
+    for m in store.queue_list().await.unwrap().iter().filter(|m| m.class == "bulk") {
+        store.queue_delete(&m.id, 0, "test", vec![]).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(c.send_mail("news@list.test", &["x@far.test"], bulk).await.code, 250);
+}
+
+/// Free-disk guard: while free space is under the reserve, every message is
+/// refused with 452 4.3.1 at MAIL (the reserve edge itself is unit-tested in
+/// facteur-queue's admission tests); nothing is stored.
+#[tokio::test]
+async fn free_disk_reserve_refuses_with_452() {
+    let mut config = test_config();
+    config.admission.reserve_bytes = u64::MAX / 2;
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    for mail in ["MAIL FROM:<a@remote.test> SIZE=100", "MAIL FROM:<a@remote.test>"] {
+        let r = c.ok(mail, 452).await;
+        assert!(r.text().starts_with("4.3.1") && r.text().contains("storage"), "{r:?}");
+    }
+    c.ok("NOOP", 250).await;
+    assert!(s.inbox("alice@example.test").await.is_empty());
+}

@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use facteur_queue::admission::{Admission, Verdict, Watermarks};
 use facteur_queue::notices::{About, NoticeItem};
 use facteur_queue::outcome::Notice;
 
@@ -64,6 +65,10 @@ pub struct SmtpContext<S> {
     /// Recent (sender, body digest) counts, for "identical content" bulk.
     repeats: std::sync::Mutex<crate::repeats::Repeats>,
     limits: ClientLimits,
+    /// The door: which classes may come in, from the queue's load.
+    pub admission: Arc<std::sync::Mutex<Admission>>,
+    /// The spool's folder, for free-space readings.
+    pub spool_dir: Option<std::path::PathBuf>,
     connections: Arc<Semaphore>,
 }
 
@@ -85,8 +90,25 @@ impl<S: Store> SmtpContext<S> {
             classify: facteur_classify::ClassifyConfig::default(),
             repeats: std::sync::Mutex::new(crate::repeats::Repeats::default()),
             limits,
+            admission: Arc::new(std::sync::Mutex::new(Admission::new(Watermarks::default()))),
+            spool_dir: None,
             connections,
         }
+    }
+
+    pub fn with_admission(
+        mut self,
+        admission: Arc<std::sync::Mutex<Admission>>,
+        spool_dir: std::path::PathBuf,
+    ) -> Self {
+        self.admission = admission;
+        self.spool_dir = Some(spool_dir);
+        self
+    }
+
+    /// Free bytes where messages are stored (u64::MAX when unknown).
+    fn free_disk(&self) -> u64 {
+        self.spool_dir.as_deref().and_then(free_disk_bytes).unwrap_or(u64::MAX)
     }
 
     pub fn with_classify(mut self, classify: facteur_classify::ClassifyConfig) -> Self {
@@ -298,9 +320,22 @@ async fn drive<S: Store, IO: AsyncRead + AsyncWrite + Unpin>(
                 let r = policy::authenticate(ctx, req).await;
                 session.auth_result(r);
             }
-            Event::Mail { .. } => {
+            Event::Mail { params, .. } => {
                 conn.routes.clear();
                 let ip = conn.peer.ip();
+                // The free-disk guard needs no class: with SIZE declared, a
+                // message that cannot fit is refused before its data is sent.
+                let size = params.size.unwrap_or(0);
+                let guard = ctx
+                    .admission
+                    .lock()
+                    .map(|a| a.verdict(facteur_classify::Class::System, size, ctx.free_disk()))
+                    .unwrap_or(Verdict::Accept);
+                if let Verdict::TryLater { code: 452, enhanced, reason } = guard {
+                    tracing::warn!(%reason, "refusing at MAIL: storage");
+                    session.mail_result(Err(Reply::new(452, enhanced, reason)));
+                    continue;
+                }
                 let trusted = ctx.config.trusted_networks.iter().any(|n| n.contains(&ip));
                 let r = if trusted {
                     Ok(())
@@ -378,6 +413,18 @@ async fn send_success_notice<S: Store>(
     }
 }
 
+/// Free bytes for unprivileged writers on the file system holding `path`.
+pub fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 fn notify_text(n: &Notify) -> String {
     if n.never {
         return "NEVER".into();
@@ -452,6 +499,17 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
             &ctx.classify,
         );
         tracing::Span::current().record("class", decision.class.as_str());
+        // The door (MISSION: people first under pressure): bulk is told to
+        // come back later before anything else is; the client retries.
+        let verdict = ctx
+            .admission
+            .lock()
+            .map(|a| a.verdict(decision.class, data.len() as u64, ctx.free_disk()))
+            .unwrap_or(Verdict::Accept);
+        if let Verdict::TryLater { code, enhanced, reason } = verdict {
+            tracing::warn!(class = decision.class.as_str(), %reason, "message deferred at the door");
+            return Reply::new(code, enhanced, reason);
+        }
         let ip = client_ip(conn.peer.ip());
         let id_text = id.to_string();
         let protocol = headers::with_protocol(env.esmtp, env.tls, env.auth_user.is_some(), env.mail_params.smtputf8);
