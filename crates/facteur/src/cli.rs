@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use facteur_store::{CheckReport, QueuedMessage, Store, StoreError, password};
 
 use crate::config::{self, Config, LogFormat};
+use crate::controls::{self, Action};
 use crate::serve;
 
 const DEFAULT_DATA: &str = "./facteur-data";
@@ -84,6 +85,22 @@ struct Output {
     /// Print JSON for scripts
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug, Default)]
+struct ScopeArgs {
+    /// Traffic class: system, interpersonal, transactional or bulk
+    #[arg(long)]
+    class: Option<String>,
+    /// Recipient domain
+    #[arg(long)]
+    destination: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> crate::controls::Scope {
+        crate::controls::Scope { class: self.class.clone(), destination: self.destination.clone() }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -165,14 +182,48 @@ enum QueueCmd {
         #[command(flatten)]
         out: Output,
     },
-    /// Try a message (or --all) now instead of at its next retry time
+    /// Try a message, a destination, a class (or --all) now instead of at the next retry time
     Retry {
         /// Message id (see `queue list`)
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = ["all", "destination", "class"], conflicts_with_all = ["all", "destination", "class"])]
         id: Option<String>,
         /// Every queued message
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["destination", "class"])]
         all: bool,
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// Stop delivery for a class, a destination, or a class at a destination (until resumed)
+    Pause {
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// Resume what `pause` stopped; its mail is tried at once
+    Resume {
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// Cap the messages per second to a destination (or the node, without --destination)
+    Rate {
+        /// Recipient domain
+        #[arg(long)]
+        destination: Option<String>,
+        /// Messages per second
+        #[arg(required_unless_present = "clear")]
+        rate: Option<f64>,
+        /// Lift the cap
+        #[arg(long, conflicts_with = "rate")]
+        clear: bool,
+    },
+    /// Queue depth and age of the oldest ready message, per class and per destination
+    Stats {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The running server's adaptive state per destination (needs [admin] token)
+    Destinations {
+        #[command(flatten)]
+        out: Output,
     },
     /// Stop delivery attempts for a message until it is released
     Hold { id: String },
@@ -392,12 +443,90 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
-        Command::Queue(QueueCmd::Retry { id, all: _ }) => {
+        Command::Queue(QueueCmd::Retry { id, all, scope }) => {
+            if id.is_none() && !all {
+                let done = controls::apply(&store, &Action::Retry { scope: scope.scope() }, now(), &actor()).await?;
+                println!("{done} (a running `facteur serve` tries them at once)");
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
             if let Some(id) = &id {
                 id.parse::<facteur_store::MessageId>()?;
             }
             let n = store.queue_retry(id.as_deref(), now(), &actor()).await.map_err(friendly)?;
             println!("{n} recipient(s) will be tried at once (by a running `facteur serve`)");
+        }
+        Command::Queue(QueueCmd::Pause { scope }) => {
+            println!("{}", controls::apply(&store, &Action::Pause { scope: scope.scope() }, now(), &actor()).await?);
+        }
+        Command::Queue(QueueCmd::Resume { scope }) => {
+            println!("{}", controls::apply(&store, &Action::Resume { scope: scope.scope() }, now(), &actor()).await?);
+        }
+        Command::Queue(QueueCmd::Rate { destination, rate, clear }) => {
+            let action = Action::Rate { destination, rate: if clear { None } else { rate } };
+            println!("{}", controls::apply(&store, &action, now(), &actor()).await?);
+        }
+        Command::Queue(QueueCmd::Stats { out }) => {
+            let t = now();
+            let classes = store.queue_stats(t, false).await?;
+            let dests = store.queue_stats(t, true).await?;
+            let controls = store.controls().await?;
+            if out.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"now": t, "classes": classes, "destinations": dests, "controls": controls})
+                );
+            } else {
+                let age = |o: Option<i64>| o.map(|o| format!("{}s", (t - o).max(0))).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<28} {:<14} {:>8} {:>8} {:>6} {:>10}",
+                    "DESTINATION", "CLASS", "QUEUED", "READY", "HELD", "OLDEST"
+                );
+                for x in classes.iter().chain(&dests) {
+                    let d = if x.domain.is_empty() { "(all)" } else { &x.domain };
+                    println!(
+                        "{:<28} {:<14} {:>8} {:>8} {:>6} {:>10}",
+                        d,
+                        x.class,
+                        x.queued,
+                        x.ready,
+                        x.held,
+                        age(x.oldest_ready)
+                    );
+                }
+                for c in controls {
+                    println!(
+                        "control: {} = {} (by {} at {})",
+                        c.key,
+                        c.value,
+                        c.actor,
+                        facteur_smtp::headers::rfc5322_date(c.set_at)
+                    );
+                }
+            }
+        }
+        Command::Queue(QueueCmd::Destinations { out }) => {
+            let v = admin_get(&r.config, "destinations")?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<28} {:>6} {:>7} {:>12} {:>10}  WAITING (sys/ip/tx/bulk)",
+                    "DESTINATION", "LIMIT", "ACTIVE", "RATE/S", "THROTTLES"
+                );
+                for d in v.as_array().into_iter().flatten() {
+                    let sh = &d["shaper"];
+                    let rate = sh["rate_limit"].as_f64().map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<28} {:>6} {:>7} {:>12} {:>10}  {}",
+                        d["domain"].as_str().unwrap_or("?"),
+                        sh["concurrency_limit"],
+                        d["active"],
+                        rate,
+                        sh["throttles"],
+                        d["waiting"]
+                    );
+                }
+            }
         }
         Command::Queue(QueueCmd::Hold { id }) => {
             id.parse::<facteur_store::MessageId>()?;
@@ -514,6 +643,32 @@ fn actor() -> String {
         format!("uid {}", unsafe { libc::getuid() })
     });
     format!("cli:{user}")
+}
+
+/// GET /admin/WHAT from the running server (first http listener, [admin] token).
+fn admin_get(config: &Config, what: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    if config.admin.token.is_empty() {
+        bail!("set [admin] token in the configuration (and restart the server) to read its live state");
+    }
+    let Some(addr) = config.listen.http.first() else { bail!("no [listen] http address configured") };
+    let mut s = std::net::TcpStream::connect_timeout(addr, std::time::Duration::from_secs(5))
+        .with_context(|| format!("cannot reach the server's HTTP listener at {addr}; is `facteur serve` running?"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /admin/{what} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        config.admin.token
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).unwrap_or("?");
+    // axum answers with a Content-Length body here; no chunked decoding needed.
+    if status != "200" {
+        bail!("the server answered {status}: {body}");
+    }
+    serde_json::from_str(body).context("the server's answer is not JSON")
 }
 
 /// Ask on the terminal; without one, refuse (scripts pass --yes).

@@ -26,6 +26,14 @@ pub struct Config {
     pub classify: facteur_classify::ClassifyConfig,
     /// When the door closes, class by class.
     pub admission: facteur_queue::admission::Watermarks,
+    pub admin: AdminSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Bearer token for the HTTP admin API (`/admin/...`); empty: the API is off.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -247,6 +255,12 @@ identical_bulk_threshold = 20           # same body from one sender this often i
 # sender_domain = ["shop.example.com"]
 # header = "X-Mailer"                   # optional: header present...
 # header_value = "receipts"             # ...and containing this
+
+[admin]
+# Bearer token for the HTTP admin API on the http listener (queue depth per
+# class and destination, adaptive destination state, pause/resume/rate/retry).
+# Empty: the admin API is off. Use a long random string.
+token = ""
 
 [admission]
 # Back-pressure at the door, by class: above the first level new bulk mail

@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod controls;
 pub mod serve;
 pub mod tls;

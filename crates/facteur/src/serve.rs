@@ -168,8 +168,13 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             tasks.spawn(facteur_smtp::serve(l, kind, ctx.clone(), rx.clone()));
         }
     }
+    let admin: Option<(Arc<dyn facteur_http::AdminApi>, String)> = (!config.admin.token.is_empty()).then(|| {
+        let api: Arc<dyn facteur_http::AdminApi> =
+            Arc::new(AdminImpl { store: store.clone(), engine: engine.clone(), clock: clock.clone() });
+        (api, config.admin.token.clone())
+    });
     for l in http_l {
-        tasks.spawn(facteur_http::serve(l, health.clone(), rx.clone()));
+        tasks.spawn(facteur_http::serve_with_admin(l, health.clone(), admin.clone(), rx.clone()));
     }
     tasks.spawn(periodic_check(
         store,
@@ -263,5 +268,49 @@ async fn watch_load(
             }
             last = Some(state);
         }
+    }
+}
+
+/// The admin API over this node's store and engine.
+struct AdminImpl {
+    store: SqliteStore,
+    engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
+    clock: SharedClock,
+}
+
+impl facteur_http::AdminApi for AdminImpl {
+    fn queue(&self) -> facteur_http::JsonFuture<'_> {
+        Box::pin(async move {
+            let now = self.clock.now();
+            let classes = self.store.queue_stats(now, false).await.map_err(|e| e.to_string())?;
+            let destinations = self.store.queue_stats(now, true).await.map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"now": now, "classes": classes, "destinations": destinations}))
+        })
+    }
+
+    fn destinations(&self) -> facteur_http::JsonFuture<'_> {
+        Box::pin(async move {
+            match &self.engine {
+                Some(e) => serde_json::to_value(e.destinations()).map_err(|e| e.to_string()),
+                None => Err("delivery is not enabled on this node".into()),
+            }
+        })
+    }
+
+    fn controls(&self) -> facteur_http::JsonFuture<'_> {
+        Box::pin(async move {
+            let c = self.store.controls().await.map_err(|e| e.to_string())?;
+            serde_json::to_value(c).map_err(|e| e.to_string())
+        })
+    }
+
+    fn control(&self, body: serde_json::Value, actor: String) -> facteur_http::JsonFuture<'_> {
+        Box::pin(async move {
+            let action: crate::controls::Action = serde_json::from_value(body).map_err(|e| e.to_string())?;
+            let done = crate::controls::apply(&self.store, &action, self.clock.now(), &actor)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(serde_json::json!({"ok": done}))
+        })
     }
 }

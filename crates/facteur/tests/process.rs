@@ -438,3 +438,89 @@ async fn queue_controls_from_the_cli() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// Operator controls from the CLI and the HTTP admin API (token required),
+/// and the live per-destination state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_controls_cli_and_http() {
+    use facteur_testkit::{Behavior, Downstream};
+    let sim = Downstream::start(Behavior::accept_all()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let extra = format!(
+        "[smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\n[admin]\ntoken = \"s3cret-token\"\n\
+         [delivery]\ndns_servers = [\"127.0.0.1:9\"]\n[[route]]\ndomain = \"*\"\nvia = \"{}\"\ntls = \"none\"\n",
+        sim.addr()
+    );
+    let mut server = serve_with(d, &extra).await;
+    let cfg = d.join("test.toml");
+    let cli =
+        |args: &[&str]| Command::new(BIN).arg("--data").arg(d).arg("--config").arg(&cfg).args(args).output().unwrap();
+    // Pause bulk, then send a newsletter and a personal message.
+    let o = cli(&["queue", "pause", "--class", "bulk"]);
+    assert!(o.status.success() && text(&o).contains("pause:class:bulk"), "{}", text(&o));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut c = Client::connect(server.smtp).await;
+    c.ehlo().await;
+    c.send_mail("news@list.test", &["x@far.test"], "List-Id: <l.list.test>\r\nSubject: promo\r\n\r\nb").await;
+    c.send_mail("friend@people.test", &["x@far.test"], "Subject: hello\r\n\r\nhi").await;
+    assert!(sim.wait_for(1, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim.received().len(), 1, "bulk is paused");
+    let o = cli(&["queue", "stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bulk = v["classes"].as_array().unwrap().iter().find(|x| x["class"] == "bulk").unwrap().clone();
+    assert_eq!(bulk["queued"], 1);
+    assert_eq!(v["controls"][0]["key"], "pause:class:bulk");
+    // The live state of far.test, through the admin API.
+    let o = cli(&["queue", "destinations", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["domain"], "far.test");
+    assert!(v[0]["shaper"]["concurrency_limit"].as_u64().unwrap() >= 1);
+    // HTTP: no token, no entry; with it, resume bulk.
+    let http = server.http;
+    let raw = |req: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let r = raw("GET /admin/controls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let body = r#"{"action":"resume","class":"bulk"}"#;
+    let r = raw(format!(
+        "POST /admin/control HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("resumed"), "{r}");
+    let bad = r#"{"action":"pause","class":"spam"}"#;
+    let r = raw(format!(
+        "POST /admin/control HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{bad}",
+        bad.len()
+    ))
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400") && r.contains("spam"), "{r}");
+    assert!(sim.wait_for(2, Duration::from_secs(10)).await, "bulk flows once resumed");
+    // Rates, and the audit trail names who did what.
+    assert!(cli(&["queue", "rate", "--destination", "far.test", "5"]).status.success());
+    assert!(cli(&["queue", "rate", "--clear"]).status.success());
+    let o = cli(&["queue", "rate", "--destination", "far.test", "-3"]);
+    assert!(!o.status.success());
+    let conn = rusqlite::Connection::open(d.join("facteur.db")).unwrap();
+    let actors: Vec<String> = conn
+        .prepare("SELECT actor || ' ' || detail FROM audit WHERE action IN ('control', 'retry') ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(actors[0].starts_with("cli:") && actors[0].contains("pause:class:bulk = 1"), "{actors:?}");
+    assert!(actors.iter().any(|a| a.starts_with("http:admin") && a.contains("pause:class:bulk cleared")), "{actors:?}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

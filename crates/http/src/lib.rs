@@ -64,9 +64,115 @@ pub fn router(health: Arc<Health>) -> Router {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(health)
 }
 
+/// The server side of the admin API, implemented by the binary. Answers are
+/// JSON; an `Err` is the operator's mistake (400) with a clear text.
+pub type JsonFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + 'a>>;
+
+pub trait AdminApi: Send + Sync + 'static {
+    /// Queue depth and age per class and per destination.
+    fn queue(&self) -> JsonFuture<'_>;
+    /// Adaptive state of each destination (concurrency, rate, waiting jobs).
+    fn destinations(&self) -> JsonFuture<'_>;
+    /// Controls in force.
+    fn controls(&self) -> JsonFuture<'_>;
+    /// Apply a control (`{"action": "pause"|"resume"|"rate"|"retry", ...}`).
+    fn control(&self, body: serde_json::Value, actor: String) -> JsonFuture<'_>;
+}
+
+#[derive(Clone)]
+struct AdminState {
+    api: Arc<dyn AdminApi>,
+    token: Arc<str>,
+}
+
+/// Constant-time comparison of the bearer token.
+fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let Some(given) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(given) = given.strip_prefix("Bearer ") else { return false };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn answer(r: Result<serde_json::Value, String>) -> axum::response::Response {
+    match r {
+        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": e}))).into_response(),
+    }
+}
+
+fn denied() -> axum::response::Response {
+    (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "missing or wrong bearer token"})))
+        .into_response()
+}
+
+async fn admin_get(
+    State(st): State<AdminState>,
+    axum::extract::Path(what): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if !authorized(&headers, &st.token) {
+        return denied();
+    }
+    match what.as_str() {
+        "queue" => answer(st.api.queue().await),
+        "destinations" => answer(st.api.destinations().await),
+        "controls" => answer(st.api.controls().await),
+        _ => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "no such resource"}))).into_response(),
+    }
+}
+
+async fn admin_post(
+    State(st): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    if !authorized(&headers, &st.token) {
+        return denied();
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return answer(Err(format!("body is not JSON: {e}"))),
+    };
+    let r = st.api.control(value, "http:admin".into()).await;
+    if let Ok(v) = &r {
+        tracing::info!(result = %v, "admin control applied");
+    }
+    answer(r)
+}
+
+/// The health router plus, when a token is configured, `/admin/...`:
+/// `GET /admin/queue|destinations|controls`, `POST /admin/control`.
+pub fn router_with_admin(health: Arc<Health>, admin: Option<(Arc<dyn AdminApi>, String)>) -> Router {
+    let base = router(health);
+    match admin {
+        Some((api, token)) if !token.is_empty() => {
+            let st = AdminState { api, token: token.into() };
+            base.merge(
+                Router::new()
+                    .route("/admin/control", axum::routing::post(admin_post))
+                    .route("/admin/{what}", get(admin_get))
+                    .with_state(st),
+            )
+        }
+        _ => base,
+    }
+}
+
 /// Serve until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
-    let app = router(health);
+pub async fn serve(listener: TcpListener, health: Arc<Health>, shutdown: watch::Receiver<bool>) {
+    serve_with_admin(listener, health, None, shutdown).await
+}
+
+/// Serve health and the admin API until `shutdown` turns true.
+pub async fn serve_with_admin(
+    listener: TcpListener,
+    health: Arc<Health>,
+    admin: Option<(Arc<dyn AdminApi>, String)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router_with_admin(health, admin);
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;

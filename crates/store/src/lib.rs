@@ -362,6 +362,14 @@ pub trait Store: Send + Sync + 'static {
     /// Operator controls on queued recipients; `None` means every message.
     /// Each returns how many recipients changed and is audited.
     fn queue_retry(&self, id: Option<&str>, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Make every queued recipient of a destination and/or class due now.
+    fn queue_retry_where(
+        &self,
+        domain: Option<&str>,
+        class: Option<&str>,
+        now: i64,
+        actor: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
     fn queue_hold(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
     fn queue_release(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
     /// Delete pending recipients; `notices` (a DSN, with `--bounce`) are stored in the same transaction.

@@ -520,6 +520,11 @@ impl Store for SqliteStore {
         self.write(move |c| queue::retry(c, id.as_deref(), now, &actor)).await
     }
 
+    async fn queue_retry_where(&self, domain: Option<&str>, class: Option<&str>, now: i64, actor: &str) -> Result<u64> {
+        let (domain, class, actor) = (domain.map(str::to_lowercase), class.map(str::to_string), actor.to_string());
+        self.write(move |c| queue::retry_where(c, domain.as_deref(), class.as_deref(), now, &actor)).await
+    }
+
     async fn queue_hold(&self, id: &str, now: i64, actor: &str) -> Result<u64> {
         let (id, actor) = (id.to_string(), actor.to_string());
         self.write(move |c| queue::hold(c, &id, now, &actor)).await

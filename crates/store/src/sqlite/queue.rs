@@ -199,6 +199,24 @@ pub(crate) fn retry(c: &Connection, id: Option<&str>, now: i64, actor: &str) -> 
     Ok(n)
 }
 
+pub(crate) fn retry_where(
+    c: &Connection,
+    domain: Option<&str>,
+    class: Option<&str>,
+    now: i64,
+    actor: &str,
+) -> Result<u64> {
+    let n = c.execute(
+        "UPDATE recipients SET next_attempt = ?1
+         WHERE state = 'queued' AND (?2 IS NULL OR domain = ?2)
+           AND (?3 IS NULL OR message_id IN (SELECT id FROM messages WHERE class = ?3))",
+        params![now, domain, class],
+    )? as u64;
+    let scope = format!("destination {} class {}", domain.unwrap_or("*"), class.unwrap_or("*"));
+    audit(c, now, actor, "retry", None, &format!("{n} recipient(s) of {scope} due now"))?;
+    Ok(n)
+}
+
 pub(crate) fn hold(c: &Connection, id: &str, now: i64, actor: &str) -> Result<u64> {
     require_message(c, id)?;
     let n = c.execute("UPDATE recipients SET state = 'held' WHERE message_id = ?1 AND state = 'queued'", [id])? as u64;
