@@ -416,3 +416,23 @@ async fn pausing_a_class_holds_it_at_once() {
     let log = s.store().audit_log(None).await.unwrap();
     assert!(log.iter().any(|a| a.action == "control" && a.detail.contains("pause:class:bulk")), "{log:?}");
 }
+
+/// A backlog after a restart drains through slow start: the destination sees
+/// a few connections growing with success, not the maximum at once.
+#[tokio::test]
+async fn a_backlog_starts_slow() {
+    let sim = Downstream::start(Behavior::accept_all()).await;
+    let (s, _clock) = manual(sim.addr()).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    for n in 0..60 {
+        assert_eq!(c.send_mail("a@people.test", &["x@far.test"], &format!("Subject: {n}\r\n\r\nb")).await.code, 250);
+    }
+    s.engine().run_once().await;
+    assert_eq!(sim.received().len(), 60);
+    let connections = sim.connections();
+    assert!(connections <= 15, "{connections} connections: the backlog did not start slow (max is 20)");
+    let limit = s.engine().destinations()[0].shaper.as_ref().unwrap().concurrency_limit;
+    assert!(limit > 2, "the limit grew with success: {limit}");
+    eprintln!("60 messages over {connections} connections; limit now {limit}");
+}

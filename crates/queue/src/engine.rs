@@ -494,6 +494,8 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                         sh.feedback(feedback, now);
                     }
                     self.job_done();
+                    // The limit may have grown: another worker may start.
+                    self.spawn_worker_if_needed(&key, &dest);
                 }
                 Err(failure) => {
                     if let Ok(mut sh) = dest.shaper.lock() {

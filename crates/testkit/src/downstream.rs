@@ -1,11 +1,11 @@
 //! The listener: accepts connections on loopback, runs one session task per
 //! connection, and keeps what the tests look at afterwards.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -86,6 +86,34 @@ impl Downstream {
         *self.shared.accepted.borrow()
     }
 
+    /// How many MAIL commands got `421 4.7.0 rate limit` so far.
+    pub fn rate_refused(&self) -> usize {
+        self.shared.rate_refused.load(Ordering::Relaxed)
+    }
+
+    /// How many connections are open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// The most connections that were open at the same time so far.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.peak_open.load(Ordering::Relaxed)
+    }
+
+    /// Append one line per accepted message to `log` from now on:
+    /// `ARRIVAL_UNIX_MS<TAB>X-BENCH` where X-BENCH is the value of the
+    /// message's first `X-Bench` header field (`-` when it has none). Lines
+    /// are buffered by the caller's writer; see [`Downstream::flush_log`].
+    pub fn log_arrivals(&self, log: Box<dyn Write + Send>) {
+        *lock(&self.shared.log) = Some(log);
+    }
+
+    /// Flush the arrival log, if there is one.
+    pub fn flush_log(&self) -> io::Result<()> {
+        lock(&self.shared.log).as_mut().map_or(Ok(()), |log| log.flush())
+    }
+
     /// How many connections were accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
@@ -134,7 +162,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     shared.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = tcp.set_nodelay(true);
                     let behavior = lock(&shared.behavior).clone();
-                    sessions.spawn(session::run(Arc::clone(&shared), behavior, tcp));
+                    let open = shared.open.fetch_add(1, Ordering::Relaxed) + 1;
+                    shared.peak_open.fetch_max(open, Ordering::Relaxed);
+                    let shared = Arc::clone(&shared);
+                    sessions.spawn(async move {
+                        session::run(Arc::clone(&shared), behavior, tcp).await;
+                        shared.open.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
                 // Out of descriptors or the like: give it a moment, no busy loop.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -151,6 +185,11 @@ pub(crate) struct Shared {
     received: Mutex<Vec<ReceivedMessage>>,
     accepted: watch::Sender<usize>,
     connections: AtomicUsize,
+    /// Sessions open now, and the most at once.
+    open: AtomicUsize,
+    peak_open: AtomicUsize,
+    rate_refused: AtomicUsize,
+    log: Mutex<Option<Box<dyn Write + Send>>>,
     transcript: Mutex<Vec<String>>,
     pipelined: AtomicUsize,
     queue_ids: AtomicU64,
@@ -165,6 +204,10 @@ impl Shared {
             received: Mutex::new(Vec::new()),
             accepted: watch::Sender::new(0),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            peak_open: AtomicUsize::new(0),
+            rate_refused: AtomicUsize::new(0),
+            log: Mutex::new(None),
             transcript: Mutex::new(Vec::new()),
             pipelined: AtomicUsize::new(0),
             queue_ids: AtomicU64::new(0),
@@ -182,12 +225,23 @@ impl Shared {
 
     /// Whether the rate limit lets one more message in at `now`.
     pub(crate) fn admit(&self, now: Instant) -> bool {
-        lock(&self.bucket).as_mut().is_none_or(|bucket| bucket.try_take(now))
+        let admitted = lock(&self.bucket).as_mut().is_none_or(|bucket| bucket.try_take(now));
+        if !admitted {
+            self.rate_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 
     /// Record an accepted message; returns its queue id.
     pub(crate) fn accept(&self, message: ReceivedMessage, record: bool) -> String {
         let id = self.queue_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(log) = lock(&self.log).as_mut() {
+            let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            let tag = header_value(&message.data, b"x-bench").unwrap_or_else(|| "-".into());
+            // A failed write loses a log line, not the message: the counts
+            // printed by facteur-sim still see it.
+            let _ = writeln!(log, "{ms}\t{tag}");
+        }
         if record {
             lock(&self.received).push(message);
         }
@@ -207,7 +261,47 @@ impl Shared {
     }
 }
 
+/// The value of the first header field called `name` (lower case) in the
+/// header section of `data`, unfolded and trimmed; tabs become spaces.
+fn header_value(data: &[u8], name: &[u8]) -> Option<String> {
+    let mut lines = data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        if !line[..colon].trim_ascii().eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let mut value = line[colon + 1..].to_vec();
+        // Continuation lines start with white space (RFC 5322 §2.2.3).
+        for next in lines.by_ref() {
+            if next.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                value.extend_from_slice(next);
+            } else {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&value).replace('\t', " ");
+        return Some(text.trim().to_string());
+    }
+    None
+}
+
 /// A poisoned lock only means a test panicked elsewhere; the data is fine.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_value;
+
+    #[test]
+    fn header_values_are_found_in_the_header_section_only() {
+        let data = b"From: a@b\r\nX-Bench: bulk 12\r\n 1700000000000\r\nSubject: x\r\n\r\nX-Bench: body\r\n";
+        assert_eq!(header_value(data, b"x-bench").as_deref(), Some("bulk 12 1700000000000"));
+        assert_eq!(header_value(b"Subject: x\r\n\r\nX-Bench: body\r\n", b"x-bench"), None);
+        assert_eq!(header_value(b"x-bench:\tone\n", b"x-bench").as_deref(), Some("one"));
+    }
 }

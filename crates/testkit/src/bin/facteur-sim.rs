@@ -2,17 +2,23 @@
 //! for manual experiments and benchmark scripts.
 //!
 //! It prints `listening on ADDR` first, then once a second how many messages
-//! were accepted in that second and in all, and stops after `--duration`
-//! seconds or on Ctrl-C. Messages are counted, not kept.
+//! were accepted in that second and in all, how many MAIL commands were
+//! refused by `--rate` and how many connections are open, and stops after
+//! `--duration` seconds or on Ctrl-C with a summary line (refusals, peak of
+//! simultaneous connections) and `stopped total=N`. Messages are counted, not
+//! kept; with `--log FILE` each accepted one adds a line to FILE.
 
+use std::fs::OpenOptions;
+use std::io::BufWriter;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use facteur_testkit::{Behavior, Downstream};
 
 const USAGE: &str = "\
-usage: facteur-sim [--listen ADDR] [--mode MODE] [--rate N] [--tls] [--duration SECS]
+usage: facteur-sim [--listen ADDR] [--mode MODE] [--rate N] [--tls] [--duration SECS] [--log FILE]
 
   --listen ADDR     address to listen on (default 127.0.0.1:2526; port 0 picks one)
   --mode MODE       accept | defer | refuse | hang | drop-mid-data (default accept)
@@ -20,7 +26,9 @@ usage: facteur-sim [--listen ADDR] [--mode MODE] [--rate N] [--tls] [--duration 
                       hang: no greeting; drop-mid-data: close during the body
   --rate N          accept at most N messages per second, 421 4.7.0 beyond
   --tls             offer STARTTLS with a self-signed certificate
-  --duration SECS   stop after this many seconds (default 3600)";
+  --duration SECS   stop after this many seconds (default 3600)
+  --log FILE        append one line per accepted message to FILE:
+                      ARRIVAL_UNIX_MS<TAB>value of its X-Bench header (or -)";
 
 #[derive(Debug, PartialEq)]
 struct Options {
@@ -29,6 +37,7 @@ struct Options {
     rate: Option<u32>,
     tls: bool,
     duration: Duration,
+    log: Option<PathBuf>,
 }
 
 /// Parse the arguments (without the program name). `Ok(None)` is `--help`.
@@ -39,6 +48,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, Stri
         rate: None,
         tls: false,
         duration: Duration::from_secs(3600),
+        log: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -63,6 +73,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, Stri
                 let secs: u64 = v.parse().map_err(|_| format!("--duration: not a whole number: {v}"))?;
                 options.duration = Duration::from_secs(secs);
             }
+            "--log" => options.log = Some(PathBuf::from(value("--log")?)),
             other => return Err(format!("unknown argument: {other}")),
         }
     }
@@ -102,6 +113,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &options.log {
+        match OpenOptions::new().create(true).append(true).open(path) {
+            Ok(file) => downstream.log_arrivals(Box::new(BufWriter::new(file))),
+            Err(e) => {
+                eprintln!("facteur-sim: cannot open the log {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     println!("listening on {} mode={}", downstream.addr(), options.mode);
 
     let start = tokio::time::Instant::now();
@@ -116,13 +136,30 @@ async fn main() -> ExitCode {
             _ = ticks.tick() => {
                 seconds += 1;
                 let total = downstream.accepted();
-                println!("{seconds}s accepted={} total={total}", total - before);
+                if let Err(e) = downstream.flush_log() {
+                    eprintln!("facteur-sim: cannot write the log: {e}");
+                }
+                println!(
+                    "{seconds}s accepted={} refused={} open={} total={total}",
+                    total - before,
+                    downstream.rate_refused(),
+                    downstream.open_connections(),
+                );
                 before = total;
             }
             _ = tokio::time::sleep_until(stop_at) => break,
             _ = &mut ctrl_c => break,
         }
     }
+    if let Err(e) = downstream.flush_log() {
+        eprintln!("facteur-sim: cannot write the log: {e}");
+    }
+    println!(
+        "summary refused={} peak_connections={} connections={}",
+        downstream.rate_refused(),
+        downstream.peak_connections(),
+        downstream.connections()
+    );
     println!("stopped total={}", downstream.accepted());
     ExitCode::SUCCESS
 }
@@ -143,17 +180,20 @@ mod tests {
         assert_eq!(options.rate, None);
         assert!(!options.tls);
         assert_eq!(options.duration, Duration::from_secs(3600));
+        assert_eq!(options.log, None);
     }
 
     #[test]
     fn every_option() {
-        let options = parse(args("--listen 127.0.0.1:0 --mode drop-mid-data --rate 50 --tls --duration 5"));
+        let options =
+            parse(args("--listen 127.0.0.1:0 --mode drop-mid-data --rate 50 --tls --duration 5 --log /tmp/sim.log"));
         let options = options.unwrap().unwrap();
         assert_eq!(options.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(options.mode, "drop-mid-data");
         assert_eq!(options.rate, Some(50));
         assert!(options.tls);
         assert_eq!(options.duration, Duration::from_secs(5));
+        assert_eq!(options.log, Some(PathBuf::from("/tmp/sim.log")));
     }
 
     #[test]
