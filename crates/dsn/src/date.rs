@@ -15,7 +15,7 @@ const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Au
 /// be UTC (`-0000` would mean "zone unknown"). Times before the epoch are
 /// written as the epoch and times past year 9999 as its last second, so the
 /// year always has four digits.
-pub(crate) fn rfc5322_date(unix_secs: i64) -> String {
+pub fn rfc5322_date(unix_secs: i64) -> String {
     let secs = unix_secs.clamp(0, MAX_SECS);
     let days = secs / SECS_PER_DAY;
     let of_day = secs % SECS_PER_DAY;

@@ -36,6 +36,7 @@
 
 mod clean;
 mod date;
+pub use date::rfc5322_date;
 mod human;
 mod original;
 mod status;

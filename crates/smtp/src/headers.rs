@@ -1,37 +1,9 @@
 //! Header fields facteur adds to a message: `Received:` (RFC 5321 §4.4), and
 //! for submission a missing `Message-ID:` or `Date:` (RFC 6409 §8.2, §8.3).
 
-/// RFC 5322 §3.3 date-time in UTC, e.g. `Sun, 22 Nov 2026 01:35:22 +0000`.
-pub fn rfc5322_date(unix_secs: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let days = unix_secs.div_euclid(86_400);
-    let secs = unix_secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[days.rem_euclid(7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+/// RFC 5322 §3.3 date-time in UTC, e.g. `Sun, 22 Nov 2026 01:35:22 +0000`
+/// (one implementation for the whole server, in the leaf crate `facteur-dsn`).
+pub use facteur_dsn::rfc5322_date;
 
 /// The `with` keyword of a Received field (RFC 3848 §2, RFC 6531 §3.7.3).
 pub fn with_protocol(esmtp: bool, tls: bool, auth: bool, smtputf8: bool) -> String {

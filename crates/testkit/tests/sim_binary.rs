@@ -100,3 +100,37 @@ fn bad_arguments_exit_with_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown mode"));
 }
+
+#[tokio::test]
+async fn logs_each_accepted_message_with_its_bench_tag() {
+    let dir = std::env::temp_dir().join(format!("facteur-sim-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log = dir.join("arrivals.log");
+    let log_arg = log.to_str().expect("utf-8 path");
+    let mut sim = Sim::start(&["--listen", "127.0.0.1:0", "--duration", "2", "--log", log_arg]);
+    let first = sim.line().await.expect("a first line");
+    let addr: SocketAddr = first
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.strip_suffix(" mode=accept"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+
+    let mut c = common::connect(addr).await;
+    c.hello().await;
+    for body in ["X-Bench: bulk 7 1700000000000\r\nSubject: a\r\n\r\nhi\r\n.\r\n", "Subject: b\r\n\r\nhi\r\n.\r\n"] {
+        c.expect("MAIL FROM:<alice@example.org>", 250).await;
+        c.expect("RCPT TO:<bob@example.net>", 250).await;
+        c.expect("DATA", 354).await;
+        c.send(body).await;
+        assert_eq!(c.reply().await.0, 250);
+    }
+    let mut lines = Vec::new();
+    while let Some(line) = sim.line().await {
+        lines.push(line);
+    }
+    assert!(lines.iter().any(|l| l == "summary refused=0 peak_connections=1 connections=1"), "{lines:?}");
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    let tags: Vec<&str> = logged.lines().map(|l| l.split_once('\t').expect("a tab").1).collect();
+    assert_eq!(tags, ["bulk 7 1700000000000", "-"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
