@@ -505,11 +505,13 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                         );
                     }
                     // The destination is unreachable: defer this job and every
-                    // job waiting for it with the same diagnostic.
-                    self.fail_job(&job, &failure).await;
-                    self.job_done();
+                    // job waiting for it with the same diagnostic, in one commit.
+                    let mut failed = vec![job];
                     while let Some(other) = Self::next_job(&dest) {
-                        self.fail_job(&other, &failure).await;
+                        failed.push(other);
+                    }
+                    self.fail_jobs(&failed, &failure).await;
+                    for _ in &failed {
                         self.job_done();
                     }
                 }
@@ -572,7 +574,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             tracing::error!(id = %job.message_id, "message body unreadable from storage; deferring");
             let f =
                 JobFailure { host: None, permanent: false, status: (4, 3, 0), text: "stored body unreadable".into() };
-            self.fail_job(job, &f).await;
+            self.fail_jobs(std::slice::from_ref(job), &f).await;
             return Ok(Feedback::OtherTemporary);
         };
         let reuse = conn.as_ref().is_some_and(|c| c.transactions < self.config.max_messages_per_connection.max(1));
@@ -596,16 +598,24 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         Ok(feedback_of(&result.outcomes))
     }
 
-    async fn fail_job(&self, job: &DeliveryJob, f: &JobFailure) {
+    /// Record one failure for several jobs in one transaction (a destination
+    /// that cannot be reached fails everything waiting for it at once).
+    async fn fail_jobs(&self, jobs: &[DeliveryJob], f: &JobFailure) {
         let reply = format!("{} facteur: {}", status_text(f.status), f.text);
         let attempt = if f.permanent {
             Attempt::Permanent { reply, status: f.status }
         } else {
             Attempt::Temporary { reply, status: f.status }
         };
-        let attempts = vec![attempt; job.recipients.len()];
-        let body = self.store.message_body(&job.message_id).await.ok().flatten().unwrap_or_default();
-        self.record(job, &attempts, f.host.clone(), false, &body).await;
+        let (mut updates, mut notices) = (Vec::new(), Vec::new());
+        for job in jobs {
+            let attempts = vec![attempt.clone(); job.recipients.len()];
+            let (u, n) = self.outcomes(job, &attempts, f.host.clone(), false, None).await;
+            updates.extend(u);
+            notices.extend(n);
+        }
+        let what = jobs.first().map(|j| j.message_id.as_str()).unwrap_or("-");
+        self.commit(what, updates, notices).await;
     }
 
     /// Turn attempts into state changes and notices; commit them together.
@@ -617,6 +627,28 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         remote_dsn: bool,
         body: &[u8],
     ) {
+        let (updates, notices) = self.outcomes(job, attempts, host, remote_dsn, Some(body)).await;
+        self.commit(&job.message_id, updates, notices).await;
+    }
+
+    async fn commit(&self, what: &str, updates: Vec<RecipientUpdate>, notices: Vec<facteur_store::NewMessage>) {
+        if let Err(e) = self.store.complete(updates, notices).await {
+            // The lease runs out and the recipients are tried again:
+            // at-least-once, never lost.
+            tracing::error!(id = %what, error = %e, "cannot record the outcome; the message will be retried");
+        }
+    }
+
+    /// State changes and notices for a job's attempts. The stored body is
+    /// read only when a notice needs it (`body` None).
+    async fn outcomes(
+        &self,
+        job: &DeliveryJob,
+        attempts: &[Attempt],
+        host: Option<String>,
+        remote_dsn: bool,
+        body: Option<&[u8]>,
+    ) -> (Vec<RecipientUpdate>, Vec<facteur_store::NewMessage>) {
         let now_ms = self.clock.now_ms();
         let now = now_ms.div_euclid(1000);
         let mut updates = Vec::new();
@@ -665,17 +697,20 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                 delay_notified: d.delay_notified,
             });
         }
-        let about = About {
-            message_id: &job.message_id,
-            received_at: job.received_at,
-            envelope: &job.envelope,
-            original: body,
-        };
-        let notices = notices::compose(&self.store, &about, items, &self.hostname, now_ms).await;
-        if let Err(e) = self.store.complete(updates, notices).await {
-            // The lease runs out and the recipients are tried again:
-            // at-least-once, never lost.
-            tracing::error!(id = %job.message_id, error = %e, "cannot record the outcome; the message will be retried");
+        if items.is_empty() {
+            return (updates, Vec::new());
         }
+        let loaded;
+        let original = match body {
+            Some(b) => b,
+            None => {
+                loaded = self.store.message_body(&job.message_id).await.ok().flatten().unwrap_or_default();
+                &loaded
+            }
+        };
+        let about =
+            About { message_id: &job.message_id, received_at: job.received_at, envelope: &job.envelope, original };
+        let notices = notices::compose(&self.store, &about, items, &self.hostname, now_ms).await;
+        (updates, notices)
     }
 }
