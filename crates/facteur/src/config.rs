@@ -237,6 +237,30 @@ command_timeout_secs = 300              # RFC 5321 §4.5.3.2
 lease_secs = 900                        # how long a message in delivery is reserved to this node
 dns_servers = []                        # empty: /etc/resolv.conf
 mx_port = 25
+# max_rate = 500.0                      # messages per second for the whole node (default: unlimited)
+
+[delivery.shaping]
+# Each destination starts slow and adapts, like Postfix's concurrency feedback:
+# +1 connection per round of successes, x0.85 on a 421/throttling reply or a
+# connection failure (at most once per cooldown), and a rate (msgs/s)
+# discovered at the first push-back, raised while delivery runs clean.
+initial_concurrency = 2
+max_concurrency = 20
+min_concurrency = 1
+# max_rate = 50.0                       # a ceiling for every destination (default: none)
+initial_rate = 10.0
+increase_per_success = 1.0
+decrease_factor = 0.85
+rate_increase = 5.0                     # msgs/s gained per second of clean operation at the limit
+cooldown_ms = 1000                      # at most one decrease per second
+
+[delivery.weights]
+# Who goes first when capacity is short; bulk always gets at least its share.
+system = 8
+interpersonal = 4
+transactional = 2
+bulk = 1
+bulk_min_share = 0.1
 
 [classify]
 # Every message gets a class: system, interpersonal, transactional or bulk.

@@ -105,6 +105,7 @@ impl Default for DeliveryConfig {
             shaping: crate::shaping::ShapingConfig {
                 decrease_factor: 0.85,
                 rate_increase: 5.0,
+                cooldown_ms: 1_000,
                 ..crate::shaping::ShapingConfig::default()
             },
             weights: crate::fair::Weights::default(),
