@@ -251,7 +251,7 @@ min_concurrency = 1
 initial_rate = 10.0
 increase_per_success = 1.0
 decrease_factor = 0.85
-rate_increase = 5.0                     # msgs/s gained per second of clean operation at the limit
+rate_increase = 25.0                    # msgs/s gained per second of clean operation at the limit
 cooldown_ms = 1000                      # at most one decrease per second
 
 [delivery.weights]

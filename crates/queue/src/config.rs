@@ -100,11 +100,13 @@ impl Default for DeliveryConfig {
             lease_secs: 900,
             max_rate: None,
             // Gentler than the shaper's textbook defaults (halve, +1 msg/s per
-            // second): measured with bench/flood.sh, halving the rate at each
-            // 421 left bulk at ~70 % of what the destination accepts.
+            // second, 5 s cooldown), from bench/flood.sh and bench/outage.sh:
+            // halving left bulk at ~70 % of what the destination accepts, +5
+            // msg/s per second took over a minute to find the pace again after
+            // an outage, and a 5 s cooldown let a burst of 421s through.
             shaping: crate::shaping::ShapingConfig {
                 decrease_factor: 0.85,
-                rate_increase: 5.0,
+                rate_increase: 25.0,
                 cooldown_ms: 1_000,
                 ..crate::shaping::ShapingConfig::default()
             },
