@@ -74,24 +74,7 @@ for target in $TARGETS; do
     t0="$(now_ms)"
     start_sim "$dir" "$simport"
     note "downstream back on 127.0.0.1:$simport"
-    st=ok
-    wait_delivered "$dir" "$lg_accepted" "$DRAIN_TIMEOUT" || st="$wait_result"
-    # A second more, so that duplicates (if any) show up in the log.
-    sleep 1
-    stop_sim
-    pending="$("$relay_pending_fn")"
-    if [ "$target" = facteur ] && [ -f "$dir/facteur.log" ]; then
-        note "facteur log: $(grep -c ' WARN \| ERROR ' "$dir/facteur.log" || true) WARN/ERROR line(s); $dir/facteur.log"
-    fi
-    stop_relay
-    analyse "$dir" "$t0" "$t0" "outage.sh, $target: delivered per second (rate limit $RATE/s)"
-    fig[$target]="$(cat "$dir/figures.json")"
-    missing="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["missing"])' "$dir/figures.json")"
-    [ "$missing" = 0 ] || st="$missing lost or not delivered; $st"
-    [ "$pending" = 0 ] || st="relay still holds $pending; $st"
-    status[$target]="$st"
-    [ "$st" = ok ] || failed=1
-    note "$target: $st"
+    finish_run "$target" "$dir" "$t0" "$t0" "outage.sh, $target: delivered per second (rate limit $RATE/s)"
 done
 
 # --- report ----------------------------------------------------------------

@@ -178,3 +178,28 @@ now_ms() {
     local t="$EPOCHREALTIME"
     echo $((${t%.*} * 1000 + 10#${t#*.} / 1000))
 }
+
+# After a scenario's load: wait until the downstream has every accepted
+# message (bounded by DRAIN_TIMEOUT), stop both ends, analyse, and record
+# fig[TARGET], status[TARGET] and `failed` for the report.
+# finish_run TARGET DIR T0_MS RETURN_MS TITLE   (RETURN_MS empty: no outage)
+finish_run() {
+    local target="$1" dir="$2" t0="$3" back="$4" title="$5" st=ok pending missing
+    wait_delivered "$dir" "$lg_accepted" "$DRAIN_TIMEOUT" || st="$wait_result"
+    # A second more, so that duplicates (if any) show up in the log.
+    sleep 1
+    stop_sim
+    pending="$("$relay_pending_fn")"
+    if [ "$target" = facteur ] && [ -f "$dir/facteur.log" ]; then
+        note "facteur log: $(grep -c ' WARN \| ERROR ' "$dir/facteur.log" || true) WARN/ERROR line(s); $dir/facteur.log"
+    fi
+    stop_relay
+    analyse "$dir" "$t0" "$back" "$title"
+    fig[$target]="$(cat "$dir/figures.json")"
+    missing="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["missing"])' "$dir/figures.json")"
+    [ "$missing" = 0 ] || st="$missing lost or not delivered; $st"
+    [ "$pending" = 0 ] || st="relay still holds $pending; $st"
+    status[$target]="$st"
+    [ "$st" = ok ] || failed=1
+    note "$target: $st"
+}
