@@ -436,3 +436,37 @@ async fn a_backlog_starts_slow() {
     assert!(limit > 2, "the limit grew with success: {limit}");
     eprintln!("60 messages over {connections} connections; limit now {limit}");
 }
+
+/// A destination that answers 421 slows facteur down: the shaper records
+/// the push-back, finds a rate and lowers its concurrency; the mail is
+/// deferred, not bounced.
+#[tokio::test]
+async fn push_back_is_fed_to_the_shaper() {
+    let sim = Downstream::start(Behavior {
+        mail: facteur_testkit::Step::Reply(421, "4.7.0 rate limit exceeded, slow down".into()),
+        ..Behavior::accept_all()
+    })
+    .await;
+    // The real clock: the shaper's token bucket must refill while we wait.
+    let s = TestServer::start_opts(
+        relay_config(sim.addr()),
+        StartOptions { clock: Arc::new(facteur_store::SystemClock), delivery_loop: false },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit(&s, "alice@example.test", &["x@far.test"], "", "").await);
+    }
+    s.engine().run_once().await;
+    for id in &ids {
+        let m = s.store().queue_show(id).await.unwrap().unwrap();
+        assert_eq!(m.recipients[0].state, "queued", "{m:?}");
+        assert!(m.recipients[0].last_error.as_deref().unwrap().starts_with("421"), "{m:?}");
+    }
+    let d = &s.engine().destinations()[0];
+    let sh = d.shaper.as_ref().unwrap();
+    assert!(sh.throttles >= 1, "{sh:?}");
+    assert!(sh.rate_limit.is_some(), "a rate was set at the push-back: {sh:?}");
+    assert!(sh.concurrency_limit <= 2, "{sh:?}");
+    assert!(s.inbox("alice@example.test").await.is_empty(), "no notice for a deferral");
+}
