@@ -31,27 +31,7 @@ KEEP="${KEEP:-0}"
 for v in MESSAGES DOWN_EXTRA RATE BULK INTER TRANS CONNECTIONS SIZE SEND_TIMEOUT DRAIN_TIMEOUT; do
     positive "$v" "${!v}"
 done
-for t in $TARGETS; do
-    case "$t" in facteur | postfix) ;; *) die "unknown target '$t'" ;; esac
-done
-SIM_MAX_SECS=$((SEND_TIMEOUT + DRAIN_TIMEOUT + 60))
-need python3
-need curl
-need sqlite3
-want_target postfix && need_postfix
-
-failed=0
-on_exit() {
-    stop_sim
-    if [ "$1" != 0 ] || [ "$failed" != 0 ] || [ "$KEEP" = 1 ]; then
-        [ -z "$work" ] || note "scratch directory kept: $work"
-    else
-        rm -rf "$work"
-    fi
-}
-set_traps
-
-make_scratch outage
+scenario_setup
 fsync_us="$(fsync_median_us "$work")"
 note "$BULK bulk + $INTER interpersonal + $TRANS transactional queued with the downstream down, then rate $RATE/s; relays: $TARGETS"
 note "machine: $(nproc) cores, $(uname -sr), queues on $fstype ($work)"

@@ -203,3 +203,31 @@ finish_run() {
     [ "$st" = ok ] || failed=1
     note "$target: $st"
 }
+
+# What both scenarios do before their runs: check the targets and tools,
+# install the exit handler (keep the scratch directory on failure or with
+# KEEP=1) and make the scratch directory. Sets `failed` and `work`.
+scenario_setup() {
+    local t
+    for t in $TARGETS; do
+        case "$t" in facteur | postfix) ;; *) die "unknown target '$t'" ;; esac
+    done
+    SIM_MAX_SECS=$((SEND_TIMEOUT + DRAIN_TIMEOUT + 60))
+    need python3
+    need curl
+    need sqlite3
+    if want_target postfix; then need_postfix; fi
+    failed=0
+    set_traps
+    make_scratch "$BENCH_NAME"
+}
+
+# Called by lib.sh's exit trap.
+on_exit() {
+    stop_sim
+    if [ "$1" != 0 ] || [ "$failed" != 0 ] || [ "$KEEP" = 1 ]; then
+        [ -z "$work" ] || note "scratch directory kept: $work"
+    else
+        rm -rf "$work"
+    fi
+}

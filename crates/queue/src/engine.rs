@@ -151,10 +151,15 @@ fn feedback_of(outcomes: &[RcptOutcome]) -> Feedback {
     }
 }
 
+/// NOTIFY as stored, for the next hop (absent stays absent: its default applies there).
 fn parse_notify(n: Option<&str>) -> Option<DsnNotify> {
-    let n = n?;
-    let has = |k: &str| n.split(',').any(|p| p.trim().eq_ignore_ascii_case(k));
-    Some(DsnNotify { never: has("NEVER"), success: has("SUCCESS"), failure: has("FAILURE"), delay: has("DELAY") })
+    let on = outcome::NotifyOn::parse(Some(n?));
+    Some(DsnNotify {
+        never: !(on.success || on.failure || on.delay),
+        success: on.success,
+        failure: on.failure,
+        delay: on.delay,
+    })
 }
 
 fn outbound_envelope(job: &DeliveryJob, size: u64) -> OutboundEnvelope {

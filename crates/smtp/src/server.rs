@@ -373,7 +373,7 @@ fn success_notice_items(msg: &NewMessage) -> Vec<NoticeItem> {
     msg.recipients
         .iter()
         .filter(|r| matches!(r.route, Route::Local { .. }))
-        .filter(|r| r.notify.as_deref().is_some_and(|n| n.split(',').any(|p| p == "SUCCESS")))
+        .filter(|r| facteur_queue::outcome::NotifyOn::parse(r.notify.as_deref()).success)
         .map(|r| NoticeItem {
             address: r.address.clone(),
             orcpt: r.orcpt.clone(),
