@@ -16,8 +16,8 @@
 #   analyse DIR T0_MS [RETURN_MS]  bench/lib/analyse.py -> DIR/figures.json, .csv, .svg, .png
 #
 # Retry settings for both relays (the scenarios need fast retries, see
-# bench/README.md): facteur first_retry_secs = 5, max_retry_secs = 60;
-# Postfix minimal_backoff_time = 5s, maximal_backoff_time = 60s,
+# bench/README.md): facteur first_retry_secs = 5, max_retry_secs = 60,
+# unreachable_probe_secs = 5; Postfix minimal_backoff_time = 5s, maximal_backoff_time = 60s,
 # queue_run_delay = 5s.
 
 sim_bin=""
@@ -91,6 +91,7 @@ enabled = true
 dns_servers = ["127.0.0.1:9"]
 first_retry_secs = 5
 max_retry_secs = 60
+unreachable_probe_secs = 5
 
 [[route]]
 domain = "*"

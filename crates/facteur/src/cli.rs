@@ -510,19 +510,24 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "{:<28} {:>6} {:>7} {:>12} {:>10}  WAITING (sys/ip/tx/bulk)",
-                    "DESTINATION", "LIMIT", "ACTIVE", "RATE/S", "THROTTLES"
+                    "{:<28} {:>6} {:>7} {:>12} {:>10}  {:<22} WAITING (sys/ip/tx/bulk)",
+                    "DESTINATION", "LIMIT", "ACTIVE", "RATE/S", "THROTTLES", "REACHABLE"
                 );
                 for d in v.as_array().into_iter().flatten() {
                     let sh = &d["shaper"];
                     let rate = sh["rate_limit"].as_f64().map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
+                    let reachable = match (d["unreachable_failures"].as_u64(), d["next_probe"].as_i64()) {
+                        (Some(n), Some(at)) if n > 0 => format!("no ({n}x), probe in {}s", (at - now()).max(0)),
+                        _ => "yes".into(),
+                    };
                     println!(
-                        "{:<28} {:>6} {:>7} {:>12} {:>10}  {}",
+                        "{:<28} {:>6} {:>7} {:>12} {:>10}  {:<22} {}",
                         d["domain"].as_str().unwrap_or("?"),
                         sh["concurrency_limit"],
                         d["active"],
                         rate,
                         sh["throttles"],
+                        reachable,
                         d["waiting"]
                     );
                 }

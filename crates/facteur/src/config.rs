@@ -229,6 +229,7 @@ max_concurrent = 200                    # deliveries at once on this node
 max_messages_per_connection = 100
 first_retry_secs = 300                  # then doubling...
 max_retry_secs = 14400                  # ...up to 4 hours between attempts
+unreachable_probe_secs = 30             # an unreachable destination is probed this often; its mail waits parked
 retry_jitter = 0.2                      # +/- 20 % so a backlog does not retry in step
 delay_warning_secs = 14400              # delay notice to the sender after 4 hours (RFC 3461)
 queue_lifetime_secs = 432000            # bounce after 5 days

@@ -271,6 +271,97 @@ async fn unreachable_destination_defers_everything_waiting_for_it() {
     }
 }
 
+/// Five messages deferred while their destination was unreachable.
+async fn five_deferred(port: std::net::SocketAddr) -> (TestServer, ManualClock) {
+    let (s, clock) = manual(port).await;
+    for _ in 0..5 {
+        submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    }
+    assert_eq!(s.engine().run_once().await, 5);
+    let list = s.store().queue_list().await.unwrap();
+    assert!(list.iter().all(|m| m.recipients[0].next_attempt == Some(T0 + 300)), "deferred for the first interval");
+    (s, clock)
+}
+
+/// An unreachable destination is probed every `unreachable_probe_secs` (30)
+/// with one connection; when it answers, its whole backlog is due at once
+/// instead of each message waiting out its own backoff.
+#[tokio::test]
+async fn a_destination_that_answers_a_probe_gets_its_backlog_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (s, clock) = five_deferred(port).await;
+    let d = s.engine().destinations().remove(0);
+    assert_eq!((d.unreachable_failures, d.next_probe), (1, Some(T0 + 30)), "{d:?}");
+    let sim = Downstream::bind(port, Behavior::accept_all()).await.unwrap();
+    clock.advance(29);
+    assert_eq!(s.engine().run_once().await, 0);
+    assert_eq!(sim.connections(), 0, "probed before its time");
+    clock.advance(1);
+    assert_eq!(s.engine().run_once().await, 5, "the probe did not make the backlog due");
+    assert_eq!(sim.received().len(), 5);
+    let d = s.engine().destinations().remove(0);
+    assert_eq!((d.unreachable_failures, d.next_probe, d.parked_until), (0, None, None), "{d:?}");
+    let audit = s.store().audit_log(None).await.unwrap();
+    assert!(
+        audit.iter().any(|a| a.actor == "facteur (destination reachable again)" && a.detail.contains("remote.test")),
+        "{audit:?}"
+    );
+}
+
+/// The same when new mail for it goes through before the probe is due.
+#[tokio::test]
+async fn a_destination_that_takes_new_mail_gets_its_backlog_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (s, clock) = five_deferred(port).await;
+    let sim = Downstream::bind(port, Behavior::accept_all()).await.unwrap();
+    clock.advance(10);
+    submit(&s, "alice@example.test", &["y@remote.test"], "", "").await;
+    assert_eq!(s.engine().run_once().await, 1);
+    assert_eq!(sim.received().len(), 1);
+    assert_eq!(s.engine().run_once().await, 5, "the backlog was not made due");
+    assert_eq!(sim.received().len(), 6);
+}
+
+/// Mail for an unreachable destination that was not claimed yet is parked
+/// with one statement until the destination's next try, not tried message
+/// by message against the dead host.
+#[tokio::test]
+async fn an_unreachable_destination_parks_its_queue() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = relay_config(dead);
+    config.delivery.max_concurrent = 4;
+    let s =
+        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
+            .await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    for n in 0..100 {
+        assert_eq!(c.send_mail("a@people.test", &["x@far.test"], &format!("Subject: {n}\r\n\r\nb")).await.code, 250);
+    }
+    // The delivery loop claims at most 64 at a time (4 x max_concurrent, at least 64).
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let engine = s.engine();
+    let task = tokio::spawn(engine.run(rx));
+    let mut list = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        list = s.store().queue_list().await.unwrap();
+        if list.iter().all(|m| m.recipients[0].next_attempt.is_some_and(|t| t > T0)) {
+            break;
+        }
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(list.len(), 100);
+    let next: std::collections::BTreeSet<_> = list.iter().map(|m| m.recipients[0].next_attempt).collect();
+    assert_eq!(next.into_iter().collect::<Vec<_>>(), [Some(T0 + 300)], "nothing is due before the next try");
+    assert!(list.iter().all(|m| m.recipients[0].last_error.as_deref().unwrap_or("").contains("cannot connect")));
+    let tried = list.iter().filter(|m| m.recipients[0].attempts == 1).count();
+    let parked = list.iter().filter(|m| m.recipients[0].attempts == 0).count();
+    assert_eq!(tried + parked, 100);
+    assert!(parked >= 30, "only {parked} parked: the rest were tried one by one ({tried})");
+}
+
 #[tokio::test]
 async fn connection_reuse_and_chunking() {
     let sim = Downstream::start(Behavior::accept_all()).await;

@@ -57,6 +57,10 @@ pub struct DeliveryConfig {
     pub first_retry_secs: u64,
     /// Longest wait between two attempts, in seconds.
     pub max_retry_secs: u64,
+    /// An unreachable destination's queued mail waits parked (one statement,
+    /// not one attempt per message); facteur tries to connect to it this
+    /// often, and the moment it answers all its mail is due.
+    pub unreachable_probe_secs: u64,
     /// ± this fraction of randomness on every retry delay, so a backlog does not retry in step.
     pub retry_jitter: f64,
     /// Send a delay notice (Action: delayed) after this many seconds undelivered (RFC 3461).
@@ -92,6 +96,7 @@ impl Default for DeliveryConfig {
             max_messages_per_connection: 100,
             first_retry_secs: 300,
             max_retry_secs: 4 * 3600,
+            unreachable_probe_secs: 30,
             retry_jitter: 0.2,
             delay_warning_secs: 4 * 3600,
             queue_lifetime_secs: 5 * 86_400,
@@ -126,6 +131,9 @@ impl DeliveryConfig {
                 "delivery.first_retry_secs = {} must be > 0 and at most delivery.max_retry_secs = {}",
                 self.first_retry_secs, self.max_retry_secs
             ));
+        }
+        if self.unreachable_probe_secs == 0 {
+            p.push("delivery.unreachable_probe_secs must be at least 1".into());
         }
         if !(0.0..1.0).contains(&self.retry_jitter) {
             p.push(format!("delivery.retry_jitter = {} must be in [0, 1)", self.retry_jitter));

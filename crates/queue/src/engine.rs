@@ -4,18 +4,24 @@
 //! Each destination (recipient domain) has a queue of jobs and up to
 //! `max_connections_per_destination` workers; every worker holds one of the
 //! node's `max_concurrent` permits while it runs. A worker keeps its
-//! connection for the destination's next job. When no target of a
-//! destination can be reached, the worker defers every job waiting for it
-//! at once instead of hammering a dead host once per message.
+//! connection for the destination's next job.
+//!
+//! A destination that cannot be reached is handled as one thing, not as
+//! many messages: the worker defers every job waiting for it in memory, and
+//! parks the destination's other queued recipients in storage until its own
+//! next try (backoff by consecutive failures), so a dead host with 100,000
+//! messages costs one connection attempt and one statement per retry, not
+//! 100,000 of each. When a connection to it succeeds again, everything it
+//! has queued is due at once and drains through the shaper's slow start.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use facteur_smtp_proto::client::{OutboundEnvelope, OutboundRecipient, RcptOutcome};
 use facteur_smtp_proto::{BodyType, Notify as DsnNotify, Reply, Ret};
-use facteur_store::{AttemptRecord, ClaimFilter, DeliveryJob, NewState, RecipientUpdate, SharedClock, Store};
+use facteur_store::{AttemptRecord, ClaimFilter, DeliveryJob, NewState, Park, RecipientUpdate, SharedClock, Store};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument;
 
@@ -35,6 +41,14 @@ struct Dest {
     workers: AtomicUsize,
     /// Deliveries running right now.
     active: AtomicUsize,
+    /// Consecutive tries that found no reachable target (0: reachable), and
+    /// until when the destination's queued mail is parked (unix seconds):
+    /// failures of workers that tried at the same time count once.
+    unreachable: AtomicU32,
+    parked_until: AtomicI64,
+    /// When to try connecting to an unreachable destination next (unix seconds).
+    probe_at: AtomicI64,
+    probing: AtomicBool,
     shaper: Mutex<Shaper>,
 }
 
@@ -71,6 +85,12 @@ pub struct DestinationState {
     pub waiting: [usize; 4],
     pub workers: usize,
     pub active: usize,
+    /// Consecutive tries that found no reachable target (0: reachable).
+    pub unreachable_failures: u32,
+    /// While unreachable: its queued mail is parked until then, and it is
+    /// probed next at `next_probe` (unix seconds).
+    pub parked_until: Option<i64>,
+    pub next_probe: Option<i64>,
     pub shaper: Option<ShaperState>,
 }
 
@@ -239,6 +259,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             if *shutdown.borrow() {
                 return;
             }
+            let probing = self.probe_due() > 0 || self.has_unreachable();
             let room = backlog_limit.saturating_sub(self.in_flight());
             let claimed = if room > 0 { self.dispatch_due(room).await } else { 0 };
             if claimed > 0 && claimed == room {
@@ -246,6 +267,8 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             }
             let now = self.clock.now();
             let wait = match self.store.next_due().await {
+                // Probes of unreachable destinations are due on the second.
+                _ if probing => Duration::from_secs(1),
                 Ok(Some(t)) if t > now => Duration::from_secs((t - now) as u64).min(Duration::from_secs(5)),
                 Ok(Some(_)) if room > 0 && claimed == 0 => Duration::from_millis(200),
                 Ok(Some(_)) => Duration::from_millis(50),
@@ -268,16 +291,27 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
     /// Deliver everything due now and wait until it is done (tests drive
     /// time with a manual clock and call this). Returns the jobs claimed.
     pub async fn run_once(self: &Arc<Self>) -> usize {
+        self.probe_due();
+        self.wait_idle().await;
         let n = self.dispatch_due(100_000).await;
+        self.wait_idle().await;
+        n
+    }
+
+    async fn wait_idle(&self) {
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             if self.in_flight() == 0 {
-                return n;
+                return;
             }
             idle.await;
         }
+    }
+
+    fn has_unreachable(&self) -> bool {
+        self.dests.lock().is_ok_and(|d| d.values().any(|d| d.unreachable.load(Ordering::SeqCst) > 0))
     }
 
     /// Reload the operator's controls (pauses, rates), at most once a second.
@@ -376,6 +410,10 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                         queue: Mutex::new(ClassQueues::new(self.config.weights)),
                         workers: AtomicUsize::new(0),
                         active: AtomicUsize::new(0),
+                        unreachable: AtomicU32::new(0),
+                        parked_until: AtomicI64::new(0),
+                        probe_at: AtomicI64::new(i64::MAX),
+                        probing: AtomicBool::new(false),
                         shaper: Mutex::new(shaper),
                     })
                 })
@@ -411,6 +449,9 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                 waiting: d.queue.lock().map(|q| Class::ALL.map(|c| q.len_of(c))).unwrap_or_default(),
                 workers: d.workers.load(Ordering::SeqCst),
                 active: d.active.load(Ordering::SeqCst),
+                unreachable_failures: d.unreachable.load(Ordering::SeqCst),
+                parked_until: Some(d.parked_until.load(Ordering::SeqCst)).filter(|&t| t > 0 && t < i64::MAX),
+                next_probe: Some(d.probe_at.load(Ordering::SeqCst)).filter(|&t| t < i64::MAX),
                 shaper: d.shaper.lock().map(|s| s.snapshot()).ok(),
             })
             .collect();
@@ -498,6 +539,9 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                     if let Ok(mut sh) = dest.shaper.lock() {
                         sh.feedback(feedback, now);
                     }
+                    if feedback != Feedback::OtherTemporary {
+                        self.revive(&key, &dest).await;
+                    }
                     self.job_done();
                     // The limit may have grown: another worker may start.
                     self.spawn_worker_if_needed(&key, &dest);
@@ -509,8 +553,12 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                             now,
                         );
                     }
-                    // The destination is unreachable: defer this job and every
-                    // job waiting for it with the same diagnostic, in one commit.
+                    // The destination is unreachable: park what waits for it
+                    // in storage, then defer this job and every job waiting
+                    // for it in memory with the same diagnostic, in one commit.
+                    if !failure.permanent {
+                        self.park(&key, &dest, &failure).await;
+                    }
                     let mut failed = vec![job];
                     while let Some(other) = Self::next_job(&dest) {
                         failed.push(other);
@@ -529,6 +577,94 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         }
         // A job queued between our last look and the decrement needs a worker.
         self.spawn_worker_if_needed(&key, &dest);
+    }
+
+    /// Postpone the queued recipients of an unreachable destination until its
+    /// next try: consecutive failures give the same backoff as a message's
+    /// attempts. Mail that reaches its delay warning or expiry meanwhile is
+    /// left to be tried (and noticed) on its own schedule. Workers that fail
+    /// while it is parked (they tried at the same time) do not count again.
+    async fn park(&self, domain: &str, dest: &Dest, f: &JobFailure) {
+        let now = self.clock.now();
+        let was = dest.parked_until.load(Ordering::SeqCst);
+        if was > now || dest.parked_until.compare_exchange(was, i64::MAX, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return;
+        }
+        let failures = dest.unreachable.fetch_add(1, Ordering::SeqCst) + 1;
+        let until = now + outcome::retry_delay(failures, &self.config);
+        let park = Park {
+            domain: domain.to_string(),
+            now,
+            until,
+            error: format!("{} facteur: {}", status_text(f.status), f.text),
+            warn_received_before: until - self.config.delay_warning_secs as i64,
+            expire_received_before: until - self.config.queue_lifetime_secs as i64,
+        };
+        match self.store.park_destination(park).await {
+            Ok(n) => tracing::warn!(
+                domain, failures, recipients = n, next_try_in_secs = until - now, error = %f.text,
+                "destination unreachable; its queued mail waits for the next try"
+            ),
+            Err(e) => tracing::error!(domain, error = %e, "cannot park an unreachable destination's mail"),
+        }
+        dest.parked_until.store(until, Ordering::SeqCst);
+        dest.probe_at.store(now + self.config.unreachable_probe_secs.max(1) as i64, Ordering::SeqCst);
+    }
+
+    /// Try to connect to each unreachable destination whose probe time has
+    /// come (one connection, no mail), so its mail goes the moment it is
+    /// back rather than when its parked mail comes due. Returns the probes started.
+    fn probe_due(self: &Arc<Self>) -> usize {
+        let now = self.clock.now();
+        let due: Vec<(String, Arc<Dest>)> = match self.dests.lock() {
+            Ok(d) => d
+                .iter()
+                .filter(|(_, d)| d.probe_at.load(Ordering::SeqCst) <= now && !d.probing.swap(true, Ordering::SeqCst))
+                .map(|(k, d)| (k.clone(), d.clone()))
+                .collect(),
+            Err(_) => return 0,
+        };
+        for (domain, dest) in &due {
+            self.outstanding.fetch_add(1, Ordering::SeqCst);
+            let (me, domain, dest) = (self.clone(), domain.clone(), dest.clone());
+            tokio::spawn(async move {
+                match me.connect(&domain).await {
+                    Ok(c) => {
+                        c.quit().await;
+                        me.revive(&domain, &dest).await;
+                    }
+                    Err(f) => {
+                        tracing::info!(domain = %domain, error = %f.text, "destination still unreachable");
+                        let next = me.clock.now() + me.config.unreachable_probe_secs.max(1) as i64;
+                        // Unless it came back meanwhile (a delivery succeeded).
+                        if dest.unreachable.load(Ordering::SeqCst) > 0 {
+                            dest.probe_at.store(next, Ordering::SeqCst);
+                        }
+                    }
+                }
+                dest.probing.store(false, Ordering::SeqCst);
+                me.job_done();
+            });
+        }
+        due.len()
+    }
+
+    /// A destination answered: if it was unreachable, all its queued mail is
+    /// due now. The shaper's slow start paces it.
+    async fn revive(&self, domain: &str, dest: &Dest) {
+        if dest.unreachable.swap(0, Ordering::SeqCst) == 0 {
+            return;
+        }
+        dest.parked_until.store(0, Ordering::SeqCst);
+        dest.probe_at.store(i64::MAX, Ordering::SeqCst);
+        let now = self.clock.now();
+        match self.store.queue_retry_where(Some(domain), None, now, "facteur (destination reachable again)").await {
+            Ok(n) => {
+                tracing::info!(domain, recipients = n, "destination reachable again; its queued mail is due now");
+                self.wake.notify_one();
+            }
+            Err(e) => tracing::error!(domain, error = %e, "cannot make a revived destination's mail due"),
+        }
     }
 
     /// Release a claimed job without an attempt (it was paused meanwhile).

@@ -370,6 +370,14 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         actor: &str,
     ) -> impl Future<Output = Result<u64>> + Send;
+    /// A destination cannot be reached: postpone its queued recipients that
+    /// are neither leased nor due later than `park.until` to `park.until`, in
+    /// one statement, instead of trying each against a dead host. Recipients
+    /// whose message was received at or before `park.keep_received_before`
+    /// (those that would reach their delay warning or their expiry while
+    /// parked) are left alone, so their notices go out at their own time.
+    /// Not audited: it is the engine's routine, like a deferral.
+    fn park_destination(&self, park: Park) -> impl Future<Output = Result<u64>> + Send;
     fn queue_hold(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
     fn queue_release(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
     /// Delete pending recipients; `notices` (a DSN, with `--bounce`) are stored in the same transaction.
@@ -399,6 +407,22 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Canonical form of an address for lookups: lower case, trimmed.
+/// What [`Store::park_destination`] postpones, and until when.
+#[derive(Debug, Clone)]
+pub struct Park {
+    pub domain: String,
+    pub now: i64,
+    pub until: i64,
+    /// Recorded as each parked recipient's last error.
+    pub error: String,
+    /// Recipients not yet warned whose message was received at or before
+    /// this instant are not parked (they reach the delay warning meanwhile).
+    pub warn_received_before: i64,
+    /// Messages received at or before this instant are not parked (they
+    /// expire meanwhile).
+    pub expire_received_before: i64,
+}
+
 pub fn canonical_address(address: &str) -> String {
     address.trim().to_lowercase()
 }

@@ -3,7 +3,7 @@
 
 use facteur_store::sqlite::SqliteStore;
 use facteur_store::{
-    AttemptRecord, ClaimFilter, MessageId, NewMessage, NewRecipient, NewState, RecipientUpdate, Route, Store,
+    AttemptRecord, ClaimFilter, MessageId, NewMessage, NewRecipient, NewState, Park, RecipientUpdate, Route, Store,
     StoredEnvelope,
 };
 
@@ -194,4 +194,68 @@ async fn claims_filter_by_class_and_skip_paused_pairs() {
         .collect();
     got.sort();
     assert_eq!(got, ["a@one.test", "b@two.test"]);
+}
+
+#[tokio::test]
+async fn parking_a_destination_postpones_only_what_may_wait() {
+    let (_d, s) = store().await;
+    // Old enough to reach its delay warning (received 1000, warning after 400 s) while parked.
+    let old = remote_msg(1000, &["a@dead.test"]);
+    // Young: parked, except the recipient at another destination and the leased one.
+    let young = remote_msg(1500, &["b@dead.test", "c@alive.test"]);
+    let leased = remote_msg(1501, &["d@dead.test"]);
+    // Expires (lifetime 1000 s) before the park ends.
+    let dying = remote_msg(700, &["e@dead.test"]);
+    let ids: Vec<String> = [&old, &young, &leased, &dying].iter().map(|m| m.id.to_string()).collect();
+    for m in [old, young, leased, dying] {
+        s.store_message(m).await.unwrap();
+    }
+    // Lease only `leased` (claim everything at 1501, then release the others).
+    let jobs = s.claim_due(1600, 1900, 100, ClaimFilter::default()).await.unwrap();
+    let free: Vec<RecipientUpdate> = jobs
+        .iter()
+        .filter(|j| j.message_id != ids[2])
+        .flat_map(|j| j.recipients.iter().map(|r| (j.message_id.clone(), r.idx)))
+        .map(|(id, idx)| RecipientUpdate {
+            message_id: id,
+            idx,
+            state: NewState::Deferred { next_attempt: 1600 },
+            attempt: None,
+            last_error: None,
+            delay_notified: false,
+        })
+        .collect();
+    s.complete(free, Vec::new()).await.unwrap();
+    let until = 1700;
+    let park = Park {
+        domain: "dead.test".into(),
+        now: 1600,
+        until,
+        error: "4.4.1 connection refused".into(),
+        warn_received_before: until - 400,
+        expire_received_before: until - 1000,
+    };
+    assert_eq!(s.park_destination(park.clone()).await.unwrap(), 1, "only b@dead.test may wait");
+    let due: Vec<String> = s
+        .claim_due(1650, 1660, 100, ClaimFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|j| j.recipients.iter().map(|r| r.address.clone()))
+        .collect();
+    for a in ["a@dead.test", "c@alive.test", "e@dead.test"] {
+        assert!(due.contains(&a.to_string()), "{a} stays due: {due:?}");
+    }
+    assert!(!due.contains(&"b@dead.test".to_string()), "b@dead.test is parked: {due:?}");
+    assert!(!due.contains(&"d@dead.test".to_string()), "d@dead.test is leased: {due:?}");
+    let shown = s.queue_show(&ids[1]).await.unwrap().unwrap();
+    let b = shown.recipients.iter().find(|r| r.address == "b@dead.test").unwrap();
+    assert_eq!(b.next_attempt, Some(until));
+    assert_eq!(b.last_error.as_deref(), Some("4.4.1 connection refused"));
+    // Parking again later moves nothing that is already parked as late.
+    assert_eq!(s.park_destination(Park { now: 1660, ..park }).await.unwrap(), 0);
+    // The destination comes back: its mail is due at once.
+    assert!(s.queue_retry_where(Some("dead.test"), None, 1661, "engine").await.unwrap() >= 1);
+    let due = s.claim_due(1661, 1700, 100, ClaimFilter::default()).await.unwrap();
+    assert!(due.iter().any(|j| j.recipients.iter().any(|r| r.address == "b@dead.test")));
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    AuditRecord, CheckReport, ClaimFilter, Control, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Placement,
+    AuditRecord, CheckReport, ClaimFilter, Control, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Park, Placement,
     QueueStats, QueuedMessage, RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User,
     canonical_address,
 };
@@ -523,6 +523,10 @@ impl Store for SqliteStore {
     async fn queue_retry_where(&self, domain: Option<&str>, class: Option<&str>, now: i64, actor: &str) -> Result<u64> {
         let (domain, class, actor) = (domain.map(str::to_lowercase), class.map(str::to_string), actor.to_string());
         self.write(move |c| queue::retry_where(c, domain.as_deref(), class.as_deref(), now, &actor)).await
+    }
+
+    async fn park_destination(&self, park: Park) -> Result<u64> {
+        self.write(move |c| queue::park_destination(c, &park)).await
     }
 
     async fn queue_hold(&self, id: &str, now: i64, actor: &str) -> Result<u64> {

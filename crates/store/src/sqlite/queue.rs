@@ -10,8 +10,8 @@ use rusqlite::{Connection, params};
 
 use super::{insert_message, now_secs};
 use crate::{
-    AttemptRecord, AuditRecord, ClaimFilter, Control, DeliveryJob, JobRecipient, NewMessage, NewState, QueueStats,
-    RecipientUpdate, Result, StoreError, StoredEnvelope,
+    AttemptRecord, AuditRecord, ClaimFilter, Control, DeliveryJob, JobRecipient, NewMessage, NewState, Park,
+    QueueStats, RecipientUpdate, Result, StoreError, StoredEnvelope,
 };
 
 pub(crate) fn claim_due(
@@ -215,6 +215,17 @@ pub(crate) fn retry_where(
     let scope = format!("destination {} class {}", domain.unwrap_or("*"), class.unwrap_or("*"));
     audit(c, now, actor, "retry", None, &format!("{n} recipient(s) of {scope} due now"))?;
     Ok(n)
+}
+
+pub(crate) fn park_destination(c: &Connection, p: &Park) -> Result<u64> {
+    Ok(c.execute(
+        "UPDATE recipients SET next_attempt = ?3, last_error = ?4
+         WHERE domain = ?1 AND state = 'queued' AND next_attempt < ?3
+           AND (lease_until IS NULL OR lease_until <= ?2)
+           AND message_id IN (SELECT id FROM messages WHERE received_at > ?6)
+           AND (delay_notified = 1 OR message_id IN (SELECT id FROM messages WHERE received_at > ?5))",
+        params![p.domain, p.now, p.until, p.error, p.warn_received_before, p.expire_received_before],
+    )? as u64)
 }
 
 pub(crate) fn hold(c: &Connection, id: &str, now: i64, actor: &str) -> Result<u64> {

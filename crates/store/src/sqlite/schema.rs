@@ -119,6 +119,14 @@ CREATE TABLE controls (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+-- Destination-wide operations (park an unreachable destination, retry it)
+-- touch only that destination's pending recipients.
+CREATE INDEX recipients_destination ON recipients (domain, state);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {
