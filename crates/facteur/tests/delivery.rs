@@ -529,8 +529,8 @@ async fn a_backlog_starts_slow() {
 }
 
 /// A destination that answers 421 slows facteur down: the shaper records
-/// the push-back, finds a rate and lowers its concurrency; the mail is
-/// deferred, not bounced.
+/// the push-back, finds a rate and lowers its concurrency; the mail is tried
+/// again in memory at that pace a few times, then deferred, not bounced.
 #[tokio::test]
 async fn push_back_is_fed_to_the_shaper() {
     let sim = Downstream::start(Behavior {
@@ -553,7 +553,10 @@ async fn push_back_is_fed_to_the_shaper() {
         let m = s.store().queue_show(id).await.unwrap().unwrap();
         assert_eq!(m.recipients[0].state, "queued", "{m:?}");
         assert!(m.recipients[0].last_error.as_deref().unwrap().starts_with("421"), "{m:?}");
+        assert_eq!(m.recipients[0].attempts, 1, "push-backs are retried in memory, then one deferral: {m:?}");
     }
+    // Each message was offered 1 + 3 times (a 421 closes the connection).
+    assert_eq!(sim.connections(), 3 * 4, "every push-back is tried again at the shaper's pace");
     let d = &s.engine().destinations()[0];
     let sh = d.shaper.as_ref().unwrap();
     assert!(sh.throttles >= 1, "{sh:?}");

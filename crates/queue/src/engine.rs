@@ -110,6 +110,21 @@ pub struct Engine<S, R> {
     idle: Notify,
 }
 
+/// A job the destination pushed back (421 or a throttling 4xx for every
+/// recipient) is kept in memory and tried again at the pace the shaper sets
+/// after the push-back, this many times; then it is deferred like any 4xx.
+/// A destination that says "slow down" is asking for a slower pace, not for
+/// the message to wait out a retry backoff.
+const MAX_PUSH_BACKS: u32 = 3;
+
+/// What became of a job the destination answered.
+enum Delivery {
+    /// Outcomes recorded; how the destination took it.
+    Recorded(Feedback),
+    /// Not recorded: the destination pushed it back; try again later.
+    PushedBack,
+}
+
 /// Why a whole job failed before any recipient could be tried.
 struct JobFailure {
     host: Option<String>,
@@ -535,7 +550,19 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             dest.active.fetch_sub(1, Ordering::SeqCst);
             let now = self.clock.now_ms().max(0) as u64;
             match result {
-                Ok(feedback) => {
+                Ok(Delivery::PushedBack) => {
+                    if let Ok(mut sh) = dest.shaper.lock() {
+                        sh.feedback(Feedback::Throttled, now);
+                    }
+                    // Still ours (leased): back in line, at the pace the shaper now sets.
+                    let mut job = job;
+                    job.pushed_back += 1;
+                    let class = Class::parse(&job.class).unwrap_or(Class::Interpersonal);
+                    if let Ok(mut q) = dest.queue.lock() {
+                        q.push(class, job);
+                    }
+                }
+                Ok(Delivery::Recorded(feedback)) => {
                     if let Ok(mut sh) = dest.shaper.lock() {
                         sh.feedback(feedback, now);
                     }
@@ -709,14 +736,14 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
 
     /// Deliver one job; the feedback says how the destination took it.
     /// `Err` means no connection could be made.
-    async fn deliver(&self, job: &DeliveryJob, conn: &mut Option<Connection>) -> Result<Feedback, JobFailure> {
+    async fn deliver(&self, job: &DeliveryJob, conn: &mut Option<Connection>) -> Result<Delivery, JobFailure> {
         let Some(body) = self.store.message_body(&job.message_id).await.ok().flatten() else {
             // This message's problem, not the destination's: defer it alone.
             tracing::error!(id = %job.message_id, "message body unreadable from storage; deferring");
             let f =
                 JobFailure { host: None, permanent: false, status: (4, 3, 0), text: "stored body unreadable".into() };
             self.fail_jobs(std::slice::from_ref(job), &f).await;
-            return Ok(Feedback::OtherTemporary);
+            return Ok(Delivery::Recorded(Feedback::OtherTemporary));
         };
         let reuse = conn.as_ref().is_some_and(|c| c.transactions < self.config.max_messages_per_connection.max(1));
         if !reuse {
@@ -725,7 +752,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             }
             *conn = Some(self.connect(&job.domain).await?);
         }
-        let Some(c) = conn.as_mut() else { return Ok(Feedback::OtherTemporary) };
+        let Some(c) = conn.as_mut() else { return Ok(Delivery::Recorded(Feedback::OtherTemporary)) };
         let result = c.send(outbound_envelope(job, body.len() as u64), &body).await;
         let host = c.host.clone();
         let remote_dsn = c.caps.dsn;
@@ -734,9 +761,17 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         {
             old.quit().await;
         }
+        let feedback = feedback_of(&result.outcomes);
+        if feedback == Feedback::Throttled
+            && job.pushed_back < MAX_PUSH_BACKS
+            && result.outcomes.iter().all(|o| matches!(o, RcptOutcome::Temporary(_)))
+        {
+            tracing::info!(id = %job.message_id, host = %host, "pushed back by the destination; kept for a paced retry");
+            return Ok(Delivery::PushedBack);
+        }
         let attempts: Vec<Attempt> = result.outcomes.iter().map(to_attempt).collect();
         self.record(job, &attempts, Some(host), remote_dsn, &body).await;
-        Ok(feedback_of(&result.outcomes))
+        Ok(Delivery::Recorded(feedback))
     }
 
     /// Record one failure for several jobs in one transaction (a destination

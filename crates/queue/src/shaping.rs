@@ -430,6 +430,11 @@ impl Shaper {
         // Tokens saved up during the outage are not a licence to burst.
         self.tokens = self.tokens.min(1.0);
         self.bucket_dry_ms = None;
+        // The accepted rate is measured afresh: the silent seconds of the
+        // outage would make the destination look ten times slower at its
+        // first push-back than it is.
+        self.recent = [(u64::MAX, 0); SLOTS];
+        self.measuring_since_ms = now_ms;
     }
 
     fn may_decrease(&self, now_ms: u64) -> bool {

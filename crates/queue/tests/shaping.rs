@@ -271,6 +271,29 @@ fn back_from_an_outage_it_starts_small_again() {
     assert_eq!((snap.rate_limit, snap.catching_up), (None, false));
 }
 
+/// The first push-back after an outage sets the rate from what the
+/// destination took since it came back, not diluted by the silent outage.
+#[test]
+fn the_rate_found_after_an_outage_is_measured_since_the_return() {
+    let mut s = Shaper::new(&cfg(), 0);
+    for t in (0..60_000).step_by(1_000) {
+        s.feedback(Feedback::ConnectFailure, t);
+    }
+    // Back: 600 deliveries in 1.2 s (500/s), then a 421.
+    let mut delivered = 0;
+    for i in 0..600 {
+        let t = 60_000 + i * 2;
+        if s.try_start(0, t) {
+            s.feedback(Feedback::Success, t);
+            delivered += 1;
+        }
+    }
+    assert_eq!(delivered, 600, "unlimited in rate once the concurrency caught up");
+    s.feedback(Feedback::Throttled, 61_200);
+    let rate = s.rate_limit().unwrap();
+    assert!((200.0..=260.0).contains(&rate), "rate {rate}: not 0.5 x the 500/s measured since the return");
+}
+
 #[test]
 fn catching_up_stops_at_the_levels_known_before_the_outage() {
     let mut s = Shaper::new(&ShapingConfig { max_concurrency: 100, ..cfg() }, 0);

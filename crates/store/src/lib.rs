@@ -208,6 +208,9 @@ pub struct DeliveryJob {
     pub envelope: StoredEnvelope,
     pub domain: String,
     pub recipients: Vec<JobRecipient>,
+    /// How often the destination pushed this claim back (421) and the
+    /// engine kept it to try again when the pace allows; 0 from storage.
+    pub pushed_back: u32,
 }
 
 /// Which due recipients a claim may take: `class` restricts it to one class;

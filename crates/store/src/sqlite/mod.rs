@@ -213,10 +213,10 @@ pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<
             Route::Remote => ("queued", Some(msg.received_at)),
         };
         conn.prepare_cached(
-            "INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt, class)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
-        .execute(params![id, idx as i64, r.address, domain, r.notify, r.orcpt, state, next])?;
+        .execute(params![id, idx as i64, r.address, domain, r.notify, r.orcpt, state, next, msg.class])?;
     }
     Ok(placements)
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{insert_message, now_secs};
 use crate::{
@@ -22,12 +22,18 @@ pub(crate) fn claim_due(
     filter: &ClaimFilter,
 ) -> Result<Vec<DeliveryJob>> {
     // ?1 now, ?2 limit, ?3 class; then (domain, class) per skipped pair.
+    // Each form reads due rows in claim order from its index and stops at
+    // the limit (schema v4): no sort, no join before the limit.
     let skip: String = (0..filter.skip.len())
         .map(|i| {
             let (d, k) = (4 + 2 * i, 5 + 2 * i);
-            format!(" AND NOT ((?{d} IS NULL OR r.domain = ?{d}) AND (?{k} IS NULL OR m.class = ?{k}))")
+            format!(" AND NOT ((?{d} IS NULL OR r.domain = ?{d}) AND (?{k} IS NULL OR r.class = ?{k}))")
         })
         .collect();
+    let (class, index) = match filter.class {
+        Some(_) => ("r.class = ?3", "recipients_due_class"),
+        None => ("?3 IS NULL", "recipients_due"),
+    };
     let mut params: Vec<Box<dyn rusqlite::ToSql>> =
         vec![Box::new(now), Box::new(limit as i64), Box::new(filter.class.clone())];
     for (d, k) in &filter.skip {
@@ -37,9 +43,9 @@ pub(crate) fn claim_due(
     let mut stmt = c.prepare_cached(&format!(
         "SELECT r.message_id, r.idx, r.address, r.domain, r.notify, r.orcpt, r.attempts, r.delay_notified,
                 m.received_at, m.size, m.envelope, m.class
-         FROM recipients r JOIN messages m ON m.id = r.message_id
-         WHERE r.state = 'queued' AND r.next_attempt <= ?1 AND (r.lease_until IS NULL OR r.lease_until <= ?1)
-           AND (?3 IS NULL OR m.class = ?3){skip}
+         FROM recipients r INDEXED BY {index} JOIN messages m ON m.id = r.message_id
+         WHERE r.state = 'queued' AND {class} AND r.next_attempt <= ?1
+           AND (r.lease_until IS NULL OR r.lease_until <= ?1){skip}
          ORDER BY r.next_attempt, r.message_id, r.idx
          LIMIT ?2"
     ))?;
@@ -98,19 +104,33 @@ pub(crate) fn claim_due(
             envelope,
             domain,
             recipients: vec![recipient],
+            pushed_back: 0,
         });
     }
     Ok(jobs)
 }
 
 pub(crate) fn next_due(c: &Connection) -> Result<Option<i64>> {
-    // A leased recipient is not due before its lease runs out.
-    Ok(c.query_row(
-        "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt THEN lease_until ELSE next_attempt END)
-         FROM recipients WHERE state = 'queued'",
-        [],
-        |r| r.get(0),
-    )?)
+    // The first unleased due time, read from the claim index, and the first
+    // lease to run out (a leased recipient is not due before that).
+    let free: Option<i64> = c
+        .prepare_cached(
+            "SELECT next_attempt FROM recipients INDEXED BY recipients_due
+             WHERE state = 'queued' AND (lease_until IS NULL OR lease_until <= next_attempt)
+             ORDER BY next_attempt LIMIT 1",
+        )?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let leased: Option<i64> = c
+        .prepare_cached(
+            "SELECT MIN(lease_until) FROM recipients INDEXED BY recipients_leased
+             WHERE lease_until IS NOT NULL AND state = 'queued' AND lease_until > next_attempt",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(match (free, leased) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }
 
 fn state_name(s: &NewState) -> &'static str {
@@ -209,7 +229,7 @@ pub(crate) fn retry_where(
     let n = c.execute(
         "UPDATE recipients SET next_attempt = ?1
          WHERE state = 'queued' AND (?2 IS NULL OR domain = ?2)
-           AND (?3 IS NULL OR message_id IN (SELECT id FROM messages WHERE class = ?3))",
+           AND (?3 IS NULL OR class = ?3)",
         params![now, domain, class],
     )? as u64;
     let scope = format!("destination {} class {}", domain.unwrap_or("*"), class.unwrap_or("*"));

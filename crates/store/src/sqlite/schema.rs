@@ -122,8 +122,16 @@ CREATE TABLE controls (
     (
         4,
         r#"
--- Destination-wide operations (park an unreachable destination, retry it)
--- touch only that destination's pending recipients.
+-- Claims read due recipients in order straight from an index, per class
+-- too (the class is copied to each recipient: a backlog of 100,000 must not
+-- be sorted or joined on every claim); destination-wide operations (park an
+-- unreachable destination, retry it) touch only that destination's rows.
+ALTER TABLE recipients ADD COLUMN class TEXT NOT NULL DEFAULT 'interpersonal';
+UPDATE recipients SET class = (SELECT class FROM messages WHERE messages.id = recipients.message_id);
+DROP INDEX recipients_pending;
+CREATE INDEX recipients_due ON recipients (state, next_attempt, message_id, idx);
+CREATE INDEX recipients_due_class ON recipients (state, class, next_attempt, message_id, idx);
+CREATE INDEX recipients_leased ON recipients (lease_until) WHERE lease_until IS NOT NULL;
 CREATE INDEX recipients_destination ON recipients (domain, state);
 "#,
     ),
