@@ -18,11 +18,12 @@ const DEFAULT_DATA: &str = "./facteur-data";
 #[command(
     name = "facteur",
     version,
-    about = "facteur — a mail server: SMTP in, a durable queue, local mailboxes",
-    long_about = "facteur — a mail server: SMTP in, a durable queue, local mailboxes.\n\n\
+    about = "facteur — a mail server: SMTP in, a durable queue, local mailboxes read over IMAP",
+    long_about = "facteur — a mail server: SMTP in, a durable queue, local mailboxes read over IMAP.\n\n\
         With no configuration, `facteur serve` keeps everything in ./facteur-data \
         (embedded SQLite, a generated config file and a self-signed certificate) and \
-        listens on loopback: SMTP 2525, submission 2587, submissions 2465, HTTP 8025."
+        listens on loopback: SMTP 2525, submission 2587, submissions 2465, IMAP 1143, \
+        IMAPS 1993, HTTP 8025."
 )]
 pub struct Cli {
     /// Data folder: database, generated configuration and certificate [default: ./facteur-data]
@@ -798,6 +799,8 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
     println!("  smtp         {}   (MX; STARTTLS offered)", list(&running.smtp));
     println!("  submission   {}   (STARTTLS, then AUTH)", list(&running.submission));
     println!("  submissions  {}   (implicit TLS, then AUTH)", list(&running.submissions));
+    println!("  imap         {}   (STARTTLS, then LOGIN)", list(&running.imap));
+    println!("  imaps        {}   (implicit TLS)", list(&running.imaps));
     println!("  http         {}   (/healthz, /readyz)", list(&running.http));
     for n in &running.notes {
         println!("facteur: {n}");

@@ -27,6 +27,8 @@ pub struct Config {
     /// When the door closes, class by class.
     pub admission: facteur_queue::admission::Watermarks,
     pub admin: AdminSection,
+    /// IMAP sessions: limits and plaintext login.
+    pub imap: facteur_imap::ImapConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -71,12 +73,23 @@ pub struct ListenSection {
     pub submissions: Vec<SocketAddr>,
     /// Health, readiness (and later metrics and controls).
     pub http: Vec<SocketAddr>,
+    /// IMAP with STARTTLS (standard port 143).
+    pub imap: Vec<SocketAddr>,
+    /// IMAP over implicit TLS (standard port 993).
+    pub imaps: Vec<SocketAddr>,
 }
 
 impl Default for ListenSection {
     fn default() -> Self {
         let lo = |port| vec![SocketAddr::from(([127, 0, 0, 1], port))];
-        ListenSection { smtp: lo(2525), submission: lo(2587), submissions: lo(2465), http: lo(8025) }
+        ListenSection {
+            smtp: lo(2525),
+            submission: lo(2587),
+            submissions: lo(2465),
+            http: lo(8025),
+            imap: lo(1143),
+            imaps: lo(1993),
+        }
     }
 }
 
@@ -192,6 +205,8 @@ smtp = ["127.0.0.1:2525"]         # MX: mail from the world, STARTTLS offered
 submission = ["127.0.0.1:2587"]   # STARTTLS then AUTH (RFC 6409)
 submissions = ["127.0.0.1:2465"]  # implicit TLS then AUTH (RFC 8314)
 http = ["127.0.0.1:8025"]         # /healthz, /readyz
+imap = ["127.0.0.1:1143"]         # IMAP4rev2/rev1, STARTTLS then LOGIN
+imaps = ["127.0.0.1:1993"]        # IMAP over implicit TLS
 
 [tls]
 # PEM files. When unset, facteur makes a self-signed certificate in tls/.
@@ -280,6 +295,15 @@ identical_bulk_threshold = 20           # same body from one sender this often i
 # sender_domain = ["shop.example.com"]
 # header = "X-Mailer"                   # optional: header present...
 # header_value = "receipts"             # ...and containing this
+
+[imap]
+max_literal = 67108864        # octets in one literal (an APPENDed message); larger: BAD [TOOBIG]
+max_line = 65536              # octets in a command line outside literals
+max_connections_per_user = 20 # open IMAP sessions per user; more: NO [LIMIT]
+max_failed_logins = 5         # per address in 10 minutes; then each try waits...
+failed_login_delay_secs = 2   # ...this long, and at twice the count the connection closes
+idle_timeout_secs = 1800      # an idle client is logged out (RFC 9051 §5.4: at least 30 minutes)
+plaintext_auth = false        # LOGIN without TLS: only for loopback development
 
 [admin]
 # Bearer token for the HTTP admin API on the http listener (queue depth per

@@ -27,6 +27,8 @@ pub struct Running {
     pub submission: Vec<SocketAddr>,
     pub submissions: Vec<SocketAddr>,
     pub http: Vec<SocketAddr>,
+    pub imap: Vec<SocketAddr>,
+    pub imaps: Vec<SocketAddr>,
     pub health: Arc<Health>,
     /// The delivery engine, when `delivery.enabled`.
     pub engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
@@ -122,8 +124,11 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let sub_l = bind(&config.listen.submission, "submission").await?;
     let subs_l = bind(&config.listen.submissions, "submissions").await?;
     let http_l = bind(&config.listen.http, "http").await?;
+    let imap_l = bind(&config.listen.imap, "imap").await?;
+    let imaps_l = bind(&config.listen.imaps, "imaps").await?;
     let addrs = |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>();
     let (smtp, submission, submissions, http) = (addrs(&smtp_l), addrs(&sub_l), addrs(&subs_l), addrs(&http_l));
+    let (imap, imaps) = (addrs(&imap_l), addrs(&imaps_l));
 
     let (shutdown, rx) = watch::channel(false);
     let health = Health::new_starting();
@@ -168,6 +173,17 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             tasks.spawn(facteur_smtp::serve(l, kind, ctx.clone(), rx.clone()));
         }
     }
+    let imap_ctx = Arc::new(facteur_imap::ImapContext::new(
+        store.clone(),
+        config.imap.clone(),
+        config.server.hostname.clone(),
+        Some(tls.server_config.clone()),
+    ));
+    for (listeners, implicit_tls) in [(imap_l, false), (imaps_l, true)] {
+        for l in listeners {
+            tasks.spawn(facteur_imap::serve(l, implicit_tls, imap_ctx.clone(), rx.clone()));
+        }
+    }
     let admin: Option<(Arc<dyn facteur_http::AdminApi>, String)> = (!config.admin.token.is_empty()).then(|| {
         let api: Arc<dyn facteur_http::AdminApi> =
             Arc::new(AdminImpl { store: store.clone(), engine: engine.clone(), clock: clock.clone() });
@@ -188,7 +204,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         // Mail still flows; readiness says an operator must look.
         health.set_not_ready("storage invariants broken; run `facteur check`");
     }
-    Ok(Running { smtp, submission, submissions, http, health, engine, notes, shutdown, tasks })
+    Ok(Running { smtp, submission, submissions, http, imap, imaps, health, engine, notes, shutdown, tasks })
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.

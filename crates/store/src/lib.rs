@@ -129,10 +129,62 @@ pub struct Domain {
 pub struct Mailbox {
     pub id: i64,
     pub owner: String,
+    /// Hierarchy separator `/`; "INBOX" in that spelling.
     pub name: String,
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub messages: u64,
+    /// Messages without `\Seen`.
+    pub unseen: u64,
+    /// RFC 6154 attribute, e.g. `\Sent`.
+    pub special_use: Option<String>,
+    /// RFC 7162: the MODSEQ of the latest change in this mailbox.
+    pub highest_modseq: u64,
+}
+
+/// The mailboxes every new user gets besides INBOX, with their RFC 6154
+/// special-use attribute.
+pub const DEFAULT_MAILBOXES: [(&str, &str); 5] =
+    [("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive")];
+
+/// One message in a mailbox, without its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageMeta {
+    pub uid: u32,
+    /// System flags with their backslash (`\Seen`), keywords as given.
+    pub flags: Vec<String>,
+    pub modseq: u64,
+    /// Unix seconds (IMAP INTERNALDATE).
+    pub internal_date: i64,
+    pub size: u64,
+    /// The stored message (for its body).
+    pub message_id: String,
+}
+
+/// How STORE changes flags (RFC 9051 §6.4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// What a STORE did: (uid, flags now, modseq) for messages it changed and
+/// for those already as asked; UIDs it refused under UNCHANGEDSINCE.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagsChanged {
+    pub changed: Vec<(u32, Vec<String>, u64)>,
+    pub unchanged: Vec<(u32, Vec<String>, u64)>,
+    pub modified: Vec<u32>,
+}
+
+/// A mailbox's content or flags changed (sent after the commit). Sessions
+/// watching it (IMAP IDLE, NOOP) look again. Within one node this is a
+/// broadcast channel; across nodes the same event would travel over the
+/// shared database's notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxChange {
+    pub mailbox_id: i64,
 }
 
 /// What an address is to this server.
@@ -333,6 +385,52 @@ pub trait Store: Send + Sync + 'static {
     fn list_mailboxes(&self, owner: &str) -> impl Future<Output = Result<Vec<Mailbox>>> + Send;
     /// The raw message stored under (mailbox, uid).
     fn fetch_message(&self, mailbox_id: i64, uid: u32) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    // --- Mailboxes for IMAP and POP3 (names use `/` as separator) ---
+    fn mailbox(&self, owner: &str, name: &str) -> impl Future<Output = Result<Option<Mailbox>>> + Send;
+    /// Create a mailbox (and missing parents); `Exists` if it does.
+    fn create_mailbox(
+        &self,
+        owner: &str,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> impl Future<Output = Result<Mailbox>> + Send;
+    /// Delete a mailbox with its entries; INBOX is refused (`Invalid`).
+    fn delete_mailbox(&self, owner: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Rename a mailbox and its children; INBOX's messages move instead.
+    fn rename_mailbox(&self, owner: &str, from: &str, to: &str) -> impl Future<Output = Result<()>> + Send;
+    fn subscribe(&self, owner: &str, name: &str, on: bool) -> impl Future<Output = Result<()>> + Send;
+    fn subscriptions(&self, owner: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// The messages of a mailbox in UID order.
+    fn mailbox_messages(&self, mailbox_id: i64) -> impl Future<Output = Result<Vec<MessageMeta>>> + Send;
+    /// Store a message into a mailbox (APPEND): its (UID, MODSEQ).
+    fn append_message(
+        &self,
+        mailbox_id: i64,
+        data: Vec<u8>,
+        flags: Vec<String>,
+        internal_date: i64,
+    ) -> impl Future<Output = Result<(u32, u64)>> + Send;
+    fn store_flags(
+        &self,
+        mailbox_id: i64,
+        uids: Vec<u32>,
+        op: FlagOp,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+    ) -> impl Future<Output = Result<FlagsChanged>> + Send;
+    /// Remove the messages flagged `\Deleted` (among `only`); their UIDs.
+    fn expunge(&self, mailbox_id: i64, only: Option<Vec<u32>>) -> impl Future<Output = Result<Vec<u32>>> + Send;
+    /// Copy (or move) messages; (source UID, new UID) pairs.
+    fn copy_messages(
+        &self,
+        from: i64,
+        uids: Vec<u32>,
+        to: i64,
+        moving: bool,
+    ) -> impl Future<Output = Result<Vec<(u32, u32)>>> + Send;
+    /// Changes to mailboxes, after they are committed.
+    fn mailbox_changes(&self) -> tokio::sync::broadcast::Receiver<MailboxChange>;
 
     /// Messages with at least one recipient not yet in a final state.
     fn queue_list(&self) -> impl Future<Output = Result<Vec<QueuedMessage>>> + Send;

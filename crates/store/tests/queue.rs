@@ -102,7 +102,7 @@ async fn outcomes_and_notices_commit_together() {
     assert_eq!(q.attempts[1].recipient, "b@one.test");
     assert_eq!(q.recipients[1].last_error.as_deref(), Some("reply for deferred"));
     // The DSN landed in the sender's INBOX.
-    let inbox = &s.list_mailboxes("sender@example.test").await.unwrap()[0];
+    let inbox = s.mailbox("sender@example.test", "INBOX").await.unwrap().unwrap();
     assert_eq!(inbox.messages, 1);
     assert_eq!(s.next_due().await.unwrap(), Some(1400));
     // Only the deferred one is still in the queue list.

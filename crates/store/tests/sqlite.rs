@@ -90,7 +90,7 @@ async fn concurrent_stores_get_distinct_increasing_uids() {
     // Group commit: 200 concurrent messages did not cost 200 fsyncs.
     let commits = s.commits() - commits_before;
     assert!(commits < 100, "{commits} commits for 200 concurrent messages");
-    let mb = &s.list_mailboxes("alice@example.test").await.unwrap()[0];
+    let mb = s.mailbox("alice@example.test", "INBOX").await.unwrap().unwrap();
     assert_eq!((mb.uidnext, mb.messages), (201, 200));
 }
 
@@ -101,15 +101,19 @@ async fn deleted_or_corrupted_counter_is_repaired_never_reused() {
         s.store_message(msg(&[("alice@example.test", true)])).await.unwrap();
     }
     let db = dir.path().join("facteur.db");
-    // A "faulty upgrade" deletes the counter row.
-    rusqlite::Connection::open(&db).unwrap().execute("DELETE FROM uid_counters", []).unwrap();
+    // A "faulty upgrade" deletes the INBOX counters.
+    const INBOXES: &str = "mailbox_id IN (SELECT id FROM mailboxes WHERE name = 'INBOX')";
+    rusqlite::Connection::open(&db).unwrap().execute(&format!("DELETE FROM uid_counters WHERE {INBOXES}"), []).unwrap();
     let report = s.check(false).await.unwrap();
     assert!(!report.healthy());
     assert!(report.findings.iter().any(|f| f.invariant == "uidnext-above-max-uid"));
     // Mail still flows, with a UID above every existing one.
     assert_eq!(s.store_message(msg(&[("alice@example.test", true)])).await.unwrap()[0].uid, 4);
     // Corrupt the counter backwards.
-    rusqlite::Connection::open(&db).unwrap().execute("UPDATE uid_counters SET uidnext = 2", []).unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(&format!("UPDATE uid_counters SET uidnext = 2 WHERE {INBOXES}"), [])
+        .unwrap();
     let report = s.check(true).await.unwrap();
     assert_eq!(report.findings.iter().filter(|f| f.severity == "repaired").count(), 2, "{report:?}");
     assert!(s.check(false).await.unwrap().healthy());

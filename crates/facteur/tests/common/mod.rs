@@ -23,6 +23,8 @@ pub struct TestServer {
     pub submission: SocketAddr,
     pub submissions: SocketAddr,
     pub http: SocketAddr,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
 }
 
 pub fn loopback0() -> Vec<SocketAddr> {
@@ -37,6 +39,8 @@ pub fn test_config() -> Config {
     c.listen.submission = loopback0();
     c.listen.submissions = loopback0();
     c.listen.http = loopback0();
+    c.listen.imap = loopback0();
+    c.listen.imaps = loopback0();
     c.smtp.trusted_networks = vec![];
     c.smtp.auth_failure_delay_secs = 0;
     // Loopback is not trusted here, so the per-client limits would apply to
@@ -78,6 +82,8 @@ impl TestServer {
             submission: running.submission[0],
             submissions: running.submissions[0],
             http: running.http[0],
+            imap: running.imap[0],
+            imaps: running.imaps[0],
             running: Some(running),
             dir,
         }

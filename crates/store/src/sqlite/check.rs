@@ -20,9 +20,11 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
     };
     let fixed = if repair { "repaired" } else { "error" };
 
-    // UIDNEXT is greater than every UID (RFC 9051 §2.3.1.1), and the counter exists.
+    // UIDNEXT is greater than every UID stored or expunged (RFC 9051
+    // §2.3.1.1), and the counter exists.
     let mut s = c.prepare(
-        "SELECT m.id, m.owner, m.name, u.uidnext, COALESCE((SELECT MAX(uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id), 0)
+        "SELECT m.id, m.owner, m.name, u.uidnext,
+                MAX(COALESCE((SELECT MAX(uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id), 0), m.expunged_uid_max)
          FROM mailboxes m LEFT JOIN uid_counters u ON u.mailbox_id = m.id",
     )?;
     let rows: Vec<(i64, String, String, Option<i64>, i64)> = s
@@ -106,6 +108,24 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
             "error",
             "message-has-body",
             format!("{bodiless} message(s) have no stored body"),
+        ));
+    }
+    // HIGHESTMODSEQ is at least every message's MODSEQ (RFC 7162 §3.1.1).
+    let behind: Vec<(i64, String, String, i64)> = c
+        .prepare(
+            "SELECT m.id, m.owner, m.name, MAX(mm.modseq) FROM mailboxes m JOIN mailbox_messages mm ON mm.mailbox_id = m.id
+             GROUP BY m.id HAVING MAX(mm.modseq) > m.highest_modseq",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, owner, name, max) in behind {
+        if repair {
+            c.execute("UPDATE mailboxes SET highest_modseq = ?2 + 1 WHERE id = ?1", rusqlite::params![id, max])?;
+        }
+        report.findings.push(finding(
+            fixed,
+            "highestmodseq-above-modseq",
+            format!("mailbox {owner}/{name} (id {id}) has HIGHESTMODSEQ below a message's MODSEQ {max}"),
         ));
     }
     let bad_validity: i64 = c.query_row("SELECT COUNT(*) FROM mailboxes WHERE uidvalidity <= 0", [], |r| r.get(0))?;

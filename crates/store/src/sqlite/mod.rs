@@ -2,6 +2,7 @@
 //! one writer thread with group commit, a small pool of reader connections.
 
 mod check;
+mod mail;
 mod queue;
 mod schema;
 mod writer;
@@ -13,9 +14,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    AuditRecord, CheckReport, ClaimFilter, Control, DeliveryJob, Domain, Lookup, Mailbox, NewMessage, Park, Placement,
-    QueueStats, QueuedMessage, RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User,
-    canonical_address,
+    AuditRecord, CheckReport, ClaimFilter, Control, DeliveryJob, Domain, FlagOp, FlagsChanged, Lookup, Mailbox,
+    MailboxChange, MessageId, MessageMeta, NewMessage, Park, Placement, QueueStats, QueuedMessage, RecipientState,
+    RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User, canonical_address,
 };
 
 pub use schema::latest_version;
@@ -30,6 +31,11 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<mpsc::Sender<writer::Job>>,
     commits: Arc<AtomicU64>,
+    changes: tokio::sync::broadcast::Sender<MailboxChange>,
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -69,6 +75,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(tx),
                 commits,
+                changes: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }
@@ -80,6 +87,14 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Tell watchers these mailboxes changed (after the commit).
+    fn changed(&self, mailboxes: impl IntoIterator<Item = i64>) {
+        for mailbox_id in mailboxes {
+            // No receiver is fine: nobody watches.
+            let _ = self.inner.changes.send(MailboxChange { mailbox_id });
+        }
     }
 
     /// Run a write job through the group-commit writer.
@@ -124,8 +139,12 @@ fn split_domain(address: &str) -> Result<(&str, &str)> {
 /// Create a mailbox with a fresh UIDVALIDITY (strictly above any the owner
 /// had, so a re-created mailbox never looks like the old one to a client).
 pub(crate) fn create_mailbox(conn: &Connection, owner: &str, name: &str, special_use: Option<&str>) -> Result<i64> {
-    let prev: Option<i64> =
-        conn.query_row("SELECT MAX(uidvalidity) FROM mailboxes WHERE owner = ?1", [owner], |r| r.get(0))?;
+    let prev: Option<i64> = conn.query_row(
+        "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM mailboxes WHERE owner = ?1
+                             UNION ALL SELECT value FROM uidvalidity_floor WHERE owner = ?1)",
+        [owner],
+        |r| r.get(0),
+    )?;
     let uidvalidity = (now_secs() & 0xFFFF_FFFF).max(prev.unwrap_or(0) + 1).clamp(1, u32::MAX as i64);
     conn.execute(
         "INSERT INTO mailboxes (owner, name, uidvalidity, special_use, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -144,8 +163,10 @@ pub(crate) fn allocate_uid(conn: &Connection, mailbox_id: i64) -> Result<u32> {
     let counter: Option<i64> = conn
         .query_row("SELECT uidnext FROM uid_counters WHERE mailbox_id = ?1", [mailbox_id], |r| r.get(0))
         .optional()?;
+    // The highest UID stored or ever expunged.
     let max_uid: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(uid), 0) FROM mailbox_messages WHERE mailbox_id = ?1",
+        "SELECT MAX(COALESCE((SELECT MAX(uid) FROM mailbox_messages WHERE mailbox_id = ?1), 0),
+                    COALESCE((SELECT expunged_uid_max FROM mailboxes WHERE id = ?1), 0))",
         [mailbox_id],
         |r| r.get(0),
     )?;
@@ -201,11 +222,7 @@ pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<
                 let mailbox_id = inbox_of(conn, user)?;
                 // Two recipients that are the same user get one copy.
                 if !placements.iter().any(|p: &Placement| p.user == *user) {
-                    let uid = allocate_uid(conn, mailbox_id)?;
-                    conn.prepare_cached(
-                        "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, internal_date) VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![mailbox_id, uid, id, msg.received_at])?;
+                    let (uid, _) = mail::place(conn, mailbox_id, &id, &[], msg.received_at)?;
                     placements.push(Placement { user: user.clone(), mailbox_id, uid });
                 }
                 ("delivered", None)
@@ -340,6 +357,10 @@ impl Store for SqliteStore {
                 return Err(StoreError::Exists(format!("user {address}")));
             }
             create_mailbox(c, &address, "INBOX", None)?;
+            for (name, special_use) in crate::DEFAULT_MAILBOXES {
+                create_mailbox(c, &address, name, Some(special_use))?;
+            }
+            c.execute("INSERT INTO subscriptions (owner, name) SELECT owner, name FROM mailboxes WHERE owner = ?1 ON CONFLICT DO NOTHING", [&address])?;
             Ok(())
         })
         .await
@@ -421,31 +442,14 @@ impl Store for SqliteStore {
     }
 
     async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
-        self.write(move |c| insert_message(c, &msg)).await
+        let placements = self.write(move |c| insert_message(c, &msg)).await?;
+        self.changed(placements.iter().map(|p| p.mailbox_id));
+        Ok(placements)
     }
 
     async fn list_mailboxes(&self, owner: &str) -> Result<Vec<Mailbox>> {
         let owner = canonical_address(owner);
-        self.read(move |c| {
-            let mut s = c.prepare(
-                "SELECT m.id, m.owner, m.name, m.uidvalidity,
-                        COALESCE((SELECT uidnext FROM uid_counters u WHERE u.mailbox_id = m.id), 1),
-                        (SELECT COUNT(*) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id)
-                 FROM mailboxes m WHERE m.owner = ?1 ORDER BY m.name",
-            )?;
-            let rows = s.query_map([owner], |r| {
-                Ok(Mailbox {
-                    id: r.get(0)?,
-                    owner: r.get(1)?,
-                    name: r.get(2)?,
-                    uidvalidity: r.get(3)?,
-                    uidnext: r.get(4)?,
-                    messages: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.read(move |c| mail::list(c, &owner)).await
     }
 
     async fn fetch_message(&self, mailbox_id: i64, uid: u32) -> Result<Option<Vec<u8>>> {
@@ -458,6 +462,92 @@ impl Store for SqliteStore {
             .optional()?)
         })
         .await
+    }
+
+    async fn mailbox(&self, owner: &str, name: &str) -> Result<Option<Mailbox>> {
+        let (owner, name) = (canonical_address(owner), name.to_string());
+        self.read(move |c| mail::get(c, &owner, &name)).await
+    }
+
+    async fn create_mailbox(&self, owner: &str, name: &str, special_use: Option<&str>) -> Result<Mailbox> {
+        let (owner, name, su) = (canonical_address(owner), name.to_string(), special_use.map(str::to_string));
+        self.write(move |c| mail::create(c, &owner, &name, su.as_deref())).await
+    }
+
+    async fn delete_mailbox(&self, owner: &str, name: &str) -> Result<()> {
+        let (owner, name) = (canonical_address(owner), name.to_string());
+        let id = self.write(move |c| mail::delete(c, &owner, &name)).await?;
+        self.changed([id]);
+        Ok(())
+    }
+
+    async fn rename_mailbox(&self, owner: &str, from: &str, to: &str) -> Result<()> {
+        let (owner, from, to) = (canonical_address(owner), from.to_string(), to.to_string());
+        let ids = self.write(move |c| mail::rename(c, &owner, &from, &to, now_secs())).await?;
+        self.changed(ids);
+        Ok(())
+    }
+
+    async fn subscribe(&self, owner: &str, name: &str, on: bool) -> Result<()> {
+        let (owner, name) = (canonical_address(owner), name.to_string());
+        self.write(move |c| mail::set_subscribed(c, &owner, &name, on)).await
+    }
+
+    async fn subscriptions(&self, owner: &str) -> Result<Vec<String>> {
+        let owner = canonical_address(owner);
+        self.read(move |c| mail::subscriptions(c, &owner)).await
+    }
+
+    async fn mailbox_messages(&self, mailbox_id: i64) -> Result<Vec<MessageMeta>> {
+        self.read(move |c| mail::messages(c, mailbox_id)).await
+    }
+
+    async fn append_message(
+        &self,
+        mailbox_id: i64,
+        data: Vec<u8>,
+        flags: Vec<String>,
+        internal_date: i64,
+    ) -> Result<(u32, u64)> {
+        let id = MessageId::new(now_millis());
+        let r = self.write(move |c| mail::append(c, mailbox_id, &id, &data, &flags, internal_date)).await?;
+        self.changed([mailbox_id]);
+        Ok(r)
+    }
+
+    async fn store_flags(
+        &self,
+        mailbox_id: i64,
+        uids: Vec<u32>,
+        op: FlagOp,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsChanged> {
+        let r = self.write(move |c| mail::store_flags(c, mailbox_id, &uids, op, &flags, unchanged_since)).await?;
+        if !r.changed.is_empty() {
+            self.changed([mailbox_id]);
+        }
+        Ok(r)
+    }
+
+    async fn expunge(&self, mailbox_id: i64, only: Option<Vec<u32>>) -> Result<Vec<u32>> {
+        let r = self.write(move |c| mail::expunge(c, mailbox_id, only.as_deref())).await?;
+        if !r.is_empty() {
+            self.changed([mailbox_id]);
+        }
+        Ok(r)
+    }
+
+    async fn copy_messages(&self, from: i64, uids: Vec<u32>, to: i64, moving: bool) -> Result<Vec<(u32, u32)>> {
+        let r = self.write(move |c| mail::copy(c, from, &uids, to, moving, now_secs())).await?;
+        if !r.is_empty() {
+            self.changed(if moving { vec![from, to] } else { vec![to] });
+        }
+        Ok(r)
+    }
+
+    fn mailbox_changes(&self) -> tokio::sync::broadcast::Receiver<MailboxChange> {
+        self.inner.changes.subscribe()
     }
 
     async fn queue_list(&self) -> Result<Vec<QueuedMessage>> {

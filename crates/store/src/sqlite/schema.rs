@@ -135,6 +135,24 @@ CREATE INDEX recipients_leased ON recipients (lease_until) WHERE lease_until IS 
 CREATE INDEX recipients_destination ON recipients (domain, state);
 "#,
     ),
+    (
+        5,
+        r#"
+-- IMAP: a MODSEQ per message and HIGHESTMODSEQ per mailbox (RFC 7162 §3.1);
+-- the highest UID ever expunged, so UIDNEXT stays above every UID handed
+-- out even when the newest messages are gone (RFC 9051 §2.3.1.1); the
+-- highest UIDVALIDITY an owner's deleted mailboxes had, so a re-created
+-- mailbox never looks like the old one; subscriptions (RFC 9051 §6.3.7),
+-- which may name mailboxes that do not exist.
+ALTER TABLE mailbox_messages ADD COLUMN modseq INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE mailboxes ADD COLUMN highest_modseq INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE mailboxes ADD COLUMN expunged_uid_max INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE uidvalidity_floor (owner TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE subscriptions (owner TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (owner, name));
+INSERT INTO subscriptions (owner, name) SELECT owner, name FROM mailboxes;
+CREATE INDEX mailbox_messages_message ON mailbox_messages (message_id);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -1,0 +1,383 @@
+//! IMAP over real TCP: every command of the first slice, pipelining,
+//! literals split across packets, bad syntax, limits, and IDLE push of an
+//! SMTP delivery.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, PASSWORD, TestServer, test_config, tls_connector};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Imap {
+    io: BufReader<Box<dyn Io>>,
+}
+
+impl Imap {
+    async fn connect(addr: std::net::SocketAddr) -> Imap {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let mut c = Imap { io: BufReader::new(Box::new(s)) };
+        let greeting = c.line().await;
+        assert!(greeting.starts_with("* OK [CAPABILITY IMAP4rev2 IMAP4rev1"), "{greeting}");
+        c
+    }
+
+    async fn connect_tls(addr: std::net::SocketAddr) -> Imap {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let tls = tls_connector().connect("localhost".try_into().unwrap(), s).await.unwrap();
+        let mut c = Imap { io: BufReader::new(Box::new(tls)) };
+        assert!(c.line().await.starts_with("* OK"));
+        c
+    }
+
+    async fn starttls(mut self) -> Imap {
+        let r = self.cmd("s1 STARTTLS").await;
+        assert!(r.last().unwrap().starts_with("s1 OK"), "{r:?}");
+        let raw = self.io.into_inner();
+        let tls = tls_connector().connect("localhost".try_into().unwrap(), raw).await.unwrap();
+        Imap { io: BufReader::new(Box::new(tls)) }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.io.get_mut().write_all(bytes).await.unwrap();
+        self.io.get_mut().flush().await.unwrap();
+    }
+
+    /// One response line, with any literal it announces inlined.
+    async fn line(&mut self) -> String {
+        let mut out = String::new();
+        loop {
+            let mut l = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut l))
+                .await
+                .expect("no answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "connection closed; so far: {out:?}");
+            let l = l.trim_end_matches("\r\n").to_string();
+            out.push_str(&l);
+            // A literal: {n} at the end of the line, then n octets.
+            if let Some(len) =
+                l.strip_suffix('}').and_then(|x| x.rsplit_once('{')).and_then(|(_, n)| n.parse::<usize>().ok())
+            {
+                let mut data = vec![0; len];
+                self.io.read_exact(&mut data).await.unwrap();
+                out.push_str("\r\n");
+                out.push_str(&String::from_utf8_lossy(&data));
+                continue;
+            }
+            return out;
+        }
+    }
+
+    /// Lines up to and including the tagged one.
+    async fn until_tagged(&mut self, tag: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line().await;
+            let done = l.starts_with(&format!("{tag} "));
+            lines.push(l);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    async fn cmd(&mut self, line: &str) -> Vec<String> {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        let tag = line.split(' ').next().unwrap().to_string();
+        self.until_tagged(&tag).await
+    }
+
+    async fn ok(&mut self, line: &str) -> Vec<String> {
+        let r = self.cmd(line).await;
+        let tag = line.split(' ').next().unwrap();
+        assert!(r.last().unwrap().starts_with(&format!("{tag} OK")), "{line} -> {r:?}");
+        r
+    }
+
+    async fn login(&mut self, user: &str) {
+        self.ok(&format!("l1 LOGIN {user} {PASSWORD}")).await;
+    }
+}
+
+fn has(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+/// A server whose IMAP accepts LOGIN without TLS (loopback development).
+async fn server() -> TestServer {
+    let mut c = test_config();
+    c.imap.plaintext_auth = true;
+    c.imap.failed_login_delay_secs = 0;
+    TestServer::start_with(c).await
+}
+
+async fn deliver(s: &TestServer, to: &str, subject: &str, body: &str) {
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    let r = c
+        .send_mail(
+            "sender@remote.test",
+            &[to],
+            &format!("From: Sender <sender@remote.test>\r\nTo: {to}\r\nSubject: {subject}\r\n\r\n{body}"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+#[tokio::test]
+async fn login_needs_tls_unless_configured() {
+    let s = TestServer::start().await;
+    let mut c = Imap::connect(s.imap).await;
+    let caps = c.ok("a CAPABILITY").await;
+    assert!(has(&caps, "STARTTLS") && has(&caps, "LOGINDISABLED"), "{caps:?}");
+    let r = c.cmd(&format!("b LOGIN alice@example.test {PASSWORD}")).await;
+    assert!(r[0].starts_with("b NO [PRIVACYREQUIRED]"), "{r:?}");
+    let mut c = c.starttls().await;
+    let caps = c.ok("c CAPABILITY").await;
+    assert!(has(&caps, "AUTH=PLAIN") && !has(&caps, "STARTTLS"), "{caps:?}");
+    c.login("alice@example.test").await;
+    // Implicit TLS, AUTHENTICATE PLAIN with an initial response (SASL-IR).
+    let mut t = Imap::connect_tls(s.imaps).await;
+    use base64::Engine;
+    let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0bob@example.test\0{PASSWORD}"));
+    t.ok(&format!("a AUTHENTICATE PLAIN {ir}")).await;
+    // And without: a continuation, then the data line.
+    let mut t = Imap::connect_tls(s.imaps).await;
+    t.send(b"a AUTHENTICATE PLAIN\r\n").await;
+    assert_eq!(t.line().await, "+ ");
+    let bad = base64::engine::general_purpose::STANDARD.encode("\0bob@example.test\0wrong");
+    t.send(format!("{bad}\r\n").as_bytes()).await;
+    let r = t.until_tagged("a").await;
+    assert!(r[0].starts_with("a NO [AUTHENTICATIONFAILED]"), "{r:?}");
+}
+
+#[tokio::test]
+async fn select_fetch_store_search_expunge() {
+    let s = server().await;
+    deliver(&s, "alice@example.test", "first", "Hello one\r\n").await;
+    deliver(&s, "alice@example.test", "second", "Hello two, with a WORD\r\n").await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let r = c.ok("a SELECT INBOX").await;
+    assert!(has(&r, "* 2 EXISTS") && has(&r, "[UIDNEXT 3]") && has(&r, "[UIDVALIDITY "), "{r:?}");
+    assert!(r.last().unwrap().starts_with("a OK [READ-WRITE]"), "{r:?}");
+
+    let r = c.ok("b FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])").await;
+    assert!(has(&r, "* 1 FETCH (UID 1 FLAGS () RFC822.SIZE "), "{r:?}");
+    assert!(has(&r, "ENVELOPE (NIL \"first\" ((\"Sender\" NIL \"sender\" \"remote.test\"))"), "envelope: {r:?}");
+    assert!(has(&r, "BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7BIT\" 13 2"), "{r:?}");
+    assert!(has(&r, "Subject: second"), "{r:?}");
+    // BODY[] without PEEK sets \Seen and says so.
+    let r = c.ok("c FETCH 2 BODY[TEXT]").await;
+    assert!(has(&r, "Hello two") && has(&r, "\\Seen"), "{r:?}");
+    let r = c.ok("d FETCH 1 (BODY.PEEK[]<0.5>)").await;
+    assert!(has(&r, "BODY[]<0> {5}"), "partial fetch: {r:?}");
+
+    let r = c.ok("e SEARCH UNSEEN").await;
+    assert_eq!(r[0], "* SEARCH 1");
+    let r = c.ok("f UID SEARCH BODY word").await;
+    assert!(r[0] == "* SEARCH 2", "{r:?}");
+    let r = c.ok("g SEARCH OR SUBJECT first SUBJECT nothing").await;
+    assert!(r[0] == "* SEARCH 1", "{r:?}");
+
+    let r = c.ok("h STORE 1 +FLAGS (\\Deleted $Later)").await;
+    assert!(has(&r, "* 1 FETCH (FLAGS (\\Seen \\Deleted $Later)") || has(&r, "\\Deleted $Later"), "{r:?}");
+    let r = c.ok("i UID STORE 2 -FLAGS.SILENT (\\Seen)").await;
+    assert_eq!(r.len(), 1, "silent: {r:?}");
+    let r = c.ok("j EXPUNGE").await;
+    assert!(r[0] == "* 1 EXPUNGE", "{r:?}");
+    let r = c.ok("k FETCH 1 (UID FLAGS)").await;
+    assert!(r[0].starts_with("* 1 FETCH (UID 2 FLAGS ()"), "{r:?}");
+    // Bad syntax: BAD with the tag, the session goes on.
+    let r = c.cmd("l FETCH x:y (FLAGS)").await;
+    assert!(r[0].starts_with("l BAD"), "{r:?}");
+    let r = c.cmd("m FROBNICATE").await;
+    assert!(r[0].starts_with("m BAD"), "{r:?}");
+    c.ok("n NOOP").await;
+    let r = c.ok("o LOGOUT").await;
+    assert!(r[0].starts_with("* BYE"), "{r:?}");
+}
+
+#[tokio::test]
+async fn mailboxes_append_copy_move_and_status() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let r = c.ok("a LIST \"\" *").await;
+    assert!(has(&r, "* LIST (\\HasNoChildren \\Sent \\Subscribed) \"/\" \"Sent\""), "{r:?}");
+    assert!(has(&r, "\"INBOX\"") && has(&r, "\\Trash") && has(&r, "\\Junk") && has(&r, "\\Archive"), "{r:?}");
+    let r = c.ok("b LIST \"\" \"\"").await;
+    assert_eq!(r[0], "* LIST (\\Noselect) \"/\" \"\"");
+    c.ok("c CREATE Projects/Facteur").await;
+    let r = c.ok("d LIST \"\" Projects/%").await;
+    assert!(has(&r, "\"Projects/Facteur\""), "{r:?}");
+    let r = c.ok("e LIST \"\" %").await;
+    assert!(has(&r, "(\\HasChildren) \"/\" \"Projects\""), "a parent made for the child is not subscribed: {r:?}");
+    let r = c.cmd("f CREATE INBOX").await;
+    assert!(r[0].starts_with("f NO [ALREADYEXISTS]"), "{r:?}");
+    c.ok("g RENAME Projects Work").await;
+    let r = c.cmd("h DELETE Projects").await;
+    assert!(r[0].starts_with("h NO [NONEXISTENT]"), "{r:?}");
+    c.ok("i UNSUBSCRIBE Work").await;
+    let r = c.ok("j LSUB \"\" Work*").await;
+    assert!(!has(&r, "\"Work\"") && has(&r, "\"Work/Facteur\""), "{r:?}");
+
+    // APPEND with a synchronising literal split across packets...
+    let msg = "From: me@example.test\r\nSubject: appended\r\n\r\nbody\r\n";
+    c.send(format!("k APPEND Work (\\Flagged) {{{}}}\r\n", msg.len()).as_bytes()).await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(&msg.as_bytes()[..10]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(&msg.as_bytes()[10..]).await;
+    c.send(b"\r\n").await;
+    let r = c.until_tagged("k").await;
+    assert!(r[0].starts_with("k OK [APPENDUID ") && r[0].ends_with(" 1] APPEND completed"), "{r:?}");
+    // ...and a non-synchronising one (LITERAL+), pipelined with two more commands.
+    c.send(
+        format!("l APPEND Work {{{}+}}\r\n{msg}\r\nm NOOP\r\nn STATUS Work (MESSAGES UIDNEXT UNSEEN)\r\n", msg.len())
+            .as_bytes(),
+    )
+    .await;
+    let r = c.until_tagged("n").await;
+    assert!(r[0].starts_with("l OK [APPENDUID ") && r[1].starts_with("m OK"), "{r:?}");
+    assert!(has(&r, "* STATUS \"Work\" (MESSAGES 2 UIDNEXT 3 UNSEEN 2)"), "{r:?}");
+
+    c.ok("o SELECT Work").await;
+    let r = c.ok("p COPY 1:2 Archive").await;
+    assert!(r[0].starts_with("p OK [COPYUID ") && r[0].contains(" 1:2 1:2]"), "{r:?}");
+    let r = c.ok("q UID MOVE 2 Trash").await;
+    assert!(r[0].starts_with("* OK [COPYUID ") && r[1] == "* 2 EXPUNGE", "{r:?}");
+    let r = c.ok("r STATUS Trash (MESSAGES)").await;
+    assert!(has(&r, "(MESSAGES 1)"), "{r:?}");
+    let r = c.cmd("s COPY 1 Nowhere").await;
+    assert!(r[0].starts_with("s NO [TRYCREATE]"), "{r:?}");
+    c.ok("t EXAMINE Archive").await;
+    let r = c.cmd("u STORE 1 +FLAGS (\\Seen)").await;
+    assert!(r[0].starts_with("u NO [READ-ONLY]"), "{r:?}");
+    c.ok("v UNSELECT").await;
+    let r = c.cmd("w FETCH 1 FLAGS").await;
+    assert!(r[0].starts_with("w BAD"), "not selected: {r:?}");
+    let r = c.ok("x NAMESPACE").await;
+    assert_eq!(r[0], "* NAMESPACE ((\"\" \"/\")) NIL NIL");
+    let r = c.ok("y ID (\"name\" \"test\")").await;
+    assert!(r[0].starts_with("* ID ("), "{r:?}");
+}
+
+#[tokio::test]
+async fn condstore_modseq_and_unchangedsince() {
+    let s = server().await;
+    deliver(&s, "alice@example.test", "one", "x\r\n").await;
+    deliver(&s, "alice@example.test", "two", "y\r\n").await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let r = c.ok("a ENABLE CONDSTORE").await;
+    assert_eq!(r[0], "* ENABLED CONDSTORE");
+    let r = c.ok("b SELECT INBOX").await;
+    let highest: u64 = r
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("* OK [HIGHESTMODSEQ ").and_then(|x| x.split(']').next()).and_then(|n| n.parse().ok())
+        })
+        .expect("HIGHESTMODSEQ");
+    let r = c.ok("c FETCH 1:2 (MODSEQ)").await;
+    assert!(has(&r, "* 1 FETCH (MODSEQ (") && has(&r, "* 2 FETCH (MODSEQ ("), "{r:?}");
+    let r = c.ok("d STORE 1 +FLAGS (\\Flagged)").await;
+    assert!(has(&r, "MODSEQ ("), "{r:?}");
+    // 1 changed after `highest`: a conditional store on both refuses it.
+    let r = c.ok(&format!("e STORE 1:2 (UNCHANGEDSINCE {highest}) +FLAGS (\\Answered)")).await;
+    assert!(r.last().unwrap().starts_with("e OK [MODIFIED 1]"), "{r:?}");
+    let r = c.ok(&format!("f FETCH 1:2 (FLAGS) (CHANGEDSINCE {highest})")).await;
+    assert_eq!(r.len(), 3, "both changed since: {r:?}");
+}
+
+#[tokio::test]
+async fn idle_sees_an_smtp_delivery_within_a_second() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("bob@example.test").await;
+    c.ok("a SELECT INBOX").await;
+    c.send(b"b IDLE\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    let started = std::time::Instant::now();
+    deliver(&s, "bob@example.test", "pushed", "now\r\n").await;
+    let l = tokio::time::timeout(Duration::from_secs(1), c.line()).await.expect("no EXISTS within a second");
+    assert_eq!(l, "* 1 EXISTS");
+    eprintln!("EXISTS {} ms after the SMTP transaction began", started.elapsed().as_millis());
+    c.send(b"DONE\r\n").await;
+    let r = c.until_tagged("b").await;
+    assert!(r.last().unwrap().starts_with("b OK"), "{r:?}");
+    // Another session's flag change reaches an idling one too.
+    let mut other = Imap::connect(s.imap).await;
+    other.login("bob@example.test").await;
+    other.ok("x SELECT INBOX").await;
+    c.send(b"c IDLE\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    other.ok("y STORE 1 +FLAGS (\\Flagged)").await;
+    let l = tokio::time::timeout(Duration::from_secs(1), c.line()).await.expect("no FETCH within a second");
+    assert!(l.starts_with("* 1 FETCH (FLAGS (\\Flagged)"), "{l}");
+    c.send(b"DONE\r\n").await;
+    c.until_tagged("c").await;
+}
+
+#[tokio::test]
+async fn limits_answer_with_standard_replies() {
+    let mut cfg = test_config();
+    cfg.imap.plaintext_auth = true;
+    cfg.imap.max_literal = 1000;
+    cfg.imap.max_line = 200;
+    cfg.imap.max_connections_per_user = 2;
+    cfg.imap.max_failed_logins = 2;
+    cfg.imap.failed_login_delay_secs = 1;
+    cfg.imap.idle_timeout_secs = 1;
+    let s = TestServer::start_with(cfg).await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    // A literal at the limit is taken, one octet more is refused before it is sent.
+    let body = "x".repeat(1000);
+    c.send(b"a APPEND INBOX {1000}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(format!("{body}\r\n").as_bytes()).await;
+    assert!(c.until_tagged("a").await[0].starts_with("a OK"));
+    c.ok("a2 SELECT INBOX").await;
+    c.send(b"b APPEND INBOX {1001}\r\n").await;
+    let r = c.line().await;
+    assert!(r.starts_with("b BAD [TOOBIG]"), "{r}");
+    // A non-synchronising one over the limit: its octets are read and dropped.
+    c.send(format!("c APPEND INBOX {{1001+}}\r\n{}x\r\nd NOOP\r\n", body).as_bytes()).await;
+    let r = c.until_tagged("d").await;
+    assert!(r[0].starts_with("c BAD [TOOBIG]") && r[1].starts_with("d OK"), "{r:?}");
+    // A command line at 200 octets is read, at 201 refused.
+    let at = format!("e SEARCH SUBJECT {}", "y".repeat(200 - "e SEARCH SUBJECT ".len() - 2));
+    assert_eq!(at.len() + 2, 200);
+    c.ok(&at).await;
+    let r = c.cmd(&format!("{at}y")).await;
+    assert!(r[0].starts_with("e BAD") && r[0].contains("200"), "{r:?}");
+    // Two sessions for alice at most.
+    let mut c2 = Imap::connect(s.imap).await;
+    c2.login("alice@example.test").await;
+    let mut c3 = Imap::connect(s.imap).await;
+    let r = c3.cmd(&format!("l LOGIN alice@example.test {PASSWORD}")).await;
+    assert!(r[0].starts_with("l NO [LIMIT]"), "{r:?}");
+    drop(c2);
+    // Failed logins: two answered at once, then slowed down, then the door.
+    let mut f = Imap::connect(s.imap).await;
+    let t = std::time::Instant::now();
+    for i in 0..3 {
+        let r = f.cmd(&format!("f{i} LOGIN alice@example.test wrong")).await;
+        assert!(r[0].starts_with(&format!("f{i} NO [AUTHENTICATIONFAILED]")), "{r:?}");
+    }
+    assert!(t.elapsed() >= Duration::from_millis(900), "the third failure was not delayed");
+    f.send(b"f9 LOGIN alice@example.test wrong\r\n").await;
+    f.until_tagged("f9").await;
+    let bye = f.line().await;
+    assert!(bye.starts_with("* BYE too many failed logins"), "{bye}");
+    // Idle for longer than the timeout: BYE.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let l = c.line().await;
+    assert!(l.starts_with("* BYE idle for too long"), "{l}");
+}

@@ -1,0 +1,27 @@
+//! The IMAP server of facteur: IMAP4rev2 (RFC 9051), with IMAP4rev1
+//! (RFC 3501) for older clients.
+//!
+//! Commands are parsed and responses written by `imap-codec`; this crate
+//! answers them from the store.
+//!
+//! - [`server`]: listeners (STARTTLS and implicit TLS), framing of lines and
+//!   literals, limits, and the wait for changes in IDLE. The only I/O.
+//! - [`session`]: the states and commands of RFC 9051 over decoded commands.
+//! - [`view`]: a session's snapshot of its selected mailbox and the untagged
+//!   updates that bring a client up to date (pure).
+//! - [`mime`]: ENVELOPE, BODY/BODYSTRUCTURE and `BODY[section]<partial>`
+//!   from the raw message (RFC 9051 §6.4.5, §7.5.2).
+//! - [`search`]: SEARCH keys against one message (RFC 9051 §6.4.4).
+//! - [`seqset`]: sequence and UID sets against the existing messages
+//!   (RFC 9051 §6.4.8), and compact UID sets for COPYUID/APPENDUID.
+//! - [`utf7`]: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
+
+pub mod mime;
+pub mod search;
+pub mod seqset;
+pub mod server;
+pub mod session;
+pub mod utf7;
+pub mod view;
+
+pub use server::{ImapConfig, ImapContext, serve};

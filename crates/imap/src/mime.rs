@@ -1,0 +1,945 @@
+//! MIME views of a stored message for FETCH (RFC 9051 §6.4.5, §7.5.2;
+//! RFC 3501 §6.4.5, §7.4.2): ENVELOPE, BODY and BODYSTRUCTURE, the bytes of
+//! `BODY[section]` and `<origin.length>` partial fetches.
+//!
+//! The raw message is parsed once with [`mail_parser::MessageParser`] and the
+//! answers are read from that parse: structure and header values from its
+//! parts, section bytes as slices of the original octets through its offsets
+//! (never re-encoded). [`Mime`] keeps one parse for several FETCH items; the
+//! free functions parse for a single answer.
+//!
+//! Failure behaviour: nothing here fails or panics. Malformed MIME gives a
+//! best-effort answer: a composite part that cannot be split (a multipart
+//! without its boundary, an unparsable message/rfc822) is described as
+//! text/plain, as is a part without a usable Content-Type (RFC 2045 §5.2); a
+//! message without any header is all body; a section that does not exist is
+//! empty. NUL octets, which IMAP strings cannot carry, are dropped from
+//! header-derived strings.
+
+use std::num::NonZeroU32;
+
+use imap_codec::imap_types::{
+    body::{
+        BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
+        SinglePartExtensionData, SpecificFields,
+    },
+    core::{AString, IString, NString, Vec1},
+    envelope::{Address, Envelope},
+    fetch::{Part, Section},
+};
+use mail_parser::{Addr, ContentType, Header, HeaderName, HeaderValue, Message, MessageParser, MessagePart, PartType};
+
+/// Deepest part nesting described; deeper parts are reported as leaves, so a
+/// hostile message cannot exhaust the stack.
+const MAX_DEPTH: usize = 64;
+
+/// The ENVELOPE of a message (RFC 9051 §7.5.2).
+pub fn envelope(raw: &[u8]) -> Envelope<'static> {
+    Mime::parse(raw).envelope()
+}
+
+/// The BODYSTRUCTURE (`extended`) or BODY (not `extended`) of a message
+/// (RFC 9051 §7.5.2).
+pub fn body_structure(raw: &[u8], extended: bool) -> BodyStructure<'static> {
+    Mime::parse(raw).body_structure(extended)
+}
+
+/// The octets of `BODY[section]` (RFC 9051 §6.4.5); `None` is `BODY[]`.
+pub fn section(raw: &[u8], section: Option<&Section>) -> Vec<u8> {
+    Mime::parse(raw).section(section)
+}
+
+/// The `<origin.length>` substring of fetched data (RFC 9051 §6.4.5): empty
+/// when the origin is past the end, shortened when the data ends first.
+pub fn partial(data: &[u8], partial: Option<(u32, NonZeroU32)>) -> &[u8] {
+    let Some((origin, length)) = partial else {
+        return data;
+    };
+    let start = usize::try_from(origin).unwrap_or(usize::MAX).min(data.len());
+    let len = usize::try_from(length.get()).unwrap_or(usize::MAX);
+    &data[start..start.saturating_add(len).min(data.len())]
+}
+
+/// A message parsed once, answering several FETCH items.
+pub struct Mime<'a> {
+    raw: &'a [u8],
+    /// `None` when no header field could be parsed: the message is all body.
+    message: Option<Message<'a>>,
+}
+
+impl<'a> Mime<'a> {
+    /// Parses `raw` (never fails; see the module documentation).
+    pub fn parse(raw: &'a [u8]) -> Self {
+        let message = MessageParser::default().parse(raw).filter(|m| !m.parts.is_empty());
+        Mime { raw, message }
+    }
+
+    /// The ENVELOPE (RFC 9051 §7.5.2); every field NIL without a header.
+    pub fn envelope(&self) -> Envelope<'static> {
+        match &self.message {
+            Some(message) => envelope_of(message),
+            None => empty_envelope(),
+        }
+    }
+
+    /// BODYSTRUCTURE with `extended`, BODY without (RFC 9051 §7.5.2).
+    pub fn body_structure(&self, extended: bool) -> BodyStructure<'static> {
+        match self.message.as_ref().and_then(root) {
+            Some(node) => structure(node, extended, 0),
+            // RFC 2045 §5.2: no Content-Type means text/plain; charset=us-ascii.
+            None => default_text(self.raw, extended),
+        }
+    }
+
+    /// The octets of `BODY[section]` (RFC 9051 §6.4.5), `None` being the
+    /// whole message. A part that does not exist gives an empty vector.
+    pub fn section(&self, section: Option<&Section>) -> Vec<u8> {
+        let Some(section) = section else {
+            return self.raw.to_vec();
+        };
+        let Some(message) = &self.message else {
+            return self.headerless_section(section);
+        };
+        let bytes = match section {
+            Section::Header(part) => header_of(message, part.as_ref()).map(<[u8]>::to_vec),
+            Section::HeaderFields(part, names) => {
+                header_of(message, part.as_ref()).map(|header| return_fields(header, names.as_ref(), true))
+            }
+            Section::HeaderFieldsNot(part, names) => {
+                header_of(message, part.as_ref()).map(|header| return_fields(header, names.as_ref(), false))
+            }
+            Section::Text(part) => encapsulated(message, part.as_ref()).and_then(root).map(|node| node.body().to_vec()),
+            Section::Mime(part) => resolve(message, part).map(|node| node.header().to_vec()),
+            Section::Part(part) => resolve(message, part).map(|node| node.body().to_vec()),
+        };
+        bytes.unwrap_or_default()
+    }
+
+    /// Sections of a message without header fields: an empty header, a body
+    /// that is the whole message, and a single part 1.
+    fn headerless_section(&self, section: &Section) -> Vec<u8> {
+        let is_one = |part: &Part| part.0.as_ref() == [NonZeroU32::MIN];
+        match section {
+            Section::Text(None) => self.raw.to_vec(),
+            Section::Part(part) if is_one(part) => self.raw.to_vec(),
+            Section::HeaderFields(None, _) | Section::HeaderFieldsNot(None, _) => b"\r\n".to_vec(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// One body part: the message whose `raw_message` its offsets refer to
+/// (the top-level message, or an encapsulated one), and the part itself.
+#[derive(Clone, Copy)]
+struct Node<'m, 'x> {
+    message: &'m Message<'x>,
+    part: &'m MessagePart<'x>,
+}
+
+impl<'m> Node<'m, '_> {
+    /// The part's header section, blank line included.
+    fn header(&self) -> &'m [u8] {
+        slice(&self.message.raw_message, self.part.offset_header, self.part.offset_body)
+    }
+
+    /// The part's body, in its transfer encoding.
+    fn body(&self) -> &'m [u8] {
+        slice(&self.message.raw_message, self.part.offset_body, self.part.offset_end)
+    }
+
+    /// The last field called `name` (the one mail-parser itself uses).
+    fn field(&self, name: HeaderName<'_>) -> Option<&'m Header<'m>> {
+        self.part.headers.iter().rev().find(|h| h.name == name)
+    }
+
+    /// A field's value as written: unfolded, trimmed, encoded words kept.
+    fn raw_value(&self, name: HeaderName<'_>) -> Option<String> {
+        let field = self.field(name)?;
+        let value = slice(&self.message.raw_message, field.offset_start, field.offset_end);
+        let value: Vec<u8> = value.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect();
+        Some(String::from_utf8_lossy(value.trim_ascii()).into_owned())
+    }
+
+    fn content_type(&self) -> Option<&'m ContentType<'m>> {
+        self.field(HeaderName::ContentType)?.value.as_content_type()
+    }
+
+    fn encapsulated(&self) -> Option<&'m Message<'m>> {
+        match &self.part.body {
+            PartType::Message(inner) => Some(inner),
+            _ => None,
+        }
+    }
+}
+
+/// `raw[start..end]`, clamped so inconsistent offsets give a short slice.
+fn slice(raw: &[u8], start: u32, end: u32) -> &[u8] {
+    let start = (start as usize).min(raw.len());
+    let end = (end as usize).clamp(start, raw.len());
+    &raw[start..end]
+}
+
+fn root<'m, 'x>(message: &'m Message<'x>) -> Option<Node<'m, 'x>> {
+    message.parts.first().map(|part| Node { message, part })
+}
+
+/// Part `n` of a message (RFC 9051 §6.4.5): the n-th child of a multipart
+/// message, or for any other message its body as part 1.
+fn nth_of_message<'m, 'x>(message: &'m Message<'x>, n: NonZeroU32) -> Option<Node<'m, 'x>> {
+    let top = root(message)?;
+    match &top.part.body {
+        PartType::Multipart(ids) if !ids.is_empty() => nth_child(message, ids, n),
+        _ => (n.get() == 1).then_some(top),
+    }
+}
+
+/// Part `n` inside a part: a multipart's child, or the part of an
+/// encapsulated message/rfc822 message. Leaves have no parts.
+fn nth_of_part<'m, 'x>(node: Node<'m, 'x>, n: NonZeroU32) -> Option<Node<'m, 'x>> {
+    match &node.part.body {
+        PartType::Multipart(ids) => nth_child(node.message, ids, n),
+        PartType::Message(inner) => nth_of_message(inner, n),
+        _ => None,
+    }
+}
+
+fn nth_child<'m, 'x>(message: &'m Message<'x>, ids: &[u32], n: NonZeroU32) -> Option<Node<'m, 'x>> {
+    let id = *ids.get(usize::try_from(n.get() - 1).ok()?)?;
+    message.parts.get(usize::try_from(id).ok()?).map(|part| Node { message, part })
+}
+
+/// The part a section's part number names (`1.2.3`).
+fn resolve<'m, 'x>(message: &'m Message<'x>, part: &Part) -> Option<Node<'m, 'x>> {
+    let (&first, rest) = part.0.as_ref().split_first()?;
+    rest.iter().try_fold(nth_of_message(message, first)?, |node, &n| nth_of_part(node, n))
+}
+
+/// The message HEADER and TEXT refer to: the top-level one, or the one
+/// encapsulated in a message/rfc822 part (RFC 9051 §6.4.5).
+fn encapsulated<'m, 'x>(message: &'m Message<'x>, part: Option<&Part>) -> Option<&'m Message<'x>> {
+    match part {
+        None => Some(message),
+        Some(part) => match &resolve(message, part)?.part.body {
+            PartType::Message(inner) => Some(inner),
+            _ => None,
+        },
+    }
+}
+
+/// The header section HEADER and HEADER.FIELDS refer to.
+fn header_of<'m>(message: &'m Message<'_>, part: Option<&Part>) -> Option<&'m [u8]> {
+    encapsulated(message, part).and_then(root).map(|node| node.header())
+}
+
+/// HEADER.FIELDS (`keep`) or HEADER.FIELDS.NOT: the fields whose name
+/// matches one of `names` case-insensitively (or none of them), in their
+/// original form, then the delimiting blank line (RFC 9051 §6.4.5).
+fn return_fields(header: &[u8], names: &[AString<'_>], keep: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for field in fields(header) {
+        let matched =
+            field_name(field).is_some_and(|name| names.iter().any(|wanted| wanted.as_ref().eq_ignore_ascii_case(name)));
+        if matched == keep {
+            out.extend_from_slice(field);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Splits a header section into fields (a line and its continuation lines,
+/// RFC 5322 §2.2.3), stopping at the blank line.
+fn fields(header: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    while pos < header.len() {
+        let end = header[pos..].iter().position(|&b| b == b'\n').map_or(header.len(), |i| pos + i + 1);
+        let line = &header[pos..end];
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if !matches!(line[0], b' ' | b'\t') && pos > start {
+            fields.push(&header[start..pos]);
+            start = pos;
+        }
+        pos = end;
+    }
+    if pos > start {
+        fields.push(&header[start..pos]);
+    }
+    fields
+}
+
+/// The name of a field: what precedes the colon, trailing blanks removed.
+fn field_name(field: &[u8]) -> Option<&[u8]> {
+    let colon = field.iter().position(|&b| b == b':')?;
+    Some(field[..colon].trim_ascii_end())
+}
+
+/// Number of text lines, counting a last line without line end.
+fn lines(body: &[u8]) -> u32 {
+    let ends = body.iter().filter(|&&b| b == b'\n').count();
+    let ends = if body.last().is_some_and(|&b| b != b'\n') { ends + 1 } else { ends };
+    u32::try_from(ends).unwrap_or(u32::MAX)
+}
+
+fn size(body: &[u8]) -> u32 {
+    u32::try_from(body.len()).unwrap_or(u32::MAX)
+}
+
+/// An IMAP string; quoted when possible, a literal otherwise (non-ASCII,
+/// CR, LF). NUL octets, which neither can hold, are dropped.
+fn istr(s: &str) -> IString<'static> {
+    let s: String = s.chars().filter(|&c| c != '\0').collect();
+    IString::try_from(s).unwrap_or_else(|_| IString::try_from("").expect("empty string is valid"))
+}
+
+fn nstr(s: Option<&str>) -> NString<'static> {
+    NString(s.map(istr))
+}
+
+// ---------------------------------------------------------------- ENVELOPE
+
+fn empty_envelope() -> Envelope<'static> {
+    Envelope {
+        date: NString::NIL,
+        subject: NString::NIL,
+        from: Vec::new(),
+        sender: Vec::new(),
+        reply_to: Vec::new(),
+        to: Vec::new(),
+        cc: Vec::new(),
+        bcc: Vec::new(),
+        in_reply_to: NString::NIL,
+        message_id: NString::NIL,
+    }
+}
+
+/// RFC 9051 §7.5.2 ENVELOPE: date, subject, from, sender, reply-to, to, cc,
+/// bcc, in-reply-to and message-id of a message's header; NIL for absent
+/// fields; sender and reply-to default to from.
+fn envelope_of(message: &Message<'_>) -> Envelope<'static> {
+    let Some(top) = root(message) else {
+        return empty_envelope();
+    };
+    let list = |name| top.field(name).map(|f| addresses(&f.value)).unwrap_or_default();
+    let from = list(HeaderName::From);
+    let or_from = |list: Vec<Address<'static>>| if list.is_empty() { from.clone() } else { list };
+    // Date, In-Reply-To and Message-ID are sent as written; the subject
+    // decoded (RFC 2047), which a literal carries when it is not ASCII.
+    let subject = top.field(HeaderName::Subject).map(|f| match &f.value {
+        HeaderValue::Text(text) => text.to_string(),
+        _ => String::new(),
+    });
+    Envelope {
+        date: nstr(top.raw_value(HeaderName::Date).as_deref()),
+        subject: nstr(subject.as_deref()),
+        sender: or_from(list(HeaderName::Sender)),
+        reply_to: or_from(list(HeaderName::ReplyTo)),
+        to: list(HeaderName::To),
+        cc: list(HeaderName::Cc),
+        bcc: list(HeaderName::Bcc),
+        in_reply_to: nstr(top.raw_value(HeaderName::InReplyTo).as_deref()),
+        message_id: nstr(top.raw_value(HeaderName::MessageId).as_deref()),
+        from,
+    }
+}
+
+/// Address structures of an address field. A named group is framed by
+/// `(NIL NIL "name" NIL)` and `(NIL NIL NIL NIL)` (RFC 9051 §7.5.2).
+fn addresses(value: &HeaderValue<'_>) -> Vec<Address<'static>> {
+    let mut out = Vec::new();
+    match value {
+        HeaderValue::Address(mail_parser::Address::List(list)) => {
+            out.extend(list.iter().filter_map(address));
+        }
+        HeaderValue::Address(mail_parser::Address::Group(groups)) => {
+            for group in groups {
+                let Some(name) = group.name.as_deref() else {
+                    out.extend(group.addresses.iter().filter_map(address));
+                    continue;
+                };
+                out.push(Address {
+                    name: NString::NIL,
+                    adl: NString::NIL,
+                    mailbox: nstr(Some(name)),
+                    host: NString::NIL,
+                });
+                out.extend(group.addresses.iter().filter_map(address));
+                out.push(Address { name: NString::NIL, adl: NString::NIL, mailbox: NString::NIL, host: NString::NIL });
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// One address: personal name, NIL source route, local part and domain. An
+/// address without a domain gets an empty host, since a NIL host would mark
+/// a group; a lone word (`Bcc: nodomain`) is taken as such a local part.
+fn address(addr: &Addr<'_>) -> Option<Address<'static>> {
+    let (name, address) = match (addr.name.as_deref(), addr.address.as_deref()) {
+        (name, Some(address)) => (name, address),
+        (Some(word), None) => (None, word),
+        (None, None) => return None,
+    };
+    let (mailbox, host) = address.rsplit_once('@').unwrap_or((address, ""));
+    Some(Address { name: nstr(name), adl: NString::NIL, mailbox: nstr(Some(mailbox)), host: nstr(Some(host)) })
+}
+
+// ----------------------------------------------------------- BODYSTRUCTURE
+
+/// The body structure of a part (RFC 9051 §7.5.2): multipart, message/rfc822
+/// with its envelope and structure, text with its line count, or basic.
+fn structure(node: Node<'_, '_>, extended: bool, depth: usize) -> BodyStructure<'static> {
+    if let PartType::Multipart(ids) = &node.part.body
+        && depth < MAX_DEPTH
+    {
+        let bodies: Vec<_> = ids
+            .iter()
+            .filter_map(|&id| node.message.parts.get(id as usize))
+            .map(|part| structure(Node { message: node.message, part }, extended, depth + 1))
+            .collect();
+        if let Ok(bodies) = Vec1::try_from(bodies) {
+            let content_type = node.content_type();
+            let subtype = content_type.and_then(ContentType::subtype).unwrap_or("mixed");
+            return BodyStructure::Multi {
+                bodies,
+                subtype: istr(subtype),
+                extension_data: extended.then(|| MultiPartExtensionData {
+                    parameter_list: parameters(content_type),
+                    tail: Some(disposition(node)),
+                }),
+            };
+        }
+    }
+    single(node, extended, depth)
+}
+
+/// A non-multipart part, or a multipart that could not be split.
+fn single(node: Node<'_, '_>, extended: bool, depth: usize) -> BodyStructure<'static> {
+    let body = node.body();
+    let content_type = node.content_type();
+    let inner = node.encapsulated().filter(|_| depth < MAX_DEPTH).and_then(root);
+    let (parameter_list, specific) = match (inner, content_type) {
+        (Some(inner), _) => (
+            parameters(content_type),
+            SpecificFields::Message {
+                envelope: Box::new(envelope_of(inner.message)),
+                body_structure: Box::new(structure(inner, extended, depth + 1)),
+                number_of_lines: lines(body),
+            },
+        ),
+        (None, Some(ct)) if !is_composite(ct) && ct.subtype().is_some() => {
+            let subtype = istr(ct.subtype().unwrap_or_default());
+            let specific = if ct.ctype().eq_ignore_ascii_case("text") {
+                SpecificFields::Text { subtype, number_of_lines: lines(body) }
+            } else {
+                SpecificFields::Basic { r#type: istr(ct.ctype()), subtype }
+            };
+            (parameters(content_type), specific)
+        }
+        // RFC 2045 §5.2: a missing or unusable Content-Type is text/plain.
+        _ => (us_ascii(), SpecificFields::Text { subtype: istr("plain"), number_of_lines: lines(body) }),
+    };
+    let encoding = node.raw_value(HeaderName::ContentTransferEncoding).filter(|e| !e.is_empty());
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list,
+                id: nstr(node.raw_value(HeaderName::ContentId).as_deref()),
+                description: nstr(description(node).as_deref()),
+                // RFC 2045 §6.1: 7BIT is the default.
+                content_transfer_encoding: istr(encoding.as_deref().unwrap_or("7BIT")),
+                size: size(body),
+            },
+            specific,
+        },
+        extension_data: extended.then(|| SinglePartExtensionData { md5: NString::NIL, tail: Some(disposition(node)) }),
+    }
+}
+
+/// text/plain; charset=us-ascii, for a message without any header.
+fn default_text(raw: &[u8], extended: bool) -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: us_ascii(),
+                id: NString::NIL,
+                description: NString::NIL,
+                content_transfer_encoding: istr("7BIT"),
+                size: size(raw),
+            },
+            specific: SpecificFields::Text { subtype: istr("plain"), number_of_lines: lines(raw) },
+        },
+        extension_data: extended.then(|| SinglePartExtensionData {
+            md5: NString::NIL,
+            tail: Some(Disposition {
+                disposition: None,
+                tail: Some(Language {
+                    language: Vec::new(),
+                    tail: Some(Location { location: NString::NIL, extensions: Vec::new() }),
+                }),
+            }),
+        }),
+    }
+}
+
+fn us_ascii() -> Vec<(IString<'static>, IString<'static>)> {
+    vec![(istr("charset"), istr("us-ascii"))]
+}
+
+/// Types whose body is parsed for parts: described as such only when the
+/// parse succeeded.
+fn is_composite(ct: &ContentType<'_>) -> bool {
+    let subtype = ct.subtype().unwrap_or_default();
+    ct.ctype().eq_ignore_ascii_case("multipart")
+        || ct.ctype().eq_ignore_ascii_case("message")
+            && (subtype.eq_ignore_ascii_case("rfc822") || subtype.eq_ignore_ascii_case("global"))
+}
+
+fn parameters(ct: Option<&ContentType<'_>>) -> Vec<(IString<'static>, IString<'static>)> {
+    ct.and_then(ContentType::attributes).unwrap_or_default().iter().map(|a| (istr(&a.name), istr(&a.value))).collect()
+}
+
+fn description(node: Node<'_, '_>) -> Option<String> {
+    match &node.field(HeaderName::ContentDescription)?.value {
+        HeaderValue::Text(text) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+/// Extension data after md5: disposition (RFC 2183), language (RFC 3282)
+/// and location (RFC 2557), RFC 9051 §7.5.2.
+fn disposition(node: Node<'_, '_>) -> Disposition<'static> {
+    let disposition = node
+        .field(HeaderName::ContentDisposition)
+        .and_then(|f| f.value.as_content_type())
+        .map(|cd| (istr(cd.ctype()), parameters(Some(cd))));
+    let language = match node.field(HeaderName::ContentLanguage).map(|f| &f.value) {
+        Some(HeaderValue::TextList(list)) => list.iter().map(|l| istr(l)).collect(),
+        Some(HeaderValue::Text(one)) => vec![istr(one)],
+        _ => Vec::new(),
+    };
+    let location = node.raw_value(HeaderName::ContentLocation).filter(|l| !l.is_empty());
+    Disposition {
+        disposition,
+        tail: Some(Language {
+            language,
+            tail: Some(Location { location: nstr(location.as_deref()), extensions: Vec::new() }),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use imap_codec::{
+        ResponseCodec,
+        encode::Encoder,
+        imap_types::{
+            fetch::MessageDataItem,
+            response::{Data, Response},
+        },
+    };
+
+    use super::*;
+
+    /// The wire form of a FETCH item, without the `* 1 FETCH (` frame.
+    fn wire(item: MessageDataItem<'static>) -> String {
+        let response = Response::Data(Data::fetch(1, vec![item]).unwrap());
+        let bytes = ResponseCodec::default().encode(&response).dump();
+        let text = String::from_utf8(bytes).unwrap();
+        text.strip_prefix("* 1 FETCH (").unwrap().strip_suffix(")\r\n").unwrap().to_owned()
+    }
+
+    fn bs(raw: &[u8]) -> String {
+        wire(MessageDataItem::BodyStructure(body_structure(raw, true)))
+    }
+
+    fn body(raw: &[u8]) -> String {
+        wire(MessageDataItem::Body(body_structure(raw, false)))
+    }
+
+    fn env(raw: &[u8]) -> String {
+        wire(MessageDataItem::Envelope(envelope(raw)))
+    }
+
+    fn part(path: &[u32]) -> Part {
+        let nums: Vec<_> = path.iter().map(|&n| NonZeroU32::new(n).unwrap()).collect();
+        Part(Vec1::try_from(nums).unwrap())
+    }
+
+    fn names(list: &[&str]) -> Vec1<AString<'static>> {
+        let v: Vec<_> = list.iter().map(|n| AString::try_from(n.to_string()).unwrap()).collect();
+        Vec1::try_from(v).unwrap()
+    }
+
+    fn sec(raw: &[u8], s: Section) -> String {
+        String::from_utf8(section(raw, Some(&s))).unwrap()
+    }
+
+    const SIMPLE: &[u8] = b"Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n\
+From: Fred Foobar <foobar@Blurdybloop.example>\r\n\
+Subject: afternoon meeting\r\n\
+To: mooch@owatagu.siam.edu.example\r\n\
+Message-Id: <B27397-0100000@Blurdybloop.example>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n\
+\r\n\
+Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n";
+
+    const MIXED: &[u8] = b"From: a@example.org\r\n\
+Subject: parts\r\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\r\n\
+\r\n\
+preamble\r\n\
+--XX\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+caf=C3=A9\r\n\
+second line\r\n\
+--XX\r\n\
+Content-Type: message/rfc822\r\n\
+Content-Description: forwarded\r\n\
+\r\n\
+From: b@example.org\r\n\
+Subject: inner\r\n\
+Content-Type: multipart/alternative; boundary=YY\r\n\
+\r\n\
+--YY\r\n\
+\r\n\
+inner plain\r\n\
+--YY\r\n\
+Content-Type: text/html\r\n\
+\r\n\
+<p>inner</p>\r\n\
+--YY--\r\n\
+\r\n\
+--XX\r\n\
+Content-Type: application/pdf; name=\"a.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"a.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+Content-ID: <pdf@example.org>\r\n\
+Content-Language: en, fr\r\n\
+Content-Location: http://example.org/a.pdf\r\n\
+\r\n\
+JVBERi0=\r\n\
+--XX--\r\n\
+epilogue\r\n";
+
+    #[test]
+    fn envelope_of_a_simple_message() {
+        assert_eq!(
+            env(SIMPLE),
+            "ENVELOPE (\"Mon, 7 Feb 1994 21:52:25 -0800 (PST)\" \"afternoon meeting\" \
+((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) \
+((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) \
+((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) \
+((NIL NIL \"mooch\" \"owatagu.siam.edu.example\")) NIL NIL NIL \
+\"<B27397-0100000@Blurdybloop.example>\")"
+        );
+    }
+
+    #[test]
+    fn envelope_sender_reply_to_groups_and_folding() {
+        let raw = b"From: a@x.example\r\n\
+Sender: s@x.example\r\n\
+Reply-To: r@x.example\r\n\
+To: Team: one@x.example, Two <two@x.example>;, solo@y.example\r\n\
+Cc: undisclosed-recipients:;\r\n\
+Bcc: nodomain\r\n\
+In-Reply-To:\r\n <parent@x.example>\r\n\
+Subject: =?utf-8?q?Entw=C3=BCrfe?=\r\n\
+\r\n\
+body\r\n";
+        let e = env(raw);
+        assert!(e.contains("((NIL NIL \"s\" \"x.example\")) ((NIL NIL \"r\" \"x.example\"))"), "{e}");
+        assert!(
+            e.contains(
+                "((NIL NIL \"Team\" NIL)(NIL NIL \"one\" \"x.example\")(\"Two\" NIL \"two\" \"x.example\")\
+(NIL NIL NIL NIL)(NIL NIL \"solo\" \"y.example\"))"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))"), "{e}");
+        assert!(e.contains("\"<parent@x.example>\""), "{e}");
+        // A non-ASCII subject travels as a literal.
+        assert!(e.starts_with("ENVELOPE (NIL {9}\r\nEntwürfe ((NIL NIL \"a\""), "{e}");
+        assert!(e.ends_with(" ((NIL NIL \"nodomain\" \"\")) \"<parent@x.example>\" NIL)"), "{e}");
+    }
+
+    #[test]
+    fn nul_octets_are_dropped_from_strings() {
+        let raw = b"Subject: a\0b\r\nContent-Type: text/plain; name=\"x\0y\"\r\n\r\nbody\0\r\n";
+        assert!(env(raw).starts_with("ENVELOPE (NIL \"ab\" "), "{}", env(raw));
+        assert!(body(raw).contains("(\"name\" \"xy\")"), "{}", body(raw));
+    }
+
+    #[test]
+    fn envelope_without_fields_is_nil() {
+        let nil = "ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)";
+        assert_eq!(env(b""), nil);
+        assert_eq!(env(b"just text, no header\r\n"), nil);
+        assert_eq!(env(b"X-Other: 1\r\n\r\nbody"), nil);
+    }
+
+    #[test]
+    fn body_structure_of_a_simple_message() {
+        assert_eq!(
+            bs(SIMPLE),
+            "BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" \"US-ASCII\") NIL NIL \"7BIT\" 55 1 \
+NIL NIL NIL NIL)"
+        );
+        assert_eq!(body(SIMPLE), "BODY (\"TEXT\" \"plain\" (\"charset\" \"US-ASCII\") NIL NIL \"7BIT\" 55 1)");
+    }
+
+    #[test]
+    fn envelope_of_an_encapsulated_message() {
+        let raw = b"Subject: outer\r\nContent-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\n\
+Content-Type: message/rfc822\r\n\r\n\
+Date: Tue, 1 Mar 2022 10:00:00 +0100\r\nFrom: In <in@x.example>\r\nMessage-ID:\r\n <inner@x.example>\r\n\r\nhi\r\n\
+--Z--\r\n";
+        let s = body(raw);
+        assert!(
+            s.contains(
+                "(\"Tue, 1 Mar 2022 10:00:00 +0100\" NIL ((\"In\" NIL \"in\" \"x.example\")) \
+((\"In\" NIL \"in\" \"x.example\")) ((\"In\" NIL \"in\" \"x.example\")) NIL NIL NIL NIL \
+\"<inner@x.example>\")"
+            ),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn body_structure_of_nested_parts() {
+        let s = bs(MIXED);
+        assert!(
+            s.starts_with(
+                "BODYSTRUCTURE ((\"TEXT\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \
+\"quoted-printable\" 22 2 NIL NIL NIL NIL)"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "(\"MESSAGE\" \"RFC822\" NIL NIL \"forwarded\" \"7BIT\" 165 \
+(NIL \"inner\" ((NIL NIL \"b\" \"example.org\"))"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "((\"TEXT\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7BIT\" 11 1 NIL NIL NIL NIL)\
+(\"TEXT\" \"html\" NIL NIL NIL \"7BIT\" 12 1 NIL NIL NIL NIL) \"alternative\" \
+(\"boundary\" \"YY\") NIL NIL NIL) 12 NIL NIL NIL NIL)"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.ends_with(
+                "(\"application\" \"pdf\" (\"name\" \"a.pdf\") \"<pdf@example.org>\" NIL \"base64\" 8 \
+NIL (\"attachment\" (\"filename\" \"a.pdf\")) (\"en\" \"fr\") \"http://example.org/a.pdf\") \
+\"mixed\" (\"boundary\" \"XX\") NIL NIL NIL)"
+            ),
+            "{s}"
+        );
+        let b = body(MIXED);
+        assert!(!b.contains("boundary") && !b.contains("attachment"), "{b}");
+        assert!(b.ends_with("\"base64\" 8) \"mixed\")"), "{b}");
+    }
+
+    #[test]
+    fn malformed_mime_gives_a_best_effort_structure() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"\r\n",
+            b"\r\n\r\n\r\n",
+            b"no header at all",
+            b"\xff\xfe\x00\x01garbage\x00\r\n\r\n\x80",
+            b"Subject: x",
+            b"Subject: x\r\n",
+            b"Content-Type: multipart/mixed\r\n\r\nno boundary parameter\r\n",
+            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\nboundary never appears\r\n",
+            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\nContent-Type: text/plain\r\n\r\ntrunc",
+            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\n",
+            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q--\r\n",
+            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\nContent-Type: multipart/related; boundary=R\r\n\r\n--R\r\n\r\nx",
+            b"Content-Type: message/rfc822\r\n\r\n",
+            b"Content-Type: message/rfc822\r\n\r\nnot a message",
+            b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQpoaQ==\r\n",
+            b"Content-Type: text\r\n\r\nno subtype\r\n",
+            b"Content-Type: ;;;\r\nContent-Transfer-Encoding:\r\n\r\nx",
+            b"Content-Type: multipart/digest; boundary=D\r\n\r\n--D\r\n\r\nSubject: in digest\r\n\r\nhi\r\n--D--\r\n",
+            b"From: \"unterminated <a@\r\nTo: <<<>>>,,,@@@\r\nDate: yesterday\r\n\r\n",
+        ];
+        for raw in cases {
+            let mime = Mime::parse(raw);
+            for extended in [false, true] {
+                let _ = wire(MessageDataItem::BodyStructure(mime.body_structure(extended)));
+            }
+            let _ = wire(MessageDataItem::Envelope(mime.envelope()));
+            for p in [&[1][..], &[1, 1], &[2], &[1, 2, 3], &[9]] {
+                let _ = mime.section(Some(&Section::Part(part(p))));
+                let _ = mime.section(Some(&Section::Mime(part(p))));
+                let _ = mime.section(Some(&Section::Header(Some(part(p)))));
+                let _ = mime.section(Some(&Section::Text(Some(part(p)))));
+            }
+            assert_eq!(mime.section(None), raw.to_vec());
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_handled() {
+        for end in 0..=MIXED.len() {
+            let raw = &MIXED[..end];
+            let mime = Mime::parse(raw);
+            let _ = wire(MessageDataItem::BodyStructure(mime.body_structure(true)));
+            let _ = wire(MessageDataItem::Envelope(mime.envelope()));
+            assert_eq!(
+                mime.section(Some(&Section::Header(None))).len() + mime.section(Some(&Section::Text(None))).len(),
+                end
+            );
+            for p in [&[1][..], &[2], &[2, 1], &[2, 2], &[3]] {
+                let bytes = mime.section(Some(&Section::Part(part(p))));
+                assert!(bytes.len() <= end);
+                let _ = mime.section(Some(&Section::Mime(part(p))));
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_broken_multiparts() {
+        // No boundary parameter: one text/plain part of the whole body.
+        let raw = b"Content-Type: multipart/mixed\r\n\r\nabc\r\n";
+        assert_eq!(
+            bs(raw),
+            "BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7BIT\" 5 1 NIL NIL NIL NIL)"
+        );
+        // Truncated: the parts found so far are kept.
+        let raw = b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\n\r\none\r\n--Q\r\nContent-Type: text/html\r\n\r\ntwo, cut he";
+        let s = body(raw);
+        assert!(s.starts_with("BODY ((\"TEXT\" \"plain\""), "{s}");
+        assert!(s.contains("(\"TEXT\" \"html\" NIL NIL NIL \"7BIT\" 11 1) \"mixed\")"), "{s}");
+        assert_eq!(sec(raw, Section::Part(part(&[2]))), "two, cut he");
+        assert_eq!(sec(raw, Section::Part(part(&[3]))), "");
+        // An empty body.
+        assert_eq!(
+            bs(b""),
+            "BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7BIT\" 0 0 NIL NIL NIL NIL)"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let mut raw = Vec::new();
+        for i in 0..500 {
+            raw.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\nleaf\r\n");
+        let _ = body_structure(&raw, true);
+        let mut raw = Vec::new();
+        for _ in 0..500 {
+            raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        raw.extend_from_slice(b"Subject: leaf\r\n\r\nleaf\r\n");
+        let _ = wire(MessageDataItem::BodyStructure(body_structure(&raw, true)));
+    }
+
+    #[test]
+    fn whole_header_and_text_sections() {
+        assert_eq!(section(MIXED, None), MIXED.to_vec());
+        let header = sec(MIXED, Section::Header(None));
+        assert!(header.starts_with("From: a@example.org\r\n") && header.ends_with("\"XX\"\r\n\r\n"));
+        let text = sec(MIXED, Section::Text(None));
+        assert!(text.starts_with("preamble\r\n--XX") && text.ends_with("--XX--\r\nepilogue\r\n"));
+        assert_eq!(header.len() + text.len(), MIXED.len());
+    }
+
+    #[test]
+    fn numbered_parts() {
+        assert_eq!(sec(MIXED, Section::Part(part(&[1]))), "caf=C3=A9\r\nsecond line");
+        assert_eq!(
+            sec(MIXED, Section::Mime(part(&[1]))),
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        );
+        let two = sec(MIXED, Section::Part(part(&[2])));
+        assert!(two.starts_with("From: b@example.org\r\n") && two.ends_with("--YY--\r\n"), "{two:?}");
+        assert_eq!(
+            sec(MIXED, Section::Header(Some(part(&[2])))),
+            "From: b@example.org\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=YY\r\n\r\n"
+        );
+        let text = sec(MIXED, Section::Text(Some(part(&[2]))));
+        assert!(text.starts_with("--YY\r\n") && text.ends_with("--YY--\r\n"), "{text:?}");
+        assert_eq!(sec(MIXED, Section::Part(part(&[2, 1]))), "inner plain");
+        assert_eq!(sec(MIXED, Section::Part(part(&[2, 2]))), "<p>inner</p>");
+        assert_eq!(sec(MIXED, Section::Mime(part(&[2, 2]))), "Content-Type: text/html\r\n\r\n");
+        assert_eq!(sec(MIXED, Section::Part(part(&[3]))), "JVBERi0=");
+        // Parts that do not exist, and HEADER/TEXT of parts that are not messages.
+        for p in [&[4][..], &[1, 1], &[2, 3], &[3, 1], &[2, 1, 1]] {
+            assert_eq!(sec(MIXED, Section::Part(part(p))), "", "{p:?}");
+        }
+        assert_eq!(sec(MIXED, Section::Header(Some(part(&[1])))), "");
+        assert_eq!(sec(MIXED, Section::Text(Some(part(&[3])))), "");
+    }
+
+    #[test]
+    fn part_one_of_a_single_part_message_is_its_body() {
+        assert_eq!(sec(SIMPLE, Section::Part(part(&[1]))), "Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n");
+        assert_eq!(sec(SIMPLE, Section::Part(part(&[2]))), "");
+        assert_eq!(sec(SIMPLE, Section::Part(part(&[1, 1]))), "");
+        let raw = b"Subject: outer\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nhi\r\n";
+        assert_eq!(sec(raw, Section::Part(part(&[1]))), "Subject: inner\r\n\r\nhi\r\n");
+        assert_eq!(sec(raw, Section::Header(Some(part(&[1])))), "Subject: inner\r\n\r\n");
+        assert_eq!(sec(raw, Section::Part(part(&[1, 1]))), "hi\r\n");
+        let e = wire(MessageDataItem::Body(body_structure(raw, false)));
+        assert!(e.starts_with("BODY (\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 22 (NIL \"inner\""), "{e}");
+    }
+
+    #[test]
+    fn header_fields_and_not() {
+        let fields = Section::HeaderFields(None, names(&["subject", "FROM", "x-absent"]));
+        assert_eq!(sec(MIXED, fields), "From: a@example.org\r\nSubject: parts\r\n\r\n");
+        let not = Section::HeaderFieldsNot(None, names(&["Content-Type", "from"]));
+        assert_eq!(sec(MIXED, not), "Subject: parts\r\n\r\n");
+        let folded = b"To: a@x,\r\n  b@x\r\nSubject : spaced\r\nX-A: 1\r\n\r\nbody";
+        let fields = Section::HeaderFields(None, names(&["to", "subject"]));
+        assert_eq!(sec(folded, fields), "To: a@x,\r\n  b@x\r\nSubject : spaced\r\n\r\n");
+        let inner = Section::HeaderFields(Some(part(&[2])), names(&["subject"]));
+        assert_eq!(sec(MIXED, inner), "Subject: inner\r\n\r\n");
+        let none = Section::HeaderFields(None, names(&["x-absent"]));
+        assert_eq!(sec(MIXED, none), "\r\n");
+        // No blank line and no body: the fields still end with one.
+        let fields = Section::HeaderFields(None, names(&["subject"]));
+        assert_eq!(sec(b"Subject: only", fields), "Subject: only\r\n");
+    }
+
+    #[test]
+    fn headerless_message_sections() {
+        let raw = b"hello\r\nworld\r\n";
+        assert_eq!(sec(raw, Section::Header(None)), "");
+        assert_eq!(sec(raw, Section::Text(None)), "hello\r\nworld\r\n");
+        assert_eq!(sec(raw, Section::Part(part(&[1]))), "hello\r\nworld\r\n");
+        assert_eq!(sec(raw, Section::Part(part(&[2]))), "");
+        assert_eq!(section(b"", None), b"");
+    }
+
+    #[test]
+    fn lf_only_messages_keep_their_bytes() {
+        let raw = b"Subject: lf\nContent-Type: multipart/mixed; boundary=L\n\n--L\n\none\n--L--\n";
+        assert_eq!(sec(raw, Section::Header(None)), "Subject: lf\nContent-Type: multipart/mixed; boundary=L\n\n");
+        assert_eq!(sec(raw, Section::Part(part(&[1]))), "one");
+    }
+
+    #[test]
+    fn partial_ranges() {
+        let n = |v| NonZeroU32::new(v).unwrap();
+        assert_eq!(partial(b"0123456789", None), b"0123456789");
+        assert_eq!(partial(b"0123456789", Some((0, n(3)))), b"012");
+        assert_eq!(partial(b"0123456789", Some((8, n(5)))), b"89");
+        assert_eq!(partial(b"0123456789", Some((10, n(1)))), b"");
+        assert_eq!(partial(b"0123456789", Some((u32::MAX, n(u32::MAX)))), b"");
+        assert_eq!(partial(b"", Some((0, n(1)))), b"");
+    }
+}

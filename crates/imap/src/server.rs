@@ -1,0 +1,373 @@
+//! IMAP listeners and the per-connection driver: framing with
+//! `imap-codec`'s fragmentizer (literals announced before their bytes
+//! arrive), STARTTLS or implicit TLS, limits, and IDLE's wait for changes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use facteur_store::Store;
+use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer, LiteralAnnouncement};
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::core::LiteralMode;
+use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::session::{Next, Session, SessionConfig, UserSlots};
+
+/// `[imap]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// Largest literal (APPEND message), octets.
+    pub max_literal: u32,
+    /// Longest command line outside literals, octets.
+    pub max_line: u32,
+    /// Sessions one user may have open at once.
+    pub max_connections_per_user: usize,
+    /// Failed logins from one address within 10 minutes before each further
+    /// attempt is slowed down by `failed_login_delay_secs`; at twice this
+    /// the connection is closed.
+    pub max_failed_logins: u32,
+    pub failed_login_delay_secs: u64,
+    /// An idle client is logged out after this (RFC 9051 §5.4: at least 30 minutes).
+    pub idle_timeout_secs: u64,
+    /// Allow LOGIN and AUTHENTICATE without TLS (for loopback development).
+    pub plaintext_auth: bool,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            max_literal: 64 * 1024 * 1024,
+            max_line: 64 * 1024,
+            max_connections_per_user: 20,
+            max_failed_logins: 5,
+            failed_login_delay_secs: 2,
+            idle_timeout_secs: 30 * 60,
+            plaintext_auth: false,
+        }
+    }
+}
+
+/// What every IMAP connection shares.
+pub struct ImapContext<S> {
+    pub store: S,
+    pub config: ImapConfig,
+    pub session: Arc<SessionConfig>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub slots: Arc<UserSlots>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl<S: Store + Clone> ImapContext<S> {
+    pub fn new(store: S, config: ImapConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let session =
+            Arc::new(SessionConfig { hostname, plaintext_auth: config.plaintext_auth, starttls: tls.is_some() });
+        let slots = Arc::new(UserSlots::new(config.max_connections_per_user));
+        ImapContext { store, config, session, tls, slots, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Count a failed login from `ip`; how long to make it wait, or `None`
+    /// to close the connection.
+    fn failed_login(&self, ip: IpAddr) -> Option<Duration> {
+        let mut f = self.failures.lock().ok()?;
+        let now = Instant::now();
+        let e = f.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) > Duration::from_secs(600) {
+            *e = (0, now);
+        }
+        e.0 += 1;
+        let max = self.config.max_failed_logins.max(1);
+        if e.0 >= 2 * max {
+            None
+        } else if e.0 >= max {
+            Some(Duration::from_secs(self.config.failed_login_delay_secs))
+        } else {
+            Some(Duration::ZERO)
+        }
+    }
+
+    fn login_ok(&self, ip: IpAddr) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&ip);
+        }
+    }
+}
+
+/// Accept IMAP connections (`implicit_tls`: port 993 style) until shutdown.
+pub async fn serve<S: Store + Clone>(
+    listener: TcpListener,
+    implicit_tls: bool,
+    ctx: Arc<ImapContext<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = if implicit_tls { "imaps" } else { "imap" };
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, listener = name, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        let span = tracing::info_span!("imap", listener = name, peer = %peer);
+        tasks.spawn(
+            async move {
+                if let Err(e) = connection(stream, peer, implicit_tls, ctx, shutdown).await {
+                    tracing::debug!(error = %e, "connection ended with an I/O error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    tasks.abort_all();
+}
+
+async fn connection<S: Store + Clone>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    ctx: Arc<ImapContext<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session::new(ctx.store.clone(), ctx.session.clone(), implicit_tls).with_slots(ctx.slots.clone());
+    if implicit_tls {
+        let Some(tls) = ctx.tls.clone() else {
+            tracing::error!("implicit-TLS IMAP listener without a certificate; closing");
+            return Ok(());
+        };
+        let mut s = handshake(stream, tls).await?;
+        session.greeting();
+        drive(&mut s, &mut session, &ctx, peer, &mut shutdown).await?;
+        return Ok(());
+    }
+    let mut stream = stream;
+    session.greeting();
+    if drive(&mut stream, &mut session, &ctx, peer, &mut shutdown).await? == Ended::StartTls {
+        let Some(tls) = ctx.tls.clone() else { return Ok(()) };
+        let mut s = handshake(stream, tls).await?;
+        session.tls_started();
+        drive(&mut s, &mut session, &ctx, peer, &mut shutdown).await?;
+    }
+    Ok(())
+}
+
+async fn handshake(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    StartTls,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Command,
+    AuthData,
+    Idle,
+}
+
+async fn flush<S: Store + Clone, IO: AsyncWrite + Unpin>(io: &mut IO, session: &mut Session<S>) -> std::io::Result<()> {
+    let out = session.take_output();
+    if !out.is_empty() {
+        io.write_all(&out).await?;
+        io.flush().await?;
+    }
+    Ok(())
+}
+
+async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    session: &mut Session<S>,
+    ctx: &ImapContext<S>,
+    peer: SocketAddr,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<Ended> {
+    let cfg = &ctx.config;
+    let mut fz = Fragmentizer::new(cfg.max_literal.saturating_add(cfg.max_line));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut mode = Mode::Command;
+    let mut line_too_long = false;
+    let mut literal_refused = false;
+    let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs.max(1));
+    let mut changes = ctx.store.mailbox_changes();
+    loop {
+        let Some(fragment) = fz.progress() else {
+            flush(io, session).await?;
+            // Wait for bytes; in IDLE also for changes to the selected mailbox.
+            let read = tokio::select! {
+                r = tokio::time::timeout(idle_timeout, io.read(&mut buf)) => r,
+                c = changes.recv(), if mode == Mode::Idle => {
+                    match c {
+                        Ok(ch) if Some(ch.mailbox_id) == session.selected_mailbox() => session.poll(true).await,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => session.poll(true).await,
+                        _ => {}
+                    }
+                    continue;
+                }
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                    io.write_all(b"* BYE server shutting down\r\n").await?;
+                    return Ok(Ended::Closed);
+                }
+            };
+            match read {
+                Ok(Ok(0)) => return Ok(Ended::Closed),
+                Ok(Ok(n)) => fz.enqueue_bytes(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    io.write_all(b"* BYE idle for too long (RFC 9051 \xc2\xa75.4)\r\n").await?;
+                    return Ok(Ended::Closed);
+                }
+            }
+            continue;
+        };
+        match fragment {
+            FragmentInfo::Line { start, end, announcement, .. } => {
+                if end - start > cfg.max_line as usize {
+                    line_too_long = true;
+                }
+                if let Some(LiteralAnnouncement { mode: lmode, length }) = announcement {
+                    if length > cfg.max_literal || line_too_long {
+                        literal_refused = true;
+                        if lmode == LiteralMode::Sync {
+                            // The client waits for our word: refuse, it sends nothing.
+                            let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
+                            session.bad_syntax_code(
+                                tag.as_deref(),
+                                "TOOBIG",
+                                &format!("literal over {} octets", cfg.max_literal),
+                            );
+                            fz.skip_message();
+                            literal_refused = false;
+                            line_too_long = false;
+                            continue;
+                        }
+                        // LITERAL+: the bytes come anyway; read and drop them.
+                        fz.poison_message();
+                    } else if lmode == LiteralMode::Sync {
+                        io.write_all(b"+ Ready for literal data\r\n").await?;
+                        io.flush().await?;
+                    }
+                    continue;
+                }
+            }
+            FragmentInfo::Literal { .. } => {}
+        }
+        if !fz.is_message_complete() {
+            continue;
+        }
+        if line_too_long || literal_refused {
+            let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
+            if literal_refused {
+                session.bad_syntax_code(tag.as_deref(), "TOOBIG", &format!("literal over {} octets", cfg.max_literal));
+            } else {
+                session.bad_syntax(tag.as_deref(), &format!("command line over {} octets", cfg.max_line));
+            }
+            line_too_long = false;
+            literal_refused = false;
+            continue;
+        }
+        match mode {
+            Mode::Command => {
+                let decoded = fz.decode_message(&CommandCodec::new()).map(|c| c.into_static());
+                match decoded {
+                    Ok(cmd) => {
+                        let was_authed = session.user().is_some();
+                        let next = session.handle(cmd).await;
+                        if session.auth_failed {
+                            session.auth_failed = false;
+                            match ctx.failed_login(peer.ip()) {
+                                Some(d) if !d.is_zero() => tokio::time::sleep(d).await,
+                                Some(_) => {}
+                                None => {
+                                    session.bye("too many failed logins");
+                                    flush(io, session).await?;
+                                    return Ok(Ended::Closed);
+                                }
+                            }
+                        } else if !was_authed && session.user().is_some() {
+                            ctx.login_ok(peer.ip());
+                        }
+                        match next {
+                            Next::Command => {}
+                            Next::AuthData => mode = Mode::AuthData,
+                            Next::Idle => mode = Mode::Idle,
+                            Next::Logout => {
+                                flush(io, session).await?;
+                                return Ok(Ended::Closed);
+                            }
+                            Next::StartTls => {
+                                flush(io, session).await?;
+                                // RFC 9051 §6.2.1: nothing pipelined after STARTTLS survives.
+                                return Ok(Ended::StartTls);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
+                        let why = match e {
+                            DecodeMessageError::MessageTooLong { .. } => "command too long".to_string(),
+                            _ => "syntax error in command (RFC 9051 §9)".to_string(),
+                        };
+                        session.bad_syntax(tag.as_deref(), &why);
+                    }
+                }
+            }
+            Mode::AuthData => {
+                mode = Mode::Command;
+                let data = fz.decode_message(&AuthenticateDataCodec::new()).map(|d| d.into_static());
+                match data {
+                    Ok(d) => {
+                        session.auth_data(d).await;
+                        if session.auth_failed {
+                            session.auth_failed = false;
+                            match ctx.failed_login(peer.ip()) {
+                                Some(d) => tokio::time::sleep(d).await,
+                                None => {
+                                    session.bye("too many failed logins");
+                                    flush(io, session).await?;
+                                    return Ok(Ended::Closed);
+                                }
+                            }
+                        } else if session.user().is_some() {
+                            ctx.login_ok(peer.ip());
+                        }
+                    }
+                    Err(_) => session.auth_garbage(),
+                }
+            }
+            Mode::Idle => {
+                mode = Mode::Command;
+                match fz.decode_message(&IdleDoneCodec::new()) {
+                    Ok(_) => session.idle_done(),
+                    Err(_) => session.idle_bad(),
+                }
+            }
+        }
+    }
+}

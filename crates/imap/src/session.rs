@@ -1,0 +1,1082 @@
+//! One IMAP session: the state machine of RFC 9051 §3 (not authenticated,
+//! authenticated, selected, logout) and every command's behaviour, over
+//! decoded commands in and response bytes out. The network, TLS and the
+//! wait in IDLE are the caller's (`server.rs`); storage is the `Store`.
+//!
+//! IMAP4rev2 (RFC 9051) and IMAP4rev1 (RFC 3501) clients are served by the
+//! same code: the differences that matter to clients in the field (RECENT in
+//! SELECT, LSUB) are answered for both.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use facteur_store::{FlagOp, MessageMeta, Store, StoreError};
+use imap_codec::ResponseCodec;
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{IString, Literal, NString, Tag, Vec1};
+use imap_codec::imap_types::datetime::DateTime;
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName};
+use imap_codec::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::response::{Data, Response};
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
+use imap_codec::imap_types::status::StatusDataItemName;
+
+use crate::view::{Update, View};
+use crate::{mime, search, seqset, utf7};
+
+/// What a session needs to know about its server.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub hostname: String,
+    /// Allow LOGIN and AUTHENTICATE without TLS (loopback development only).
+    pub plaintext_auth: bool,
+    /// STARTTLS is offered (a certificate is configured).
+    pub starttls: bool,
+}
+
+/// What the connection must do after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next command.
+    Command,
+    /// Start TLS now (the tagged OK is in the output), then read commands.
+    StartTls,
+    /// Read one line of SASL data (AUTHENTICATE continuation).
+    AuthData,
+    /// IDLE: push updates until the client sends DONE.
+    Idle,
+    /// Send the output and close.
+    Logout,
+}
+
+enum Outcome {
+    Ok(Option<String>, String),
+    No(Option<&'static str>, String),
+    Bad(String),
+}
+
+impl Outcome {
+    fn ok(text: &str) -> Outcome {
+        Outcome::Ok(None, text.to_string())
+    }
+}
+
+/// Open sessions per user, shared by a server's connections.
+#[derive(Debug, Default)]
+pub struct UserSlots {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl UserSlots {
+    pub fn new(max: usize) -> Self {
+        UserSlots { max, open: Default::default() }
+    }
+
+    fn acquire(&self, user: &str) -> bool {
+        let Ok(mut open) = self.open.lock() else { return true };
+        let n = open.entry(user.to_string()).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, user: &str) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(n) = open.get_mut(user)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(user);
+            }
+        }
+    }
+}
+
+pub struct Session<S> {
+    slots: Option<Arc<UserSlots>>,
+    store: S,
+    cfg: Arc<SessionConfig>,
+    tls: bool,
+    user: Option<String>,
+    selected: Option<View>,
+    condstore: bool,
+    /// AUTHENTICATE waiting for its data line.
+    auth_tag: Option<Tag<'static>>,
+    idle_tag: Option<Tag<'static>>,
+    /// Set when a login attempt failed (the server slows the client down).
+    pub auth_failed: bool,
+    out: Vec<u8>,
+}
+
+fn store_error(e: &StoreError) -> Outcome {
+    match e {
+        StoreError::NotFound(what) => Outcome::No(Some("NONEXISTENT"), format!("no such {what}")),
+        StoreError::Exists(what) => Outcome::No(Some("ALREADYEXISTS"), format!("{what} already exists")),
+        StoreError::Invalid(why) => Outcome::No(Some("CANNOT"), why.clone()),
+        other => {
+            tracing::error!(error = %other, "IMAP command failed in storage");
+            Outcome::No(Some("SERVERBUG"), "temporary storage failure, try again".into())
+        }
+    }
+}
+
+/// A mailbox name from the wire: modified UTF-7 (RFC 3501 §5.1.3) decoded.
+fn mailbox_name(m: &Mailbox) -> String {
+    match m {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(o) => {
+            let raw = String::from_utf8_lossy(o.as_ref()).into_owned();
+            utf7::decode(&raw).unwrap_or(raw)
+        }
+    }
+}
+
+/// A string for the wire: quoted when it can be, else a literal.
+pub(crate) fn quote(s: &str) -> String {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        format!("{{{}}}\r\n{s}", s.len())
+    }
+}
+
+fn wire_name(name: &str) -> String {
+    quote(&utf7::encode(name))
+}
+
+/// RFC 9051 §6.3.9: `*` matches anything, `%` anything but the separator.
+pub(crate) fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| wildcard_match(rest, &name[i..])),
+        Some((b'%', rest)) => {
+            (0..=name.len()).take_while(|&i| i == 0 || name[i - 1] != b'/').any(|i| wildcard_match(rest, &name[i..]))
+        }
+        Some((c, rest)) => name.first() == Some(c) && wildcard_match(rest, &name[1..]),
+    }
+}
+
+fn flag_string(f: &Flag) -> String {
+    f.to_string()
+}
+
+fn system_or_keyword(s: &str) -> Option<Flag<'static>> {
+    Flag::try_from(s).ok().map(IntoStatic::into_static)
+}
+
+fn fetch_flags(flags: &[String]) -> Vec<FlagFetch<'static>> {
+    flags.iter().filter_map(|f| system_or_keyword(f)).map(FlagFetch::Flag).collect()
+}
+
+fn imap_date(unix: i64) -> Option<DateTime> {
+    let dt = chrono::DateTime::from_timestamp(unix, 0)?.fixed_offset();
+    DateTime::try_from(dt).ok()
+}
+
+fn literal(data: Vec<u8>) -> NString<'static> {
+    let data = if data.contains(&0) { data.into_iter().map(|b| if b == 0 { b' ' } else { b }).collect() } else { data };
+    match Literal::try_from(data) {
+        Ok(l) => NString(Some(IString::Literal(l))),
+        Err(_) => NString(None),
+    }
+}
+
+impl<S: Store + Clone> Session<S> {
+    pub fn new(store: S, cfg: Arc<SessionConfig>, tls: bool) -> Self {
+        Session {
+            slots: None,
+            store,
+            cfg,
+            tls,
+            user: None,
+            selected: None,
+            condstore: false,
+            auth_tag: None,
+            idle_tag: None,
+            auth_failed: false,
+            out: Vec::new(),
+        }
+    }
+
+    /// Limit this user's concurrent sessions with `slots`.
+    pub fn with_slots(mut self, slots: Arc<UserSlots>) -> Self {
+        self.slots = Some(slots);
+        self
+    }
+
+    /// The greeting (RFC 9051 §7.1.1), with capabilities.
+    pub fn greeting(&mut self) {
+        let caps = self.capabilities();
+        self.line(&format!("* OK [CAPABILITY {caps}] {} facteur IMAP4rev2 ready", self.cfg.hostname));
+    }
+
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    pub fn selected_mailbox(&self) -> Option<i64> {
+        self.selected.as_ref().map(|v| v.mailbox_id)
+    }
+
+    /// TLS is now on (after STARTTLS).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+    }
+
+    fn line(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn capabilities(&self) -> String {
+        let mut c = vec!["IMAP4rev2", "IMAP4rev1"];
+        if self.user.is_none() {
+            if self.cfg.starttls && !self.tls {
+                c.push("STARTTLS");
+            }
+            if self.tls || self.cfg.plaintext_auth {
+                c.push("AUTH=PLAIN");
+                c.push("SASL-IR");
+            } else {
+                c.push("LOGINDISABLED");
+            }
+        }
+        c.extend([
+            "LITERAL+",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+            "UNSELECT",
+            "UIDPLUS",
+            "MOVE",
+            "ID",
+            "CONDSTORE",
+            "SPECIAL-USE",
+            "CHILDREN",
+        ]);
+        c.join(" ")
+    }
+
+    fn finish(&mut self, tag: &Tag, outcome: Outcome) {
+        let tag = tag.as_ref();
+        match outcome {
+            Outcome::Ok(Some(code), text) => self.line(&format!("{tag} OK [{code}] {text}")),
+            Outcome::Ok(None, text) => self.line(&format!("{tag} OK {text}")),
+            Outcome::No(Some(code), text) => self.line(&format!("{tag} NO [{code}] {text}")),
+            Outcome::No(None, text) => self.line(&format!("{tag} NO {text}")),
+            Outcome::Bad(text) => self.line(&format!("{tag} BAD {text}")),
+        }
+    }
+
+    /// A command that did not parse: `BAD` with the tag if there is one.
+    pub fn bad_syntax(&mut self, tag: Option<&str>, why: &str) {
+        self.line(&format!("{} BAD {why}", tag.unwrap_or("*")));
+    }
+
+    /// A command refused before it was decoded, with a response code.
+    pub fn bad_syntax_code(&mut self, tag: Option<&str>, code: &str, why: &str) {
+        self.line(&format!("{} BAD [{code}] {why}", tag.unwrap_or("*")));
+    }
+
+    /// Untagged BYE before closing (RFC 9051 §7.1.5).
+    pub fn bye(&mut self, why: &str) {
+        self.line(&format!("* BYE {why}"));
+    }
+
+    /// Something other than DONE during IDLE: IDLE ends with BAD.
+    pub fn idle_bad(&mut self) {
+        if let Some(tag) = self.idle_tag.take() {
+            self.finish(&tag, Outcome::Bad("expected DONE to end IDLE".into()));
+        }
+    }
+
+    fn data(&mut self, d: Data<'_>) {
+        let bytes = ResponseCodec::new().encode(&Response::Data(d)).dump();
+        self.out.extend_from_slice(&bytes);
+    }
+
+    /// Handle one command; the output holds what to send.
+    pub async fn handle(&mut self, cmd: Command<'static>) -> Next {
+        let tag = cmd.tag.clone();
+        let (next, outcome) = self.dispatch(&tag, cmd.body).await;
+        if let Some(o) = outcome {
+            self.finish(&tag, o);
+        }
+        next
+    }
+
+    async fn dispatch(&mut self, tag: &Tag<'static>, body: CommandBody<'static>) -> (Next, Option<Outcome>) {
+        use CommandBody as C;
+        let authed = self.user.is_some();
+        let selected = self.selected.is_some();
+        let wrong_state = |what: &str| (Next::Command, Some(Outcome::Bad(format!("{what} is not allowed now"))));
+        match body {
+            C::Capability => {
+                let caps = self.capabilities();
+                self.line(&format!("* CAPABILITY {caps}"));
+                (Next::Command, Some(Outcome::ok("CAPABILITY completed")))
+            }
+            C::Noop | C::Check => {
+                self.poll(true).await;
+                (Next::Command, Some(Outcome::ok("NOOP completed")))
+            }
+            C::Logout => {
+                self.line("* BYE facteur IMAP signing off");
+                (Next::Logout, Some(Outcome::ok("LOGOUT completed")))
+            }
+            C::StartTLS => {
+                if self.tls || !self.cfg.starttls || authed {
+                    (Next::Command, Some(Outcome::Bad("STARTTLS is not available now".into())))
+                } else {
+                    (Next::StartTls, Some(Outcome::ok("begin TLS negotiation now")))
+                }
+            }
+            C::Login { username, password } => {
+                if authed {
+                    return wrong_state("LOGIN");
+                }
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                (Next::Command, Some(self.login(&user, &pass).await))
+            }
+            C::Authenticate { mechanism, initial_response } => {
+                if authed {
+                    return wrong_state("AUTHENTICATE");
+                }
+                if mechanism != AuthMechanism::Plain {
+                    return (Next::Command, Some(Outcome::No(None, "only AUTHENTICATE PLAIN is supported".into())));
+                }
+                if !(self.tls || self.cfg.plaintext_auth) {
+                    return (Next::Command, Some(Outcome::No(Some("PRIVACYREQUIRED"), "use STARTTLS first".into())));
+                }
+                match initial_response {
+                    Some(data) => (Next::Command, Some(self.plain(data.declassify()).await)),
+                    None => {
+                        self.auth_tag = Some(tag.clone());
+                        self.line("+ ");
+                        (Next::AuthData, None)
+                    }
+                }
+            }
+            _ if !authed => (Next::Command, Some(Outcome::Bad("log in first".into()))),
+            C::Enable { capabilities } => {
+                let mut on = Vec::new();
+                for c in capabilities.as_ref() {
+                    match c {
+                        CapabilityEnable::CondStore => {
+                            self.condstore = true;
+                            on.push("CONDSTORE".to_string());
+                        }
+                        other if other.to_string().eq_ignore_ascii_case("IMAP4rev2") => on.push("IMAP4rev2".into()),
+                        _ => {}
+                    }
+                }
+                self.line(format!("* ENABLED {}", on.join(" ")).trim_end());
+                (Next::Command, Some(Outcome::ok("ENABLE completed")))
+            }
+            C::Select { mailbox, parameters } => {
+                self.condstore |= !parameters.is_empty();
+                (Next::Command, Some(self.select(&mailbox_name(&mailbox), false).await))
+            }
+            C::Examine { mailbox, parameters } => {
+                self.condstore |= !parameters.is_empty();
+                (Next::Command, Some(self.select(&mailbox_name(&mailbox), true).await))
+            }
+            C::Create { mailbox } => {
+                let r = self.store.create_mailbox(self.owner(), &mailbox_name(&mailbox), None).await;
+                (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("CREATE completed"))))
+            }
+            C::Delete { mailbox } => {
+                let name = mailbox_name(&mailbox);
+                let r = self.store.delete_mailbox(self.owner(), &name).await;
+                (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("DELETE completed"))))
+            }
+            C::Rename { from, to } => {
+                let r = self.store.rename_mailbox(self.owner(), &mailbox_name(&from), &mailbox_name(&to)).await;
+                (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("RENAME completed"))))
+            }
+            C::Subscribe { mailbox } => {
+                let r = self.store.subscribe(self.owner(), &mailbox_name(&mailbox), true).await;
+                (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("SUBSCRIBE completed"))))
+            }
+            C::Unsubscribe { mailbox } => {
+                let r = self.store.subscribe(self.owner(), &mailbox_name(&mailbox), false).await;
+                (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("UNSUBSCRIBE completed"))))
+            }
+            C::List { reference, mailbox_wildcard } => {
+                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, false).await))
+            }
+            C::Lsub { reference, mailbox_wildcard } => {
+                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, true).await))
+            }
+            C::Namespace => {
+                self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                (Next::Command, Some(Outcome::ok("NAMESPACE completed")))
+            }
+            C::Id { .. } => {
+                self.line("* ID (\"name\" \"facteur\" \"vendor\" \"facteur\")");
+                (Next::Command, Some(Outcome::ok("ID completed")))
+            }
+            C::Status { mailbox, item_names } => {
+                (Next::Command, Some(self.status(&mailbox_name(&mailbox), item_names.as_ref()).await))
+            }
+            C::Append { mailbox, flags, date, message } => {
+                let data = match message {
+                    LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                };
+                let date = date.map(|d| d.as_ref().timestamp()).unwrap_or_else(|| chrono::Utc::now().timestamp());
+                (Next::Command, Some(self.append(&mailbox_name(&mailbox), flags, date, data).await))
+            }
+            C::Idle => {
+                self.idle_tag = Some(tag.clone());
+                self.line("+ idling");
+                self.poll(true).await;
+                (Next::Idle, None)
+            }
+            _ if !selected => (Next::Command, Some(Outcome::Bad("select a mailbox first".into()))),
+            C::Close => {
+                if let Some(v) = self.selected.take()
+                    && !v.read_only
+                {
+                    // RFC 9051 §6.4.1: expunge silently.
+                    if let Err(e) = self.store.expunge(v.mailbox_id, None).await {
+                        return (Next::Command, Some(store_error(&e)));
+                    }
+                }
+                (Next::Command, Some(Outcome::ok("CLOSE completed")))
+            }
+            C::Unselect => {
+                self.selected = None;
+                (Next::Command, Some(Outcome::ok("UNSELECT completed")))
+            }
+            C::Expunge => (Next::Command, Some(self.expunge(None).await)),
+            C::ExpungeUid { sequence_set } => {
+                let uids = self.resolve(&sequence_set, true);
+                (Next::Command, Some(self.expunge(Some(uids)).await))
+            }
+            C::Search { criteria, uid, .. } => (Next::Command, Some(self.search(criteria.as_ref(), uid).await)),
+            C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
+                let changed_since = modifiers.iter().find_map(|m| match m {
+                    imap_codec::imap_types::command::FetchModifier::ChangedSince(n) => Some(n.get()),
+                    _ => None,
+                });
+                (Next::Command, Some(self.fetch(&sequence_set, macro_or_item_names, uid, changed_since).await))
+            }
+            C::Store { sequence_set, kind, response, flags, uid, modifiers } => {
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|m| match m {
+                        imap_codec::imap_types::command::StoreModifier::UnchangedSince(n) => *n,
+                    })
+                    .next();
+                (Next::Command, Some(self.store_cmd(&sequence_set, kind, response, flags, uid, unchanged_since).await))
+            }
+            C::Copy { sequence_set, mailbox, uid } => {
+                (Next::Command, Some(self.copy(&sequence_set, &mailbox_name(&mailbox), uid, false).await))
+            }
+            C::Move { sequence_set, mailbox, uid } => {
+                (Next::Command, Some(self.copy(&sequence_set, &mailbox_name(&mailbox), uid, true).await))
+            }
+            other => (Next::Command, Some(Outcome::Bad(format!("{} is not supported", other.name())))),
+        }
+    }
+
+    fn owner(&self) -> &str {
+        self.user.as_deref().unwrap_or("")
+    }
+
+    async fn login(&mut self, user: &str, pass: &str) -> Outcome {
+        if !(self.tls || self.cfg.plaintext_auth) {
+            return Outcome::No(Some("PRIVACYREQUIRED"), "use STARTTLS before LOGIN".into());
+        }
+        let found = self.store.get_user(user).await;
+        let ok = match found {
+            Ok(Some(u)) => {
+                let (p, h) = (pass.to_string(), u.password_hash.clone());
+                let good =
+                    tokio::task::spawn_blocking(move || facteur_store::password::verify(&p, &h)).await.unwrap_or(false);
+                good.then_some(u.address)
+            }
+            Ok(None) => None,
+            Err(e) => return store_error(&e),
+        };
+        match ok {
+            Some(address) => {
+                if let Some(slots) = &self.slots
+                    && !slots.acquire(&address)
+                {
+                    tracing::warn!(user = %address, "IMAP login refused: too many sessions for this user");
+                    return Outcome::No(Some("LIMIT"), "too many open sessions for this user".into());
+                }
+                tracing::info!(user = %address, "IMAP login");
+                self.user = Some(address);
+                let caps = self.capabilities();
+                Outcome::Ok(Some(format!("CAPABILITY {caps}")), "logged in".into())
+            }
+            None => {
+                self.auth_failed = true;
+                tracing::warn!(user, "IMAP login failed");
+                Outcome::No(Some("AUTHENTICATIONFAILED"), "invalid credentials".into())
+            }
+        }
+    }
+
+    /// SASL PLAIN (RFC 4616): authzid NUL authcid NUL password.
+    async fn plain(&mut self, data: &[u8]) -> Outcome {
+        let parts: Vec<&[u8]> = data.split(|&b| b == 0).collect();
+        let [authz, user, pass] = parts.as_slice() else {
+            return Outcome::Bad("malformed PLAIN response".into());
+        };
+        let (authz, user, pass) =
+            (String::from_utf8_lossy(authz), String::from_utf8_lossy(user), String::from_utf8_lossy(pass));
+        if !authz.is_empty() && !authz.eq_ignore_ascii_case(&user) {
+            self.auth_failed = true;
+            return Outcome::No(Some("AUTHORIZATIONFAILED"), "cannot act as another user".into());
+        }
+        self.login(&user, &pass).await
+    }
+
+    /// The data line after `AUTHENTICATE PLAIN` without initial response.
+    pub async fn auth_data(&mut self, data: AuthenticateData<'_>) -> Next {
+        let Some(tag) = self.auth_tag.take() else { return Next::Command };
+        let outcome = match data {
+            AuthenticateData::Continue(d) => self.plain(d.declassify()).await,
+            AuthenticateData::Cancel => Outcome::Bad("AUTHENTICATE cancelled".into()),
+        };
+        self.finish(&tag, outcome);
+        Next::Command
+    }
+
+    /// Bad data after AUTHENTICATE's continuation.
+    pub fn auth_garbage(&mut self) {
+        if let Some(tag) = self.auth_tag.take() {
+            self.finish(&tag, Outcome::Bad("malformed base64 in AUTHENTICATE".into()));
+        }
+    }
+
+    /// DONE after IDLE.
+    pub fn idle_done(&mut self) {
+        if let Some(tag) = self.idle_tag.take() {
+            self.finish(&tag, Outcome::ok("IDLE terminated"));
+        }
+    }
+
+    /// Tell the client what changed in its selected mailbox.
+    pub async fn poll(&mut self, expunges: bool) {
+        let Some(id) = self.selected_mailbox() else { return };
+        let Ok(fresh) = self.store.mailbox_messages(id).await else { return };
+        let condstore = self.condstore;
+        let Some(view) = self.selected.as_mut() else { return };
+        let updates = view.refresh(fresh, expunges);
+        for u in updates {
+            match u {
+                Update::Expunge(seq) => self.line(&format!("* {seq} EXPUNGE")),
+                Update::Exists(n) => self.line(&format!("* {n} EXISTS")),
+                Update::Flags { seq, uid, flags, modseq } => {
+                    let m = if condstore { format!(" MODSEQ ({modseq})") } else { String::new() };
+                    self.line(&format!("* {seq} FETCH (FLAGS ({}) UID {uid}{m})", flags.join(" ")));
+                }
+            }
+        }
+    }
+
+    async fn select(&mut self, name: &str, read_only: bool) -> Outcome {
+        self.selected = None;
+        let mailbox = match self.store.mailbox(self.owner(), name).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Outcome::No(Some("NONEXISTENT"), format!("no mailbox {name}")),
+            Err(e) => return store_error(&e),
+        };
+        let messages = match self.store.mailbox_messages(mailbox.id).await {
+            Ok(m) => m,
+            Err(e) => return store_error(&e),
+        };
+        let view = View::new(mailbox.id, mailbox.uidvalidity, read_only, messages);
+        self.line(&format!("* {} EXISTS", view.len()));
+        self.line("* 0 RECENT");
+        self.line("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
+        if read_only {
+            self.line("* OK [PERMANENTFLAGS ()] read-only");
+        } else {
+            self.line("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags are kept");
+        }
+        if let Some(first) = view.messages().iter().position(|m| !m.flags.iter().any(|f| f == "\\Seen")) {
+            self.line(&format!("* OK [UNSEEN {}] first unseen", first + 1));
+        }
+        self.line(&format!("* OK [UIDVALIDITY {}] UIDs valid", mailbox.uidvalidity));
+        self.line(&format!("* OK [UIDNEXT {}] predicted next UID", mailbox.uidnext));
+        self.line(&format!("* OK [HIGHESTMODSEQ {}] highest", mailbox.highest_modseq));
+        self.line(&format!("* LIST () \"/\" {}", wire_name(&mailbox.name)));
+        self.selected = Some(view);
+        if read_only {
+            Outcome::Ok(Some("READ-ONLY".into()), "EXAMINE completed".into())
+        } else {
+            Outcome::Ok(Some("READ-WRITE".into()), "SELECT completed".into())
+        }
+    }
+
+    async fn list(&mut self, reference: &str, pattern: &ListMailbox<'_>, lsub: bool) -> Outcome {
+        let pattern: &[u8] = match pattern {
+            ListMailbox::Token(t) => t.as_ref(),
+            ListMailbox::String(s) => s.as_ref(),
+        };
+        let pattern = String::from_utf8_lossy(pattern).into_owned();
+        let pattern = utf7::decode(&pattern).unwrap_or(pattern);
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        if pattern.is_empty() {
+            // RFC 9051 §6.3.9: the hierarchy delimiter and root.
+            self.line(&format!("* {verb} (\\Noselect) \"/\" \"\""));
+            return Outcome::ok(&format!("{verb} completed"));
+        }
+        let full = format!("{reference}{pattern}");
+        let mailboxes = match self.store.list_mailboxes(self.owner()).await {
+            Ok(m) => m,
+            Err(e) => return store_error(&e),
+        };
+        let subscribed = match self.store.subscriptions(self.owner()).await {
+            Ok(s) => s,
+            Err(e) => return store_error(&e),
+        };
+        let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+        let matches = |name: &str| {
+            // INBOX matches case-insensitively.
+            let name_cmp = if name == "INBOX" { "INBOX".to_string() } else { name.to_string() };
+            let pat = if full.to_ascii_uppercase().starts_with("INBOX") && name == "INBOX" {
+                format!("INBOX{}", &full[5..])
+            } else {
+                full.clone()
+            };
+            wildcard_match(pat.as_bytes(), name_cmp.as_bytes())
+        };
+        if lsub {
+            for name in subscribed.iter().filter(|n| matches(n)) {
+                let exists = names.contains(&name.as_str());
+                let attrs = if exists { "" } else { "\\Noselect" };
+                self.line(&format!("* LSUB ({attrs}) \"/\" {}", wire_name(name)));
+            }
+        } else {
+            for m in mailboxes.iter().filter(|m| matches(&m.name)) {
+                let prefix = format!("{}/", m.name);
+                let mut attrs = vec![if names.iter().any(|n| n.starts_with(&prefix)) {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                }];
+                if let Some(su) = &m.special_use {
+                    attrs.push(su);
+                }
+                if subscribed.contains(&m.name) {
+                    attrs.push("\\Subscribed");
+                }
+                self.line(&format!("* LIST ({}) \"/\" {}", attrs.join(" "), wire_name(&m.name)));
+            }
+        }
+        Outcome::ok(&format!("{verb} completed"))
+    }
+
+    async fn status(&mut self, name: &str, items: &[StatusDataItemName]) -> Outcome {
+        let m = match self.store.mailbox(self.owner(), name).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Outcome::No(Some("NONEXISTENT"), format!("no mailbox {name}")),
+            Err(e) => return store_error(&e),
+        };
+        let mut parts = Vec::new();
+        for i in items {
+            match i {
+                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", m.messages)),
+                StatusDataItemName::Recent => parts.push("RECENT 0".into()),
+                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", m.uidnext)),
+                StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", m.uidvalidity)),
+                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", m.unseen)),
+                StatusDataItemName::HighestModSeq => parts.push(format!("HIGHESTMODSEQ {}", m.highest_modseq)),
+                StatusDataItemName::Deleted | StatusDataItemName::Size | StatusDataItemName::DeletedStorage => {
+                    let list = self.store.mailbox_messages(m.id).await.unwrap_or_default();
+                    match i {
+                        StatusDataItemName::Deleted => parts.push(format!(
+                            "DELETED {}",
+                            list.iter().filter(|x| x.flags.iter().any(|f| f == "\\Deleted")).count()
+                        )),
+                        StatusDataItemName::Size => {
+                            parts.push(format!("SIZE {}", list.iter().map(|x| x.size).sum::<u64>()))
+                        }
+                        _ => parts.push(format!(
+                            "DELETED-STORAGE {}",
+                            list.iter()
+                                .filter(|x| x.flags.iter().any(|f| f == "\\Deleted"))
+                                .map(|x| x.size)
+                                .sum::<u64>()
+                        )),
+                    }
+                }
+            }
+        }
+        self.line(&format!("* STATUS {} ({})", wire_name(&m.name), parts.join(" ")));
+        Outcome::ok("STATUS completed")
+    }
+
+    async fn append(&mut self, name: &str, flags: Vec<Flag<'_>>, date: i64, data: Vec<u8>) -> Outcome {
+        let m = match self.store.mailbox(self.owner(), name).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Outcome::No(Some("TRYCREATE"), format!("no mailbox {name}")),
+            Err(e) => return store_error(&e),
+        };
+        let flags: Vec<String> = flags.iter().map(flag_string).collect();
+        match self.store.append_message(m.id, data, flags, date).await {
+            Ok((uid, _)) => {
+                self.poll(true).await;
+                Outcome::Ok(Some(format!("APPENDUID {} {uid}", m.uidvalidity)), "APPEND completed".into())
+            }
+            Err(e) => store_error(&e),
+        }
+    }
+
+    /// The UIDs a set names in the view (`uid`: a UID set, else sequence numbers).
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<u32> {
+        let Some(view) = &self.selected else { return Vec::new() };
+        if uid {
+            seqset::uids(set, &view.uids())
+        } else {
+            seqset::seqs(set, view.len()).into_iter().filter_map(|s| view.by_seq(s).map(|m| m.uid)).collect()
+        }
+    }
+
+    async fn expunge(&mut self, only: Option<Vec<u32>>) -> Outcome {
+        let Some(view) = &self.selected else { return Outcome::Bad("select a mailbox first".into()) };
+        if view.read_only {
+            return Outcome::No(Some("READ-ONLY"), "mailbox is read-only".into());
+        }
+        let id = view.mailbox_id;
+        match self.store.expunge(id, only).await {
+            Ok(uids) => {
+                let seqs = self.selected.as_mut().map(|v| v.remove(&uids)).unwrap_or_default();
+                for s in seqs {
+                    self.line(&format!("* {s} EXPUNGE"));
+                }
+                self.poll(true).await;
+                Outcome::ok("EXPUNGE completed")
+            }
+            Err(e) => store_error(&e),
+        }
+    }
+
+    async fn search(&mut self, criteria: &[SearchKey<'_>], uid: bool) -> Outcome {
+        self.poll(false).await;
+        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
+        let need_body = criteria.iter().any(search::needs_body);
+        let (max_seq, max_uid) = (view.len(), view.messages().last().map_or(0, |m| m.uid));
+        let mut hits = Vec::new();
+        let mut top_modseq = 0;
+        for (i, m) in view.messages().iter().enumerate() {
+            let raw = if need_body {
+                self.store.fetch_message(view.mailbox_id, m.uid).await.ok().flatten().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let c = search::Candidate {
+                seq: i as u32 + 1,
+                uid: m.uid,
+                flags: &m.flags,
+                internal_date: m.internal_date,
+                size: m.size,
+                modseq: m.modseq,
+                raw: &raw,
+            };
+            if criteria.iter().all(|k| search::matches(k, &c, max_seq, max_uid)) {
+                hits.push(if uid { m.uid } else { i as u32 + 1 });
+                top_modseq = top_modseq.max(m.modseq);
+            }
+        }
+        let uses_modseq = criteria.iter().any(|k| format!("{k:?}").contains("ModSequence"));
+        let mut line = String::from("* SEARCH");
+        for h in &hits {
+            line.push_str(&format!(" {h}"));
+        }
+        if uses_modseq && !hits.is_empty() {
+            line.push_str(&format!(" (MODSEQ {top_modseq})"));
+        }
+        self.line(&line);
+        Outcome::ok("SEARCH completed")
+    }
+
+    async fn fetch(
+        &mut self,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        changed_since: Option<u64>,
+    ) -> Outcome {
+        self.poll(false).await;
+        let mut names: Vec<MessageDataItemName> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => m.expand().into_iter().map(IntoStatic::into_static).collect(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(n) => {
+                n.into_iter().map(IntoStatic::into_static).collect()
+            }
+        };
+        if uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        // RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in the response.
+        if changed_since.is_some() && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        if names.contains(&MessageDataItemName::ModSeq) {
+            self.condstore = true;
+        }
+        let uids = self.resolve(set, uid);
+        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
+        // Reading a body without PEEK sets \Seen (RFC 9051 §6.4.5).
+        let marks_seen = !view.read_only
+            && names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                        | MessageDataItemName::Binary { peek: false, .. }
+                )
+            });
+        let mut seen_now: std::collections::HashMap<u32, (Vec<String>, u64)> = Default::default();
+        if marks_seen {
+            let unseen: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| {
+                    view.seq_of(*u).and_then(|s| view.by_seq(s)).is_some_and(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+                })
+                .collect();
+            if !unseen.is_empty() {
+                match self.store.store_flags(view.mailbox_id, unseen, FlagOp::Add, vec!["\\Seen".into()], None).await {
+                    Ok(r) => {
+                        for (u, f, m) in r.changed {
+                            if let Some(v) = self.selected.as_mut() {
+                                v.set_flags(u, f.clone(), m);
+                            }
+                            seen_now.insert(u, (f, m));
+                        }
+                    }
+                    Err(e) => return store_error(&e),
+                }
+            }
+        }
+        let needs_raw = names.iter().any(|n| {
+            !matches!(
+                n,
+                MessageDataItemName::Uid
+                    | MessageDataItemName::Flags
+                    | MessageDataItemName::InternalDate
+                    | MessageDataItemName::Rfc822Size
+                    | MessageDataItemName::ModSeq
+            )
+        });
+        for u in uids {
+            let Some(seq) = view.seq_of(u) else { continue };
+            let Some(meta) = view.by_seq(seq) else { continue };
+            let mut meta = meta.clone();
+            if let Some((f, m)) = seen_now.get(&u) {
+                meta.flags = f.clone();
+                meta.modseq = *m;
+            }
+            if changed_since.is_some_and(|c| meta.modseq <= c) {
+                continue;
+            }
+            let raw = if needs_raw {
+                match self.store.fetch_message(view.mailbox_id, u).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err(e) => return store_error(&e),
+                }
+            } else {
+                Vec::new()
+            };
+            let mut items = self.items(&meta, &raw, &names);
+            if seen_now.contains_key(&u) && !names.contains(&MessageDataItemName::Flags) {
+                items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
+            }
+            if let (Some(seq), Ok(items)) = (NonZeroU32::new(seq), Vec1::try_from(items)) {
+                self.data(Data::Fetch { seq, items });
+            }
+        }
+        Outcome::ok("FETCH completed")
+    }
+
+    fn items(&self, m: &MessageMeta, raw: &[u8], names: &[MessageDataItemName<'_>]) -> Vec<MessageDataItem<'static>> {
+        let mut out = Vec::new();
+        for n in names {
+            let item = match n {
+                MessageDataItemName::Uid => NonZeroU32::new(m.uid).map(MessageDataItem::Uid),
+                MessageDataItemName::Flags => Some(MessageDataItem::Flags(fetch_flags(&m.flags))),
+                MessageDataItemName::InternalDate => imap_date(m.internal_date).map(MessageDataItem::InternalDate),
+                MessageDataItemName::Rfc822Size => Some(MessageDataItem::Rfc822Size(m.size as u32)),
+                MessageDataItemName::ModSeq => std::num::NonZeroU64::new(m.modseq).map(MessageDataItem::ModSeq),
+                MessageDataItemName::Envelope => Some(MessageDataItem::Envelope(mime::envelope(raw))),
+                MessageDataItemName::BodyStructure => {
+                    Some(MessageDataItem::BodyStructure(mime::body_structure(raw, true)))
+                }
+                MessageDataItemName::Body => Some(MessageDataItem::Body(mime::body_structure(raw, false))),
+                MessageDataItemName::Rfc822 => Some(MessageDataItem::Rfc822(literal(raw.to_vec()))),
+                MessageDataItemName::Rfc822Header => {
+                    let h = mime::section(raw, Some(&imap_codec::imap_types::fetch::Section::Header(None)));
+                    Some(MessageDataItem::Rfc822Header(literal(h)))
+                }
+                MessageDataItemName::Rfc822Text => {
+                    let t = mime::section(raw, Some(&imap_codec::imap_types::fetch::Section::Text(None)));
+                    Some(MessageDataItem::Rfc822Text(literal(t)))
+                }
+                MessageDataItemName::BodyExt { section, partial, .. } => {
+                    let data = mime::section(raw, section.as_ref());
+                    let part = mime::partial(&data, *partial).to_vec();
+                    Some(MessageDataItem::BodyExt {
+                        section: section.clone().map(imap_codec::imap_types::IntoStatic::into_static),
+                        origin: partial.map(|p| p.0),
+                        data: literal(part),
+                    })
+                }
+                _ => None,
+            };
+            out.extend(item);
+        }
+        out
+    }
+
+    async fn store_cmd(
+        &mut self,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: Vec<Flag<'_>>,
+        uid: bool,
+        unchanged_since: Option<u64>,
+    ) -> Outcome {
+        self.poll(false).await;
+        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
+        if view.read_only {
+            return Outcome::No(Some("READ-ONLY"), "mailbox is read-only".into());
+        }
+        let uids = self.resolve(set, uid);
+        let op = match kind {
+            StoreType::Add => FlagOp::Add,
+            StoreType::Remove => FlagOp::Remove,
+            StoreType::Replace => FlagOp::Replace,
+        };
+        let flags: Vec<String> = flags.iter().map(flag_string).collect();
+        let r = match self.store.store_flags(view.mailbox_id, uids, op, flags, unchanged_since).await {
+            Ok(r) => r,
+            Err(e) => return store_error(&e),
+        };
+        if unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        let silent = response == StoreResponse::Silent;
+        for (u, f, m) in r.changed.iter().chain(r.unchanged.iter()) {
+            if let Some(v) = self.selected.as_mut() {
+                v.set_flags(*u, f.clone(), *m);
+            }
+            // .SILENT still reports MODSEQ under CONDSTORE (RFC 7162 §3.1.3).
+            if silent && !self.condstore {
+                continue;
+            }
+            let Some(seq) = view.seq_of(*u) else { continue };
+            let uid_part = if uid { format!(" UID {u}") } else { String::new() };
+            let modseq = if self.condstore { format!(" MODSEQ ({m})") } else { String::new() };
+            if silent {
+                self.line(&format!("* {seq} FETCH ({}{modseq})", uid_part.trim_start()));
+            } else {
+                self.line(&format!("* {seq} FETCH (FLAGS ({}){uid_part}{modseq})", f.join(" ")));
+            }
+        }
+        if !r.modified.is_empty() {
+            let list: Vec<u32> =
+                if uid { r.modified.clone() } else { r.modified.iter().filter_map(|u| view.seq_of(*u)).collect() };
+            return Outcome::Ok(
+                Some(format!("MODIFIED {}", seqset::compress(&list))),
+                "conditional STORE failed".into(),
+            );
+        }
+        Outcome::ok("STORE completed")
+    }
+
+    async fn copy(&mut self, set: &SequenceSet, target: &str, uid: bool, moving: bool) -> Outcome {
+        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
+        if moving && view.read_only {
+            return Outcome::No(Some("READ-ONLY"), "mailbox is read-only".into());
+        }
+        let dest = match self.store.mailbox(self.owner(), target).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Outcome::No(Some("TRYCREATE"), format!("no mailbox {target}")),
+            Err(e) => return store_error(&e),
+        };
+        let uids = self.resolve(set, uid);
+        let pairs = match self.store.copy_messages(view.mailbox_id, uids, dest.id, moving).await {
+            Ok(p) => p,
+            Err(e) => return store_error(&e),
+        };
+        let verb = if moving { "MOVE" } else { "COPY" };
+        if pairs.is_empty() {
+            return Outcome::ok(&format!("{verb} completed (nothing to do)"));
+        }
+        let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        let code = format!("COPYUID {} {} {}", dest.uidvalidity, seqset::compress(&src), seqset::compress(&dst));
+        if moving {
+            // RFC 6851 §4.3: COPYUID in an untagged OK before the expunges.
+            self.line(&format!("* OK [{code}] moved"));
+            let seqs = self.selected.as_mut().map(|v| v.remove(&src)).unwrap_or_default();
+            for s in seqs {
+                self.line(&format!("* {s} EXPUNGE"));
+            }
+            self.poll(true).await;
+            return Outcome::ok("MOVE completed");
+        }
+        if dest.id == view.mailbox_id {
+            self.poll(true).await;
+        }
+        Outcome::Ok(Some(code), "COPY completed".into())
+    }
+}
+
+impl<S> Drop for Session<S> {
+    fn drop(&mut self) {
+        if let (Some(slots), Some(user)) = (&self.slots, &self.user) {
+            slots.release(user);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_follow_rfc_9051() {
+        assert!(wildcard_match(b"*", b"a/b/c"));
+        assert!(wildcard_match(b"%", b"Sent"));
+        assert!(!wildcard_match(b"%", b"a/b"));
+        assert!(wildcard_match(b"a/%", b"a/b"));
+        assert!(!wildcard_match(b"a/%", b"a/b/c"));
+        assert!(wildcard_match(b"a*c", b"a/b/c"));
+        assert!(wildcard_match(b"INBOX", b"INBOX"));
+        assert!(!wildcard_match(b"Sent", b"Sent/x"));
+    }
+
+    #[test]
+    fn strings_are_quoted_or_literal() {
+        assert_eq!(quote("Sent"), "\"Sent\"");
+        assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(quote("é"), "{2}\r\né");
+    }
+}

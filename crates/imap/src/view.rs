@@ -1,0 +1,186 @@
+//! A session's view of its selected mailbox: the messages it has told the
+//! client about, in sequence order, and what to tell it when the mailbox
+//! changed underneath (another session, an SMTP delivery, POP3).
+//!
+//! Pure: it compares the view with a fresh listing from storage and yields
+//! the untagged updates (RFC 9051 §7.4.1 EXPUNGE, §7.3.1 EXISTS, §7.5.2
+//! FETCH FLAGS), applying them to itself as it goes so that sequence
+//! numbers in each update are right for the client at that point.
+
+use facteur_store::MessageMeta;
+
+/// One untagged update for the client, in the order to send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The message with this sequence number is gone; later ones shift down.
+    Expunge(u32),
+    /// The mailbox now holds this many messages.
+    Exists(u32),
+    /// The flags (and MODSEQ) of a message changed.
+    Flags { seq: u32, uid: u32, flags: Vec<String>, modseq: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct View {
+    pub mailbox_id: i64,
+    pub read_only: bool,
+    pub uidvalidity: u32,
+    messages: Vec<MessageMeta>,
+    highest_modseq: u64,
+}
+
+impl View {
+    pub fn new(mailbox_id: i64, uidvalidity: u32, read_only: bool, messages: Vec<MessageMeta>) -> View {
+        let highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0);
+        View { mailbox_id, read_only, uidvalidity, messages, highest_modseq }
+    }
+
+    pub fn messages(&self) -> &[MessageMeta] {
+        &self.messages
+    }
+
+    pub fn len(&self) -> u32 {
+        self.messages.len() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// 1-based sequence number of a UID, if the client knows the message.
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| i as u32 + 1)
+    }
+
+    pub fn by_seq(&self, seq: u32) -> Option<&MessageMeta> {
+        self.messages.get((seq as usize).checked_sub(1)?)
+    }
+
+    pub fn uids(&self) -> Vec<u32> {
+        self.messages.iter().map(|m| m.uid).collect()
+    }
+
+    /// Replace one message's flags after this session's own STORE.
+    pub fn set_flags(&mut self, uid: u32, flags: Vec<String>, modseq: u64) {
+        if let Ok(i) = self.messages.binary_search_by_key(&uid, |m| m.uid) {
+            self.messages[i].flags = flags;
+            self.messages[i].modseq = modseq;
+            self.highest_modseq = self.highest_modseq.max(modseq);
+        }
+    }
+
+    /// Bring the view up to `fresh` (UID order, as storage lists it) and
+    /// say what changed. With `expunges: false` (during FETCH, STORE and
+    /// SEARCH, RFC 9051 §7.4.1) messages gone from storage stay in the view
+    /// and no EXPUNGE is sent yet; they are reported at the next chance.
+    pub fn refresh(&mut self, fresh: Vec<MessageMeta>, expunges: bool) -> Vec<Update> {
+        let mut out = Vec::new();
+        if expunges {
+            // Highest sequence first would also do; lowest first with the
+            // shift applied is what clients expect to read.
+            let mut i = 0;
+            while i < self.messages.len() {
+                let uid = self.messages[i].uid;
+                if fresh.binary_search_by_key(&uid, |m| m.uid).is_err() {
+                    self.messages.remove(i);
+                    out.push(Update::Expunge(i as u32 + 1));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for m in &mut self.messages {
+            if let Ok(j) = fresh.binary_search_by_key(&m.uid, |f| f.uid) {
+                let f = &fresh[j];
+                if f.modseq != m.modseq || f.flags != m.flags {
+                    m.flags = f.flags.clone();
+                    m.modseq = f.modseq;
+                    out.push(Update::Flags { seq: 0, uid: m.uid, flags: f.flags.clone(), modseq: f.modseq });
+                }
+            }
+        }
+        let last = self.messages.last().map_or(0, |m| m.uid);
+        let before = self.messages.len();
+        self.messages.extend(fresh.into_iter().filter(|m| m.uid > last));
+        if self.messages.len() != before {
+            out.push(Update::Exists(self.len()));
+        }
+        self.highest_modseq = self.messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(self.highest_modseq);
+        // Sequence numbers of flag updates, now that the view is final.
+        for u in &mut out {
+            if let Update::Flags { seq, uid, .. } = u {
+                *seq = self.seq_of(*uid).unwrap_or(0);
+            }
+        }
+        out
+    }
+
+    /// Drop expunged UIDs this session removed itself (EXPUNGE, MOVE) and
+    /// return their sequence numbers as they must be sent, in order.
+    pub fn remove(&mut self, uids: &[u32]) -> Vec<u32> {
+        let mut seqs = Vec::new();
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        // Highest first keeps earlier sequence numbers valid; RFC 9051
+        // §7.4.1 allows either, each number relative to the moment it is sent.
+        for uid in sorted.into_iter().rev() {
+            if let Some(seq) = self.seq_of(uid) {
+                self.messages.remove(seq as usize - 1);
+                seqs.push(seq);
+            }
+        }
+        seqs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(uid: u32, flags: &[&str], modseq: u64) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            modseq,
+            internal_date: 0,
+            size: 10,
+            message_id: format!("m{uid}"),
+        }
+    }
+
+    #[test]
+    fn arrivals_flag_changes_and_expunges_in_client_order() {
+        let mut v = View::new(1, 7, false, vec![meta(1, &[], 1), meta(3, &[], 2), meta(5, &[], 3)]);
+        assert_eq!(v.seq_of(3), Some(2));
+        // 1 is expunged elsewhere, 5 gets \Seen, 8 and 9 arrive.
+        let fresh = vec![meta(3, &[], 2), meta(5, &["\\Seen"], 4), meta(8, &[], 5), meta(9, &[], 6)];
+        let u = v.refresh(fresh, true);
+        assert_eq!(
+            u,
+            [
+                Update::Expunge(1),
+                Update::Flags { seq: 2, uid: 5, flags: vec!["\\Seen".into()], modseq: 4 },
+                Update::Exists(4),
+            ]
+        );
+        assert_eq!(v.uids(), [3, 5, 8, 9]);
+    }
+
+    #[test]
+    fn expunges_wait_while_the_client_may_not_hear_them() {
+        let mut v = View::new(1, 7, false, vec![meta(1, &[], 1), meta(2, &[], 2)]);
+        assert_eq!(v.refresh(vec![meta(2, &[], 2)], false), []);
+        assert_eq!(v.len(), 2, "still there for the client");
+        assert_eq!(v.refresh(vec![meta(2, &[], 2)], true), [Update::Expunge(1)]);
+        assert!(v.refresh(vec![meta(2, &[], 2)], true).is_empty(), "nothing twice");
+    }
+
+    #[test]
+    fn own_expunge_reports_highest_first() {
+        let mut v = View::new(1, 7, false, (1..=5).map(|u| meta(u, &[], u as u64)).collect());
+        assert_eq!(v.remove(&[2, 4, 9]), [4, 2]);
+        assert_eq!(v.uids(), [1, 3, 5]);
+        assert_eq!(v.by_seq(2).map(|m| m.uid), Some(3));
+        assert!(v.by_seq(0).is_none() && v.by_seq(4).is_none());
+    }
+}

@@ -1,0 +1,362 @@
+//! Mailboxes as IMAP and POP3 see them: create, delete, rename, subscribe;
+//! the message list with flags and MODSEQ; APPEND, STORE, EXPUNGE, COPY and
+//! MOVE, each in one transaction of the caller's.
+//!
+//! Invariants kept here (RFC 9051 §2.3.1.1, RFC 7162 §3.1):
+//! - a UID is never reused in a mailbox: `allocate_uid` stays above the
+//!   stored UIDs, the counter and the highest UID ever expunged;
+//! - UIDVALIDITY never changes while a mailbox lives (a trigger), and a
+//!   mailbox created again under an old name gets a greater one;
+//! - every change to a message (arrival, flags, expunge) takes the next
+//!   MODSEQ of its mailbox, so HIGHESTMODSEQ only grows.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{allocate_uid, create_mailbox, now_secs};
+use crate::{FlagOp, FlagsChanged, Mailbox, MessageMeta, Result, StoreError};
+
+/// Mailbox names are case-sensitive except INBOX (RFC 9051 §5.1).
+pub(crate) fn normalize_name(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() }
+}
+
+const MAILBOX_COLUMNS: &str = "m.id, m.owner, m.name, m.uidvalidity,
+    COALESCE((SELECT uidnext FROM uid_counters u WHERE u.mailbox_id = m.id), 1),
+    (SELECT COUNT(*) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id),
+    (SELECT COUNT(*) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id AND (' ' || mm.flags || ' ') NOT LIKE '% \\Seen %'),
+    m.special_use, m.highest_modseq";
+
+fn mailbox_row(r: &rusqlite::Row) -> rusqlite::Result<Mailbox> {
+    Ok(Mailbox {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        name: r.get(2)?,
+        uidvalidity: r.get(3)?,
+        uidnext: r.get(4)?,
+        messages: r.get(5)?,
+        unseen: r.get(6)?,
+        special_use: r.get(7)?,
+        highest_modseq: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+pub(crate) fn list(c: &Connection, owner: &str) -> Result<Vec<Mailbox>> {
+    let mut s =
+        c.prepare_cached(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes m WHERE m.owner = ?1 ORDER BY m.name"))?;
+    Ok(s.query_map([owner], mailbox_row)?.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn get(c: &Connection, owner: &str, name: &str) -> Result<Option<Mailbox>> {
+    let mut s =
+        c.prepare_cached(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes m WHERE m.owner = ?1 AND m.name = ?2"))?;
+    Ok(s.query_row(params![owner, normalize_name(name)], mailbox_row).optional()?)
+}
+
+fn require(c: &Connection, owner: &str, name: &str) -> Result<Mailbox> {
+    get(c, owner, name)?.ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))
+}
+
+/// Create `name` and any missing parent (RFC 9051 §6.3.4: "the server
+/// SHOULD create any superior hierarchical names"). Exists if it does.
+pub(crate) fn create(c: &Connection, owner: &str, name: &str, special_use: Option<&str>) -> Result<Mailbox> {
+    let name = normalize_name(name);
+    validate_name(&name)?;
+    if get(c, owner, &name)?.is_some() {
+        return Err(StoreError::Exists(format!("mailbox {name}")));
+    }
+    let mut prefix = String::new();
+    for (i, part) in name.split('/').enumerate() {
+        if i > 0 {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        if prefix != name && get(c, owner, &prefix)?.is_none() {
+            create_mailbox(c, owner, &prefix, None)?;
+        }
+    }
+    create_mailbox(c, owner, &name, special_use)?;
+    c.execute("INSERT INTO subscriptions (owner, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![owner, name])?;
+    require(c, owner, &name)
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.contains("//")
+        || name.chars().any(|ch| ch.is_control() || ch == '*' || ch == '%')
+    {
+        return Err(StoreError::Invalid(format!("{name:?} is not a valid mailbox name")));
+    }
+    Ok(())
+}
+
+/// Delete a mailbox and its messages' entries. INBOX cannot be deleted
+/// (RFC 9051 §6.3.5); children stay.
+pub(crate) fn delete(c: &Connection, owner: &str, name: &str) -> Result<i64> {
+    let m = require(c, owner, name)?;
+    if m.name == "INBOX" {
+        return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+    }
+    c.execute("DELETE FROM mailbox_messages WHERE mailbox_id = ?1", [m.id])?;
+    c.execute("DELETE FROM uid_counters WHERE mailbox_id = ?1", [m.id])?;
+    c.execute("DELETE FROM mailboxes WHERE id = ?1", [m.id])?;
+    c.execute(
+        "INSERT INTO uidvalidity_floor (owner, value) VALUES (?1, ?2)
+         ON CONFLICT (owner) DO UPDATE SET value = MAX(value, excluded.value)",
+        params![owner, m.uidvalidity],
+    )?;
+    Ok(m.id)
+}
+
+/// Rename a mailbox and its children. Renaming INBOX moves its messages to
+/// a new mailbox and leaves INBOX empty (RFC 9051 §6.3.6). Returns the
+/// mailboxes whose contents changed (for change notices).
+pub(crate) fn rename(c: &Connection, owner: &str, from: &str, to: &str, now: i64) -> Result<Vec<i64>> {
+    let (from, to) = (normalize_name(from), normalize_name(to));
+    validate_name(&to)?;
+    let src = require(c, owner, &from)?;
+    if get(c, owner, &to)?.is_some() {
+        return Err(StoreError::Exists(format!("mailbox {to}")));
+    }
+    if to.starts_with(&format!("{from}/")) {
+        return Err(StoreError::Invalid(format!("cannot rename {from} into itself")));
+    }
+    if src.name == "INBOX" {
+        let dst = create(c, owner, &to, None)?;
+        let uids: Vec<u32> = messages(c, src.id)?.iter().map(|m| m.uid).collect();
+        copy(c, src.id, &uids, dst.id, true, now)?;
+        return Ok(vec![src.id, dst.id]);
+    }
+    // Parents of the new name, then the mailbox and its children.
+    if let Some((parent, _)) = to.rsplit_once('/')
+        && get(c, owner, parent)?.is_none()
+    {
+        create(c, owner, parent, None)?;
+    }
+    let children = format!("{from}/");
+    c.execute(
+        "UPDATE mailboxes SET name = ?3 || substr(name, ?4)
+         WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6)",
+        params![owner, from, to, from.len() as i64 + 1, children.len() as i64, children],
+    )?;
+    c.execute(
+        "UPDATE subscriptions SET name = ?3 || substr(name, ?4)
+         WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6)",
+        params![owner, from, to, from.len() as i64 + 1, children.len() as i64, children],
+    )?;
+    Ok(vec![src.id])
+}
+
+pub(crate) fn set_subscribed(c: &Connection, owner: &str, name: &str, on: bool) -> Result<()> {
+    let name = normalize_name(name);
+    if on {
+        if get(c, owner, &name)?.is_none() {
+            return Err(StoreError::NotFound(format!("mailbox {name}")));
+        }
+        c.execute(
+            "INSERT INTO subscriptions (owner, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![owner, name],
+        )?;
+    } else {
+        c.execute("DELETE FROM subscriptions WHERE owner = ?1 AND name = ?2", params![owner, name])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn subscriptions(c: &Connection, owner: &str) -> Result<Vec<String>> {
+    let mut s = c.prepare_cached("SELECT name FROM subscriptions WHERE owner = ?1 ORDER BY name")?;
+    Ok(s.query_map([owner], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn parse_flags(s: &str) -> Vec<String> {
+    s.split_ascii_whitespace().map(str::to_string).collect()
+}
+
+/// The messages of a mailbox in UID order.
+pub(crate) fn messages(c: &Connection, mailbox_id: i64) -> Result<Vec<MessageMeta>> {
+    let mut s = c.prepare_cached(
+        "SELECT mm.uid, mm.flags, mm.modseq, mm.internal_date, m.size, mm.message_id
+         FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
+         WHERE mm.mailbox_id = ?1 ORDER BY mm.uid",
+    )?;
+    let rows = s.query_map([mailbox_id], |r| {
+        Ok(MessageMeta {
+            uid: r.get(0)?,
+            flags: parse_flags(&r.get::<_, String>(1)?),
+            modseq: r.get::<_, i64>(2)? as u64,
+            internal_date: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            message_id: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The next MODSEQ of a mailbox, taken now.
+pub(crate) fn next_modseq(c: &Connection, mailbox_id: i64) -> Result<u64> {
+    let v: Option<i64> = c
+        .prepare_cached(
+            "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = ?1 RETURNING highest_modseq",
+        )?
+        .query_row([mailbox_id], |r| r.get(0))
+        .optional()?;
+    v.map(|v| v as u64).ok_or_else(|| StoreError::NotFound(format!("mailbox id {mailbox_id}")))
+}
+
+/// Put a stored message into a mailbox with a fresh UID and MODSEQ.
+pub(crate) fn place(
+    c: &Connection,
+    mailbox_id: i64,
+    message_id: &str,
+    flags: &[String],
+    internal_date: i64,
+) -> Result<(u32, u64)> {
+    let uid = allocate_uid(c, mailbox_id)?;
+    let modseq = next_modseq(c, mailbox_id)?;
+    c.prepare_cached(
+        "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![mailbox_id, uid, message_id, flags.join(" "), internal_date, modseq as i64])?;
+    Ok((uid, modseq))
+}
+
+/// APPEND (RFC 9051 §6.3.12): store the message and place it.
+pub(crate) fn append(
+    c: &Connection,
+    mailbox_id: i64,
+    id: &crate::MessageId,
+    data: &[u8],
+    flags: &[String],
+    internal_date: i64,
+) -> Result<(u32, u64)> {
+    let id = id.to_string();
+    let envelope =
+        serde_json::to_string(&crate::StoredEnvelope::default()).map_err(|e| StoreError::Internal(e.to_string()))?;
+    c.prepare_cached(
+        "INSERT INTO messages (id, received_at, size, envelope, class) VALUES (?1, ?2, ?3, ?4, 'interpersonal')",
+    )?
+    .execute(params![id, now_secs(), data.len() as i64, envelope])?;
+    c.prepare_cached("INSERT INTO message_bodies (message_id, data) VALUES (?1, ?2)")?.execute(params![id, data])?;
+    place(c, mailbox_id, &id, flags, internal_date)
+}
+
+/// STORE (RFC 9051 §6.4.6) with UNCHANGEDSINCE (RFC 7162 §3.1.3): messages
+/// whose MODSEQ is above it are left alone and reported as modified.
+pub(crate) fn store_flags(
+    c: &Connection,
+    mailbox_id: i64,
+    uids: &[u32],
+    op: FlagOp,
+    flags: &[String],
+    unchanged_since: Option<u64>,
+) -> Result<FlagsChanged> {
+    let mut out = FlagsChanged::default();
+    let mut read = c.prepare_cached("SELECT flags, modseq FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?;
+    let mut write =
+        c.prepare_cached("UPDATE mailbox_messages SET flags = ?3, modseq = ?4 WHERE mailbox_id = ?1 AND uid = ?2")?;
+    for &uid in uids {
+        let Some((current, modseq)) = read
+            .query_row(params![mailbox_id, uid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .optional()?
+        else {
+            continue;
+        };
+        if unchanged_since.is_some_and(|u| modseq > u) {
+            out.modified.push(uid);
+            continue;
+        }
+        let current = parse_flags(&current);
+        let has = |list: &[String], f: &str| list.iter().any(|x| x.eq_ignore_ascii_case(f));
+        let mut new: Vec<String> = match op {
+            FlagOp::Replace => Vec::new(),
+            FlagOp::Add | FlagOp::Remove => current.clone(),
+        };
+        match op {
+            FlagOp::Remove => new.retain(|x| !has(flags, x)),
+            FlagOp::Add | FlagOp::Replace => {
+                for f in flags {
+                    if !has(&new, f) {
+                        new.push(f.clone());
+                    }
+                }
+            }
+        }
+        let same = new.len() == current.len() && new.iter().all(|f| has(&current, f));
+        if same {
+            // Nothing changed: no new MODSEQ (RFC 7162 §3.1.3 still reports it).
+            out.unchanged.push((uid, current, modseq));
+            continue;
+        }
+        let modseq = next_modseq(c, mailbox_id)?;
+        write.execute(params![mailbox_id, uid, new.join(" "), modseq as i64])?;
+        out.changed.push((uid, new, modseq));
+    }
+    Ok(out)
+}
+
+/// EXPUNGE (RFC 9051 §6.4.3) or UID EXPUNGE (RFC 4315 §2.1): remove the
+/// messages flagged \Deleted (among `only`, if given). Returns their UIDs.
+pub(crate) fn expunge(c: &Connection, mailbox_id: i64, only: Option<&[u32]>) -> Result<Vec<u32>> {
+    let uids: Vec<u32> = messages(c, mailbox_id)?
+        .into_iter()
+        .filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")))
+        .map(|m| m.uid)
+        .filter(|u| only.is_none_or(|o| o.contains(u)))
+        .collect();
+    remove(c, mailbox_id, &uids)?;
+    Ok(uids)
+}
+
+/// Remove entries by UID, keeping the UID floor and bumping HIGHESTMODSEQ.
+pub(crate) fn remove(c: &Connection, mailbox_id: i64, uids: &[u32]) -> Result<()> {
+    let Some(&max) = uids.iter().max() else { return Ok(()) };
+    let mut del = c.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?;
+    for uid in uids {
+        del.execute(params![mailbox_id, uid])?;
+    }
+    c.execute(
+        "UPDATE mailboxes SET expunged_uid_max = MAX(expunged_uid_max, ?2) WHERE id = ?1",
+        params![mailbox_id, max],
+    )?;
+    next_modseq(c, mailbox_id)?;
+    Ok(())
+}
+
+/// COPY (RFC 9051 §6.4.7) or MOVE (RFC 6851): the same stored message gets
+/// a new UID in `to`, flags kept. Returns (source UID, new UID) pairs in
+/// source UID order, for COPYUID (RFC 4315 §3).
+pub(crate) fn copy(
+    c: &Connection,
+    from: i64,
+    uids: &[u32],
+    to: i64,
+    moving: bool,
+    _now: i64,
+) -> Result<Vec<(u32, u32)>> {
+    let mut pairs = Vec::new();
+    let mut read = c.prepare_cached(
+        "SELECT message_id, flags, internal_date FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2",
+    )?;
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for uid in sorted {
+        let Some((id, flags, date)) = read
+            .query_row(params![from, uid], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .optional()?
+        else {
+            continue;
+        };
+        let (new_uid, _) = place(c, to, &id, &parse_flags(&flags), date)?;
+        pairs.push((uid, new_uid));
+    }
+    if moving {
+        let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        remove(c, from, &moved)?;
+    }
+    Ok(pairs)
+}

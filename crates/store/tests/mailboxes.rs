@@ -1,0 +1,162 @@
+//! Mailboxes as IMAP and POP3 use them, against a real SQLite file: the
+//! default set with special-use, hierarchy, UIDs that are never reused even
+//! after expunges and re-creation, MODSEQ on every change, and change
+//! notices after the commit.
+
+use facteur_store::sqlite::SqliteStore;
+use facteur_store::{FlagOp, Store, StoreError};
+
+const ALICE: &str = "alice@example.test";
+
+async fn setup() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
+    store.add_domain("example.test").await.unwrap();
+    store.add_user(ALICE, "h").await.unwrap();
+    (dir, store)
+}
+
+fn flags(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_new_user_gets_the_special_use_mailboxes_subscribed() {
+    let (_d, s) = setup().await;
+    let boxes = s.list_mailboxes(ALICE).await.unwrap();
+    let mut got: Vec<(String, Option<String>)> =
+        boxes.iter().map(|m| (m.name.clone(), m.special_use.clone())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("Archive", Some("\\Archive")),
+            ("Drafts", Some("\\Drafts")),
+            ("INBOX", None),
+            ("Junk", Some("\\Junk")),
+            ("Sent", Some("\\Sent")),
+            ("Trash", Some("\\Trash")),
+        ]
+        .map(|(n, u)| (n.to_string(), u.map(str::to_string)))
+    );
+    assert_eq!(s.subscriptions(ALICE).await.unwrap().len(), 6);
+    // INBOX is case-insensitive, other names are not.
+    assert!(s.mailbox(ALICE, "inbox").await.unwrap().is_some());
+    assert!(s.mailbox(ALICE, "sent").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules() {
+    let (_d, s) = setup().await;
+    let leaf = s.create_mailbox(ALICE, "Projects/2026/Q4", None).await.unwrap();
+    assert!(s.mailbox(ALICE, "Projects").await.unwrap().is_some(), "parents are created");
+    assert!(s.mailbox(ALICE, "Projects/2026").await.unwrap().is_some());
+    assert!(matches!(s.create_mailbox(ALICE, "Projects/2026/Q4", None).await, Err(StoreError::Exists(_))));
+    for bad in ["", "/x", "x/", "a//b", "a*b", "a%b", "a\nb"] {
+        assert!(matches!(s.create_mailbox(ALICE, bad, None).await, Err(StoreError::Invalid(_))), "{bad:?}");
+    }
+    assert!(matches!(s.delete_mailbox(ALICE, "INBOX").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(s.delete_mailbox(ALICE, "Nope").await, Err(StoreError::NotFound(_))));
+
+    // Deleted and created again: a greater UIDVALIDITY, even though the
+    // old mailbox is gone.
+    s.delete_mailbox(ALICE, "Projects/2026/Q4").await.unwrap();
+    let again = s.create_mailbox(ALICE, "Projects/2026/Q4", None).await.unwrap();
+    assert!(again.uidvalidity > leaf.uidvalidity, "{} then {}", leaf.uidvalidity, again.uidvalidity);
+
+    // Rename moves children along; the UIDVALIDITY stays.
+    let parent = s.mailbox(ALICE, "Projects").await.unwrap().unwrap();
+    s.rename_mailbox(ALICE, "Projects", "Work/Old").await.unwrap();
+    let renamed = s.mailbox(ALICE, "Work/Old").await.unwrap().unwrap();
+    assert_eq!((renamed.id, renamed.uidvalidity), (parent.id, parent.uidvalidity));
+    assert!(s.mailbox(ALICE, "Work/Old/2026/Q4").await.unwrap().is_some());
+    assert!(s.mailbox(ALICE, "Projects/2026").await.unwrap().is_none());
+    assert!(s.subscriptions(ALICE).await.unwrap().contains(&"Work/Old/2026/Q4".to_string()));
+    assert!(matches!(s.rename_mailbox(ALICE, "Work", "Sent").await, Err(StoreError::Exists(_))));
+    assert!(matches!(s.rename_mailbox(ALICE, "Work", "Work/Inner").await, Err(StoreError::Invalid(_))));
+
+    // Renaming INBOX moves its messages and leaves it empty.
+    let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    s.append_message(inbox.id, b"Subject: one\r\n\r\nx\r\n".to_vec(), vec![], 1).await.unwrap();
+    s.rename_mailbox(ALICE, "INBOX", "Old Inbox").await.unwrap();
+    let old = s.mailbox(ALICE, "Old Inbox").await.unwrap().unwrap();
+    assert_eq!((old.messages, s.mailbox(ALICE, "INBOX").await.unwrap().unwrap().messages), (1, 0));
+}
+
+#[tokio::test]
+async fn flags_modseq_expunge_and_the_uid_floor() {
+    let (_d, s) = setup().await;
+    let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    let mut changes = s.mailbox_changes();
+    let mut uids = Vec::new();
+    for n in 0..3 {
+        let (uid, modseq) = s
+            .append_message(inbox.id, format!("Subject: {n}\r\n\r\nbody\r\n").into_bytes(), flags(&["\\Seen"]), 1000)
+            .await
+            .unwrap();
+        uids.push(uid);
+        assert!(modseq > inbox.highest_modseq);
+    }
+    assert_eq!(uids, [1, 2, 3]);
+    assert_eq!(changes.recv().await.unwrap().mailbox_id, inbox.id, "a change notice after the commit");
+    let before = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    assert_eq!((before.messages, before.unseen), (3, 0));
+
+    // Add, remove, replace; a change takes the next MODSEQ, a no-op none.
+    let r = s.store_flags(inbox.id, vec![1, 2], FlagOp::Add, flags(&["\\Deleted", "$Work"]), None).await.unwrap();
+    assert_eq!(r.changed.len(), 2);
+    assert!(r.changed.iter().all(|(_, f, m)| f.contains(&"$Work".to_string()) && *m > before.highest_modseq));
+    let again = s.store_flags(inbox.id, vec![1], FlagOp::Add, flags(&["\\deleted"]), None).await.unwrap();
+    assert!(again.changed.is_empty() && again.unchanged.len() == 1, "flags compare case-insensitively: {again:?}");
+    let r = s.store_flags(inbox.id, vec![2], FlagOp::Remove, flags(&["$work"]), None).await.unwrap();
+    assert_eq!(r.changed[0].1, flags(&["\\Seen", "\\Deleted"]));
+    let r = s.store_flags(inbox.id, vec![3], FlagOp::Replace, flags(&["\\Flagged"]), None).await.unwrap();
+    assert_eq!(r.changed[0].1, flags(&["\\Flagged"]));
+    assert_eq!(s.mailbox(ALICE, "INBOX").await.unwrap().unwrap().unseen, 1);
+    // UNCHANGEDSINCE below a message's MODSEQ: refused for it (RFC 7162 §3.1.3).
+    let m1 = s.mailbox_messages(inbox.id).await.unwrap()[0].modseq;
+    let r = s.store_flags(inbox.id, vec![1, 3], FlagOp::Add, flags(&["\\Answered"]), Some(m1)).await.unwrap();
+    assert_eq!(r.modified, [3]);
+    assert_eq!(r.changed.iter().map(|c| c.0).collect::<Vec<_>>(), [1]);
+
+    // UID EXPUNGE of 2 only, then EXPUNGE: 1 (the only other \Deleted).
+    assert_eq!(s.expunge(inbox.id, Some(vec![2, 3])).await.unwrap(), [2]);
+    assert_eq!(s.expunge(inbox.id, None).await.unwrap(), [1]);
+    let left: Vec<u32> = s.mailbox_messages(inbox.id).await.unwrap().iter().map(|m| m.uid).collect();
+    assert_eq!(left, [3]);
+    // Expunge the newest and break the counter: the next UID is still new.
+    s.store_flags(inbox.id, vec![3], FlagOp::Add, flags(&["\\Deleted"]), None).await.unwrap();
+    assert_eq!(s.expunge(inbox.id, None).await.unwrap(), [3]);
+    let conn = rusqlite::Connection::open(s.path()).unwrap();
+    conn.execute("DELETE FROM uid_counters WHERE mailbox_id = ?1", [inbox.id]).unwrap();
+    let (uid, _) = s.append_message(inbox.id, b"Subject: 4\r\n\r\nx\r\n".to_vec(), vec![], 1000).await.unwrap();
+    assert_eq!(uid, 4, "UID 3 was expunged: never handed out again");
+    let after = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    assert!(after.highest_modseq > r.changed[0].2);
+    let report = s.check(false).await.unwrap();
+    assert!(report.healthy(), "{report:?}");
+}
+
+#[tokio::test]
+async fn copy_and_move_give_new_uids_in_order() {
+    let (_d, s) = setup().await;
+    let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    let archive = s.mailbox(ALICE, "Archive").await.unwrap().unwrap();
+    for n in 0..3 {
+        s.append_message(inbox.id, format!("Subject: {n}\r\n\r\n").into_bytes(), flags(&["$K"]), 1000).await.unwrap();
+    }
+    s.append_message(archive.id, b"Subject: a\r\n\r\n".to_vec(), vec![], 1000).await.unwrap();
+    let pairs = s.copy_messages(inbox.id, vec![3, 1, 9], archive.id, false).await.unwrap();
+    assert_eq!(pairs, [(1, 2), (3, 3)], "sorted by source UID; a missing UID is skipped");
+    let copied = s.mailbox_messages(archive.id).await.unwrap();
+    assert_eq!(copied[1].flags, flags(&["$K"]), "flags travel with a copy");
+    assert_eq!(s.fetch_message(archive.id, 3).await.unwrap().unwrap(), b"Subject: 2\r\n\r\n");
+    let mut changes = s.mailbox_changes();
+    let moved = s.copy_messages(inbox.id, vec![2], archive.id, true).await.unwrap();
+    assert_eq!(moved, [(2, 4)]);
+    let mut seen = vec![changes.recv().await.unwrap().mailbox_id, changes.recv().await.unwrap().mailbox_id];
+    seen.sort();
+    assert_eq!(seen, [inbox.id.min(archive.id), inbox.id.max(archive.id)], "both mailboxes changed");
+    let left: Vec<u32> = s.mailbox_messages(inbox.id).await.unwrap().iter().map(|m| m.uid).collect();
+    assert_eq!(left, [1, 3]);
+}
