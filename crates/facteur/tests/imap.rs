@@ -184,6 +184,14 @@ async fn select_fetch_store_search_expunge() {
     assert!(r[0] == "* SEARCH 2", "{r:?}");
     let r = c.ok("g SEARCH OR SUBJECT first SUBJECT nothing").await;
     assert!(r[0] == "* SEARCH 1", "{r:?}");
+    // ESEARCH (RFC 4731, RFC 9051 §6.4.4) with RETURN, and for IMAP4rev2 clients always.
+    let r = c.ok("g1 UID SEARCH RETURN (MIN MAX COUNT ALL) ALL").await;
+    assert_eq!(r[0], "* ESEARCH (TAG \"g1\") UID MIN 1 MAX 2 ALL 1:2 COUNT 2");
+    let r = c.ok("g2 SEARCH RETURN (COUNT) SUBJECT nothing").await;
+    assert_eq!(r[0], "* ESEARCH (TAG \"g2\") COUNT 0");
+    c.ok("g3 ENABLE IMAP4rev2").await;
+    let r = c.ok("g4 SEARCH SUBJECT second").await;
+    assert_eq!(r[0], "* ESEARCH (TAG \"g4\") ALL 2");
 
     let r = c.ok("h STORE 1 +FLAGS (\\Deleted $Later)").await;
     assert!(has(&r, "* 1 FETCH (FLAGS (\\Seen \\Deleted $Later)") || has(&r, "\\Deleted $Later"), "{r:?}");
@@ -209,7 +217,7 @@ async fn mailboxes_append_copy_move_and_status() {
     let mut c = Imap::connect(s.imap).await;
     c.login("alice@example.test").await;
     let r = c.ok("a LIST \"\" *").await;
-    assert!(has(&r, "* LIST (\\HasNoChildren \\Sent \\Subscribed) \"/\" \"Sent\""), "{r:?}");
+    assert!(has(&r, "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\""), "{r:?}");
     assert!(has(&r, "\"INBOX\"") && has(&r, "\\Trash") && has(&r, "\\Junk") && has(&r, "\\Archive"), "{r:?}");
     let r = c.ok("b LIST \"\" \"\"").await;
     assert_eq!(r[0], "* LIST (\\Noselect) \"/\" \"\"");
@@ -262,6 +270,14 @@ async fn mailboxes_append_copy_move_and_status() {
     c.ok("v UNSELECT").await;
     let r = c.cmd("w FETCH 1 FLAGS").await;
     assert!(r[0].starts_with("w BAD"), "not selected: {r:?}");
+    // LIST-EXTENDED (RFC 5258) and SPECIAL-USE selection (RFC 6154).
+    let r = c.ok("x1 LIST (SPECIAL-USE) \"\" *").await;
+    assert_eq!(r.len(), 6, "the five special-use mailboxes: {r:?}");
+    assert!(!has(&r, "\"INBOX\"") && has(&r, "\\Junk"), "{r:?}");
+    let r = c.ok("x2 LIST (SUBSCRIBED) \"\" Work* RETURN (CHILDREN)").await;
+    assert!(has(&r, "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"Work/Facteur\"") && !has(&r, "\"Work\""), "{r:?}");
+    let r = c.ok("x3 LIST \"\" Archive RETURN (STATUS (MESSAGES UIDNEXT))").await;
+    assert!(r[1].starts_with("* STATUS \"Archive\" (MESSAGES 2 UIDNEXT 3)"), "LIST-STATUS: {r:?}");
     let r = c.ok("x NAMESPACE").await;
     assert_eq!(r[0], "* NAMESPACE ((\"\" \"/\")) NIL NIL");
     let r = c.ok("y ID (\"name\" \"test\")").await;

@@ -7,6 +7,8 @@
 //! - [`server`]: listeners (STARTTLS and implicit TLS), framing of lines and
 //!   literals, limits, and the wait for changes in IDLE. The only I/O.
 //! - [`session`]: the states and commands of RFC 9051 over decoded commands.
+//! - [`extended`]: the IMAP4rev2 forms the codec does not parse yet (SEARCH
+//!   RETURN, LIST selection and return options), taken apart (pure).
 //! - [`view`]: a session's snapshot of its selected mailbox and the untagged
 //!   updates that bring a client up to date (pure).
 //! - [`mime`]: ENVELOPE, BODY/BODYSTRUCTURE and `BODY[section]<partial>`
@@ -16,6 +18,7 @@
 //!   (RFC 9051 §6.4.8), and compact UID sets for COPYUID/APPENDUID.
 //! - [`utf7`]: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
 
+pub mod extended;
 pub mod mime;
 pub mod search;
 pub mod seqset;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use facteur_store::Store;
+use imap_codec::decode::Decoder;
 use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::core::LiteralMode;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::extended;
 use crate::session::{Next, Session, SessionConfig, UserSlots};
 
 /// `[imap]` in the configuration.
@@ -294,11 +296,21 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
         }
         match mode {
             Mode::Command => {
-                let decoded = fz.decode_message(&CommandCodec::new()).map(|c| c.into_static());
+                // IMAP4rev2 forms the codec does not know: rewritten, options aside.
+                let (decoded, ext) = match extended::rewrite(fz.message_bytes()) {
+                    Some((plain, ext)) => match CommandCodec::new().decode(&plain) {
+                        Ok((b"", cmd)) => (Ok(cmd.into_static()), Some(ext)),
+                        _ => (Err(None), None),
+                    },
+                    None => (fz.decode_message(&CommandCodec::new()).map(|c| c.into_static()).map_err(Some), None),
+                };
                 match decoded {
                     Ok(cmd) => {
                         let was_authed = session.user().is_some();
-                        let next = session.handle(cmd).await;
+                        let next = match ext {
+                            Some(ext) => session.handle_extended(cmd, ext).await,
+                            None => session.handle(cmd).await,
+                        };
                         if session.auth_failed {
                             session.auth_failed = false;
                             match ctx.failed_login(peer.ip()) {
@@ -331,7 +343,7 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                     Err(e) => {
                         let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
                         let why = match e {
-                            DecodeMessageError::MessageTooLong { .. } => "command too long".to_string(),
+                            Some(DecodeMessageError::MessageTooLong { .. }) => "command too long".to_string(),
                             _ => "syntax error in command (RFC 9051 §9)".to_string(),
                         };
                         session.bad_syntax(tag.as_deref(), &why);

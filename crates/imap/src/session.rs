@@ -28,6 +28,7 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 
+use crate::extended::{Extension, ListOptions, SearchReturn};
 use crate::view::{Update, View};
 use crate::{mime, search, seqset, utf7};
 
@@ -110,6 +111,10 @@ pub struct Session<S> {
     user: Option<String>,
     selected: Option<View>,
     condstore: bool,
+    /// ENABLE IMAP4rev2: SEARCH answers with ESEARCH (RFC 9051 §7.3.4).
+    rev2: bool,
+    /// Options of the extended form of the command being handled.
+    extension: Option<Extension>,
     /// AUTHENTICATE waiting for its data line.
     auth_tag: Option<Tag<'static>>,
     idle_tag: Option<Tag<'static>>,
@@ -201,6 +206,8 @@ impl<S: Store + Clone> Session<S> {
             user: None,
             selected: None,
             condstore: false,
+            rev2: false,
+            extension: None,
             auth_tag: None,
             idle_tag: None,
             auth_failed: false,
@@ -309,6 +316,14 @@ impl<S: Store + Clone> Session<S> {
         self.out.extend_from_slice(&bytes);
     }
 
+    /// Handle one command in an extended form (see `extended`).
+    pub async fn handle_extended(&mut self, cmd: Command<'static>, ext: Extension) -> Next {
+        self.extension = Some(ext);
+        let next = self.handle(cmd).await;
+        self.extension = None;
+        next
+    }
+
     /// Handle one command; the output holds what to send.
     pub async fn handle(&mut self, cmd: Command<'static>) -> Next {
         let tag = cmd.tag.clone();
@@ -381,7 +396,10 @@ impl<S: Store + Clone> Session<S> {
                             self.condstore = true;
                             on.push("CONDSTORE".to_string());
                         }
-                        other if other.to_string().eq_ignore_ascii_case("IMAP4rev2") => on.push("IMAP4rev2".into()),
+                        other if other.to_string().eq_ignore_ascii_case("IMAP4rev2") => {
+                            self.rev2 = true;
+                            on.push("IMAP4rev2".into());
+                        }
                         _ => {}
                     }
                 }
@@ -418,10 +436,14 @@ impl<S: Store + Clone> Session<S> {
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("UNSUBSCRIBE completed"))))
             }
             C::List { reference, mailbox_wildcard } => {
-                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, false).await))
+                let opts = match self.extension.take() {
+                    Some(Extension::List(o)) => Some(o),
+                    _ => None,
+                };
+                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, false, opts).await))
             }
             C::Lsub { reference, mailbox_wildcard } => {
-                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, true).await))
+                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, true, None).await))
             }
             C::Namespace => {
                 self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
@@ -469,7 +491,14 @@ impl<S: Store + Clone> Session<S> {
                 let uids = self.resolve(&sequence_set, true);
                 (Next::Command, Some(self.expunge(Some(uids)).await))
             }
-            C::Search { criteria, uid, .. } => (Next::Command, Some(self.search(criteria.as_ref(), uid).await)),
+            C::Search { criteria, uid, .. } => {
+                let ret = match self.extension.take() {
+                    Some(Extension::Search(r)) => Some(r),
+                    _ if self.rev2 => Some(SearchReturn { all: true, ..Default::default() }),
+                    _ => None,
+                };
+                (Next::Command, Some(self.search(tag, criteria.as_ref(), uid, ret).await))
+            }
             C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 let changed_since = modifiers.iter().find_map(|m| match m {
                     imap_codec::imap_types::command::FetchModifier::ChangedSince(n) => Some(n.get()),
@@ -630,7 +659,16 @@ impl<S: Store + Clone> Session<S> {
         }
     }
 
-    async fn list(&mut self, reference: &str, pattern: &ListMailbox<'_>, lsub: bool) -> Outcome {
+    /// LIST and LSUB (RFC 9051 §6.3.9); with `opts`, the extended LIST of
+    /// RFC 5258 (selection SUBSCRIBED, SPECIAL-USE; return SUBSCRIBED,
+    /// CHILDREN, SPECIAL-USE, STATUS of RFC 5819).
+    async fn list(
+        &mut self,
+        reference: &str,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+        opts: Option<ListOptions>,
+    ) -> Outcome {
         let pattern: &[u8] = match pattern {
             ListMailbox::Token(t) => t.as_ref(),
             ListMailbox::String(s) => s.as_ref(),
@@ -670,7 +708,13 @@ impl<S: Store + Clone> Session<S> {
                 self.line(&format!("* LSUB ({attrs}) \"/\" {}", wire_name(name)));
             }
         } else {
+            let o = opts.unwrap_or_default();
+            let show_subscribed = o.return_subscribed || o.select_subscribed;
             for m in mailboxes.iter().filter(|m| matches(&m.name)) {
+                let is_subscribed = subscribed.contains(&m.name);
+                if (o.select_subscribed && !is_subscribed) || (o.select_special_use && m.special_use.is_none()) {
+                    continue;
+                }
                 let prefix = format!("{}/", m.name);
                 let mut attrs = vec![if names.iter().any(|n| n.starts_with(&prefix)) {
                     "\\HasChildren"
@@ -680,13 +724,40 @@ impl<S: Store + Clone> Session<S> {
                 if let Some(su) = &m.special_use {
                     attrs.push(su);
                 }
-                if subscribed.contains(&m.name) {
+                if show_subscribed && is_subscribed {
                     attrs.push("\\Subscribed");
                 }
                 self.line(&format!("* LIST ({}) \"/\" {}", attrs.join(" "), wire_name(&m.name)));
+                if o.return_status.is_some() {
+                    self.list_status(m, o.return_status.as_deref().unwrap_or_default());
+                }
+            }
+            // Subscribed names that no longer exist (RFC 5258 §3.1).
+            if o.select_subscribed {
+                for name in subscribed.iter().filter(|n| matches(n) && !names.contains(&n.as_str())) {
+                    self.line(&format!("* LIST (\\NonExistent \\Subscribed) \"/\" {}", wire_name(name)));
+                }
             }
         }
         Outcome::ok(&format!("{verb} completed"))
+    }
+
+    /// LIST-STATUS (RFC 5819): the STATUS line after a mailbox's LIST line,
+    /// for the counts the mailbox listing already has.
+    fn list_status(&mut self, m: &facteur_store::Mailbox, items: &str) {
+        let mut parts = Vec::new();
+        for item in items.split_ascii_whitespace() {
+            match item.to_ascii_uppercase().as_str() {
+                "MESSAGES" => parts.push(format!("MESSAGES {}", m.messages)),
+                "UIDNEXT" => parts.push(format!("UIDNEXT {}", m.uidnext)),
+                "UIDVALIDITY" => parts.push(format!("UIDVALIDITY {}", m.uidvalidity)),
+                "UNSEEN" => parts.push(format!("UNSEEN {}", m.unseen)),
+                "RECENT" => parts.push("RECENT 0".into()),
+                "HIGHESTMODSEQ" => parts.push(format!("HIGHESTMODSEQ {}", m.highest_modseq)),
+                _ => {}
+            }
+        }
+        self.line(&format!("* STATUS {} ({})", wire_name(&m.name), parts.join(" ")));
     }
 
     async fn status(&mut self, name: &str, items: &[StatusDataItemName]) -> Outcome {
@@ -774,7 +845,15 @@ impl<S: Store + Clone> Session<S> {
         }
     }
 
-    async fn search(&mut self, criteria: &[SearchKey<'_>], uid: bool) -> Outcome {
+    /// SEARCH (RFC 9051 §6.4.4): `* SEARCH` for IMAP4rev1 clients, `*
+    /// ESEARCH` (RFC 4731, RFC 9051 §7.3.4) with RETURN or after ENABLE IMAP4rev2.
+    async fn search(
+        &mut self,
+        tag: &Tag<'_>,
+        criteria: &[SearchKey<'_>],
+        uid: bool,
+        ret: Option<SearchReturn>,
+    ) -> Outcome {
         self.poll(false).await;
         let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
         let need_body = criteria.iter().any(search::needs_body);
@@ -802,6 +881,29 @@ impl<S: Store + Clone> Session<S> {
             }
         }
         let uses_modseq = criteria.iter().any(|k| format!("{k:?}").contains("ModSequence"));
+        if let Some(r) = ret {
+            let mut line = format!("* ESEARCH (TAG {})", quote(tag.as_ref()));
+            if uid {
+                line.push_str(" UID");
+            }
+            if let (true, Some(min)) = (r.min, hits.first()) {
+                line.push_str(&format!(" MIN {min}"));
+            }
+            if let (true, Some(max)) = (r.max, hits.last()) {
+                line.push_str(&format!(" MAX {max}"));
+            }
+            if r.all && !hits.is_empty() {
+                line.push_str(&format!(" ALL {}", seqset::compress(&hits)));
+            }
+            if r.count {
+                line.push_str(&format!(" COUNT {}", hits.len()));
+            }
+            if uses_modseq && !hits.is_empty() {
+                line.push_str(&format!(" MODSEQ {top_modseq}"));
+            }
+            self.line(&line);
+            return Outcome::ok("SEARCH completed");
+        }
         let mut line = String::from("* SEARCH");
         for h in &hits {
             line.push_str(&format!(" {h}"));

@@ -1,0 +1,206 @@
+//! The IMAP4rev2 command forms `imap-codec` does not parse yet: SEARCH with
+//! `RETURN (...)` (RFC 9051 §6.4.4, RFC 4731 ESEARCH) and LIST with
+//! selection and return options (RFC 9051 §6.3.9, RFC 5258, RFC 6154).
+//!
+//! Pure: the options are taken out of the command's first line, the rest is
+//! the plain command the codec knows, and the options travel beside it.
+
+/// What SEARCH ... RETURN asked for (RFC 9051 §6.4.4.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchReturn {
+    pub min: bool,
+    pub max: bool,
+    pub all: bool,
+    pub count: bool,
+    pub save: bool,
+}
+
+impl SearchReturn {
+    /// `RETURN ()` means ALL (RFC 9051 §6.4.4.1).
+    fn normalized(mut self) -> Self {
+        if !(self.min || self.max || self.all || self.count || self.save) {
+            self.all = true;
+        }
+        self
+    }
+}
+
+/// LIST selection and return options (RFC 5258 §3, RFC 6154 §2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    pub select_subscribed: bool,
+    pub select_special_use: bool,
+    pub recursive_match: bool,
+    pub return_subscribed: bool,
+    pub return_children: bool,
+    pub return_special_use: bool,
+    pub return_status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extension {
+    Search(SearchReturn),
+    List(ListOptions),
+}
+
+/// A parenthesized list starting at `s[0] == '('`: its inside and the rest.
+fn paren(s: &str) -> Option<(&str, &str)> {
+    let mut depth = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((&s[1..i], &s[i + 1..]));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_ascii_whitespace().map(|w| w.to_ascii_uppercase()).collect()
+}
+
+/// Rewrite a command message if it uses an extended form. Returns the plain
+/// command bytes and the options, or `None` when there is nothing to do (the
+/// message is then decoded as it is). A malformed extended form is left to
+/// the codec, which answers BAD.
+pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
+    let end = message.windows(2).position(|w| w == b"\r\n").unwrap_or(message.len());
+    let first = std::str::from_utf8(&message[..end]).ok()?;
+    let rest_of_message = &message[end..];
+    let (tag, after_tag) = first.split_once(' ')?;
+    let mut head = after_tag;
+    let mut prefix = String::new();
+    if head.len() > 4 && head[..4].eq_ignore_ascii_case("UID ") {
+        prefix.push_str(&head[..4]);
+        head = &head[4..];
+    }
+    if head.len() > 7 && head[..7].eq_ignore_ascii_case("SEARCH ") {
+        let after = head[7..].trim_start();
+        if after.len() > 7 && after[..7].eq_ignore_ascii_case("RETURN ") {
+            let (inside, criteria) = paren(after[7..].trim_start())?;
+            let mut r = SearchReturn::default();
+            for w in words(inside) {
+                match w.as_str() {
+                    "MIN" => r.min = true,
+                    "MAX" => r.max = true,
+                    "ALL" => r.all = true,
+                    "COUNT" => r.count = true,
+                    "SAVE" => r.save = true,
+                    _ => return None,
+                }
+            }
+            let mut out = format!("{tag} {prefix}SEARCH {}", criteria.trim_start()).into_bytes();
+            out.extend_from_slice(rest_of_message);
+            return Some((out, Extension::Search(r.normalized())));
+        }
+        return None;
+    }
+    let is_list = head.len() > 5 && head[..5].eq_ignore_ascii_case("LIST ");
+    if !prefix.is_empty() || !is_list {
+        return None;
+    }
+    let mut args = head[5..].trim_start();
+    let mut o = ListOptions::default();
+    let mut extended = false;
+    if args.starts_with('(') {
+        let (inside, rest) = paren(args)?;
+        for w in words(inside) {
+            match w.as_str() {
+                "SUBSCRIBED" => o.select_subscribed = true,
+                "SPECIAL-USE" => o.select_special_use = true,
+                "RECURSIVEMATCH" => o.recursive_match = true,
+                "REMOTE" => {}
+                _ => return None,
+            }
+        }
+        args = rest.trim_start();
+        extended = true;
+    }
+    // RETURN (...) at the end of the line.
+    let upper = args.to_ascii_uppercase();
+    if let Some(at) = upper.rfind(" RETURN (") {
+        let (inside, tail) = paren(&args[at + 8..])?;
+        if !tail.trim().is_empty() {
+            return None;
+        }
+        let mut ws = words(inside).into_iter().peekable();
+        while let Some(w) = ws.next() {
+            match w.as_str() {
+                "SUBSCRIBED" => o.return_subscribed = true,
+                "CHILDREN" => o.return_children = true,
+                "SPECIAL-USE" => o.return_special_use = true,
+                "STATUS" => {
+                    // STATUS (items): the items follow as a list.
+                    let start = upper[at..].find("STATUS")? + at + 6;
+                    let (items, _) = paren(args[start..].trim_start())?;
+                    o.return_status = Some(items.to_string());
+                    for _ in 0..items.split_ascii_whitespace().count() {
+                        ws.next();
+                    }
+                }
+                _ => {}
+            }
+        }
+        args = &args[..at];
+        extended = true;
+    }
+    if !extended {
+        return None;
+    }
+    let mut out = format!("{tag} LIST {args}").into_bytes();
+    out.extend_from_slice(rest_of_message);
+    Some((out, Extension::List(o)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(s: &str) -> Option<(String, Extension)> {
+        rewrite(s.as_bytes()).map(|(b, e)| (String::from_utf8(b).unwrap(), e))
+    }
+
+    #[test]
+    fn search_return_is_taken_out() {
+        let (cmd, ext) = rw("a UID SEARCH RETURN (MIN COUNT) UNSEEN\r\n").unwrap();
+        assert_eq!(cmd, "a UID SEARCH UNSEEN\r\n");
+        assert_eq!(ext, Extension::Search(SearchReturn { min: true, count: true, ..Default::default() }));
+        let (cmd, ext) = rw("b search return () all\r\n").unwrap();
+        assert_eq!(cmd, "b SEARCH all\r\n");
+        assert_eq!(ext, Extension::Search(SearchReturn { all: true, ..Default::default() }));
+        assert!(rw("c SEARCH UNSEEN\r\n").is_none(), "plain SEARCH stays as it is");
+        assert!(rw("d SEARCH RETURN (BOGUS) ALL\r\n").is_none(), "unknown option: the codec answers BAD");
+        assert!(rw("e SEARCH RETURN (MIN ALL\r\n").is_none());
+    }
+
+    #[test]
+    fn list_selection_and_return_options() {
+        let (cmd, ext) = rw("a LIST (SPECIAL-USE) \"\" *\r\n").unwrap();
+        assert_eq!(cmd, "a LIST \"\" *\r\n");
+        assert_eq!(ext, Extension::List(ListOptions { select_special_use: true, ..Default::default() }));
+        let (cmd, ext) = rw("b LIST \"\" % RETURN (SUBSCRIBED CHILDREN SPECIAL-USE)\r\n").unwrap();
+        assert_eq!(cmd, "b LIST \"\" %\r\n");
+        assert_eq!(
+            ext,
+            Extension::List(ListOptions {
+                return_subscribed: true,
+                return_children: true,
+                return_special_use: true,
+                ..Default::default()
+            })
+        );
+        let (_, ext) = rw("c LIST (SUBSCRIBED RECURSIVEMATCH) \"\" * RETURN (STATUS (MESSAGES UNSEEN))\r\n").unwrap();
+        let Extension::List(o) = ext else { panic!() };
+        assert!(o.select_subscribed && o.recursive_match);
+        assert_eq!(o.return_status.as_deref(), Some("MESSAGES UNSEEN"));
+        assert!(rw("d LIST \"\" *\r\n").is_none());
+        assert!(rw("e LIST (NONSENSE) \"\" *\r\n").is_none());
+        assert!(rw("garbage").is_none() && rw("").is_none() && rw("x\u{0}y LIST (").is_none());
+    }
+}
