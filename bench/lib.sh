@@ -259,6 +259,10 @@ smtp = ["127.0.0.1:$3"]
 submission = []
 submissions = []
 http = ["127.0.0.1:$4"]
+imap = []
+imaps = []
+pop3 = []
+pop3s = []
 EOF
 }
 

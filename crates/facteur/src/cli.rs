@@ -801,6 +801,8 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
     println!("  submissions  {}   (implicit TLS, then AUTH)", list(&running.submissions));
     println!("  imap         {}   (STARTTLS, then LOGIN)", list(&running.imap));
     println!("  imaps        {}   (implicit TLS)", list(&running.imaps));
+    println!("  pop3         {}   (STLS, then USER/PASS or AUTH)", list(&running.pop3));
+    println!("  pop3s        {}   (implicit TLS)", list(&running.pop3s));
     println!("  http         {}   (/healthz, /readyz)", list(&running.http));
     for n in &running.notes {
         println!("facteur: {n}");

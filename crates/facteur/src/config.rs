@@ -29,6 +29,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// IMAP sessions: limits and plaintext login.
     pub imap: facteur_imap::ImapConfig,
+    /// POP3 sessions: limits and plaintext login.
+    pub pop3: facteur_pop3::Pop3Config,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -77,6 +79,10 @@ pub struct ListenSection {
     pub imap: Vec<SocketAddr>,
     /// IMAP over implicit TLS (standard port 993).
     pub imaps: Vec<SocketAddr>,
+    /// POP3 with STLS (standard port 110).
+    pub pop3: Vec<SocketAddr>,
+    /// POP3 over implicit TLS (standard port 995).
+    pub pop3s: Vec<SocketAddr>,
 }
 
 impl Default for ListenSection {
@@ -89,6 +95,8 @@ impl Default for ListenSection {
             http: lo(8025),
             imap: lo(1143),
             imaps: lo(1993),
+            pop3: lo(1110),
+            pop3s: lo(1995),
         }
     }
 }
@@ -207,6 +215,8 @@ submissions = ["127.0.0.1:2465"]  # implicit TLS then AUTH (RFC 8314)
 http = ["127.0.0.1:8025"]         # /healthz, /readyz
 imap = ["127.0.0.1:1143"]         # IMAP4rev2/rev1, STARTTLS then LOGIN
 imaps = ["127.0.0.1:1993"]        # IMAP over implicit TLS
+pop3 = ["127.0.0.1:1110"]         # POP3, STLS then USER/PASS or AUTH PLAIN
+pop3s = ["127.0.0.1:1995"]        # POP3 over implicit TLS
 
 [tls]
 # PEM files. When unset, facteur makes a self-signed certificate in tls/.
@@ -305,6 +315,13 @@ failed_login_delay_secs = 2   # ...this long, and at twice the count the connect
 idle_timeout_secs = 1800      # an idle client is logged out (RFC 9051 §5.4: at least 30 minutes)
 plaintext_auth = false        # LOGIN without TLS: only for loopback development
 
+[pop3]
+# The maildrop is the INBOX; DELEted messages are removed at QUIT (IMAP sees them go).
+max_failed_logins = 5         # per address in 10 minutes; then each try waits...
+failed_login_delay_secs = 2   # ...this long, and at twice the count the connection closes
+idle_timeout_secs = 600       # a silent client is logged out (RFC 1939: at least 10 minutes)
+plaintext_auth = false        # USER/PASS and AUTH without TLS: only for loopback development
+
 [admin]
 # Bearer token for the HTTP admin API on the http listener (queue depth per
 # class and destination, adaptive destination state, pause/resume/rate/retry).
@@ -349,6 +366,8 @@ mod tests {
         assert_eq!(c.listen.smtp[0].port(), 25);
         assert_eq!(c.listen.submission[0].port(), 587);
         assert_eq!(c.listen.submissions[0].port(), 465);
+        assert_eq!(c.listen.pop3[0].port(), 110);
+        assert_eq!(c.listen.pop3s[0].port(), 995);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Running {
     pub http: Vec<SocketAddr>,
     pub imap: Vec<SocketAddr>,
     pub imaps: Vec<SocketAddr>,
+    pub pop3: Vec<SocketAddr>,
+    pub pop3s: Vec<SocketAddr>,
     pub health: Arc<Health>,
     /// The delivery engine, when `delivery.enabled`.
     pub engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
@@ -126,9 +128,12 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let http_l = bind(&config.listen.http, "http").await?;
     let imap_l = bind(&config.listen.imap, "imap").await?;
     let imaps_l = bind(&config.listen.imaps, "imaps").await?;
+    let pop3_l = bind(&config.listen.pop3, "pop3").await?;
+    let pop3s_l = bind(&config.listen.pop3s, "pop3s").await?;
     let addrs = |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>();
     let (smtp, submission, submissions, http) = (addrs(&smtp_l), addrs(&sub_l), addrs(&subs_l), addrs(&http_l));
     let (imap, imaps) = (addrs(&imap_l), addrs(&imaps_l));
+    let (pop3, pop3s) = (addrs(&pop3_l), addrs(&pop3s_l));
 
     let (shutdown, rx) = watch::channel(false);
     let health = Health::new_starting();
@@ -184,6 +189,17 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             tasks.spawn(facteur_imap::serve(l, implicit_tls, imap_ctx.clone(), rx.clone()));
         }
     }
+    let pop3_ctx = Arc::new(facteur_pop3::Pop3Context::new(
+        store.clone(),
+        config.pop3.clone(),
+        config.server.hostname.clone(),
+        Some(tls.server_config.clone()),
+    ));
+    for (listeners, implicit_tls) in [(pop3_l, false), (pop3s_l, true)] {
+        for l in listeners {
+            tasks.spawn(facteur_pop3::serve(l, implicit_tls, pop3_ctx.clone(), rx.clone()));
+        }
+    }
     let admin: Option<(Arc<dyn facteur_http::AdminApi>, String)> = (!config.admin.token.is_empty()).then(|| {
         let api: Arc<dyn facteur_http::AdminApi> =
             Arc::new(AdminImpl { store: store.clone(), engine: engine.clone(), clock: clock.clone() });
@@ -204,7 +220,21 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         // Mail still flows; readiness says an operator must look.
         health.set_not_ready("storage invariants broken; run `facteur check`");
     }
-    Ok(Running { smtp, submission, submissions, http, imap, imaps, health, engine, notes, shutdown, tasks })
+    Ok(Running {
+        smtp,
+        submission,
+        submissions,
+        http,
+        imap,
+        imaps,
+        pop3,
+        pop3s,
+        health,
+        engine,
+        notes,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.

@@ -65,7 +65,7 @@ async fn serve_with(data: &Path, extra: &str) -> Server {
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\nimap = []\nimaps = []\n{extra}"
+            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\nimap = []\nimaps = []\npop3 = []\npop3s = []\n{extra}"
         ),
     )
     .unwrap();

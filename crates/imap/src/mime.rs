@@ -49,6 +49,24 @@ pub fn section(raw: &[u8], section: Option<&Section>) -> Vec<u8> {
     Mime::parse(raw).section(section)
 }
 
+/// The top-level sections a mail client asks for when it lists messages
+/// (the whole message, HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT),
+/// cut at the first blank line without a MIME parse; `None` when the
+/// section needs the parse (a part path, MIME) or there is no blank line.
+/// Gives the same bytes as [`section`] (tested below).
+pub fn top_level_section(raw: &[u8], section: Option<&Section>) -> Option<Vec<u8>> {
+    let split = if raw.starts_with(b"\r\n") { 2 } else { raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4 };
+    let header = &raw[..split];
+    match section {
+        None => Some(raw.to_vec()),
+        Some(Section::Header(None)) => Some(header.to_vec()),
+        Some(Section::HeaderFields(None, names)) => Some(return_fields(header, names.as_ref(), true)),
+        Some(Section::HeaderFieldsNot(None, names)) => Some(return_fields(header, names.as_ref(), false)),
+        Some(Section::Text(None)) => Some(raw[split..].to_vec()),
+        _ => None,
+    }
+}
+
 /// The `<origin.length>` substring of fetched data (RFC 9051 §6.4.5): empty
 /// when the origin is past the end, shortened when the data ends first.
 pub fn partial(data: &[u8], partial: Option<(u32, NonZeroU32)>) -> &[u8] {
@@ -941,5 +959,32 @@ NIL (\"attachment\" (\"filename\" \"a.pdf\")) (\"en\" \"fr\") \"http://example.o
         assert_eq!(partial(b"0123456789", Some((10, n(1)))), b"");
         assert_eq!(partial(b"0123456789", Some((u32::MAX, n(u32::MAX)))), b"");
         assert_eq!(partial(b"", Some((0, n(1)))), b"");
+    }
+
+    #[test]
+    fn the_fast_path_gives_the_same_bytes_as_the_parse() {
+        use imap_codec::imap_types::core::AString;
+        let names =
+            || Vec1::try_from(vec![AString::try_from("subject").unwrap(), AString::try_from("To").unwrap()]).unwrap();
+        let sections = [
+            None,
+            Some(Section::Header(None)),
+            Some(Section::HeaderFields(None, names())),
+            Some(Section::HeaderFieldsNot(None, names())),
+            Some(Section::Text(None)),
+        ];
+        let messages: [&[u8]; 4] = [
+            b"From: a@b\r\nSubject: hi\r\n folded\r\nTo: c@d\r\n\r\nbody\r\n.\r\n",
+            b"Subject: x\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n\r\none\r\n--zz--\r\n",
+            b"\r\nno header at all\r\n",
+            b"X: only\r\n\r\n",
+        ];
+        for raw in messages {
+            for sec in &sections {
+                let fast = top_level_section(raw, sec.as_ref()).expect("fast path");
+                assert_eq!(fast, section(raw, sec.as_ref()), "{:?} {sec:?}", String::from_utf8_lossy(raw));
+            }
+        }
+        assert!(top_level_section(b"no blank line", Some(&Section::Header(None))).is_none());
     }
 }

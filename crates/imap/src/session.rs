@@ -985,38 +985,55 @@ impl<S: Store + Clone> Session<S> {
                     | MessageDataItemName::ModSeq
             )
         });
-        for u in uids {
-            let Some(seq) = view.seq_of(u) else { continue };
-            let Some(meta) = view.by_seq(seq) else { continue };
-            let mut meta = meta.clone();
-            if let Some((f, m)) = seen_now.get(&u) {
-                meta.flags = f.clone();
-                meta.modseq = *m;
-            }
-            if changed_since.is_some_and(|c| meta.modseq <= c) {
-                continue;
-            }
-            let raw = if needs_raw {
-                match self.store.fetch_message(view.mailbox_id, u).await {
-                    Ok(Some(r)) => r,
-                    Ok(None) => continue,
+        // Bodies are read in batches (one storage read per 256 messages).
+        for chunk in uids.chunks(256) {
+            let mut bodies = if needs_raw {
+                match self.store.fetch_messages(view.mailbox_id, chunk.to_vec()).await {
+                    Ok(b) => b.into_iter().collect::<std::collections::HashMap<u32, Vec<u8>>>(),
                     Err(e) => return store_error(&e),
                 }
             } else {
-                Vec::new()
+                Default::default()
             };
-            let mut items = self.items(&meta, &raw, &names);
-            if seen_now.contains_key(&u) && !names.contains(&MessageDataItemName::Flags) {
-                items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
-            }
-            if let (Some(seq), Ok(items)) = (NonZeroU32::new(seq), Vec1::try_from(items)) {
-                self.data(Data::Fetch { seq, items });
+            for &u in chunk {
+                let Some(seq) = view.seq_of(u) else { continue };
+                let Some(meta) = view.by_seq(seq) else { continue };
+                let mut meta = meta.clone();
+                if let Some((f, m)) = seen_now.get(&u) {
+                    meta.flags = f.clone();
+                    meta.modseq = *m;
+                }
+                if changed_since.is_some_and(|c| meta.modseq <= c) {
+                    continue;
+                }
+                let raw = match bodies.remove(&u) {
+                    Some(r) => r,
+                    None if needs_raw => continue, // expunged meanwhile
+                    None => Vec::new(),
+                };
+                let mut items = self.items(&meta, &raw, &names);
+                if seen_now.contains_key(&u) && !names.contains(&MessageDataItemName::Flags) {
+                    items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
+                }
+                if let (Some(seq), Ok(items)) = (NonZeroU32::new(seq), Vec1::try_from(items)) {
+                    self.data(Data::Fetch { seq, items });
+                }
             }
         }
         Outcome::ok("FETCH completed")
     }
 
     fn items(&self, m: &MessageMeta, raw: &[u8], names: &[MessageDataItemName<'_>]) -> Vec<MessageDataItem<'static>> {
+        use imap_codec::imap_types::fetch::Section;
+        // The MIME parse is done once, and only for items that need it: the
+        // header sections of a message list are cut without it.
+        let mut parsed: Option<mime::Mime> = None;
+        fn cut<'r>(raw: &'r [u8], parsed: &mut Option<mime::Mime<'r>>, sec: Option<&Section>) -> Vec<u8> {
+            if let Some(bytes) = mime::top_level_section(raw, sec) {
+                return bytes;
+            }
+            parsed.get_or_insert_with(|| mime::Mime::parse(raw)).section(sec)
+        }
         let mut out = Vec::new();
         for n in names {
             let item = match n {
@@ -1025,29 +1042,32 @@ impl<S: Store + Clone> Session<S> {
                 MessageDataItemName::InternalDate => imap_date(m.internal_date).map(MessageDataItem::InternalDate),
                 MessageDataItemName::Rfc822Size => Some(MessageDataItem::Rfc822Size(m.size as u32)),
                 MessageDataItemName::ModSeq => std::num::NonZeroU64::new(m.modseq).map(MessageDataItem::ModSeq),
-                MessageDataItemName::Envelope => Some(MessageDataItem::Envelope(mime::envelope(raw))),
-                MessageDataItemName::BodyStructure => {
-                    Some(MessageDataItem::BodyStructure(mime::body_structure(raw, true)))
-                }
-                MessageDataItemName::Body => Some(MessageDataItem::Body(mime::body_structure(raw, false))),
                 MessageDataItemName::Rfc822 => Some(MessageDataItem::Rfc822(literal(raw.to_vec()))),
                 MessageDataItemName::Rfc822Header => {
-                    let h = mime::section(raw, Some(&imap_codec::imap_types::fetch::Section::Header(None)));
-                    Some(MessageDataItem::Rfc822Header(literal(h)))
+                    Some(MessageDataItem::Rfc822Header(literal(cut(raw, &mut parsed, Some(&Section::Header(None))))))
                 }
                 MessageDataItemName::Rfc822Text => {
-                    let t = mime::section(raw, Some(&imap_codec::imap_types::fetch::Section::Text(None)));
-                    Some(MessageDataItem::Rfc822Text(literal(t)))
+                    Some(MessageDataItem::Rfc822Text(literal(cut(raw, &mut parsed, Some(&Section::Text(None))))))
                 }
-                MessageDataItemName::BodyExt { section, partial, .. } => {
-                    let data = mime::section(raw, section.as_ref());
-                    let part = mime::partial(&data, *partial).to_vec();
+                MessageDataItemName::BodyExt { section: sec, partial, .. } => {
+                    let data = cut(raw, &mut parsed, sec.as_ref());
                     Some(MessageDataItem::BodyExt {
-                        section: section.clone().map(imap_codec::imap_types::IntoStatic::into_static),
+                        section: sec.clone().map(IntoStatic::into_static),
                         origin: partial.map(|p| p.0),
-                        data: literal(part),
+                        data: literal(mime::partial(&data, *partial).to_vec()),
                     })
                 }
+                _ => None,
+            };
+            if let Some(item) = item {
+                out.push(item);
+                continue;
+            }
+            let p = parsed.get_or_insert_with(|| mime::Mime::parse(raw));
+            let item = match n {
+                MessageDataItemName::Envelope => Some(MessageDataItem::Envelope(p.envelope())),
+                MessageDataItemName::BodyStructure => Some(MessageDataItem::BodyStructure(p.body_structure(true))),
+                MessageDataItemName::Body => Some(MessageDataItem::Body(p.body_structure(false))),
                 _ => None,
             };
             out.extend(item);

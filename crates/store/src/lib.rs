@@ -386,6 +386,14 @@ pub trait Store: Send + Sync + 'static {
     /// The raw message stored under (mailbox, uid).
     fn fetch_message(&self, mailbox_id: i64, uid: u32) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 
+    /// Several raw messages of a mailbox in one read: (uid, message) in UID
+    /// order, for the UIDs that exist.
+    fn fetch_messages(
+        &self,
+        mailbox_id: i64,
+        uids: Vec<u32>,
+    ) -> impl Future<Output = Result<Vec<(u32, Vec<u8>)>>> + Send;
+
     // --- Mailboxes for IMAP and POP3 (names use `/` as separator) ---
     fn mailbox(&self, owner: &str, name: &str) -> impl Future<Output = Result<Option<Mailbox>>> + Send;
     /// Create a mailbox (and missing parents); `Exists` if it does.

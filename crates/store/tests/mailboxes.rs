@@ -151,6 +151,9 @@ async fn copy_and_move_give_new_uids_in_order() {
     let copied = s.mailbox_messages(archive.id).await.unwrap();
     assert_eq!(copied[1].flags, flags(&["$K"]), "flags travel with a copy");
     assert_eq!(s.fetch_message(archive.id, 3).await.unwrap().unwrap(), b"Subject: 2\r\n\r\n");
+    let many = s.fetch_messages(archive.id, vec![3, 1, 7]).await.unwrap();
+    assert_eq!(many.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 3], "UID order, only those that exist");
+    assert_eq!(many[1].1, b"Subject: 2\r\n\r\n");
     let mut changes = s.mailbox_changes();
     let moved = s.copy_messages(inbox.id, vec![2], archive.id, true).await.unwrap();
     assert_eq!(moved, [(2, 4)]);

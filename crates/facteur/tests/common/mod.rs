@@ -25,6 +25,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    pub pop3: SocketAddr,
+    pub pop3s: SocketAddr,
 }
 
 pub fn loopback0() -> Vec<SocketAddr> {
@@ -41,6 +43,8 @@ pub fn test_config() -> Config {
     c.listen.http = loopback0();
     c.listen.imap = loopback0();
     c.listen.imaps = loopback0();
+    c.listen.pop3 = loopback0();
+    c.listen.pop3s = loopback0();
     c.smtp.trusted_networks = vec![];
     c.smtp.auth_failure_delay_secs = 0;
     // Loopback is not trusted here, so the per-client limits would apply to
@@ -84,6 +88,8 @@ impl TestServer {
             http: running.http[0],
             imap: running.imap[0],
             imaps: running.imaps[0],
+            pop3: running.pop3[0],
+            pop3s: running.pop3s[0],
             running: Some(running),
             dir,
         }

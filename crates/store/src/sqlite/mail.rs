@@ -193,6 +193,26 @@ pub(crate) fn messages(c: &Connection, mailbox_id: i64) -> Result<Vec<MessageMet
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Raw messages by UID, in UID order: one range scan from the lowest to
+/// the highest UID asked, keeping those asked.
+pub(crate) fn bodies(c: &Connection, mailbox_id: i64, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>> {
+    let (Some(&lo), Some(&hi)) = (uids.iter().min(), uids.iter().max()) else { return Ok(Vec::new()) };
+    let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+    let mut s = c.prepare_cached(
+        "SELECT mm.uid, b.data FROM mailbox_messages mm JOIN message_bodies b ON b.message_id = mm.message_id
+         WHERE mm.mailbox_id = ?1 AND mm.uid BETWEEN ?2 AND ?3 ORDER BY mm.uid",
+    )?;
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut rows = s.query(params![mailbox_id, lo, hi])?;
+    while let Some(r) = rows.next()? {
+        let uid: u32 = r.get(0)?;
+        if wanted.contains(&uid) {
+            out.push((uid, r.get(1)?));
+        }
+    }
+    Ok(out)
+}
+
 /// The next MODSEQ of a mailbox, taken now.
 pub(crate) fn next_modseq(c: &Connection, mailbox_id: i64) -> Result<u64> {
     let v: Option<i64> = c

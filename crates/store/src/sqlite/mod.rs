@@ -464,6 +464,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn fetch_messages(&self, mailbox_id: i64, uids: Vec<u32>) -> Result<Vec<(u32, Vec<u8>)>> {
+        self.read(move |c| mail::bodies(c, mailbox_id, &uids)).await
+    }
+
     async fn mailbox(&self, owner: &str, name: &str) -> Result<Option<Mailbox>> {
         let (owner, name) = (canonical_address(owner), name.to_string());
         self.read(move |c| mail::get(c, &owner, &name)).await
