@@ -56,15 +56,7 @@ results_files flood
         "$(nproc)" "$fstype" "$fsync_us" "$loadavg"
     printf '"params": {"rate": %s, "bulk": %s, "interpersonal": %s, "transactional": %s, "connections": %s, "size": %s, ' \
         "$RATE" "$BULK" "$INTER" "$TRANS" "$CONNECTIONS" "$SIZE"
-    printf '"facteur_retry": "first_retry_secs=5 max_retry_secs=60", "postfix_retry": "minimal_backoff_time=5s maximal_backoff_time=60s queue_run_delay=5s"}, '
-    printf '"versions": {"facteur": "%s", "postfix": "%s"}, "runs": {' "$facteur_version" "$postfix_version"
-    sep=""
-    for target in $TARGETS; do
-        printf '%s"%s": {"status": "%s", "loadgen": %s, "figures": %s}' "$sep" "$target" "${status[$target]//\"/}" \
-            "$(cat "$work/$target/loadgen.json")" "${fig[$target]}"
-        sep=", "
-    done
-    printf '}}\n'
+    runs_json
 } | python3 -m json.tool >"$json"
 
 python3 - "$json" <<'PY'

@@ -205,6 +205,21 @@ finish_run() {
     note "$target: $st"
 }
 
+# The end of a scenario's results JSON, after its own params: the retry
+# settings both relays ran with (see start_relay), the versions, and each
+# target's status, load generator report and figures.
+runs_json() {
+    printf '"facteur_retry": "first_retry_secs=5 max_retry_secs=60 unreachable_probe_secs=5", "postfix_retry": "minimal_backoff_time=5s maximal_backoff_time=60s queue_run_delay=5s"}, '
+    printf '"versions": {"facteur": "%s", "postfix": "%s"}, "runs": {' "$facteur_version" "$postfix_version"
+    sep=""
+    for target in $TARGETS; do
+        printf '%s"%s": {"status": "%s", "loadgen": %s, "figures": %s}' "$sep" "$target" "${status[$target]//\"/}" \
+            "$(cat "$work/$target/loadgen.json")" "${fig[$target]}"
+        sep=", "
+    done
+    printf '}}\n'
+}
+
 # What both scenarios do before their runs: check the targets and tools,
 # install the exit handler (keep the scratch directory on failure or with
 # KEEP=1) and make the scratch directory. Sets `failed` and `work`.

@@ -8,28 +8,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{Client, PASSWORD, TestServer};
+use common::{Client, PASSWORD, TestServer, have, run};
 use facteur_store::Store;
-
-fn have(tool: &str) -> bool {
-    let found =
-        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("FACTEUR_REQUIRE_INTEROP").is_err(),
-            "{tool} is required (FACTEUR_REQUIRE_INTEROP is set); bash .ci/run installs it"
-        );
-        eprintln!("SKIPPED: {tool} not installed (bash .ci/run installs it)");
-    }
-    found
-}
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{cmd:?} failed:\n{out}");
-    out
-}
 
 /// `n` messages to `to` over one SMTP session, subjects "message 1".."message n".
 async fn deliver_many(s: &TestServer, to: &str, n: usize) {

@@ -6,27 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{PASSWORD, TestServer};
-
-fn have(tool: &str) -> bool {
-    let found =
-        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("FACTEUR_REQUIRE_INTEROP").is_err(),
-            "{tool} is required (FACTEUR_REQUIRE_INTEROP is set); install it: apt-get install {tool}"
-        );
-        eprintln!("SKIPPED: {tool} not installed (bash .ci/run installs it)");
-    }
-    found
-}
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{cmd:?} failed:\n{out}");
-    out
-}
+use common::{PASSWORD, TestServer, have, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_delivers_plain_and_authenticated() {

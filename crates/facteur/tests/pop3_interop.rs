@@ -8,23 +8,10 @@ mod common;
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{Client, PASSWORD, TestServer};
+use common::{Client, PASSWORD, TestServer, have};
 use facteur_store::Store;
 
 const ALICE: &str = "alice@example.test";
-
-fn have(tool: &str) -> bool {
-    let found =
-        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("FACTEUR_REQUIRE_INTEROP").is_err(),
-            "{tool} is required (FACTEUR_REQUIRE_INTEROP is set); install it: apt-get install {tool}"
-        );
-        eprintln!("SKIPPED: {tool} not installed (bash .ci/run installs it)");
-    }
-    found
-}
 
 /// Run a command; its exit status and stdout + stderr.
 fn output(cmd: &mut Command) -> (Option<i32>, String) {

@@ -2,10 +2,9 @@
 //! `imap-codec`'s fragmentizer (literals announced before their bytes
 //! arrive), STARTTLS or implicit TLS, limits, and IDLE's wait for changes.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use facteur_store::Store;
 use imap_codec::decode::Decoder;
@@ -17,8 +16,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use crate::extended;
 use crate::session::{Next, Session, SessionConfig, UserSlots};
@@ -65,7 +62,7 @@ pub struct ImapContext<S> {
     pub session: Arc<SessionConfig>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub slots: Arc<UserSlots>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: facteur_net::FailedLogins,
 }
 
 impl<S: Store + Clone> ImapContext<S> {
@@ -73,71 +70,27 @@ impl<S: Store + Clone> ImapContext<S> {
         let session =
             Arc::new(SessionConfig { hostname, plaintext_auth: config.plaintext_auth, starttls: tls.is_some() });
         let slots = Arc::new(UserSlots::new(config.max_connections_per_user));
-        ImapContext { store, config, session, tls, slots, failures: Mutex::new(HashMap::new()) }
-    }
-
-    /// Count a failed login from `ip`; how long to make it wait, or `None`
-    /// to close the connection.
-    fn failed_login(&self, ip: IpAddr) -> Option<Duration> {
-        let mut f = self.failures.lock().ok()?;
-        let now = Instant::now();
-        let e = f.entry(ip).or_insert((0, now));
-        if now.duration_since(e.1) > Duration::from_secs(600) {
-            *e = (0, now);
-        }
-        e.0 += 1;
-        let max = self.config.max_failed_logins.max(1);
-        if e.0 >= 2 * max {
-            None
-        } else if e.0 >= max {
-            Some(Duration::from_secs(self.config.failed_login_delay_secs))
-        } else {
-            Some(Duration::ZERO)
-        }
-    }
-
-    fn login_ok(&self, ip: IpAddr) {
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(&ip);
-        }
+        let failures = facteur_net::FailedLogins::new(
+            config.max_failed_logins,
+            Duration::from_secs(config.failed_login_delay_secs),
+        );
+        ImapContext { store, config, session, tls, slots, failures }
     }
 }
 
-/// Accept IMAP connections (`implicit_tls`: port 993 style) until shutdown.
+/// Accept IMAP connections (`implicit_tls`: port 993 style) until shutdown;
+/// open sessions are told BYE and get five seconds to go.
 pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     implicit_tls: bool,
     ctx: Arc<ImapContext<S>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let name = if implicit_tls { "imaps" } else { "imap" };
-    let mut tasks = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        while tasks.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, listener = name, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        let span = tracing::info_span!("imap", listener = name, peer = %peer);
-        tasks.spawn(
-            async move {
-                if let Err(e) = connection(stream, peer, implicit_tls, ctx, shutdown).await {
-                    tracing::debug!(error = %e, "connection ended with an I/O error");
-                }
-            }
-            .instrument(span),
-        );
-    }
-    tasks.abort_all();
+    facteur_net::accept_loop(listener, name, shutdown, Duration::from_secs(5), |stream, peer, shutdown| {
+        connection(stream, peer, implicit_tls, ctx.clone(), shutdown)
+    })
+    .await;
 }
 
 async fn connection<S: Store + Clone>(
@@ -154,7 +107,7 @@ async fn connection<S: Store + Clone>(
             tracing::error!("implicit-TLS IMAP listener without a certificate; closing");
             return Ok(());
         };
-        let mut s = handshake(stream, tls).await?;
+        let mut s = facteur_net::tls_accept(stream, tls).await?;
         session.greeting();
         drive(&mut s, &mut session, &ctx, peer, &mut shutdown).await?;
         return Ok(());
@@ -163,22 +116,11 @@ async fn connection<S: Store + Clone>(
     session.greeting();
     if drive(&mut stream, &mut session, &ctx, peer, &mut shutdown).await? == Ended::StartTls {
         let Some(tls) = ctx.tls.clone() else { return Ok(()) };
-        let mut s = handshake(stream, tls).await?;
+        let mut s = facteur_net::tls_accept(stream, tls).await?;
         session.tls_started();
         drive(&mut s, &mut session, &ctx, peer, &mut shutdown).await?;
     }
     Ok(())
-}
-
-async fn handshake(
-    stream: TcpStream,
-    tls: Arc<rustls::ServerConfig>,
-) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -201,6 +143,32 @@ async fn flush<S: Store + Clone, IO: AsyncWrite + Unpin>(io: &mut IO, session: &
         io.flush().await?;
     }
     Ok(())
+}
+
+/// After a command that may have logged in: a failure is counted for the
+/// client's address and slowed down (false: too many, the BYE is sent and
+/// the connection must close); a new login forgets the address's failures.
+async fn account_login<S: Store + Clone, IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    session: &mut Session<S>,
+    ctx: &ImapContext<S>,
+    peer: SocketAddr,
+    was_authed: bool,
+) -> std::io::Result<bool> {
+    if session.auth_failed {
+        session.auth_failed = false;
+        match ctx.failures.failed(peer.ip()) {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                session.bye("too many failed logins");
+                flush(io, session).await?;
+                return Ok(false);
+            }
+        }
+    } else if !was_authed && session.user().is_some() {
+        ctx.failures.succeeded(peer.ip());
+    }
+    Ok(true)
 }
 
 async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
@@ -311,19 +279,8 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                             Some(ext) => session.handle_extended(cmd, ext).await,
                             None => session.handle(cmd).await,
                         };
-                        if session.auth_failed {
-                            session.auth_failed = false;
-                            match ctx.failed_login(peer.ip()) {
-                                Some(d) if !d.is_zero() => tokio::time::sleep(d).await,
-                                Some(_) => {}
-                                None => {
-                                    session.bye("too many failed logins");
-                                    flush(io, session).await?;
-                                    return Ok(Ended::Closed);
-                                }
-                            }
-                        } else if !was_authed && session.user().is_some() {
-                            ctx.login_ok(peer.ip());
+                        if !account_login(io, session, ctx, peer, was_authed).await? {
+                            return Ok(Ended::Closed);
                         }
                         match next {
                             Next::Command => {}
@@ -356,18 +313,8 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                 match data {
                     Ok(d) => {
                         session.auth_data(d).await;
-                        if session.auth_failed {
-                            session.auth_failed = false;
-                            match ctx.failed_login(peer.ip()) {
-                                Some(d) => tokio::time::sleep(d).await,
-                                None => {
-                                    session.bye("too many failed logins");
-                                    flush(io, session).await?;
-                                    return Ok(Ended::Closed);
-                                }
-                            }
-                        } else if session.user().is_some() {
-                            ctx.login_ok(peer.ip());
+                        if !account_login(io, session, ctx, peer, false).await? {
+                            return Ok(Ended::Closed);
                         }
                     }
                     Err(_) => session.auth_garbage(),

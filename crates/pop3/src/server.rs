@@ -8,18 +8,16 @@
 //! those: `expunge(only)`), so IMAP sessions see them go through the
 //! store's change notices. A connection lost before QUIT deletes nothing.
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use facteur_store::{FlagOp, Store};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use crate::session::{
     Action, AuthError, Maildrop, MaildropEntry, MaildropError, RetrieveError, Session, SessionConfig,
@@ -81,81 +79,34 @@ pub struct Pop3Context<S> {
     pub session: SessionConfig,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     locks: Arc<Locks>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: facteur_net::FailedLogins,
 }
 
 impl<S: Store + Clone> Pop3Context<S> {
     pub fn new(store: S, config: Pop3Config, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let session = SessionConfig { hostname, plaintext_auth: config.plaintext_auth, stls: tls.is_some() };
-        Pop3Context { store, config, session, tls, locks: Arc::default(), failures: Mutex::new(HashMap::new()) }
-    }
-
-    /// Count a failed login from `ip`; how long to make it wait, or `None`
-    /// to close the connection.
-    fn failed_login(&self, ip: IpAddr) -> Option<Duration> {
-        let mut f = self.failures.lock().ok()?;
-        let now = Instant::now();
-        let e = f.entry(ip).or_insert((0, now));
-        if now.duration_since(e.1) > Duration::from_secs(600) {
-            *e = (0, now);
-        }
-        e.0 += 1;
-        let max = self.config.max_failed_logins.max(1);
-        if e.0 >= 2 * max {
-            None
-        } else if e.0 >= max {
-            Some(Duration::from_secs(self.config.failed_login_delay_secs))
-        } else {
-            Some(Duration::ZERO)
-        }
-    }
-
-    fn login_ok(&self, ip: IpAddr) {
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(&ip);
-        }
+        let failures = facteur_net::FailedLogins::new(
+            config.max_failed_logins,
+            Duration::from_secs(config.failed_login_delay_secs),
+        );
+        Pop3Context { store, config, session, tls, locks: Arc::default(), failures }
     }
 }
 
 /// Accept POP3 connections (`implicit_tls`: port 995 style) until shutdown;
-/// then open sessions get a few seconds to answer and close.
+/// then open sessions get a few seconds to answer and close (a QUIT under
+/// way finishes its commit first).
 pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     implicit_tls: bool,
     ctx: Arc<Pop3Context<S>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let name = if implicit_tls { "pop3s" } else { "pop3" };
-    let mut tasks = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        while tasks.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, listener = name, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        let span = tracing::info_span!("pop3", listener = name, peer = %peer);
-        tasks.spawn(
-            async move {
-                if let Err(e) = connection(stream, peer, implicit_tls, ctx, shutdown).await {
-                    tracing::debug!(error = %e, "connection ended with an I/O error");
-                }
-            }
-            .instrument(span),
-        );
-    }
-    // Sessions saw the shutdown too: they answer and close (a QUIT under
-    // way finishes its commit first).
-    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
-    tasks.abort_all();
+    facteur_net::accept_loop(listener, name, shutdown, Duration::from_secs(5), |stream, peer, shutdown| {
+        connection(stream, peer, implicit_tls, ctx.clone(), shutdown)
+    })
+    .await;
 }
 
 /// One connection's state beyond the session: the open maildrop.
@@ -179,7 +130,7 @@ async fn connection<S: Store + Clone>(
             tracing::error!("implicit-TLS POP3 listener without a certificate; closing");
             return Ok(());
         };
-        let mut s = handshake(stream, tls).await?;
+        let mut s = facteur_net::tls_accept(stream, tls).await?;
         let mut session = Session::new(ctx.session.clone(), true);
         drive(&mut s, &mut session, &ctx, &mut conn, &mut shutdown).await?;
         let _ = s.shutdown().await;
@@ -189,24 +140,13 @@ async fn connection<S: Store + Clone>(
     let mut session = Session::new(ctx.session.clone(), false);
     if drive(&mut stream, &mut session, &ctx, &mut conn, &mut shutdown).await? == Ended::StartTls {
         let Some(tls) = ctx.tls.clone() else { return Ok(()) };
-        let mut s = handshake(stream, tls).await?;
+        let mut s = facteur_net::tls_accept(stream, tls).await?;
         // RFC 2595 §4: whatever the client pipelined after STLS is discarded.
         session.tls_established();
         drive(&mut s, &mut session, &ctx, &mut conn, &mut shutdown).await?;
         let _ = s.shutdown().await;
     }
     Ok(())
-}
-
-async fn handshake(
-    stream: TcpStream,
-    tls: Arc<rustls::ServerConfig>,
-) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -267,12 +207,12 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
             }
             Action::Authenticate { user, pass } => match authenticate(&ctx.store, &user, &pass).await {
                 Ok(address) => {
-                    ctx.login_ok(ip);
+                    ctx.failures.succeeded(ip);
                     session.auth_result(Ok(address));
                 }
                 Err(AuthError::Credentials) => {
                     tracing::warn!(user, "POP3 login failed");
-                    match ctx.failed_login(ip) {
+                    match ctx.failures.failed(ip) {
                         Some(d) => {
                             if !d.is_zero() {
                                 flush(io, session).await?;

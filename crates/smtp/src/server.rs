@@ -17,7 +17,6 @@ use facteur_store::{MessageId, NewMessage, NewRecipient, Route, SharedClock, Sto
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use facteur_queue::admission::{Admission, Verdict, Watermarks};
@@ -151,45 +150,12 @@ pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     kind: ListenerKind,
     ctx: Arc<SmtpContext<S>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut tasks = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        // Reap finished sessions so the set stays small.
-        while tasks.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, listener = kind.name(), "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        let span = tracing::info_span!("smtp", listener = kind.name(), peer = %peer);
-        tasks.spawn(
-            async move {
-                if let Err(e) = connection(stream, peer, kind, ctx, shutdown).await {
-                    tracing::debug!(error = %e, "connection ended with an I/O error");
-                }
-            }
-            .instrument(span),
-        );
-    }
-    let deadline = tokio::time::sleep(Duration::from_secs(10));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            next = tasks.join_next() => if next.is_none() { break },
-            _ = &mut deadline => { tasks.abort_all(); break }
-        }
-    }
+    facteur_net::accept_loop(listener, kind.name(), shutdown, Duration::from_secs(10), |stream, peer, shutdown| {
+        connection(stream, peer, kind, ctx.clone(), shutdown)
+    })
+    .await;
 }
 
 /// Per-connection state the driver keeps beside the session.
@@ -240,30 +206,19 @@ async fn connection<S: Store>(
             tracing::error!("implicit-TLS listener without a certificate; closing");
             return Ok(());
         };
-        let mut tls_stream = handshake(stream, tls).await?;
+        let mut tls_stream = facteur_net::tls_accept(stream, tls).await?;
         drive(&mut tls_stream, &mut session, &ctx, &mut conn, &mut shutdown).await?;
         return Ok(());
     }
     if drive(&mut stream, &mut session, &ctx, &mut conn, &mut shutdown).await? == Outcome::StartTls {
         let Some(tls) = tls else { return Ok(()) };
-        let mut tls_stream = handshake(stream, tls).await?;
+        let mut tls_stream = facteur_net::tls_accept(stream, tls).await?;
         // RFC 3207 §4.2: the session forgets everything learnt before TLS.
         session.tls_established();
         conn.routes.clear();
         drive(&mut tls_stream, &mut session, &ctx, &mut conn, &mut shutdown).await?;
     }
     Ok(())
-}
-
-async fn handshake(
-    stream: TcpStream,
-    tls: Arc<rustls::ServerConfig>,
-) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -279,3 +279,29 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
+
+/// Is an interop tool installed? A missing one skips its test with a message,
+/// unless FACTEUR_REQUIRE_INTEROP is set (by .ci/run), where it fails.
+pub fn have(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("FACTEUR_REQUIRE_INTEROP").is_err(),
+            "{tool} is required (FACTEUR_REQUIRE_INTEROP is set); bash .ci/run installs it"
+        );
+        eprintln!("SKIPPED: {tool} not installed (bash .ci/run installs it)");
+    }
+    found
+}
+
+/// Run a command that must succeed; its stdout and stderr.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let o = cmd.output().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{cmd:?} failed:\n{out}");
+    out
+}
