@@ -311,6 +311,76 @@ async fn condstore_modseq_and_unchangedsince() {
     assert_eq!(r.len(), 3, "both changed since: {r:?}");
 }
 
+/// Two sessions on one mailbox: each learns the other's changes at the
+/// next command that may tell them, and only then (RFC 9051 §7.4.1: no
+/// EXPUNGE during FETCH, STORE or SEARCH), even right after its own STORE.
+#[tokio::test]
+async fn sessions_on_one_mailbox_tell_each_others_changes() {
+    let s = server().await;
+    for subject in ["one", "two", "three"] {
+        deliver(&s, "bob@example.test", subject, "x\r\n").await;
+    }
+    let mut a = Imap::connect(s.imap).await;
+    a.login("bob@example.test").await;
+    a.ok("a1 SELECT INBOX").await;
+    let mut b = Imap::connect(s.imap).await;
+    b.login("bob@example.test").await;
+    b.ok("b1 SELECT INBOX").await;
+
+    // Nothing changed: a NOOP says nothing.
+    assert_eq!(a.ok("a2 NOOP").await.len(), 1);
+    // A's own STORE, then B's: A's next NOOP tells B's change, not its own again.
+    a.ok("a3 STORE 1 +FLAGS.SILENT (\\Seen)").await;
+    b.ok("b2 STORE 2 +FLAGS.SILENT (\\Flagged)").await;
+    let r = a.ok("a4 NOOP").await;
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r[0].starts_with("* 2 FETCH (FLAGS (\\Flagged)"), "{r:?}");
+    // A STORE first tells what changed before it (FLAGS, not EXPUNGE).
+    b.ok("b3 STORE 3 +FLAGS.SILENT (\\Answered)").await;
+    let r = a.ok("a5 STORE 1 -FLAGS.SILENT (\\Seen)").await;
+    assert!(has(&r, "* 3 FETCH (FLAGS (\\Answered)"), "{r:?}");
+    assert_eq!(a.ok("a6 NOOP").await.len(), 1);
+
+    // B expunges message 1: A's FETCH does not say so, its NOOP does, once.
+    b.ok("b4 STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    b.ok("b5 EXPUNGE").await;
+    let r = a.ok("a7 FETCH 1:* (UID)").await;
+    assert!(!has(&r, "EXPUNGE") && has(&r, "* 3 FETCH"), "{r:?}");
+    let r = a.ok("a8 NOOP").await;
+    assert!(has(&r, "* 1 EXPUNGE"), "{r:?}");
+    let r = a.ok("a9 NOOP").await;
+    assert_eq!(r.len(), 1, "told once: {r:?}");
+    let r = a.ok("a10 FETCH 1:* (UID)").await;
+    assert_eq!(r.len(), 3, "{r:?}");
+}
+
+/// A FETCH bigger than one piece (4 MiB of messages) goes out in pieces,
+/// all of it, in order, before the next pipelined command is answered.
+#[tokio::test]
+async fn a_large_fetch_goes_out_whole_and_in_order() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let bodies: Vec<String> = (0..3).map(|i| format!("{i}").repeat(2 << 20)).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        let msg = format!("Subject: big {i}\r\n\r\n{body}");
+        c.send(format!("a{i} APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
+        let r = c.until_tagged(&format!("a{i}")).await;
+        assert!(r.last().unwrap().starts_with(&format!("a{i} OK")), "{r:?}");
+    }
+    c.ok("b SELECT INBOX").await;
+    c.send(b"f FETCH 1:* (BODY.PEEK[])\r\ng NOOP\r\n").await;
+    let r = c.until_tagged("f").await;
+    assert_eq!(r.len(), 4, "three FETCH responses and the tagged OK");
+    for (i, body) in bodies.iter().enumerate() {
+        let expected = format!("* {} FETCH (BODY[] {{{}}}\r\nSubject: big {i}\r\n\r\n{body})", i + 1, body.len() + 18);
+        assert!(r[i] == expected, "response {i} differs (length {} vs {})", r[i].len(), expected.len());
+    }
+    assert!(r[3].starts_with("f OK"), "{}", r[3]);
+    let r = c.until_tagged("g").await;
+    assert!(r.last().unwrap().starts_with("g OK"), "{r:?}");
+}
+
 #[tokio::test]
 async fn idle_sees_an_smtp_delivery_within_a_second() {
     let s = server().await;

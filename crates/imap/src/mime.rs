@@ -987,4 +987,36 @@ NIL (\"attachment\" (\"filename\" \"a.pdf\")) (\"en\" \"fr\") \"http://example.o
         }
         assert!(top_level_section(b"no blank line", Some(&Section::Header(None))).is_none());
     }
+
+    /// A message list reads only the header from storage (`Part::Header`:
+    /// up to CRLF CRLF, else everything): ENVELOPE and the header sections
+    /// cut from it must be those of the whole message.
+    #[test]
+    fn header_items_from_the_header_alone_match_the_whole_message() {
+        use imap_codec::imap_types::core::AString;
+        let names =
+            || Vec1::try_from(vec![AString::try_from("subject").unwrap(), AString::try_from("From").unwrap()]).unwrap();
+        let messages: [&[u8]; 6] = [
+            SIMPLE,
+            MIXED,
+            b"From: a@b\r\nSubject: hi\r\n folded\r\nTo: c@d\r\n\r\nbody\r\n",
+            b"\r\nno header at all\r\n",
+            b"Subject: no blank line\r\nFrom: x@y\r\n",
+            b"Subject: lf only\nFrom: x@y\n\nbody\n",
+        ];
+        for raw in messages {
+            let header = if raw.starts_with(b"\r\n") {
+                &raw[..2]
+            } else {
+                raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw, |i| &raw[..i + 4])
+            };
+            let shown = String::from_utf8_lossy(raw);
+            assert_eq!(env(header), env(raw), "{shown}");
+            for sec in
+                [Section::Header(None), Section::HeaderFields(None, names()), Section::HeaderFieldsNot(None, names())]
+            {
+                assert_eq!(section(header, Some(&sec)), section(raw, Some(&sec)), "{shown} {sec:?}");
+            }
+        }
+    }
 }

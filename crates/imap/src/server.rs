@@ -275,15 +275,20 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                 match decoded {
                     Ok(cmd) => {
                         let was_authed = session.user().is_some();
-                        let next = match ext {
+                        let mut next = match ext {
                             Some(ext) => session.handle_extended(cmd, ext).await,
                             None => session.handle(cmd).await,
                         };
+                        // A long FETCH goes out piece by piece.
+                        while next == Next::More {
+                            flush(io, session).await?;
+                            next = session.resume().await;
+                        }
                         if !account_login(io, session, ctx, peer, was_authed).await? {
                             return Ok(Ended::Closed);
                         }
                         match next {
-                            Next::Command => {}
+                            Next::Command | Next::More => {}
                             Next::AuthData => mode = Mode::AuthData,
                             Next::Idle => mode = Mode::Idle,
                             Next::Logout => {

@@ -10,7 +10,7 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use facteur_store::{FlagOp, MessageMeta, Store, StoreError};
+use facteur_store::{FlagOp, MessageMeta, Part, Store, StoreError};
 use imap_codec::ResponseCodec;
 use imap_codec::encode::Encoder;
 use imap_codec::imap_types::IntoStatic;
@@ -55,6 +55,9 @@ pub enum Next {
     Idle,
     /// Send the output and close.
     Logout,
+    /// A FETCH has more to send: send the output, then call
+    /// [`Session::resume`] (the response goes out in bounded pieces).
+    More,
 }
 
 enum Outcome {
@@ -120,8 +123,27 @@ pub struct Session<S> {
     idle_tag: Option<Tag<'static>>,
     /// Set when a login attempt failed (the server slows the client down).
     pub auth_failed: bool,
+    /// The FETCH being sent, between two pieces (`Next::More`).
+    pending: Option<PendingFetch>,
     out: Vec<u8>,
 }
+
+/// A FETCH under way: what it asked and the messages still to send.
+struct PendingFetch {
+    tag: Tag<'static>,
+    uids: Vec<u32>,
+    next: usize,
+    names: Vec<MessageDataItemName<'static>>,
+    changed_since: Option<u64>,
+    /// Messages this FETCH marked \Seen: their FLAGS go out with them.
+    seen_now: std::collections::HashSet<u32>,
+}
+
+/// One piece of a FETCH reads at most this many messages, and stops
+/// after this many octets of them (at least one message): a session's
+/// memory stays bounded whatever the size of the mailbox fetched.
+const FETCH_PIECE_MESSAGES: usize = 256;
+const FETCH_PIECE_OCTETS: u64 = 4 << 20;
 
 fn store_error(e: &StoreError) -> Outcome {
     match e {
@@ -183,6 +205,26 @@ fn fetch_flags(flags: &[String]) -> Vec<FlagFetch<'static>> {
     flags.iter().filter_map(|f| system_or_keyword(f)).map(FlagFetch::Flag).collect()
 }
 
+/// What of the stored message a FETCH item needs: nothing (it is in the
+/// message list), the header only (the fields and ENVELOPE a client lists
+/// messages with), or the whole message. `None` < `Header` < `Whole`.
+fn needs(name: &MessageDataItemName<'_>) -> Option<Part> {
+    use imap_codec::imap_types::fetch::Section;
+    match name {
+        MessageDataItemName::Uid
+        | MessageDataItemName::Flags
+        | MessageDataItemName::InternalDate
+        | MessageDataItemName::Rfc822Size
+        | MessageDataItemName::ModSeq => None,
+        MessageDataItemName::Rfc822Header | MessageDataItemName::Envelope => Some(Part::Header),
+        MessageDataItemName::BodyExt {
+            section: Some(Section::Header(None) | Section::HeaderFields(None, _) | Section::HeaderFieldsNot(None, _)),
+            ..
+        } => Some(Part::Header),
+        _ => Some(Part::Whole),
+    }
+}
+
 fn imap_date(unix: i64) -> Option<DateTime> {
     let dt = chrono::DateTime::from_timestamp(unix, 0)?.fixed_offset();
     DateTime::try_from(dt).ok()
@@ -211,6 +253,7 @@ impl<S: Store + Clone> Session<S> {
             auth_tag: None,
             idle_tag: None,
             auth_failed: false,
+            pending: None,
             out: Vec::new(),
         }
     }
@@ -504,7 +547,10 @@ impl<S: Store + Clone> Session<S> {
                     imap_codec::imap_types::command::FetchModifier::ChangedSince(n) => Some(n.get()),
                     _ => None,
                 });
-                (Next::Command, Some(self.fetch(&sequence_set, macro_or_item_names, uid, changed_since).await))
+                match self.fetch(tag, &sequence_set, macro_or_item_names, uid, changed_since).await {
+                    Some(outcome) => (Next::Command, Some(outcome)),
+                    None => (Next::More, None),
+                }
             }
             C::Store { sequence_set, kind, response, flags, uid, modifiers } => {
                 let unchanged_since = modifiers
@@ -607,8 +653,9 @@ impl<S: Store + Clone> Session<S> {
 
     /// Tell the client what changed in its selected mailbox.
     pub async fn poll(&mut self, expunges: bool) {
-        let Some(id) = self.selected_mailbox() else { return };
-        let Ok(fresh) = self.store.mailbox_messages(id).await else { return };
+        let Some((id, known)) = self.selected.as_ref().map(|v| (v.mailbox_id, v.synced())) else { return };
+        // Unchanged HIGHESTMODSEQ: nothing to tell, no listing read.
+        let Ok(Some(fresh)) = self.store.mailbox_snapshot(id, known).await else { return };
         let condstore = self.condstore;
         let Some(view) = self.selected.as_mut() else { return };
         let updates = view.refresh(fresh, expunges);
@@ -631,11 +678,13 @@ impl<S: Store + Clone> Session<S> {
             Ok(None) => return Outcome::No(Some("NONEXISTENT"), format!("no mailbox {name}")),
             Err(e) => return store_error(&e),
         };
-        let messages = match self.store.mailbox_messages(mailbox.id).await {
-            Ok(m) => m,
+        let snapshot = match self.store.mailbox_snapshot(mailbox.id, None).await {
+            Ok(Some(m)) => m,
+            Ok(None) => Default::default(),
             Err(e) => return store_error(&e),
         };
-        let view = View::new(mailbox.id, mailbox.uidvalidity, read_only, messages);
+        let highest_modseq = snapshot.highest_modseq;
+        let view = View::new(mailbox.id, mailbox.uidvalidity, read_only, snapshot);
         self.line(&format!("* {} EXISTS", view.len()));
         self.line("* 0 RECENT");
         self.line("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
@@ -649,7 +698,7 @@ impl<S: Store + Clone> Session<S> {
         }
         self.line(&format!("* OK [UIDVALIDITY {}] UIDs valid", mailbox.uidvalidity));
         self.line(&format!("* OK [UIDNEXT {}] predicted next UID", mailbox.uidnext));
-        self.line(&format!("* OK [HIGHESTMODSEQ {}] highest", mailbox.highest_modseq));
+        self.line(&format!("* OK [HIGHESTMODSEQ {highest_modseq}] highest"));
         self.line(&format!("* LIST () \"/\" {}", wire_name(&mailbox.name)));
         self.selected = Some(view);
         if read_only {
@@ -915,13 +964,16 @@ impl<S: Store + Clone> Session<S> {
         Outcome::ok("SEARCH completed")
     }
 
+    /// FETCH (RFC 9051 §6.4.5): `None` when the first piece is in the
+    /// output and more follow (`Next::More`).
     async fn fetch(
         &mut self,
+        tag: &Tag<'static>,
         set: &SequenceSet,
         names: MacroOrMessageDataItemNames<'_>,
         uid: bool,
         changed_since: Option<u64>,
-    ) -> Outcome {
+    ) -> Option<Outcome> {
         self.poll(false).await;
         let mut names: Vec<MessageDataItemName> = match names {
             MacroOrMessageDataItemNames::Macro(m) => m.expand().into_iter().map(IntoStatic::into_static).collect(),
@@ -940,7 +992,7 @@ impl<S: Store + Clone> Session<S> {
             self.condstore = true;
         }
         let uids = self.resolve(set, uid);
-        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
+        let Some(view) = self.selected.as_mut() else { return Some(Outcome::Bad("select a mailbox first".into())) };
         // Reading a body without PEEK sets \Seen (RFC 9051 §6.4.5).
         let marks_seen = !view.read_only
             && names.iter().any(|n| {
@@ -952,7 +1004,7 @@ impl<S: Store + Clone> Session<S> {
                         | MessageDataItemName::Binary { peek: false, .. }
                 )
             });
-        let mut seen_now: std::collections::HashMap<u32, (Vec<String>, u64)> = Default::default();
+        let mut seen_now = std::collections::HashSet::new();
         if marks_seen {
             let unseen: Vec<u32> = uids
                 .iter()
@@ -962,65 +1014,95 @@ impl<S: Store + Clone> Session<S> {
                 })
                 .collect();
             if !unseen.is_empty() {
-                match self.store.store_flags(view.mailbox_id, unseen, FlagOp::Add, vec!["\\Seen".into()], None).await {
+                let r = self.store.store_flags(view.mailbox_id, unseen, FlagOp::Add, vec!["\\Seen".into()], None).await;
+                match r {
                     Ok(r) => {
                         for (u, f, m) in r.changed {
-                            if let Some(v) = self.selected.as_mut() {
-                                v.set_flags(u, f.clone(), m);
-                            }
-                            seen_now.insert(u, (f, m));
+                            view.set_flags(u, f, m);
+                            view.own_change(m);
+                            seen_now.insert(u);
                         }
                     }
-                    Err(e) => return store_error(&e),
+                    Err(e) => return Some(store_error(&e)),
                 }
             }
         }
-        let needs_raw = names.iter().any(|n| {
-            !matches!(
-                n,
-                MessageDataItemName::Uid
-                    | MessageDataItemName::Flags
-                    | MessageDataItemName::InternalDate
-                    | MessageDataItemName::Rfc822Size
-                    | MessageDataItemName::ModSeq
-            )
-        });
-        // Bodies are read in batches (one storage read per 256 messages).
-        for chunk in uids.chunks(256) {
-            let mut bodies = if needs_raw {
-                match self.store.fetch_messages(view.mailbox_id, chunk.to_vec()).await {
-                    Ok(b) => b.into_iter().collect::<std::collections::HashMap<u32, Vec<u8>>>(),
-                    Err(e) => return store_error(&e),
-                }
-            } else {
-                Default::default()
+        let job = PendingFetch { tag: tag.clone(), uids, next: 0, names, changed_since, seen_now };
+        self.fetch_piece(job).await
+    }
+
+    /// Send the next piece of a FETCH that returned `Next::More`.
+    pub async fn resume(&mut self) -> Next {
+        let Some(job) = self.pending.take() else { return Next::Command };
+        let tag = job.tag.clone();
+        match self.fetch_piece(job).await {
+            Some(outcome) => {
+                self.finish(&tag, outcome);
+                Next::Command
+            }
+            None => Next::More,
+        }
+    }
+
+    /// Put one piece of a FETCH in the output: its outcome when it is the
+    /// last, else `None` with the rest kept in `pending`.
+    async fn fetch_piece(&mut self, mut job: PendingFetch) -> Option<Outcome> {
+        let Some(view) = self.selected.take() else { return Some(Outcome::Bad("select a mailbox first".into())) };
+        let done = self.fetch_from(&view, &mut job).await;
+        self.selected = Some(view);
+        match done {
+            Ok(true) => Some(Outcome::ok("FETCH completed")),
+            Ok(false) => {
+                self.pending = Some(job);
+                None
+            }
+            Err(outcome) => Some(outcome),
+        }
+    }
+
+    /// The messages of `job` from `job.next`, up to a piece's bounds;
+    /// `Ok(true)` when none is left.
+    async fn fetch_from(&mut self, view: &View, job: &mut PendingFetch) -> Result<bool, Outcome> {
+        let part = job.names.iter().map(needs).max().flatten();
+        let mut octets = 0;
+        let piece: Vec<u32> = job.uids[job.next..]
+            .iter()
+            .copied()
+            .take(FETCH_PIECE_MESSAGES)
+            .take_while(|u| {
+                let first = octets == 0;
+                octets += view.seq_of(*u).and_then(|s| view.by_seq(s)).map_or(0, |m| m.size.max(1));
+                first || part.is_none() || octets <= FETCH_PIECE_OCTETS
+            })
+            .collect();
+        job.next += piece.len();
+        let mut bodies: std::collections::HashMap<u32, Vec<u8>> = match part {
+            Some(part) => match self.store.fetch_messages(view.mailbox_id, piece.clone(), part).await {
+                Ok(b) => b.into_iter().collect(),
+                Err(e) => return Err(store_error(&e)),
+            },
+            None => Default::default(),
+        };
+        for u in piece {
+            let Some(seq) = view.seq_of(u) else { continue };
+            let Some(meta) = view.by_seq(seq) else { continue };
+            if job.changed_since.is_some_and(|c| meta.modseq <= c) {
+                continue;
+            }
+            let raw = match bodies.remove(&u) {
+                Some(r) => r,
+                None if part.is_some() => continue, // expunged meanwhile
+                None => Vec::new(),
             };
-            for &u in chunk {
-                let Some(seq) = view.seq_of(u) else { continue };
-                let Some(meta) = view.by_seq(seq) else { continue };
-                let mut meta = meta.clone();
-                if let Some((f, m)) = seen_now.get(&u) {
-                    meta.flags = f.clone();
-                    meta.modseq = *m;
-                }
-                if changed_since.is_some_and(|c| meta.modseq <= c) {
-                    continue;
-                }
-                let raw = match bodies.remove(&u) {
-                    Some(r) => r,
-                    None if needs_raw => continue, // expunged meanwhile
-                    None => Vec::new(),
-                };
-                let mut items = self.items(&meta, &raw, &names);
-                if seen_now.contains_key(&u) && !names.contains(&MessageDataItemName::Flags) {
-                    items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
-                }
-                if let (Some(seq), Ok(items)) = (NonZeroU32::new(seq), Vec1::try_from(items)) {
-                    self.data(Data::Fetch { seq, items });
-                }
+            let mut items = self.items(meta, &raw, &job.names);
+            if job.seen_now.contains(&u) && !job.names.contains(&MessageDataItemName::Flags) {
+                items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
+            }
+            if let (Some(seq), Ok(items)) = (NonZeroU32::new(seq), Vec1::try_from(items)) {
+                self.data(Data::Fetch { seq, items });
             }
         }
-        Outcome::ok("FETCH completed")
+        Ok(job.next >= job.uids.len())
     }
 
     fn items(&self, m: &MessageMeta, raw: &[u8], names: &[MessageDataItemName<'_>]) -> Vec<MessageDataItem<'static>> {
@@ -1085,8 +1167,10 @@ impl<S: Store + Clone> Session<S> {
         unchanged_since: Option<u64>,
     ) -> Outcome {
         self.poll(false).await;
-        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
-        if view.read_only {
+        let Some((mailbox_id, read_only)) = self.selected.as_ref().map(|v| (v.mailbox_id, v.read_only)) else {
+            return Outcome::Bad("select a mailbox first".into());
+        };
+        if read_only {
             return Outcome::No(Some("READ-ONLY"), "mailbox is read-only".into());
         }
         let uids = self.resolve(set, uid);
@@ -1096,7 +1180,7 @@ impl<S: Store + Clone> Session<S> {
             StoreType::Replace => FlagOp::Replace,
         };
         let flags: Vec<String> = flags.iter().map(flag_string).collect();
-        let r = match self.store.store_flags(view.mailbox_id, uids, op, flags, unchanged_since).await {
+        let r = match self.store.store_flags(mailbox_id, uids, op, flags, unchanged_since).await {
             Ok(r) => r,
             Err(e) => return store_error(&e),
         };
@@ -1104,10 +1188,12 @@ impl<S: Store + Clone> Session<S> {
             self.condstore = true;
         }
         let silent = response == StoreResponse::Silent;
+        let Some(mut view) = self.selected.take() else { return Outcome::Bad("select a mailbox first".into()) };
+        if let Some((_, _, m)) = r.changed.first() {
+            view.own_change(*m);
+        }
         for (u, f, m) in r.changed.iter().chain(r.unchanged.iter()) {
-            if let Some(v) = self.selected.as_mut() {
-                v.set_flags(*u, f.clone(), *m);
-            }
+            view.set_flags(*u, f.clone(), *m);
             // .SILENT still reports MODSEQ under CONDSTORE (RFC 7162 §3.1.3).
             if silent && !self.condstore {
                 continue;
@@ -1121,11 +1207,12 @@ impl<S: Store + Clone> Session<S> {
                 self.line(&format!("* {seq} FETCH (FLAGS ({}){uid_part}{modseq})", f.join(" ")));
             }
         }
-        if !r.modified.is_empty() {
-            let list: Vec<u32> =
-                if uid { r.modified.clone() } else { r.modified.iter().filter_map(|u| view.seq_of(*u)).collect() };
+        let modified: Vec<u32> =
+            if uid { r.modified.clone() } else { r.modified.iter().filter_map(|u| view.seq_of(*u)).collect() };
+        self.selected = Some(view);
+        if !modified.is_empty() {
             return Outcome::Ok(
-                Some(format!("MODIFIED {}", seqset::compress(&list))),
+                Some(format!("MODIFIED {}", seqset::compress(&modified))),
                 "conditional STORE failed".into(),
             );
         }
@@ -1133,8 +1220,10 @@ impl<S: Store + Clone> Session<S> {
     }
 
     async fn copy(&mut self, set: &SequenceSet, target: &str, uid: bool, moving: bool) -> Outcome {
-        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
-        if moving && view.read_only {
+        let Some((mailbox_id, read_only)) = self.selected.as_ref().map(|v| (v.mailbox_id, v.read_only)) else {
+            return Outcome::Bad("select a mailbox first".into());
+        };
+        if moving && read_only {
             return Outcome::No(Some("READ-ONLY"), "mailbox is read-only".into());
         }
         let dest = match self.store.mailbox(self.owner(), target).await {
@@ -1143,7 +1232,7 @@ impl<S: Store + Clone> Session<S> {
             Err(e) => return store_error(&e),
         };
         let uids = self.resolve(set, uid);
-        let pairs = match self.store.copy_messages(view.mailbox_id, uids, dest.id, moving).await {
+        let pairs = match self.store.copy_messages(mailbox_id, uids, dest.id, moving).await {
             Ok(p) => p,
             Err(e) => return store_error(&e),
         };
@@ -1164,7 +1253,7 @@ impl<S: Store + Clone> Session<S> {
             self.poll(true).await;
             return Outcome::ok("MOVE completed");
         }
-        if dest.id == view.mailbox_id {
+        if dest.id == mailbox_id {
             self.poll(true).await;
         }
         Outcome::Ok(Some(code), "COPY completed".into())

@@ -7,7 +7,7 @@
 //! FETCH FLAGS), applying them to itself as it goes so that sequence
 //! numbers in each update are right for the client at that point.
 
-use facteur_store::MessageMeta;
+use facteur_store::{MailboxSnapshot, MessageMeta};
 
 /// One untagged update for the client, in the order to send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +26,20 @@ pub struct View {
     pub read_only: bool,
     pub uidvalidity: u32,
     messages: Vec<MessageMeta>,
-    highest_modseq: u64,
+    /// The mailbox's HIGHESTMODSEQ that this view reflects in full; `None`
+    /// while an expunge is still to be told. Every change to a mailbox takes
+    /// a new MODSEQ, so while storage says the same, nothing changed.
+    synced: Option<u64>,
 }
 
 impl View {
-    pub fn new(mailbox_id: i64, uidvalidity: u32, read_only: bool, messages: Vec<MessageMeta>) -> View {
-        let highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0);
-        View { mailbox_id, read_only, uidvalidity, messages, highest_modseq }
+    pub fn new(mailbox_id: i64, uidvalidity: u32, read_only: bool, snapshot: MailboxSnapshot) -> View {
+        View { mailbox_id, read_only, uidvalidity, messages: snapshot.messages, synced: Some(snapshot.highest_modseq) }
+    }
+
+    /// The HIGHESTMODSEQ this view is known to reflect (see `synced`).
+    pub fn synced(&self) -> Option<u64> {
+        self.synced
     }
 
     pub fn messages(&self) -> &[MessageMeta] {
@@ -65,7 +72,16 @@ impl View {
         if let Ok(i) = self.messages.binary_search_by_key(&uid, |m| m.uid) {
             self.messages[i].flags = flags;
             self.messages[i].modseq = modseq;
-            self.highest_modseq = self.highest_modseq.max(modseq);
+        }
+    }
+
+    /// This session's own STORE took `modseq` (one per command) and its
+    /// changes are applied with `set_flags`. If that MODSEQ directly follows
+    /// the one the view reflects, no other change came between, and the
+    /// view is still in step without listing the mailbox again.
+    pub fn own_change(&mut self, modseq: u64) {
+        if self.synced.is_some_and(|s| s + 1 == modseq) {
+            self.synced = Some(modseq);
         }
     }
 
@@ -73,7 +89,8 @@ impl View {
     /// say what changed. With `expunges: false` (during FETCH, STORE and
     /// SEARCH, RFC 9051 §7.4.1) messages gone from storage stay in the view
     /// and no EXPUNGE is sent yet; they are reported at the next chance.
-    pub fn refresh(&mut self, fresh: Vec<MessageMeta>, expunges: bool) -> Vec<Update> {
+    pub fn refresh(&mut self, snapshot: MailboxSnapshot, expunges: bool) -> Vec<Update> {
+        let MailboxSnapshot { highest_modseq, messages: fresh } = snapshot;
         let mut out = Vec::new();
         if expunges {
             // Highest sequence first would also do; lowest first with the
@@ -89,14 +106,18 @@ impl View {
                 }
             }
         }
+        // Messages storage no longer has (kept while expunges wait).
+        let mut gone = false;
         for m in &mut self.messages {
-            if let Ok(j) = fresh.binary_search_by_key(&m.uid, |f| f.uid) {
-                let f = &fresh[j];
-                if f.modseq != m.modseq || f.flags != m.flags {
-                    m.flags = f.flags.clone();
-                    m.modseq = f.modseq;
-                    out.push(Update::Flags { seq: 0, uid: m.uid, flags: f.flags.clone(), modseq: f.modseq });
-                }
+            let Ok(j) = fresh.binary_search_by_key(&m.uid, |f| f.uid) else {
+                gone = true;
+                continue;
+            };
+            let f = &fresh[j];
+            if f.modseq != m.modseq || f.flags != m.flags {
+                m.flags = f.flags.clone();
+                m.modseq = f.modseq;
+                out.push(Update::Flags { seq: 0, uid: m.uid, flags: f.flags.clone(), modseq: f.modseq });
             }
         }
         let last = self.messages.last().map_or(0, |m| m.uid);
@@ -105,7 +126,8 @@ impl View {
         if self.messages.len() != before {
             out.push(Update::Exists(self.len()));
         }
-        self.highest_modseq = self.messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(self.highest_modseq);
+        // An expunge not told yet keeps the view out of step.
+        self.synced = if gone { None } else { Some(highest_modseq) };
         // Sequence numbers of flag updates, now that the view is final.
         for u in &mut out {
             if let Update::Flags { seq, uid, .. } = u {
@@ -148,13 +170,17 @@ mod tests {
         }
     }
 
+    fn snap(highest_modseq: u64, messages: Vec<MessageMeta>) -> MailboxSnapshot {
+        MailboxSnapshot { highest_modseq, messages }
+    }
+
     #[test]
     fn arrivals_flag_changes_and_expunges_in_client_order() {
-        let mut v = View::new(1, 7, false, vec![meta(1, &[], 1), meta(3, &[], 2), meta(5, &[], 3)]);
+        let mut v = View::new(1, 7, false, snap(3, vec![meta(1, &[], 1), meta(3, &[], 2), meta(5, &[], 3)]));
         assert_eq!(v.seq_of(3), Some(2));
         // 1 is expunged elsewhere, 5 gets \Seen, 8 and 9 arrive.
         let fresh = vec![meta(3, &[], 2), meta(5, &["\\Seen"], 4), meta(8, &[], 5), meta(9, &[], 6)];
-        let u = v.refresh(fresh, true);
+        let u = v.refresh(snap(7, fresh), true);
         assert_eq!(
             u,
             [
@@ -164,23 +190,37 @@ mod tests {
             ]
         );
         assert_eq!(v.uids(), [3, 5, 8, 9]);
+        assert_eq!(v.synced(), Some(7));
     }
 
     #[test]
     fn expunges_wait_while_the_client_may_not_hear_them() {
-        let mut v = View::new(1, 7, false, vec![meta(1, &[], 1), meta(2, &[], 2)]);
-        assert_eq!(v.refresh(vec![meta(2, &[], 2)], false), []);
+        let mut v = View::new(1, 7, false, snap(2, vec![meta(1, &[], 1), meta(2, &[], 2)]));
+        assert_eq!(v.refresh(snap(3, vec![meta(2, &[], 2)]), false), []);
         assert_eq!(v.len(), 2, "still there for the client");
-        assert_eq!(v.refresh(vec![meta(2, &[], 2)], true), [Update::Expunge(1)]);
-        assert!(v.refresh(vec![meta(2, &[], 2)], true).is_empty(), "nothing twice");
+        assert_eq!(v.synced(), None, "the expunge is still to be told, whatever storage's MODSEQ");
+        assert_eq!(v.refresh(snap(3, vec![meta(2, &[], 2)]), true), [Update::Expunge(1)]);
+        assert_eq!(v.synced(), Some(3));
+        assert!(v.refresh(snap(3, vec![meta(2, &[], 2)]), true).is_empty(), "nothing twice");
     }
 
     #[test]
     fn own_expunge_reports_highest_first() {
-        let mut v = View::new(1, 7, false, (1..=5).map(|u| meta(u, &[], u as u64)).collect());
+        let mut v = View::new(1, 7, false, snap(5, (1..=5).map(|u| meta(u, &[], u as u64)).collect()));
         assert_eq!(v.remove(&[2, 4, 9]), [4, 2]);
         assert_eq!(v.uids(), [1, 3, 5]);
         assert_eq!(v.by_seq(2).map(|m| m.uid), Some(3));
         assert!(v.by_seq(0).is_none() && v.by_seq(4).is_none());
+    }
+
+    #[test]
+    fn own_store_keeps_the_view_in_step_only_when_nothing_came_between() {
+        let mut v = View::new(1, 7, false, snap(5, vec![meta(1, &[], 5)]));
+        v.set_flags(1, vec!["\\Seen".into()], 6);
+        v.own_change(6);
+        assert_eq!(v.synced(), Some(6), "MODSEQ 6 was this session's own");
+        // Another session's change took 7; ours took 8: the view must list again.
+        v.own_change(8);
+        assert_eq!(v.synced(), Some(6));
     }
 }

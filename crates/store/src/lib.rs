@@ -161,6 +161,25 @@ pub struct MessageMeta {
     pub message_id: String,
 }
 
+/// A mailbox's messages and its HIGHESTMODSEQ, read at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxSnapshot {
+    /// 0 when the mailbox no longer exists (and `messages` is empty).
+    pub highest_modseq: u64,
+    pub messages: Vec<MessageMeta>,
+}
+
+/// How much of a stored message to read.
+/// Ordered by size: `Header` < `Whole`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// The header: up to and including the first empty line (CRLF CRLF),
+    /// the whole message if it has none. A message list asks for this
+    /// only, and the body is not read.
+    Header,
+    Whole,
+}
+
 /// How STORE changes flags (RFC 9051 §6.4.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagOp {
@@ -386,12 +405,13 @@ pub trait Store: Send + Sync + 'static {
     /// The raw message stored under (mailbox, uid).
     fn fetch_message(&self, mailbox_id: i64, uid: u32) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 
-    /// Several raw messages of a mailbox in one read: (uid, message) in UID
-    /// order, for the UIDs that exist.
+    /// Several raw messages of a mailbox in one read: (uid, message or its
+    /// header) in UID order, for the UIDs that exist.
     fn fetch_messages(
         &self,
         mailbox_id: i64,
         uids: Vec<u32>,
+        part: Part,
     ) -> impl Future<Output = Result<Vec<(u32, Vec<u8>)>>> + Send;
 
     // --- Mailboxes for IMAP and POP3 (names use `/` as separator) ---
@@ -411,6 +431,14 @@ pub trait Store: Send + Sync + 'static {
     fn subscriptions(&self, owner: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// The messages of a mailbox in UID order.
     fn mailbox_messages(&self, mailbox_id: i64) -> impl Future<Output = Result<Vec<MessageMeta>>> + Send;
+    /// The messages with HIGHESTMODSEQ, or `None` if HIGHESTMODSEQ is still
+    /// `known`: every change to a mailbox takes a new MODSEQ, so an IMAP
+    /// session learns that nothing changed without listing the mailbox.
+    fn mailbox_snapshot(
+        &self,
+        mailbox_id: i64,
+        known: Option<u64>,
+    ) -> impl Future<Output = Result<Option<MailboxSnapshot>>> + Send;
     /// Store a message into a mailbox (APPEND): its (UID, MODSEQ).
     fn append_message(
         &self,

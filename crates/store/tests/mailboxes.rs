@@ -4,7 +4,7 @@
 //! notices after the commit.
 
 use facteur_store::sqlite::SqliteStore;
-use facteur_store::{FlagOp, Store, StoreError};
+use facteur_store::{FlagOp, Part, Store, StoreError};
 
 const ALICE: &str = "alice@example.test";
 
@@ -151,7 +151,7 @@ async fn copy_and_move_give_new_uids_in_order() {
     let copied = s.mailbox_messages(archive.id).await.unwrap();
     assert_eq!(copied[1].flags, flags(&["$K"]), "flags travel with a copy");
     assert_eq!(s.fetch_message(archive.id, 3).await.unwrap().unwrap(), b"Subject: 2\r\n\r\n");
-    let many = s.fetch_messages(archive.id, vec![3, 1, 7]).await.unwrap();
+    let many = s.fetch_messages(archive.id, vec![3, 1, 7], Part::Whole).await.unwrap();
     assert_eq!(many.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 3], "UID order, only those that exist");
     assert_eq!(many[1].1, b"Subject: 2\r\n\r\n");
     let mut changes = s.mailbox_changes();
@@ -162,4 +162,37 @@ async fn copy_and_move_give_new_uids_in_order() {
     assert_eq!(seen, [inbox.id.min(archive.id), inbox.id.max(archive.id)], "both mailboxes changed");
     let left: Vec<u32> = s.mailbox_messages(inbox.id).await.unwrap().iter().map(|m| m.uid).collect();
     assert_eq!(left, [1, 3]);
+}
+
+/// Headers are read up to the first empty line without the rest: at the
+/// edges of the reads (1 KiB, then 1+2, 1+2+4 KiB), with CRLF CRLF across
+/// two reads, with no header at all, and with no empty line (the whole
+/// message).
+#[tokio::test]
+async fn header_reads_stop_at_the_empty_line() {
+    let (_d, s) = setup().await;
+    let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    let field = |len: usize| format!("X-Pad: {}\r\n", "p".repeat(len - 9));
+    let header_of = |total: usize| format!("Subject: s\r\n{}\r\n", field(total - 14));
+    let mut cases: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for total in [1022, 1023, 1024, 1025, 1026, 3071, 3072, 3073, 3074, 7170, 7171, 7172, 20000] {
+        let h = header_of(total);
+        assert_eq!(h.len(), total);
+        cases.push((format!("{h}body\r\n\r\nmore\r\n").into_bytes(), h.into_bytes()));
+    }
+    cases.push((b"\r\nonly a body\r\n".to_vec(), b"\r\n".to_vec()));
+    let no_blank = format!("Subject: x\r\n{}", field(5000)).into_bytes();
+    cases.push((no_blank.clone(), no_blank));
+    cases.push((b"Subject: y\r\n\r\n".to_vec(), b"Subject: y\r\n\r\n".to_vec()));
+    for (raw, _) in &cases {
+        s.append_message(inbox.id, raw.clone(), vec![], 1000).await.unwrap();
+    }
+    let uids: Vec<u32> = (1..=cases.len() as u32).collect();
+    let headers = s.fetch_messages(inbox.id, uids.clone(), Part::Header).await.unwrap();
+    let whole = s.fetch_messages(inbox.id, uids, Part::Whole).await.unwrap();
+    for (i, (raw, header)) in cases.iter().enumerate() {
+        assert_eq!(whole[i].1, *raw);
+        assert_eq!(headers[i].1.len(), header.len(), "case {i}");
+        assert_eq!(headers[i].1, *header, "case {i}");
+    }
 }

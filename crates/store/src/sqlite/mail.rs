@@ -13,7 +13,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{allocate_uid, create_mailbox, now_secs};
-use crate::{FlagOp, FlagsChanged, Mailbox, MessageMeta, Result, StoreError};
+use crate::{FlagOp, FlagsChanged, Mailbox, MailboxSnapshot, MessageMeta, Part, Result, StoreError};
 
 /// Mailbox names are case-sensitive except INBOX (RFC 9051 §5.1).
 pub(crate) fn normalize_name(name: &str) -> String {
@@ -193,24 +193,84 @@ pub(crate) fn messages(c: &Connection, mailbox_id: i64) -> Result<Vec<MessageMet
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Raw messages by UID, in UID order: one range scan from the lowest to
-/// the highest UID asked, keeping those asked.
-pub(crate) fn bodies(c: &Connection, mailbox_id: i64, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>> {
+/// HIGHESTMODSEQ and the message list in one read transaction (one WAL
+/// snapshot), unless HIGHESTMODSEQ is still `known`.
+pub(crate) fn snapshot(c: &Connection, mailbox_id: i64, known: Option<u64>) -> Result<Option<MailboxSnapshot>> {
+    let tx = c.unchecked_transaction()?;
+    let highest: Option<i64> = tx
+        .prepare_cached("SELECT highest_modseq FROM mailboxes WHERE id = ?1")?
+        .query_row([mailbox_id], |r| r.get(0))
+        .optional()?;
+    let Some(highest) = highest.map(|h| h as u64) else { return Ok(Some(MailboxSnapshot::default())) };
+    if known == Some(highest) {
+        return Ok(None);
+    }
+    let messages = messages(&tx, mailbox_id)?;
+    Ok(Some(MailboxSnapshot { highest_modseq: highest, messages }))
+}
+
+/// Raw messages (or their headers) by UID, in UID order: one range scan
+/// from the lowest to the highest UID asked, keeping those asked.
+pub(crate) fn bodies(c: &Connection, mailbox_id: i64, uids: &[u32], part: Part) -> Result<Vec<(u32, Vec<u8>)>> {
     let (Some(&lo), Some(&hi)) = (uids.iter().min(), uids.iter().max()) else { return Ok(Vec::new()) };
     let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
-    let mut s = c.prepare_cached(
-        "SELECT mm.uid, b.data FROM mailbox_messages mm JOIN message_bodies b ON b.message_id = mm.message_id
+    let mut out = Vec::with_capacity(wanted.len());
+    if part == Part::Whole {
+        let mut s = c.prepare_cached(
+            "SELECT mm.uid, b.data FROM mailbox_messages mm JOIN message_bodies b ON b.message_id = mm.message_id
+             WHERE mm.mailbox_id = ?1 AND mm.uid BETWEEN ?2 AND ?3 ORDER BY mm.uid",
+        )?;
+        let mut rows = s.query(params![mailbox_id, lo, hi])?;
+        while let Some(r) = rows.next()? {
+            let uid: u32 = r.get(0)?;
+            if wanted.contains(&uid) {
+                out.push((uid, r.get(1)?));
+            }
+        }
+        return Ok(out);
+    }
+    // Headers: the body rows are opened as blobs and read a few KiB at a
+    // time up to the empty line, so the rest of each message is not read.
+    // One read transaction: the rows listed are the rows read.
+    let tx = c.unchecked_transaction()?;
+    let mut s = tx.prepare_cached(
+        "SELECT mm.uid, b.rowid FROM mailbox_messages mm JOIN message_bodies b ON b.message_id = mm.message_id
          WHERE mm.mailbox_id = ?1 AND mm.uid BETWEEN ?2 AND ?3 ORDER BY mm.uid",
     )?;
-    let mut out = Vec::with_capacity(wanted.len());
-    let mut rows = s.query(params![mailbox_id, lo, hi])?;
-    while let Some(r) = rows.next()? {
-        let uid: u32 = r.get(0)?;
-        if wanted.contains(&uid) {
-            out.push((uid, r.get(1)?));
-        }
+    let mut rows: Vec<(u32, i64)> =
+        s.query_map(params![mailbox_id, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    rows.retain(|(uid, _)| wanted.contains(uid));
+    let Some(&(_, first)) = rows.first() else { return Ok(out) };
+    let mut blob = tx.blob_open(rusqlite::MAIN_DB, "message_bodies", "data", first, true)?;
+    for (uid, rowid) in rows {
+        blob.reopen(rowid)?;
+        out.push((uid, read_header(&mut blob)?));
     }
     Ok(out)
+}
+
+/// Read a message blob up to and including its first empty line, in reads
+/// of 1 KiB, then 2, 4... (a header is mostly under 8 KiB).
+fn read_header(blob: &mut rusqlite::blob::Blob<'_>) -> Result<Vec<u8>> {
+    let size = blob.len();
+    let mut step = 1024;
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < size {
+        let from = buf.len();
+        buf.resize(from + step.min(size - from), 0);
+        blob.read_at_exact(&mut buf[from..], from)?;
+        step *= 2;
+        if buf.starts_with(b"\r\n") {
+            buf.truncate(2);
+            break;
+        }
+        // Look again from 3 octets back: CRLF CRLF may straddle two reads.
+        if let Some(i) = buf[from.saturating_sub(3)..].windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.truncate(from.saturating_sub(3) + i + 4);
+            break;
+        }
+    }
+    Ok(buf)
 }
 
 /// The next MODSEQ of a mailbox, taken now.
@@ -273,6 +333,9 @@ pub(crate) fn store_flags(
     unchanged_since: Option<u64>,
 ) -> Result<FlagsChanged> {
     let mut out = FlagsChanged::default();
+    // One MODSEQ for the whole command, taken at its first change: RFC 7162
+    // §3.1 asks a different one for each STORE, not for each message.
+    let mut this_store: Option<u64> = None;
     let mut read = c.prepare_cached("SELECT flags, modseq FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?;
     let mut write =
         c.prepare_cached("UPDATE mailbox_messages SET flags = ?3, modseq = ?4 WHERE mailbox_id = ?1 AND uid = ?2")?;
@@ -309,7 +372,10 @@ pub(crate) fn store_flags(
             out.unchanged.push((uid, current, modseq));
             continue;
         }
-        let modseq = next_modseq(c, mailbox_id)?;
+        let modseq = match this_store {
+            Some(m) => m,
+            None => *this_store.insert(next_modseq(c, mailbox_id)?),
+        };
         write.execute(params![mailbox_id, uid, new.join(" "), modseq as i64])?;
         out.changed.push((uid, new, modseq));
     }

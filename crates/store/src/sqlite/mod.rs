@@ -15,8 +15,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
     AuditRecord, CheckReport, ClaimFilter, Control, DeliveryJob, Domain, FlagOp, FlagsChanged, Lookup, Mailbox,
-    MailboxChange, MessageId, MessageMeta, NewMessage, Park, Placement, QueueStats, QueuedMessage, RecipientState,
-    RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User, canonical_address,
+    MailboxChange, MailboxSnapshot, MessageId, MessageMeta, NewMessage, Park, Part, Placement, QueueStats,
+    QueuedMessage, RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User,
+    canonical_address,
 };
 
 pub use schema::latest_version;
@@ -55,6 +56,9 @@ fn open_conn(path: &Path, write: bool) -> Result<Connection> {
         conn.pragma_update(None, "synchronous", "FULL")?;
     } else {
         conn.pragma_update(None, "query_only", "ON")?;
+        // Readers map the file (up to 256 MiB) instead of copying each page
+        // through read(2): IMAP FETCH reads many message bodies.
+        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
     }
     Ok(conn)
 }
@@ -464,8 +468,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn fetch_messages(&self, mailbox_id: i64, uids: Vec<u32>) -> Result<Vec<(u32, Vec<u8>)>> {
-        self.read(move |c| mail::bodies(c, mailbox_id, &uids)).await
+    async fn fetch_messages(&self, mailbox_id: i64, uids: Vec<u32>, part: Part) -> Result<Vec<(u32, Vec<u8>)>> {
+        self.read(move |c| mail::bodies(c, mailbox_id, &uids, part)).await
     }
 
     async fn mailbox(&self, owner: &str, name: &str) -> Result<Option<Mailbox>> {
@@ -504,6 +508,10 @@ impl Store for SqliteStore {
 
     async fn mailbox_messages(&self, mailbox_id: i64) -> Result<Vec<MessageMeta>> {
         self.read(move |c| mail::messages(c, mailbox_id)).await
+    }
+
+    async fn mailbox_snapshot(&self, mailbox_id: i64, known: Option<u64>) -> Result<Option<MailboxSnapshot>> {
+        self.read(move |c| mail::snapshot(c, mailbox_id, known)).await
     }
 
     async fn append_message(
