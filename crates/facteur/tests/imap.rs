@@ -381,6 +381,37 @@ async fn a_large_fetch_goes_out_whole_and_in_order() {
     assert!(r.last().unwrap().starts_with("g OK"), "{r:?}");
 }
 
+/// BINARY (RFC 9051 §6.4.5, RFC 3516): APPEND with a literal8, decoded
+/// parts in literal8 answers, BINARY.SIZE, partial, \Seen without PEEK,
+/// and NO [UNKNOWN-CTE] for an encoding facteur cannot undo.
+#[tokio::test]
+async fn binary_fetches_decoded_parts() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let r = c.ok("a CAPABILITY").await;
+    assert!(has(&r, " BINARY"), "{r:?}");
+    // Part 1: base64 of "A\0B\r\n" (a NUL); part 2: x-uuencode.
+    let msg = "Subject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nQQBCDQo=\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n\
+--b--\r\n";
+    c.send(format!("b APPEND INBOX ~{{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
+    let r = c.until_tagged("b").await;
+    assert!(r.last().unwrap().starts_with("b OK [APPENDUID "), "{r:?}");
+    c.ok("c SELECT INBOX").await;
+    let r = c.ok("d FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[1]<1.1>)").await;
+    assert_eq!(r[0], "* 1 FETCH (BINARY[1] ~{5}\r\nA\0B\r\n BINARY.SIZE[1] 5 BINARY[1] ~{1}\r\n\0)", "{r:?}");
+    let r = c.ok("e FETCH 1 (FLAGS)").await;
+    assert!(!has(&r, "\\Seen"), "PEEK leaves \\Seen alone: {r:?}");
+    let r = c.ok("f FETCH 1 (BINARY[1])").await;
+    assert!(has(&r, "\\Seen"), "without PEEK the message is seen: {r:?}");
+    let r = c.cmd("g FETCH 1 (BINARY.PEEK[2])").await;
+    assert!(r.last().unwrap().starts_with("g NO [UNKNOWN-CTE]"), "{r:?}");
+    let r = c.cmd("h FETCH 1 (BINARY.SIZE[2])").await;
+    assert!(r.last().unwrap().starts_with("h NO [UNKNOWN-CTE]"), "{r:?}");
+}
+
 #[tokio::test]
 async fn idle_sees_an_smtp_delivery_within_a_second() {
     let s = server().await;

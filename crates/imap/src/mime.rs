@@ -1,6 +1,7 @@
 //! MIME views of a stored message for FETCH (RFC 9051 §6.4.5, §7.5.2;
 //! RFC 3501 §6.4.5, §7.4.2): ENVELOPE, BODY and BODYSTRUCTURE, the bytes of
-//! `BODY[section]` and `<origin.length>` partial fetches.
+//! `BODY[section]`, `BINARY[part]` (decoded) and `<origin.length>` partial
+//! fetches.
 //!
 //! The raw message is parsed once with [`mail_parser::MessageParser`] and the
 //! answers are read from that parse: structure and header values from its
@@ -14,7 +15,8 @@
 //! text/plain, as is a part without a usable Content-Type (RFC 2045 §5.2); a
 //! message without any header is all body; a section that does not exist is
 //! empty. NUL octets, which IMAP strings cannot carry, are dropped from
-//! header-derived strings.
+//! header-derived strings. BINARY of a part in an encoding it does not
+//! know is the one refusal ([`UnknownCte`]).
 
 use std::num::NonZeroU32;
 
@@ -78,6 +80,12 @@ pub fn partial(data: &[u8], partial: Option<(u32, NonZeroU32)>) -> &[u8] {
     &data[start..start.saturating_add(len).min(data.len())]
 }
 
+/// BINARY asked for a part whose Content-Transfer-Encoding is neither an
+/// identity (7bit, 8bit, binary) nor base64 or quoted-printable, or whose
+/// content does not decode: the answer is `NO [UNKNOWN-CTE]` (RFC 3516 §4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownCte(pub String);
+
 /// A message parsed once, answering several FETCH items.
 pub struct Mime<'a> {
     raw: &'a [u8],
@@ -131,6 +139,29 @@ impl<'a> Mime<'a> {
             Section::Part(part) => resolve(message, part).map(|node| node.body().to_vec()),
         };
         bytes.unwrap_or_default()
+    }
+
+    /// `BINARY[part]` (RFC 9051 §6.4.5, RFC 3516 §4.2): the part's body with
+    /// its Content-Transfer-Encoding undone, charset untouched. An empty
+    /// path is the whole message as stored; a part that does not exist is
+    /// empty, as for BODY.
+    pub fn binary(&self, path: &[NonZeroU32]) -> Result<Vec<u8>, UnknownCte> {
+        let Ok(part) = Vec1::try_from(path.to_vec()).map(Part) else {
+            return Ok(self.raw.to_vec());
+        };
+        let Some(message) = &self.message else {
+            return Ok(self.headerless_section(&Section::Part(part)));
+        };
+        let Some(node) = resolve(message, &part) else { return Ok(Vec::new()) };
+        let encoding = node.raw_value(HeaderName::ContentTransferEncoding).unwrap_or_default().to_ascii_lowercase();
+        let body = node.body();
+        let decoded = match encoding.as_str() {
+            "" | "7bit" | "8bit" | "binary" => Some(body.to_vec()),
+            "base64" => mail_parser::decoders::base64::base64_decode(body),
+            "quoted-printable" => mail_parser::decoders::quoted_printable::quoted_printable_decode(body),
+            _ => return Err(UnknownCte(format!("unknown Content-Transfer-Encoding {encoding:?}"))),
+        };
+        decoded.ok_or_else(|| UnknownCte(format!("part is not valid {encoding}")))
     }
 
     /// Sections of a message without header fields: an empty header, a body
@@ -1018,5 +1049,27 @@ NIL (\"attachment\" (\"filename\" \"a.pdf\")) (\"en\" \"fr\") \"http://example.o
                 assert_eq!(section(header, Some(&sec)), section(raw, Some(&sec)), "{shown} {sec:?}");
             }
         }
+    }
+
+    #[test]
+    fn binary_undoes_the_transfer_encoding_only() {
+        let m = Mime::parse(MIXED);
+        let n = |path: &[u32]| path.iter().map(|&x| NonZeroU32::new(x).unwrap()).collect::<Vec<_>>();
+        assert_eq!(m.binary(&[]).unwrap(), MIXED, "BINARY[] is the message as stored");
+        // Quoted-printable UTF-8 text: octets decoded, charset left alone
+        // (the CRLF before a boundary belongs to the boundary).
+        assert_eq!(m.binary(&n(&[1])).unwrap(), "caf\u{e9}\r\nsecond line".as_bytes());
+        assert_eq!(m.binary(&n(&[3])).unwrap(), b"%PDF-", "base64");
+        // A message/rfc822 part has an identity encoding: as stored.
+        assert_eq!(m.binary(&n(&[2])).unwrap(), Mime::parse(MIXED).section(Some(&Section::Part(part(&[2])))));
+        assert_eq!(m.binary(&n(&[9])).unwrap(), b"", "a part that does not exist is empty");
+        let odd =
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n";
+        assert!(Mime::parse(odd).binary(&n(&[1])).unwrap_err().0.contains("x-uuencode"));
+        let bad = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na==b\r\n";
+        assert!(Mime::parse(bad).binary(&n(&[1])).is_err(), "undecodable");
+        let headerless = b"\r\nno header at all\r\n";
+        let body_one = Mime::parse(headerless).section(Some(&Section::Part(part(&[1]))));
+        assert_eq!(Mime::parse(headerless).binary(&n(&[1])).unwrap(), body_one, "as BODY[1]");
     }
 }

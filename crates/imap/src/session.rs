@@ -16,9 +16,9 @@ use imap_codec::encode::Encoder;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{IString, Literal, NString, Tag, Vec1};
+use imap_codec::imap_types::core::{IString, Literal, LiteralMode, NString, NString8, Tag, Vec1};
 use imap_codec::imap_types::datetime::DateTime;
-use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_codec::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName};
 use imap_codec::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
@@ -317,6 +317,7 @@ impl<S: Store + Clone> Session<S> {
             "CONDSTORE",
             "SPECIAL-USE",
             "CHILDREN",
+            "BINARY",
         ]);
         c.join(" ")
     }
@@ -1094,7 +1095,10 @@ impl<S: Store + Clone> Session<S> {
                 None if part.is_some() => continue, // expunged meanwhile
                 None => Vec::new(),
             };
-            let mut items = self.items(meta, &raw, &job.names);
+            let mut items = match self.items(meta, &raw, &job.names) {
+                Ok(items) => items,
+                Err(mime::UnknownCte(why)) => return Err(Outcome::No(Some("UNKNOWN-CTE"), why)),
+            };
             if job.seen_now.contains(&u) && !job.names.contains(&MessageDataItemName::Flags) {
                 items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
             }
@@ -1105,7 +1109,14 @@ impl<S: Store + Clone> Session<S> {
         Ok(job.next >= job.uids.len())
     }
 
-    fn items(&self, m: &MessageMeta, raw: &[u8], names: &[MessageDataItemName<'_>]) -> Vec<MessageDataItem<'static>> {
+    /// The FETCH items of one message; BINARY of a part it cannot decode
+    /// refuses the whole FETCH (`NO [UNKNOWN-CTE]`).
+    fn items(
+        &self,
+        m: &MessageMeta,
+        raw: &[u8],
+        names: &[MessageDataItemName<'_>],
+    ) -> Result<Vec<MessageDataItem<'static>>, mime::UnknownCte> {
         use imap_codec::imap_types::fetch::Section;
         // The MIME parse is done once, and only for items that need it: the
         // header sections of a message list are cut without it.
@@ -1150,11 +1161,27 @@ impl<S: Store + Clone> Session<S> {
                 MessageDataItemName::Envelope => Some(MessageDataItem::Envelope(p.envelope())),
                 MessageDataItemName::BodyStructure => Some(MessageDataItem::BodyStructure(p.body_structure(true))),
                 MessageDataItemName::Body => Some(MessageDataItem::Body(p.body_structure(false))),
+                // RFC 9051 §6.4.5 (from RFC 3516): decoded, in a literal8
+                // since it may hold NUL; no <origin> in the answer (§9).
+                MessageDataItemName::Binary { section, partial, .. } => {
+                    let data = p.binary(section)?;
+                    Some(MessageDataItem::Binary {
+                        section: section.clone(),
+                        value: NString8::Literal8(Literal8 {
+                            data: mime::partial(&data, *partial).to_vec().into(),
+                            mode: LiteralMode::Sync,
+                        }),
+                    })
+                }
+                MessageDataItemName::BinarySize { section } => Some(MessageDataItem::BinarySize {
+                    section: section.clone(),
+                    size: u32::try_from(p.binary(section)?.len()).unwrap_or(u32::MAX),
+                }),
                 _ => None,
             };
             out.extend(item);
         }
-        out
+        Ok(out)
     }
 
     async fn store_cmd(
