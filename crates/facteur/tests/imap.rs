@@ -133,6 +133,9 @@ async fn deliver(s: &TestServer, to: &str, subject: &str, body: &str) {
 async fn login_needs_tls_unless_configured() {
     let s = TestServer::start().await;
     let mut c = Imap::connect(s.imap).await;
+    // RFC 2971: ID in any state, before login too.
+    let r = c.ok("i0 ID NIL").await;
+    assert!(r[0].starts_with("* ID (\"name\" \"facteur\""), "{r:?}");
     let caps = c.ok("a CAPABILITY").await;
     assert!(has(&caps, "STARTTLS") && has(&caps, "LOGINDISABLED"), "{caps:?}");
     let r = c.cmd(&format!("b LOGIN alice@example.test {PASSWORD}")).await;
@@ -231,6 +234,12 @@ async fn mailboxes_append_copy_move_and_status() {
     c.ok("g RENAME Projects Work").await;
     let r = c.cmd("h DELETE Projects").await;
     assert!(r[0].starts_with("h NO [NONEXISTENT]"), "{r:?}");
+    let r = c.cmd("h2 DELETE Work").await;
+    assert!(r[0].starts_with("h2 NO [HASCHILDREN]"), "a parent stays while it has children: {r:?}");
+    c.ok("h3 CREATE Later/").await;
+    let r = c.ok("h4 LIST \"\" Later*").await;
+    assert!(has(&r, "\"/\" \"Later\"") && !has(&r, "Later/"), "the trailing separator is dropped: {r:?}");
+    c.ok("h5 DELETE Later").await;
     c.ok("i UNSUBSCRIBE Work").await;
     let r = c.ok("j LSUB \"\" Work*").await;
     assert!(!has(&r, "\"Work\"") && has(&r, "\"Work/Facteur\""), "{r:?}");
@@ -309,6 +318,19 @@ async fn condstore_modseq_and_unchangedsince() {
     assert!(r.last().unwrap().starts_with("e OK [MODIFIED 1]"), "{r:?}");
     let r = c.ok(&format!("f FETCH 1:2 (FLAGS) (CHANGEDSINCE {highest})")).await;
     assert_eq!(r.len(), 3, "both changed since: {r:?}");
+    // .SILENT under CONDSTORE: MODSEQ alone (no UID in a plain STORE).
+    let r = c.ok("g STORE 2 +FLAGS.SILENT (\\Seen)").await;
+    assert!(r[0].starts_with("* 2 FETCH (MODSEQ (") && r[0].ends_with("))"), "{r:?}");
+    let r = c.ok("h UID STORE 2 -FLAGS.SILENT (\\Seen)").await;
+    assert!(r[0].starts_with("* 2 FETCH (UID 2 MODSEQ ("), "{r:?}");
+    // MODSEQ in the answer only for a MODSEQ search key, not for the word.
+    let r = c.ok("i SEARCH OR SUBJECT ModSequence ALL").await;
+    assert_eq!(r[0], "* SEARCH 1 2", "{r:?}");
+    let r = c.ok("j SEARCH MODSEQ 1").await;
+    assert!(r[0].starts_with("* SEARCH 1 2 (MODSEQ "), "{r:?}");
+    // Selecting again closes the mailbox first, and says so.
+    let r = c.ok("k EXAMINE INBOX").await;
+    assert_eq!(r[0], "* OK [CLOSED] previous mailbox closed", "{r:?}");
 }
 
 /// Two sessions on one mailbox: each learns the other's changes at the

@@ -66,6 +66,18 @@ pub fn needs_body(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// Whether `key` holds MODSEQ (RFC 7162 §3.1.5): the answer then gives
+/// the highest MODSEQ of the messages found.
+pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(key) => uses_modseq(key),
+        SearchKey::ModSequence { .. } => true,
+        _ => false,
+    }
+}
+
 struct Eval<'c, 'a> {
     candidate: &'c Candidate<'a>,
     max_seq: u32,

@@ -431,6 +431,11 @@ impl<S: Store + Clone> Session<S> {
                     }
                 }
             }
+            // RFC 2971 §3.1: ID is valid in every state.
+            C::Id { .. } => {
+                self.line("* ID (\"name\" \"facteur\" \"vendor\" \"facteur\")");
+                (Next::Command, Some(Outcome::ok("ID completed")))
+            }
             _ if !authed => (Next::Command, Some(Outcome::Bad("log in first".into()))),
             C::Enable { capabilities } => {
                 let mut on = Vec::new();
@@ -459,11 +464,25 @@ impl<S: Store + Clone> Session<S> {
                 (Next::Command, Some(self.select(&mailbox_name(&mailbox), true).await))
             }
             C::Create { mailbox } => {
-                let r = self.store.create_mailbox(self.owner(), &mailbox_name(&mailbox), None).await;
+                // RFC 9051 §6.3.4: a trailing separator only says children may follow.
+                let name = mailbox_name(&mailbox);
+                let r = self.store.create_mailbox(self.owner(), name.trim_end_matches('/'), None).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("CREATE completed"))))
             }
             C::Delete { mailbox } => {
                 let name = mailbox_name(&mailbox);
+                // RFC 9051 §6.3.5 lets a server refuse to delete a mailbox with
+                // children (HASCHILDREN, §7.1); deleting it would leave them
+                // under a name that no longer lists.
+                let children = format!("{name}/");
+                let has_children = match self.store.list_mailboxes(self.owner()).await {
+                    Ok(all) => all.iter().any(|m| m.name.starts_with(&children)),
+                    Err(e) => return (Next::Command, Some(store_error(&e))),
+                };
+                if has_children {
+                    let why = format!("{name} has mailboxes under it; delete them first");
+                    return (Next::Command, Some(Outcome::No(Some("HASCHILDREN"), why)));
+                }
                 let r = self.store.delete_mailbox(self.owner(), &name).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("DELETE completed"))))
             }
@@ -492,10 +511,6 @@ impl<S: Store + Clone> Session<S> {
             C::Namespace => {
                 self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
                 (Next::Command, Some(Outcome::ok("NAMESPACE completed")))
-            }
-            C::Id { .. } => {
-                self.line("* ID (\"name\" \"facteur\" \"vendor\" \"facteur\")");
-                (Next::Command, Some(Outcome::ok("ID completed")))
             }
             C::Status { mailbox, item_names } => {
                 (Next::Command, Some(self.status(&mailbox_name(&mailbox), item_names.as_ref()).await))
@@ -584,8 +599,7 @@ impl<S: Store + Clone> Session<S> {
         let ok = match found {
             Ok(Some(u)) => {
                 let (p, h) = (pass.to_string(), u.password_hash.clone());
-                let good =
-                    tokio::task::spawn_blocking(move || facteur_store::password::verify(&p, &h)).await.unwrap_or(false);
+                let good = facteur_store::password::check(p, h).await;
                 good.then_some(u.address)
             }
             Ok(None) => None,
@@ -673,7 +687,11 @@ impl<S: Store + Clone> Session<S> {
     }
 
     async fn select(&mut self, name: &str, read_only: bool) -> Outcome {
-        self.selected = None;
+        // RFC 9051 §6.3.2: the mailbox selected before is closed, and said so
+        // (the CLOSED code of RFC 7162 §3.2.11), whether this one opens or not.
+        if self.selected.take().is_some() {
+            self.line("* OK [CLOSED] previous mailbox closed");
+        }
         let mailbox = match self.store.mailbox(self.owner(), name).await {
             Ok(Some(m)) => m,
             Ok(None) => return Outcome::No(Some("NONEXISTENT"), format!("no mailbox {name}")),
@@ -930,7 +948,7 @@ impl<S: Store + Clone> Session<S> {
                 top_modseq = top_modseq.max(m.modseq);
             }
         }
-        let uses_modseq = criteria.iter().any(|k| format!("{k:?}").contains("ModSequence"));
+        let uses_modseq = criteria.iter().any(search::uses_modseq);
         if let Some(r) = ret {
             let mut line = format!("* ESEARCH (TAG {})", quote(tag.as_ref()));
             if uid {
@@ -1229,7 +1247,8 @@ impl<S: Store + Clone> Session<S> {
             let uid_part = if uid { format!(" UID {u}") } else { String::new() };
             let modseq = if self.condstore { format!(" MODSEQ ({m})") } else { String::new() };
             if silent {
-                self.line(&format!("* {seq} FETCH ({}{modseq})", uid_part.trim_start()));
+                // Only UID and MODSEQ, one space between them.
+                self.line(&format!("* {seq} FETCH ({})", format!("{uid_part}{modseq}").trim_start()));
             } else {
                 self.line(&format!("* {seq} FETCH (FLAGS ({}){uid_part}{modseq})", f.join(" ")));
             }

@@ -270,8 +270,7 @@ async fn authenticate<S: Store>(store: &S, user: &str, pass: &str) -> Result<Str
     match store.get_user(user).await {
         Ok(Some(u)) => {
             let (p, h) = (pass.to_string(), u.password_hash);
-            let good =
-                tokio::task::spawn_blocking(move || facteur_store::password::verify(&p, &h)).await.unwrap_or(false);
+            let good = facteur_store::password::check(p, h).await;
             if good { Ok(u.address) } else { Err(AuthError::Credentials) }
         }
         Ok(None) => Err(AuthError::Credentials),

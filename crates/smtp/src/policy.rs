@@ -57,7 +57,7 @@ pub(crate) async fn authenticate<S: Store>(ctx: &SmtpContext<S>, req: AuthReques
         Some(u) => {
             let hash = u.password_hash.clone();
             let password = req.password.clone();
-            let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash)).await.unwrap_or(false);
+            let ok = password::check(password, hash).await;
             ok.then_some(u.address)
         }
         None => None,

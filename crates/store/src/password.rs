@@ -27,6 +27,20 @@ thread_local! {
     static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
+/// [`verify`] on a blocking thread, at most one per core at a time. More at
+/// once would only share the cores, thrash their caches (each verification
+/// works through 19 MiB) and hold that memory each: a login storm (every
+/// client reconnecting after an outage) would take the memory and the CPU
+/// that sessions already logged in need to read their mail. Waiting here
+/// holds no thread.
+pub async fn check(password: String, stored: String) -> bool {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let slots =
+        SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())));
+    let Ok(_slot) = slots.acquire().await else { return false };
+    tokio::task::spawn_blocking(move || verify(&password, &stored)).await.unwrap_or(false)
+}
+
 /// Check a password against a stored hash; a malformed hash never matches.
 /// The comparison of the outputs takes constant time.
 pub fn verify(password: &str, stored: &str) -> bool {
@@ -80,5 +94,19 @@ mod tests {
         assert!(custom.starts_with("$argon2i$v=19$m=4096,t=3,p=2$"));
         assert!(super::verify("pw", &custom));
         assert!(!super::verify("pW", &custom));
+    }
+
+    #[tokio::test]
+    async fn check_answers_many_at_once() {
+        let h = super::hash("pw");
+        let tries: Vec<_> = ["pw", "pW", "pw", "", "pw", "x", "pw", "pw "]
+            .iter()
+            .map(|p| tokio::spawn(super::check(p.to_string(), h.clone())))
+            .collect();
+        let mut got = Vec::new();
+        for t in tries {
+            got.push(t.await.unwrap());
+        }
+        assert_eq!(got, [true, false, true, false, true, false, true, false]);
     }
 }
