@@ -490,6 +490,20 @@ async fn limits_answer_with_standard_replies() {
     c.send(format!("c APPEND INBOX {{1001+}}\r\n{}x\r\nd NOOP\r\n", body).as_bytes()).await;
     let r = c.until_tagged("d").await;
     assert!(r[0].starts_with("c BAD [TOOBIG]") && r[1].starts_with("d OK"), "{r:?}");
+    // Before login a literal may be no longer than a line (200 here).
+    let mut pre = Imap::connect(s.imap).await;
+    pre.send(b"p1 ID (\"x\" {200}\r\n").await;
+    assert!(pre.line().await.starts_with("+ "), "at the limit");
+    pre.send(format!("{})\r\n", "u".repeat(200)).as_bytes()).await;
+    assert!(pre.until_tagged("p1").await.last().unwrap().starts_with("p1 OK"));
+    pre.send(b"p2 LOGIN {201}\r\n").await;
+    let r = pre.line().await;
+    assert!(r.starts_with("p2 BAD [TOOBIG] literal over 200 octets"), "{r}");
+    // ...and a LITERAL+ over it ends the connection.
+    pre.send(format!("p3 LOGIN {{201+}}\r\n{} x\r\n", "u".repeat(201)).as_bytes()).await;
+    let r = pre.until_tagged("p3").await;
+    assert!(r[0].starts_with("p3 BAD [TOOBIG]"), "{r:?}");
+    assert!(pre.line().await.starts_with("* BYE literal too large before login"));
     // A command line at 200 octets is read, at 201 refused.
     let at = format!("e SEARCH SUBJECT {}", "y".repeat(200 - "e SEARCH SUBJECT ".len() - 2));
     assert_eq!(at.len() + 2, 200);

@@ -136,11 +136,21 @@ enum Mode {
     Idle,
 }
 
+/// How long a client may leave output unread before the session ends
+/// (its memory is one FETCH piece at most, but the session would hold it).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
+
 async fn flush<S: Store + Clone, IO: AsyncWrite + Unpin>(io: &mut IO, session: &mut Session<S>) -> std::io::Result<()> {
     let out = session.take_output();
     if !out.is_empty() {
-        io.write_all(&out).await?;
-        io.flush().await?;
+        let write = async {
+            io.write_all(&out).await?;
+            io.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")),
+        }
     }
     Ok(())
 }
@@ -222,16 +232,34 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                     line_too_long = true;
                 }
                 if let Some(LiteralAnnouncement { mode: lmode, length }) = announcement {
-                    if length > cfg.max_literal || line_too_long {
-                        literal_refused = true;
+                    // Before login a literal may be no longer than a command
+                    // line: nobody unauthenticated gets 64 MiB buffered.
+                    let authed = session.user().is_some();
+                    let limit = if authed { cfg.max_literal } else { cfg.max_line.min(cfg.max_literal) };
+                    if length > limit && !authed && lmode != LiteralMode::Sync {
+                        // RFC 7888 §4: a server may close on a LITERAL+ over its limit.
+                        let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
+                        session.bad_syntax_code(
+                            tag.as_deref(),
+                            "TOOBIG",
+                            &format!("literal over {limit} octets before login"),
+                        );
+                        session.bye("literal too large before login");
+                        flush(io, session).await?;
+                        return Ok(Ended::Closed);
+                    }
+                    if length > limit || line_too_long {
+                        literal_refused = length > limit;
                         if lmode == LiteralMode::Sync {
                             // The client waits for our word: refuse, it sends nothing.
                             let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
-                            session.bad_syntax_code(
-                                tag.as_deref(),
-                                "TOOBIG",
-                                &format!("literal over {} octets", cfg.max_literal),
-                            );
+                            if literal_refused {
+                                let why = format!("literal over {limit} octets");
+                                session.bad_syntax_code(tag.as_deref(), "TOOBIG", &why);
+                            } else {
+                                session
+                                    .bad_syntax(tag.as_deref(), &format!("command line over {} octets", cfg.max_line));
+                            }
                             fz.skip_message();
                             literal_refused = false;
                             line_too_long = false;
