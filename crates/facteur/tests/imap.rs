@@ -185,6 +185,10 @@ async fn select_fetch_store_search_expunge() {
     assert_eq!(r[0], "* SEARCH 1");
     let r = c.ok("f UID SEARCH BODY word").await;
     assert!(r[0] == "* SEARCH 2", "{r:?}");
+    let r = c.ok("f2 SEARCH CHARSET utf-8 BODY word").await;
+    assert!(r[0] == "* SEARCH 2", "{r:?}");
+    let r = c.cmd("f3 SEARCH CHARSET ISO-8859-1 BODY word").await;
+    assert!(r[0].starts_with("f3 NO [BADCHARSET (UTF-8 US-ASCII)]"), "{r:?}");
     let r = c.ok("g SEARCH OR SUBJECT first SUBJECT nothing").await;
     assert!(r[0] == "* SEARCH 1", "{r:?}");
     // ESEARCH (RFC 4731, RFC 9051 §6.4.4) with RETURN, and for IMAP4rev2 clients always.
@@ -376,6 +380,31 @@ async fn sessions_on_one_mailbox_tell_each_others_changes() {
     assert_eq!(r.len(), 3, "{r:?}");
 }
 
+/// Mailbox names: modified UTF-7 for IMAP4rev1 clients (RFC 3501 §5.1.3),
+/// UTF-8 once a client has enabled IMAP4rev2 (RFC 9051 §5.1); the same
+/// mailbox either way.
+#[tokio::test]
+async fn mailbox_names_in_utf7_or_utf8() {
+    let s = server().await;
+    let mut old = Imap::connect(s.imap).await;
+    old.login("alice@example.test").await;
+    old.ok("a CREATE Caf&AOk-").await;
+    let r = old.ok("b LIST \"\" Caf*").await;
+    assert_eq!(r[0], "* LIST (\\HasNoChildren) \"/\" \"Caf&AOk-\"", "{r:?}");
+    let mut new = Imap::connect(s.imap).await;
+    new.login("alice@example.test").await;
+    new.ok("c ENABLE IMAP4rev2").await;
+    let r = new.ok("d LIST \"\" Caf*").await;
+    assert_eq!(r[0], "* LIST (\\HasNoChildren) \"/\" {5}\r\nCaf\u{e9}", "{r:?}");
+    let name = "Caf\u{e9}/\u{e9}t\u{e9}";
+    new.send(format!("e CREATE {{{}}}\r\n", name.len()).as_bytes()).await;
+    assert!(new.line().await.starts_with("+ "));
+    new.send(format!("{name}\r\n").as_bytes()).await;
+    assert!(new.until_tagged("e").await.last().unwrap().starts_with("e OK"));
+    let r = old.ok("f LIST \"\" Caf&AOk-/*").await;
+    assert_eq!(r[0], "* LIST (\\HasNoChildren) \"/\" \"Caf&AOk-/&AOk-t&AOk-\"", "{r:?}");
+}
+
 /// A FETCH bigger than one piece (4 MiB of messages) goes out in pieces,
 /// all of it, in order, before the next pipelined command is answered.
 #[tokio::test]
@@ -461,6 +490,46 @@ async fn idle_sees_an_smtp_delivery_within_a_second() {
     assert!(l.starts_with("* 1 FETCH (FLAGS (\\Flagged)"), "{l}");
     c.send(b"DONE\r\n").await;
     c.until_tagged("c").await;
+}
+
+/// The autologout counts from the client's last bytes: updates pushed
+/// during IDLE do not keep a silent client alive (RFC 9051 §5.4).
+#[tokio::test]
+async fn idle_autologout_counts_from_the_clients_last_bytes() {
+    let mut cfg = test_config();
+    cfg.imap.plaintext_auth = true;
+    cfg.imap.idle_timeout_secs = 1;
+    let s = TestServer::start_with(cfg).await;
+    deliver(&s, "bob@example.test", "one", "x\r\n").await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("bob@example.test").await;
+    c.ok("a SELECT INBOX").await;
+    c.send(b"b IDLE\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    let mut other = Imap::connect(s.imap).await;
+    other.login("bob@example.test").await;
+    other.ok("x SELECT INBOX").await;
+    // Changes every 300 ms for up to 5 s; the idler must be logged out.
+    let pusher = tokio::spawn(async move {
+        for i in 0..16 {
+            let op = if i % 2 == 0 { '+' } else { '-' };
+            other.ok(&format!("y{i} STORE 1 {op}FLAGS.SILENT (\\Flagged)")).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let bye = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let l = c.line().await;
+            if l.starts_with("* BYE") {
+                return l;
+            }
+            assert!(l.starts_with("* 1 FETCH"), "{l}");
+        }
+    })
+    .await
+    .expect("no autologout while updates kept coming");
+    assert!(bye.starts_with("* BYE idle for too long"), "{bye}");
+    pusher.abort();
 }
 
 #[tokio::test]

@@ -196,12 +196,19 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
     let mut literal_refused = false;
     let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs.max(1));
     let mut changes = ctx.store.mailbox_changes();
+    // The autologout (RFC 9051 §5.4) counts from when the server starts
+    // waiting for the client; in IDLE, from the client's last bytes,
+    // whatever updates were pushed since.
+    let mut last_input = tokio::time::Instant::now();
     loop {
         let Some(fragment) = fz.progress() else {
             flush(io, session).await?;
+            if mode != Mode::Idle {
+                last_input = tokio::time::Instant::now();
+            }
             // Wait for bytes; in IDLE also for changes to the selected mailbox.
             let read = tokio::select! {
-                r = tokio::time::timeout(idle_timeout, io.read(&mut buf)) => r,
+                r = tokio::time::timeout_at(last_input + idle_timeout, io.read(&mut buf)) => r,
                 c = changes.recv(), if mode == Mode::Idle => {
                     match c {
                         Ok(ch) if Some(ch.mailbox_id) == session.selected_mailbox() => session.poll(true).await,
@@ -217,7 +224,10 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
             };
             match read {
                 Ok(Ok(0)) => return Ok(Ended::Closed),
-                Ok(Ok(n)) => fz.enqueue_bytes(&buf[..n]),
+                Ok(Ok(n)) => {
+                    last_input = tokio::time::Instant::now();
+                    fz.enqueue_bytes(&buf[..n]);
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     io.write_all(b"* BYE idle for too long (RFC 9051 \xc2\xa75.4)\r\n").await?;

@@ -157,17 +157,6 @@ fn store_error(e: &StoreError) -> Outcome {
     }
 }
 
-/// A mailbox name from the wire: modified UTF-7 (RFC 3501 §5.1.3) decoded.
-fn mailbox_name(m: &Mailbox) -> String {
-    match m {
-        Mailbox::Inbox => "INBOX".into(),
-        Mailbox::Other(o) => {
-            let raw = String::from_utf8_lossy(o.as_ref()).into_owned();
-            utf7::decode(&raw).unwrap_or(raw)
-        }
-    }
-}
-
 /// A string for the wire: quoted when it can be, else a literal.
 pub(crate) fn quote(s: &str) -> String {
     if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -175,10 +164,6 @@ pub(crate) fn quote(s: &str) -> String {
     } else {
         format!("{{{}}}\r\n{s}", s.len())
     }
-}
-
-fn wire_name(name: &str) -> String {
-    quote(&utf7::encode(name))
 }
 
 /// RFC 9051 §6.3.9: `*` matches anything, `%` anything but the separator.
@@ -318,6 +303,11 @@ impl<S: Store + Clone> Session<S> {
             "SPECIAL-USE",
             "CHILDREN",
             "BINARY",
+            // In IMAP4rev2, named for IMAP4rev1 clients that look for them.
+            "ESEARCH",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "STATUS=SIZE",
         ]);
         c.join(" ")
     }
@@ -457,20 +447,20 @@ impl<S: Store + Clone> Session<S> {
             }
             C::Select { mailbox, parameters } => {
                 self.condstore |= !parameters.is_empty();
-                (Next::Command, Some(self.select(&mailbox_name(&mailbox), false).await))
+                (Next::Command, Some(self.select(&self.name_in(&mailbox), false).await))
             }
             C::Examine { mailbox, parameters } => {
                 self.condstore |= !parameters.is_empty();
-                (Next::Command, Some(self.select(&mailbox_name(&mailbox), true).await))
+                (Next::Command, Some(self.select(&self.name_in(&mailbox), true).await))
             }
             C::Create { mailbox } => {
                 // RFC 9051 §6.3.4: a trailing separator only says children may follow.
-                let name = mailbox_name(&mailbox);
+                let name = self.name_in(&mailbox);
                 let r = self.store.create_mailbox(self.owner(), name.trim_end_matches('/'), None).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("CREATE completed"))))
             }
             C::Delete { mailbox } => {
-                let name = mailbox_name(&mailbox);
+                let name = self.name_in(&mailbox);
                 // RFC 9051 §6.3.5 lets a server refuse to delete a mailbox with
                 // children (HASCHILDREN, §7.1); deleting it would leave them
                 // under a name that no longer lists.
@@ -487,15 +477,15 @@ impl<S: Store + Clone> Session<S> {
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("DELETE completed"))))
             }
             C::Rename { from, to } => {
-                let r = self.store.rename_mailbox(self.owner(), &mailbox_name(&from), &mailbox_name(&to)).await;
+                let r = self.store.rename_mailbox(self.owner(), &self.name_in(&from), &self.name_in(&to)).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("RENAME completed"))))
             }
             C::Subscribe { mailbox } => {
-                let r = self.store.subscribe(self.owner(), &mailbox_name(&mailbox), true).await;
+                let r = self.store.subscribe(self.owner(), &self.name_in(&mailbox), true).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("SUBSCRIBE completed"))))
             }
             C::Unsubscribe { mailbox } => {
-                let r = self.store.subscribe(self.owner(), &mailbox_name(&mailbox), false).await;
+                let r = self.store.subscribe(self.owner(), &self.name_in(&mailbox), false).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("UNSUBSCRIBE completed"))))
             }
             C::List { reference, mailbox_wildcard } => {
@@ -503,17 +493,17 @@ impl<S: Store + Clone> Session<S> {
                     Some(Extension::List(o)) => Some(o),
                     _ => None,
                 };
-                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, false, opts).await))
+                (Next::Command, Some(self.list(&self.name_in(&reference), &mailbox_wildcard, false, opts).await))
             }
             C::Lsub { reference, mailbox_wildcard } => {
-                (Next::Command, Some(self.list(&mailbox_name(&reference), &mailbox_wildcard, true, None).await))
+                (Next::Command, Some(self.list(&self.name_in(&reference), &mailbox_wildcard, true, None).await))
             }
             C::Namespace => {
                 self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
                 (Next::Command, Some(Outcome::ok("NAMESPACE completed")))
             }
             C::Status { mailbox, item_names } => {
-                (Next::Command, Some(self.status(&mailbox_name(&mailbox), item_names.as_ref()).await))
+                (Next::Command, Some(self.status(&self.name_in(&mailbox), item_names.as_ref()).await))
             }
             C::Append { mailbox, flags, date, message } => {
                 let data = match message {
@@ -521,7 +511,7 @@ impl<S: Store + Clone> Session<S> {
                     LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
                 };
                 let date = date.map(|d| d.as_ref().timestamp()).unwrap_or_else(|| chrono::Utc::now().timestamp());
-                (Next::Command, Some(self.append(&mailbox_name(&mailbox), flags, date, data).await))
+                (Next::Command, Some(self.append(&self.name_in(&mailbox), flags, date, data).await))
             }
             C::Idle => {
                 self.idle_tag = Some(tag.clone());
@@ -550,7 +540,16 @@ impl<S: Store + Clone> Session<S> {
                 let uids = self.resolve(&sequence_set, true);
                 (Next::Command, Some(self.expunge(Some(uids)).await))
             }
-            C::Search { criteria, uid, .. } => {
+            C::Search { criteria, uid, charset } => {
+                // RFC 9051 §6.4.4: US-ASCII and UTF-8 (strings are compared
+                // as UTF-8); any other charset is refused with the list.
+                if let Some(cs) = charset.as_ref().map(|c| c.as_ref().to_ascii_uppercase())
+                    && cs != "UTF-8"
+                    && cs != "US-ASCII"
+                {
+                    let why = format!("charset {cs} is not supported");
+                    return (Next::Command, Some(Outcome::No(Some("BADCHARSET (UTF-8 US-ASCII)"), why)));
+                }
                 let ret = match self.extension.take() {
                     Some(Extension::Search(r)) => Some(r),
                     _ if self.rev2 => Some(SearchReturn { all: true, ..Default::default() }),
@@ -578,13 +577,33 @@ impl<S: Store + Clone> Session<S> {
                 (Next::Command, Some(self.store_cmd(&sequence_set, kind, response, flags, uid, unchanged_since).await))
             }
             C::Copy { sequence_set, mailbox, uid } => {
-                (Next::Command, Some(self.copy(&sequence_set, &mailbox_name(&mailbox), uid, false).await))
+                (Next::Command, Some(self.copy(&sequence_set, &self.name_in(&mailbox), uid, false).await))
             }
             C::Move { sequence_set, mailbox, uid } => {
-                (Next::Command, Some(self.copy(&sequence_set, &mailbox_name(&mailbox), uid, true).await))
+                (Next::Command, Some(self.copy(&sequence_set, &self.name_in(&mailbox), uid, true).await))
             }
             other => (Next::Command, Some(Outcome::Bad(format!("{} is not supported", other.name())))),
         }
+    }
+
+    /// A mailbox name from the client: UTF-8 once IMAP4rev2 is enabled
+    /// (RFC 9051 §5.1), else modified UTF-7 (RFC 3501 §5.1.3), a name that
+    /// does not decode being taken as it is.
+    fn name_in(&self, m: &Mailbox) -> String {
+        match m {
+            Mailbox::Inbox => "INBOX".into(),
+            Mailbox::Other(o) => self.name_from_wire(o.as_ref()),
+        }
+    }
+
+    fn name_from_wire(&self, raw: &[u8]) -> String {
+        let raw = String::from_utf8_lossy(raw).into_owned();
+        if self.rev2 { raw } else { utf7::decode(&raw).unwrap_or(raw) }
+    }
+
+    /// A mailbox name for the client, as `name_in` reads them.
+    fn name_out(&self, name: &str) -> String {
+        if self.rev2 { quote(name) } else { quote(&utf7::encode(name)) }
     }
 
     fn owner(&self) -> &str {
@@ -718,7 +737,7 @@ impl<S: Store + Clone> Session<S> {
         self.line(&format!("* OK [UIDVALIDITY {}] UIDs valid", mailbox.uidvalidity));
         self.line(&format!("* OK [UIDNEXT {}] predicted next UID", mailbox.uidnext));
         self.line(&format!("* OK [HIGHESTMODSEQ {highest_modseq}] highest"));
-        self.line(&format!("* LIST () \"/\" {}", wire_name(&mailbox.name)));
+        self.line(&format!("* LIST () \"/\" {}", self.name_out(&mailbox.name)));
         self.selected = Some(view);
         if read_only {
             Outcome::Ok(Some("READ-ONLY".into()), "EXAMINE completed".into())
@@ -741,8 +760,7 @@ impl<S: Store + Clone> Session<S> {
             ListMailbox::Token(t) => t.as_ref(),
             ListMailbox::String(s) => s.as_ref(),
         };
-        let pattern = String::from_utf8_lossy(pattern).into_owned();
-        let pattern = utf7::decode(&pattern).unwrap_or(pattern);
+        let pattern = self.name_from_wire(pattern);
         let verb = if lsub { "LSUB" } else { "LIST" };
         if pattern.is_empty() {
             // RFC 9051 §6.3.9: the hierarchy delimiter and root.
@@ -773,7 +791,7 @@ impl<S: Store + Clone> Session<S> {
             for name in subscribed.iter().filter(|n| matches(n)) {
                 let exists = names.contains(&name.as_str());
                 let attrs = if exists { "" } else { "\\Noselect" };
-                self.line(&format!("* LSUB ({attrs}) \"/\" {}", wire_name(name)));
+                self.line(&format!("* LSUB ({attrs}) \"/\" {}", self.name_out(name)));
             }
         } else {
             let o = opts.unwrap_or_default();
@@ -795,7 +813,7 @@ impl<S: Store + Clone> Session<S> {
                 if show_subscribed && is_subscribed {
                     attrs.push("\\Subscribed");
                 }
-                self.line(&format!("* LIST ({}) \"/\" {}", attrs.join(" "), wire_name(&m.name)));
+                self.line(&format!("* LIST ({}) \"/\" {}", attrs.join(" "), self.name_out(&m.name)));
                 if o.return_status.is_some() {
                     self.list_status(m, o.return_status.as_deref().unwrap_or_default());
                 }
@@ -803,7 +821,7 @@ impl<S: Store + Clone> Session<S> {
             // Subscribed names that no longer exist (RFC 5258 §3.1).
             if o.select_subscribed {
                 for name in subscribed.iter().filter(|n| matches(n) && !names.contains(&n.as_str())) {
-                    self.line(&format!("* LIST (\\NonExistent \\Subscribed) \"/\" {}", wire_name(name)));
+                    self.line(&format!("* LIST (\\NonExistent \\Subscribed) \"/\" {}", self.name_out(name)));
                 }
             }
         }
@@ -825,7 +843,7 @@ impl<S: Store + Clone> Session<S> {
                 _ => {}
             }
         }
-        self.line(&format!("* STATUS {} ({})", wire_name(&m.name), parts.join(" ")));
+        self.line(&format!("* STATUS {} ({})", self.name_out(&m.name), parts.join(" ")));
     }
 
     async fn status(&mut self, name: &str, items: &[StatusDataItemName]) -> Outcome {
@@ -864,7 +882,7 @@ impl<S: Store + Clone> Session<S> {
                 }
             }
         }
-        self.line(&format!("* STATUS {} ({})", wire_name(&m.name), parts.join(" ")));
+        self.line(&format!("* STATUS {} ({})", self.name_out(&m.name), parts.join(" ")));
         Outcome::ok("STATUS completed")
     }
 
