@@ -573,6 +573,11 @@ async fn limits_answer_with_standard_replies() {
     let r = pre.until_tagged("p3").await;
     assert!(r[0].starts_with("p3 BAD [TOOBIG]"), "{r:?}");
     assert!(pre.line().await.starts_with("* BYE literal too large before login"));
+    // A line that passes 200 octets without its end is not buffered on.
+    let mut long = Imap::connect(s.imap).await;
+    long.send(format!("z1 NOOP {}", "w".repeat(250)).as_bytes()).await;
+    let r = long.line().await;
+    assert_eq!(r, "* BYE command line over 200 octets");
     // A command line at 200 octets is read, at 201 refused.
     let at = format!("e SEARCH SUBJECT {}", "y".repeat(200 - "e SEARCH SUBJECT ".len() - 2));
     assert_eq!(at.len() + 2, 200);

@@ -194,6 +194,10 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
     let mut mode = Mode::Command;
     let mut line_too_long = false;
     let mut literal_refused = false;
+    // Where the line being read starts in the message buffer (None while
+    // a literal is read): a line that grows past max_line without its end
+    // is not buffered further.
+    let mut line_start = Some(0usize);
     let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs.max(1));
     let mut changes = ctx.store.mailbox_changes();
     // The autologout (RFC 9051 §5.4) counts from when the server starts
@@ -202,6 +206,14 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
     let mut last_input = tokio::time::Instant::now();
     loop {
         let Some(fragment) = fz.progress() else {
+            if let Some(start) = line_start
+                && fz.message_bytes().len().saturating_sub(start) > cfg.max_line as usize
+            {
+                // The framing cannot be trusted past here: say why and close.
+                session.bye(&format!("command line over {} octets", cfg.max_line));
+                flush(io, session).await?;
+                return Ok(Ended::Closed);
+            }
             flush(io, session).await?;
             if mode != Mode::Idle {
                 last_input = tokio::time::Instant::now();
@@ -238,6 +250,7 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
         };
         match fragment {
             FragmentInfo::Line { start, end, announcement, .. } => {
+                line_start = if announcement.is_some() { None } else { Some(0) };
                 if end - start > cfg.max_line as usize {
                     line_too_long = true;
                 }
@@ -271,6 +284,7 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                                     .bad_syntax(tag.as_deref(), &format!("command line over {} octets", cfg.max_line));
                             }
                             fz.skip_message();
+                            line_start = Some(0);
                             literal_refused = false;
                             line_too_long = false;
                             continue;
@@ -284,7 +298,7 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                     continue;
                 }
             }
-            FragmentInfo::Literal { .. } => {}
+            FragmentInfo::Literal { end, .. } => line_start = Some(end),
         }
         if !fz.is_message_complete() {
             continue;
