@@ -405,6 +405,39 @@ async fn mailbox_names_in_utf7_or_utf8() {
     assert_eq!(r[0], "* LIST (\\HasNoChildren) \"/\" \"Caf&AOk-/&AOk-t&AOk-\"", "{r:?}");
 }
 
+/// SEARCHRES (RFC 5182, in IMAP4rev2): RETURN (SAVE) keeps the result as
+/// `$` for FETCH, STORE, COPY/MOVE, UID EXPUNGE and a later SEARCH; SAVE
+/// with MIN keeps only the minimum; a new SELECT forgets it.
+#[tokio::test]
+async fn the_saved_search_result() {
+    let s = server().await;
+    for subject in ["one", "two", "three"] {
+        deliver(&s, "bob@example.test", subject, "x\r\n").await;
+    }
+    let mut c = Imap::connect(s.imap).await;
+    c.login("bob@example.test").await;
+    let r = c.ok("a CAPABILITY").await;
+    assert!(has(&r, " SEARCHRES"), "{r:?}");
+    c.ok("b SELECT INBOX").await;
+    let r = c.ok("c SEARCH RETURN (SAVE) SUBJECT t").await;
+    assert_eq!(r.len(), 1, "SAVE alone answers only OK: {r:?}");
+    let r = c.ok("d FETCH $ (UID)").await;
+    assert_eq!(r[..2], ["* 2 FETCH (UID 2)", "* 3 FETCH (UID 3)"], "{r:?}");
+    c.ok("e UID STORE $ +FLAGS.SILENT (\\Flagged)").await;
+    let r = c.ok("f SEARCH FLAGGED").await;
+    assert_eq!(r[0], "* SEARCH 2 3", "{r:?}");
+    let r = c.ok("g SEARCH $ SUBJECT three").await;
+    assert_eq!(r[0], "* SEARCH 3", "{r:?}");
+    let r = c.ok("h SEARCH RETURN (SAVE MIN) ALL").await;
+    assert!(r[0].starts_with("* ESEARCH (TAG \"h\") MIN 1"), "{r:?}");
+    let r = c.ok("i UID FETCH $ (FLAGS)").await;
+    assert_eq!(r.len(), 2, "only the minimum was saved: {r:?}");
+    assert!(r[0].starts_with("* 1 FETCH"), "{r:?}");
+    c.ok("j EXAMINE INBOX").await;
+    let r = c.ok("k FETCH $ (UID)").await;
+    assert_eq!(r.len(), 1, "a new SELECT starts with nothing saved: {r:?}");
+}
+
 /// A FETCH bigger than one piece (4 MiB of messages) goes out in pieces,
 /// all of it, in order, before the next pipelined command is answered.
 #[tokio::test]

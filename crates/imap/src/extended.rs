@@ -1,6 +1,9 @@
 //! The IMAP4rev2 command forms `imap-codec` does not parse yet: SEARCH with
-//! `RETURN (...)` (RFC 9051 §6.4.4, RFC 4731 ESEARCH) and LIST with
-//! selection and return options (RFC 9051 §6.3.9, RFC 5258, RFC 6154).
+//! `RETURN (...)` (RFC 9051 §6.4.4, RFC 4731 ESEARCH), LIST with
+//! selection and return options (RFC 9051 §6.3.9, RFC 5258, RFC 6154), and
+//! `$`, the saved search result (RFC 9051 §6.4.4.1, RFC 5182 SEARCHRES), as
+//! the message set of FETCH, STORE, COPY, MOVE and UID EXPUNGE or as the
+//! first search key.
 //!
 //! Pure: the options are taken out of the command's first line, the rest is
 //! the plain command the codec knows, and the options travel beside it.
@@ -41,6 +44,10 @@ pub struct ListOptions {
 pub enum Extension {
     Search(SearchReturn),
     List(ListOptions),
+    /// The command used `$`: its message set (replaced by `1` for the
+    /// codec) or its first search key (replaced by `ALL`) is the saved
+    /// result; a SEARCH also carries its RETURN options, if any.
+    Saved(Option<SearchReturn>),
 }
 
 /// A parenthesized list starting at `s[0] == '('`: its inside and the rest.
@@ -81,9 +88,10 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         head = &head[4..];
     }
     if head.len() > 7 && head[..7].eq_ignore_ascii_case("SEARCH ") {
-        let after = head[7..].trim_start();
-        if after.len() > 7 && after[..7].eq_ignore_ascii_case("RETURN ") {
-            let (inside, criteria) = paren(after[7..].trim_start())?;
+        let mut criteria = head[7..].trim_start();
+        let mut ret = None;
+        if criteria.len() > 7 && criteria[..7].eq_ignore_ascii_case("RETURN ") {
+            let (inside, rest) = paren(criteria[7..].trim_start())?;
             let mut r = SearchReturn::default();
             for w in words(inside) {
                 match w.as_str() {
@@ -95,11 +103,35 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
                     _ => return None,
                 }
             }
-            let mut out = format!("{tag} {prefix}SEARCH {}", criteria.trim_start()).into_bytes();
-            out.extend_from_slice(rest_of_message);
-            return Some((out, Extension::Search(r.normalized())));
+            ret = Some(r.normalized());
+            criteria = rest.trim_start();
         }
-        return None;
+        let saved = match criteria.strip_prefix('$') {
+            Some(rest) if rest.is_empty() || rest.starts_with(' ') => Some(format!("ALL{rest}")),
+            _ => None,
+        };
+        let ext = match (&saved, ret) {
+            (Some(_), ret) => Extension::Saved(ret),
+            (None, Some(r)) => Extension::Search(r),
+            (None, None) => return None,
+        };
+        let criteria = saved.as_deref().unwrap_or(criteria);
+        let mut out = format!("{tag} {prefix}SEARCH {criteria}").into_bytes();
+        out.extend_from_slice(rest_of_message);
+        return Some((out, ext));
+    }
+    // `$` as the message set of a command that takes one.
+    let (verb, args) = head.split_once(' ').unwrap_or((head, ""));
+    let takes_set = ["FETCH", "STORE", "COPY", "MOVE"].iter().any(|v| verb.eq_ignore_ascii_case(v))
+        || (!prefix.is_empty() && verb.eq_ignore_ascii_case("EXPUNGE"));
+    if takes_set {
+        let rest = args.strip_prefix('$')?;
+        if !(rest.is_empty() || rest.starts_with(' ')) {
+            return None;
+        }
+        let mut out = format!("{tag} {prefix}{verb} 1{rest}").into_bytes();
+        out.extend_from_slice(rest_of_message);
+        return Some((out, Extension::Saved(None)));
     }
     let is_list = head.len() > 5 && head[..5].eq_ignore_ascii_case("LIST ");
     if !prefix.is_empty() || !is_list {
@@ -175,6 +207,7 @@ mod tests {
         assert_eq!(cmd, "b SEARCH all\r\n");
         assert_eq!(ext, Extension::Search(SearchReturn { all: true, ..Default::default() }));
         assert!(rw("c SEARCH UNSEEN\r\n").is_none(), "plain SEARCH stays as it is");
+        assert!(rw("c SEARCH $x\r\n").is_none(), "not the saved result");
         assert!(rw("d SEARCH RETURN (BOGUS) ALL\r\n").is_none(), "unknown option: the codec answers BAD");
         assert!(rw("e SEARCH RETURN (MIN ALL\r\n").is_none());
     }
@@ -202,5 +235,25 @@ mod tests {
         assert!(rw("d LIST \"\" *\r\n").is_none());
         assert!(rw("e LIST (NONSENSE) \"\" *\r\n").is_none());
         assert!(rw("garbage").is_none() && rw("").is_none() && rw("x\u{0}y LIST (").is_none());
+    }
+
+    #[test]
+    fn the_saved_result_as_a_message_set_or_first_key() {
+        let (cmd, ext) = rw("a FETCH $ (FLAGS)\r\n").unwrap();
+        assert_eq!((cmd.as_str(), ext), ("a FETCH 1 (FLAGS)\r\n", Extension::Saved(None)));
+        let (cmd, _) = rw("b UID STORE $ +FLAGS (\\Seen)\r\n").unwrap();
+        assert_eq!(cmd, "b UID STORE 1 +FLAGS (\\Seen)\r\n");
+        let (cmd, _) = rw("c uid expunge $\r\n").unwrap();
+        assert_eq!(cmd, "c uid expunge 1\r\n");
+        let (cmd, _) = rw("d MOVE $ Archive\r\n").unwrap();
+        assert_eq!(cmd, "d MOVE 1 Archive\r\n");
+        let (cmd, ext) = rw("e SEARCH $ UNSEEN\r\n").unwrap();
+        assert_eq!((cmd.as_str(), ext), ("e SEARCH ALL UNSEEN\r\n", Extension::Saved(None)));
+        let (cmd, ext) = rw("f UID SEARCH RETURN (COUNT) $\r\n").unwrap();
+        assert_eq!(cmd, "f UID SEARCH ALL\r\n");
+        assert_eq!(ext, Extension::Saved(Some(SearchReturn { count: true, ..Default::default() })));
+        assert!(rw("g FETCH 1:3 (FLAGS)\r\n").is_none());
+        assert!(rw("h FETCH $1 (FLAGS)\r\n").is_none());
+        assert!(rw("i EXPUNGE\r\n").is_none());
     }
 }

@@ -5,8 +5,8 @@
 //! text: header values with RFC 2047 encoded words decoded, bodies with
 //! their transfer encoding and charset undone and HTML reduced to text.
 //! The message is parsed at most once per [`matches()`] call, and only when a
-//! key needs it; [`needs_body`] tells the caller when the raw bytes can be
-//! left unloaded.
+//! key needs it; [`needs`] tells the caller how much of the message to
+//! load (nothing, the header, or all of it).
 //!
 //! facteur keeps no `\Recent` flag (IMAP4rev2 dropped it, RFC 9051
 //! Appendix E), so for IMAP4rev1 clients RECENT and NEW match no message
@@ -15,6 +15,7 @@
 use std::cell::OnceCell;
 
 use chrono::NaiveDate;
+use facteur_store::Part;
 use imap_codec::imap_types::{core::AString, search::SearchKey};
 use mail_parser::{Message, MessageParser, PartType, parsers::MessageStream};
 
@@ -33,7 +34,7 @@ pub struct Candidate<'a> {
     /// RFC822.SIZE.
     pub size: u64,
     pub modseq: u64,
-    /// The message; may be empty when [`needs_body`] said it is not needed.
+    /// The message, or as much of it as [`needs`] said (maybe nothing).
     pub raw: &'a [u8],
 }
 
@@ -44,15 +45,16 @@ pub fn matches(key: &SearchKey<'_>, candidate: &Candidate<'_>, max_seq: u32, max
     Eval { candidate, max_seq, max_uid, parsed: OnceCell::new() }.key(key)
 }
 
-/// Whether evaluating `key` reads the message itself (headers, body or
-/// Date:), rather than only flags, dates, sizes and numbers.
-pub fn needs_body(key: &SearchKey<'_>) -> bool {
+/// What of the message evaluating `key` reads: nothing (flags, dates,
+/// sizes and numbers), its header (address, subject, header and sent-date
+/// keys), or all of it (BODY, TEXT). `None` < `Header` < `Whole`.
+pub fn needs(key: &SearchKey<'_>) -> Option<Part> {
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
-        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
-        SearchKey::Not(key) => needs_body(key),
+        SearchKey::And(keys) => keys.as_ref().iter().map(needs).max().flatten(),
+        SearchKey::Or(a, b) => needs(a).max(needs(b)),
+        SearchKey::Not(key) => needs(key),
+        SearchKey::Body(_) | SearchKey::Text(_) => Some(Part::Whole),
         SearchKey::Bcc(_)
-        | SearchKey::Body(_)
         | SearchKey::Cc(_)
         | SearchKey::From(_)
         | SearchKey::Header(..)
@@ -60,9 +62,8 @@ pub fn needs_body(key: &SearchKey<'_>) -> bool {
         | SearchKey::SentOn(_)
         | SearchKey::SentSince(_)
         | SearchKey::Subject(_)
-        | SearchKey::Text(_)
-        | SearchKey::To(_) => true,
-        _ => false,
+        | SearchKey::To(_) => Some(Part::Header),
+        _ => None,
     }
 }
 
@@ -374,17 +375,22 @@ Content-Type: text/html\r\n\
 
     #[test]
     fn which_keys_need_the_message() {
-        assert!(!needs_body(&SearchKey::All));
-        assert!(!needs_body(&SearchKey::Uid(set("1:*"))));
-        assert!(!needs_body(&SearchKey::Not(Box::new(SearchKey::Since(date(2020, 1, 1))))));
-        assert!(needs_body(&SearchKey::SentOn(date(2020, 1, 1))));
-        assert!(needs_body(&SearchKey::Header(astr("x"), astr(""))));
-        assert!(needs_body(&SearchKey::Or(
-            Box::new(SearchKey::Seen),
-            Box::new(SearchKey::Not(Box::new(SearchKey::Body(astr("x")))))
-        )));
+        assert_eq!(needs(&SearchKey::All), None);
+        assert_eq!(needs(&SearchKey::Uid(set("1:*"))), None);
+        assert_eq!(needs(&SearchKey::Not(Box::new(SearchKey::Since(date(2020, 1, 1))))), None);
+        assert_eq!(needs(&SearchKey::SentOn(date(2020, 1, 1))), Some(Part::Header));
+        assert_eq!(needs(&SearchKey::Header(astr("x"), astr(""))), Some(Part::Header));
+        assert_eq!(
+            needs(&SearchKey::Or(
+                Box::new(SearchKey::Subject(astr("s"))),
+                Box::new(SearchKey::Not(Box::new(SearchKey::Body(astr("x")))))
+            )),
+            Some(Part::Whole)
+        );
         let and = SearchKey::And(Vec1::try_from(vec![SearchKey::Seen, SearchKey::Text(astr("x"))]).unwrap());
-        assert!(needs_body(&and));
+        assert_eq!(needs(&and), Some(Part::Whole));
+        let and = SearchKey::And(Vec1::try_from(vec![SearchKey::Seen, SearchKey::From(astr("x"))]).unwrap());
+        assert_eq!(needs(&and), Some(Part::Header));
         // A flag-only search never parses the (here absent) message.
         let flags = flags();
         assert!(matches(&SearchKey::Seen, &candidate(&flags, b""), 5, 50));

@@ -308,6 +308,7 @@ impl<S: Store + Clone> Session<S> {
             "LIST-EXTENDED",
             "LIST-STATUS",
             "STATUS=SIZE",
+            "SEARCHRES",
         ]);
         c.join(" ")
     }
@@ -550,12 +551,13 @@ impl<S: Store + Clone> Session<S> {
                     let why = format!("charset {cs} is not supported");
                     return (Next::Command, Some(Outcome::No(Some("BADCHARSET (UTF-8 US-ASCII)"), why)));
                 }
-                let ret = match self.extension.take() {
-                    Some(Extension::Search(r)) => Some(r),
-                    _ if self.rev2 => Some(SearchReturn { all: true, ..Default::default() }),
-                    _ => None,
+                let (ret, saved_key) = match self.extension.take() {
+                    Some(Extension::Search(r)) => (Some(r), false),
+                    Some(Extension::Saved(r)) => (r, true),
+                    _ => (None, false),
                 };
-                (Next::Command, Some(self.search(tag, criteria.as_ref(), uid, ret).await))
+                let ret = ret.or_else(|| self.rev2.then(|| SearchReturn { all: true, ..Default::default() }));
+                (Next::Command, Some(self.search(tag, criteria.as_ref(), uid, ret, saved_key).await))
             }
             C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 let changed_since = modifiers.iter().find_map(|m| match m {
@@ -903,8 +905,13 @@ impl<S: Store + Clone> Session<S> {
     }
 
     /// The UIDs a set names in the view (`uid`: a UID set, else sequence numbers).
+    /// The UIDs a command's message set names; `$` (see `Extension::Saved`)
+    /// names the saved result's messages still in the mailbox.
     fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<u32> {
         let Some(view) = &self.selected else { return Vec::new() };
+        if matches!(self.extension, Some(Extension::Saved(_))) {
+            return view.saved.iter().copied().filter(|u| view.seq_of(*u).is_some()).collect();
+        }
         if uid {
             seqset::uids(set, &view.uids())
         } else {
@@ -939,35 +946,71 @@ impl<S: Store + Clone> Session<S> {
         criteria: &[SearchKey<'_>],
         uid: bool,
         ret: Option<SearchReturn>,
+        saved_key: bool,
     ) -> Outcome {
         self.poll(false).await;
-        let Some(view) = self.selected.clone() else { return Outcome::Bad("select a mailbox first".into()) };
-        let need_body = criteria.iter().any(search::needs_body);
+        let Some(view) = self.selected.as_ref() else { return Outcome::Bad("select a mailbox first".into()) };
+        // `$` as the first key: only the saved result's messages are candidates.
+        let candidate = |u: u32| !saved_key || view.saved.binary_search(&u).is_ok();
+        let part = criteria.iter().map(search::needs).max().flatten();
         let (max_seq, max_uid) = (view.len(), view.messages().last().map_or(0, |m| m.uid));
         let mut hits = Vec::new();
         let mut top_modseq = 0;
-        for (i, m) in view.messages().iter().enumerate() {
-            let raw = if need_body {
-                self.store.fetch_message(view.mailbox_id, m.uid).await.ok().flatten().unwrap_or_default()
-            } else {
-                Vec::new()
+        // Messages are read (when a key needs them) as FETCH reads them: in
+        // batches, and only the header when no key looks further.
+        for (n, chunk) in view.messages().chunks(FETCH_PIECE_MESSAGES).enumerate() {
+            let mut raws: std::collections::HashMap<u32, Vec<u8>> = match part {
+                Some(part) => {
+                    let uids = chunk.iter().map(|m| m.uid).collect();
+                    self.store
+                        .fetch_messages(view.mailbox_id, uids, part)
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect()
+                }
+                None => Default::default(),
             };
-            let c = search::Candidate {
-                seq: i as u32 + 1,
-                uid: m.uid,
-                flags: &m.flags,
-                internal_date: m.internal_date,
-                size: m.size,
-                modseq: m.modseq,
-                raw: &raw,
-            };
-            if criteria.iter().all(|k| search::matches(k, &c, max_seq, max_uid)) {
-                hits.push(if uid { m.uid } else { i as u32 + 1 });
-                top_modseq = top_modseq.max(m.modseq);
+            for (j, m) in chunk.iter().enumerate() {
+                let seq = (n * FETCH_PIECE_MESSAGES + j) as u32 + 1;
+                let raw = raws.remove(&m.uid).unwrap_or_default();
+                let c = search::Candidate {
+                    seq,
+                    uid: m.uid,
+                    flags: &m.flags,
+                    internal_date: m.internal_date,
+                    size: m.size,
+                    modseq: m.modseq,
+                    raw: &raw,
+                };
+                if candidate(m.uid) && criteria.iter().all(|k| search::matches(k, &c, max_seq, max_uid)) {
+                    hits.push((m.uid, seq));
+                    top_modseq = top_modseq.max(m.modseq);
+                }
             }
         }
+        // RETURN (SAVE) keeps the result as `$` (RFC 5182 §2.1): only the
+        // minimum and maximum when just those were asked besides SAVE.
+        if let Some(r) = ret.as_ref().filter(|r| r.save) {
+            let saved: Vec<u32> = if (r.min || r.max) && !r.all && !r.count {
+                let ends = [r.min.then(|| hits.first()), r.max.then(|| hits.last())];
+                let mut ends: Vec<u32> = ends.into_iter().flatten().flatten().map(|h| h.0).collect();
+                ends.dedup();
+                ends
+            } else {
+                hits.iter().map(|h| h.0).collect()
+            };
+            if let Some(view) = self.selected.as_mut() {
+                view.saved = saved;
+            }
+        }
+        let hits: Vec<u32> = hits.into_iter().map(|(u, seq)| if uid { u } else { seq }).collect();
         let uses_modseq = criteria.iter().any(search::uses_modseq);
         if let Some(r) = ret {
+            if r.save && !(r.min || r.max || r.all || r.count) {
+                // SAVE alone answers nothing but the OK (RFC 5182 §2.1).
+                return Outcome::ok("SEARCH completed");
+            }
             let mut line = format!("* ESEARCH (TAG {})", quote(tag.as_ref()));
             if uid {
                 line.push_str(" UID");

@@ -30,11 +30,21 @@ pub struct View {
     /// while an expunge is still to be told. Every change to a mailbox takes
     /// a new MODSEQ, so while storage says the same, nothing changed.
     synced: Option<u64>,
+    /// The saved search result `$` (RFC 5182, RFC 9051 §6.4.4.1): UIDs,
+    /// empty at SELECT; it goes with the mailbox.
+    pub saved: Vec<u32>,
 }
 
 impl View {
     pub fn new(mailbox_id: i64, uidvalidity: u32, read_only: bool, snapshot: MailboxSnapshot) -> View {
-        View { mailbox_id, read_only, uidvalidity, messages: snapshot.messages, synced: Some(snapshot.highest_modseq) }
+        View {
+            mailbox_id,
+            read_only,
+            uidvalidity,
+            messages: snapshot.messages,
+            synced: Some(snapshot.highest_modseq),
+            saved: Vec::new(),
+        }
     }
 
     /// The HIGHESTMODSEQ this view is known to reflect (see `synced`).
