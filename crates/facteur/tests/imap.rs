@@ -291,6 +291,12 @@ async fn mailboxes_append_copy_move_and_status() {
     assert!(has(&r, "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"Work/Facteur\"") && !has(&r, "\"Work\""), "{r:?}");
     let r = c.ok("x3 LIST \"\" Archive RETURN (STATUS (MESSAGES UIDNEXT))").await;
     assert!(r[1].starts_with("* STATUS \"Archive\" (MESSAGES 2 UIDNEXT 3)"), "LIST-STATUS: {r:?}");
+    let r = c.ok("x4 STATUS Archive (SIZE DELETED)").await;
+    let size = r[0].strip_prefix("* STATUS \"Archive\" (SIZE ").and_then(|x| x.strip_suffix(" DELETED 0)"));
+    let size = size.and_then(|n| n.parse::<u64>().ok()).expect("SIZE and DELETED");
+    assert!(size > 0, "{r:?}");
+    let r = c.ok("x5 LIST \"\" Archive RETURN (STATUS (SIZE DELETED))").await;
+    assert_eq!(r[1], format!("* STATUS \"Archive\" (SIZE {size} DELETED 0)"), "the same from LIST-STATUS");
     let r = c.ok("x NAMESPACE").await;
     assert_eq!(r[0], "* NAMESPACE ((\"\" \"/\")) NIL NIL");
     let r = c.ok("y ID (\"name\" \"test\")").await;

@@ -817,7 +817,7 @@ impl<S: Store + Clone> Session<S> {
                 }
                 self.line(&format!("* LIST ({}) \"/\" {}", attrs.join(" "), self.name_out(&m.name)));
                 if o.return_status.is_some() {
-                    self.list_status(m, o.return_status.as_deref().unwrap_or_default());
+                    self.list_status(m, o.return_status.as_deref().unwrap_or_default()).await;
                 }
             }
             // Subscribed names that no longer exist (RFC 5258 §3.1).
@@ -832,20 +832,54 @@ impl<S: Store + Clone> Session<S> {
 
     /// LIST-STATUS (RFC 5819): the STATUS line after a mailbox's LIST line,
     /// for the counts the mailbox listing already has.
-    fn list_status(&mut self, m: &facteur_store::Mailbox, items: &str) {
-        let mut parts = Vec::new();
-        for item in items.split_ascii_whitespace() {
-            match item.to_ascii_uppercase().as_str() {
-                "MESSAGES" => parts.push(format!("MESSAGES {}", m.messages)),
-                "UIDNEXT" => parts.push(format!("UIDNEXT {}", m.uidnext)),
-                "UIDVALIDITY" => parts.push(format!("UIDVALIDITY {}", m.uidvalidity)),
-                "UNSEEN" => parts.push(format!("UNSEEN {}", m.unseen)),
-                "RECENT" => parts.push("RECENT 0".into()),
-                "HIGHESTMODSEQ" => parts.push(format!("HIGHESTMODSEQ {}", m.highest_modseq)),
-                _ => {}
-            }
-        }
+    /// The STATUS line of a mailbox (RFC 9051 §6.3.11, §7.2.4); RECENT is
+    /// always 0. SIZE, DELETED and DELETED-STORAGE read the message list.
+    async fn status_line(&mut self, m: &facteur_store::Mailbox, items: &[StatusDataItemName]) {
+        let needs_list = items.iter().any(|i| {
+            matches!(i, StatusDataItemName::Deleted | StatusDataItemName::Size | StatusDataItemName::DeletedStorage)
+        });
+        let list = if needs_list { self.store.mailbox_messages(m.id).await.unwrap_or_default() } else { Vec::new() };
+        let deleted = || list.iter().filter(|x| x.flags.iter().any(|f| f == "\\Deleted"));
+        let parts: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                StatusDataItemName::Messages => format!("MESSAGES {}", m.messages),
+                StatusDataItemName::Recent => "RECENT 0".into(),
+                StatusDataItemName::UidNext => format!("UIDNEXT {}", m.uidnext),
+                StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", m.uidvalidity),
+                StatusDataItemName::Unseen => format!("UNSEEN {}", m.unseen),
+                StatusDataItemName::HighestModSeq => format!("HIGHESTMODSEQ {}", m.highest_modseq),
+                StatusDataItemName::Deleted => format!("DELETED {}", deleted().count()),
+                StatusDataItemName::Size => format!("SIZE {}", list.iter().map(|x| x.size).sum::<u64>()),
+                StatusDataItemName::DeletedStorage => {
+                    format!("DELETED-STORAGE {}", deleted().map(|x| x.size).sum::<u64>())
+                }
+            })
+            .collect();
         self.line(&format!("* STATUS {} ({})", self.name_out(&m.name), parts.join(" ")));
+    }
+
+    /// LIST ... RETURN (STATUS (items)) (RFC 5819): the items as written;
+    /// unknown ones are left out.
+    async fn list_status(&mut self, m: &facteur_store::Mailbox, items: &str) {
+        let items: Vec<StatusDataItemName> = items
+            .split_ascii_whitespace()
+            .filter_map(|item| {
+                Some(match item.to_ascii_uppercase().as_str() {
+                    "MESSAGES" => StatusDataItemName::Messages,
+                    "UIDNEXT" => StatusDataItemName::UidNext,
+                    "UIDVALIDITY" => StatusDataItemName::UidValidity,
+                    "UNSEEN" => StatusDataItemName::Unseen,
+                    "RECENT" => StatusDataItemName::Recent,
+                    "HIGHESTMODSEQ" => StatusDataItemName::HighestModSeq,
+                    "SIZE" => StatusDataItemName::Size,
+                    "DELETED" => StatusDataItemName::Deleted,
+                    "DELETED-STORAGE" => StatusDataItemName::DeletedStorage,
+                    _ => return None,
+                })
+            })
+            .collect();
+        self.status_line(m, &items).await;
     }
 
     async fn status(&mut self, name: &str, items: &[StatusDataItemName]) -> Outcome {
@@ -854,37 +888,7 @@ impl<S: Store + Clone> Session<S> {
             Ok(None) => return Outcome::No(Some("NONEXISTENT"), format!("no mailbox {name}")),
             Err(e) => return store_error(&e),
         };
-        let mut parts = Vec::new();
-        for i in items {
-            match i {
-                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", m.messages)),
-                StatusDataItemName::Recent => parts.push("RECENT 0".into()),
-                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", m.uidnext)),
-                StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", m.uidvalidity)),
-                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", m.unseen)),
-                StatusDataItemName::HighestModSeq => parts.push(format!("HIGHESTMODSEQ {}", m.highest_modseq)),
-                StatusDataItemName::Deleted | StatusDataItemName::Size | StatusDataItemName::DeletedStorage => {
-                    let list = self.store.mailbox_messages(m.id).await.unwrap_or_default();
-                    match i {
-                        StatusDataItemName::Deleted => parts.push(format!(
-                            "DELETED {}",
-                            list.iter().filter(|x| x.flags.iter().any(|f| f == "\\Deleted")).count()
-                        )),
-                        StatusDataItemName::Size => {
-                            parts.push(format!("SIZE {}", list.iter().map(|x| x.size).sum::<u64>()))
-                        }
-                        _ => parts.push(format!(
-                            "DELETED-STORAGE {}",
-                            list.iter()
-                                .filter(|x| x.flags.iter().any(|f| f == "\\Deleted"))
-                                .map(|x| x.size)
-                                .sum::<u64>()
-                        )),
-                    }
-                }
-            }
-        }
-        self.line(&format!("* STATUS {} ({})", self.name_out(&m.name), parts.join(" ")));
+        self.status_line(&m, items).await;
         Outcome::ok("STATUS completed")
     }
 
