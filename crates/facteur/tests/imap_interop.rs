@@ -1,6 +1,7 @@
-//! IMAP interop with real clients from Debian packages: Python's imaplib and
-//! mbsync (isync), against a facteur holding a few hundred messages
-//! delivered over SMTP. Each asserts on what the client ended up with.
+//! IMAP interop with real clients from Debian packages: Python's imaplib,
+//! mbsync (isync) and offlineimap (offlineimap3), against a facteur holding
+//! a few hundred messages delivered over SMTP. Each asserts on what the
+//! client ended up with.
 //! Skipped with a message when the tool is missing, unless
 //! FACTEUR_REQUIRE_INTEROP=1 (set by .ci/run).
 
@@ -9,7 +10,7 @@ mod common;
 use std::process::Command;
 
 use common::{Client, PASSWORD, TestServer, have, run};
-use facteur_store::Store;
+use facteur_store::{FlagOp, Store};
 
 /// `n` messages to `to` over one SMTP session, subjects "message 1".."message n".
 async fn deliver_many(s: &TestServer, to: &str, n: usize) {
@@ -47,6 +48,8 @@ typ, data = m.search(None, "SEEN")
 assert len(data[0].split()) == 11, data
 typ, data = m.search(None, 'SUBJECT "message 299"')
 assert data[0].split() == [b"299"], data
+typ, data = m.search(None, 'BODY "This is message 280."')
+assert data[0].split() == [b"280"], data
 typ, data = m.copy("1:5", "Archive")
 assert typ == "OK", data
 typ, data = m.status("Archive", "(MESSAGES)")
@@ -170,4 +173,90 @@ async fn mbsync_syncs_an_account_both_ways() {
     assert_eq!(a.len(), 1, "{out}");
     let raw = store.fetch_message(archive.id, a[0].uid).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&raw).contains("Subject: message 8"));
+}
+
+/// The Maildir flags of a file named `<prefix>:2,<flags>`.
+fn maildir_flags(p: &std::path::Path) -> String {
+    let name = p.file_name().unwrap().to_str().unwrap();
+    name.rsplit_once(":2,").map_or("", |(_, f)| f).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offlineimap_syncs_an_account_both_ways() {
+    if !have("offlineimap") {
+        return;
+    }
+    let s = TestServer::start().await;
+    deliver_many(&s, "bob@example.test", 200).await;
+    // Flag message 17 on the server before the first sync.
+    let store = s.store();
+    let inbox_box = store.mailbox("bob@example.test", "INBOX").await.unwrap().unwrap();
+    let msgs = store.mailbox_messages(inbox_box.id).await.unwrap();
+    assert_eq!(msgs.len(), 200);
+    let uid17 = msgs[16].uid;
+    let raw = store.fetch_message(inbox_box.id, uid17).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&raw).contains("Subject: message 17\r\n"));
+    store.store_flags(inbox_box.id, vec![uid17], FlagOp::Add, vec!["\\Flagged".into()], None).await.unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let cert = s.dir.path().join("tls/cert.pem");
+    let local = work.path().join("mail");
+    std::fs::create_dir_all(&local).unwrap();
+    let rc = work.path().join("offlineimaprc");
+    // Implicit TLS as for mbsync. offlineimap checks the certificate's names
+    // against remotehost, and the test certificate names mx.example.test and
+    // localhost: "localhost" over IPv4 only, that is 127.0.0.1.
+    std::fs::write(
+        &rc,
+        format!(
+            "[general]\naccounts = facteur\nmetadata = {meta}\nfsync = false\n\n\
+             [Account facteur]\nlocalrepository = local\nremoterepository = remote\n\n\
+             [Repository local]\ntype = Maildir\nlocalfolders = {local}\n\n\
+             [Repository remote]\ntype = IMAP\nremotehost = localhost\nremoteport = {port}\nipv6 = no\n\
+             ssl = yes\nsslcacertfile = {cert}\nremoteuser = bob@example.test\nremotepass = {PASSWORD}\n\
+             maxconnections = 1\nfolderfilter = lambda f: f in ['INBOX', 'Archive']\n",
+            meta = work.path().join("meta").display(),
+            local = local.display(),
+            port = s.imaps.port(),
+            cert = cert.display(),
+        ),
+    )
+    .unwrap();
+    let sync = {
+        let rc = rc.clone();
+        move || run(Command::new("offlineimap").args(["-o", "-u", "quiet", "-c", rc.to_str().unwrap()]))
+    };
+    let out = tokio::task::spawn_blocking(sync.clone()).await.unwrap();
+    let inbox = maildir(&local.join("INBOX"));
+    assert_eq!(inbox.len(), 200, "{out}");
+    assert!(local.join("Archive").is_dir(), "Archive not synced: {out}");
+    let subject = |p: &std::path::Path| text(p).lines().find(|l| l.starts_with("Subject:")).unwrap().to_string();
+    let mut subjects: Vec<String> = inbox.iter().map(|p| subject(p)).collect();
+    subjects.sort();
+    let mut expected: Vec<String> = (1..=200).map(|i| format!("Subject: message {i}")).collect();
+    expected.sort();
+    assert_eq!(subjects, expected, "{out}");
+    let one = inbox.iter().find(|p| subject(p) == "Subject: message 42").unwrap();
+    assert!(text(one).contains("\n\nThis is message 42.\n"), "{}", text(one));
+    let flagged: Vec<String> = inbox.iter().filter(|p| maildir_flags(p).contains('F')).map(|p| subject(p)).collect();
+    assert_eq!(flagged, ["Subject: message 17"], "{out}");
+    // Fetched with BODY.PEEK: nothing is seen yet, on either side.
+    assert!(inbox.iter().all(|p| !maildir_flags(p).contains('S')), "{out}");
+
+    // Locally: read message 42 (a Maildir client moves it to cur with S).
+    let name = one.file_name().unwrap().to_str().unwrap();
+    let (prefix, flags) = name.rsplit_once(":2,").unwrap();
+    std::fs::rename(one, local.join("INBOX/cur").join(format!("{prefix}:2,{flags}S"))).unwrap();
+    let out = tokio::task::spawn_blocking(sync).await.unwrap();
+
+    let msgs = store.mailbox_messages(inbox_box.id).await.unwrap();
+    assert_eq!(msgs.len(), 200, "{out}");
+    let mut seen = Vec::new();
+    for m in msgs.iter().filter(|m| m.flags.iter().any(|f| f == "\\Seen")) {
+        let raw = store.fetch_message(inbox_box.id, m.uid).await.unwrap().unwrap();
+        seen.push(String::from_utf8_lossy(&raw).lines().find(|l| l.starts_with("Subject:")).unwrap().to_string());
+    }
+    assert_eq!(seen, ["Subject: message 42"], "{out}");
+    let flagged: Vec<u32> = msgs.iter().filter(|m| m.flags.iter().any(|f| f == "\\Flagged")).map(|m| m.uid).collect();
+    assert_eq!(flagged, [uid17], "{out}");
 }
