@@ -189,6 +189,13 @@ async fn select_fetch_store_search_expunge() {
     assert!(r[0] == "* SEARCH 2", "{r:?}");
     let r = c.cmd("f3 SEARCH CHARSET ISO-8859-1 BODY word").await;
     assert!(r[0].starts_with("f3 NO [BADCHARSET (UTF-8 US-ASCII)]"), "{r:?}");
+    // A sequence number past the last message is a BAD (RFC 9051 §9); a UID is not.
+    for cmd in ["p1 FETCH 9 (UID)", "p2 STORE 1,9 +FLAGS (\\Seen)", "p3 COPY 9 Archive"] {
+        let r = c.cmd(cmd).await;
+        let tag = cmd.split(' ').next().unwrap();
+        assert!(r[0].starts_with(&format!("{tag} BAD message sequence number past the last")), "{r:?}");
+    }
+    assert_eq!(c.ok("p4 UID FETCH 9 (UID)").await.len(), 1);
     let r = c.ok("g SEARCH OR SUBJECT first SUBJECT nothing").await;
     assert!(r[0] == "* SEARCH 1", "{r:?}");
     // ESEARCH (RFC 4731, RFC 9051 §6.4.4) with RETURN, and for IMAP4rev2 clients always.
@@ -312,6 +319,8 @@ async fn condstore_modseq_and_unchangedsince() {
     c.login("alice@example.test").await;
     let r = c.ok("a ENABLE CONDSTORE").await;
     assert_eq!(r[0], "* ENABLED CONDSTORE");
+    let r = c.ok("a2 ENABLE CONDSTORE").await;
+    assert_eq!(r[0], "* ENABLED", "only what this command enabled (RFC 5161 §3.2)");
     let r = c.ok("b SELECT INBOX").await;
     let highest: u64 = r
         .iter()

@@ -40,6 +40,13 @@ pub fn contains(set: &SequenceSet, value: u32, largest: u32) -> bool {
     set.0.as_ref().iter().filter_map(|s| bounds(s, largest)).any(|(lo, hi)| lo <= value && value <= hi)
 }
 
+/// Whether `set` names a message sequence number past `count`, the number
+/// of messages, `*` included when there is none: RFC 9051 §9 asks for a
+/// tagged BAD then.
+pub fn past_the_end(set: &SequenceSet, count: u32) -> bool {
+    set.0.as_ref().iter().any(|s| bounds(s, (count != 0).then_some(count)).is_none_or(|(_, hi)| hi > count))
+}
+
 /// The message sequence numbers in `1..=count` that `set` names, ascending
 /// and without duplicates; `*` is `count`. Numbers past `count` are dropped
 /// (the caller decides whether that is an error).
@@ -220,5 +227,17 @@ mod tests {
         .unwrap();
         let wire = ResponseCodec::default().encode(&Response::Status(status)).dump();
         assert_eq!(wire, b"a1 OK [COPYUID 38505 304,319:320 3956:3958] Done\r\n");
+    }
+
+    #[test]
+    fn numbers_past_the_end() {
+        let set = |s: &str| -> SequenceSet { s.try_into().unwrap() };
+        assert!(!past_the_end(&set("1:3"), 3));
+        assert!(!past_the_end(&set("*"), 3));
+        assert!(!past_the_end(&set("2,3:*"), 3));
+        assert!(past_the_end(&set("4"), 3));
+        assert!(past_the_end(&set("1,2:4"), 3));
+        assert!(past_the_end(&set("*"), 0), "* with no message");
+        assert!(past_the_end(&set("1:*"), 0));
     }
 }

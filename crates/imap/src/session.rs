@@ -432,11 +432,12 @@ impl<S: Store + Clone> Session<S> {
                 let mut on = Vec::new();
                 for c in capabilities.as_ref() {
                     match c {
-                        CapabilityEnable::CondStore => {
+                        // RFC 5161 §3.2: ENABLED lists what this command enabled.
+                        CapabilityEnable::CondStore if !self.condstore => {
                             self.condstore = true;
                             on.push("CONDSTORE".to_string());
                         }
-                        other if other.to_string().eq_ignore_ascii_case("IMAP4rev2") => {
+                        other if !self.rev2 && other.to_string().eq_ignore_ascii_case("IMAP4rev2") => {
                             self.rev2 = true;
                             on.push("IMAP4rev2".into());
                         }
@@ -909,6 +910,15 @@ impl<S: Store + Clone> Session<S> {
     }
 
     /// The UIDs a set names in the view (`uid`: a UID set, else sequence numbers).
+    /// A tagged BAD for a message sequence number past the last message
+    /// (RFC 9051 §9); UID sets and `$` are never past the end.
+    fn seqs_past_the_end(&self, set: &SequenceSet, uid: bool) -> Option<Outcome> {
+        let view = self.selected.as_ref()?;
+        let saved = matches!(self.extension, Some(Extension::Saved(_)));
+        (!uid && !saved && seqset::past_the_end(set, view.len()))
+            .then(|| Outcome::Bad(format!("message sequence number past the last message ({})", view.len())))
+    }
+
     /// The UIDs a command's message set names; `$` (see `Extension::Saved`)
     /// names the saved result's messages still in the mailbox.
     fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<u32> {
@@ -1074,6 +1084,9 @@ impl<S: Store + Clone> Session<S> {
         }
         if names.contains(&MessageDataItemName::ModSeq) {
             self.condstore = true;
+        }
+        if let Some(bad) = self.seqs_past_the_end(set, uid) {
+            return Some(bad);
         }
         let uids = self.resolve(set, uid);
         let Some(view) = self.selected.as_mut() else { return Some(Outcome::Bad("select a mailbox first".into())) };
@@ -1283,6 +1296,9 @@ impl<S: Store + Clone> Session<S> {
         if read_only {
             return Outcome::No(Some("READ-ONLY"), "mailbox is read-only".into());
         }
+        if let Some(bad) = self.seqs_past_the_end(set, uid) {
+            return bad;
+        }
         let uids = self.resolve(set, uid);
         let op = match kind {
             StoreType::Add => FlagOp::Add,
@@ -1336,6 +1352,9 @@ impl<S: Store + Clone> Session<S> {
         };
         if moving && read_only {
             return Outcome::No(Some("READ-ONLY"), "mailbox is read-only".into());
+        }
+        if let Some(bad) = self.seqs_past_the_end(set, uid) {
+            return bad;
         }
         let dest = match self.store.mailbox(self.owner(), target).await {
             Ok(Some(m)) => m,
