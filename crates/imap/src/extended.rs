@@ -52,6 +52,9 @@ pub enum Extension {
 
 /// A parenthesized list starting at `s[0] == '('`: its inside and the rest.
 fn paren(s: &str) -> Option<(&str, &str)> {
+    if !s.starts_with('(') {
+        return None;
+    }
     let mut depth = 0;
     for (i, c) in s.char_indices() {
         match c {
@@ -66,6 +69,13 @@ fn paren(s: &str) -> Option<(&str, &str)> {
         }
     }
     None
+}
+
+/// `s` after `prefix` (ASCII, any case), if it starts with it. Safe on any
+/// UTF-8: the bytes matched are ASCII, so the cut is a char boundary.
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix.as_bytes()).then(|| &s[prefix.len()..])
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -83,15 +93,15 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
     let (tag, after_tag) = first.split_once(' ')?;
     let mut head = after_tag;
     let mut prefix = String::new();
-    if head.len() > 4 && head[..4].eq_ignore_ascii_case("UID ") {
+    if let Some(rest) = strip_prefix_ci(head, "UID ") {
         prefix.push_str(&head[..4]);
-        head = &head[4..];
+        head = rest;
     }
-    if head.len() > 7 && head[..7].eq_ignore_ascii_case("SEARCH ") {
-        let mut criteria = head[7..].trim_start();
+    if let Some(after) = strip_prefix_ci(head, "SEARCH ") {
+        let mut criteria = after.trim_start();
         let mut ret = None;
-        if criteria.len() > 7 && criteria[..7].eq_ignore_ascii_case("RETURN ") {
-            let (inside, rest) = paren(criteria[7..].trim_start())?;
+        if let Some(options) = strip_prefix_ci(criteria, "RETURN ") {
+            let (inside, rest) = paren(options.trim_start())?;
             let mut r = SearchReturn::default();
             for w in words(inside) {
                 match w.as_str() {
@@ -133,11 +143,8 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         out.extend_from_slice(rest_of_message);
         return Some((out, Extension::Saved(None)));
     }
-    let is_list = head.len() > 5 && head[..5].eq_ignore_ascii_case("LIST ");
-    if !prefix.is_empty() || !is_list {
-        return None;
-    }
-    let mut args = head[5..].trim_start();
+    let list_args = strip_prefix_ci(head, "LIST ").filter(|_| prefix.is_empty())?;
+    let mut args = list_args.trim_start();
     let mut o = ListOptions::default();
     let mut extended = false;
     if args.starts_with('(') {

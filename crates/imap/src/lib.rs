@@ -19,6 +19,7 @@
 //! - [`utf7`]: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
 
 pub mod extended;
+pub mod fuzz_checks;
 pub mod mime;
 pub mod search;
 pub mod seqset;

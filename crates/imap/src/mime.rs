@@ -59,6 +59,9 @@ pub fn section(raw: &[u8], section: Option<&Section>) -> Vec<u8> {
 pub fn top_level_section(raw: &[u8], section: Option<&Section>) -> Option<Vec<u8>> {
     let split = if raw.starts_with(b"\r\n") { 2 } else { raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4 };
     let header = &raw[..split];
+    if !plain_header(header) {
+        return None;
+    }
     match section {
         None => Some(raw.to_vec()),
         Some(Section::Header(None)) => Some(header.to_vec()),
@@ -67,6 +70,28 @@ pub fn top_level_section(raw: &[u8], section: Option<&Section>) -> Option<Vec<u8
         Some(Section::Text(None)) => Some(raw[split..].to_vec()),
         _ => None,
     }
+}
+
+/// Whether a header section (ending in CRLF CRLF) is one the parse would
+/// also end there: every line ends in CRLF, no bare CR or LF, and each line
+/// is a `name:` field or, after the first, a continuation. Anything else
+/// (found by fuzzing: a blank line after a bare LF, a lone CR, a first line
+/// of white space) goes to the parse.
+fn plain_header(header: &[u8]) -> bool {
+    let fields = &header[..header.len() - 2];
+    fields.split_inclusive(|&b| b == b'\n').enumerate().all(|(i, line)| {
+        let Some(line) = line.strip_suffix(b"\r\n") else { return false };
+        if line.contains(&b'\r') || line.contains(&b'\n') {
+            return false;
+        }
+        match line.first() {
+            Some(b' ' | b'\t') => i > 0,
+            _ => line
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|c| c > 0 && line[..c].iter().all(|b| b.is_ascii_graphic())),
+        }
+    })
 }
 
 /// The `<origin.length>` substring of fetched data (RFC 9051 §6.4.5): empty
@@ -582,7 +607,7 @@ fn disposition(node: Node<'_, '_>) -> Disposition<'static> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use imap_codec::{
         ResponseCodec,
         encode::Encoder,
@@ -628,7 +653,7 @@ mod tests {
         String::from_utf8(section(raw, Some(&s))).unwrap()
     }
 
-    const SIMPLE: &[u8] = b"Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n\
+    pub(crate) const SIMPLE: &[u8] = b"Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n\
 From: Fred Foobar <foobar@Blurdybloop.example>\r\n\
 Subject: afternoon meeting\r\n\
 To: mooch@owatagu.siam.edu.example\r\n\
@@ -638,7 +663,7 @@ Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n\
 \r\n\
 Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n";
 
-    const MIXED: &[u8] = b"From: a@example.org\r\n\
+    pub(crate) const MIXED: &[u8] = b"From: a@example.org\r\n\
 Subject: parts\r\n\
 Content-Type: multipart/mixed; boundary=\"XX\"\r\n\
 \r\n\
@@ -799,30 +824,33 @@ NIL (\"attachment\" (\"filename\" \"a.pdf\")) (\"en\" \"fr\") \"http://example.o
         assert!(b.ends_with("\"base64\" 8) \"mixed\")"), "{b}");
     }
 
+    /// Messages MIME parsers trip on (also seeds for the fuzz checks).
+    pub(crate) const MALFORMED: &[&[u8]] = &[
+        b"",
+        b"\r\n",
+        b"\r\n\r\n\r\n",
+        b"no header at all",
+        b"\xff\xfe\x00\x01garbage\x00\r\n\r\n\x80",
+        b"Subject: x",
+        b"Subject: x\r\n",
+        b"Content-Type: multipart/mixed\r\n\r\nno boundary parameter\r\n",
+        b"Content-Type: multipart/mixed; boundary=Q\r\n\r\nboundary never appears\r\n",
+        b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\nContent-Type: text/plain\r\n\r\ntrunc",
+        b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\n",
+        b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q--\r\n",
+        b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\nContent-Type: multipart/related; boundary=R\r\n\r\n--R\r\n\r\nx",
+        b"Content-Type: message/rfc822\r\n\r\n",
+        b"Content-Type: message/rfc822\r\n\r\nnot a message",
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQpoaQ==\r\n",
+        b"Content-Type: text\r\n\r\nno subtype\r\n",
+        b"Content-Type: ;;;\r\nContent-Transfer-Encoding:\r\n\r\nx",
+        b"Content-Type: multipart/digest; boundary=D\r\n\r\n--D\r\n\r\nSubject: in digest\r\n\r\nhi\r\n--D--\r\n",
+        b"From: \"unterminated <a@\r\nTo: <<<>>>,,,@@@\r\nDate: yesterday\r\n\r\n",
+    ];
+
     #[test]
     fn malformed_mime_gives_a_best_effort_structure() {
-        let cases: &[&[u8]] = &[
-            b"",
-            b"\r\n",
-            b"\r\n\r\n\r\n",
-            b"no header at all",
-            b"\xff\xfe\x00\x01garbage\x00\r\n\r\n\x80",
-            b"Subject: x",
-            b"Subject: x\r\n",
-            b"Content-Type: multipart/mixed\r\n\r\nno boundary parameter\r\n",
-            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\nboundary never appears\r\n",
-            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\nContent-Type: text/plain\r\n\r\ntrunc",
-            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\n",
-            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q--\r\n",
-            b"Content-Type: multipart/mixed; boundary=Q\r\n\r\n--Q\r\nContent-Type: multipart/related; boundary=R\r\n\r\n--R\r\n\r\nx",
-            b"Content-Type: message/rfc822\r\n\r\n",
-            b"Content-Type: message/rfc822\r\n\r\nnot a message",
-            b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQpoaQ==\r\n",
-            b"Content-Type: text\r\n\r\nno subtype\r\n",
-            b"Content-Type: ;;;\r\nContent-Transfer-Encoding:\r\n\r\nx",
-            b"Content-Type: multipart/digest; boundary=D\r\n\r\n--D\r\n\r\nSubject: in digest\r\n\r\nhi\r\n--D--\r\n",
-            b"From: \"unterminated <a@\r\nTo: <<<>>>,,,@@@\r\nDate: yesterday\r\n\r\n",
-        ];
+        let cases = MALFORMED;
         for raw in cases {
             let mime = Mime::parse(raw);
             for extended in [false, true] {

@@ -13,6 +13,7 @@
 //! - [`server`]: listeners (STLS and implicit TLS), timeouts, the
 //!   maildrop lock, failed-login slowdown, and the store behind each action.
 
+pub mod fuzz_checks;
 pub mod server;
 pub mod session;
 

@@ -210,25 +210,9 @@ fn printed_replies_read_back() {
     }
 }
 
-/// xorshift64 (Marsaglia 2003), fixed seed: the same strings every run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_bytes_never_panic() {
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let (mut replies, mut errors) = (0, 0);
     for round in 0..4000 {
         let input = if round % 100 == 0 { noise(&mut rng, 9000) } else { reply_shaped(&mut rng) };
@@ -236,7 +220,7 @@ fn random_bytes_never_panic() {
         let mut rest = &input[..];
         let mut fed = Vec::new();
         while !rest.is_empty() {
-            let (piece, tail) = rest.split_at(rng.below(rest.len()) + 1);
+            let (piece, tail) = rest.split_at(rng.usize(..rest.len()) + 1);
             rest = tail;
             reader.feed(piece);
             while let Some(result) = reader_step(&mut reader) {
@@ -263,23 +247,23 @@ fn random_bytes_never_panic() {
 }
 
 /// Up to `max` random octets.
-fn noise(rng: &mut XorShift, max: usize) -> Vec<u8> {
-    (0..rng.below(max)).map(|_| rng.next() as u8).collect()
+fn noise(rng: &mut fastrand::Rng, max: usize) -> Vec<u8> {
+    (0..rng.usize(..max)).map(|_| rng.u8(..)).collect()
 }
 
 /// Lines that mostly look like replies, with random damage: codes that
 /// change mid-reply, odd separators, enhanced codes, bad UTF-8, bare CR/LF.
-fn reply_shaped(rng: &mut XorShift) -> Vec<u8> {
+fn reply_shaped(rng: &mut fastrand::Rng) -> Vec<u8> {
     const CODES: &[&[u8]] = &[b"250", b"250", b"250", b"220", b"354", b"421", b"550", b"25", b"2x0", b"199"];
     const SEPS: &[&[u8]] = &[b" ", b" ", b"-", b"-", b"-", b"", b"x"];
     const TEXTS: &[&[u8]] = &[b"Ok", b"2.1.0 Ok", b"5.1.1 no", b"2.0.0", b"", b"caf\xc3\xa9", b"\xff\x00", b"a\rb"];
     const ENDS: &[&[u8]] = &[b"\r\n", b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b""];
     let mut out = Vec::new();
-    for _ in 0..rng.below(12) {
+    for _ in 0..rng.usize(..12) {
         for part in [CODES, SEPS, TEXTS, ENDS] {
-            out.extend_from_slice(part[rng.below(part.len())]);
+            out.extend_from_slice(part[rng.usize(..part.len())]);
         }
-        if rng.below(30) == 0 {
+        if rng.usize(..30) == 0 {
             out.extend(noise(rng, 20));
         }
     }
