@@ -831,8 +831,6 @@ impl<S: Store + Clone> Session<S> {
         Outcome::ok(&format!("{verb} completed"))
     }
 
-    /// LIST-STATUS (RFC 5819): the STATUS line after a mailbox's LIST line,
-    /// for the counts the mailbox listing already has.
     /// The STATUS line of a mailbox (RFC 9051 §6.3.11, §7.2.4); RECENT is
     /// always 0. SIZE, DELETED and DELETED-STORAGE read the message list.
     async fn status_line(&mut self, m: &facteur_store::Mailbox, items: &[StatusDataItemName]) {
@@ -909,7 +907,6 @@ impl<S: Store + Clone> Session<S> {
         }
     }
 
-    /// The UIDs a set names in the view (`uid`: a UID set, else sequence numbers).
     /// A tagged BAD for a message sequence number past the last message
     /// (RFC 9051 §9); UID sets and `$` are never past the end.
     fn seqs_past_the_end(&self, set: &SequenceSet, uid: bool) -> Option<Outcome> {
@@ -919,8 +916,9 @@ impl<S: Store + Clone> Session<S> {
             .then(|| Outcome::Bad(format!("message sequence number past the last message ({})", view.len())))
     }
 
-    /// The UIDs a command's message set names; `$` (see `Extension::Saved`)
-    /// names the saved result's messages still in the mailbox.
+    /// The UIDs a command's message set names in the view (`uid`: a UID
+    /// set, else sequence numbers); `$` (see `Extension::Saved`) names the
+    /// saved result's messages still in the mailbox.
     fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<u32> {
         let Some(view) = &self.selected else { return Vec::new() };
         if matches!(self.extension, Some(Extension::Saved(_))) {
@@ -973,18 +971,8 @@ impl<S: Store + Clone> Session<S> {
         // Messages are read (when a key needs them) as FETCH reads them: in
         // batches, and only the header when no key looks further.
         for (n, chunk) in view.messages().chunks(FETCH_PIECE_MESSAGES).enumerate() {
-            let mut raws: std::collections::HashMap<u32, Vec<u8>> = match part {
-                Some(part) => {
-                    let uids = chunk.iter().map(|m| m.uid).collect();
-                    self.store
-                        .fetch_messages(view.mailbox_id, uids, part)
-                        .await
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect()
-                }
-                None => Default::default(),
-            };
+            let uids = chunk.iter().map(|m| m.uid).collect();
+            let mut raws = self.read_messages(view.mailbox_id, uids, part).await.unwrap_or_default();
             for (j, m) in chunk.iter().enumerate() {
                 let seq = (n * FETCH_PIECE_MESSAGES + j) as u32 + 1;
                 let raw = raws.remove(&m.uid).unwrap_or_default();
@@ -1157,6 +1145,20 @@ impl<S: Store + Clone> Session<S> {
         }
     }
 
+    /// The stored messages (or as much of them as `part` says) by UID, in
+    /// one storage read; nothing is read when `part` is `None`.
+    async fn read_messages(
+        &self,
+        mailbox_id: i64,
+        uids: Vec<u32>,
+        part: Option<Part>,
+    ) -> Result<std::collections::HashMap<u32, Vec<u8>>, StoreError> {
+        match part {
+            Some(part) => Ok(self.store.fetch_messages(mailbox_id, uids, part).await?.into_iter().collect()),
+            None => Ok(Default::default()),
+        }
+    }
+
     /// The messages of `job` from `job.next`, up to a piece's bounds;
     /// `Ok(true)` when none is left.
     async fn fetch_from(&mut self, view: &View, job: &mut PendingFetch) -> Result<bool, Outcome> {
@@ -1173,13 +1175,7 @@ impl<S: Store + Clone> Session<S> {
             })
             .collect();
         job.next += piece.len();
-        let mut bodies: std::collections::HashMap<u32, Vec<u8>> = match part {
-            Some(part) => match self.store.fetch_messages(view.mailbox_id, piece.clone(), part).await {
-                Ok(b) => b.into_iter().collect(),
-                Err(e) => return Err(store_error(&e)),
-            },
-            None => Default::default(),
-        };
+        let mut bodies = self.read_messages(view.mailbox_id, piece.clone(), part).await.map_err(|e| store_error(&e))?;
         for u in piece {
             let Some(seq) = view.seq_of(u) else { continue };
             let Some(meta) = view.by_seq(seq) else { continue };

@@ -51,8 +51,8 @@ pub fn verify(password: &str, stored: &str) -> bool {
     let Ok(params) = Params::try_from(&h) else { return false };
     let mut salt_buf = [0u8; 64];
     let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
-    let argon = Argon2::new(algorithm, version.unwrap_or_default(), params.clone());
     let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version.unwrap_or_default(), params);
     let mut out = vec![0u8; expected.len()];
     let done = if blocks <= KEPT_BLOCKS {
         MEMORY.with_borrow_mut(|memory| {
