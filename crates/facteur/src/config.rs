@@ -31,6 +31,54 @@ pub struct Config {
     pub imap: facteur_imap::ImapConfig,
     /// POP3 sessions: limits and plaintext login.
     pub pop3: facteur_pop3::Pop3Config,
+    /// Failed logins, throttled across SMTP, IMAP and POP3.
+    pub auth: AuthSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Failed logins from one address answered without delay...
+    pub free_failures: u32,
+    /// ...then each attempt waits 1 s, 2 s, 4 s... up to this.
+    pub max_delay_secs: u64,
+    /// Failed logins from one address that get it banned (0: never)...
+    pub ban_after: u32,
+    /// ...for this long (failures are remembered as long).
+    pub ban_secs: u64,
+    /// Failed logins on one account, from addresses that never logged in
+    /// to it, before the account takes one guess per growing interval...
+    pub account_free_failures: u32,
+    /// ...of at most this.
+    pub account_max_delay_secs: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        let p = facteur_net::AuthPolicy::default();
+        AuthSection {
+            free_failures: p.free_failures,
+            max_delay_secs: p.max_delay.as_secs(),
+            ban_after: p.ban_after,
+            ban_secs: p.ban_for.as_secs(),
+            account_free_failures: p.account_free_failures,
+            account_max_delay_secs: p.account_max_delay.as_secs(),
+        }
+    }
+}
+
+impl AuthSection {
+    pub fn policy(&self) -> facteur_net::AuthPolicy {
+        facteur_net::AuthPolicy {
+            free_failures: self.free_failures,
+            base_delay: std::time::Duration::from_secs(1),
+            max_delay: std::time::Duration::from_secs(self.max_delay_secs.max(1)),
+            ban_after: self.ban_after,
+            ban_for: std::time::Duration::from_secs(self.ban_secs.max(1)),
+            account_free_failures: self.account_free_failures.max(1),
+            account_max_delay: std::time::Duration::from_secs(self.account_max_delay_secs.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -156,6 +204,29 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// Keys that still load but no longer do anything, for the operator.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for (section, a, b) in [
+            ("imap", self.imap.max_failed_logins.is_some(), self.imap.failed_login_delay_secs.is_some()),
+            ("pop3", self.pop3.max_failed_logins.is_some(), self.pop3.failed_login_delay_secs.is_some()),
+        ] {
+            if a || b {
+                w.push(format!(
+                    "{section}.max_failed_logins and {section}.failed_login_delay_secs are ignored: failed logins \
+                     are throttled across SMTP, IMAP and POP3 by the [auth] section; remove them"
+                ));
+            }
+        }
+        if let Some(n) = self.smtp.max_commands {
+            w.push(format!(
+                "smtp.max_commands = {n} is ignored: sessions are now bounded by smtp.max_messages_per_connection \
+                 (messages, default 1000), smtp.max_errors and smtp.max_junk_commands; remove the key"
+            ));
+        }
+        w
+    }
+
     /// Checks serde cannot express; every problem is reported at once.
     fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
@@ -228,9 +299,15 @@ max_message_size = 26214400   # octets, advertised with SIZE (RFC 1870)
 max_recipients = 100          # per message; RFC 5321 requires at least 100
 max_command_line = 2048       # octets per command line, CRLF included
 max_data_line = 1000          # octets per message line, CRLF included (RFC 5321 §4.5.3.1.6)
-max_commands = 1000           # per session, then 421
-max_errors = 20               # error replies per session, then 421
+max_messages_per_connection = 1000  # messages on one connection, then 421 at the next MAIL
+max_errors = 20               # error replies since the last accepted message, then 421
+max_junk_commands = 100       # NOOP/RSET/VRFY/HELP/EHLO between messages before each counts as an error
 idle_timeout_secs = 300       # silence allowed before 421 (RFC 5321 §4.5.3.2.7)
+request_timeout_secs = 300    # one command or one message's content must arrive within this...
+min_data_rate = 500           # ...plus 1 s per this many octets received (a trickle is cut)
+write_timeout_secs = 300      # replies left unread this long end the session
+stress_timeout_secs = 10      # at 3/4 of max_connections: timeouts shrink to this, stalled sessions make room
+greet_pause_ms = 1000         # MX strangers wait this for the greeting; talking first gets 554 (0: off)
 max_connections = 1000        # simultaneous SMTP sessions
 auth_failure_delay_secs = 1   # pause before answering a failed AUTH
 # Networks that may relay without AUTH (like Postfix's mynetworks); they are
@@ -309,18 +386,41 @@ identical_bulk_threshold = 20           # same body from one sender this often i
 [imap]
 max_literal = 67108864        # octets in one literal (an APPENDed message); larger: BAD [TOOBIG]
 max_line = 65536              # octets in a command line outside literals
+max_preauth_command = 8192    # octets in a whole command (literals included) before login
 max_connections_per_user = 20 # open IMAP sessions per user; more: NO [LIMIT]
-max_failed_logins = 5         # per address in 10 minutes; then each try waits...
-failed_login_delay_secs = 2   # ...this long, and at twice the count the connection closes
+max_connections = 1000        # simultaneous IMAP connections (imap + imaps)
+max_connections_per_ip = 20   # from one address; more: BYE
 idle_timeout_secs = 1800      # an idle client is logged out (RFC 9051 §5.4: at least 30 minutes)
+preauth_timeout_secs = 60     # silence allowed before login
+request_timeout_secs = 300    # one command (with its literals) must arrive within this...
+min_data_rate = 1024          # ...plus 1 s per this many octets received
+write_timeout_secs = 300      # output left unread this long ends the session
+stress_timeout_secs = 10      # at 3/4 of max_connections: pre-login timeouts shrink to this
 plaintext_auth = false        # LOGIN without TLS: only for loopback development
 
 [pop3]
 # The maildrop is the INBOX; DELEted messages are removed at QUIT (IMAP sees them go).
-max_failed_logins = 5         # per address in 10 minutes; then each try waits...
-failed_login_delay_secs = 2   # ...this long, and at twice the count the connection closes
+max_connections = 500         # simultaneous POP3 connections (pop3 + pop3s)
+max_connections_per_ip = 10   # from one address; more: -ERR [SYS/TEMP]
 idle_timeout_secs = 600       # a silent client is logged out (RFC 1939: at least 10 minutes)
+preauth_timeout_secs = 60     # silence allowed before login
+request_timeout_secs = 60     # one command line must arrive within this...
+min_data_rate = 100           # ...plus 1 s per this many octets received
+write_timeout_secs = 300      # a RETR left unread this long ends the session (and its lock)
+stress_timeout_secs = 10      # at 3/4 of max_connections: pre-login timeouts shrink to this
 plaintext_auth = false        # USER/PASS and AUTH without TLS: only for loopback development
+
+[auth]
+# Failed logins (SMTP AUTH, IMAP, POP3 together), judged before the password
+# is checked. Per address: a few free, then 1 s, 2 s, 4 s... then a ban.
+free_failures = 3
+max_delay_secs = 30
+ban_after = 10                # failures from one address, then it is banned...
+ban_secs = 900                # ...for 15 minutes (0 for ban_after: never)
+# Per account, from addresses that never logged in to it (a distributed
+# guess): past this many failures, one guess per 1 s, 2 s, 4 s... interval.
+account_free_failures = 10
+account_max_delay_secs = 300
 
 [admin]
 # Bearer token for the HTTP admin API on the http listener (queue depth per

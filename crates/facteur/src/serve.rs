@@ -98,7 +98,7 @@ pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
 /// Like [`start`], with a given clock (tests run days of retries in seconds).
 pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) -> anyhow::Result<Running> {
     let clock = options.clock;
-    let mut notes = Vec::new();
+    let mut notes = config.warnings();
     let store = open_store(&config, data_dir)?;
     let report = store.check(true).await.context("storage invariant check failed to run")?;
     let healthy = log_check(&report);
@@ -138,6 +138,9 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let (shutdown, rx) = watch::channel(false);
     let health = Health::new_starting();
     let mut tasks = JoinSet::new();
+    let mut config = config;
+    fit_connection_caps(&mut config, &mut notes);
+    let auth = Arc::new(facteur_net::AuthThrottle::new(config.auth.policy()));
     let mut ctx = SmtpContext::new(
         store.clone(),
         config.smtp.clone(),
@@ -145,7 +148,8 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         Some(tls.server_config.clone()),
     )
     .with_clock(clock.clone())
-    .with_classify(config.classify.clone());
+    .with_classify(config.classify.clone())
+    .with_auth_throttle(auth.clone());
     let admission = Arc::new(std::sync::Mutex::new(Admission::new(config.admission.clone())));
     ctx = ctx.with_admission(admission.clone(), data_dir.to_path_buf());
     tasks.spawn(watch_load(store.clone(), clock.clone(), admission, data_dir.to_path_buf(), rx.clone()));
@@ -178,23 +182,29 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             tasks.spawn(facteur_smtp::serve(l, kind, ctx.clone(), rx.clone()));
         }
     }
-    let imap_ctx = Arc::new(facteur_imap::ImapContext::new(
-        store.clone(),
-        config.imap.clone(),
-        config.server.hostname.clone(),
-        Some(tls.server_config.clone()),
-    ));
+    let imap_ctx = Arc::new(
+        facteur_imap::ImapContext::new(
+            store.clone(),
+            config.imap.clone(),
+            config.server.hostname.clone(),
+            Some(tls.server_config.clone()),
+        )
+        .with_auth_throttle(auth.clone()),
+    );
     for (listeners, implicit_tls) in [(imap_l, false), (imaps_l, true)] {
         for l in listeners {
             tasks.spawn(facteur_imap::serve(l, implicit_tls, imap_ctx.clone(), rx.clone()));
         }
     }
-    let pop3_ctx = Arc::new(facteur_pop3::Pop3Context::new(
-        store.clone(),
-        config.pop3.clone(),
-        config.server.hostname.clone(),
-        Some(tls.server_config.clone()),
-    ));
+    let pop3_ctx = Arc::new(
+        facteur_pop3::Pop3Context::new(
+            store.clone(),
+            config.pop3.clone(),
+            config.server.hostname.clone(),
+            Some(tls.server_config.clone()),
+        )
+        .with_auth_throttle(auth.clone()),
+    );
     for (listeners, implicit_tls) in [(pop3_l, false), (pop3s_l, true)] {
         for l in listeners {
             tasks.spawn(facteur_pop3::serve(l, implicit_tls, pop3_ctx.clone(), rx.clone()));
@@ -235,6 +245,31 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         shutdown,
         tasks,
     })
+}
+
+/// Raise the descriptor limit, and make the SMTP, IMAP and POP3 caps fit in
+/// it with a reserve, so that no protocol can take the descriptors the
+/// others (and storage) need.
+fn fit_connection_caps(config: &mut Config, notes: &mut Vec<String>) {
+    let limit = facteur_net::fd::raise_nofile_limit();
+    let wanted = [config.smtp.max_connections, config.imap.max_connections, config.pop3.max_connections];
+    let got = facteur_net::fd::share(limit, &wanted);
+    if got != wanted {
+        notes.push(format!(
+            "{limit} file descriptors allowed: connection caps lowered to smtp {}, imap {}, pop3 {} (from {}, {}, {}) \
+             to keep {} for storage and delivery; raise the limit (ulimit -n, LimitNOFILE=) to restore them",
+            got[0],
+            got[1],
+            got[2],
+            wanted[0],
+            wanted[1],
+            wanted[2],
+            facteur_net::fd::RESERVE
+        ));
+        config.smtp.max_connections = got[0];
+        config.imap.max_connections = got[1];
+        config.pop3.max_connections = got[2];
+    }
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.

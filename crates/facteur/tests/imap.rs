@@ -112,7 +112,6 @@ fn has(lines: &[String], needle: &str) -> bool {
 async fn server() -> TestServer {
     let mut c = test_config();
     c.imap.plaintext_auth = true;
-    c.imap.failed_login_delay_secs = 0;
     TestServer::start_with(c).await
 }
 
@@ -587,8 +586,9 @@ async fn limits_answer_with_standard_replies() {
     cfg.imap.max_literal = 1000;
     cfg.imap.max_line = 200;
     cfg.imap.max_connections_per_user = 2;
-    cfg.imap.max_failed_logins = 2;
-    cfg.imap.failed_login_delay_secs = 1;
+    cfg.imap.max_preauth_command = 250;
+    cfg.auth.free_failures = 2;
+    cfg.auth.ban_after = 3;
     cfg.imap.idle_timeout_secs = 1;
     let s = TestServer::start_with(cfg).await;
     let mut c = Imap::connect(s.imap).await;
@@ -607,23 +607,31 @@ async fn limits_answer_with_standard_replies() {
     c.send(format!("c APPEND INBOX {{1001+}}\r\n{}x\r\nd NOOP\r\n", body).as_bytes()).await;
     let r = c.until_tagged("d").await;
     assert!(r[0].starts_with("c BAD [TOOBIG]") && r[1].starts_with("d OK"), "{r:?}");
-    // Before login a literal may be no longer than a line (200 here).
+    // Before login a whole command, literals included, may be no longer
+    // than max_preauth_command (250 here): 18 + 229 + 3 octets.
     let mut pre = Imap::connect(s.imap).await;
-    pre.send(b"p1 ID (\"x\" {200}\r\n").await;
+    pre.send(b"p1 ID (\"x\" {229}\r\n").await;
     assert!(pre.line().await.starts_with("+ "), "at the limit");
-    pre.send(format!("{})\r\n", "u".repeat(200)).as_bytes()).await;
+    pre.send(format!("{})\r\n", "u".repeat(229)).as_bytes()).await;
     assert!(pre.until_tagged("p1").await.last().unwrap().starts_with("p1 OK"));
-    pre.send(b"p2 LOGIN {201}\r\n").await;
+    // A synchronising literal that cannot fit is refused before it is sent...
+    pre.send(b"p2 LOGIN {236}\r\n").await;
     let r = pre.line().await;
-    assert!(r.starts_with("p2 BAD [TOOBIG] literal over 200 octets"), "{r}");
-    // ...and a LITERAL+ over it ends the connection.
-    pre.send(format!("p3 LOGIN {{201+}}\r\n{} x\r\n", "u".repeat(201)).as_bytes()).await;
+    assert!(r.starts_with("p2 BAD [TOOBIG] literal over 234 octets"), "{r}");
+    // ...a LITERAL+ over it ends the connection...
+    pre.send(format!("p3 LOGIN {{236+}}\r\n{} x\r\n", "u".repeat(236)).as_bytes()).await;
     let r = pre.until_tagged("p3").await;
     assert!(r[0].starts_with("p3 BAD [TOOBIG]"), "{r:?}");
     assert!(pre.line().await.starts_with("* BYE literal too large before login"));
+    // ...and so does a command whose literal fits but whose whole does not.
+    let mut pre = Imap::connect(s.imap).await;
+    pre.send(format!("p4 ID (\"x\" {{229}}\r\n{}) \r\n", "u".repeat(229)).as_bytes()).await;
+    let r = pre.until_tagged("p4").await;
+    assert!(r.last().unwrap().starts_with("p4 BAD [TOOBIG] command over 250 octets before login"), "{r:?}");
+    assert!(pre.line().await.starts_with("* BYE command too large before login"));
     // A line that passes 200 octets without its end is not buffered on.
     let mut long = Imap::connect(s.imap).await;
-    long.send(format!("z1 NOOP {}", "w".repeat(250)).as_bytes()).await;
+    long.send(format!("z1 NOOP {}", "w".repeat(240)).as_bytes()).await;
     let r = long.line().await;
     assert_eq!(r, "* BYE command line over 200 octets");
     // A command line at 200 octets is read, at 201 refused.
@@ -639,7 +647,8 @@ async fn limits_answer_with_standard_replies() {
     let r = c3.cmd(&format!("l LOGIN alice@example.test {PASSWORD}")).await;
     assert!(r[0].starts_with("l NO [LIMIT]"), "{r:?}");
     drop(c2);
-    // Failed logins: two answered at once, then slowed down, then the door.
+    // Failed logins: two answered at once, the third after a second, and it
+    // bans the address: the next attempt is not checked, BYE.
     let mut f = Imap::connect(s.imap).await;
     let t = std::time::Instant::now();
     for i in 0..3 {
@@ -647,8 +656,9 @@ async fn limits_answer_with_standard_replies() {
         assert!(r[0].starts_with(&format!("f{i} NO [AUTHENTICATIONFAILED]")), "{r:?}");
     }
     assert!(t.elapsed() >= Duration::from_millis(900), "the third failure was not delayed");
-    f.send(b"f9 LOGIN alice@example.test wrong\r\n").await;
-    f.until_tagged("f9").await;
+    f.send(format!("f9 LOGIN alice@example.test {PASSWORD}\r\n").as_bytes()).await;
+    let r = f.until_tagged("f9").await;
+    assert!(r.last().unwrap().starts_with("f9 NO [UNAVAILABLE]"), "even the right password: {r:?}");
     let bye = f.line().await;
     assert!(bye.starts_with("* BYE too many failed logins"), "{bye}");
     // Idle for longer than the timeout: BYE.

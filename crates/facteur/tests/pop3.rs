@@ -490,26 +490,28 @@ async fn wrong_password(p: &mut Pop) -> (String, Duration) {
 }
 
 #[tokio::test]
-async fn failed_logins_are_slowed_then_closed() {
+async fn failed_logins_are_slowed_then_the_address_banned() {
     let mut c = test_config();
-    c.pop3.max_failed_logins = 2;
-    c.pop3.failed_login_delay_secs = 1;
+    c.auth.free_failures = 1;
+    c.auth.ban_after = 3;
     let s = TestServer::start_with(c).await;
     let mut p = Pop::connect_tls(s.pop3s).await;
     let (r, d) = wrong_password(&mut p).await;
     assert_eq!(r, "-ERR [AUTH] invalid user name or password");
     assert!(d < Duration::from_millis(900), "first failure is not slowed: {d:?}");
-    for _ in 0..2 {
+    for want in [1, 2] {
         let (r, d) = wrong_password(&mut p).await;
         assert_eq!(r, "-ERR [AUTH] invalid user name or password");
-        assert!(d >= Duration::from_millis(900), "slowed: {d:?}");
+        assert!(d >= Duration::from_millis(want * 1000 - 100), "slowed {want} s: {d:?}");
     }
-    let (r, _) = wrong_password(&mut p).await;
-    assert_eq!(r, "-ERR [AUTH] invalid user name or password; too many failed logins");
+    // Banned: the right password is not even checked, and the connection ends.
+    p.cmd(&format!("USER {ALICE}")).await;
+    let r = p.cmd(&format!("PASS {PASSWORD}")).await;
+    assert_eq!(r, "-ERR [AUTH] too many failed logins from your address");
     assert!(p.closed().await);
-    // AUTH PLAIN counts the same way.
+    // AUTH PLAIN, on a new connection, the same.
     let mut p = Pop::connect_tls(s.pop3s).await;
-    let r = p.cmd(&format!("AUTH PLAIN {}", plain(ALICE, "wrong"))).await;
+    let r = p.cmd(&format!("AUTH PLAIN {}", plain(ALICE, PASSWORD))).await;
     assert!(r.contains("too many failed logins"), "{r}");
     assert!(p.closed().await);
 }

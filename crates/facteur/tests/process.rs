@@ -52,7 +52,7 @@ struct Server {
 async fn serve(data: &Path) -> Server {
     serve_with(
         data,
-        "[smtp]\ntrusted_networks = []\nmax_connections_per_ip = 0\nmax_messages_per_minute_per_ip = 0\n\
+        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\nmax_connections_per_ip = 0\nmax_messages_per_minute_per_ip = 0\n\
          [delivery]\nenabled = false\n",
     )
     .await

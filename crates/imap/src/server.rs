@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use facteur_net::{Conn, Ended, Input, Waited, Wake};
 use facteur_store::Store;
 use imap_codec::decode::Decoder;
 use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer, LiteralAnnouncement};
@@ -13,8 +14,7 @@ use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::core::LiteralMode;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::extended;
@@ -28,17 +28,37 @@ pub struct ImapConfig {
     pub max_literal: u32,
     /// Longest command line outside literals, octets.
     pub max_line: u32,
+    /// Before login, a whole command (line and literals) may be no longer
+    /// than this: a stranger cannot make the server hold more.
+    pub max_preauth_command: u32,
     /// Sessions one user may have open at once.
     pub max_connections_per_user: usize,
-    /// Failed logins from one address within 10 minutes before each further
-    /// attempt is slowed down by `failed_login_delay_secs`; at twice this
-    /// the connection is closed.
-    pub max_failed_logins: u32,
-    pub failed_login_delay_secs: u64,
+    /// IMAP connections at once, both listeners together.
+    pub max_connections: usize,
+    /// IMAP connections at once from one address (0: no cap).
+    pub max_connections_per_ip: usize,
     /// An idle client is logged out after this (RFC 9051 §5.4: at least 30 minutes).
     pub idle_timeout_secs: u64,
+    /// Before login, silence allowed for this long only.
+    pub preauth_timeout_secs: u64,
+    /// A command (with its literals) must arrive within this, plus one
+    /// second per `min_data_rate` octets received.
+    pub request_timeout_secs: u64,
+    pub min_data_rate: u64,
+    /// Output left unread this long ends the session.
+    pub write_timeout_secs: u64,
+    /// While three quarters of `max_connections` are taken, the pre-login
+    /// and command timeouts are at most this, and a connection that has not
+    /// logged in and is stalled this long makes room for a new client.
+    pub stress_timeout_secs: u64,
     /// Allow LOGIN and AUTHENTICATE without TLS (for loopback development).
     pub plaintext_auth: bool,
+    /// Replaced by the `[auth]` section (failed logins throttled across
+    /// protocols); still read so old files load, and ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failed_logins: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_login_delay_secs: Option<u64>,
 }
 
 impl Default for ImapConfig {
@@ -46,12 +66,38 @@ impl Default for ImapConfig {
         ImapConfig {
             max_literal: 64 * 1024 * 1024,
             max_line: 64 * 1024,
+            max_preauth_command: 8 * 1024,
             max_connections_per_user: 20,
-            max_failed_logins: 5,
-            failed_login_delay_secs: 2,
+            max_connections: 1000,
+            max_connections_per_ip: 20,
             idle_timeout_secs: 30 * 60,
+            preauth_timeout_secs: 60,
+            request_timeout_secs: 300,
+            min_data_rate: 1024,
+            write_timeout_secs: 300,
+            stress_timeout_secs: 10,
             plaintext_auth: false,
+            max_failed_logins: None,
+            failed_login_delay_secs: None,
         }
+    }
+}
+
+impl ImapConfig {
+    /// The gate and timeouts of these listeners.
+    pub fn limits(&self) -> (facteur_net::GateConfig, facteur_net::Timeouts) {
+        facteur_net::limits(
+            self.max_connections,
+            self.max_connections_per_ip,
+            [
+                self.idle_timeout_secs,
+                self.preauth_timeout_secs,
+                self.request_timeout_secs,
+                self.min_data_rate,
+                self.write_timeout_secs,
+                self.stress_timeout_secs,
+            ],
+        )
     }
 }
 
@@ -62,7 +108,10 @@ pub struct ImapContext<S> {
     pub session: Arc<SessionConfig>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub slots: Arc<UserSlots>,
-    failures: facteur_net::FailedLogins,
+    /// Connection caps of both IMAP listeners together.
+    pub gate: Arc<facteur_net::Gate>,
+    /// Failed logins, shared with SMTP and POP3.
+    pub auth: Arc<facteur_net::AuthThrottle>,
 }
 
 impl<S: Store + Clone> ImapContext<S> {
@@ -70,11 +119,15 @@ impl<S: Store + Clone> ImapContext<S> {
         let session =
             Arc::new(SessionConfig { hostname, plaintext_auth: config.plaintext_auth, starttls: tls.is_some() });
         let slots = Arc::new(UserSlots::new(config.max_connections_per_user));
-        let failures = facteur_net::FailedLogins::new(
-            config.max_failed_logins,
-            Duration::from_secs(config.failed_login_delay_secs),
-        );
-        ImapContext { store, config, session, tls, slots, failures }
+        let gate = facteur_net::Gate::new("imap", config.limits().0);
+        let auth = Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default()));
+        ImapContext { store, config, session, tls, slots, gate, auth }
+    }
+
+    /// Share the process's failed-login accounting (SMTP and POP3 use it too).
+    pub fn with_auth_throttle(mut self, auth: Arc<facteur_net::AuthThrottle>) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -86,47 +139,55 @@ pub async fn serve<S: Store + Clone>(
     ctx: Arc<ImapContext<S>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let name = if implicit_tls { "imaps" } else { "imap" };
-    facteur_net::accept_loop(listener, name, shutdown, Duration::from_secs(5), |stream, peer, shutdown| {
-        connection(stream, peer, implicit_tls, ctx.clone(), shutdown)
-    })
+    let spec = facteur_net::Listener {
+        name: if implicit_tls { "imaps" } else { "imap" },
+        gate: ctx.gate.clone(),
+        timeouts: ctx.config.limits().1,
+        implicit_tls,
+        tls: ctx.tls.clone(),
+        grace: Duration::from_secs(5),
+    };
+    facteur_net::serve(
+        listener,
+        spec,
+        shutdown,
+        |_| false,
+        busy,
+        |peer: SocketAddr| Imap {
+            session: Session::new(ctx.store.clone(), ctx.session.clone(), implicit_tls)
+                .with_slots(ctx.slots.clone())
+                .with_auth(ctx.auth.clone(), peer.ip()),
+            ctx: ctx.clone(),
+            greeted: false,
+        },
+    )
     .await;
 }
 
-async fn connection<S: Store + Clone>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    implicit_tls: bool,
-    ctx: Arc<ImapContext<S>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let mut session = Session::new(ctx.store.clone(), ctx.session.clone(), implicit_tls).with_slots(ctx.slots.clone());
-    if implicit_tls {
-        let Some(tls) = ctx.tls.clone() else {
-            tracing::error!("implicit-TLS IMAP listener without a certificate; closing");
-            return Ok(());
-        };
-        let mut s = facteur_net::tls_accept(stream, tls).await?;
-        session.greeting();
-        drive(&mut s, &mut session, &ctx, peer, &mut shutdown).await?;
-        return Ok(());
-    }
-    let mut stream = stream;
-    session.greeting();
-    if drive(&mut stream, &mut session, &ctx, peer, &mut shutdown).await? == Ended::StartTls {
-        let Some(tls) = ctx.tls.clone() else { return Ok(()) };
-        let mut s = facteur_net::tls_accept(stream, tls).await?;
-        session.tls_started();
-        drive(&mut s, &mut session, &ctx, peer, &mut shutdown).await?;
-    }
-    Ok(())
+/// RFC 9051 §7.1.5: BYE instead of a greeting when the server will not serve.
+fn busy(why: facteur_net::Refused) -> Vec<u8> {
+    format!("* BYE [UNAVAILABLE] {}, try again later\r\n", why.as_str()).into_bytes()
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    Closed,
-    StartTls,
+/// One IMAP connection.
+struct Imap<S> {
+    session: Session<S>,
+    ctx: Arc<ImapContext<S>>,
+    greeted: bool,
+}
+
+impl<S: Store + Clone> facteur_net::Protocol for Imap<S> {
+    async fn drive<IO: facteur_net::Stream>(&mut self, conn: &mut Conn<IO>) -> std::io::Result<Ended> {
+        if !self.greeted {
+            self.greeted = true;
+            self.session.greeting();
+        }
+        drive(conn, &mut self.session, &self.ctx).await
+    }
+
+    fn tls_started(&mut self) {
+        self.session.tls_started();
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -136,61 +197,40 @@ enum Mode {
     Idle,
 }
 
-/// How long a client may leave output unread before the session ends
-/// (its memory is one FETCH piece at most, but the session would hold it).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
-
-async fn flush<S: Store + Clone, IO: AsyncWrite + Unpin>(io: &mut IO, session: &mut Session<S>) -> std::io::Result<()> {
-    let out = session.take_output();
-    if !out.is_empty() {
-        let write = async {
-            io.write_all(&out).await?;
-            io.flush().await
-        };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(r) => r?,
-            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")),
-        }
-    }
-    Ok(())
+async fn flush<S: Store + Clone, IO: facteur_net::Stream>(
+    conn: &mut Conn<IO>,
+    session: &mut Session<S>,
+) -> std::io::Result<()> {
+    conn.write(&session.take_output()).await
 }
 
-/// After a command that may have logged in: a failure is counted for the
-/// client's address and slowed down (false: too many, the BYE is sent and
-/// the connection must close); a new login forgets the address's failures.
-async fn account_login<S: Store + Clone, IO: AsyncWrite + Unpin>(
-    io: &mut IO,
+/// After a command that may have logged in: a new login makes the
+/// connection a logged-in one (idle timeout, not evicted); a banned address
+/// is told BYE (false: the connection must close).
+async fn after_login<S: Store + Clone, IO: facteur_net::Stream>(
+    conn: &mut Conn<IO>,
     session: &mut Session<S>,
-    ctx: &ImapContext<S>,
-    peer: SocketAddr,
     was_authed: bool,
 ) -> std::io::Result<bool> {
-    if session.auth_failed {
-        session.auth_failed = false;
-        match ctx.failures.failed(peer.ip()) {
-            Some(d) => tokio::time::sleep(d).await,
-            None => {
-                session.bye("too many failed logins");
-                flush(io, session).await?;
-                return Ok(false);
-            }
-        }
-    } else if !was_authed && session.user().is_some() {
-        ctx.failures.succeeded(peer.ip());
+    if session.banned {
+        session.bye("too many failed logins");
+        flush(conn, session).await?;
+        return Ok(false);
+    }
+    if !was_authed && session.user().is_some() {
+        conn.logged_in();
     }
     Ok(true)
 }
 
-async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut IO,
+async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
+    conn: &mut Conn<IO>,
     session: &mut Session<S>,
     ctx: &ImapContext<S>,
-    peer: SocketAddr,
-    shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<Ended> {
     let cfg = &ctx.config;
     let mut fz = Fragmentizer::new(cfg.max_literal.saturating_add(cfg.max_line));
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     let mut mode = Mode::Command;
     let mut line_too_long = false;
     let mut literal_refused = false;
@@ -205,23 +245,46 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
     // whatever updates were pushed since.
     let mut last_input = tokio::time::Instant::now();
     loop {
+        // Before login a whole command, literals included, is small.
+        let authed = session.user().is_some();
+        let preauth_limit = (!authed).then_some(cfg.max_preauth_command as usize);
         let Some(fragment) = fz.progress() else {
+            let held = fz.message_bytes().len();
+            if let Some(limit) = preauth_limit
+                && held > limit
+            {
+                session.bye(&format!("command over {limit} octets before login"));
+                flush(conn, session).await?;
+                return Ok(Ended::Closed);
+            }
             if let Some(start) = line_start
-                && fz.message_bytes().len().saturating_sub(start) > cfg.max_line as usize
+                && held.saturating_sub(start) > cfg.max_line as usize
             {
                 // The framing cannot be trusted past here: say why and close.
                 session.bye(&format!("command line over {} octets", cfg.max_line));
-                flush(io, session).await?;
+                flush(conn, session).await?;
                 return Ok(Ended::Closed);
             }
-            flush(io, session).await?;
-            if mode != Mode::Idle {
-                last_input = tokio::time::Instant::now();
+            flush(conn, session).await?;
+            let partial = held > 0;
+            if !partial {
+                conn.progressed();
             }
+            let now = tokio::time::Instant::now();
+            if mode != Mode::Idle {
+                last_input = now;
+            }
+            // In IDLE, the autologout from the client's last bytes; else the
+            // connection's own idle (or pre-login) timeout.
+            let idle_for = (mode == Mode::Idle).then(|| (last_input + idle_timeout).saturating_duration_since(now));
             // Wait for bytes; in IDLE also for changes to the selected mailbox.
-            let read = tokio::select! {
-                r = tokio::time::timeout_at(last_input + idle_timeout, io.read(&mut buf)) => r,
-                c = changes.recv(), if mode == Mode::Idle => {
+            let woke = if mode == Mode::Idle {
+                conn.read_or(&mut buf, partial, idle_for, changes.recv()).await?
+            } else {
+                Wake::Input(conn.read(&mut buf, partial, None).await?)
+            };
+            let input = match woke {
+                Wake::Other(c) => {
                     match c {
                         Ok(ch) if Some(ch.mailbox_id) == session.selected_mailbox() => session.poll(true).await,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => session.poll(true).await,
@@ -229,36 +292,51 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                     }
                     continue;
                 }
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                    io.write_all(b"* BYE server shutting down\r\n").await?;
-                    return Ok(Ended::Closed);
-                }
+                Wake::Input(i) => i,
             };
-            match read {
-                Ok(Ok(0)) => return Ok(Ended::Closed),
-                Ok(Ok(n)) => {
+            let bye = match input {
+                Input::Data(n) => {
                     last_input = tokio::time::Instant::now();
                     fz.enqueue_bytes(&buf[..n]);
+                    continue;
                 }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    io.write_all(b"* BYE idle for too long (RFC 9051 \xc2\xa75.4)\r\n").await?;
-                    return Ok(Ended::Closed);
-                }
-            }
-            continue;
+                Input::Eof => return Ok(Ended::Closed),
+                Input::Timeout(Waited::Idle) => "idle for too long (RFC 9051 \u{a7}5.4)",
+                Input::Timeout(Waited::Request) => "command too slow",
+                Input::Shutdown => "server shutting down",
+                Input::Evicted => "[UNAVAILABLE] too many connections; closing a stalled session",
+            };
+            session.bye(bye);
+            flush(conn, session).await?;
+            return Ok(Ended::Closed);
         };
         match fragment {
             FragmentInfo::Line { start, end, announcement, .. } => {
+                if let Some(limit) = preauth_limit
+                    && fz.message_bytes().len() > limit
+                {
+                    let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
+                    session.bad_syntax_code(
+                        tag.as_deref(),
+                        "TOOBIG",
+                        &format!("command over {limit} octets before login"),
+                    );
+                    session.bye("command too large before login");
+                    flush(conn, session).await?;
+                    return Ok(Ended::Closed);
+                }
                 line_start = if announcement.is_some() { None } else { Some(0) };
                 if end - start > cfg.max_line as usize {
                     line_too_long = true;
                 }
                 if let Some(LiteralAnnouncement { mode: lmode, length }) = announcement {
-                    // Before login a literal may be no longer than a command
-                    // line: nobody unauthenticated gets 64 MiB buffered.
-                    let authed = session.user().is_some();
-                    let limit = if authed { cfg.max_literal } else { cfg.max_line.min(cfg.max_literal) };
+                    // Before login, the literal must fit in what is left of
+                    // the small pre-login command: nobody unauthenticated
+                    // gets more buffered.
+                    let limit = match preauth_limit {
+                        Some(p) => p.saturating_sub(fz.message_bytes().len()).min(cfg.max_literal as usize) as u32,
+                        None => cfg.max_literal,
+                    };
                     if length > limit && !authed && lmode != LiteralMode::Sync {
                         // RFC 7888 §4: a server may close on a LITERAL+ over its limit.
                         let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
@@ -268,7 +346,7 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                             &format!("literal over {limit} octets before login"),
                         );
                         session.bye("literal too large before login");
-                        flush(io, session).await?;
+                        flush(conn, session).await?;
                         return Ok(Ended::Closed);
                     }
                     if length > limit || line_too_long {
@@ -292,8 +370,7 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                         // LITERAL+: the bytes come anyway; read and drop them.
                         fz.poison_message();
                     } else if lmode == LiteralMode::Sync {
-                        io.write_all(b"+ Ready for literal data\r\n").await?;
-                        io.flush().await?;
+                        conn.write(b"+ Ready for literal data\r\n").await?;
                     }
                     continue;
                 }
@@ -333,10 +410,10 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                         };
                         // A long FETCH goes out piece by piece.
                         while next == Next::More {
-                            flush(io, session).await?;
+                            flush(conn, session).await?;
                             next = session.resume().await;
                         }
-                        if !account_login(io, session, ctx, peer, was_authed).await? {
+                        if !after_login(conn, session, was_authed).await? {
                             return Ok(Ended::Closed);
                         }
                         match next {
@@ -344,11 +421,11 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                             Next::AuthData => mode = Mode::AuthData,
                             Next::Idle => mode = Mode::Idle,
                             Next::Logout => {
-                                flush(io, session).await?;
+                                flush(conn, session).await?;
                                 return Ok(Ended::Closed);
                             }
                             Next::StartTls => {
-                                flush(io, session).await?;
+                                flush(conn, session).await?;
                                 // RFC 9051 §6.2.1: nothing pipelined after STARTTLS survives.
                                 return Ok(Ended::StartTls);
                             }
@@ -370,7 +447,7 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                 match data {
                     Ok(d) => {
                         session.auth_data(d).await;
-                        if !account_login(io, session, ctx, peer, false).await? {
+                        if !after_login(conn, session, false).await? {
                             return Ok(Ended::Closed);
                         }
                     }

@@ -10,6 +10,7 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use facteur_net::Attempt;
 use facteur_store::{FlagOp, MessageMeta, Part, Store, StoreError};
 use imap_codec::ResponseCodec;
 use imap_codec::encode::Encoder;
@@ -121,8 +122,11 @@ pub struct Session<S> {
     /// AUTHENTICATE waiting for its data line.
     auth_tag: Option<Tag<'static>>,
     idle_tag: Option<Tag<'static>>,
-    /// Set when a login attempt failed (the server slows the client down).
-    pub auth_failed: bool,
+    /// Failed logins are throttled with SMTP's and POP3's, by the client's address.
+    auth: Option<(Arc<facteur_net::AuthThrottle>, std::net::IpAddr)>,
+    /// The client's address is banned for failed logins: the server says
+    /// BYE and closes.
+    pub banned: bool,
     /// The FETCH being sent, between two pieces (`Next::More`).
     pending: Option<PendingFetch>,
     out: Vec<u8>,
@@ -237,7 +241,8 @@ impl<S: Store + Clone> Session<S> {
             extension: None,
             auth_tag: None,
             idle_tag: None,
-            auth_failed: false,
+            auth: None,
+            banned: false,
             pending: None,
             out: Vec::new(),
         }
@@ -246,6 +251,12 @@ impl<S: Store + Clone> Session<S> {
     /// Limit this user's concurrent sessions with `slots`.
     pub fn with_slots(mut self, slots: Arc<UserSlots>) -> Self {
         self.slots = Some(slots);
+        self
+    }
+
+    /// Throttle this session's logins with `throttle`, as from `ip`.
+    pub fn with_auth(mut self, throttle: Arc<facteur_net::AuthThrottle>, ip: std::net::IpAddr) -> Self {
+        self.auth = Some((throttle, ip));
         self
     }
 
@@ -617,14 +628,26 @@ impl<S: Store + Clone> Session<S> {
         if !(self.tls || self.cfg.plaintext_auth) {
             return Outcome::No(Some("PRIVACYREQUIRED"), "use STARTTLS before LOGIN".into());
         }
-        let found = self.store.get_user(user).await;
-        let ok = match found {
-            Ok(Some(u)) => {
-                let (p, h) = (pass.to_string(), u.password_hash.clone());
-                let good = facteur_store::password::check(p, h).await;
-                good.then_some(u.address)
+        let store = self.store.clone();
+        let check = async {
+            let found = store.get_user(user).await?;
+            let hash = found.as_ref().map(|u| u.password_hash.clone());
+            // An unknown user costs the same as a wrong password.
+            let good = facteur_store::password::check_login(pass.to_string(), hash).await;
+            Ok::<_, facteur_store::StoreError>(found.filter(|_| good).map(|u| u.address))
+        };
+        let attempt = match &self.auth {
+            Some((throttle, ip)) => throttle.attempt(*ip, user, check).await,
+            None => check.await.map(|a| a.map_or(Attempt::Failed, Attempt::Ok)),
+        };
+        let ok = match attempt {
+            Ok(Attempt::Ok(address)) => Some(address),
+            Ok(Attempt::Failed | Attempt::Throttled) => None,
+            Ok(Attempt::Banned) => {
+                self.banned = true;
+                tracing::warn!(user, "IMAP login refused: address banned for failed logins");
+                return Outcome::No(Some("UNAVAILABLE"), "too many failed logins from your address".into());
             }
-            Ok(None) => None,
             Err(e) => return store_error(&e),
         };
         match ok {
@@ -641,7 +664,6 @@ impl<S: Store + Clone> Session<S> {
                 Outcome::Ok(Some(format!("CAPABILITY {caps}")), "logged in".into())
             }
             None => {
-                self.auth_failed = true;
                 tracing::warn!(user, "IMAP login failed");
                 Outcome::No(Some("AUTHENTICATIONFAILED"), "invalid credentials".into())
             }
@@ -657,7 +679,6 @@ impl<S: Store + Clone> Session<S> {
         let (authz, user, pass) =
             (String::from_utf8_lossy(authz), String::from_utf8_lossy(user), String::from_utf8_lossy(pass));
         if !authz.is_empty() && !authz.eq_ignore_ascii_case(&user) {
-            self.auth_failed = true;
             return Outcome::No(Some("AUTHORIZATIONFAILED"), "cannot act as another user".into());
         }
         self.login(&user, &pass).await

@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use facteur_net::{Attempt, Conn, Ended, Input};
 use facteur_store::{FlagOp, Store};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::session::{
@@ -27,20 +27,68 @@ use crate::session::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3Config {
-    /// Failed logins from one address within 10 minutes before each further
-    /// attempt is slowed down by `failed_login_delay_secs`; at twice this
-    /// the connection is closed.
-    pub max_failed_logins: u32,
-    pub failed_login_delay_secs: u64,
+    /// POP3 connections at once, both listeners together.
+    pub max_connections: usize,
+    /// POP3 connections at once from one address (0: no cap).
+    pub max_connections_per_ip: usize,
     /// A silent client is logged out after this (RFC 1939 §3: at least 10 minutes).
     pub idle_timeout_secs: u64,
+    /// Before login, silence allowed for this long only.
+    pub preauth_timeout_secs: u64,
+    /// A command line must arrive within this, plus one second per
+    /// `min_data_rate` octets received.
+    pub request_timeout_secs: u64,
+    pub min_data_rate: u64,
+    /// Output left unread this long (a RETR the client stopped reading)
+    /// ends the session, and with it the maildrop lock.
+    pub write_timeout_secs: u64,
+    /// While three quarters of `max_connections` are taken, the pre-login
+    /// and command timeouts are at most this, and a connection that has not
+    /// logged in and is stalled this long makes room for a new client.
+    pub stress_timeout_secs: u64,
     /// Allow USER/PASS and AUTH without TLS (for loopback development).
     pub plaintext_auth: bool,
+    /// Replaced by the `[auth]` section (failed logins throttled across
+    /// protocols); still read so old files load, and ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failed_logins: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_login_delay_secs: Option<u64>,
 }
 
 impl Default for Pop3Config {
     fn default() -> Self {
-        Pop3Config { max_failed_logins: 5, failed_login_delay_secs: 2, idle_timeout_secs: 600, plaintext_auth: false }
+        Pop3Config {
+            max_connections: 500,
+            max_connections_per_ip: 10,
+            idle_timeout_secs: 600,
+            preauth_timeout_secs: 60,
+            request_timeout_secs: 60,
+            min_data_rate: 100,
+            write_timeout_secs: 300,
+            stress_timeout_secs: 10,
+            plaintext_auth: false,
+            max_failed_logins: None,
+            failed_login_delay_secs: None,
+        }
+    }
+}
+
+impl Pop3Config {
+    /// The gate and timeouts of these listeners.
+    pub fn limits(&self) -> (facteur_net::GateConfig, facteur_net::Timeouts) {
+        facteur_net::limits(
+            self.max_connections,
+            self.max_connections_per_ip,
+            [
+                self.idle_timeout_secs,
+                self.preauth_timeout_secs,
+                self.request_timeout_secs,
+                self.min_data_rate,
+                self.write_timeout_secs,
+                self.stress_timeout_secs,
+            ],
+        )
     }
 }
 
@@ -79,17 +127,24 @@ pub struct Pop3Context<S> {
     pub session: SessionConfig,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     locks: Arc<Locks>,
-    failures: facteur_net::FailedLogins,
+    /// Connection caps of both POP3 listeners together.
+    pub gate: Arc<facteur_net::Gate>,
+    /// Failed logins, shared with SMTP and IMAP.
+    pub auth: Arc<facteur_net::AuthThrottle>,
 }
 
 impl<S: Store + Clone> Pop3Context<S> {
     pub fn new(store: S, config: Pop3Config, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let session = SessionConfig { hostname, plaintext_auth: config.plaintext_auth, stls: tls.is_some() };
-        let failures = facteur_net::FailedLogins::new(
-            config.max_failed_logins,
-            Duration::from_secs(config.failed_login_delay_secs),
-        );
-        Pop3Context { store, config, session, tls, locks: Arc::default(), failures }
+        let gate = facteur_net::Gate::new("pop3", config.limits().0);
+        let auth = Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default()));
+        Pop3Context { store, config, session, tls, locks: Arc::default(), gate, auth }
+    }
+
+    /// Share the process's failed-login accounting (SMTP and IMAP use it too).
+    pub fn with_auth_throttle(mut self, auth: Arc<facteur_net::AuthThrottle>) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -102,138 +157,136 @@ pub async fn serve<S: Store + Clone>(
     ctx: Arc<Pop3Context<S>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let name = if implicit_tls { "pop3s" } else { "pop3" };
-    facteur_net::accept_loop(listener, name, shutdown, Duration::from_secs(5), |stream, peer, shutdown| {
-        connection(stream, peer, implicit_tls, ctx.clone(), shutdown)
-    })
+    let spec = facteur_net::Listener {
+        name: if implicit_tls { "pop3s" } else { "pop3" },
+        gate: ctx.gate.clone(),
+        timeouts: ctx.config.limits().1,
+        implicit_tls,
+        tls: ctx.tls.clone(),
+        grace: Duration::from_secs(5),
+    };
+    facteur_net::serve(
+        listener,
+        spec,
+        shutdown,
+        |_| false,
+        busy,
+        |peer: SocketAddr| Pop3 {
+            session: Session::new(ctx.session.clone(), implicit_tls),
+            ctx: ctx.clone(),
+            conn: Maildropped { peer, mailbox_id: None, _lock: None },
+        },
+    )
     .await;
 }
 
+/// RFC 2449 §8.1.2: SYS/TEMP, the server is short of something for now.
+fn busy(why: facteur_net::Refused) -> Vec<u8> {
+    format!("-ERR [SYS/TEMP] {}, try again later\r\n", why.as_str()).into_bytes()
+}
+
 /// One connection's state beyond the session: the open maildrop.
-struct Conn {
+struct Maildropped {
     peer: SocketAddr,
     mailbox_id: Option<i64>,
     _lock: Option<MaildropLock>,
 }
 
-async fn connection<S: Store + Clone>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    implicit_tls: bool,
+/// One POP3 connection.
+struct Pop3<S> {
+    session: Session,
     ctx: Arc<Pop3Context<S>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let mut conn = Conn { peer, mailbox_id: None, _lock: None };
-    if implicit_tls {
-        let Some(tls) = ctx.tls.clone() else {
-            tracing::error!("implicit-TLS POP3 listener without a certificate; closing");
-            return Ok(());
-        };
-        let mut s = facteur_net::tls_accept(stream, tls).await?;
-        let mut session = Session::new(ctx.session.clone(), true);
-        drive(&mut s, &mut session, &ctx, &mut conn, &mut shutdown).await?;
-        let _ = s.shutdown().await;
-        return Ok(());
+    conn: Maildropped,
+}
+
+impl<S: Store + Clone> facteur_net::Protocol for Pop3<S> {
+    async fn drive<IO: facteur_net::Stream>(&mut self, conn: &mut Conn<IO>) -> std::io::Result<Ended> {
+        drive(conn, &mut self.session, &self.ctx, &mut self.conn).await
     }
-    let mut stream = stream;
-    let mut session = Session::new(ctx.session.clone(), false);
-    if drive(&mut stream, &mut session, &ctx, &mut conn, &mut shutdown).await? == Ended::StartTls {
-        let Some(tls) = ctx.tls.clone() else { return Ok(()) };
-        let mut s = facteur_net::tls_accept(stream, tls).await?;
+
+    fn tls_started(&mut self) {
         // RFC 2595 §4: whatever the client pipelined after STLS is discarded.
-        session.tls_established();
-        drive(&mut s, &mut session, &ctx, &mut conn, &mut shutdown).await?;
-        let _ = s.shutdown().await;
+        self.session.tls_established();
     }
-    Ok(())
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    Closed,
-    StartTls,
-}
-
-async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO, session: &mut Session) -> std::io::Result<()> {
-    let out = session.take_output();
-    if !out.is_empty() {
-        io.write_all(&out).await?;
-        io.flush().await?;
-    }
-    Ok(())
 }
 
 /// Replies are written when the session needs input (so pipelined
 /// commands get theirs in one write), or earlier when they grow large.
 const FLUSH_AT: usize = 256 * 1024;
 
-async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut IO,
+async fn flush<IO: facteur_net::Stream>(conn: &mut Conn<IO>, session: &mut Session) -> std::io::Result<()> {
+    conn.write(&session.take_output()).await
+}
+
+async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
+    conn: &mut Conn<IO>,
     session: &mut Session,
     ctx: &Pop3Context<S>,
-    conn: &mut Conn,
-    shutdown: &mut watch::Receiver<bool>,
+    md: &mut Maildropped,
 ) -> std::io::Result<Ended> {
-    let idle = Duration::from_secs(ctx.config.idle_timeout_secs.max(1));
-    let mut buf = vec![0u8; 16 * 1024];
-    let ip = conn.peer.ip();
+    let mut buf = vec![0u8; 4 * 1024];
+    let ip = md.peer.ip();
     loop {
         match session.poll() {
             Action::NeedInput => {
-                flush(io, session).await?;
-                let read = tokio::select! {
-                    r = tokio::time::timeout(idle, io.read(&mut buf)) => r,
-                    _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                        session.shutdown();
-                        continue;
-                    }
-                };
-                match read {
-                    Ok(Ok(0)) => {
+                flush(conn, session).await?;
+                let partial = session.has_partial_input();
+                if !partial {
+                    conn.progressed();
+                }
+                match conn.read(&mut buf, partial, None).await? {
+                    Input::Data(n) => session.feed(&buf[..n]),
+                    Input::Eof => {
                         if session.user().is_some() {
                             tracing::info!("connection closed without QUIT; no messages deleted (RFC 1939 \u{a7}6)");
                         }
                         return Ok(Ended::Closed);
                     }
-                    Ok(Ok(n)) => session.feed(&buf[..n]),
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => session.timeout(),
+                    Input::Timeout(_) => session.timeout(),
+                    Input::Shutdown => session.shutdown(),
+                    Input::Evicted => session.evicted(),
                 }
             }
             Action::StartTls => {
-                flush(io, session).await?;
+                flush(conn, session).await?;
                 return Ok(Ended::StartTls);
             }
-            Action::Authenticate { user, pass } => match authenticate(&ctx.store, &user, &pass).await {
-                Ok(address) => {
-                    ctx.failures.succeeded(ip);
-                    session.auth_result(Ok(address));
-                }
-                Err(AuthError::Credentials) => {
-                    tracing::warn!(user, "POP3 login failed");
-                    match ctx.failures.failed(ip) {
-                        Some(d) => {
-                            if !d.is_zero() {
-                                flush(io, session).await?;
-                                tokio::time::sleep(d).await;
-                            }
-                            session.auth_result(Err(AuthError::Credentials));
-                        }
-                        None => session.close_with("[AUTH] invalid user name or password; too many failed logins"),
+            Action::Authenticate { user, pass } => {
+                let check = async {
+                    let found = ctx.store.get_user(&user).await?;
+                    let hash = found.as_ref().map(|u| u.password_hash.clone());
+                    // An unknown user costs the same as a wrong password.
+                    let good = facteur_store::password::check_login(pass.clone(), hash).await;
+                    Ok::<_, facteur_store::StoreError>(found.filter(|_| good).map(|u| u.address))
+                };
+                match ctx.auth.attempt(ip, &user, check).await {
+                    Ok(Attempt::Ok(address)) => {
+                        conn.logged_in();
+                        session.auth_result(Ok(address));
+                    }
+                    Ok(Attempt::Failed | Attempt::Throttled) => {
+                        tracing::warn!(user, "POP3 login failed");
+                        session.auth_result(Err(AuthError::Credentials));
+                    }
+                    Ok(Attempt::Banned) => {
+                        tracing::warn!(user, "POP3 login refused: address banned for failed logins");
+                        session.close_with("[AUTH] too many failed logins from your address");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "POP3 cannot look up a user in storage");
+                        session.auth_result(Err(AuthError::Temporary));
                     }
                 }
-                Err(e) => session.auth_result(Err(e)),
-            },
+            }
             Action::LoadMaildrop { user } => {
-                let r = open_maildrop(ctx, conn, &user).await;
+                let r = open_maildrop(ctx, md, &user).await;
                 if r.is_ok() {
                     tracing::info!(user, "POP3 login");
                 }
                 session.maildrop_result(r);
             }
             Action::Retrieve { uid, .. } => {
-                let r = match conn.mailbox_id {
+                let r = match md.mailbox_id {
                     Some(mb) => match ctx.store.fetch_message(mb, uid).await {
                         Ok(Some(data)) => Ok(data),
                         Ok(None) => Err(RetrieveError::Gone),
@@ -246,37 +299,20 @@ async fn drive<S: Store + Clone, IO: AsyncRead + AsyncWrite + Unpin>(
                 };
                 session.retrieve_result(r);
                 if session.output_len() >= FLUSH_AT {
-                    flush(io, session).await?;
+                    flush(conn, session).await?;
                 }
             }
             Action::Commit { deleted_uids, seen_uids } => {
-                let done = match conn.mailbox_id {
+                let done = match md.mailbox_id {
                     Some(mb) => commit(&ctx.store, mb, deleted_uids, seen_uids).await,
                     None => false,
                 };
                 session.commit_result(done);
             }
             Action::Close => {
-                flush(io, session).await?;
+                flush(conn, session).await?;
                 return Ok(Ended::Closed);
             }
-        }
-    }
-}
-
-/// Check a user's password (Argon2 off the async threads); the canonical
-/// address on success.
-async fn authenticate<S: Store>(store: &S, user: &str, pass: &str) -> Result<String, AuthError> {
-    match store.get_user(user).await {
-        Ok(Some(u)) => {
-            let (p, h) = (pass.to_string(), u.password_hash);
-            let good = facteur_store::password::check(p, h).await;
-            if good { Ok(u.address) } else { Err(AuthError::Credentials) }
-        }
-        Ok(None) => Err(AuthError::Credentials),
-        Err(e) => {
-            tracing::error!(error = %e, "POP3 cannot look up a user in storage");
-            Err(AuthError::Temporary)
         }
     }
 }
@@ -285,7 +321,7 @@ async fn authenticate<S: Store>(store: &S, user: &str, pass: &str) -> Result<Str
 /// released again if the snapshot fails (RFC 1939 §7, PASS).
 async fn open_maildrop<S: Store + Clone>(
     ctx: &Pop3Context<S>,
-    conn: &mut Conn,
+    conn: &mut Maildropped,
     user: &str,
 ) -> Result<Maildrop, MaildropError> {
     let Some(lock) = ctx.locks.try_lock(user) else {

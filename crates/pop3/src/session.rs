@@ -292,6 +292,17 @@ impl Session {
         std::mem::take(&mut self.output)
     }
 
+    /// True while part of a command line (or a SASL response) is buffered:
+    /// the edge waits with the request's deadline, not the idle timeout.
+    pub fn has_partial_input(&self) -> bool {
+        self.start < self.input.len() || self.discarding || self.mode == Mode::AuthResponse
+    }
+
+    /// The connection's place is needed for a new client: nothing is deleted.
+    pub fn evicted(&mut self) {
+        self.close_with("[SYS/TEMP] too many connections; closing a stalled session");
+    }
+
     /// How many reply bytes are queued (the edge flushes big RETR replies early).
     pub fn output_len(&self) -> usize {
         self.output.len()

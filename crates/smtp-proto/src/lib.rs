@@ -37,4 +37,4 @@ pub mod session;
 pub use address::{Address, AddressError};
 pub use command::{BodyType, Command, MailParams, Notify, RcptParams, Ret};
 pub use reply::Reply;
-pub use session::{AuthRequest, Envelope, Event, Recipient, Session, SessionConfig};
+pub use session::{AuthRequest, Envelope, Event, Recipient, Refusal, Session, SessionConfig};

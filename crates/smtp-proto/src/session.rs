@@ -35,10 +35,16 @@ pub struct SessionConfig {
     pub max_command_line: usize,
     /// Octets per line of DATA including CRLF (RFC 5321 §4.5.3.1.6: 1000).
     pub max_data_line: usize,
-    /// Commands per session before `421 4.7.0` and close.
-    pub max_commands: usize,
-    /// Error replies (4xx/5xx to commands) per session before `421 4.7.0` and close.
+    /// Messages accepted on one connection; the next MAIL gets `421 4.7.0`
+    /// and the session closes (as Exim's `smtp_accept_max_per_connection`).
+    pub max_messages: usize,
+    /// Error replies (4xx/5xx to commands) since the last accepted message
+    /// before `421 4.7.0` and close.
     pub max_errors: usize,
+    /// Commands that move no mail (NOOP, RSET, VRFY, EXPN, HELP, EHLO,
+    /// HELO) since the last accepted message before each further one counts
+    /// as an error (as Postfix's `smtpd_junk_command_limit`).
+    pub max_junk_commands: usize,
     /// STARTTLS can be offered (a certificate is loaded and TLS is not active yet).
     pub starttls_available: bool,
     /// The connection is already TLS (implicit TLS port, or after STARTTLS).
@@ -57,8 +63,9 @@ impl Default for SessionConfig {
             max_recipients: 100,
             max_command_line: 2048,
             max_data_line: 1000,
-            max_commands: 1000,
+            max_messages: 1000,
             max_errors: 20,
+            max_junk_commands: 100,
             starttls_available: false,
             tls_active: false,
             auth_enabled: false,
@@ -155,10 +162,25 @@ pub struct Session {
     /// A question asked of the I/O layer, or STARTTLS under way.
     pending: Option<Pending>,
     closed: bool,
-    /// Command lines received, for `max_commands`.
-    commands: usize,
-    /// 4xx/5xx replies sent, for `max_errors`.
+    /// Messages accepted, for `max_messages`.
+    messages: usize,
+    /// 4xx/5xx replies sent since the last accepted message, for `max_errors`.
     errors: usize,
+    /// Junk commands since the last accepted message, for `max_junk_commands`.
+    junk: usize,
+    /// The command being answered, for [`Refusal`]s.
+    verb: &'static str,
+    /// Refusals not yet taken by the I/O layer (it logs them).
+    refusals: Vec<Refusal>,
+}
+
+/// A 4xx/5xx the session sent, with the step it answered, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The command ("MAIL", "RCPT", "DATA", ...), "line" for framing
+    /// errors, "greeting" before any command.
+    pub command: &'static str,
+    pub reply: Reply,
 }
 
 /// The command sequence (RFC 5321 §4.1.4, RFC 3030 §2). Which command is
@@ -247,8 +269,11 @@ impl Session {
             tx: Transaction::default(),
             pending: None,
             closed: false,
-            commands: 0,
+            messages: 0,
             errors: 0,
+            junk: 0,
+            verb: "greeting",
+            refusals: Vec::new(),
             config,
         }
     }
@@ -287,6 +312,20 @@ impl Session {
     /// The reply bytes queued so far.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)
+    }
+
+    /// The refusals sent since the last call (at most `max_errors` or so
+    /// between two calls: the session closes past that).
+    pub fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// True while part of a request is buffered or under way: a command
+    /// line without its end, an AUTH exchange, message content. The I/O
+    /// layer then waits with the request's deadline rather than the idle
+    /// timeout.
+    pub fn has_partial_input(&self) -> bool {
+        !matches!(self.mode, Mode::Command) || !self.input.rest().is_empty()
     }
 
     /// The TLS handshake succeeded.
@@ -355,14 +394,50 @@ impl Session {
     /// 4xx/5xx. The transaction is over either way (EHLO and AUTH remain).
     pub fn message_result(&mut self, reply: Reply) {
         if self.pending.take_if(|p| matches!(p, Pending::Message(_))).is_some() {
+            if reply.code / 100 == 2 {
+                // A sender that moves mail is not wasting the session: the
+                // error and junk counts start again.
+                self.messages += 1;
+                self.errors = 0;
+                self.junk = 0;
+            }
             self.reply(reply);
         }
+    }
+
+    /// The client sent bytes before the greeting (RFC 5321 §4.3.1: the
+    /// client waits for the 220): instead of the greeting, `554 5.5.0`
+    /// (RFC 5321 §3.1: no service) and close.
+    pub fn talked_before_greeting(&mut self) {
+        if self.phase != Phase::Start || self.closed {
+            return;
+        }
+        self.output.clear();
+        self.input.clear();
+        let text = format!(
+            "{} Error: SMTP protocol synchronization (client talked before the greeting)",
+            self.config.hostname
+        );
+        self.close_with(Reply::new(554, (5, 5, 0), text));
     }
 
     /// The client was idle too long (RFC 5321 §4.5.3.2): 421, then close.
     pub fn timeout(&mut self) {
         let text = format!("{} Error: timeout exceeded", self.config.hostname);
         self.close_with(Reply::new(421, (4, 4, 2), text));
+    }
+
+    /// The connection's place is needed for a new client (it made no
+    /// progress for a while and the listener is full): 421, then close.
+    pub fn evicted(&mut self) {
+        let text = format!("{} Error: too many connections; closing a stalled session", self.config.hostname);
+        self.close_with(Reply::new(421, (4, 7, 0), text));
+    }
+
+    /// Send `reply` and close (the I/O layer decided the session is over,
+    /// e.g. an address banned for failed logins).
+    pub fn close(&mut self, reply: Reply) {
+        self.close_with(reply);
     }
 
     /// The server is stopping (RFC 5321 §3.8): 421, then close.
@@ -417,13 +492,7 @@ impl Session {
         if frame == Frame::Incomplete {
             return Some(Event::NeedInput);
         }
-        // Every command line counts, refused ones included.
-        self.commands += 1;
-        if self.commands > self.config.max_commands {
-            let text = format!("{} Error: too many commands", self.config.hostname);
-            self.close_with(Reply::new(421, (4, 7, 0), text));
-            return None;
-        }
+        self.verb = "line";
         match frame {
             Frame::Line(range) => {
                 let smtputf8 = self.tx.params.smtputf8;
@@ -453,11 +522,24 @@ impl Session {
         }
         self.output.extend_from_slice(&reply.to_bytes());
         if reply.code >= 400 {
-            self.errors += 1;
-            if self.errors >= self.config.max_errors {
-                let text = format!("{} Error: too many errors", self.config.hostname);
-                self.close_with(Reply::new(421, (4, 7, 0), text));
-            }
+            self.note_refusal(reply);
+            self.count_error();
+        }
+    }
+
+    /// Kept for the I/O layer's log; bounded should it never take them.
+    fn note_refusal(&mut self, reply: Reply) {
+        if self.refusals.len() < 64 {
+            self.refusals.push(Refusal { command: self.verb, reply });
+        }
+    }
+
+    /// One more error; at `max_errors` the session ends with `421 4.7.0`.
+    fn count_error(&mut self) {
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            let text = format!("{} Error: too many errors", self.config.hostname);
+            self.close_with(Reply::new(421, (4, 7, 0), text));
         }
     }
 
@@ -467,6 +549,9 @@ impl Session {
             return;
         }
         self.output.extend_from_slice(&reply.to_bytes());
+        if reply.code >= 400 {
+            self.note_refusal(reply);
+        }
         self.closed = true;
         self.pending = None;
         self.mode = Mode::Command;

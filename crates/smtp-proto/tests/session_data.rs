@@ -181,3 +181,83 @@ fn binary_octets_are_content_in_data() {
     assert_eq!(h.send(bytes), lines(&[GO_AHEAD, "250 2.0.0 Ok: queued as Q1"]));
     assert_eq!(h.messages[0].1, b"\x00\xff\xfe binary\r\n");
 }
+
+/// RFC 2920 §3.1: a client waits for 354 before it sends content. When DATA
+/// is refused while its would-be body is already buffered, that body is
+/// never read as commands (a forged second transaction): it is dropped and
+/// the session ends with 554 5.5.0.
+#[test]
+fn input_pipelined_after_a_refused_data_is_not_executed() {
+    let answer: Answer = Box::new(|event| match event {
+        facteur_smtp_proto::Event::Rcpt { to, .. } if to.local == "nosuch" => {
+            Err(facteur_smtp_proto::Reply::new(550, (5, 1, 1), "Error: no such user"))
+        }
+        _ => Ok("Q1".into()),
+    });
+    let mut h = Harness::with(config(), answer);
+    h.send("EHLO c.example\r\n");
+    let out = h.send(
+        "MAIL FROM:<a@x.example>\r\nRCPT TO:<nosuch@local.example>\r\nDATA\r\n\
+         MAIL FROM:<ceo@victim.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\nevil\r\n.\r\n",
+    );
+    assert_eq!(
+        out,
+        lines(&[
+            "250 2.1.0 Ok",
+            "550 5.1.1 Error: no such user",
+            "554 5.5.0 Error: SMTP protocol synchronization: input after a refused DATA \
+             (Error: no valid recipients) discarded",
+        ])
+    );
+    assert!(h.closed);
+    assert_eq!(h.events, ["mail", "rcpt", "close"], "the forged MAIL was never asked about");
+    assert!(h.messages.is_empty());
+}
+
+#[test]
+fn a_refused_data_with_nothing_behind_it_is_an_ordinary_refusal() {
+    // Any DATA that gets no 354 (no transaction, no recipient) and has no
+    // bytes behind it: the client reads the refusal and goes on.
+    let mut h = greeted(config());
+    assert_eq!(h.send("DATA\r\n"), lines(&["554 5.5.1 Error: no valid recipients"]));
+    h.send("MAIL FROM:<a@b>\r\n");
+    assert_eq!(h.send("DATA\r\n"), lines(&["554 5.5.1 Error: no valid recipients"]));
+    assert!(!h.closed);
+    assert_eq!(h.send("RCPT TO:<c@d>\r\nDATA\r\n"), lines(&["250 2.1.5 Ok", GO_AHEAD]));
+    assert_eq!(h.send("ok\r\n.\r\n"), lines(&["250 2.0.0 Ok: queued as Q1"]));
+    // Before EHLO too, with input behind it: closed.
+    let mut h = Harness::new(config());
+    assert_eq!(
+        h.send("DATA\r\nMAIL FROM:<x@y>\r\n"),
+        lines(&["554 5.5.0 Error: SMTP protocol synchronization: input after a refused DATA \
+             (Error: send HELO/EHLO first) discarded"])
+    );
+    assert!(h.closed);
+}
+
+#[test]
+fn a_refused_bdat_chunk_is_eaten_by_its_size() {
+    // RFC 3030 §2: BDAT may be pipelined and its chunk is framed by size,
+    // so the chunk is consumed and what follows it is a real command.
+    let mut h = greeted(config());
+    h.send("MAIL FROM:<a@b>\r\n");
+    let out = h.send("BDAT 25\r\nMAIL FROM:<evil@x.test>\r\nNOOP\r\n");
+    assert_eq!(out, lines(&["554 5.5.1 Error: no valid recipients", "250 2.0.0 Ok"]));
+    assert_eq!(h.events, ["mail"]);
+}
+
+#[test]
+fn talking_before_the_greeting_gets_554_instead_of_220() {
+    let mut h = Harness::new(config());
+    // The I/O layer noticed bytes before it sent the queued greeting.
+    h.session.feed(b"EHLO early.example\r\n");
+    h.output.clear();
+    h.session.talked_before_greeting();
+    h.run();
+    assert_eq!(
+        h.transcript(),
+        lines(&["554 5.5.0 mx.example Error: SMTP protocol synchronization (client talked before the greeting)"])
+    );
+    assert!(h.closed);
+    assert!(h.events == ["close"]);
+}

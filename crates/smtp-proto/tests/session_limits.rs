@@ -41,16 +41,73 @@ fn bare_lf_bare_cr_and_empty_command_lines() {
 }
 
 #[test]
-fn max_commands_at_and_past_the_edge() {
-    // The greeting is not a command; EHLO is the first of 5.
-    let mut h = greeted(SessionConfig { max_commands: 5, ..config() });
-    assert_eq!(h.send("NOOP\r\nNOOP\r\nNOOP\r\n"), lines(&["250 2.0.0 Ok"; 3]));
-    // The 5th command still runs; refused lines count too.
-    assert_eq!(h.send("BOGUS\r\n"), lines(&["500 5.5.2 Error: command not recognized"]));
+fn max_messages_at_and_past_the_edge() {
+    // Counted in accepted messages, not commands: a bulk sender reusing one
+    // connection is not cut after a few hundred commands.
+    let mut h = greeted(SessionConfig { max_messages: 2, ..config() });
+    let tx = "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n";
+    for n in 1..=2 {
+        h.send(tx);
+        assert_eq!(h.send("x\r\n.\r\n"), lines(&[&format!("250 2.0.0 Ok: queued as Q{n}")]));
+        // Commands around messages do not count.
+        assert_eq!(h.send("RSET\r\nNOOP\r\n"), lines(&["250 2.0.0 Ok"; 2]));
+    }
     assert!(!h.closed);
-    assert_eq!(h.send("NOOP\r\nNOOP\r\n"), lines(&["421 4.7.0 mx.example Error: too many commands"]));
+    // The 3rd message's MAIL ends the session (as Exim): reconnect.
+    assert_eq!(
+        h.send("MAIL FROM:<a@b>\r\n"),
+        lines(&["421 4.7.0 mx.example Error: too many messages in one connection; reconnect"])
+    );
     assert!(h.closed);
-    assert_eq!(h.events, ["close"]);
+    assert_eq!(h.messages.len(), 2);
+}
+
+#[test]
+fn a_refused_message_does_not_count_toward_max_messages() {
+    let answer: Answer = Box::new(|event| match event {
+        facteur_smtp_proto::Event::Message { data, .. } if data.starts_with(b"bad") => {
+            Err(facteur_smtp_proto::Reply::new(554, (5, 6, 0), "Error: refused"))
+        }
+        _ => Ok("Q".into()),
+    });
+    let mut h = Harness::with(SessionConfig { max_messages: 1, ..config() }, answer);
+    h.send("EHLO c.example\r\n");
+    let tx = "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n";
+    h.send(tx);
+    assert_eq!(h.send("bad\r\n.\r\n"), lines(&["554 5.6.0 Error: refused"]));
+    h.send(tx);
+    assert_eq!(h.send("good\r\n.\r\n"), lines(&["250 2.0.0 Ok: queued as Q"]));
+    assert!(h.send("MAIL FROM:<a@b>\r\n").starts_with("421 4.7.0"));
+}
+
+#[test]
+fn junk_commands_at_and_past_the_edge() {
+    // EHLO was the first junk command; 3 more are free, then each counts as an error.
+    let mut h = greeted(SessionConfig { max_junk_commands: 4, max_errors: 2, ..config() });
+    assert_eq!(h.send("NOOP\r\nRSET\r\nVRFY x\r\n").matches("25").count(), 3);
+    assert!(!h.closed);
+    // The 5th is answered and counted as the first error...
+    assert_eq!(h.send("NOOP\r\n"), lines(&["250 2.0.0 Ok"]));
+    assert!(!h.closed);
+    // ...the 6th is the second error: 421 instead of an answer.
+    assert_eq!(h.send("HELP\r\n"), lines(&["421 4.7.0 mx.example Error: too many errors"]));
+    assert!(h.closed);
+}
+
+#[test]
+fn an_accepted_message_starts_the_error_and_junk_counts_again() {
+    let mut h = greeted(SessionConfig { max_junk_commands: 2, max_errors: 2, ..config() });
+    let tx = "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n";
+    for _ in 0..5 {
+        // One error and one junk command (past EHLO and this RSET) per round:
+        // without the reset the session would end in the second round.
+        assert_eq!(h.send("BOGUS\r\n"), lines(&["500 5.5.2 Error: command not recognized"]));
+        h.send("RSET\r\n");
+        h.send(tx);
+        assert!(h.send("x\r\n.\r\n").starts_with("250 2.0.0"));
+    }
+    assert!(!h.closed);
+    assert_eq!(h.messages.len(), 5);
 }
 
 #[test]

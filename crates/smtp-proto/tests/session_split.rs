@@ -257,7 +257,8 @@ fn arbitrary_bytes_never_panic() {
         SessionConfig { max_command_line: 16, max_data_line: 8, max_message_size: 20, ..config() },
         SessionConfig {
             max_recipients: 1,
-            max_commands: 10,
+            max_messages: 2,
+            max_junk_commands: 3,
             max_errors: 2,
             starttls_available: true,
             auth_enabled: true,
@@ -267,7 +268,8 @@ fn arbitrary_bytes_never_panic() {
         SessionConfig {
             max_message_size: 0,
             max_errors: usize::MAX,
-            max_commands: usize::MAX,
+            max_messages: usize::MAX,
+            max_junk_commands: usize::MAX,
             starttls_available: true,
             auth_enabled: true,
             ..config()

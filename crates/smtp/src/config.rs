@@ -15,12 +15,36 @@ pub struct SmtpConfig {
     pub max_command_line: usize,
     /// Longest line of message data, in octets including CRLF (RFC 5321 §4.5.3.1.6).
     pub max_data_line: usize,
-    /// Commands in one session before it is closed with 421.
-    pub max_commands: usize,
-    /// Error replies in one session before it is closed with 421.
+    /// Messages accepted on one connection; the next MAIL gets 421 (as Exim).
+    pub max_messages_per_connection: usize,
+    /// Error replies since the last accepted message before the session is
+    /// closed with 421.
     pub max_errors: usize,
+    /// NOOP, RSET, VRFY, EXPN, HELP, EHLO and HELO allowed between two
+    /// messages before each counts as an error (Postfix's smtpd_junk_command_limit).
+    pub max_junk_commands: usize,
+    /// Replaced by `max_messages_per_connection` (it counted every command,
+    /// which cut bulk senders); still read so old files load, and ignored
+    /// with a warning.
+    pub max_commands: Option<usize>,
     /// Seconds a client may stay silent before `421 4.4.2` (RFC 5321 §4.5.3.2.7: 5 minutes).
     pub idle_timeout_secs: u64,
+    /// Seconds one command, or one message's content, may take to arrive,
+    /// plus one second per `min_data_rate` octets received (Postfix's
+    /// smtpd_per_request_deadline and smtpd_min_data_rate).
+    pub request_timeout_secs: u64,
+    /// Octets per second a slow client is credited with (0: no credit).
+    pub min_data_rate: u64,
+    /// Seconds replies may stay unread before the session ends.
+    pub write_timeout_secs: u64,
+    /// While three quarters of `max_connections` are taken, the idle and
+    /// request timeouts are at most this (Postfix's stress mode), and a
+    /// connection stalled this long makes room for a new client at the cap.
+    pub stress_timeout_secs: u64,
+    /// Milliseconds a client of the MX port waits for the greeting; one
+    /// that talks first gets `554 5.5.0` (0: no pause). Trusted networks
+    /// and the submission ports do not wait.
+    pub greet_pause_ms: u64,
     /// Simultaneous SMTP connections, all listeners together.
     pub max_connections: usize,
     /// Seconds to wait after a failed AUTH before answering (slows password guessing).
@@ -43,9 +67,16 @@ impl Default for SmtpConfig {
             max_recipients: 100,
             max_command_line: 2048,
             max_data_line: 1000,
-            max_commands: 1000,
+            max_messages_per_connection: 1000,
             max_errors: 20,
+            max_junk_commands: 100,
+            max_commands: None,
             idle_timeout_secs: 300,
+            request_timeout_secs: 300,
+            min_data_rate: 500,
+            write_timeout_secs: 300,
+            stress_timeout_secs: 10,
+            greet_pause_ms: 1000,
             max_connections: 1000,
             auth_failure_delay_secs: 1,
             trusted_networks: vec!["127.0.0.0/8".parse().unwrap_or_default(), "::1/128".parse().unwrap_or_default()],
@@ -59,5 +90,23 @@ impl Default for SmtpConfig {
 impl SmtpConfig {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+
+    /// The gate and timeouts of the SMTP listeners. SMTP has no login
+    /// before which to be stricter: the idle timeout applies from the start
+    /// (and tightens under pressure).
+    pub fn limits(&self) -> (facteur_net::GateConfig, facteur_net::Timeouts) {
+        facteur_net::limits(
+            self.max_connections,
+            self.max_connections_per_ip,
+            [
+                self.idle_timeout_secs,
+                self.idle_timeout_secs,
+                self.request_timeout_secs,
+                self.min_data_rate,
+                self.write_timeout_secs,
+                self.stress_timeout_secs,
+            ],
+        )
     }
 }

@@ -1,6 +1,6 @@
-//! Per-client limits (like Postfix's anvil): simultaneous connections per
-//! IP, messages per minute per IP and per authenticated user. Trusted
-//! networks are exempt. Time is passed in.
+//! Per-client message rates (like Postfix's anvil): messages per minute per
+//! IP and per authenticated user. Trusted networks are exempt. Time is
+//! passed in. (Connections per IP are capped at the gate, `facteur-net`.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitConfig {
-    pub connections_per_ip: usize,
     pub messages_per_minute_per_ip: u32,
     pub messages_per_minute_per_user: u32,
 }
@@ -36,7 +35,6 @@ impl Window {
 
 #[derive(Default)]
 struct State {
-    connections: HashMap<IpAddr, usize>,
     ip_messages: HashMap<IpAddr, Window>,
     user_messages: HashMap<String, Window>,
 }
@@ -47,42 +45,12 @@ pub struct ClientLimits {
     state: Arc<Mutex<State>>,
 }
 
-/// Held while a connection is open; releases its slot when dropped.
-pub struct ConnectionSlot {
-    ip: IpAddr,
-    state: Arc<Mutex<State>>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.state.lock()
-            && let Some(n) = s.connections.get_mut(&self.ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                s.connections.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Tables stop growing here; old windows are dropped first.
 const MAX_TRACKED: usize = 100_000;
 
 impl ClientLimits {
     pub fn new(config: LimitConfig) -> Self {
         ClientLimits { config, state: Arc::new(Mutex::new(State::default())) }
-    }
-
-    /// A slot for a new connection from `ip`, or `None` past the limit (0 = no limit).
-    pub fn connect(&self, ip: IpAddr) -> Option<ConnectionSlot> {
-        let mut s = self.state.lock().ok()?;
-        let n = s.connections.entry(ip).or_insert(0);
-        if self.config.connections_per_ip > 0 && *n >= self.config.connections_per_ip {
-            return None;
-        }
-        *n += 1;
-        Some(ConnectionSlot { ip, state: self.state.clone() })
     }
 
     /// Count a message (at MAIL); `Err` names which limit was hit.
@@ -120,27 +88,8 @@ mod tests {
     }
 
     #[test]
-    fn connections_at_and_past_the_limit() {
-        let l = ClientLimits::new(LimitConfig {
-            connections_per_ip: 2,
-            messages_per_minute_per_ip: 0,
-            messages_per_minute_per_user: 0,
-        });
-        let a = l.connect(ip("192.0.2.1")).unwrap();
-        let _b = l.connect(ip("192.0.2.1")).unwrap();
-        assert!(l.connect(ip("192.0.2.1")).is_none());
-        assert!(l.connect(ip("192.0.2.2")).is_some(), "another client is not affected");
-        drop(a);
-        assert!(l.connect(ip("192.0.2.1")).is_some(), "a closed connection frees its slot");
-    }
-
-    #[test]
     fn messages_per_minute_per_ip_and_user() {
-        let l = ClientLimits::new(LimitConfig {
-            connections_per_ip: 0,
-            messages_per_minute_per_ip: 3,
-            messages_per_minute_per_user: 2,
-        });
+        let l = ClientLimits::new(LimitConfig { messages_per_minute_per_ip: 3, messages_per_minute_per_user: 2 });
         let a = ip("192.0.2.1");
         assert_eq!(l.message(a, None, 0), Ok(()));
         assert_eq!(l.message(a, Some("u"), 1), Ok(()));

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use facteur_net::Attempt;
 use facteur_smtp_proto::{Address, AuthRequest, Reply};
 use facteur_store::{Lookup, Route, Store, password};
 
@@ -49,33 +50,42 @@ pub(crate) async fn vet_recipient<S: Store>(
     }
 }
 
-/// AUTH: the user must exist and the password match its Argon2 hash.
-/// A failure is answered after a delay, the same whether the user exists or not.
-pub(crate) async fn authenticate<S: Store>(ctx: &SmtpContext<S>, req: AuthRequest) -> Result<String, Reply> {
-    let user = ctx.store.get_user(&req.username).await.map_err(temporary)?;
-    let ok_user = match user {
-        Some(u) => {
-            let hash = u.password_hash.clone();
-            let password = req.password.clone();
-            let ok = password::check(password, hash).await;
-            ok.then_some(u.address)
-        }
-        None => None,
+/// AUTH: the user must exist and the password match its Argon2 hash; an
+/// unknown user costs the same as a wrong password. Failures are throttled
+/// by address and account with IMAP and POP3 (`facteur_net::AuthThrottle`,
+/// before the password is looked at), and answered after a delay.
+pub(crate) async fn authenticate<S: Store>(
+    ctx: &SmtpContext<S>,
+    req: AuthRequest,
+    peer: std::net::SocketAddr,
+) -> Result<String, Reply> {
+    let check = async {
+        let user = ctx.store.get_user(&req.username).await.map_err(temporary)?;
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let good = password::check_login(req.password.clone(), hash).await;
+        // RFC 4954 §4: an authorization identity other than the user is not supported.
+        Ok(user
+            .filter(|u| {
+                good && req.authzid.as_deref().is_none_or(|z| z.is_empty() || z.eq_ignore_ascii_case(&u.address))
+            })
+            .map(|u| u.address))
     };
-    // RFC 4954 §4: an authorization identity other than the user is not supported.
-    let authz_ok = match (&req.authzid, &ok_user) {
-        (Some(z), Some(u)) => z.is_empty() || z.eq_ignore_ascii_case(u),
-        _ => true,
-    };
-    match ok_user {
-        Some(u) if authz_ok => {
+    let failed = || Reply::new(535, (5, 7, 8), "Error: authentication credentials invalid");
+    match ctx.auth.attempt(peer.ip(), &req.username, check).await? {
+        Attempt::Ok(u) => {
             tracing::info!(user = %u, mechanism = %req.mechanism, "authenticated");
             Ok(u)
         }
-        _ => {
+        Attempt::Failed => {
             tracing::warn!(user = %req.username, mechanism = %req.mechanism, "authentication failed");
             tokio::time::sleep(std::time::Duration::from_secs(ctx.config.auth_failure_delay_secs)).await;
-            Err(Reply::new(535, (5, 7, 8), "Error: authentication credentials invalid"))
+            Err(failed())
+        }
+        Attempt::Throttled => Err(failed()),
+        // RFC 4954 §6 says nothing of bans: the attempt is refused like a
+        // failure, with a temporary code, and the connection then closes.
+        Attempt::Banned => {
+            Err(Reply::new(454, (4, 7, 0), "Error: too many failed logins from your address; try again later"))
         }
     }
 }

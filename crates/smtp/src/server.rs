@@ -12,11 +12,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use facteur_net::{Conn, Ended, Input};
 use facteur_smtp_proto::{Envelope, Event, Notify, Reply, Session, SessionConfig};
 use facteur_store::{MessageId, NewMessage, NewRecipient, Route, SharedClock, Store, StoredEnvelope, SystemClock};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use facteur_queue::admission::{Admission, Verdict, Watermarks};
@@ -68,14 +68,16 @@ pub struct SmtpContext<S> {
     pub admission: Arc<std::sync::Mutex<Admission>>,
     /// The spool's folder, for free-space readings.
     pub spool_dir: Option<std::path::PathBuf>,
-    connections: Arc<Semaphore>,
+    /// Connection caps of all SMTP listeners together.
+    pub gate: Arc<facteur_net::Gate>,
+    /// Failed logins, shared with IMAP and POP3.
+    pub auth: Arc<facteur_net::AuthThrottle>,
 }
 
 impl<S: Store> SmtpContext<S> {
     pub fn new(store: S, config: SmtpConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
-        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let gate = facteur_net::Gate::new("smtp", config.limits().0);
         let limits = ClientLimits::new(LimitConfig {
-            connections_per_ip: config.max_connections_per_ip,
             messages_per_minute_per_ip: config.max_messages_per_minute_per_ip,
             messages_per_minute_per_user: config.max_messages_per_minute_per_user,
         });
@@ -91,8 +93,20 @@ impl<S: Store> SmtpContext<S> {
             limits,
             admission: Arc::new(std::sync::Mutex::new(Admission::new(Watermarks::default()))),
             spool_dir: None,
-            connections,
+            gate,
+            auth: Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default())),
         }
+    }
+
+    /// Share the process's failed-login accounting (IMAP and POP3 use it too).
+    pub fn with_auth_throttle(mut self, auth: Arc<facteur_net::AuthThrottle>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// A client on a trusted network (relays without AUTH, no per-client limits).
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        self.config.trusted_networks.iter().any(|n| n.contains(&ip))
     }
 
     pub fn with_admission(
@@ -134,8 +148,9 @@ impl<S: Store> SmtpContext<S> {
             max_recipients: c.max_recipients,
             max_command_line: c.max_command_line,
             max_data_line: c.max_data_line,
-            max_commands: c.max_commands,
+            max_messages: c.max_messages_per_connection,
             max_errors: c.max_errors,
+            max_junk_commands: c.max_junk_commands,
             starttls_available: self.tls.is_some() && kind != ListenerKind::Submissions,
             tls_active: kind == ListenerKind::Submissions,
             auth_enabled: submission,
@@ -145,181 +160,197 @@ impl<S: Store> SmtpContext<S> {
 }
 
 /// Accept connections until `shutdown` turns true, then give sessions up to
-/// ten seconds to finish (each is told `421 4.3.2`) before aborting them.
+/// ten seconds to finish (each is told `421 4.3.2`) before dropping them.
 pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     kind: ListenerKind,
     ctx: Arc<SmtpContext<S>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    facteur_net::accept_loop(listener, kind.name(), shutdown, Duration::from_secs(10), |stream, peer, shutdown| {
-        connection(stream, peer, kind, ctx.clone(), shutdown)
+    let spec = facteur_net::Listener {
+        name: kind.name(),
+        gate: ctx.gate.clone(),
+        timeouts: ctx.config.limits().1,
+        implicit_tls: kind == ListenerKind::Submissions,
+        tls: ctx.tls.clone(),
+        grace: Duration::from_secs(10),
+    };
+    let trusted = |peer: SocketAddr| ctx.trusted(peer.ip());
+    facteur_net::serve(listener, spec, shutdown, trusted, busy, |peer| Smtp {
+        session: Session::new(ctx.session_config(kind)),
+        ctx: ctx.clone(),
+        client: Client { peer, kind, routes: HashMap::new() },
+        greeted: false,
     })
     .await;
 }
 
+/// RFC 5321 §3.1: a server that cannot serve says 421 and closes.
+fn busy(why: facteur_net::Refused) -> Vec<u8> {
+    Reply::new(421, (4, 7, 0), format!("Error: {}, try again later", why.as_str())).to_bytes()
+}
+
 /// Per-connection state the driver keeps beside the session.
-struct Conn {
+struct Client {
     peer: SocketAddr,
     kind: ListenerKind,
     /// Route decided at RCPT time, by lower-cased address.
     routes: HashMap<String, Route>,
 }
 
-async fn connection<S: Store>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    kind: ListenerKind,
+/// One SMTP connection: the sans-IO session and what it needs answered.
+struct Smtp<S> {
+    session: Session,
     ctx: Arc<SmtpContext<S>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let Ok(_permit) = ctx.connections.clone().try_acquire_owned() else {
-        tracing::warn!("connection limit reached; refusing with 421");
-        let r = Reply::new(421, (4, 7, 0), format!("{} Error: too many connections, try again later", ctx.hostname));
-        stream.write_all(&r.to_bytes()).await?;
-        return Ok(());
-    };
-    let trusted = ctx.config.trusted_networks.iter().any(|n| n.contains(&peer.ip()));
-    let _slot = if trusted {
-        None
-    } else {
-        match ctx.limits.connect(peer.ip()) {
-            Some(slot) => Some(slot),
-            None => {
-                tracing::warn!("too many connections from this address; refusing with 421");
-                let r = Reply::new(
-                    421,
-                    (4, 7, 0),
-                    format!("{} Error: too many connections from {}", ctx.hostname, peer.ip()),
-                );
-                stream.write_all(&r.to_bytes()).await?;
-                return Ok(());
-            }
+    client: Client,
+    /// The greeting pause is over (or was not needed).
+    greeted: bool,
+}
+
+impl<S: Store> facteur_net::Protocol for Smtp<S> {
+    async fn drive<IO: facteur_net::Stream>(&mut self, conn: &mut Conn<IO>) -> std::io::Result<Ended> {
+        if !self.greeted {
+            self.greeted = true;
+            self.greeting_pause(conn).await?;
         }
-    };
-    let _ = stream.set_nodelay(true);
-    let mut conn = Conn { peer, kind, routes: HashMap::new() };
-    let mut session = Session::new(ctx.session_config(kind));
-    let tls = ctx.tls.clone();
-    if kind == ListenerKind::Submissions {
-        let Some(tls) = tls else {
-            tracing::error!("implicit-TLS listener without a certificate; closing");
-            return Ok(());
-        };
-        let mut tls_stream = facteur_net::tls_accept(stream, tls).await?;
-        drive(&mut tls_stream, &mut session, &ctx, &mut conn, &mut shutdown).await?;
-        return Ok(());
+        drive(conn, &mut self.session, &self.ctx, &mut self.client).await
     }
-    if drive(&mut stream, &mut session, &ctx, &mut conn, &mut shutdown).await? == Outcome::StartTls {
-        let Some(tls) = tls else { return Ok(()) };
-        let mut tls_stream = facteur_net::tls_accept(stream, tls).await?;
+
+    fn tls_started(&mut self) {
         // RFC 3207 §4.2: the session forgets everything learnt before TLS.
-        session.tls_established();
-        conn.routes.clear();
-        drive(&mut tls_stream, &mut session, &ctx, &mut conn, &mut shutdown).await?;
+        self.session.tls_established();
+        self.client.routes.clear();
     }
-    Ok(())
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    Closed,
-    StartTls,
-}
-
-async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO, session: &mut Session) -> std::io::Result<()> {
-    let out = session.take_output();
-    if !out.is_empty() {
-        io.write_all(&out).await?;
-        io.flush().await?;
+impl<S: Store> Smtp<S> {
+    /// On the MX port, strangers wait `greet_pause_ms` for the greeting; one
+    /// that talks first (RFC 5321 §4.3.1: the client waits for the 220) is
+    /// a bot that does not read replies, and gets `554 5.5.0` instead.
+    async fn greeting_pause<IO: facteur_net::Stream>(&mut self, conn: &mut Conn<IO>) -> std::io::Result<()> {
+        let pause = Duration::from_millis(self.ctx.config.greet_pause_ms);
+        if self.client.kind != ListenerKind::Mx || pause.is_zero() || self.ctx.trusted(self.client.peer.ip()) {
+            return Ok(());
+        }
+        if conn.talks_within(pause).await? {
+            self.session.talked_before_greeting();
+        }
+        Ok(())
     }
-    Ok(())
 }
 
-async fn drive<S: Store, IO: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut IO,
+/// Write what the session has to say, and log its refusals.
+async fn flush<IO: facteur_net::Stream>(
+    conn: &mut Conn<IO>,
+    session: &mut Session,
+    client: &Client,
+) -> std::io::Result<()> {
+    for r in session.take_refusals() {
+        let reply = r.reply.lines.first().map(String::as_str).unwrap_or("");
+        let text = format!("{} {}", r.reply.code, reply);
+        facteur_net::reject::event(client.kind.name(), client.peer, r.command, reply, &text);
+    }
+    conn.write(&session.take_output()).await
+}
+
+async fn drive<S: Store, IO: facteur_net::Stream>(
+    conn: &mut Conn<IO>,
     session: &mut Session,
     ctx: &SmtpContext<S>,
-    conn: &mut Conn,
-    shutdown: &mut watch::Receiver<bool>,
-) -> std::io::Result<Outcome> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let idle = ctx.config.idle_timeout();
+    client: &mut Client,
+) -> std::io::Result<Ended> {
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         match session.poll() {
             Event::NeedInput => {
-                flush(io, session).await?;
-                tokio::select! {
-                    r = tokio::time::timeout(idle, io.read(&mut buf)) => match r {
-                        Ok(Ok(0)) => return Ok(Outcome::Closed),
-                        Ok(Ok(n)) => session.feed(&buf[..n]),
-                        Ok(Err(e)) => return Err(e),
-                        Err(_) => {
-                            tracing::info!("idle timeout; closing with 421");
-                            session.timeout();
-                        }
-                    },
-                    _ = shutdown.wait_for(|s| *s) => session.shutdown(),
+                flush(conn, session, client).await?;
+                let partial = session.has_partial_input();
+                if !partial {
+                    conn.progressed();
+                }
+                match conn.read(&mut buf, partial, None).await? {
+                    Input::Data(n) => session.feed(&buf[..n]),
+                    Input::Eof => return Ok(Ended::Closed),
+                    Input::Timeout(waited) => {
+                        tracing::info!(?waited, "timeout; closing with 421");
+                        session.timeout();
+                    }
+                    Input::Shutdown => session.shutdown(),
+                    Input::Evicted => session.evicted(),
                 }
             }
             Event::StartTls => {
-                flush(io, session).await?;
-                return Ok(Outcome::StartTls);
+                flush(conn, session, client).await?;
+                return Ok(Ended::StartTls);
             }
             Event::Close => {
-                flush(io, session).await?;
-                let _ = io.shutdown().await;
-                return Ok(Outcome::Closed);
+                flush(conn, session, client).await?;
+                return Ok(Ended::Closed);
             }
             Event::Auth(req) => {
-                let r = policy::authenticate(ctx, req).await;
-                session.auth_result(r);
-            }
-            Event::Mail { params, .. } => {
-                conn.routes.clear();
-                let ip = conn.peer.ip();
-                // The free-disk guard needs no class: with SIZE declared, a
-                // message that cannot fit is refused before its data is sent.
-                let size = params.size.unwrap_or(0);
-                let guard = ctx
-                    .admission
-                    .lock()
-                    .map(|a| a.verdict(facteur_classify::Class::System, size, ctx.free_disk()))
-                    .unwrap_or(Verdict::Accept);
-                if let Verdict::TryLater { code: 452, enhanced, reason } = guard {
-                    tracing::warn!(%reason, "refusing at MAIL: storage");
-                    session.mail_result(Err(Reply::new(452, enhanced, reason)));
-                    continue;
+                let r = policy::authenticate(ctx, req, client.peer).await;
+                let banned = r.as_ref().is_err_and(|e| e.code == 454);
+                if r.is_ok() {
+                    conn.logged_in();
                 }
-                let trusted = ctx.config.trusted_networks.iter().any(|n| n.contains(&ip));
-                let r = if trusted {
-                    Ok(())
-                } else {
-                    ctx.limits.message(ip, session.auth_user(), ctx.clock.now_ms()).map_err(|which| {
-                        tracing::warn!(limit = which, "message rate limit reached; 450");
-                        let who = if which == "user" { "your account" } else { "your address" };
-                        Reply::new(450, (4, 7, 1), format!("Error: too much mail from {who}; try again later"))
-                    })
-                };
+                session.auth_result(r);
+                if banned {
+                    session.close(Reply::new(421, (4, 7, 0), format!("{} Error: closing connection", ctx.hostname)));
+                }
+            }
+            Event::Mail { from, params } => {
+                let r = vet_sender(ctx, session, client, from.as_ref(), &params);
                 session.mail_result(r);
             }
             Event::Rcpt { to, .. } => {
                 let r = match policy::recipient_key(ctx, &to).await {
-                    Ok(key) => policy::vet_recipient(ctx, &key, session.auth_user().is_some(), conn.peer.ip())
+                    Ok(key) => policy::vet_recipient(ctx, &key, session.auth_user().is_some(), client.peer.ip())
                         .await
                         .map(|route| {
-                            conn.routes.insert(key, route);
+                            client.routes.insert(key, route);
                         }),
                     Err(reply) => Err(reply),
                 };
                 session.rcpt_result(r);
             }
             Event::Message { envelope, data } => {
-                let reply = accept_message(ctx, conn, envelope, data).await;
+                let reply = accept_message(ctx, client, envelope, data).await;
                 session.message_result(reply);
             }
         }
     }
+}
+
+/// MAIL: the free-disk guard, then the per-client message rates.
+fn vet_sender<S: Store>(
+    ctx: &SmtpContext<S>,
+    session: &Session,
+    client: &mut Client,
+    _from: Option<&facteur_smtp_proto::Address>,
+    params: &facteur_smtp_proto::MailParams,
+) -> Result<(), Reply> {
+    client.routes.clear();
+    let ip = client.peer.ip();
+    // The free-disk guard needs no class: with SIZE declared, a
+    // message that cannot fit is refused before its data is sent.
+    let size = params.size.unwrap_or(0);
+    let guard = ctx
+        .admission
+        .lock()
+        .map(|a| a.verdict(facteur_classify::Class::System, size, ctx.free_disk()))
+        .unwrap_or(Verdict::Accept);
+    if let Verdict::TryLater { code: 452, enhanced, reason } = guard {
+        tracing::warn!(%reason, "refusing at MAIL: storage");
+        return Err(Reply::new(452, enhanced, reason));
+    }
+    if ctx.trusted(ip) {
+        return Ok(());
+    }
+    ctx.limits.message(ip, session.auth_user(), ctx.clock.now_ms()).map_err(|which| {
+        tracing::warn!(limit = which, "message rate limit reached; 450");
+        let who = if which == "user" { "your account" } else { "your address" };
+        Reply::new(450, (4, 7, 1), format!("Error: too much mail from {who}; try again later"))
+    })
 }
 
 /// Local recipients that asked for NOTIFY=SUCCESS (RFC 3461 §4.1): they
@@ -403,7 +434,7 @@ fn client_ip(ip: IpAddr) -> String {
 }
 
 /// Prepend our header fields, commit durably, and build the final reply.
-async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: Envelope, data: Vec<u8>) -> Reply {
+async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env: Envelope, data: Vec<u8>) -> Reply {
     let now_ms = ctx.clock.now_ms();
     let id = MessageId::new(now_ms.max(0) as u64);
     let span = tracing::info_span!("message", id = %id, class = tracing::field::Empty);
@@ -415,10 +446,10 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
                 Ok(k) => k,
                 Err(reply) => return reply,
             };
-            let route = match conn.routes.get(&key) {
+            let route = match client.routes.get(&key) {
                 Some(route) => route.clone(),
                 // Not vetted in this session (should not happen): vet again.
-                None => match policy::vet_recipient(ctx, &key, env.auth_user.is_some(), conn.peer.ip()).await {
+                None => match policy::vet_recipient(ctx, &key, env.auth_user.is_some(), client.peer.ip()).await {
                     Ok(route) => route,
                     Err(reply) => return reply,
                 },
@@ -442,9 +473,9 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
                 mail_from: &mail_from_text,
                 recipients: &addresses,
                 auth_user: env.auth_user.as_deref(),
-                client_ip: conn.peer.ip(),
+                client_ip: client.peer.ip(),
                 message: &data,
-                listener: if conn.kind == ListenerKind::Mx {
+                listener: if client.kind == ListenerKind::Mx {
                     facteur_classify::Listener::Mx
                 } else {
                     facteur_classify::Listener::Submission
@@ -465,7 +496,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
             tracing::warn!(class = decision.class.as_str(), %reason, "message deferred at the door");
             return Reply::new(code, enhanced, reason);
         }
-        let ip = client_ip(conn.peer.ip());
+        let ip = client_ip(client.peer.ip());
         let id_text = id.to_string();
         let protocol = headers::with_protocol(env.esmtp, env.tls, env.auth_user.is_some(), env.mail_params.smtputf8);
         let single = (recipients.len() == 1).then(|| recipients[0].address.as_str());
@@ -481,7 +512,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, conn: &mut Conn, env: En
         let mut full = Vec::with_capacity(data.len() + received.len() + 128);
         full.extend_from_slice(received.as_bytes());
         // RFC 6409 §8.2, §8.3: a submission server may complete Date and Message-ID.
-        if conn.kind != ListenerKind::Mx {
+        if client.kind != ListenerKind::Mx {
             if !headers::has_field(&data, "Date") {
                 full.extend_from_slice(format!("Date: {}\r\n", headers::rfc5322_date(secs)).as_bytes());
             }

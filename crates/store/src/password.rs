@@ -41,6 +41,36 @@ pub async fn check(password: String, stored: String) -> bool {
     tokio::task::spawn_blocking(move || verify(&password, &stored)).await.unwrap_or(false)
 }
 
+/// [`check`] for a login: the user's hash, or `None` for a user that does
+/// not exist, which is checked against a hash of nothing anyone types with
+/// the default parameters, so an unknown user costs the same time as a
+/// wrong password and a guesser cannot tell which users exist.
+pub async fn check_login(password: String, stored: Option<String>) -> bool {
+    match stored {
+        Some(stored) => check(password, stored).await,
+        None => {
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let dummy = match DUMMY.get() {
+                Some(d) => d.clone(),
+                // Made once, off the async threads.
+                None => tokio::task::spawn_blocking(|| DUMMY.get_or_init(|| hash(&unguessable())).clone())
+                    .await
+                    .unwrap_or_default(),
+            };
+            check(password, dummy).await;
+            false
+        }
+    }
+}
+
+/// 32 random characters.
+fn unguessable() -> String {
+    use argon2::password_hash::rand_core::RngCore;
+    let mut b = [0u8; 24];
+    argon2::password_hash::rand_core::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Check a password against a stored hash; a malformed hash never matches.
 /// The comparison of the outputs takes constant time.
 pub fn verify(password: &str, stored: &str) -> bool {
@@ -94,6 +124,16 @@ mod tests {
         assert!(custom.starts_with("$argon2i$v=19$m=4096,t=3,p=2$"));
         assert!(super::verify("pw", &custom));
         assert!(!super::verify("pW", &custom));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_hash_check_and_fails() {
+        assert!(!super::check_login("anything".into(), None).await);
+        let h = super::hash("pw");
+        assert!(super::check_login("pw".into(), Some(h.clone())).await);
+        assert!(!super::check_login("pW".into(), Some(h)).await);
+        // The time is the point: both paths run one Argon2 verification of
+        // the default cost (measured in crates/facteur/tests/abuse.rs).
     }
 
     #[tokio::test]

@@ -47,6 +47,9 @@ pub fn test_config() -> Config {
     c.listen.pop3s = loopback0();
     c.smtp.trusted_networks = vec![];
     c.smtp.auth_failure_delay_secs = 0;
+    // Loopback is a stranger here: without this every MX connection would
+    // wait for its greeting (tests of the pause set it).
+    c.smtp.greet_pause_ms = 0;
     // Loopback is not trusted here, so the per-client limits would apply to
     // every test; the tests of those limits set them.
     c.smtp.max_connections_per_ip = 0;

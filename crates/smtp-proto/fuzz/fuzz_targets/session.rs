@@ -24,7 +24,8 @@ fn config(choice: u8) -> SessionConfig {
             max_command_line: 32,
             max_data_line: 16,
             max_message_size: 64,
-            max_commands: 50,
+            max_messages: 3,
+            max_junk_commands: 5,
             ..base
         },
     }

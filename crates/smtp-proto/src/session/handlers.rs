@@ -27,6 +27,31 @@ enum Verb {
 }
 
 impl Verb {
+    /// Commands that move no mail (Postfix's junk commands, plus HELP and
+    /// the greetings): only so many are free between two messages.
+    fn is_junk(self) -> bool {
+        matches!(self, Verb::Noop | Verb::Rset | Verb::Vrfy | Verb::Expn | Verb::Help | Verb::Ehlo | Verb::Helo)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Ehlo => "EHLO",
+            Verb::Helo => "HELO",
+            Verb::Mail => "MAIL",
+            Verb::Rcpt => "RCPT",
+            Verb::Data => "DATA",
+            Verb::Bdat => "BDAT",
+            Verb::Rset => "RSET",
+            Verb::Noop => "NOOP",
+            Verb::Quit => "QUIT",
+            Verb::Vrfy => "VRFY",
+            Verb::Expn => "EXPN",
+            Verb::Help => "HELP",
+            Verb::StartTls => "STARTTLS",
+            Verb::Auth => "AUTH",
+        }
+    }
+
     fn of(command: &Command) -> Verb {
         match command {
             Command::Ehlo(_) => Verb::Ehlo,
@@ -118,15 +143,38 @@ pub(super) fn not_implemented() -> Reply {
 
 impl Session {
     pub(super) fn dispatch(&mut self, command: Command) {
-        if let Err(reply) = self.allowed(Verb::of(&command)) {
-            if let Command::Bdat { size, .. } = command {
+        let verb = Verb::of(&command);
+        self.verb = verb.name();
+        if let Err(reply) = self.allowed(verb) {
+            match command {
                 // RFC 3030 §2: the chunk follows whatever the reply; eat it
-                // so that it is never read as commands.
-                self.discard_chunk(size, reply, After::Stay);
-            } else {
-                self.reply(reply);
+                // by its announced size so that it is never read as commands.
+                Command::Bdat { size, .. } => self.discard_chunk(size, reply, After::Stay),
+                // RFC 2920 §3.1: DATA ends a pipelined group and the client
+                // waits for 354. Bytes already behind a DATA that got no 354
+                // are a message body that would be read as commands (a forged
+                // second transaction): drop them, say why, and close.
+                Command::Data if !self.input.rest().is_empty() => {
+                    let text = format!(
+                        "Error: SMTP protocol synchronization: input after a refused DATA ({}) discarded",
+                        reply.lines.first().map(String::as_str).unwrap_or("refused")
+                    );
+                    self.input.clear();
+                    self.close_with(Reply::new(554, (5, 5, 0), text));
+                }
+                _ => self.reply(reply),
             }
             return;
+        }
+        if verb.is_junk() {
+            self.junk += 1;
+            if self.junk > self.config.max_junk_commands {
+                // Answered as usual, but the session is wasting our time.
+                self.count_error();
+                if self.closed {
+                    return;
+                }
+            }
         }
         match command {
             Command::Ehlo(domain) => self.cmd_hello(domain, true),
@@ -197,6 +245,11 @@ impl Session {
     }
 
     fn cmd_mail(&mut self, from: Option<Address>, params: MailParams) {
+        if self.messages >= self.config.max_messages {
+            let text = format!("{} Error: too many messages in one connection; reconnect", self.config.hostname);
+            self.close_with(Reply::new(421, (4, 7, 0), text));
+            return;
+        }
         // RFC 6409 §4.3 / RFC 4954 §6: submission needs AUTH first.
         if self.config.auth_required && self.auth_user.is_none() {
             let text = if !self.tls_active && self.config.starttls_available {

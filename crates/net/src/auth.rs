@@ -1,0 +1,320 @@
+//! Password guessing, throttled across SMTP, IMAP and POP3 together: one
+//! [`AuthThrottle`] sees every failed login of the process, by client
+//! address and by account, and its verdict comes *before* the password is
+//! checked, so a reconnecting guesser gets no fresh, undelayed guess.
+//!
+//! - Per address: a few failures are free, then each attempt waits an
+//!   exponentially growing delay, and at `ban_after` failures the address
+//!   is banned for `ban_for` (every attempt fails unchecked).
+//! - Per account (guessing from many addresses): past a few failures the
+//!   account takes one guess per growing interval; attempts in between
+//!   fail unchecked. An address that logged in to the account before is
+//!   not held back by this, so its owner still gets in.
+//!
+//! Time is passed in (`Instant`), so tests run hours of it at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// `[auth]` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// Failures from one address answered without delay.
+    pub free_failures: u32,
+    /// The first delay; it doubles with each further failure...
+    pub base_delay: Duration,
+    /// ...up to this.
+    pub max_delay: Duration,
+    /// Failures from one address that get it banned (0: never).
+    pub ban_after: u32,
+    /// How long a ban lasts, and how long failures are remembered.
+    pub ban_for: Duration,
+    /// Failures on one account (from addresses that never logged in to it)
+    /// before it takes one guess per interval.
+    pub account_free_failures: u32,
+    /// The longest interval between two guesses on one account.
+    pub account_max_delay: Duration,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        AuthPolicy {
+            free_failures: 3,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            ban_after: 10,
+            ban_for: Duration::from_secs(900),
+            account_free_failures: 10,
+            account_max_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What to do with a login attempt, before the password is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before {
+    /// Check the password after this delay.
+    Check(Duration),
+    /// Fail it without checking; `ban` says the address is banned (the
+    /// protocol then closes the connection).
+    Refuse { ban: bool },
+}
+
+/// The result of [`AuthThrottle::attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt<T> {
+    /// The password was right.
+    Ok(T),
+    /// It was wrong (or the user does not exist).
+    Failed,
+    /// It was not checked: the account is being guessed at.
+    Throttled,
+    /// It was not checked: this address is banned; close the connection.
+    Banned,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    failures: u32,
+    last: Instant,
+    /// Address: banned until. Account: no guess before.
+    until: Option<Instant>,
+}
+
+/// Tables stop growing here; the stalest entries go first.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Default)]
+struct Tables {
+    ips: HashMap<IpAddr, Record>,
+    accounts: HashMap<String, Record>,
+    /// (account, address) pairs that logged in, and when.
+    known: HashMap<(String, IpAddr), Instant>,
+}
+
+pub struct AuthThrottle {
+    policy: Mutex<AuthPolicy>,
+    tables: Mutex<Tables>,
+}
+
+fn doubling(base: Duration, max: Duration, steps: u32) -> Duration {
+    base.saturating_mul(1u32 << steps.min(20)).min(max)
+}
+
+/// Keep a table bounded: drop what is older than `keep`, and if it is
+/// still full, the oldest tenth.
+fn prune<K: Eq + Hash + Clone, V>(map: &mut HashMap<K, V>, now: Instant, keep: Duration, at: impl Fn(&V) -> Instant) {
+    if map.len() < MAX_TRACKED {
+        return;
+    }
+    map.retain(|_, v| now.saturating_duration_since(at(v)) < keep);
+    if map.len() >= MAX_TRACKED {
+        let mut ages: Vec<(Instant, K)> = map.iter().map(|(k, v)| (at(v), k.clone())).collect();
+        ages.sort_by_key(|(t, _)| *t);
+        for (_, k) in ages.into_iter().take(MAX_TRACKED / 10) {
+            map.remove(&k);
+        }
+    }
+}
+
+impl AuthThrottle {
+    pub fn new(policy: AuthPolicy) -> Self {
+        AuthThrottle { policy: Mutex::new(policy), tables: Mutex::default() }
+    }
+
+    /// A new policy (configuration reload); what was counted stays.
+    pub fn reconfigure(&self, policy: AuthPolicy) {
+        if let Ok(mut p) = self.policy.lock() {
+            *p = policy;
+        }
+    }
+
+    fn policy(&self) -> AuthPolicy {
+        self.policy.lock().map(|p| *p).unwrap_or_default()
+    }
+
+    /// The verdict for an attempt from `ip` on `account` at `now`.
+    pub fn before(&self, ip: IpAddr, account: &str, now: Instant) -> Before {
+        let p = self.policy();
+        let Ok(mut t) = self.tables.lock() else { return Before::Check(p.max_delay) };
+        let account = account.to_lowercase();
+        let mut delay = Duration::ZERO;
+        if let Some(r) = t.ips.get_mut(&ip) {
+            if now.saturating_duration_since(r.last) >= p.ban_for {
+                *r = Record { failures: 0, last: now, until: None };
+            }
+            if r.until.is_some_and(|u| now < u) {
+                return Before::Refuse { ban: true };
+            }
+            if r.failures >= p.free_failures {
+                delay = doubling(p.base_delay, p.max_delay, r.failures - p.free_failures);
+            }
+        }
+        let known = t.known.contains_key(&(account.clone(), ip));
+        if !known
+            && let Some(r) = t.accounts.get(&account)
+            && now.saturating_duration_since(r.last) < p.ban_for
+            && r.until.is_some_and(|u| now < u)
+        {
+            return Before::Refuse { ban: false };
+        }
+        Before::Check(delay)
+    }
+
+    /// A wrong password (or an unknown user) from `ip` on `account`.
+    pub fn failed(&self, ip: IpAddr, account: &str, now: Instant) {
+        let p = self.policy();
+        let Ok(mut t) = self.tables.lock() else { return };
+        let account = account.to_lowercase();
+        prune(&mut t.ips, now, p.ban_for, |r| r.last);
+        prune(&mut t.accounts, now, p.ban_for, |r| r.last);
+        let r = t.ips.entry(ip).or_insert(Record { failures: 0, last: now, until: None });
+        if now.saturating_duration_since(r.last) >= p.ban_for {
+            *r = Record { failures: 0, last: now, until: None };
+        }
+        r.failures += 1;
+        r.last = now;
+        if p.ban_after > 0 && r.failures >= p.ban_after {
+            r.until = Some(now + p.ban_for);
+            tracing::warn!(target: "facteur::reject", client = %ip, failures = r.failures, ban_secs = p.ban_for.as_secs(), "address banned for failed logins");
+        }
+        if t.known.contains_key(&(account.clone(), ip)) {
+            return;
+        }
+        let r = t.accounts.entry(account).or_insert(Record { failures: 0, last: now, until: None });
+        if now.saturating_duration_since(r.last) >= p.ban_for {
+            *r = Record { failures: 0, last: now, until: None };
+        }
+        r.failures += 1;
+        r.last = now;
+        if r.failures >= p.account_free_failures {
+            r.until = Some(now + doubling(p.base_delay, p.account_max_delay, r.failures - p.account_free_failures));
+        }
+    }
+
+    /// A login: the address's failures are forgotten, and it is known to
+    /// the account from now on.
+    pub fn succeeded(&self, ip: IpAddr, account: &str, now: Instant) {
+        let Ok(mut t) = self.tables.lock() else { return };
+        t.ips.remove(&ip);
+        prune(&mut t.known, now, Duration::from_secs(30 * 86_400), |at| *at);
+        t.known.insert((account.to_lowercase(), ip), now);
+    }
+
+    /// One login attempt: the verdict, the delay, `check` (which looks the
+    /// password up and returns the canonical account on success), and the
+    /// accounting, in that order.
+    pub async fn attempt<T, E, F>(&self, ip: IpAddr, account: &str, check: F) -> Result<Attempt<T>, E>
+    where
+        T: AsRef<str>,
+        F: Future<Output = Result<Option<T>, E>>,
+    {
+        match self.before(ip, account, Instant::now()) {
+            Before::Refuse { ban: true } => return Ok(Attempt::Banned),
+            Before::Refuse { ban: false } => {
+                tracing::warn!(target: "facteur::reject", client = %ip, account, "login not checked: the account is being guessed at");
+                return Ok(Attempt::Throttled);
+            }
+            Before::Check(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+            Before::Check(_) => {}
+        }
+        Ok(match check.await? {
+            Some(user) => {
+                self.succeeded(ip, account, Instant::now());
+                self.succeeded(ip, user.as_ref(), Instant::now());
+                Attempt::Ok(user)
+            }
+            None => {
+                self.failed(ip, account, Instant::now());
+                Attempt::Failed
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        [198, 51, 100, n].into()
+    }
+
+    #[test]
+    fn delays_grow_then_the_address_is_banned_before_any_check() {
+        let t = AuthThrottle::new(AuthPolicy::default());
+        let now = Instant::now();
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            match t.before(ip(1), "alice@x", now) {
+                Before::Check(d) => delays.push(d.as_secs()),
+                other => panic!("{other:?}"),
+            }
+            t.failed(ip(1), "alice@x", now);
+        }
+        assert_eq!(delays, [0, 0, 0, 1, 2, 4, 8, 16, 30]);
+        // The 10th failure bans; the 11th attempt (right password or not) is
+        // refused unchecked, on any account.
+        t.failed(ip(1), "bob@x", now);
+        assert_eq!(t.before(ip(1), "alice@x", now), Before::Refuse { ban: true });
+        assert_eq!(t.before(ip(1), "carol@x", now + Duration::from_secs(899)), Before::Refuse { ban: true });
+        assert_eq!(t.before(ip(1), "alice@x", now + Duration::from_secs(900)), Before::Check(Duration::ZERO));
+        assert_eq!(t.before(ip(2), "carol@x", now), Before::Check(Duration::ZERO), "other addresses are not banned");
+    }
+
+    #[test]
+    fn an_account_guessed_from_many_addresses_takes_one_guess_per_interval() {
+        let t = AuthThrottle::new(AuthPolicy::default());
+        let now = Instant::now();
+        // The owner logged in from .200 before the attack.
+        t.succeeded(ip(200), "alice@x", now);
+        for i in 0..10 {
+            assert!(matches!(t.before(ip(i), "alice@x", now), Before::Check(_)));
+            t.failed(ip(i), "Alice@X", now);
+        }
+        // 10 failures from 10 addresses: the next guess waits 1 s, unchecked before.
+        assert_eq!(t.before(ip(50), "alice@x", now), Before::Refuse { ban: false });
+        assert!(matches!(t.before(ip(50), "alice@x", now + Duration::from_secs(1)), Before::Check(_)));
+        t.failed(ip(50), "alice@x", now + Duration::from_secs(1));
+        assert_eq!(t.before(ip(51), "alice@x", now + Duration::from_secs(2)), Before::Refuse { ban: false });
+        // The owner's address is not held back.
+        assert_eq!(t.before(ip(200), "alice@x", now + Duration::from_secs(2)), Before::Check(Duration::ZERO));
+        // Other accounts are not affected.
+        assert_eq!(t.before(ip(60), "bob@x", now), Before::Check(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_login_forgets_the_address_failures() {
+        let t = AuthThrottle::new(AuthPolicy::default());
+        let now = Instant::now();
+        for _ in 0..5 {
+            t.failed(ip(1), "alice@x", now);
+        }
+        assert_eq!(t.before(ip(1), "alice@x", now), Before::Check(Duration::from_secs(4)));
+        t.succeeded(ip(1), "alice@x", now);
+        assert_eq!(t.before(ip(1), "alice@x", now), Before::Check(Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempt_checks_after_the_verdict_only() {
+        let t = AuthThrottle::new(AuthPolicy { ban_after: 2, ..AuthPolicy::default() });
+        let checked = std::sync::atomic::AtomicU32::new(0);
+        let check = |good: bool| {
+            let checked = &checked;
+            async move {
+                checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, ()>(good.then(|| "alice@x".to_string()))
+            }
+        };
+        assert_eq!(t.attempt(ip(1), "alice@x", check(false)).await, Ok(Attempt::Failed));
+        assert_eq!(t.attempt(ip(1), "alice@x", check(false)).await, Ok(Attempt::Failed));
+        // Banned: the right password is not even looked at.
+        assert_eq!(t.attempt(ip(1), "alice@x", check(true)).await, Ok(Attempt::Banned));
+        assert_eq!(checked.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(t.attempt(ip(2), "alice@x", check(true)).await, Ok(Attempt::Ok("alice@x".to_string())));
+    }
+}
