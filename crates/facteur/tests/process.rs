@@ -46,6 +46,7 @@ struct Server {
     child: Child,
     smtp: SocketAddr,
     http: SocketAddr,
+    imap: SocketAddr,
 }
 
 /// Start `facteur serve` on fresh ports (delivery off) and wait until /readyz answers.
@@ -60,12 +61,12 @@ async fn serve(data: &Path) -> Server {
 
 /// Start `facteur serve` on fresh ports with `extra` configuration.
 async fn serve_with(data: &Path, extra: &str) -> Server {
-    let (smtp, http) = (free_port(), free_port());
+    let (smtp, http, imap) = (free_port(), free_port(), free_port());
     let config = data.join("test.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\nimap = []\nimaps = []\npop3 = []\npop3s = []\n{extra}"
+            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\nimap = [\"127.0.0.1:{imap}\"]\nimaps = []\npop3 = []\npop3s = []\n{extra}"
         ),
     )
     .unwrap();
@@ -79,7 +80,8 @@ async fn serve_with(data: &Path, extra: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server { child, smtp: ([127, 0, 0, 1], smtp).into(), http: ([127, 0, 0, 1], http).into() };
+    let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let server = Server { child, smtp: lo(smtp), http: lo(http), imap: lo(imap) };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if tokio::net::TcpStream::connect(server.http).await.is_ok() && http_get(server.http, "/readyz").await.0 == 200
@@ -519,6 +521,76 @@ async fn operator_controls_cli_and_http() {
         .collect();
     assert!(actors[0].starts_with("cli:") && actors[0].contains("pause:class:bulk = 1"), "{actors:?}");
     assert!(actors.iter().any(|a| a.starts_with("http:admin") && a.contains("pause:class:bulk cleared")), "{actors:?}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// Resident memory of a process, in KiB (Linux /proc).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Before login, an IMAP connection can make the server hold at most
+/// `max_preauth_command` octets (8 KiB) of a command: chained LITERAL+
+/// used to be buffered up to 64 MiB each (8 connections: 504 MB of RSS).
+/// Here 200 connections each hold as much of a command as the limit allows
+/// (6 KiB, never ended) and stay open: the server's RSS may grow by 32 MiB
+/// at most. 200 more push past the limit: each is told BYE and closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_unauthenticated_imap_connections_stay_small() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let mut server = serve_with(
+        d,
+        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\n[delivery]\nenabled = false\n\
+         [imap]\nmax_connections_per_ip = 0\n",
+    )
+    .await;
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let literal = |n: usize| format!("{{3000+}}\r\n{} ", "A".repeat(3000)).repeat(n);
+    async fn open(addr: SocketAddr) -> tokio::net::TcpStream {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut greeting = [0u8; 256];
+        let _ = s.read(&mut greeting).await.unwrap();
+        s
+    }
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let mut s = open(server.imap).await;
+        s.write_all(format!("a{i} LOGIN {}", literal(2)).as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let holding = rss_kib(pid);
+    let mut pushed = Vec::new();
+    for i in 0..200 {
+        let mut s = open(server.imap).await;
+        // Up to 30 literals of 3,000: the server closes long before.
+        let _ = s.write_all(format!("b{i} LOGIN {}", literal(30)).as_bytes()).await;
+        pushed.push(s);
+    }
+    let mut byes = 0;
+    for s in &mut pushed {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let out = String::from_utf8_lossy(&out);
+        if out.contains("* BYE") && out.contains("too large before login") {
+            byes += 1;
+        }
+    }
+    let after = rss_kib(pid);
+    println!(
+        "RSS: {before} KiB at rest, {holding} KiB with 200 connections holding 6 KiB each, {after} KiB after 200 more were cut"
+    );
+    assert_eq!(byes, 200, "each connection past the limit is told BYE");
+    assert!(holding < before + 32 * 1024, "RSS grew from {before} KiB to {holding} KiB");
+    assert!(after < before + 32 * 1024, "RSS grew from {before} KiB to {after} KiB");
+    drop(held);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

@@ -48,8 +48,9 @@ pub struct ImapConfig {
     /// Output left unread this long ends the session.
     pub write_timeout_secs: u64,
     /// While three quarters of `max_connections` are taken, the pre-login
-    /// and command timeouts are at most this, and a connection that has not
-    /// logged in and is stalled this long makes room for a new client.
+    /// and command timeouts are at most this; at the cap, a connection that
+    /// has not logged in and has been stalled for a fifth of it makes room
+    /// for a new client.
     pub stress_timeout_secs: u64,
     /// Allow LOGIN and AUTHENTICATE without TLS (for loopback development).
     pub plaintext_auth: bool,

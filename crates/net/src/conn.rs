@@ -35,12 +35,14 @@ pub struct Timeouts {
 
 /// A protocol's gate and timeouts from its configuration keys: the caps,
 /// then `[idle, preauth, request, min_data_rate, write, stressed]` in
-/// seconds (the rate in octets per second). A stalled connection may be
-/// evicted at the cap after the stressed timeout.
+/// seconds (the rate in octets per second). At the cap, a connection that
+/// has made no progress for a fifth of the stressed timeout (1 s at least)
+/// may be evicted for a newcomer.
 pub fn limits(max_connections: usize, max_per_ip: usize, t: [u64; 6]) -> (crate::GateConfig, Timeouts) {
     let s = |n: u64| Duration::from_secs(n.max(1));
     let [idle, preauth, request, min_data_rate, write, stressed] = t;
-    let gate = crate::GateConfig { max_connections: max_connections.max(1), max_per_ip, evict_after: s(stressed) };
+    let evict_after = s(stressed / 5).min(s(stressed));
+    let gate = crate::GateConfig { max_connections: max_connections.max(1), max_per_ip, evict_after };
     let timeouts = Timeouts {
         idle: s(idle),
         preauth: s(preauth),
@@ -206,10 +208,15 @@ impl<IO: Stream> Conn<IO> {
             let input = match r {
                 Ok(Ok(0)) => Input::Eof,
                 Ok(Ok(n)) => {
-                    if let Some((_, octets)) = &mut self.ctl.request {
-                        *octets += n as u64;
-                    } else {
-                        self.ctl.request = Some((Instant::now(), n as u64));
+                    let now = Instant::now();
+                    let (start, octets) = self.ctl.request.get_or_insert((now, 0));
+                    *octets += n as u64;
+                    // Content arriving at the minimum rate or faster (a big
+                    // message under way) is progress too, not a stall.
+                    let rate = self.ctl.timeouts.min_data_rate;
+                    let elapsed_ms = now.duration_since(*start).as_millis().max(1000) as u64;
+                    if rate > 0 && octets.saturating_mul(1000) / elapsed_ms >= rate {
+                        self.ctl.ticket.presence.progressed(&self.ctl.gate);
                     }
                     Input::Data(n)
                 }

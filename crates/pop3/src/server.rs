@@ -43,8 +43,9 @@ pub struct Pop3Config {
     /// ends the session, and with it the maildrop lock.
     pub write_timeout_secs: u64,
     /// While three quarters of `max_connections` are taken, the pre-login
-    /// and command timeouts are at most this, and a connection that has not
-    /// logged in and is stalled this long makes room for a new client.
+    /// and command timeouts are at most this; at the cap, a connection that
+    /// has not logged in and has been stalled for a fifth of it makes room
+    /// for a new client.
     pub stress_timeout_secs: u64,
     /// Allow USER/PASS and AUTH without TLS (for loopback development).
     pub plaintext_auth: bool,

@@ -308,3 +308,61 @@ pub fn run(cmd: &mut std::process::Command) -> String {
     assert!(o.status.success(), "{cmd:?} failed:\n{out}");
     out
 }
+
+/// A raw line client for IMAP and POP3 over plain TCP: what a hostile
+/// client would type, and what it reads back.
+pub struct Lines {
+    pub io: BufReader<TcpStream>,
+}
+
+impl Lines {
+    pub async fn connect(addr: SocketAddr) -> Lines {
+        Lines { io: BufReader::new(TcpStream::connect(addr).await.unwrap()) }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.io.get_mut().write_all(bytes).await.unwrap();
+        self.io.get_mut().flush().await.unwrap();
+    }
+
+    /// One line without CRLF; `None` when the server closed the connection.
+    /// Panics after `secs` seconds of silence.
+    pub async fn line_within(&mut self, secs: u64) -> Option<String> {
+        let mut l = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(secs), self.io.read_line(&mut l))
+            .await
+            .expect("no line in time")
+            .ok()?;
+        (n > 0).then(|| l.trim_end_matches("\r\n").to_string())
+    }
+
+    pub async fn line(&mut self) -> String {
+        self.line_within(10).await.expect("connection closed")
+    }
+
+    /// Lines until one starts with `prefix` (included).
+    pub async fn until(&mut self, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line().await;
+            let done = l.starts_with(prefix);
+            out.push(l);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// True once the server has closed (EOF within 10 s), whatever it sent before.
+    pub async fn closed(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut l = String::new();
+            match tokio::time::timeout_at(deadline, self.io.read_line(&mut l)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
