@@ -156,14 +156,24 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let engine = if config.delivery.enabled {
         let d = &config.delivery;
         let resolver = DnsResolver::new(&d.dns_servers).map_err(anyhow::Error::msg)?;
+        let local = facteur_queue::route::Local {
+            listeners: smtp.iter().chain(&submission).chain(&submissions).copied().collect(),
+            interfaces: facteur_net::fd::interface_addresses(),
+        };
         let router = Router {
             resolver,
+            local,
             routes: config.route.clone(),
             relay_host: d.relay_host.clone(),
             relay_auth: d.relay_auth.clone(),
             tls: d.tls,
             mx_port: d.mx_port,
         };
+        // RFC 5321 §6.3: a route to ourselves would make every message loop.
+        let loops = router.loops_in_config().await;
+        if !loops.is_empty() {
+            anyhow::bail!("invalid configuration: {}", loops.join("; "));
+        }
         let engine = Engine::new(store.clone(), router, clock.clone(), d.clone(), config.server.hostname.clone());
         ctx = ctx.with_queue_waker(engine.waker());
         if options.delivery_loop {

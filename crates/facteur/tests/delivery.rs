@@ -413,7 +413,10 @@ async fn starttls_opportunistic_and_required() {
 /// ones deliver.
 #[tokio::test]
 async fn relay_route_with_starttls_and_auth() {
-    let upstream = TestServer::start().await;
+    let mut up_config = test_config();
+    // Another name: a peer greeting with ours would be a loop.
+    up_config.server.hostname = "up.example.test".into();
+    let upstream = TestServer::start_with(up_config).await;
     let up = upstream.store();
     up.add_domain("up.test").await.unwrap();
     up.add_user("dave@up.test", &facteur_store::password::hash("dave-pass")).await.unwrap();
@@ -563,4 +566,65 @@ async fn push_back_is_fed_to_the_shaper() {
     assert!(sh.rate_limit.is_some(), "a rate was set at the push-back: {sh:?}");
     assert!(sh.concurrency_limit <= 2, "{sh:?}");
     assert!(s.inbox("alice@example.test").await.is_empty(), "no notice for a deferral");
+}
+
+/// RFC 5321 §6.3: a message that has made more than `max_hops` hops is
+/// looping; it is refused at the end of DATA, not accepted and passed on.
+#[tokio::test]
+async fn a_message_past_the_hop_limit_is_refused() {
+    let mut config = test_config();
+    config.smtp.max_hops = 100;
+    let s = TestServer::start_with(config).await;
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    let hops = |n: usize| "Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\r\n".repeat(n);
+    let r = c.send_mail("a@remote.test", &["alice@example.test"], &format!("{}Subject: 100\r\n\r\nx", hops(100))).await;
+    assert_eq!(r.code, 250, "at the limit: {r:?}");
+    let r = c
+        .send_mail(
+            "a@remote.test",
+            &["alice@example.test"],
+            &format!("{}Delivered-To: x@y\r\nSubject: 101\r\n\r\nx", hops(100)),
+        )
+        .await;
+    assert_eq!(r.code, 554, "past the limit: {r:?}");
+    assert!(r.text().starts_with("5.4.6") && r.text().contains("loop"), "{r:?}");
+    assert_eq!(s.inbox("alice@example.test").await.len(), 1);
+}
+
+/// A route to facteur's own SMTP listener is a configuration error at start.
+#[tokio::test]
+async fn a_route_to_our_own_listener_is_refused_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = relay_config(([127, 0, 0, 1], port).into());
+    config.listen.smtp = vec![([127, 0, 0, 1], port).into()];
+    let dir = tempfile::tempdir().unwrap();
+    common::provision(dir.path(), &config).await;
+    let e = match facteur::serve::start(config, dir.path()).await {
+        Ok(_) => panic!("started with a route to itself"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("route for \"*\": via") && e.contains("loop"), "{e}");
+}
+
+/// A route that reaches facteur through an address it does not know as its
+/// own (here another instance with the same name, as behind NAT): the
+/// greeting gives it away, the message bounces with 5.4.6 instead of going
+/// round (once 4,753 times in 30 s).
+#[tokio::test]
+async fn a_peer_that_greets_with_our_own_name_is_a_loop() {
+    let twin = TestServer::start().await;
+    let mut config = relay_config(twin.smtp);
+    config.route[0].domain = "far.test".into();
+    let s =
+        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
+            .await;
+    let id = submit(&s, "alice@example.test", &["x@far.test"], "", "").await;
+    s.engine().run_once().await;
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "bounced", "{m:?}");
+    assert!(m.attempts[0].reply.contains("5.4.6") && m.attempts[0].reply.contains("loops back to myself"), "{m:?}");
+    let bounce = s.inbox("alice@example.test").await;
+    assert_eq!(bounce.len(), 1, "the sender is told");
+    assert!(bounce[0].contains("Status: 5.4.6"), "{}", bounce[0]);
 }

@@ -132,6 +132,19 @@ impl Connection {
             // RFC 5321 §3.1: a 554 greeting means "no service here"; another MX may serve.
             return Err(fail(format!("{host} greeted with {greeting}")));
         }
+        // RFC 5321 §6.3: a server that greets with our own name is us,
+        // reached through an address we do not know as ours (NAT, a DNS
+        // name): every message would go round (as Postfix's "loops back to
+        // myself").
+        let greeted_as = greeting.lines.first().and_then(|l| l.split_whitespace().next()).unwrap_or("");
+        if greeted_as.eq_ignore_ascii_case(&s.helo_name) {
+            return Err(ConnectError {
+                host: host.clone(),
+                permanent: true,
+                status: (5, 4, 6),
+                text: format!("{host} greeted us with our own name {greeted_as}: mail loops back to myself"),
+            });
+        }
         c.ehlo(&s.helo_name).await.map_err(fail)?;
         if try_tls && c.caps.starttls {
             let r = c.command("STARTTLS").await.map_err(fail)?;

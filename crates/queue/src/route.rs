@@ -47,8 +47,40 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
     Some((host.to_string(), port))
 }
 
+/// Where facteur itself listens for SMTP: a target among these is a loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    /// The bound SMTP, submission and submissions listeners.
+    pub listeners: Vec<SocketAddr>,
+    /// This machine's interface addresses (for listeners on 0.0.0.0 / ::).
+    pub interfaces: Vec<IpAddr>,
+}
+
+impl Local {
+    /// True when `addr` reaches one of our own listeners.
+    pub fn is_self(&self, addr: SocketAddr) -> bool {
+        self.listeners.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip()
+                    || (l.ip().is_unspecified()
+                        && (addr.ip().is_loopback()
+                            || addr.ip().is_unspecified()
+                            || self.interfaces.contains(&addr.ip()))))
+        })
+    }
+}
+
+fn loops(what: &str, t: &Target) -> RouteFailure {
+    RouteFailure::permanent(
+        (5, 4, 6),
+        format!("mail for {what} loops back to myself: {} [{}] is one of facteur's own listeners", t.host, t.addr),
+    )
+}
+
 pub struct Router<R> {
     pub resolver: R,
+    /// Our own listeners: never a target (RFC 5321 §6.3, §5.1).
+    pub local: Local,
     pub routes: Vec<RouteConfig>,
     pub relay_host: Option<String>,
     pub relay_auth: Option<RouteAuth>,
@@ -74,13 +106,43 @@ impl<R: Resolver> Router<R> {
             .iter()
             .find(|r| r.domain.eq_ignore_ascii_case(&domain))
             .or_else(|| self.routes.iter().find(|r| route_matches(&r.domain, &domain)));
-        if let Some(r) = route {
-            return self.via(&r.via, r.tls, r.auth.clone()).await;
+        let targets = if let Some(r) = route {
+            self.via(&r.via, r.tls, r.auth.clone()).await?
+        } else if let Some(relay) = &self.relay_host {
+            self.via(relay, self.tls, self.relay_auth.clone()).await?
+        } else {
+            return self.mx(&domain).await;
+        };
+        // A route or relay host that is facteur itself: every message would
+        // go round forever (a configuration error, refused at start too).
+        match targets.iter().find(|t| self.local.is_self(t.addr)) {
+            Some(t) => Err(loops(&domain, t)),
+            None => Ok(targets),
         }
+    }
+
+    /// The routes and the relay host that lead back to facteur itself, each
+    /// as a problem naming its key (host names are resolved; one that does
+    /// not resolve now is checked again at delivery).
+    pub async fn loops_in_config(&self) -> Vec<String> {
+        let mut vias: Vec<(String, &str)> =
+            self.routes.iter().map(|r| (format!("route for {:?}: via", r.domain), r.via.as_str())).collect();
         if let Some(relay) = &self.relay_host {
-            return self.via(relay, self.tls, self.relay_auth.clone()).await;
+            vias.push(("delivery.relay_host".into(), relay.as_str()));
         }
-        self.mx(&domain).await
+        let mut problems = Vec::new();
+        for (key, via) in vias {
+            // A name server that does not answer must not hold the start.
+            let resolved = tokio::time::timeout(std::time::Duration::from_secs(3), self.via(via, self.tls, None)).await;
+            let Ok(Ok(targets)) = resolved else { continue };
+            if let Some(t) = targets.iter().find(|t| self.local.is_self(t.addr)) {
+                problems.push(format!(
+                    "{key} = {via:?} is facteur's own listener {}: every message would loop (RFC 5321 \u{a7}6.3)",
+                    t.addr
+                ));
+            }
+        }
+        problems
     }
 
     async fn via(&self, via: &str, tls: TlsPolicy, auth: Option<RouteAuth>) -> Result<Vec<Target>, RouteFailure> {
@@ -142,7 +204,18 @@ impl<R: Resolver> Router<R> {
         let mut temporary = None;
         for r in &records {
             match self.addresses(&r.host).await {
-                Ok(ips) => targets.extend(self.targets(&r.host, ips)),
+                Ok(ips) => {
+                    let found = self.targets(&r.host, ips);
+                    // RFC 5321 §5.1: finding itself among the MX hosts, a
+                    // client discards that host and every less preferred one.
+                    if let Some(me) = found.iter().find(|t| self.local.is_self(t.addr)) {
+                        if targets.is_empty() {
+                            return Err(loops(domain, me));
+                        }
+                        break;
+                    }
+                    targets.extend(found);
+                }
                 Err(f) if !f.permanent => temporary = Some(f),
                 Err(_) => {}
             }
@@ -175,6 +248,7 @@ mod tests {
     fn router(resolver: StaticResolver) -> Router<StaticResolver> {
         Router {
             resolver,
+            local: Local::default(),
             routes: vec![],
             relay_host: None,
             relay_auth: None,
@@ -240,5 +314,41 @@ mod tests {
         assert_eq!(parse_host_port("[::1]:25"), Some(("::1".into(), 25)));
         assert_eq!(parse_host_port("mx.test:25"), Some(("mx.test".into(), 25)));
         assert_eq!(parse_host_port("mx.test"), None);
+    }
+
+    #[tokio::test]
+    async fn routes_and_mx_hosts_that_are_ourselves_are_loops() {
+        let mut r = router(
+            StaticResolver::default()
+                .with_ip("me.test", ip("192.0.2.7"))
+                .with_mx("backup.test", 10, "primary.test")
+                .with_mx("backup.test", 20, "me.test")
+                .with_mx("backup.test", 30, "other.test")
+                .with_ip("primary.test", ip("192.0.2.1"))
+                .with_ip("other.test", ip("192.0.2.3"))
+                .with_mx("only-me.test", 10, "me.test"),
+        );
+        r.local = Local { listeners: vec!["0.0.0.0:25".parse().unwrap()], interfaces: vec![ip("192.0.2.7")] };
+        // RFC 5321 §5.1: we are the second MX: only the first is tried.
+        let t = r.plan("backup.test").await.unwrap();
+        assert_eq!(t.iter().map(|t| t.host.as_str()).collect::<Vec<_>>(), ["primary.test"]);
+        let f = r.plan("only-me.test").await.unwrap_err();
+        assert!(f.permanent && f.status == (5, 4, 6) && f.text.contains("loops back to myself"), "{f:?}");
+        // A route to our own listener (loopback, a wildcard listener).
+        r.routes =
+            vec![RouteConfig { domain: "*".into(), via: "127.0.0.1:25".into(), tls: TlsPolicy::None, auth: None }];
+        let f = r.plan("anything.test").await.unwrap_err();
+        assert_eq!(f.status, (5, 4, 6));
+        assert_eq!(r.loops_in_config().await.len(), 1);
+        assert!(r.loops_in_config().await[0].contains("route for \"*\": via = \"127.0.0.1:25\""));
+        // Another port on the same machine is someone else.
+        r.routes[0].via = "127.0.0.1:2526".into();
+        assert!(r.plan("anything.test").await.is_ok());
+        assert!(r.loops_in_config().await.is_empty());
+        // A listener on one address: only that address and port.
+        r.local = Local { listeners: vec!["127.0.0.1:2525".parse().unwrap()], interfaces: vec![] };
+        assert!(r.local.is_self("127.0.0.1:2525".parse().unwrap()));
+        assert!(!r.local.is_self("127.0.0.2:2525".parse().unwrap()));
+        assert!(!r.local.is_self("127.0.0.1:25".parse().unwrap()));
     }
 }

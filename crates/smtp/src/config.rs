@@ -15,6 +15,10 @@ pub struct SmtpConfig {
     pub max_command_line: usize,
     /// Longest line of message data, in octets including CRLF (RFC 5321 §4.5.3.1.6).
     pub max_data_line: usize,
+    /// A message that has already made more hops than this (`Received:` and
+    /// `Delivered-To:` fields) is refused with `554 5.4.6`: it is looping
+    /// (RFC 5321 §6.3; Postfix's hopcount_limit is 50).
+    pub max_hops: usize,
     /// Messages accepted on one connection; the next MAIL gets 421 (as Exim).
     pub max_messages_per_connection: usize,
     /// Error replies since the last accepted message before the session is
@@ -67,6 +71,7 @@ impl Default for SmtpConfig {
             max_recipients: 100,
             max_command_line: 2048,
             max_data_line: 1000,
+            max_hops: 100,
             max_messages_per_connection: 1000,
             max_errors: 20,
             max_junk_commands: 100,

@@ -54,15 +54,36 @@ pub fn header_section(data: &[u8]) -> &[u8] {
 
 /// Whether the header section has a field of this name (case-insensitive).
 pub fn has_field(data: &[u8], name: &str) -> bool {
-    let headers = header_section(data);
-    headers.split(|&b| b == b'\n').any(|line| {
-        line.len() > name.len() && line[name.len()] == b':' && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-    })
+    count_fields(data, &[name]) > 0
+}
+
+/// How many fields of the header section have one of `names`
+/// (case-insensitive): `Received` and `Delivered-To` count the hops a
+/// message has made (RFC 5321 §6.3).
+pub fn count_fields(data: &[u8], names: &[&str]) -> usize {
+    header_section(data)
+        .split(|&b| b == b'\n')
+        .filter(|line| {
+            names.iter().any(|name| {
+                line.len() > name.len()
+                    && line[name.len()] == b':'
+                    && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            })
+        })
+        .count()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hops_are_counted_in_the_header_section_only() {
+        let m = b"Received: a\r\n  folded; by x\r\nreceived: b\r\nDelivered-To: u@x\r\nSubject: s\r\n\r\nReceived: in the body\r\n";
+        assert_eq!(count_fields(m, &["Received", "Delivered-To"]), 3);
+        assert_eq!(count_fields(m, &["Received"]), 2);
+        assert_eq!(count_fields(b"X-Received: no\r\n\r\n", &["Received"]), 0);
+    }
 
     #[test]
     fn dates() {

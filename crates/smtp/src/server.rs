@@ -440,6 +440,17 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
     let span = tracing::info_span!("message", id = %id, class = tracing::field::Empty);
     async move {
         let secs = now_ms.div_euclid(1000);
+        // RFC 5321 §6.3: a server MUST detect loops; a message that has
+        // made more hops than anything sane is going round in circles.
+        let hops = headers::count_fields(&data, &["Received", "Delivered-To"]);
+        if hops > ctx.config.max_hops {
+            tracing::warn!(hops, max = ctx.config.max_hops, "message refused: mail loop");
+            return Reply::new(
+                554,
+                (5, 4, 6),
+                format!("Error: too many hops ({hops} Received/Delivered-To fields): mail loop"),
+            );
+        }
         let mut recipients = Vec::with_capacity(env.recipients.len());
         for r in &env.recipients {
             let key = match policy::recipient_key(ctx, &r.address).await {
