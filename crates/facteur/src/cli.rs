@@ -134,6 +134,23 @@ enum UserCmd {
     },
     /// Remove a user and their mailboxes
     Remove { address: String },
+    /// Addresses a user may send as besides its own (RFC 6409 §6.1)
+    #[command(subcommand)]
+    Sender(SenderCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum SenderCmd {
+    /// Let USER send as ADDRESS (user@domain, or @domain for a whole domain)
+    Add { user: String, address: String },
+    /// Take the grant back
+    Remove { user: String, address: String },
+    /// What USER (or every user) may send as besides its own address
+    List {
+        user: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,6 +380,36 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::User(UserCmd::Remove { address }) => {
             store.remove_user(&address).await.map_err(friendly)?;
             println!("user {} and their mailboxes removed", address.to_lowercase());
+        }
+        Command::User(UserCmd::Sender(SenderCmd::Add { user, address })) => {
+            store.grant_sender(&user, &address).await.map_err(friendly)?;
+            println!("{} may now send as {}", user.to_lowercase(), address.to_lowercase());
+        }
+        Command::User(UserCmd::Sender(SenderCmd::Remove { user, address })) => {
+            store.revoke_sender(&user, &address).await.map_err(friendly)?;
+            println!("{} may no longer send as {}", user.to_lowercase(), address.to_lowercase());
+        }
+        Command::User(UserCmd::Sender(SenderCmd::List { user, out })) => {
+            let users = match user {
+                Some(u) => vec![u.to_lowercase()],
+                None => store.list_users().await?.into_iter().map(|u| u.address).collect(),
+            };
+            let mut grants = Vec::new();
+            for u in users {
+                for a in store.sender_grants(&u).await? {
+                    grants.push(serde_json::json!({"user": u, "address": a}));
+                }
+            }
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&grants)?);
+            } else if grants.is_empty() {
+                println!("no grants: every user sends as its own address (and user+detail) only");
+            } else {
+                println!("{:<40} MAY SEND AS", "USER");
+                for g in &grants {
+                    println!("{:<40} {}", g["user"].as_str().unwrap_or(""), g["address"].as_str().unwrap_or(""));
+                }
+            }
         }
         Command::User(UserCmd::List { out }) => {
             let users = store.list_users().await?;

@@ -420,6 +420,8 @@ async fn relay_route_with_starttls_and_auth() {
     let up = upstream.store();
     up.add_domain("up.test").await.unwrap();
     up.add_user("dave@up.test", &facteur_store::password::hash("dave-pass")).await.unwrap();
+    // The relay account sends for the whole of example.test (RFC 6409 §6.1).
+    up.grant_sender("bob@example.test", "@example.test").await.unwrap();
     for (password, expect) in [("wrong", "queued"), (common::PASSWORD, "delivered")] {
         let mut config = relay_config(upstream.submission);
         config.route[0].domain = "up.test".into();

@@ -124,6 +124,22 @@ fn cli_manages_domains_users_and_reports() {
     assert_eq!(domains[0]["users"], 2);
     let o = facteur(d, &["domain", "remove", "example.test"]);
     assert!(!o.status.success() && text(&o).contains("still has 2 user(s)"), "{}", text(&o));
+    // Send-as grants (RFC 6409 §6.1).
+    let o = facteur(d, &["user", "sender", "add", "alice@example.test", "sales@example.test"]);
+    assert!(o.status.success() && text(&o).contains("may now send as sales@example.test"), "{}", text(&o));
+    let o = facteur(d, &["user", "sender", "add", "alice@example.test", "@shop.test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = facteur(d, &["user", "sender", "add", "alice@example.test", "not an address"]);
+    assert!(!o.status.success() && text(&o).contains("\"not an address\""), "{}", text(&o));
+    let o = facteur(d, &["user", "sender", "add", "nobody@example.test", "x@example.test"]);
+    assert!(!o.status.success() && text(&o).contains("nobody@example.test"), "{}", text(&o));
+    let o = facteur(d, &["user", "sender", "list", "--json"]);
+    let grants: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(grants.as_array().unwrap().len(), 2, "{grants}");
+    let o = facteur(d, &["user", "sender", "remove", "alice@example.test", "@shop.test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = facteur(d, &["user", "sender", "list", "alice@example.test"]);
+    assert!(text(&o).contains("sales@example.test") && !text(&o).contains("@shop.test"), "{}", text(&o));
     let o = facteur_stdin(d, &["user", "passwd", "bob@example.test", "--password-stdin"], "new\n");
     assert!(o.status.success(), "{}", text(&o));
     let o = facteur(d, &["user", "remove", "bob@example.test"]);

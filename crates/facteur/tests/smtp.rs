@@ -480,3 +480,54 @@ async fn trusted_networks_are_exempt_from_client_limits() {
         a.ok("RSET", 250).await;
     }
 }
+
+/// RFC 6409 §6.1: an authenticated user sends as itself (and user+detail),
+/// or as what the operator granted it; envelope sender and From: both.
+#[tokio::test]
+async fn authenticated_users_send_only_as_themselves_or_granted_addresses() {
+    let s = TestServer::start().await;
+    let mut c = Client::connect_tls(s.submissions).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain("alice@example.test", PASSWORD).await.code, 235);
+    for forged in ["ceo@victim.example", "bob@example.test", "alice@example.test.evil.example"] {
+        let r = c.ok(&format!("MAIL FROM:<{forged}>"), 553).await;
+        assert!(r.text().starts_with("5.7.1") && r.text().contains("not owned by user alice@example.test"), "{r:?}");
+    }
+    // The envelope is hers, the From: field is not.
+    let r = c
+        .send_mail(
+            "alice@example.test",
+            &["bob@example.test"],
+            "From: The CEO <ceo@victim.example>\r\nSubject: pay\r\n\r\nx",
+        )
+        .await;
+    assert_eq!(r.code, 553, "{r:?}");
+    assert!(r.text().contains("From: header address rejected"), "{r:?}");
+    // A From: whose address cannot be read is not waved through.
+    let r = c.send_mail("alice@example.test", &["bob@example.test"], "From: nobody at all\r\n\r\nx").await;
+    assert_eq!(r.code, 553, "{r:?}");
+    // Her own address, with a detail, and the null sender.
+    let r = c
+        .send_mail("alice+news@example.test", &["bob@example.test"], "From: Alice <ALICE@example.test>\r\n\r\nx")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    c.ok("MAIL FROM:<>", 250).await;
+    c.ok("RSET", 250).await;
+    // Granted by the operator: an address, and a whole domain.
+    let store = s.store();
+    store.add_domain("shop.test").await.unwrap();
+    store.grant_sender("alice@example.test", "sales@example.test").await.unwrap();
+    store.grant_sender("alice@example.test", "@shop.test").await.unwrap();
+    let r = c
+        .send_mail(
+            "sales@example.test",
+            &["bob@example.test"],
+            "From: Sales <sales@example.test>, orders@shop.test\r\n\r\nx",
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(s.inbox("bob@example.test").await.len(), 2, "only the two allowed messages arrived");
+    // Revoked: refused again.
+    store.revoke_sender("alice@example.test", "sales@example.test").await.unwrap();
+    c.ok("MAIL FROM:<sales@example.test>", 553).await;
+}

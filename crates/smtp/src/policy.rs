@@ -89,3 +89,43 @@ pub(crate) async fn authenticate<S: Store>(
         }
     }
 }
+
+fn not_owned(address: &str, user: &str, what: &str) -> Reply {
+    tracing::warn!(user, address, what, "sender refused: not owned by the authenticated user");
+    Reply::new(553, (5, 7, 1), format!("<{address}>: {what} rejected: not owned by user {user}"))
+}
+
+/// RFC 6409 §6.1: an authenticated user sends as itself or as what the
+/// operator granted it (`facteur user sender add`), never as anyone.
+pub(crate) async fn vet_sender_address<S: Store>(ctx: &SmtpContext<S>, user: &str, address: &str) -> Result<(), Reply> {
+    let grants = ctx.store.sender_grants(user).await.map_err(temporary)?;
+    if facteur_store::may_send_as(user, &grants, address) {
+        Ok(())
+    } else {
+        Err(not_owned(address, user, "Sender address"))
+    }
+}
+
+/// The same rule for the `From:` field: every address in it must be the
+/// user's; a `From:` with no address that can be read is refused too. A
+/// message without `From:` has nothing to check.
+pub(crate) async fn vet_from_header<S: Store>(ctx: &SmtpContext<S>, user: &str, data: &[u8]) -> Result<(), Reply> {
+    let header = crate::headers::header_section(data);
+    if !crate::headers::has_field(header, "From") {
+        return Ok(());
+    }
+    let parsed = mail_parser::MessageParser::new().parse_headers(header);
+    let addresses: Vec<String> = parsed
+        .as_ref()
+        .and_then(|m| m.from())
+        .map(|from| from.iter().filter_map(|a| a.address().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if addresses.is_empty() {
+        return Err(Reply::new(553, (5, 7, 1), "Error: the From: field holds no address that can be checked"));
+    }
+    let grants = ctx.store.sender_grants(user).await.map_err(temporary)?;
+    match addresses.iter().find(|a| !facteur_store::may_send_as(user, &grants, a)) {
+        Some(a) => Err(not_owned(a, user, "From: header address")),
+        None => Ok(()),
+    }
+}

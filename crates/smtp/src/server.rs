@@ -299,7 +299,7 @@ async fn drive<S: Store, IO: facteur_net::Stream>(
                 }
             }
             Event::Mail { from, params } => {
-                let r = vet_sender(ctx, session, client, from.as_ref(), &params);
+                let r = vet_sender(ctx, session, client, from.as_ref(), &params).await;
                 session.mail_result(r);
             }
             Event::Rcpt { to, .. } => {
@@ -321,12 +321,13 @@ async fn drive<S: Store, IO: facteur_net::Stream>(
     }
 }
 
-/// MAIL: the free-disk guard, then the per-client message rates.
-fn vet_sender<S: Store>(
+/// MAIL: the free-disk guard, the authenticated user's right to the
+/// address, then the per-client message rates.
+async fn vet_sender<S: Store>(
     ctx: &SmtpContext<S>,
     session: &Session,
     client: &mut Client,
-    _from: Option<&facteur_smtp_proto::Address>,
+    from: Option<&facteur_smtp_proto::Address>,
     params: &facteur_smtp_proto::MailParams,
 ) -> Result<(), Reply> {
     client.routes.clear();
@@ -342,6 +343,10 @@ fn vet_sender<S: Store>(
     if let Verdict::TryLater { code: 452, enhanced, reason } = guard {
         tracing::warn!(%reason, "refusing at MAIL: storage");
         return Err(Reply::new(452, enhanced, reason));
+    }
+    // The null sender (bounces, auto-replies) claims nobody's address.
+    if let (Some(user), Some(from)) = (session.auth_user(), from) {
+        policy::vet_sender_address(ctx, user, &format!("{}@{}", from.local, from.domain)).await?;
     }
     if ctx.trusted(ip) {
         return Ok(());
@@ -442,6 +447,11 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
         let secs = now_ms.div_euclid(1000);
         // RFC 5321 §6.3: a server MUST detect loops; a message that has
         // made more hops than anything sane is going round in circles.
+        if let Some(user) = env.auth_user.as_deref()
+            && let Err(reply) = policy::vet_from_header(ctx, user, &data).await
+        {
+            return reply;
+        }
         let hops = headers::count_fields(&data, &["Received", "Delivered-To"]);
         if hops > ctx.config.max_hops {
             tracing::warn!(hops, max = ctx.config.max_hops, "message refused: mail loop");

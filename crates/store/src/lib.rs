@@ -393,6 +393,18 @@ pub trait Store: Send + Sync + 'static {
     fn list_users(&self) -> impl Future<Output = Result<Vec<User>>> + Send;
     fn get_user(&self, address: &str) -> impl Future<Output = Result<Option<User>>> + Send;
 
+    /// The addresses `owner` may send as besides its own (RFC 6409 §6.1):
+    /// exact addresses, or `@domain` for a whole domain.
+    fn sender_grants(&self, owner: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Let `owner` (a user) send as `address` (`user@domain` or `@domain`).
+    fn grant_sender(&self, owner: &str, address: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Take a grant back; `NotFound` if there was none.
+    fn revoke_sender(&self, owner: &str, address: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Write (and fsync) a tiny record: readiness asks whether storage
+    /// takes writes, not only reads.
+    fn write_probe(&self, now: i64) -> impl Future<Output = Result<()>> + Send;
+
     /// Classify a recipient address in one read: a local user, an unknown
     /// user of a local domain, or not ours.
     fn lookup_recipient(&self, address: &str) -> impl Future<Output = Result<Lookup>> + Send;
@@ -543,7 +555,6 @@ pub trait Store: Send + Sync + 'static {
     fn check(&self, repair: bool) -> impl Future<Output = Result<CheckReport>> + Send;
 }
 
-/// Canonical form of an address for lookups: lower case, trimmed.
 /// What [`Store::park_destination`] postpones, and until when.
 #[derive(Debug, Clone)]
 pub struct Park {
@@ -560,6 +571,53 @@ pub struct Park {
     pub expire_received_before: i64,
 }
 
+/// May `user` use `address` as its sender (RFC 6409 §6.1)? Its own
+/// address, the same with a `+detail` (plus addressing), or one of its
+/// `grants` (an address, or `@domain` for all of a domain). Case does not
+/// matter.
+pub fn may_send_as(user: &str, grants: &[String], address: &str) -> bool {
+    let address = canonical_address(address);
+    let user = canonical_address(user);
+    let undetailed = match address.split_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _)) => format!("{base}@{domain}"),
+            None => address.clone(),
+        },
+        None => address.clone(),
+    };
+    if address == user || undetailed == user {
+        return true;
+    }
+    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    grants
+        .iter()
+        .map(|g| canonical_address(g))
+        .any(|g| g == address || g == undetailed || g.strip_prefix('@').is_some_and(|d| !d.is_empty() && d == domain))
+}
+
+/// Canonical form of an address for lookups: lower case, trimmed.
 pub fn canonical_address(address: &str) -> String {
     address.trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn senders_a_user_may_use() {
+        let grants = vec!["sales@example.test".to_string(), "@alias.test".to_string()];
+        let ok = |a: &str| super::may_send_as("alice@example.test", &grants, a);
+        assert!(ok("alice@example.test"));
+        assert!(ok("Alice@Example.TEST"), "case does not matter");
+        assert!(ok("alice+lists@example.test"), "plus addressing");
+        assert!(ok("sales@example.test") && ok("SALES+x@example.test"), "a granted address");
+        assert!(ok("anyone@alias.test"), "a granted domain");
+        assert!(!ok("bob@example.test"));
+        assert!(!ok("ceo@victim.example"));
+        assert!(!ok("anyone@sub.alias.test"), "a domain grant is that domain only");
+        assert!(!ok("alice@example.test.evil"), "no suffix games");
+        assert!(
+            !super::may_send_as("alice@example.test", &["@".to_string()], "x@y.test"),
+            "an empty domain grant is nothing"
+        );
+    }
 }

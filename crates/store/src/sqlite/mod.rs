@@ -399,6 +399,7 @@ impl Store for SqliteStore {
                 [&address],
             )?;
             c.execute("DELETE FROM mailboxes WHERE owner = ?1", [&address])?;
+            c.execute("DELETE FROM sender_grants WHERE owner = ?1", [&address])?;
             Ok(())
         })
         .await
@@ -422,6 +423,69 @@ impl Store for SqliteStore {
                     Ok(User { address: r.get(0)?, password_hash: r.get(1)?, created_at: r.get(2)? })
                 })
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn sender_grants(&self, owner: &str) -> Result<Vec<String>> {
+        let owner = canonical_address(owner);
+        self.read(move |c| {
+            let mut s = c.prepare_cached("SELECT address FROM sender_grants WHERE owner = ?1 ORDER BY address")?;
+            let rows = s.query_map([owner], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn grant_sender(&self, owner: &str, address: &str) -> Result<()> {
+        let owner = canonical_address(owner);
+        let address = canonical_address(address);
+        let valid = match address.strip_prefix('@') {
+            Some(domain) => !domain.is_empty() && !domain.contains('@'),
+            None => split_domain(&address).is_ok(),
+        };
+        if !valid || address.contains(char::is_whitespace) {
+            return Err(StoreError::Invalid(format!(
+                "{address:?} is neither an address (user@domain) nor a whole domain (@domain)"
+            )));
+        }
+        self.write(move |c| {
+            let known: bool =
+                c.query_row("SELECT 1 FROM users WHERE address = ?1", [&owner], |_| Ok(true)).optional()?.is_some();
+            if !known {
+                return Err(StoreError::NotFound(format!("user {owner}")));
+            }
+            let n = c.execute(
+                "INSERT INTO sender_grants (owner, address, granted_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![owner, address, now_secs()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("{owner} may already send as {address}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_sender(&self, owner: &str, address: &str) -> Result<()> {
+        let owner = canonical_address(owner);
+        let address = canonical_address(address);
+        self.write(move |c| {
+            if c.execute("DELETE FROM sender_grants WHERE owner = ?1 AND address = ?2", params![owner, address])? == 0 {
+                return Err(StoreError::NotFound(format!("no grant for {owner} to send as {address}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write_probe(&self, now: i64) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO write_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                [now],
+            )?;
+            Ok(())
         })
         .await
     }

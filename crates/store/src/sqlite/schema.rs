@@ -153,6 +153,21 @@ INSERT INTO subscriptions (owner, name) SELECT owner, name FROM mailboxes;
 CREATE INDEX mailbox_messages_message ON mailbox_messages (message_id);
 "#,
     ),
+    (
+        6,
+        r#"
+-- Addresses a user may send as besides its own (RFC 6409 §6.1): an address,
+-- or "@domain" for every address of a domain. Granted by the operator.
+CREATE TABLE sender_grants (
+    owner TEXT NOT NULL,
+    address TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (owner, address)
+);
+-- Readiness writes here (and fsyncs) to know that storage takes writes.
+CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {
