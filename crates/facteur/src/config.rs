@@ -300,6 +300,7 @@ max_recipients = 100          # per message; RFC 5321 requires at least 100
 max_command_line = 2048       # octets per command line, CRLF included
 max_data_line = 1000          # octets per message line, CRLF included (RFC 5321 §4.5.3.1.6)
 max_hops = 100                # more Received/Delivered-To fields than this: 554 5.4.6, a mail loop
+success_notices_for_strangers = "none"  # NOTIFY=SUCCESS from unauthenticated, untrusted clients: "none", "headers", "full"
 max_messages_per_connection = 1000  # messages on one connection, then 421 at the next MAIL
 max_errors = 20               # error replies since the last accepted message, then 421
 max_junk_commands = 100       # NOOP/RSET/VRFY/HELP/EHLO between messages before each counts as an error

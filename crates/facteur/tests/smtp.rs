@@ -409,8 +409,9 @@ async fn connection_limit_at_and_past_its_edge() {
 #[tokio::test]
 async fn notify_success_on_local_delivery_sends_a_delivered_dsn() {
     let s = TestServer::start().await;
-    let mut c = Client::connect(s.smtp).await;
+    let mut c = Client::connect_tls(s.submissions).await;
     c.ehlo().await;
+    assert_eq!(c.auth_plain("alice@example.test", PASSWORD).await.code, 235);
     c.ok("MAIL FROM:<alice@example.test> ENVID=e42", 250).await;
     c.ok("RCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE", 250).await;
     c.ok("DATA", 354).await;
@@ -530,4 +531,34 @@ async fn authenticated_users_send_only_as_themselves_or_granted_addresses() {
     // Revoked: refused again.
     store.revoke_sender("alice@example.test", "sales@example.test").await.unwrap();
     c.ok("MAIL FROM:<sales@example.test>", 553).await;
+}
+
+/// Not a reflector: a stranger on the MX port with a forged sender,
+/// RET=FULL and NOTIFY=SUCCESS gets no success notice by default (it would
+/// carry the whole message to the forged address); "headers" quotes the
+/// header only; "full" does as asked.
+#[tokio::test]
+async fn success_notices_for_strangers_do_not_reflect_content() {
+    use facteur_smtp::config::SuccessNotices;
+    for (policy, notices, body_quoted) in
+        [(SuccessNotices::None, 0, false), (SuccessNotices::Headers, 1, false), (SuccessNotices::Full, 1, true)]
+    {
+        let mut config = test_config();
+        config.smtp.success_notices_for_strangers = policy;
+        let s = TestServer::start_with(config).await;
+        let mut c = Client::connect(s.smtp).await;
+        c.ehlo().await;
+        // The "victim" is a local user here so the notice can be seen.
+        c.ok("MAIL FROM:<alice@example.test> RET=FULL", 250).await;
+        c.ok("RCPT TO:<bob@example.test> NOTIFY=SUCCESS", 250).await;
+        c.ok("DATA", 354).await;
+        c.send_raw(b"Subject: spam payload\r\n\r\nBUY-NOW-PAYLOAD\r\n.\r\n").await;
+        assert_eq!(c.reply().await.code, 250);
+        let alice = s.inbox("alice@example.test").await;
+        assert_eq!(alice.len(), notices, "{policy:?}");
+        if let Some(dsn) = alice.first() {
+            assert!(dsn.contains("Action: delivered"), "{dsn}");
+            assert_eq!(dsn.contains("BUY-NOW-PAYLOAD"), body_quoted, "{policy:?}: {dsn}");
+        }
+    }
 }

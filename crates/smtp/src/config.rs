@@ -4,6 +4,21 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// What a client that is neither authenticated nor on a trusted network
+/// gets for NOTIFY=SUCCESS (RFC 3461) on mail delivered here.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SuccessNotices {
+    /// No success notice: with a forged sender, one would carry the message
+    /// to anyone (what Postfix operators get by not offering DSN outside).
+    #[default]
+    None,
+    /// A notice quoting the header only, whatever RET asked.
+    Headers,
+    /// As asked (RET=FULL returns the whole message).
+    Full,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
@@ -19,6 +34,9 @@ pub struct SmtpConfig {
     /// `Delivered-To:` fields) is refused with `554 5.4.6`: it is looping
     /// (RFC 5321 §6.3; Postfix's hopcount_limit is 50).
     pub max_hops: usize,
+    /// NOTIFY=SUCCESS from strangers (neither authenticated nor trusted):
+    /// "none", "headers" or "full".
+    pub success_notices_for_strangers: SuccessNotices,
     /// Messages accepted on one connection; the next MAIL gets 421 (as Exim).
     pub max_messages_per_connection: usize,
     /// Error replies since the last accepted message before the session is
@@ -72,6 +90,7 @@ impl Default for SmtpConfig {
             max_command_line: 2048,
             max_data_line: 1000,
             max_hops: 100,
+            success_notices_for_strangers: SuccessNotices::None,
             max_messages_per_connection: 1000,
             max_errors: 20,
             max_junk_commands: 100,

@@ -23,7 +23,7 @@ use facteur_queue::admission::{Admission, Verdict, Watermarks};
 use facteur_queue::notices::{About, NoticeItem};
 use facteur_queue::outcome::Notice;
 
-use crate::config::SmtpConfig;
+use crate::config::{SmtpConfig, SuccessNotices};
 use crate::headers::{self, ReceivedInfo};
 use crate::limits::{ClientLimits, LimitConfig};
 use crate::policy;
@@ -572,8 +572,20 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
             recipients,
             data: full,
         };
-        let success_notice = success_notice_items(&msg);
-        let notice_about = (!success_notice.is_empty()).then(|| (msg.envelope.clone(), msg.data.clone()));
+        // Not a reflector: a stranger's forged sender with NOTIFY=SUCCESS
+        // and RET=FULL would have us mail its content to anyone.
+        let stranger = env.auth_user.is_none() && !ctx.trusted(client.peer.ip());
+        let success_notice = match (stranger, ctx.config.success_notices_for_strangers) {
+            (true, SuccessNotices::None) => Vec::new(),
+            _ => success_notice_items(&msg),
+        };
+        let notice_about = (!success_notice.is_empty()).then(|| {
+            let mut envelope = msg.envelope.clone();
+            if stranger && ctx.config.success_notices_for_strangers == SuccessNotices::Headers {
+                envelope.ret = Some("HDRS".into());
+            }
+            (envelope, msg.data.clone())
+        });
         match ctx.store.store_message(msg).await {
             Ok(placed) => {
                 tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, rule = %class_rule, "accepted");
