@@ -81,11 +81,19 @@ impl AuthSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Bearer token for the HTTP admin API (`/admin/...`); empty: the API is off.
     pub token: String,
+}
+
+impl std::fmt::Debug for AdminSection {
+    // The token never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.token.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("AdminSection").field("token", &token).finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -329,6 +337,10 @@ enabled = true                          # run outbound delivery on this node
 # relay_host = "smtp.provider.example:587"  # send everything not routed below through a smarthost
 # relay_auth = { user = "me", password = "secret" }
 tls = "opportunistic"                   # STARTTLS when offered: "opportunistic", "require" or "none"
+# With "require" or relay credentials the server's certificate is verified
+# (name and chain) against the system's authorities, or these:
+# tls_ca_file = "/etc/facteur/relay-ca.pem"
+tls_insecure_skip_verify = false        # true: do NOT verify (anyone on the path reads the password)
 max_concurrent = 200                    # deliveries at once on this node
 max_messages_per_connection = 100
 first_retry_secs = 300                  # then doubling...
@@ -445,8 +457,9 @@ hysteresis = 0.1
 # [[route]]
 # domain = "example.net"                # or "*.example.net", or "*"
 # via = "127.0.0.1:2526"                # host:port, resolved by A/AAAA (not MX)
-# tls = "opportunistic"
-# auth = { user = "me", password = "secret" }
+# tls = "opportunistic"                 # with auth or "require": certificate verified
+# auth = { user = "me", password = "secret" }   # only ever sent over verified TLS
+# tls_ca_file = "/etc/facteur/route-ca.pem"     # default: the system's authorities
 "#;
 
 #[cfg(test)]
@@ -470,6 +483,24 @@ mod tests {
         assert_eq!(c.listen.submissions[0].port(), 465);
         assert_eq!(c.listen.pop3[0].port(), 110);
         assert_eq!(c.listen.pop3s[0].port(), 995);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::parse(
+            "[admin]\ntoken = \"tok-s3cret\"\n[delivery]\nrelay_host = \"relay.test:587\"\n\
+             relay_auth = { user = \"me\", password = \"pw-s3cret\" }\n\
+             [[route]]\ndomain = \"x.test\"\nvia = \"h.test:25\"\nauth = { user = \"u\", password = \"route-s3cret\" }\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["tok-s3cret", "pw-s3cret", "route-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} printed");
+        }
+        assert!(shown.contains("<redacted>"));
+        // And the values are there for use.
+        assert_eq!(c.admin.token, "tok-s3cret");
     }
 
     #[test]

@@ -167,8 +167,21 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             relay_host: d.relay_host.clone(),
             relay_auth: d.relay_auth.clone(),
             tls: d.tls,
+            tls_ca_file: d.tls_ca_file.clone(),
+            tls_insecure_skip_verify: d.tls_insecure_skip_verify,
             mx_port: d.mx_port,
         };
+        for (what, on) in std::iter::once(("delivery (MX and relay host)".to_string(), d.tls_insecure_skip_verify))
+            .chain(config.route.iter().map(|r| (format!("route for {:?}", r.domain), r.tls_insecure_skip_verify)))
+        {
+            if on {
+                tracing::warn!(
+                    what,
+                    "TLS certificates are NOT verified (tls_insecure_skip_verify): anyone on the path can read what is sent, credentials included"
+                );
+                notes.push(format!("WARNING: {what}: tls_insecure_skip_verify = true, certificates are not verified"));
+            }
+        }
         // RFC 5321 §6.3: a route to ourselves would make every message loop.
         let loops = router.loops_in_config().await;
         if !loops.is_empty() {

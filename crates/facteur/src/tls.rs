@@ -58,6 +58,9 @@ fn self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> anyhow::R
     if hostname != "localhost" {
         names.push("localhost".into());
     }
+    // Loopback by address too, so a client on this machine can verify it
+    // (with the file as its CA) when it connects to 127.0.0.1 or ::1.
+    names.extend(["127.0.0.1".to_string(), "::1".to_string()]);
     let certified = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
     std::fs::write(cert, certified.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
     write_private(key, certified.key_pair.serialize_pem().as_bytes())?;

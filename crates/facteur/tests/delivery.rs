@@ -25,7 +25,7 @@ fn relay_config(sim: std::net::SocketAddr) -> Config {
     c.delivery.retry_jitter = 0.0;
     c.delivery.command_timeout_secs = 2;
     c.delivery.connect_timeout_secs = 2;
-    c.route = vec![RouteConfig { domain: "*".into(), via: sim.to_string(), tls: TlsPolicy::Opportunistic, auth: None }];
+    c.route = vec![RouteConfig { domain: "*".into(), via: sim.to_string(), ..Default::default() }];
     c
 }
 
@@ -426,6 +426,9 @@ async fn relay_route_with_starttls_and_auth() {
         let mut config = relay_config(upstream.submission);
         config.route[0].domain = "up.test".into();
         config.route[0].tls = TlsPolicy::Require;
+        // Credentials go over verified TLS only: the upstream's self-signed
+        // certificate is this route's authority.
+        config.route[0].tls_ca_file = Some(upstream.dir.path().join("tls/cert.pem"));
         config.route[0].auth =
             Some(facteur_queue::RouteAuth { user: "bob@example.test".into(), password: password.into() });
         let clock = ManualClock::new(T0);
@@ -629,4 +632,108 @@ async fn a_peer_that_greets_with_our_own_name_is_a_loop() {
     let bounce = s.inbox("alice@example.test").await;
     assert_eq!(bounce.len(), 1, "the sender is told");
     assert!(bounce[0].contains("Status: 5.4.6"), "{}", bounce[0]);
+}
+
+/// Relay credentials never travel in clear (they did after a STARTTLS that
+/// was not offered), and only to a server whose certificate checks out.
+#[tokio::test]
+async fn relay_credentials_only_over_verified_tls() {
+    let auth = Some(facteur_queue::RouteAuth { user: "me".into(), password: "hunter2".into() });
+    // No STARTTLS offered (or stripped on the way): deferred, no AUTH sent.
+    let clear = Downstream::start(Behavior::accept_all()).await;
+    let mut config = relay_config(clear.addr());
+    config.route[0].auth = auth.clone();
+    let s =
+        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
+            .await;
+    let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    s.engine().run_once().await;
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "queued");
+    let err = m.recipients[0].last_error.clone().unwrap();
+    assert!(err.contains("4.7.10") && err.contains("never send credentials without TLS"), "{err}");
+    assert!(!clear.transcript().iter().any(|l| l.starts_with("AUTH")), "{:?}", clear.transcript());
+    // STARTTLS with a certificate nobody vouches for: deferred, no AUTH.
+    let tls = Downstream::start(Behavior { tls: true, ..Behavior::accept_all() }).await;
+    let mut config = relay_config(tls.addr());
+    config.route[0].auth = auth;
+    let s =
+        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
+            .await;
+    let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    s.engine().run_once().await;
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "queued");
+    let err = m.recipients[0].last_error.clone().unwrap();
+    assert!(err.contains("TLS handshake") && err.contains("certificate"), "{err}");
+    let t = tls.transcript();
+    assert!(t.iter().any(|l| l.starts_with("STARTTLS")) && !t.iter().any(|l| l.starts_with("AUTH")), "{t:?}");
+    assert!(!format!("{m:?}").contains("hunter2"), "the password is in no record");
+}
+
+/// `tls = "require"` verifies the certificate (name and chain): against the
+/// system's authorities a self-signed one fails; with the route's CA file
+/// it passes; `tls_insecure_skip_verify` is the named way around it.
+#[tokio::test]
+async fn required_tls_verifies_the_certificate() {
+    let sim = Downstream::start(Behavior { tls: true, ..Behavior::accept_all() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("sim-ca.pem");
+    std::fs::write(&ca, sim.certificate_pem()).unwrap();
+    for (ca_file, insecure, expect) in
+        [(None, false, "queued"), (Some(ca.clone()), false, "delivered"), (None, true, "delivered")]
+    {
+        let mut config = relay_config(sim.addr());
+        config.route[0].tls = TlsPolicy::Require;
+        config.route[0].tls_ca_file = ca_file.clone();
+        config.route[0].tls_insecure_skip_verify = insecure;
+        let s = TestServer::start_opts(
+            config,
+            StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false },
+        )
+        .await;
+        if insecure {
+            let notes = &s.running.as_ref().unwrap().notes;
+            assert!(notes.iter().any(|n| n.contains("not verified")), "the operator is told: {notes:?}");
+        }
+        let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+        s.engine().run_once().await;
+        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        assert_eq!(m.recipients[0].state, expect, "ca {ca_file:?} insecure {insecure}: {m:?}");
+    }
+    // A CA file that is not one is a configuration error, named.
+    std::fs::write(dir.path().join("junk.pem"), "not pem").unwrap();
+    let mut config = relay_config(sim.addr());
+    config.route[0].tls_ca_file = Some(dir.path().join("junk.pem"));
+    let text = format!("{:?}", facteur::config::Config::parse(&toml_of(&config), std::path::Path::new("t.toml")));
+    assert!(text.contains("tls_ca_file") && text.contains("junk.pem"), "{text}");
+}
+
+/// The routes of `config` as a TOML file, for the configuration checks.
+fn toml_of(config: &Config) -> String {
+    let r = &config.route[0];
+    format!(
+        "[[route]]\ndomain = {:?}\nvia = {:?}\ntls_ca_file = {:?}\n",
+        r.domain,
+        r.via,
+        r.tls_ca_file.as_ref().unwrap().display().to_string()
+    )
+}
+
+/// RFC 5321 §4.5.3.2: the time allowed is per reply, whole. A downstream
+/// that sends one octet of its greeting every 200 ms (never silent for
+/// long) held a delivery 152 s under a 10 s timeout; it is cut at the
+/// command timeout (2 s here) and the message deferred.
+#[tokio::test]
+async fn a_downstream_trickling_its_reply_is_cut_at_the_command_deadline() {
+    let sim = Downstream::start(Behavior { trickle: Some(Duration::from_millis(200)), ..Behavior::accept_all() }).await;
+    let (s, _clock) = manual(sim.addr()).await;
+    let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
+    let t = std::time::Instant::now();
+    s.engine().run_once().await;
+    let took = t.elapsed();
+    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, "queued", "{m:?}");
+    assert!(m.recipients[0].last_error.as_deref().unwrap().contains("timeout"), "{m:?}");
+    assert!(took < Duration::from_secs(5), "held {took:?} under a 2 s command timeout");
 }

@@ -162,7 +162,7 @@ async fn delivers_to_postfix_smtp_sink() {
             domain: "*".into(),
             via: format!("127.0.0.1:{port}"),
             tls: facteur_queue::TlsPolicy::None,
-            auth: None,
+            ..Default::default()
         })
         .await;
         let mut c = common::Client::connect(s.smtp).await;
@@ -257,7 +257,7 @@ async fn delivers_to_a_real_postfix() {
         domain: "pf.test".into(),
         via: format!("127.0.0.1:{port}"),
         tls: facteur_queue::TlsPolicy::Opportunistic,
-        auth: None,
+        ..Default::default()
     })
     .await;
     let mut c = common::Client::connect(s.smtp).await;

@@ -10,8 +10,10 @@ use facteur_smtp_proto::client::{Capabilities, OutboundEnvelope, ReplyReader, Tr
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::path::{Path, PathBuf};
+
 use crate::config::TlsPolicy;
-use crate::route::Target;
+use crate::route::{Target, Verify};
 
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -38,8 +40,14 @@ pub struct Connection {
 
 pub struct ClientSettings {
     pub helo_name: String,
+    /// TLS that does not verify the server (opportunistic).
     pub tls: Arc<rustls::ClientConfig>,
+    /// Verifying TLS configurations, by CA file (`None`: the system's
+    /// roots), made on first use.
+    pub verified: VerifiedTls,
     pub connect_timeout: Duration,
+    /// Time allowed for each reply, whole (RFC 5321 §4.5.3.2: 5 minutes for
+    /// most commands); the reply to the end of data gets twice this (10).
     pub command_timeout: Duration,
 }
 
@@ -48,22 +56,29 @@ fn io_error(host: &str, what: &str, e: impl std::fmt::Display) -> ConnectError {
 }
 
 impl Connection {
-    async fn read_reply(&mut self) -> Result<Reply, String> {
+    /// One reply, whole, before `deadline`: a server that sends a byte now
+    /// and then does not keep us waiting past it (RFC 5321 §4.5.3.2 gives a
+    /// time per command, not per read).
+    async fn read_reply_by(&mut self, deadline: tokio::time::Instant) -> Result<Reply, String> {
         loop {
             match self.reader.next_reply() {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
                 Err(e) => return Err(format!("unreadable reply from {}: {e}", self.host)),
             }
-            let n = tokio::time::timeout(self.timeout, self.stream.read(&mut self.buf))
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf))
                 .await
-                .map_err(|_| format!("timeout waiting for {}", self.host))?
+                .map_err(|_| format!("timeout waiting for a reply from {}", self.host))?
                 .map_err(|e| format!("read from {}: {e}", self.host))?;
             if n == 0 {
                 return Err(format!("{} closed the connection", self.host));
             }
             self.reader.feed(&self.buf[..n]);
         }
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, String> {
+        self.read_reply_by(tokio::time::Instant::now() + self.timeout).await
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -98,10 +113,13 @@ impl Connection {
 
     /// Connect to one target and make the session ready for MAIL.
     pub async fn open(target: &Target, s: &ClientSettings) -> Result<Connection, ConnectError> {
+        // Credentials and verified TLS never fall back to plaintext.
+        let may_fall_back =
+            target.tls == TlsPolicy::Opportunistic && target.auth.is_none() && target.verify == Verify::No;
         match Self::open_once(target, s, target.tls != TlsPolicy::None).await {
             // Opportunistic TLS that failed in the handshake: Postfix's "may"
             // falls back to plaintext, and so do we.
-            Err(e) if target.tls == TlsPolicy::Opportunistic && e.text.contains("TLS handshake") => {
+            Err(e) if may_fall_back && e.text.contains("TLS handshake") => {
                 tracing::warn!(host = %target.host, error = %e.text, "STARTTLS failed; retrying without TLS");
                 Self::open_once(target, s, false).await
             }
@@ -146,32 +164,25 @@ impl Connection {
             });
         }
         c.ehlo(&s.helo_name).await.map_err(fail)?;
+        let needs_tls = target.tls == TlsPolicy::Require || target.auth.is_some();
         if try_tls && c.caps.starttls {
             let r = c.command("STARTTLS").await.map_err(fail)?;
             if r.code == 220 {
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(target.addr.ip().into()));
-                let connector = tokio_rustls::TlsConnector::from(s.tls.clone());
-                let plain = std::mem::replace(&mut c.stream, Box::new(tokio::io::empty()));
-                let tls = tokio::time::timeout(s.command_timeout, connector.connect(name, plain))
-                    .await
-                    .map_err(|_| fail(format!("TLS handshake with {host} timed out")))?
-                    .map_err(|e| fail(format!("TLS handshake with {host} failed: {e}")))?;
-                c.stream = Box::new(tls);
-                c.reader = ReplyReader::default();
-                c.tls = true;
+                c.start_tls(target, s).await.map_err(fail)?;
                 // RFC 3207 §4.2: forget what was learnt before TLS.
                 c.ehlo(&s.helo_name).await.map_err(fail)?;
-            } else if target.tls == TlsPolicy::Require {
+            } else if needs_tls {
                 return Err(fail(format!("{host} refused STARTTLS: {r}")));
             }
         }
-        if target.tls == TlsPolicy::Require && !c.tls {
+        if needs_tls && !c.tls {
+            let why =
+                if target.auth.is_some() { "we never send credentials without TLS" } else { "this route requires TLS" };
             return Err(ConnectError {
                 host: host.clone(),
                 permanent: false,
                 status: (4, 7, 10),
-                text: format!("{host} does not offer STARTTLS and this route requires TLS"),
+                text: format!("{host} does not offer STARTTLS and {why}"),
             });
         }
         if let Some(auth) = &target.auth {
@@ -188,6 +199,37 @@ impl Connection {
             }
         }
         Ok(c)
+    }
+
+    /// The TLS handshake after `220` to STARTTLS, verifying the server's
+    /// certificate (name and chain) when the target asks for it.
+    async fn start_tls(&mut self, target: &Target, s: &ClientSettings) -> Result<(), String> {
+        let host = &target.host;
+        let (config, name) = match &target.verify {
+            Verify::No => {
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(target.addr.ip().into()));
+                (s.tls.clone(), name)
+            }
+            Verify::Chain(ca_file) => {
+                let config = s.verified.get(ca_file.as_deref())?;
+                // The name checked is the one we were told to reach: the
+                // route's or MX host name, or its IP address.
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| format!("TLS handshake with {host} failed: {host:?} cannot be verified as a name"))?;
+                (config, name)
+            }
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        let tls = tokio::time::timeout(self.timeout, connector.connect(name, plain))
+            .await
+            .map_err(|_| format!("TLS handshake with {host} timed out"))?
+            .map_err(|e| format!("TLS handshake with {host} failed: {e}"))?;
+        self.stream = Box::new(tls);
+        self.reader = ReplyReader::default();
+        self.tls = true;
+        Ok(())
     }
 
     /// One transaction; I/O failures become temporary outcomes for every
@@ -207,17 +249,21 @@ impl Connection {
     }
 
     async fn drive(&mut self, tx: &mut Transaction, body: &[u8]) -> Result<TxResult, String> {
+        let mut wait = self.timeout;
         loop {
             let out = tx.take_output();
             if !out.is_empty() {
                 self.write(&out).await?;
             }
-            let reply = self.read_reply().await?;
+            let reply = self.read_reply_by(tokio::time::Instant::now() + wait).await?;
+            wait = self.timeout;
             match tx.on_reply(reply) {
                 TxStep::Continue => {}
                 TxStep::SendBody => {
                     let bytes = tx.body_bytes(body);
                     self.write(&bytes).await?;
+                    // RFC 5321 §4.5.3.2.6: 10 minutes for the end of data.
+                    wait = self.timeout.saturating_mul(2);
                 }
                 TxStep::Done(result) => return Ok(result),
             }
@@ -232,7 +278,8 @@ impl Connection {
 
 /// Opportunistic TLS does not authenticate the server (as Postfix's "may"
 /// and "encrypt" levels): it protects against passive eavesdropping only.
-/// Verified TLS (DANE, MTA-STS) comes later.
+/// Routes with credentials or `tls = "require"` verify (see [`VerifiedTls`]);
+/// DANE and MTA-STS come later.
 #[derive(Debug)]
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
 
@@ -268,6 +315,66 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     }
 }
 
+/// Verifying client configurations, one per CA file (`None`: the system's
+/// trust store), loaded on first use and kept.
+#[derive(Default)]
+pub struct VerifiedTls {
+    configs: std::sync::Mutex<std::collections::HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>>,
+}
+
+impl VerifiedTls {
+    fn get(&self, ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+        let key = ca_file.map(Path::to_path_buf);
+        if let Some(c) = self.configs.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let roots = match ca_file {
+            Some(f) => load_ca_file(f)?,
+            None => system_roots()?,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let config = Arc::new(config);
+        if let Ok(mut m) = self.configs.lock() {
+            m.insert(key, config.clone());
+        }
+        Ok(config)
+    }
+}
+
+fn load_ca_file(f: &Path) -> Result<rustls::RootCertStore, String> {
+    let pem = std::fs::read(f).map_err(|e| format!("cannot read CA file {}: {e}", f.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("CA file {}: {e}", f.display()))?;
+        roots.add(cert).map_err(|e| format!("CA file {}: {e}", f.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("CA file {} holds no PEM certificate", f.display()));
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<rustls::RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err("no system trust store (install ca-certificates, or set tls_ca_file)".into());
+    }
+    Ok(roots)
+}
+
+/// What is wrong with a configured CA file, if anything (for config checks).
+pub fn ca_file_problem(f: &Path) -> Option<String> {
+    load_ca_file(f).err()
+}
+
+/// Unverified TLS for opportunistic delivery (and tests of our own servers).
 pub fn client_tls_config() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())

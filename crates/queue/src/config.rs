@@ -15,15 +15,22 @@ pub enum TlsPolicy {
     None,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuth {
     pub user: String,
     pub password: String,
 }
 
+impl std::fmt::Debug for RouteAuth {
+    // The password never reaches a log or an error message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteAuth").field("user", &self.user).field("password", &"<redacted>").finish()
+    }
+}
+
 /// A static route: mail for `domain` goes to `via` instead of its MX.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Recipient domain, or `*.example.net` for its subdomains, or `*` for all.
@@ -32,8 +39,18 @@ pub struct RouteConfig {
     pub via: String,
     #[serde(default)]
     pub tls: TlsPolicy,
+    /// Credentials for AUTH PLAIN; they are only ever sent over TLS whose
+    /// certificate was verified.
     #[serde(default)]
     pub auth: Option<RouteAuth>,
+    /// PEM file of the certificate authorities to verify this route's
+    /// server with (default: the system's).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Do not verify the server's certificate even with credentials or
+    /// `tls = "require"`: anyone on the path can then read the password.
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -46,6 +63,12 @@ pub struct DeliveryConfig {
     pub relay_host: Option<String>,
     /// TLS toward MX hosts and the relay host.
     pub tls: TlsPolicy,
+    /// Certificate authorities (PEM) for MX hosts and the relay host when
+    /// their certificate is verified (`tls = "require"`, or relay
+    /// credentials); default: the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Do not verify those certificates (loudly logged at start).
+    pub tls_insecure_skip_verify: bool,
     /// Credentials for the relay host.
     pub relay_auth: Option<RouteAuth>,
     /// Deliveries at once on this node.
@@ -91,6 +114,8 @@ impl Default for DeliveryConfig {
             enabled: true,
             relay_host: None,
             tls: TlsPolicy::Opportunistic,
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
             relay_auth: None,
             max_concurrent: 200,
             max_messages_per_connection: 100,
@@ -156,6 +181,23 @@ impl DeliveryConfig {
             if crate::route::parse_host_port(&r.via).is_none() {
                 p.push(format!("route for {:?}: via = {:?} is not host:port", r.domain, r.via));
             }
+            if r.auth.is_some() && r.tls == TlsPolicy::None {
+                p.push(format!(
+                    "route for {:?}: auth with tls = \"none\" would send the password in clear; use \"require\"",
+                    r.domain
+                ));
+            }
+            if let Some(f) = &r.tls_ca_file {
+                p.extend(
+                    crate::client::ca_file_problem(f).map(|e| format!("route for {:?}: tls_ca_file: {e}", r.domain)),
+                );
+            }
+        }
+        if self.relay_auth.is_some() && self.tls == TlsPolicy::None {
+            p.push("delivery.relay_auth with delivery.tls = \"none\" would send the password in clear".into());
+        }
+        if let Some(f) = &self.tls_ca_file {
+            p.extend(crate::client::ca_file_problem(f).map(|e| format!("delivery.tls_ca_file: {e}")));
         }
         if let Some(h) = &self.relay_host
             && crate::route::parse_host_port(h).is_none()

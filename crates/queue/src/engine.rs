@@ -231,6 +231,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         let client = ClientSettings {
             helo_name: hostname.clone(),
             tls: crate::client::client_tls_config(),
+            verified: Default::default(),
             connect_timeout: Duration::from_secs(config.connect_timeout_secs.max(1)),
             command_timeout: Duration::from_secs(config.command_timeout_secs.max(1)),
         };

@@ -2,6 +2,7 @@
 //! domain's MX hosts (RFC 5321 §5.1), as an ordered list of addresses.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use crate::config::{RouteAuth, RouteConfig, TlsPolicy};
 use crate::resolver::{DnsError, Resolver};
@@ -14,6 +15,29 @@ pub struct Target {
     pub addr: SocketAddr,
     pub tls: TlsPolicy,
     pub auth: Option<RouteAuth>,
+    pub verify: Verify,
+}
+
+/// How a target's TLS certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verify {
+    /// Not at all: opportunistic TLS only keeps passive listeners out
+    /// (Postfix's "may" and "encrypt"), or the operator said so.
+    No,
+    /// Name and chain, against these authorities (`None`: the system's).
+    Chain(Option<PathBuf>),
+}
+
+impl Verify {
+    /// TLS that must succeed (`require`) or that carries credentials is
+    /// verified, unless the operator opted out by name.
+    fn for_target(tls: TlsPolicy, auth: bool, ca_file: Option<&PathBuf>, insecure_skip_verify: bool) -> Verify {
+        if insecure_skip_verify || !(tls == TlsPolicy::Require || auth) {
+            Verify::No
+        } else {
+            Verify::Chain(ca_file.cloned())
+        }
+    }
 }
 
 /// Why no target could be found.
@@ -85,6 +109,9 @@ pub struct Router<R> {
     pub relay_host: Option<String>,
     pub relay_auth: Option<RouteAuth>,
     pub tls: TlsPolicy,
+    /// Authorities for MX and relay host certificates when verified.
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_insecure_skip_verify: bool,
     /// Port of MX hosts (25; other values only for test setups).
     pub mx_port: u16,
 }
@@ -107,9 +134,14 @@ impl<R: Resolver> Router<R> {
             .find(|r| r.domain.eq_ignore_ascii_case(&domain))
             .or_else(|| self.routes.iter().find(|r| route_matches(&r.domain, &domain)));
         let targets = if let Some(r) = route {
-            self.via(&r.via, r.tls, r.auth.clone()).await?
+            let verify =
+                Verify::for_target(r.tls, r.auth.is_some(), r.tls_ca_file.as_ref(), r.tls_insecure_skip_verify);
+            self.via(&r.via, r.tls, r.auth.clone(), verify).await?
         } else if let Some(relay) = &self.relay_host {
-            self.via(relay, self.tls, self.relay_auth.clone()).await?
+            let auth = self.relay_auth.clone();
+            let verify =
+                Verify::for_target(self.tls, auth.is_some(), self.tls_ca_file.as_ref(), self.tls_insecure_skip_verify);
+            self.via(relay, self.tls, auth, verify).await?
         } else {
             return self.mx(&domain).await;
         };
@@ -133,7 +165,9 @@ impl<R: Resolver> Router<R> {
         let mut problems = Vec::new();
         for (key, via) in vias {
             // A name server that does not answer must not hold the start.
-            let resolved = tokio::time::timeout(std::time::Duration::from_secs(3), self.via(via, self.tls, None)).await;
+            let resolved =
+                tokio::time::timeout(std::time::Duration::from_secs(3), self.via(via, self.tls, None, Verify::No))
+                    .await;
             let Ok(Ok(targets)) = resolved else { continue };
             if let Some(t) = targets.iter().find(|t| self.local.is_self(t.addr)) {
                 problems.push(format!(
@@ -145,14 +179,26 @@ impl<R: Resolver> Router<R> {
         problems
     }
 
-    async fn via(&self, via: &str, tls: TlsPolicy, auth: Option<RouteAuth>) -> Result<Vec<Target>, RouteFailure> {
+    async fn via(
+        &self,
+        via: &str,
+        tls: TlsPolicy,
+        auth: Option<RouteAuth>,
+        verify: Verify,
+    ) -> Result<Vec<Target>, RouteFailure> {
         let Some((host, port)) = parse_host_port(via) else {
             return Err(RouteFailure::temporary((4, 3, 5), format!("route via {via:?} is not host:port")));
         };
         let ips = self.addresses(&host).await?;
         Ok(ips
             .into_iter()
-            .map(|ip| Target { host: host.clone(), addr: SocketAddr::new(ip, port), tls, auth: auth.clone() })
+            .map(|ip| Target {
+                host: host.clone(),
+                addr: SocketAddr::new(ip, port),
+                tls,
+                auth: auth.clone(),
+                verify: verify.clone(),
+            })
             .collect())
     }
 
@@ -229,12 +275,14 @@ impl<R: Resolver> Router<R> {
     }
 
     fn targets(&self, host: &str, ips: Vec<IpAddr>) -> Vec<Target> {
+        let verify = Verify::for_target(self.tls, false, self.tls_ca_file.as_ref(), self.tls_insecure_skip_verify);
         ips.into_iter()
             .map(|ip| Target {
                 host: host.to_string(),
                 addr: SocketAddr::new(ip, self.mx_port),
                 tls: self.tls,
                 auth: None,
+                verify: verify.clone(),
             })
             .collect()
     }
@@ -253,6 +301,8 @@ mod tests {
             relay_host: None,
             relay_auth: None,
             tls: TlsPolicy::Opportunistic,
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
             mx_port: 25,
         }
     }
@@ -296,18 +346,29 @@ mod tests {
                 domain: "*.corp.test".into(),
                 via: "127.0.0.1:2600".into(),
                 tls: TlsPolicy::None,
-                auth: None,
+                ..Default::default()
             },
             RouteConfig {
                 domain: "Exact.test".into(),
                 via: "[127.0.0.2]:2601".into(),
                 tls: TlsPolicy::Require,
-                auth: None,
+                ..Default::default()
             },
         ];
         r.relay_host = Some("smarthost.test:587".into());
         let t = r.plan("exact.test").await.unwrap();
         assert_eq!((t[0].addr, t[0].tls), ("127.0.0.2:2601".parse().unwrap(), TlsPolicy::Require));
+        assert_eq!(t[0].verify, Verify::Chain(None), "required TLS is verified");
+        assert_eq!(r.plan("eu.corp.test").await.unwrap()[0].verify, Verify::No);
+        // Relay credentials: verified even under opportunistic TLS...
+        r.relay_auth = Some(RouteAuth { user: "u".into(), password: "p".into() });
+        r.tls_ca_file = Some("/etc/relay-ca.pem".into());
+        assert_eq!(r.plan("other.test").await.unwrap()[0].verify, Verify::Chain(Some("/etc/relay-ca.pem".into())));
+        // ...unless the operator opts out by name; MX hosts under
+        // opportunistic TLS are not verified.
+        r.tls_insecure_skip_verify = true;
+        assert_eq!(r.plan("other.test").await.unwrap()[0].verify, Verify::No);
+        r.relay_auth = None;
         assert_eq!(r.plan("eu.corp.test").await.unwrap()[0].addr, "127.0.0.1:2600".parse().unwrap());
         assert_eq!(r.plan("corp.test").await.unwrap()[0].addr, "127.0.0.20:587".parse().unwrap());
         assert_eq!(r.plan("other.test").await.unwrap()[0].host, "smarthost.test");
@@ -335,8 +396,7 @@ mod tests {
         let f = r.plan("only-me.test").await.unwrap_err();
         assert!(f.permanent && f.status == (5, 4, 6) && f.text.contains("loops back to myself"), "{f:?}");
         // A route to our own listener (loopback, a wildcard listener).
-        r.routes =
-            vec![RouteConfig { domain: "*".into(), via: "127.0.0.1:25".into(), tls: TlsPolicy::None, auth: None }];
+        r.routes = vec![RouteConfig { domain: "*".into(), via: "127.0.0.1:25".into(), ..Default::default() }];
         let f = r.plan("anything.test").await.unwrap_err();
         assert_eq!(f.status, (5, 4, 6));
         assert_eq!(r.loops_in_config().await.len(), 1);

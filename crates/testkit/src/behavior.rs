@@ -69,6 +69,9 @@ pub struct Behavior {
     /// Keep accepted messages and the command transcript in memory (default
     /// true). Counting goes on when off, so long benchmarks do not grow.
     pub record: bool,
+    /// Send every reply one octet at a time, this far apart: a server that
+    /// is never silent long, yet never done (`None`: at once).
+    pub trickle: Option<std::time::Duration>,
 }
 
 impl Behavior {
@@ -89,6 +92,7 @@ impl Behavior {
             end_of_data: Step::Accept,
             rate: None,
             record: true,
+            trickle: None,
         }
     }
 

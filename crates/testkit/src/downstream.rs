@@ -69,6 +69,16 @@ impl Downstream {
         self.addr
     }
 
+    /// The self-signed certificate STARTTLS presents (PEM; names
+    /// `localhost`, `sim.invalid` and 127.0.0.1), for a client that verifies
+    /// with it as its authority.
+    pub fn certificate_pem(&self) -> String {
+        match self.shared.tls() {
+            Ok((_, pem)) => pem,
+            Err(e) => panic!("facteur-testkit: cannot make a certificate: {e}"),
+        }
+    }
+
     /// Change what the simulator answers. Sessions already open keep the
     /// behaviour they started with; the rate bucket starts full again.
     pub fn set_behavior(&self, behavior: Behavior) {
@@ -193,7 +203,7 @@ pub(crate) struct Shared {
     transcript: Mutex<Vec<String>>,
     pipelined: AtomicUsize,
     queue_ids: AtomicU64,
-    tls: Mutex<Option<Arc<ServerConfig>>>,
+    tls: Mutex<Option<(Arc<ServerConfig>, String)>>,
 }
 
 impl Shared {
@@ -249,15 +259,20 @@ impl Shared {
         format!("sim{id}")
     }
 
-    /// The TLS configuration, made on first use and kept.
-    pub(crate) fn tls_config(&self) -> io::Result<Arc<ServerConfig>> {
+    /// The TLS configuration and its certificate (PEM), made on first use
+    /// and kept.
+    pub(crate) fn tls(&self) -> io::Result<(Arc<ServerConfig>, String)> {
         let mut slot = lock(&self.tls);
-        if let Some(config) = slot.as_ref() {
-            return Ok(Arc::clone(config));
+        if let Some((config, pem)) = slot.as_ref() {
+            return Ok((Arc::clone(config), pem.clone()));
         }
-        let config = tls::self_signed_config()?;
-        *slot = Some(Arc::clone(&config));
-        Ok(config)
+        let (config, pem) = tls::self_signed_config()?;
+        *slot = Some((Arc::clone(&config), pem.clone()));
+        Ok((config, pem))
+    }
+
+    pub(crate) fn tls_config(&self) -> io::Result<Arc<ServerConfig>> {
+        self.tls().map(|(config, _)| config)
     }
 }
 

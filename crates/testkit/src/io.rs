@@ -90,17 +90,40 @@ pub(crate) fn trim_eol(line: &[u8]) -> &[u8] {
 /// Send one reply; each `\n` in `text` starts another line of it
 /// (RFC 5321 §4.2.1: `code-text` on every line but the last, `code text`).
 pub(crate) async fn write_reply<S: Stream>(io: &mut BufReader<S>, code: u16, text: &str) -> io::Result<()> {
+    let out = reply_text(code, text);
+    timed(async {
+        io.write_all(out.as_bytes()).await?;
+        io.flush().await
+    })
+    .await
+}
+
+fn reply_text(code: u16, text: &str) -> String {
     let lines: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
     let mut out = String::new();
     for (i, line) in lines.iter().enumerate() {
         let separator = if i + 1 == lines.len() { ' ' } else { '-' };
         out.push_str(&format!("{code}{separator}{line}\r\n"));
     }
-    timed(async {
-        io.write_all(out.as_bytes()).await?;
-        io.flush().await
-    })
-    .await
+    out
+}
+
+/// [`write_reply`], one octet at a time, `every` apart.
+pub(crate) async fn trickle_reply<S: Stream>(
+    io: &mut BufReader<S>,
+    code: u16,
+    text: &str,
+    every: std::time::Duration,
+) -> io::Result<()> {
+    for b in reply_text(code, text).bytes() {
+        timed(async {
+            io.write_all(&[b]).await?;
+            io.flush().await
+        })
+        .await?;
+        tokio::time::sleep(every).await;
+    }
+    Ok(())
 }
 
 /// Read and ignore input until the client closes or [`IDLE`] has passed.

@@ -495,7 +495,10 @@ impl Session {
         if !io.buffer().is_empty() {
             self.shared.note_pipelined();
         }
-        sio::write_reply(io, code, text).await?;
+        match self.behavior.trickle {
+            Some(every) => sio::trickle_reply(io, code, text, every).await?,
+            None => sio::write_reply(io, code, text).await?,
+        }
         // RFC 5321 §3.8: 421 means the server closes the connection.
         Ok(if code == 421 { Next::Quit } else { Next::Continue })
     }
