@@ -14,6 +14,9 @@ use crate::serve;
 
 const DEFAULT_DATA: &str = "./facteur-data";
 
+/// How long `serve` takes at most to stop after SIGTERM or SIGINT.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "facteur",
@@ -305,13 +308,17 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("facteur: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // A task that never yields (it should not exist, but) must not keep
+    // the process alive after its work is done: do not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
@@ -856,8 +863,12 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
     }
     tracing::info!(hostname = %r.config.server.hostname, "facteur serving");
     wait_for_signal().await;
-    tracing::info!("shutting down: closing listeners, telling sessions 421");
-    running.shutdown().await;
+    tracing::info!("shutting down: closing listeners, telling sessions 421/BYE");
+    // Sessions get their grace (10 s at most); the whole stop has a deadline.
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, running.shutdown()).await.is_err() {
+        tracing::warn!(deadline_secs = SHUTDOWN_DEADLINE.as_secs(), "shutdown deadline passed; exiting anyway");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -283,3 +283,100 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     // Before the fix the unknown user answered 15 times faster.
     assert!(u * 10 >= w * 4, "unknown user {u:?} vs wrong password {w:?}");
 }
+
+/// `LIST "" "****…x"` took exponential time (60 stars in two sessions: no
+/// SMTP banner for 15 s). Now two such sessions answer at once and SMTP
+/// greets as usual meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_pattern_cannot_starve_the_server() {
+    let mut config = test_config();
+    config.imap.plaintext_auth = true;
+    let s = TestServer::start_with(config).await;
+    let store = s.store();
+    for n in 0..50 {
+        store.create_mailbox("alice@example.test", &format!("Folder{n}/{}", "a".repeat(60)), None).await.unwrap();
+    }
+    let pattern = format!("{}x", "*".repeat(60));
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut c = Lines::connect(s.imap).await;
+        c.line().await;
+        c.send(format!("a LOGIN alice@example.test {PASSWORD}\r\n").as_bytes()).await;
+        c.until("a ").await;
+        sessions.push(c);
+    }
+    let t = Instant::now();
+    for c in &mut sessions {
+        c.send(format!("l LIST \"\" \"{pattern}\"\r\n").as_bytes()).await;
+    }
+    let greeted = Client::connect(s.smtp).await;
+    let banner = t.elapsed();
+    for c in &mut sessions {
+        let r = c.until("l ").await;
+        assert_eq!(r, ["l OK LIST completed"], "nothing matches");
+    }
+    assert!(banner < Duration::from_secs(2), "SMTP greeting took {banner:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "LIST took {:?}", t.elapsed());
+    drop(greeted);
+    // A pattern longer than any name could match is refused, not worked on.
+    let c = &mut sessions[0];
+    c.send(format!("m LIST \"\" \"{}\"\r\n", "*a".repeat(1100)).as_bytes()).await;
+    let r = c.until("m ").await;
+    assert!(r[0].starts_with("m NO [LIMIT]"), "{r:?}");
+}
+
+/// CREATE refuses invalid modified UTF-7, empty, `.`/`..` and `~` levels,
+/// controls and U+2028 (NO [CANNOT]); `Café` in NFC and NFD is one mailbox.
+#[tokio::test]
+async fn mailbox_names_are_validated_and_normalised() {
+    let mut config = test_config();
+    config.imap.plaintext_auth = true;
+    let s = TestServer::start_with(config).await;
+    let mut c = Lines::connect(s.imap).await;
+    c.line().await;
+    c.send(format!("a LOGIN alice@example.test {PASSWORD}\r\n").as_bytes()).await;
+    c.until("a ").await;
+    let bad: [&[u8]; 9] = [
+        b"\"&Jjo\"",
+        b"\"&2D0-\"",
+        b"\"a/../b\"",
+        b"\"..\"",
+        b"\"~root\"",
+        b"\"a//b\"",
+        b"{3}\r\na\x01b",
+        b"{4}\r\na\xc2\x85b",
+        b"{4}\r\na\xe2\x80\xa8",
+    ];
+    for (i, name) in bad.iter().enumerate() {
+        let mut cmd = format!("c{i} CREATE ").into_bytes();
+        cmd.extend_from_slice(name);
+        cmd.extend_from_slice(b"\r\n");
+        c.send(&cmd).await;
+        let r = c.until(&format!("c{i} ")).await;
+        assert!(
+            r.last().unwrap().starts_with(&format!("c{i} NO [CANNOT]")),
+            "{:?}: {r:?}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    // After ENABLE IMAP4rev2 names are UTF-8 (the C0/C1/U+2028 cases above
+    // were refused as not modified UTF-7; here as controls).
+    c.send(b"e ENABLE IMAP4rev2\r\n").await;
+    c.until("e ").await;
+    c.send(b"u CREATE {4}\r\na\xe2\x80\xa8\r\n").await;
+    let r = c.until("u ").await;
+    assert!(r.last().unwrap().starts_with("u NO [CANNOT]") && r.last().unwrap().contains("control"), "{r:?}");
+    c.send("n1 CREATE {5+}\r\nCafé\r\n".as_bytes()).await;
+    let r = c.until("n1 ").await;
+    assert!(r.last().unwrap().starts_with("n1 OK"), "{r:?}");
+    c.send("n2 CREATE {6+}\r\nCafe\u{301}\r\n".as_bytes()).await;
+    let r = c.until("n2 ").await;
+    assert!(r.last().unwrap().starts_with("n2 NO"), "the NFD spelling is the same mailbox: {r:?}");
+    c.send("n3 SELECT {6+}\r\nCafe\u{301}\r\n".as_bytes()).await;
+    let r = c.until("n3 ").await;
+    assert!(r.last().unwrap().starts_with("n3 OK"), "found under either spelling: {r:?}");
+    let names: Vec<String> =
+        s.store().list_mailboxes("alice@example.test").await.unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("Caf")).count(), 1, "{names:?}");
+    assert!(names.iter().all(|n| !n.contains("..") && !n.contains('~') && !n.contains('&')), "{names:?}");
+}

@@ -610,3 +610,45 @@ async fn two_hundred_unauthenticated_imap_connections_stay_small() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// SIGTERM: sessions are told (SMTP 421 even in the middle of DATA, IMAP
+/// BYE), and the process is gone within the shutdown deadline (a stuck
+/// session once kept it burning a core for minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_sessions_and_exits_within_the_deadline() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let mut server = serve(d).await;
+    let mut smtp = Client::connect(server.smtp).await;
+    smtp.ehlo().await;
+    smtp.ok("MAIL FROM:<a@remote.test>", 250).await;
+    smtp.ok("RCPT TO:<alice@example.test>", 250).await;
+    smtp.ok("DATA", 354).await;
+    smtp.send_raw(b"Subject: half a message\r\n\r\nsome of it").await;
+    let mut imap = tokio::io::BufReader::new(tokio::net::TcpStream::connect(server.imap).await.unwrap());
+    let mut greeting = String::new();
+    imap.read_line(&mut greeting).await.unwrap();
+    imap.get_mut().write_all(b"a NOOP\r\n").await.unwrap();
+    let mut ok = String::new();
+    imap.read_line(&mut ok).await.unwrap();
+    let t = Instant::now();
+    // SAFETY: kill sends a signal to a child we started.
+    assert_eq!(unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) }, 0);
+    let r = smtp.reply().await;
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text().starts_with("4.3.2"), "{r:?}");
+    let mut bye = String::new();
+    tokio::time::timeout(Duration::from_secs(10), imap.read_line(&mut bye)).await.unwrap().unwrap();
+    assert!(bye.starts_with("* BYE"), "{bye}");
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(25), "still running after the shutdown deadline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+}

@@ -21,6 +21,7 @@
 pub mod extended;
 pub mod fuzz_checks;
 pub mod mime;
+pub mod names;
 pub mod search;
 pub mod seqset;
 pub mod server;

@@ -31,7 +31,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 
 use crate::extended::{Extension, ListOptions, SearchReturn};
 use crate::view::{Update, View};
-use crate::{mime, search, seqset, utf7};
+use crate::{mime, names, search, seqset, utf7};
 
 /// What a session needs to know about its server.
 #[derive(Debug, Clone)]
@@ -167,18 +167,6 @@ pub(crate) fn quote(s: &str) -> String {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         format!("{{{}}}\r\n{s}", s.len())
-    }
-}
-
-/// RFC 9051 §6.3.9: `*` matches anything, `%` anything but the separator.
-pub(crate) fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| wildcard_match(rest, &name[i..])),
-        Some((b'%', rest)) => {
-            (0..=name.len()).take_while(|&i| i == 0 || name[i - 1] != b'/').any(|i| wildcard_match(rest, &name[i..]))
-        }
-        Some((c, rest)) => name.first() == Some(c) && wildcard_match(rest, &name[1..]),
     }
 }
 
@@ -467,9 +455,11 @@ impl<S: Store + Clone> Session<S> {
                 (Next::Command, Some(self.select(&self.name_in(&mailbox), true).await))
             }
             C::Create { mailbox } => {
-                // RFC 9051 §6.3.4: a trailing separator only says children may follow.
-                let name = self.name_in(&mailbox);
-                let r = self.store.create_mailbox(self.owner(), name.trim_end_matches('/'), None).await;
+                let name = match self.new_name_in(&mailbox) {
+                    Ok(n) => n,
+                    Err(refusal) => return (Next::Command, Some(refusal)),
+                };
+                let r = self.store.create_mailbox(self.owner(), &name, None).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("CREATE completed"))))
             }
             C::Delete { mailbox } => {
@@ -490,7 +480,11 @@ impl<S: Store + Clone> Session<S> {
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("DELETE completed"))))
             }
             C::Rename { from, to } => {
-                let r = self.store.rename_mailbox(self.owner(), &self.name_in(&from), &self.name_in(&to)).await;
+                let to = match self.new_name_in(&to) {
+                    Ok(n) => n,
+                    Err(refusal) => return (Next::Command, Some(refusal)),
+                };
+                let r = self.store.rename_mailbox(self.owner(), &self.name_in(&from), &to).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("RENAME completed"))))
             }
             C::Subscribe { mailbox } => {
@@ -611,8 +605,17 @@ impl<S: Store + Clone> Session<S> {
     }
 
     fn name_from_wire(&self, raw: &[u8]) -> String {
-        let raw = String::from_utf8_lossy(raw).into_owned();
-        if self.rev2 { raw } else { utf7::decode(&raw).unwrap_or(raw) }
+        names::lookup_name(raw, self.rev2)
+    }
+
+    /// The name for a new mailbox (CREATE, RENAME's destination), strictly
+    /// decoded and checked; `NO [CANNOT]` says why not (RFC 5530 §3).
+    fn new_name_in(&self, m: &Mailbox) -> Result<String, Outcome> {
+        match m {
+            Mailbox::Inbox => Ok("INBOX".into()),
+            Mailbox::Other(o) => names::new_name(o.as_ref(), self.rev2)
+                .map_err(|e| Outcome::No(Some("CANNOT"), format!("invalid mailbox name: {e}"))),
+        }
     }
 
     /// A mailbox name for the client, as `name_in` reads them.
@@ -792,6 +795,10 @@ impl<S: Store + Clone> Session<S> {
             return Outcome::ok(&format!("{verb} completed"));
         }
         let full = format!("{reference}{pattern}");
+        // Bounded work per command: matching costs the pattern times each name.
+        if full.len() > names::MAX_PATTERN_OCTETS {
+            return Outcome::No(Some("LIMIT"), format!("mailbox pattern over {} octets", names::MAX_PATTERN_OCTETS));
+        }
         let mailboxes = match self.store.list_mailboxes(self.owner()).await {
             Ok(m) => m,
             Err(e) => return store_error(&e),
@@ -809,7 +816,7 @@ impl<S: Store + Clone> Session<S> {
             } else {
                 full.clone()
             };
-            wildcard_match(pat.as_bytes(), name_cmp.as_bytes())
+            names::wildcard_match(pat.as_bytes(), name_cmp.as_bytes())
         };
         if lsub {
             for name in subscribed.iter().filter(|n| matches(n)) {
@@ -1418,18 +1425,6 @@ impl<S> Drop for Session<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards_follow_rfc_9051() {
-        assert!(wildcard_match(b"*", b"a/b/c"));
-        assert!(wildcard_match(b"%", b"Sent"));
-        assert!(!wildcard_match(b"%", b"a/b"));
-        assert!(wildcard_match(b"a/%", b"a/b"));
-        assert!(!wildcard_match(b"a/%", b"a/b/c"));
-        assert!(wildcard_match(b"a*c", b"a/b/c"));
-        assert!(wildcard_match(b"INBOX", b"INBOX"));
-        assert!(!wildcard_match(b"Sent", b"Sent/x"));
-    }
 
     #[test]
     fn strings_are_quoted_or_literal() {
