@@ -175,11 +175,21 @@ pub struct StorageSection {
     pub path: PathBuf,
     /// Seconds between background invariant checks (with repair).
     pub check_interval_secs: u64,
+    /// Seconds between readiness write probes (a tiny commit)...
+    pub probe_interval_secs: u64,
+    /// ...each of which must commit within this, or the node is not ready.
+    pub probe_timeout_secs: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { backend: Backend::Sqlite, path: "facteur.db".into(), check_interval_secs: 600 }
+        StorageSection {
+            backend: Backend::Sqlite,
+            path: "facteur.db".into(),
+            check_interval_secs: 600,
+            probe_interval_secs: 5,
+            probe_timeout_secs: 5,
+        }
     }
 }
 
@@ -331,6 +341,8 @@ max_messages_per_minute_per_user = 300
 backend = "sqlite"            # embedded, no other service needed
 path = "facteur.db"           # relative to the data folder
 check_interval_secs = 600     # background invariant check and repair
+probe_interval_secs = 5       # /readyz: a tiny write is committed this often...
+probe_timeout_secs = 5        # ...and must commit within this, or the node is not ready
 
 [delivery]
 enabled = true                          # run outbound delivery on this node

@@ -241,18 +241,24 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     for l in http_l {
         tasks.spawn(facteur_http::serve_with_admin(l, health.clone(), admin.clone(), rx.clone()));
     }
+    tasks.spawn(readiness_probe(
+        store.clone(),
+        clock.clone(),
+        health.clone(),
+        data_dir.to_path_buf(),
+        config.admission.reserve_bytes,
+        config.storage.clone(),
+        rx.clone(),
+    ));
     tasks.spawn(periodic_check(
         store,
         Duration::from_secs(config.storage.check_interval_secs.max(1)),
         health.clone(),
         rx,
     ));
-    if healthy {
-        health.set_ready();
-    } else {
-        // Mail still flows; readiness says an operator must look.
-        health.set_not_ready("storage invariants broken; run `facteur check`");
-    }
+    // Mail still flows with broken invariants; readiness says an operator must look.
+    health.set("invariants", (!healthy).then(|| BROKEN.to_string()));
+    health.set("startup", None);
     Ok(Running {
         smtp,
         submission,
@@ -303,17 +309,61 @@ async fn periodic_check(store: SqliteStore, every: Duration, health: Arc<Health>
             _ = shutdown.wait_for(|s| *s) => return,
         }
         match store.check(true).await {
-            Ok(report) => {
-                if log_check(&report) {
-                    health.set_ready();
-                } else {
-                    health.set_not_ready("storage invariants broken; run `facteur check`");
-                }
-            }
+            Ok(report) => health.set("invariants", (!log_check(&report)).then(|| BROKEN.to_string())),
             Err(e) => {
                 tracing::error!(error = %e, "periodic storage check failed to run");
-                health.set_not_ready(format!("storage check failed: {e}"));
+                health.set("invariants", Some(format!("the check failed to run: {e}")));
             }
+        }
+    }
+}
+
+const BROKEN: &str = "storage invariants broken; run `facteur check`";
+
+/// Readiness that does not lie: every `probe_interval_secs`, a small write
+/// is committed (and fsynced) within `probe_timeout_secs`, and free disk is
+/// above the admission reserve. A store that reads but cannot write, or
+/// whose every commit fails, makes the node not ready with the reason.
+async fn readiness_probe(
+    store: SqliteStore,
+    clock: SharedClock,
+    health: Arc<Health>,
+    spool: std::path::PathBuf,
+    reserve: u64,
+    storage: crate::config::StorageSection,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_secs(storage.probe_interval_secs.max(1));
+    let timeout = Duration::from_secs(storage.probe_timeout_secs.max(1));
+    // A probe still waiting in a stuck writer is waited for, not joined by
+    // another one each interval.
+    let mut pending: Option<tokio::task::JoinHandle<facteur_store::Result<()>>> = None;
+    loop {
+        let mut probe = match pending.take() {
+            Some(p) => p,
+            None => {
+                let (store, now) = (store.clone(), clock.now());
+                tokio::spawn(async move { store.write_probe(now).await })
+            }
+        };
+        let problem = match tokio::time::timeout(timeout, &mut probe).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(format!("a write failed: {e}")),
+            Ok(Err(e)) => Some(format!("the write probe failed: {e}")),
+            Err(_) => {
+                pending = Some(probe);
+                Some(format!("a write did not commit within {} s", timeout.as_secs()))
+            }
+        };
+        health.set("storage", problem);
+        let free = facteur_smtp::server::free_disk_bytes(&spool);
+        health.set(
+            "disk",
+            free.filter(|&f| f < reserve).map(|f| format!("{f} bytes free, below the reserve of {reserve}")),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }

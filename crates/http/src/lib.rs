@@ -1,8 +1,9 @@
 //! facteur's HTTP side for operators.
 //!
 //! Purpose: `/healthz` (the process is alive and answering) and `/readyz`
-//! (every listener is bound and the storage invariants held at the last
-//! check), for load balancers and orchestrators. Metrics, operator controls
+//! (every listener is bound, storage takes writes, its invariants held at
+//! the last check, and free disk is above the reserve), for load balancers
+//! and orchestrators. Metrics, operator controls
 //! and the public status page will live here too.
 //!
 //! Failure behaviour: `/readyz` answers `503` with the reason while not ready;
@@ -18,32 +19,50 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Readiness as the rest of the server reports it.
+/// Readiness as the rest of the server reports it: each component (storage
+/// writes, invariants, disk, startup) says what is wrong with it, if
+/// anything; the node is ready when nothing is.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// `None` when ready; otherwise why not.
-    not_ready: Mutex<Option<String>>,
+    problems: Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 impl Health {
+    /// Not ready until [`Health::set`]`("startup", None)`.
     pub fn new_starting() -> Arc<Self> {
-        Arc::new(Health { not_ready: Mutex::new(Some("starting".into())) })
+        let h = Health::default();
+        h.set("startup", Some("starting".into()));
+        Arc::new(h)
     }
 
-    pub fn set_ready(&self) {
-        if let Ok(mut g) = self.not_ready.lock() {
-            *g = None;
+    /// What is wrong with `component` now (`None`: nothing).
+    pub fn set(&self, component: &'static str, problem: Option<String>) {
+        if let Ok(mut g) = self.problems.lock() {
+            match problem {
+                Some(p) => {
+                    if g.get(component) != Some(&p) {
+                        tracing::warn!(component, problem = %p, "not ready");
+                    }
+                    g.insert(component, p);
+                }
+                None => {
+                    if g.remove(component).is_some() {
+                        tracing::info!(component, "ready again");
+                    }
+                }
+            }
         }
     }
 
-    pub fn set_not_ready(&self, why: impl Into<String>) {
-        if let Ok(mut g) = self.not_ready.lock() {
-            *g = Some(why.into());
-        }
+    /// The problems, by component (empty: ready).
+    pub fn problems(&self) -> std::collections::BTreeMap<&'static str, String> {
+        self.problems.lock().map(|g| g.clone()).unwrap_or_else(|_| [("health", "state poisoned".into())].into())
     }
 
+    /// `None` when ready; otherwise every problem in one line.
     pub fn reason(&self) -> Option<String> {
-        self.not_ready.lock().map(|g| g.clone()).unwrap_or_else(|_| Some("health state poisoned".into()))
+        let p = self.problems();
+        (!p.is_empty()).then(|| p.iter().map(|(c, why)| format!("{c}: {why}")).collect::<Vec<_>>().join("; "))
     }
 }
 
@@ -54,9 +73,10 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     match health.reason() {
         None => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))),
-        Some(why) => {
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not ready", "reason": why})))
-        }
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready", "reason": why, "problems": health.problems()})),
+        ),
     }
 }
 
