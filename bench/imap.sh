@@ -76,6 +76,7 @@ declare -A fig=()
 prepare_facteur
 dir="$work/facteur"
 mkdir -p "$dir"
+"$facteur_bin" --data "$dir/data" init >/dev/null
 "$facteur_bin" --data "$dir/data" domain add bench.test >/dev/null
 echo "$PASSWORD" | "$facteur_bin" --data "$dir/data" user add "$USER_ADDR" --password-stdin >/dev/null
 password_hash="$(sqlite3 "$dir/data/facteur.db" "SELECT password_hash FROM users WHERE address = '$USER_ADDR'")"

@@ -43,6 +43,8 @@ pub struct Cli {
 enum Command {
     /// Run the mail server (SMTP, submission, HTTP health) until SIGINT or SIGTERM
     Serve,
+    /// Make a new data folder (database and configuration file) without serving
+    Init,
     /// Manage mail users (each gets an INBOX)
     #[command(subcommand)]
     User(UserCmd),
@@ -331,18 +333,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if is_serve {
         return serve_cmd(r).await.map(|_| std::process::ExitCode::SUCCESS);
     }
-    let db = r.data_dir.join(&r.config.storage.path);
-    let creates = matches!(cli.command, Command::Domain(DomainCmd::Add { .. }) | Command::User(UserCmd::Add { .. }));
-    if !db.exists() && !creates {
-        bail!(
-            "no facteur database at {}; is --data right? (`facteur serve` or `facteur domain add` creates it)",
-            db.display()
-        );
+    if matches!(cli.command, Command::Init) {
+        return init_cmd(&r).map(|_| std::process::ExitCode::SUCCESS);
     }
     let store = serve::open_store(&r.config, &r.data_dir)?;
     let d = r.data_dir.display().to_string();
     match cli.command {
-        Command::Serve | Command::Classify { .. } => unreachable!("handled above"),
+        Command::Serve | Command::Init | Command::Classify { .. } => unreachable!("handled above"),
         Command::Domain(DomainCmd::Add { domain }) => {
             store.add_domain(&domain).await.map_err(friendly)?;
             println!(
@@ -831,13 +828,15 @@ fn print_report(r: &CheckReport, db: &Path) {
     }
 }
 
-async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
-    let fresh = !r.data_dir.exists();
-    std::fs::create_dir_all(&r.data_dir)
-        .with_context(|| format!("cannot create data folder {}", r.data_dir.display()))?;
-    if fresh {
-        println!("facteur: created data folder {}", r.data_dir.display());
-    }
+/// `facteur init`: a new data folder, or an existing empty one, gets its
+/// database and (without --config) the default configuration file.
+fn init_cmd(r: &Resolved) -> anyhow::Result<()> {
+    drop(serve::init_store(&r.config, &r.data_dir)?);
+    println!("facteur: created a new database in {}", r.data_dir.display());
+    write_default_config(r)
+}
+
+fn write_default_config(r: &Resolved) -> anyhow::Result<()> {
     if r.config_file.is_none() {
         let file = r.data_dir.join("facteur.toml");
         std::fs::write(&file, config::default_file(&r.config.server.hostname))
@@ -846,6 +845,18 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
             "facteur: wrote the default configuration to {} (edit it and restart to change ports or limits)",
             file.display()
         );
+    }
+    Ok(())
+}
+
+async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
+    // Only a folder that does not exist yet is a new installation. An
+    // existing one without its database is refused by `serve::start` (a
+    // mount that did not come up must not become a new, empty server).
+    if !r.data_dir.exists() {
+        drop(serve::init_store(&r.config, &r.data_dir)?);
+        println!("facteur: NEW INSTALLATION: created data folder {} with an empty database", r.data_dir.display());
+        write_default_config(&r)?;
     }
     let running = serve::start(r.config.clone(), &r.data_dir).await?;
     let list = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");

@@ -38,6 +38,8 @@ pub struct Running {
     pub notes: Vec<String>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Released when the server is dropped.
+    _lock: DataLock,
 }
 
 impl Running {
@@ -48,10 +50,68 @@ impl Running {
     }
 }
 
+/// Open the data folder's existing database. A missing or empty one is
+/// refused with the two ways out: initialise a new installation, or find
+/// the storage that did not come up.
 pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    let path = data_dir.join(&config.storage.path);
+    SqliteStore::open(&path).map_err(|e| match e {
+        facteur_store::StoreError::Preflight(why) if !path.metadata().is_ok_and(|m| m.len() > 0) => anyhow::anyhow!(
+            "{why}.\n  If this is a new installation: facteur --data {d} init\n  \
+             If {d} should hold your mail: check that its storage is mounted; facteur will not start a new, empty \
+             server over it",
+            d = data_dir.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("cannot open storage {}", path.display())),
+    })
+}
+
+/// Make a new, empty database in the data folder (created if needed).
+pub fn init_store(config: &Config, data_dir: &Path) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
     let path = data_dir.join(&config.storage.path);
-    SqliteStore::open(&path).with_context(|| format!("cannot open storage {}", path.display()))
+    SqliteStore::create(&path).map_err(|e| match e {
+        facteur_store::StoreError::Exists(_) => {
+            anyhow::anyhow!("{} already holds a facteur database; nothing to initialise", data_dir.display())
+        }
+        e => anyhow::Error::new(e).context(format!("cannot create storage {}", path.display())),
+    })
+}
+
+/// The data folder belongs to one server at a time: an exclusive lock on
+/// DIR/facteur.lock, held while the server runs, with its pid inside.
+pub struct DataLock {
+    _file: std::fs::File,
+}
+
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataLock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("facteur.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; the lock lives as long as it.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        let who = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
+        anyhow::bail!(
+            "{} is in use by another facteur server ({who}): two servers on one data folder would corrupt it; \
+             stop that one first",
+            data_dir.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.flush()?;
+    Ok(DataLock { _file: file })
 }
 
 async fn bind(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
@@ -99,6 +159,7 @@ pub async fn start(config: Config, data_dir: &Path) -> anyhow::Result<Running> {
 pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) -> anyhow::Result<Running> {
     let clock = options.clock;
     let mut notes = config.warnings();
+    let lock = lock_data_dir(data_dir)?;
     let store = open_store(&config, data_dir)?;
     let report = store.check(true).await.context("storage invariant check failed to run")?;
     let healthy = log_check(&report);
@@ -273,6 +334,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         notes,
         shutdown,
         tasks,
+        _lock: lock,
     })
 }
 

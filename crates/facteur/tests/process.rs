@@ -94,6 +94,8 @@ async fn serve_with(data: &Path, extra: &str) -> Server {
 }
 
 fn provision(data: &Path) {
+    let o = facteur(data, &["init"]);
+    assert!(o.status.success(), "{}", text(&o));
     let o = facteur(data, &["domain", "add", "example.test"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = facteur_stdin(data, &["user", "add", "alice@example.test", "--password-stdin"], "pw\n");
@@ -105,7 +107,8 @@ fn cli_manages_domains_users_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let o = facteur(d, &["check"]);
-    assert!(!o.status.success() && text(&o).contains("no facteur database at"), "{}", text(&o));
+    assert!(!o.status.success() && text(&o).contains("no database at"), "{}", text(&o));
+    assert!(text(&o).contains(&format!("facteur --data {} init", d.display())), "{}", text(&o));
     let o = facteur(d, &["user", "add", "carol@nowhere.test"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("facteur --data") || text(&o).contains("domain add nowhere.test"), "{}", text(&o));
@@ -334,6 +337,7 @@ async fn sigkill_during_delivery_loses_nothing() {
     const MESSAGES: usize = 2000;
     let sim = Downstream::start(Behavior::accept_all()).await;
     let dir = tempfile::tempdir().unwrap();
+    assert!(facteur(dir.path(), &["init"]).status.success());
     let config = |delivery: bool| {
         format!(
             "[smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nenabled = {delivery}\ndns_servers = [\"127.0.0.1:9\"]\n\
@@ -651,4 +655,82 @@ async fn sigterm_tells_sessions_and_exits_within_the_deadline() {
     };
     assert!(status.success(), "{status:?}");
     assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+}
+
+/// A data folder that exists but lost its database (a mount that did not
+/// come up, a zero-length file) is refused, not made into a new, empty
+/// server; a folder that does not exist yet is a new installation.
+#[test]
+fn a_data_folder_without_its_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    std::fs::create_dir(&d).unwrap();
+    // The folder still has its configuration and certificate, not its database.
+    std::fs::write(d.join("facteur.toml"), "[server]\nhostname = \"mx.example.test\"\n").unwrap();
+    std::fs::create_dir(d.join("tls")).unwrap();
+    let o = facteur(&d, &["serve"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no database at") && text(&o).contains("storage is mounted"), "{}", text(&o));
+    assert!(!d.join("facteur.db").exists(), "no new database was made");
+    // A zero-length database file: the same.
+    std::fs::write(d.join("facteur.db"), b"").unwrap();
+    let o = facteur(&d, &["serve"]);
+    assert!(!o.status.success() && text(&o).contains("is empty (0 octets)"), "{}", text(&o));
+    let o = facteur(&d, &["domain", "add", "example.test"]);
+    assert!(!o.status.success() && text(&o).contains("init"), "{}", text(&o));
+    // The explicit way: init (an empty file counts as none), then it works.
+    let o = facteur(&d, &["init"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = facteur(&d, &["domain", "add", "example.test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = facteur(&d, &["init"]);
+    assert!(!o.status.success() && text(&o).contains("already holds a facteur database"), "{}", text(&o));
+}
+
+/// A folder that does not exist: `serve` creates it and says so loudly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_new_folder_is_a_new_installation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("fresh");
+    let (smtp, http) = (free_port(), free_port());
+    let config = dir.path().join("ports.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n\
+             imap = []\nimaps = []\npop3 = []\npop3s = []\n[delivery]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(&d)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http_addr: SocketAddr = ([127, 0, 0, 1], http).into();
+    let t = Instant::now();
+    while http_get_ok(http_addr).await.is_none() {
+        assert!(t.elapsed() < Duration::from_secs(30), "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second server on the same folder is refused, naming the first.
+    let o = Command::new(BIN).arg("--data").arg(&d).arg("--config").arg(&config).arg("serve").output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&format!("pid {}", child.id())), "{}", text(&o));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("NEW INSTALLATION: created data folder"), "{stdout}");
+    assert!(d.join("facteur.db").exists());
+}
+
+async fn http_get_ok(addr: SocketAddr) -> Option<()> {
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    (http_get(addr, "/readyz").await.0 == 200).then_some(())
 }

@@ -10,7 +10,7 @@ const ALICE: &str = "alice@example.test";
 
 async fn setup() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
+    let store = SqliteStore::create(&dir.path().join("facteur.db")).unwrap();
     store.add_domain("example.test").await.unwrap();
     store.add_user(ALICE, "h").await.unwrap();
     (dir, store)

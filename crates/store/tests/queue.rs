@@ -23,7 +23,7 @@ fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
 
 async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
+    let s = SqliteStore::create(&dir.path().join("facteur.db")).unwrap();
     s.add_domain("example.test").await.unwrap();
     s.add_user("sender@example.test", "h").await.unwrap();
     (dir, s)

@@ -25,7 +25,7 @@ fn msg(rcpts: &[(&str, bool)]) -> NewMessage {
 
 async fn setup() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
+    let store = SqliteStore::create(&dir.path().join("facteur.db")).unwrap();
     store.add_domain("example.test").await.unwrap();
     store.add_user("alice@example.test", "h").await.unwrap();
     store.add_user("bob@example.test", "h").await.unwrap();
@@ -129,4 +129,23 @@ async fn reopen_keeps_data_and_uidvalidity() {
     let s = SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
     assert_eq!(s.list_mailboxes("alice@example.test").await.unwrap(), before);
     assert!(s.check(false).await.unwrap().healthy());
+}
+
+/// A missing or empty database file is not silently made into a new, empty
+/// server: open refuses it, create makes one (and refuses an existing one).
+#[test]
+fn a_missing_or_empty_database_is_refused_not_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("facteur.db");
+    let e = SqliteStore::open(&path).err().expect("a missing database opened");
+    assert!(e.to_string().contains("no database at"), "{e}");
+    assert!(!path.exists(), "open made a file");
+    std::fs::write(&path, b"").unwrap();
+    let e = SqliteStore::open(&path).err().expect("an empty database opened");
+    assert!(e.to_string().contains("is empty (0 octets)"), "{e}");
+    let s = SqliteStore::create(&path).unwrap();
+    drop(s);
+    assert!(SqliteStore::open(&path).is_ok());
+    let e = SqliteStore::create(&path).err().expect("create over a database");
+    assert!(matches!(e, facteur_store::StoreError::Exists(_)), "{e}");
 }

@@ -64,7 +64,7 @@ pub fn test_config() -> Config {
 
 /// Domain example.test with users alice and bob.
 pub async fn provision(data: &Path, config: &Config) {
-    let store = serve::open_store(config, data).unwrap();
+    let store = serve::init_store(config, data).unwrap();
     store.add_domain("example.test").await.unwrap();
     for u in ["alice@example.test", "bob@example.test"] {
         store.add_user(u, &password::hash(PASSWORD)).await.unwrap();

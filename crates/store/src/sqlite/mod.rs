@@ -67,7 +67,31 @@ impl SqliteStore {
     /// Open (creating if needed) the database at `path`: pre-flight check,
     /// migrations, then the writer thread. Invariants are checked by the
     /// caller with [`Store::check`].
+    /// Open an existing database. A missing or empty file is refused, not
+    /// made into a new, empty server (a data folder whose disk did not come
+    /// up would otherwise answer "relay access denied" for its own users):
+    /// [`SqliteStore::create`] makes one.
     pub fn open(path: &Path) -> Result<Self> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > 0 => Self::open_or_create(path),
+            Ok(_) => Err(StoreError::Preflight(format!(
+                "the database {} is empty (0 octets): it was not written by facteur, or its data was lost",
+                path.display()
+            ))),
+            Err(e) => Err(StoreError::Preflight(format!("no database at {}: {e}", path.display()))),
+        }
+    }
+
+    /// Make a new database at `path` (which must not exist, or be empty)
+    /// with the current schema.
+    pub fn create(path: &Path) -> Result<Self> {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return Err(StoreError::Exists(format!("a database at {}", path.display())));
+        }
+        Self::open_or_create(path)
+    }
+
+    fn open_or_create(path: &Path) -> Result<Self> {
         let mut conn = open_conn(path, true)?;
         schema::preflight_and_migrate(&mut conn)?;
         let commits = Arc::new(AtomicU64::new(0));
