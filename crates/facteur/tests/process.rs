@@ -702,7 +702,7 @@ async fn serve_on_a_new_folder_is_a_new_installation() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--data")
         .arg(&d)
         .arg("--config")
