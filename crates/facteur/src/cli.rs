@@ -873,7 +873,7 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
         println!("facteur: {n}");
     }
     tracing::info!(hostname = %r.config.server.hostname, "facteur serving");
-    wait_for_signal().await;
+    serve_until_stopped(&running, &r).await;
     tracing::info!("shutting down: closing listeners, telling sessions 421/BYE");
     // Sessions get their grace (10 s at most); the whole stop has a deadline.
     if tokio::time::timeout(SHUTDOWN_DEADLINE, running.shutdown()).await.is_err() {
@@ -883,17 +883,45 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Until SIGTERM or SIGINT. SIGHUP reloads the configuration file and the
+/// certificates (as Postfix's `postfix reload`): sessions go on, a file
+/// that does not parse or check leaves the running configuration as it is,
+/// and the log says what changed or why nothing did.
+async fn serve_until_stopped(running: &serve::Running, r: &Resolved) {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::warn!("cannot watch SIGTERM/SIGHUP; stop with Ctrl-C");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => reload(running, r).await,
+        }
+    }
+}
+
+async fn reload(running: &serve::Running, r: &Resolved) {
+    let new = match &r.config_file {
+        Some(file) => match Config::load(file) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "configuration reload refused; the running configuration stays");
+                return;
+            }
+        },
+        None => r.config.clone(),
+    };
+    match running.reload(new).await {
+        Ok(changes) => {
+            for c in &changes {
+                tracing::info!(change = %c, "configuration reloaded");
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "configuration reload refused; the running configuration stays")
         }
     }
 }

@@ -38,6 +38,7 @@ pub struct Running {
     pub notes: Vec<String>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    live: Live,
     /// Released when the server is dropped.
     _lock: DataLock,
 }
@@ -213,41 +214,15 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     .with_auth_throttle(auth.clone());
     let admission = Arc::new(std::sync::Mutex::new(Admission::new(config.admission.clone())));
     ctx = ctx.with_admission(admission.clone(), data_dir.to_path_buf());
-    tasks.spawn(watch_load(store.clone(), clock.clone(), admission, data_dir.to_path_buf(), rx.clone()));
+    tasks.spawn(watch_load(store.clone(), clock.clone(), admission.clone(), data_dir.to_path_buf(), rx.clone()));
+    let local = facteur_queue::route::Local {
+        listeners: smtp.iter().chain(&submission).chain(&submissions).copied().collect(),
+        interfaces: facteur_net::fd::interface_addresses(),
+    };
     let engine = if config.delivery.enabled {
         let d = &config.delivery;
-        let resolver = DnsResolver::new(&d.dns_servers).map_err(anyhow::Error::msg)?;
-        let local = facteur_queue::route::Local {
-            listeners: smtp.iter().chain(&submission).chain(&submissions).copied().collect(),
-            interfaces: facteur_net::fd::interface_addresses(),
-        };
-        let router = Router {
-            resolver,
-            local,
-            routes: config.route.clone(),
-            relay_host: d.relay_host.clone(),
-            relay_auth: d.relay_auth.clone(),
-            tls: d.tls,
-            tls_ca_file: d.tls_ca_file.clone(),
-            tls_insecure_skip_verify: d.tls_insecure_skip_verify,
-            mx_port: d.mx_port,
-        };
-        for (what, on) in std::iter::once(("delivery (MX and relay host)".to_string(), d.tls_insecure_skip_verify))
-            .chain(config.route.iter().map(|r| (format!("route for {:?}", r.domain), r.tls_insecure_skip_verify)))
-        {
-            if on {
-                tracing::warn!(
-                    what,
-                    "TLS certificates are NOT verified (tls_insecure_skip_verify): anyone on the path can read what is sent, credentials included"
-                );
-                notes.push(format!("WARNING: {what}: tls_insecure_skip_verify = true, certificates are not verified"));
-            }
-        }
-        // RFC 5321 §6.3: a route to ourselves would make every message loop.
-        let loops = router.loops_in_config().await;
-        if !loops.is_empty() {
-            anyhow::bail!("invalid configuration: {}", loops.join("; "));
-        }
+        let router = build_router(&config, &local).await?;
+        notes.extend(insecure_tls_notes(&config));
         let engine = Engine::new(store.clone(), router, clock.clone(), d.clone(), config.server.hostname.clone());
         ctx = ctx.with_queue_waker(engine.waker());
         if options.delivery_loop {
@@ -258,15 +233,17 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         notes.push("delivery.enabled = false: this node accepts mail but delivers none to other domains".into());
         None
     };
-    let ctx = Arc::new(ctx);
+    // Each protocol's context goes through a watch channel: a reload sends a
+    // new one, which new connections take.
+    let (smtp_ctx, smtp_rx) = watch::channel(Arc::new(ctx));
     for (listeners, kind) in
         [(smtp_l, ListenerKind::Mx), (sub_l, ListenerKind::Submission), (subs_l, ListenerKind::Submissions)]
     {
         for l in listeners {
-            tasks.spawn(facteur_smtp::serve(l, kind, ctx.clone(), rx.clone()));
+            tasks.spawn(facteur_smtp::serve(l, kind, smtp_rx.clone(), rx.clone()));
         }
     }
-    let imap_ctx = Arc::new(
+    let (imap_ctx, imap_rx) = watch::channel(Arc::new(
         facteur_imap::ImapContext::new(
             store.clone(),
             config.imap.clone(),
@@ -274,13 +251,13 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             Some(tls.server_config.clone()),
         )
         .with_auth_throttle(auth.clone()),
-    );
+    ));
     for (listeners, implicit_tls) in [(imap_l, false), (imaps_l, true)] {
         for l in listeners {
-            tasks.spawn(facteur_imap::serve(l, implicit_tls, imap_ctx.clone(), rx.clone()));
+            tasks.spawn(facteur_imap::serve(l, implicit_tls, imap_rx.clone(), rx.clone()));
         }
     }
-    let pop3_ctx = Arc::new(
+    let (pop3_ctx, pop3_rx) = watch::channel(Arc::new(
         facteur_pop3::Pop3Context::new(
             store.clone(),
             config.pop3.clone(),
@@ -288,10 +265,10 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             Some(tls.server_config.clone()),
         )
         .with_auth_throttle(auth.clone()),
-    );
+    ));
     for (listeners, implicit_tls) in [(pop3_l, false), (pop3s_l, true)] {
         for l in listeners {
-            tasks.spawn(facteur_pop3::serve(l, implicit_tls, pop3_ctx.clone(), rx.clone()));
+            tasks.spawn(facteur_pop3::serve(l, implicit_tls, pop3_rx.clone(), rx.clone()));
         }
     }
     let admin: Option<(Arc<dyn facteur_http::AdminApi>, String)> = (!config.admin.token.is_empty()).then(|| {
@@ -330,12 +307,166 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         pop3,
         pop3s,
         health,
-        engine,
+        engine: engine.clone(),
         notes,
         shutdown,
         tasks,
+        live: Live {
+            config: std::sync::Mutex::new(config),
+            data_dir: data_dir.to_path_buf(),
+            tls,
+            smtp: smtp_ctx,
+            imap: imap_ctx,
+            pop3: pop3_ctx,
+            auth,
+            admission,
+            local,
+            engine,
+        },
         _lock: lock,
     })
+}
+
+/// The router for `config`'s routes and relay host, refused if one of
+/// them is facteur itself (RFC 5321 §6.3: every message would loop).
+async fn build_router(config: &Config, local: &facteur_queue::route::Local) -> anyhow::Result<Router<DnsResolver>> {
+    let d = &config.delivery;
+    let router = Router {
+        resolver: DnsResolver::new(&d.dns_servers).map_err(anyhow::Error::msg)?,
+        local: local.clone(),
+        routes: config.route.clone(),
+        relay_host: d.relay_host.clone(),
+        relay_auth: d.relay_auth.clone(),
+        tls: d.tls,
+        tls_ca_file: d.tls_ca_file.clone(),
+        tls_insecure_skip_verify: d.tls_insecure_skip_verify,
+        mx_port: d.mx_port,
+    };
+    let loops = router.loops_in_config().await;
+    if !loops.is_empty() {
+        anyhow::bail!("invalid configuration: {}", loops.join("; "));
+    }
+    Ok(router)
+}
+
+/// A loud word for every place TLS certificates are not verified.
+fn insecure_tls_notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (what, on) in
+        std::iter::once(("delivery (MX and relay host)".to_string(), config.delivery.tls_insecure_skip_verify))
+            .chain(config.route.iter().map(|r| (format!("route for {:?}", r.domain), r.tls_insecure_skip_verify)))
+    {
+        if on {
+            tracing::warn!(
+                what,
+                "TLS certificates are NOT verified (tls_insecure_skip_verify): anyone on the path can read what is sent, credentials included"
+            );
+            notes.push(format!("WARNING: {what}: tls_insecure_skip_verify = true, certificates are not verified"));
+        }
+    }
+    notes
+}
+
+/// What a configuration reload can change while sessions go on.
+struct Live {
+    config: std::sync::Mutex<Config>,
+    data_dir: std::path::PathBuf,
+    tls: tls::Tls,
+    smtp: watch::Sender<Arc<SmtpContext<SqliteStore>>>,
+    imap: watch::Sender<Arc<facteur_imap::ImapContext<SqliteStore>>>,
+    pop3: watch::Sender<Arc<facteur_pop3::Pop3Context<SqliteStore>>>,
+    auth: Arc<facteur_net::AuthThrottle>,
+    admission: Arc<std::sync::Mutex<Admission>>,
+    local: facteur_queue::route::Local,
+    engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
+}
+
+impl Running {
+    /// Apply a new configuration without dropping a session (SIGHUP):
+    /// certificates are read again, and the limits, timeouts, classes,
+    /// admission levels, failed-login policy and routes change for what
+    /// comes next. Everything is checked before anything changes: on an
+    /// error the running configuration stays whole. Returns what changed,
+    /// and what waits for a restart.
+    pub async fn reload(&self, new: Config) -> anyhow::Result<Vec<String>> {
+        let live = &self.live;
+        let mut new = new;
+        let mut report = Vec::new();
+        fit_connection_caps(&mut new, &mut report);
+        let old = live.config.lock().map_err(|_| anyhow::anyhow!("configuration state poisoned"))?.clone();
+        let router = match &live.engine {
+            Some(_) => Some(build_router(&new, &live.local).await?),
+            None => None,
+        };
+        let cert = live.tls.reload(&new.tls, &live.data_dir).context("TLS certificate")?;
+        report.push(format!("TLS certificate read again from {}", cert.display()));
+        // From here on nothing can fail.
+        let changed = |a: bool, name: &str, report: &mut Vec<String>| {
+            if a {
+                report.push(format!("{name}: changed"));
+            }
+        };
+        changed(old.smtp != new.smtp || old.classify != new.classify, "[smtp] and [classify]", &mut report);
+        let smtp = live.smtp.borrow().reconfigured(new.smtp.clone(), new.classify.clone());
+        live.smtp.send_replace(Arc::new(smtp));
+        changed(old.imap != new.imap, "[imap]", &mut report);
+        let imap = live.imap.borrow().reconfigured(new.imap.clone());
+        live.imap.send_replace(Arc::new(imap));
+        changed(old.pop3 != new.pop3, "[pop3]", &mut report);
+        let pop3 = live.pop3.borrow().reconfigured(new.pop3.clone());
+        live.pop3.send_replace(Arc::new(pop3));
+        changed(old.auth != new.auth, "[auth]", &mut report);
+        live.auth.reconfigure(new.auth.policy());
+        changed(old.admission != new.admission, "[admission]", &mut report);
+        if let Ok(mut a) = live.admission.lock() {
+            a.set_watermarks(new.admission.clone());
+        }
+        if let (Some(engine), Some(router)) = (&live.engine, router) {
+            changed(old.route != new.route || routing(&old) != routing(&new), "[[route]] and routing", &mut report);
+            report.extend(insecure_tls_notes(&new));
+            engine.set_router(router);
+        }
+        let mut restart = Vec::new();
+        for (differs, name) in [
+            (old.listen != new.listen, "[listen]"),
+            (old.server != new.server, "[server]"),
+            (old.storage != new.storage, "[storage]"),
+            (old.admin != new.admin, "[admin]"),
+            (without_routing(&old.delivery) != without_routing(&new.delivery), "[delivery] (besides routing)"),
+        ] {
+            if differs {
+                restart.push(name);
+            }
+        }
+        if !restart.is_empty() {
+            report.push(format!("{} changed: takes effect at the next restart", restart.join(", ")));
+        }
+        if let Ok(mut c) = live.config.lock() {
+            *c = new;
+        }
+        Ok(report)
+    }
+}
+
+/// The [delivery] keys the router is made of.
+fn routing(c: &Config) -> impl PartialEq + '_ {
+    let d = &c.delivery;
+    (&d.relay_host, &d.relay_auth, d.tls, &d.tls_ca_file, d.tls_insecure_skip_verify, &d.dns_servers, d.mx_port)
+}
+
+/// [delivery] without what the router takes (those apply at a reload).
+fn without_routing(d: &facteur_queue::DeliveryConfig) -> facteur_queue::DeliveryConfig {
+    let base = facteur_queue::DeliveryConfig::default();
+    facteur_queue::DeliveryConfig {
+        relay_host: base.relay_host,
+        relay_auth: base.relay_auth,
+        tls: base.tls,
+        tls_ca_file: base.tls_ca_file,
+        tls_insecure_skip_verify: base.tls_insecure_skip_verify,
+        dns_servers: base.dns_servers,
+        mx_port: base.mx_port,
+        ..d.clone()
+    }
 }
 
 /// Raise the descriptor limit, and make the SMTP, IMAP and POP3 caps fit in

@@ -12,44 +12,88 @@ use crate::config::TlsSection;
 
 pub struct Tls {
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The certificate every handshake presents; [`Tls::reload`] swaps it
+    /// without touching the configuration or the sessions.
+    cert: Arc<Reloadable>,
     /// Set when a certificate was generated now: where it was written.
     pub generated: Option<PathBuf>,
     pub cert_path: PathBuf,
 }
 
-pub fn load_or_create(section: &TlsSection, data_dir: &Path, hostname: &str) -> anyhow::Result<Tls> {
-    let (cert, key, generated) = match (&section.cert, &section.key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone(), None),
-        _ => {
-            let dir = data_dir.join("tls");
-            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-            if c.exists() && k.exists() {
-                (c, k, None)
-            } else {
-                self_signed(&dir, &c, &k, hostname)?;
-                (c, k, Some(dir))
-            }
-        }
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+/// A certificate that can be replaced while the server runs (SIGHUP after
+/// a renewal).
+#[derive(Debug)]
+struct Reloadable(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for Reloadable {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().ok().map(|k| k.clone())
+    }
+}
+
+/// Where the certificate and key are: configured, or the generated pair.
+fn paths(section: &TlsSection, data_dir: &Path) -> (PathBuf, PathBuf) {
+    match (&section.cert, &section.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => (data_dir.join("tls/cert.pem"), data_dir.join("tls/key.pem")),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Read a certificate chain and its key, and check that they go together.
+fn load(cert: &Path, key: &Path) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
     if certs.is_empty() {
         anyhow::bail!("{} holds no certificate", cert.display());
     }
-    let private = PrivateKeyDer::from_pem_file(&key)
+    let private = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+    let signing = provider()
+        .key_provider
+        .load_private_key(private)
+        .with_context(|| format!("{} is not a usable private key", key.display()))?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match().with_context(|| {
+        format!("certificate {} and key {} do not form a usable pair", cert.display(), key.display())
+    })?;
+    Ok(certified)
+}
+
+pub fn load_or_create(section: &TlsSection, data_dir: &Path, hostname: &str) -> anyhow::Result<Tls> {
+    let (cert, key) = paths(section, data_dir);
+    let mut generated = None;
+    if section.cert.is_none() && !(cert.exists() && key.exists()) {
+        let dir = data_dir.join("tls");
+        self_signed(&dir, &cert, &key, hostname)?;
+        generated = Some(dir);
+    }
+    let cert_key = Arc::new(Reloadable(std::sync::RwLock::new(Arc::new(load(&cert, &key)?))));
+    let server_config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
-        .with_single_cert(certs, private)
-        .with_context(|| {
-            format!("certificate {} and key {} do not form a usable pair", cert.display(), key.display())
-        })?;
-    Ok(Tls { server_config: Arc::new(server_config), generated, cert_path: cert })
+        .with_cert_resolver(cert_key.clone());
+    Ok(Tls { server_config: Arc::new(server_config), cert: cert_key, generated, cert_path: cert })
+}
+
+impl Tls {
+    /// Read the certificate and key again (from `section`, which may name
+    /// other files now); new handshakes present them, sessions already
+    /// under TLS are not touched. On an error the old pair stays.
+    pub fn reload(&self, section: &TlsSection, data_dir: &Path) -> anyhow::Result<PathBuf> {
+        let (cert, key) = paths(section, data_dir);
+        let certified = Arc::new(load(&cert, &key)?);
+        if let Ok(mut k) = self.cert.0.write() {
+            *k = certified;
+        }
+        Ok(cert)
+    }
 }
 
 fn self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> anyhow::Result<()> {

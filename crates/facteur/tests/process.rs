@@ -59,6 +59,15 @@ async fn serve(data: &Path) -> Server {
     .await
 }
 
+/// The server's log (standard error), kept in the data folder.
+fn log_file(data: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(data.join("serve.log")).unwrap()
+}
+
+fn server_log(data: &Path) -> String {
+    std::fs::read_to_string(data.join("serve.log")).unwrap_or_default()
+}
+
 /// Start `facteur serve` on fresh ports with `extra` configuration.
 async fn serve_with(data: &Path, extra: &str) -> Server {
     let (smtp, http, imap) = (free_port(), free_port(), free_port());
@@ -77,7 +86,7 @@ async fn serve_with(data: &Path, extra: &str) -> Server {
         .arg(&config)
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(data))
         .spawn()
         .unwrap();
     let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -733,4 +742,154 @@ async fn serve_on_a_new_folder_is_a_new_installation() {
 async fn http_get_ok(addr: SocketAddr) -> Option<()> {
     tokio::net::TcpStream::connect(addr).await.ok()?;
     (http_get(addr, "/readyz").await.0 == 200).then_some(())
+}
+
+/// SIGHUP reloads the configuration and the certificate without dropping a
+/// session (it used to kill the server: exit 129, no 421); a file that does
+/// not parse leaves the running configuration in force, and the log says
+/// what changed or why nothing did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_configuration_and_certificate_without_dropping_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let mut server = serve_with(
+        d,
+        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\nmax_message_size = 1000000\n[delivery]\nenabled = false\n",
+    )
+    .await;
+    let hup = |pid: u32| {
+        // SAFETY: a signal to our own child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    };
+    let mut open = Client::connect(server.smtp).await;
+    assert!(open.ehlo().await.text().contains("SIZE 1000000"));
+    // A new size, and a new certificate in place of the generated one.
+    let cfg = d.join("test.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("max_message_size = 1000000", "max_message_size = 2000000")).unwrap();
+    let renewed = rcgen::generate_simple_self_signed(vec!["mx.example.test".to_string()]).unwrap();
+    std::fs::write(d.join("tls/cert.pem"), renewed.cert.pem()).unwrap();
+    std::fs::write(d.join("tls/key.pem"), renewed.key_pair.serialize_pem()).unwrap();
+    hup(server.child.id());
+    let t = Instant::now();
+    loop {
+        let mut c = Client::connect(server.smtp).await;
+        if c.ehlo().await.text().contains("SIZE 2000000") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the new size never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.child.try_wait().unwrap().is_none(), "SIGHUP killed the server");
+    // The session opened before goes on, with what it was told.
+    let r = open.send_mail("a@remote.test", &["alice@example.test"], "Subject: still here\r\n\r\nx").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    // New TLS handshakes present the new certificate.
+    let mut c = Client::connect(server.smtp).await;
+    c.ehlo().await;
+    c.ok("STARTTLS", 220).await;
+    let tls = common::tls_connector().connect("mx.example.test".try_into().unwrap(), c.into_raw()).await.unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(presented, renewed.cert.der().to_vec(), "the renewed certificate");
+    // A file that does not parse: refused, the running configuration stays.
+    std::fs::write(&cfg, text.replace("max_message_size = 1000000", "max_message_size = \"lots\"")).unwrap();
+    hup(server.child.id());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.child.try_wait().unwrap().is_none());
+    let mut c = Client::connect(server.smtp).await;
+    assert!(c.ehlo().await.text().contains("SIZE 2000000"), "still the last good configuration");
+    let log = server_log(d);
+    assert!(log.contains("configuration reloaded") && log.contains("[smtp] and [classify]: changed"), "{log}");
+    assert!(log.contains("configuration reload refused") && log.contains("max_message_size"), "{log}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// Rejections leave a trace: each is one structured event (target
+/// facteur::reject: listener, client, what, why, the reply), and a flood of
+/// them is cut to a budget with the rest counted, so the disk does not fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_logged_and_a_flood_of_them_is_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let mut server = serve_with(
+        d,
+        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\nmax_connections_per_ip = 0\n\
+         max_messages_per_minute_per_ip = 0\n[imap]\nplaintext_auth = true\n[delivery]\nenabled = false\n",
+    )
+    .await;
+    let mut c = Client::connect(server.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<a@remote.test>", 250).await;
+    c.ok("RCPT TO:<nosuch@example.test>", 550).await;
+    c.ok("RCPT TO:<someone@elsewhere.test>", 554).await;
+    c.ok(&format!("NOOP {}", "x".repeat(3000)), 500).await;
+    c.ok("RCPT TO:<alice@example.test>", 250).await;
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: smuggled\r\n\r\nbare\nline\r\n.\r\n").await;
+    assert_eq!(c.reply().await.code, 554);
+    let hops = "Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\r\n".repeat(101);
+    let r = c.send_mail("a@remote.test", &["alice@example.test"], &format!("{hops}Subject: loop\r\n\r\nx")).await;
+    assert_eq!(r.code, 554);
+    // A TLS handshake that fails.
+    let mut t = Client::connect(server.smtp).await;
+    t.ehlo().await;
+    t.ok("STARTTLS", 220).await;
+    let mut raw = t.into_raw();
+    raw.write_all(b"this is not a TLS ClientHello\r\n").await.unwrap();
+    drop(raw);
+    // A failed IMAP login.
+    let mut imap = tokio::net::TcpStream::connect(server.imap).await.unwrap();
+    imap.write_all(b"a LOGIN alice@example.test wrong\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(imap);
+    let log = server_log(d);
+    let events: Vec<&str> = log.lines().filter(|l| l.contains("facteur::reject") && l.contains("rejected")).collect();
+    for (what, needle) in [
+        ("RCPT", "550 5.1.1"),
+        ("RCPT", "Relay access denied"),
+        ("line", "line too long"),
+        ("DATA", "bare CR or LF"),
+        ("DATA", "5.4.6"),
+        ("tls", ""),
+        ("auth", "wrong password or unknown user"),
+    ] {
+        assert!(
+            events.iter().any(|l| l.contains(&format!("what=\"{what}\"")) && l.contains(needle)),
+            "no {what} event with {needle:?} in:\n{}",
+            events.join("\n")
+        );
+    }
+    assert!(events.iter().all(|l| l.contains("client=127.0.0.1:") && l.contains("listener=")), "{events:?}");
+    // A flood: 100 sessions of 19 refused recipients each, as fast as they go.
+    let before = events.len();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let addr = server.smtp;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.ehlo().await;
+            c.ok("MAIL FROM:<a@remote.test>", 250).await;
+            let mut batch = String::new();
+            for n in 0..19 {
+                batch.push_str(&format!("RCPT TO:<nosuch{n}@example.test>\r\n"));
+            }
+            c.send_raw(batch.as_bytes()).await;
+            for _ in 0..19 {
+                assert_eq!(c.reply().await.code, 550);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = server_log(d);
+    let flood = log.lines().filter(|l| l.contains("facteur::reject") && l.contains("rejected")).count() - before;
+    assert!(flood < 1500, "{flood} lines for 1,900 rejections: not bounded");
+    assert!(log.contains("rejections not logged one by one"), "the suppressed ones are counted");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

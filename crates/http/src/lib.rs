@@ -31,7 +31,9 @@ impl Health {
     /// Not ready until [`Health::set`]`("startup", None)`.
     pub fn new_starting() -> Arc<Self> {
         let h = Health::default();
-        h.set("startup", Some("starting".into()));
+        if let Ok(mut g) = h.problems.lock() {
+            g.insert("startup", "starting".into());
+        }
         Arc::new(h)
     }
 
@@ -46,7 +48,7 @@ impl Health {
                     g.insert(component, p);
                 }
                 None => {
-                    if g.remove(component).is_some() {
+                    if g.remove(component).is_some() && component != "startup" {
                         tracing::info!(component, "ready again");
                     }
                 }

@@ -130,6 +130,24 @@ impl<S: Store + Clone> ImapContext<S> {
         self.auth = auth;
         self
     }
+
+    /// The same context under a new configuration (reload): the gate, the
+    /// per-user slots and failed logins stay; new connections get the new
+    /// one, open sessions keep theirs.
+    pub fn reconfigured(&self, config: ImapConfig) -> Self {
+        self.gate.reconfigure(config.limits().0);
+        self.slots.set_max(config.max_connections_per_user);
+        let session = Arc::new(SessionConfig { plaintext_auth: config.plaintext_auth, ..(*self.session).clone() });
+        ImapContext {
+            store: self.store.clone(),
+            config,
+            session,
+            tls: self.tls.clone(),
+            slots: self.slots.clone(),
+            gate: self.gate.clone(),
+            auth: self.auth.clone(),
+        }
+    }
 }
 
 /// Accept IMAP connections (`implicit_tls`: port 993 style) until shutdown;
@@ -137,29 +155,36 @@ impl<S: Store + Clone> ImapContext<S> {
 pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     implicit_tls: bool,
-    ctx: Arc<ImapContext<S>>,
+    ctx: watch::Receiver<Arc<ImapContext<S>>>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let first = ctx.borrow().clone();
     let spec = facteur_net::Listener {
         name: if implicit_tls { "imaps" } else { "imap" },
-        gate: ctx.gate.clone(),
-        timeouts: ctx.config.limits().1,
+        gate: first.gate.clone(),
         implicit_tls,
-        tls: ctx.tls.clone(),
+        tls: first.tls.clone(),
         grace: Duration::from_secs(5),
     };
+    // Each connection takes the context in force when it arrives.
     facteur_net::serve(
         listener,
         spec,
         shutdown,
         |_| false,
         busy,
-        |peer: SocketAddr| Imap {
-            session: Session::new(ctx.store.clone(), ctx.session.clone(), implicit_tls)
-                .with_slots(ctx.slots.clone())
-                .with_auth(ctx.auth.clone(), peer.ip()),
-            ctx: ctx.clone(),
-            greeted: false,
+        |peer: SocketAddr| {
+            let ctx = ctx.borrow().clone();
+            let listener = if implicit_tls { "imaps" } else { "imap" };
+            Imap {
+                session: Session::new(ctx.store.clone(), ctx.session.clone(), implicit_tls)
+                    .with_slots(ctx.slots.clone())
+                    .with_auth(ctx.auth.clone(), listener, peer),
+                ctx,
+                greeted: false,
+                listener,
+                peer,
+            }
         },
     )
     .await;
@@ -175,6 +200,8 @@ struct Imap<S> {
     session: Session<S>,
     ctx: Arc<ImapContext<S>>,
     greeted: bool,
+    listener: &'static str,
+    peer: SocketAddr,
 }
 
 impl<S: Store + Clone> facteur_net::Protocol for Imap<S> {
@@ -183,11 +210,16 @@ impl<S: Store + Clone> facteur_net::Protocol for Imap<S> {
             self.greeted = true;
             self.session.greeting();
         }
-        drive(conn, &mut self.session, &self.ctx).await
+        let limit = |why: &str| facteur_net::reject::event(self.listener, self.peer, "command", why, "BYE");
+        drive(conn, &mut self.session, &self.ctx, &limit).await
     }
 
     fn tls_started(&mut self) {
         self.session.tls_started();
+    }
+
+    fn timeouts(&self) -> facteur_net::Timeouts {
+        self.ctx.config.limits().1
     }
 }
 
@@ -224,10 +256,12 @@ async fn after_login<S: Store + Clone, IO: facteur_net::Stream>(
     Ok(true)
 }
 
+/// `log_limit` logs a connection closed for going past a limit.
 async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
     conn: &mut Conn<IO>,
     session: &mut Session<S>,
     ctx: &ImapContext<S>,
+    log_limit: &(dyn Fn(&str) + Sync),
 ) -> std::io::Result<Ended> {
     let cfg = &ctx.config;
     let mut fz = Fragmentizer::new(cfg.max_literal.saturating_add(cfg.max_line));
@@ -254,7 +288,9 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
             if let Some(limit) = preauth_limit
                 && held > limit
             {
-                session.bye(&format!("command over {limit} octets before login"));
+                let why = format!("command over {limit} octets before login");
+                log_limit(&why);
+                session.bye(&why);
                 flush(conn, session).await?;
                 return Ok(Ended::Closed);
             }
@@ -262,7 +298,9 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
                 && held.saturating_sub(start) > cfg.max_line as usize
             {
                 // The framing cannot be trusted past here: say why and close.
-                session.bye(&format!("command line over {} octets", cfg.max_line));
+                let why = format!("command line over {} octets", cfg.max_line);
+                log_limit(&why);
+                session.bye(&why);
                 flush(conn, session).await?;
                 return Ok(Ended::Closed);
             }
@@ -322,7 +360,9 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
                         "TOOBIG",
                         &format!("command over {limit} octets before login"),
                     );
-                    session.bye("command too large before login");
+                    let why = "command too large before login";
+                    log_limit(why);
+                    session.bye(why);
                     flush(conn, session).await?;
                     return Ok(Ended::Closed);
                 }
@@ -346,7 +386,9 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
                             "TOOBIG",
                             &format!("literal over {limit} octets before login"),
                         );
-                        session.bye("literal too large before login");
+                        let why = "literal too large before login";
+                        log_limit(why);
+                        session.bye(why);
                         flush(conn, session).await?;
                         return Ok(Ended::Closed);
                     }

@@ -76,19 +76,24 @@ impl Outcome {
 /// Open sessions per user, shared by a server's connections.
 #[derive(Debug, Default)]
 pub struct UserSlots {
-    max: usize,
+    max: std::sync::atomic::AtomicUsize,
     open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl UserSlots {
     pub fn new(max: usize) -> Self {
-        UserSlots { max, open: Default::default() }
+        UserSlots { max: max.into(), open: Default::default() }
+    }
+
+    /// A new limit (configuration reload); sessions open stay open.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn acquire(&self, user: &str) -> bool {
         let Ok(mut open) = self.open.lock() else { return true };
         let n = open.entry(user.to_string()).or_insert(0);
-        if *n >= self.max {
+        if *n >= self.max.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
         *n += 1;
@@ -122,8 +127,9 @@ pub struct Session<S> {
     /// AUTHENTICATE waiting for its data line.
     auth_tag: Option<Tag<'static>>,
     idle_tag: Option<Tag<'static>>,
-    /// Failed logins are throttled with SMTP's and POP3's, by the client's address.
-    auth: Option<(Arc<facteur_net::AuthThrottle>, std::net::IpAddr)>,
+    /// Failed logins are throttled with SMTP's and POP3's, by the client's
+    /// address (and the listener's name, for the log).
+    auth: Option<(Arc<facteur_net::AuthThrottle>, &'static str, std::net::SocketAddr)>,
     /// The client's address is banned for failed logins: the server says
     /// BYE and closes.
     pub banned: bool,
@@ -242,9 +248,14 @@ impl<S: Store + Clone> Session<S> {
         self
     }
 
-    /// Throttle this session's logins with `throttle`, as from `ip`.
-    pub fn with_auth(mut self, throttle: Arc<facteur_net::AuthThrottle>, ip: std::net::IpAddr) -> Self {
-        self.auth = Some((throttle, ip));
+    /// Throttle this session's logins with `throttle`, as from `client` on `listener`.
+    pub fn with_auth(
+        mut self,
+        throttle: Arc<facteur_net::AuthThrottle>,
+        listener: &'static str,
+        client: std::net::SocketAddr,
+    ) -> Self {
+        self.auth = Some((throttle, listener, client));
         self
     }
 
@@ -640,7 +651,7 @@ impl<S: Store + Clone> Session<S> {
             Ok::<_, facteur_store::StoreError>(found.filter(|_| good).map(|u| u.address))
         };
         let attempt = match &self.auth {
-            Some((throttle, ip)) => throttle.attempt(*ip, user, check).await,
+            Some((throttle, listener, client)) => throttle.attempt(listener, *client, user, check).await,
             None => check.await.map(|a| a.map_or(Attempt::Failed, Attempt::Ok)),
         };
         let ok = match attempt {

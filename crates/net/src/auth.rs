@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -205,18 +205,31 @@ impl AuthThrottle {
         t.known.insert((account.to_lowercase(), ip), now);
     }
 
-    /// One login attempt: the verdict, the delay, `check` (which looks the
-    /// password up and returns the canonical account on success), and the
-    /// accounting, in that order.
-    pub async fn attempt<T, E, F>(&self, ip: IpAddr, account: &str, check: F) -> Result<Attempt<T>, E>
+    /// One login attempt from `client` on `listener`: the verdict, the
+    /// delay, `check` (which looks the password up and returns the
+    /// canonical account on success), and the accounting, in that order.
+    /// Every refusal is a rejection event in the log.
+    pub async fn attempt<T, E, F>(
+        &self,
+        listener: &str,
+        client: SocketAddr,
+        account: &str,
+        check: F,
+    ) -> Result<Attempt<T>, E>
     where
         T: AsRef<str>,
         F: Future<Output = Result<Option<T>, E>>,
     {
+        let ip = client.ip();
+        let reject =
+            |why: &str| crate::reject::event(listener, client, "auth", &format!("{why} (account {account:?})"), "");
         match self.before(ip, account, Instant::now()) {
-            Before::Refuse { ban: true } => return Ok(Attempt::Banned),
+            Before::Refuse { ban: true } => {
+                reject("address banned for failed logins");
+                return Ok(Attempt::Banned);
+            }
             Before::Refuse { ban: false } => {
-                tracing::warn!(target: "facteur::reject", client = %ip, account, "login not checked: the account is being guessed at");
+                reject("not checked: the account is being guessed at");
                 return Ok(Attempt::Throttled);
             }
             Before::Check(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
@@ -230,6 +243,7 @@ impl AuthThrottle {
             }
             None => {
                 self.failed(ip, account, Instant::now());
+                reject("wrong password or unknown user");
                 Attempt::Failed
             }
         })
@@ -310,11 +324,14 @@ mod tests {
                 Ok::<_, ()>(good.then(|| "alice@x".to_string()))
             }
         };
-        assert_eq!(t.attempt(ip(1), "alice@x", check(false)).await, Ok(Attempt::Failed));
-        assert_eq!(t.attempt(ip(1), "alice@x", check(false)).await, Ok(Attempt::Failed));
+        assert_eq!(t.attempt("test", SocketAddr::new(ip(1), 1), "alice@x", check(false)).await, Ok(Attempt::Failed));
+        assert_eq!(t.attempt("test", SocketAddr::new(ip(1), 1), "alice@x", check(false)).await, Ok(Attempt::Failed));
         // Banned: the right password is not even looked at.
-        assert_eq!(t.attempt(ip(1), "alice@x", check(true)).await, Ok(Attempt::Banned));
+        assert_eq!(t.attempt("test", SocketAddr::new(ip(1), 1), "alice@x", check(true)).await, Ok(Attempt::Banned));
         assert_eq!(checked.load(std::sync::atomic::Ordering::Relaxed), 2);
-        assert_eq!(t.attempt(ip(2), "alice@x", check(true)).await, Ok(Attempt::Ok("alice@x".to_string())));
+        assert_eq!(
+            t.attempt("test", SocketAddr::new(ip(2), 1), "alice@x", check(true)).await,
+            Ok(Attempt::Ok("alice@x".to_string()))
+        );
     }
 }

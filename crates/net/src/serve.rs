@@ -36,6 +36,9 @@ pub trait Protocol: Send {
     /// The TLS handshake after [`Ended::StartTls`] succeeded: forget what
     /// the client said before it.
     fn tls_started(&mut self);
+
+    /// This connection's timeouts (from the configuration it started with).
+    fn timeouts(&self) -> Timeouts;
 }
 
 /// What a listener needs besides its socket.
@@ -45,7 +48,6 @@ pub struct Listener {
     pub name: &'static str,
     /// The protocol's gate, shared by its listeners.
     pub gate: Arc<Gate>,
-    pub timeouts: Timeouts,
     /// TLS at once (ports 465, 993, 995).
     pub implicit_tls: bool,
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -59,7 +61,8 @@ pub type Busy = fn(Refused) -> Vec<u8>;
 
 /// Accept connections until `shutdown` turns true. Each connection passes
 /// the gate (`exempt` says whether its address skips the per-address cap),
-/// then `session` makes its protocol state and the driver runs it. After
+/// then `session` makes its protocol state (from the configuration in force
+/// now: a reload applies to new connections) and the driver runs it. After
 /// shutdown, sessions (which see it too, and say 421/BYE) get `grace` to
 /// finish, then they are aborted.
 pub async fn serve<P, E, S>(
@@ -107,8 +110,8 @@ pub async fn serve<P, E, S>(
                 continue;
             }
         };
-        let ctl = Control::new(ticket, spec.gate.clone(), spec.timeouts, shutdown.clone());
         let proto = session(peer);
+        let ctl = Control::new(ticket, spec.gate.clone(), proto.timeouts(), shutdown.clone());
         let spec = spec.clone();
         tasks.spawn(
             async move {

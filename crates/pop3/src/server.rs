@@ -147,6 +147,23 @@ impl<S: Store + Clone> Pop3Context<S> {
         self.auth = auth;
         self
     }
+
+    /// The same context under a new configuration (reload): the gate, the
+    /// maildrop locks and failed logins stay; new connections get the new
+    /// one, open sessions keep theirs.
+    pub fn reconfigured(&self, config: Pop3Config) -> Self {
+        self.gate.reconfigure(config.limits().0);
+        let session = SessionConfig { plaintext_auth: config.plaintext_auth, ..self.session.clone() };
+        Pop3Context {
+            store: self.store.clone(),
+            config,
+            session,
+            tls: self.tls.clone(),
+            locks: self.locks.clone(),
+            gate: self.gate.clone(),
+            auth: self.auth.clone(),
+        }
+    }
 }
 
 /// Accept POP3 connections (`implicit_tls`: port 995 style) until shutdown;
@@ -155,27 +172,36 @@ impl<S: Store + Clone> Pop3Context<S> {
 pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     implicit_tls: bool,
-    ctx: Arc<Pop3Context<S>>,
+    ctx: watch::Receiver<Arc<Pop3Context<S>>>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let first = ctx.borrow().clone();
     let spec = facteur_net::Listener {
         name: if implicit_tls { "pop3s" } else { "pop3" },
-        gate: ctx.gate.clone(),
-        timeouts: ctx.config.limits().1,
+        gate: first.gate.clone(),
         implicit_tls,
-        tls: ctx.tls.clone(),
+        tls: first.tls.clone(),
         grace: Duration::from_secs(5),
     };
+    // Each connection takes the context in force when it arrives.
     facteur_net::serve(
         listener,
         spec,
         shutdown,
         |_| false,
         busy,
-        |peer: SocketAddr| Pop3 {
-            session: Session::new(ctx.session.clone(), implicit_tls),
-            ctx: ctx.clone(),
-            conn: Maildropped { peer, mailbox_id: None, _lock: None },
+        |peer: SocketAddr| {
+            let ctx = ctx.borrow().clone();
+            Pop3 {
+                session: Session::new(ctx.session.clone(), implicit_tls),
+                conn: Maildropped {
+                    listener: if implicit_tls { "pop3s" } else { "pop3" },
+                    peer,
+                    mailbox_id: None,
+                    _lock: None,
+                },
+                ctx,
+            }
         },
     )
     .await;
@@ -188,6 +214,7 @@ fn busy(why: facteur_net::Refused) -> Vec<u8> {
 
 /// One connection's state beyond the session: the open maildrop.
 struct Maildropped {
+    listener: &'static str,
     peer: SocketAddr,
     mailbox_id: Option<i64>,
     _lock: Option<MaildropLock>,
@@ -209,6 +236,10 @@ impl<S: Store + Clone> facteur_net::Protocol for Pop3<S> {
         // RFC 2595 §4: whatever the client pipelined after STLS is discarded.
         self.session.tls_established();
     }
+
+    fn timeouts(&self) -> facteur_net::Timeouts {
+        self.ctx.config.limits().1
+    }
 }
 
 /// Replies are written when the session needs input (so pipelined
@@ -226,7 +257,6 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
     md: &mut Maildropped,
 ) -> std::io::Result<Ended> {
     let mut buf = vec![0u8; 4 * 1024];
-    let ip = md.peer.ip();
     loop {
         match session.poll() {
             Action::NeedInput => {
@@ -260,7 +290,7 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
                     let good = facteur_store::password::check_login(pass.clone(), hash).await;
                     Ok::<_, facteur_store::StoreError>(found.filter(|_| good).map(|u| u.address))
                 };
-                match ctx.auth.attempt(ip, &user, check).await {
+                match ctx.auth.attempt(md.listener, md.peer, &user, check).await {
                     Ok(Attempt::Ok(address)) => {
                         conn.logged_in();
                         session.auth_result(Ok(address));

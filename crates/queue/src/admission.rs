@@ -122,6 +122,13 @@ impl Admission {
         Admission { w, h, depth: [false; 3], age: [false; 3], disk: [false; 3] }
     }
 
+    /// New levels (configuration reload); the latches stay as they are and
+    /// move at the next [`Admission::update`].
+    pub fn set_watermarks(&mut self, w: Watermarks) {
+        let Admission { depth, age, disk, .. } = *self;
+        *self = Admission { depth, age, disk, ..Admission::new(w) };
+    }
+
     pub fn watermarks(&self) -> &Watermarks {
         &self.w
     }

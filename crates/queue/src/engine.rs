@@ -96,7 +96,8 @@ pub struct DestinationState {
 
 pub struct Engine<S, R> {
     store: S,
-    router: Router<R>,
+    /// Swapped whole on a configuration reload (routes, relay host).
+    router: std::sync::RwLock<Arc<Router<R>>>,
     clock: SharedClock,
     config: DeliveryConfig,
     client: ClientSettings,
@@ -227,6 +228,14 @@ fn outbound_envelope(job: &DeliveryJob, size: u64) -> OutboundEnvelope {
 }
 
 impl<S: Store + Clone, R: Resolver> Engine<S, R> {
+    /// Route with `router` from now on (configuration reload); deliveries
+    /// under way finish with the one they started with.
+    pub fn set_router(&self, router: Router<R>) {
+        if let Ok(mut r) = self.router.write() {
+            *r = Arc::new(router);
+        }
+    }
+
     pub fn new(store: S, router: Router<R>, clock: SharedClock, config: DeliveryConfig, hostname: String) -> Arc<Self> {
         let client = ClientSettings {
             helo_name: hostname.clone(),
@@ -237,7 +246,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         };
         Arc::new(Engine {
             store,
-            router,
+            router: std::sync::RwLock::new(Arc::new(router)),
             clock,
             global: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
@@ -716,7 +725,13 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
     }
 
     async fn connect(&self, domain: &str) -> Result<Connection, JobFailure> {
-        let targets = self.router.plan(domain).await?;
+        let router = self.router.read().map(|r| r.clone()).map_err(|_| JobFailure {
+            host: None,
+            permanent: false,
+            status: (4, 3, 0),
+            text: "routing state poisoned".into(),
+        })?;
+        let targets = router.plan(domain).await?;
         let mut last: Option<ConnectError> = None;
         for t in &targets {
             match Connection::open(t, &self.client).await {

@@ -53,6 +53,11 @@ impl ClientLimits {
         ClientLimits { config, state: Arc::new(Mutex::new(State::default())) }
     }
 
+    /// The same counts under new limits (configuration reload).
+    pub fn with_config(&self, config: LimitConfig) -> Self {
+        ClientLimits { config, state: self.state.clone() }
+    }
+
     /// Count a message (at MAIL); `Err` names which limit was hit.
     pub fn message(&self, ip: IpAddr, user: Option<&str>, now_ms: i64) -> Result<(), &'static str> {
         let Ok(mut s) = self.state.lock() else { return Ok(()) };

@@ -57,6 +57,7 @@ pub(crate) async fn vet_recipient<S: Store>(
 pub(crate) async fn authenticate<S: Store>(
     ctx: &SmtpContext<S>,
     req: AuthRequest,
+    listener: &str,
     peer: std::net::SocketAddr,
 ) -> Result<String, Reply> {
     let check = async {
@@ -71,7 +72,7 @@ pub(crate) async fn authenticate<S: Store>(
             .map(|u| u.address))
     };
     let failed = || Reply::new(535, (5, 7, 8), "Error: authentication credentials invalid");
-    match ctx.auth.attempt(peer.ip(), &req.username, check).await? {
+    match ctx.auth.attempt(listener, peer, &req.username, check).await? {
         Attempt::Ok(u) => {
             tracing::info!(user = %u, mechanism = %req.mechanism, "authenticated");
             Ok(u)

@@ -62,7 +62,7 @@ pub struct SmtpContext<S> {
     /// Rules that give each message its traffic class.
     pub classify: facteur_classify::ClassifyConfig,
     /// Recent (sender, body digest) counts, for "identical content" bulk.
-    repeats: std::sync::Mutex<crate::repeats::Repeats>,
+    repeats: Arc<std::sync::Mutex<crate::repeats::Repeats>>,
     limits: ClientLimits,
     /// The door: which classes may come in, from the queue's load.
     pub admission: Arc<std::sync::Mutex<Admission>>,
@@ -89,12 +89,40 @@ impl<S: Store> SmtpContext<S> {
             clock: Arc::new(SystemClock),
             queued: None,
             classify: facteur_classify::ClassifyConfig::default(),
-            repeats: std::sync::Mutex::new(crate::repeats::Repeats::default()),
+            repeats: Arc::default(),
             limits,
             admission: Arc::new(std::sync::Mutex::new(Admission::new(Watermarks::default()))),
             spool_dir: None,
             gate,
             auth: Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default())),
+        }
+    }
+
+    /// The same context under a new configuration (reload): what it counts
+    /// and shares (rates, repeats, the door, the gate, failed logins) stays;
+    /// new connections get the new one, open sessions keep theirs.
+    pub fn reconfigured(&self, config: SmtpConfig, classify: facteur_classify::ClassifyConfig) -> Self
+    where
+        S: Clone,
+    {
+        self.gate.reconfigure(config.limits().0);
+        SmtpContext {
+            store: self.store.clone(),
+            limits: self.limits.with_config(LimitConfig {
+                messages_per_minute_per_ip: config.max_messages_per_minute_per_ip,
+                messages_per_minute_per_user: config.max_messages_per_minute_per_user,
+            }),
+            config,
+            hostname: self.hostname.clone(),
+            tls: self.tls.clone(),
+            clock: self.clock.clone(),
+            queued: self.queued.clone(),
+            classify,
+            repeats: self.repeats.clone(),
+            admission: self.admission.clone(),
+            spool_dir: self.spool_dir.clone(),
+            gate: self.gate.clone(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -164,23 +192,27 @@ impl<S: Store> SmtpContext<S> {
 pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     kind: ListenerKind,
-    ctx: Arc<SmtpContext<S>>,
+    ctx: watch::Receiver<Arc<SmtpContext<S>>>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let first = ctx.borrow().clone();
     let spec = facteur_net::Listener {
         name: kind.name(),
-        gate: ctx.gate.clone(),
-        timeouts: ctx.config.limits().1,
+        gate: first.gate.clone(),
         implicit_tls: kind == ListenerKind::Submissions,
-        tls: ctx.tls.clone(),
+        tls: first.tls.clone(),
         grace: Duration::from_secs(10),
     };
-    let trusted = |peer: SocketAddr| ctx.trusted(peer.ip());
-    facteur_net::serve(listener, spec, shutdown, trusted, busy, |peer| Smtp {
-        session: Session::new(ctx.session_config(kind)),
-        ctx: ctx.clone(),
-        client: Client { peer, kind, routes: HashMap::new() },
-        greeted: false,
+    // Each connection takes the context in force when it arrives.
+    let trusted = |peer: SocketAddr| ctx.borrow().trusted(peer.ip());
+    facteur_net::serve(listener, spec, shutdown, trusted, busy, |peer| {
+        let ctx = ctx.borrow().clone();
+        Smtp {
+            session: Session::new(ctx.session_config(kind)),
+            client: Client { peer, kind, routes: HashMap::new() },
+            greeted: false,
+            ctx,
+        }
     })
     .await;
 }
@@ -221,6 +253,10 @@ impl<S: Store> facteur_net::Protocol for Smtp<S> {
         self.session.tls_established();
         self.client.routes.clear();
     }
+
+    fn timeouts(&self) -> facteur_net::Timeouts {
+        self.ctx.config.limits().1
+    }
 }
 
 impl<S: Store> Smtp<S> {
@@ -246,9 +282,10 @@ async fn flush<IO: facteur_net::Stream>(
     client: &Client,
 ) -> std::io::Result<()> {
     for r in session.take_refusals() {
-        let reply = r.reply.lines.first().map(String::as_str).unwrap_or("");
-        let text = format!("{} {}", r.reply.code, reply);
-        facteur_net::reject::event(client.kind.name(), client.peer, r.command, reply, &text);
+        let reason = r.reply.lines.first().map(String::as_str).unwrap_or("");
+        let wire = String::from_utf8_lossy(&r.reply.to_bytes()).into_owned();
+        let wire = wire.trim_end().replace("\r\n", " / ");
+        facteur_net::reject::event(client.kind.name(), client.peer, r.command, reason, &wire);
     }
     conn.write(&session.take_output()).await
 }
@@ -288,7 +325,7 @@ async fn drive<S: Store, IO: facteur_net::Stream>(
                 return Ok(Ended::Closed);
             }
             Event::Auth(req) => {
-                let r = policy::authenticate(ctx, req, client.peer).await;
+                let r = policy::authenticate(ctx, req, client.kind.name(), client.peer).await;
                 let banned = r.as_ref().is_err_and(|e| e.code == 454);
                 if r.is_ok() {
                     conn.logged_in();
