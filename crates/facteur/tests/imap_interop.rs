@@ -2,14 +2,13 @@
 //! mbsync (isync) and offlineimap (offlineimap3), against a facteur holding
 //! a few hundred messages delivered over SMTP. Each asserts on what the
 //! client ended up with.
-//! Skipped with a message when the tool is missing, unless
-//! FACTEUR_REQUIRE_INTEROP=1 (set by .ci/run).
+//! A missing tool fails its test and names the package to install.
 
 mod common;
 
 use std::process::Command;
 
-use common::{Client, PASSWORD, TestServer, have, run};
+use common::{Client, PASSWORD, TestServer, require, run};
 use facteur_store::{FlagOp, Store};
 
 /// `n` messages to `to` over one SMTP session, subjects "message 1".."message n".
@@ -67,9 +66,7 @@ print("ok")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_imaplib_reads_a_mailbox() {
-    if !have("python3") {
-        return;
-    }
+    require("python3");
     let s = TestServer::start().await;
     deliver_many(&s, "alice@example.test", 300).await;
     let port = s.imaps.port().to_string();
@@ -105,9 +102,7 @@ fn maildir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mbsync_syncs_an_account_both_ways() {
-    if !have("mbsync") {
-        return;
-    }
+    require("mbsync");
     let s = TestServer::start().await;
     deliver_many(&s, "bob@example.test", 200).await;
     let work = tempfile::tempdir().unwrap();
@@ -183,9 +178,7 @@ fn maildir_flags(p: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offlineimap_syncs_an_account_both_ways() {
-    if !have("offlineimap") {
-        return;
-    }
+    require("offlineimap");
     let s = TestServer::start().await;
     deliver_many(&s, "bob@example.test", 200).await;
     // Flag message 17 on the server before the first sync.

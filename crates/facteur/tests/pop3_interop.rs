@@ -1,14 +1,13 @@
 //! POP3 interop with real clients: Python's poplib (implicit TLS and STLS)
-//! and fetchmail (Debian package). Skipped with a message when the tool is
-//! missing, unless FACTEUR_REQUIRE_INTEROP=1 (set by .ci/run), where a
-//! missing tool fails.
+//! and fetchmail (Debian package). A missing tool fails its test and names
+//! the package to install.
 
 mod common;
 
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{Client, PASSWORD, TestServer, have};
+use common::{Client, PASSWORD, TestServer, require};
 use facteur_store::Store;
 
 const ALICE: &str = "alice@example.test";
@@ -81,9 +80,7 @@ print(json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_poplib_retrieves_and_deletes() {
-    if !have("python3") {
-        return;
-    }
+    require("python3");
     let s = TestServer::start().await;
     deliver(&s).await;
     let (mb, uidvalidity, msgs) = inbox(&s).await;
@@ -143,9 +140,7 @@ async fn fetchmail(home: &std::path::Path, rc: String) -> (Option<i32>, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetchmail_retrieves_and_empties_the_inbox() {
-    if !have("fetchmail") {
-        return;
-    }
+    require("fetchmail");
     let s = TestServer::start().await;
     deliver(&s).await;
     let home = tempfile::tempdir().unwrap();

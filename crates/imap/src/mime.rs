@@ -908,20 +908,60 @@ NIL (\"attachment\" (\"filename\" \"a.pdf\")) (\"en\" \"fr\") \"http://example.o
         );
     }
 
+    /// How deep a body structure nests (a leaf is 1).
+    fn nesting(b: &BodyStructure<'_>) -> usize {
+        match b {
+            BodyStructure::Multi { bodies, .. } => 1 + bodies.as_ref().iter().map(nesting).max().unwrap_or(0),
+            BodyStructure::Single { body, .. } => match &body.specific {
+                SpecificFields::Message { body_structure, .. } => 1 + nesting(body_structure),
+                _ => 1,
+            },
+        }
+    }
+
+    /// Wire nesting: the deepest run of open parentheses outside strings.
+    fn paren_depth(s: &str) -> usize {
+        let (mut depth, mut max, mut quoted) = (0usize, 0usize, false);
+        for c in s.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                '(' if !quoted => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                ')' if !quoted => depth -= 1,
+                _ => {}
+            }
+        }
+        assert_eq!(depth, 0, "unbalanced: {s}");
+        max
+    }
+
     #[test]
-    fn deep_nesting_does_not_overflow() {
+    fn deep_nesting_is_cut_at_max_depth() {
+        // 500 multiparts, each inside the last: the structure stops at
+        // MAX_DEPTH (the rest is shown as one leaf) and encodes balanced.
         let mut raw = Vec::new();
         for i in 0..500 {
             raw.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\nleaf\r\n");
-        let _ = body_structure(&raw, true);
+        let s = body_structure(&raw, true);
+        let depth = nesting(&s);
+        assert!(depth > 1 && depth <= MAX_DEPTH + 1, "multipart nesting {depth}");
+        assert!(paren_depth(&wire(MessageDataItem::BodyStructure(s))) <= 3 * (MAX_DEPTH + 1));
+        // 500 message/rfc822 inside each other: the same bound.
         let mut raw = Vec::new();
         for _ in 0..500 {
             raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
         }
         raw.extend_from_slice(b"Subject: leaf\r\n\r\nleaf\r\n");
-        let _ = wire(MessageDataItem::BodyStructure(body_structure(&raw, true)));
+        let s = body_structure(&raw, true);
+        let depth = nesting(&s);
+        assert!(depth > 1 && depth <= MAX_DEPTH + 1, "message/rfc822 nesting {depth}");
+        let w = wire(MessageDataItem::BodyStructure(s));
+        assert!(w.starts_with("BODYSTRUCTURE (\"MESSAGE\" \"RFC822\""), "{}", &w[..80]);
+        assert!(paren_depth(&w) <= 4 * (MAX_DEPTH + 1));
     }
 
     #[test]
