@@ -80,9 +80,27 @@ pub enum Attempt<T> {
 #[derive(Debug, Clone, Copy)]
 struct Record {
     failures: u32,
+    /// Attempts let through and not answered yet: parallel sessions count
+    /// as if they had failed already, so twenty guesses at once do not all
+    /// slip past a limit of ten.
+    pending: u32,
     last: Instant,
     /// Address: banned until. Account: no guess before.
     until: Option<Instant>,
+}
+
+impl Record {
+    fn fresh(now: Instant) -> Record {
+        Record { failures: 0, pending: 0, last: now, until: None }
+    }
+
+    /// Failures (and attempts in flight) seen within `memory`.
+    fn seen(&mut self, now: Instant, memory: Duration) -> u32 {
+        if now.saturating_duration_since(self.last) >= memory && self.pending == 0 {
+            *self = Record::fresh(now);
+        }
+        self.failures + self.pending
+    }
 }
 
 /// Tables stop growing here; the stalest entries go first.
@@ -139,30 +157,61 @@ impl AuthThrottle {
 
     /// The verdict for an attempt from `ip` on `account` at `now`.
     pub fn before(&self, ip: IpAddr, account: &str, now: Instant) -> Before {
+        self.judge(ip, account, now, false)
+    }
+
+    /// [`AuthThrottle::before`]; with `reserve`, an attempt let through
+    /// counts as in flight until [`AuthThrottle::failed`],
+    /// [`AuthThrottle::succeeded`] or [`AuthThrottle::abandoned`].
+    fn judge(&self, ip: IpAddr, account: &str, now: Instant, reserve: bool) -> Before {
         let p = self.policy();
         let Ok(mut t) = self.tables.lock() else { return Before::Check(p.max_delay) };
         let account = account.to_lowercase();
-        let mut delay = Duration::ZERO;
-        if let Some(r) = t.ips.get_mut(&ip) {
-            if now.saturating_duration_since(r.last) >= p.ban_for {
-                *r = Record { failures: 0, last: now, until: None };
-            }
-            if r.until.is_some_and(|u| now < u) {
-                return Before::Refuse { ban: true };
-            }
-            if r.failures >= p.free_failures {
-                delay = doubling(p.base_delay, p.max_delay, r.failures - p.free_failures);
-            }
-        }
         let known = t.known.contains_key(&(account.clone(), ip));
-        if !known
-            && let Some(r) = t.accounts.get(&account)
-            && now.saturating_duration_since(r.last) < p.ban_for
-            && r.until.is_some_and(|u| now < u)
-        {
+        let r = t.ips.entry(ip).or_insert(Record::fresh(now));
+        let seen = r.seen(now, p.ban_for);
+        if r.until.is_some_and(|u| now < u) {
+            return Before::Refuse { ban: true };
+        }
+        if p.ban_after > 0 && seen >= p.ban_after {
+            // The attempts in flight will ban it: this one is not checked.
             return Before::Refuse { ban: false };
         }
+        let delay = match seen.checked_sub(p.free_failures) {
+            Some(steps) => doubling(p.base_delay, p.max_delay, steps),
+            None => Duration::ZERO,
+        };
+        if !known {
+            let a = t.accounts.entry(account.clone()).or_insert(Record::fresh(now));
+            let seen = a.seen(now, p.ban_for);
+            if let Some(steps) = seen.checked_sub(p.account_free_failures) {
+                // One guess per interval: this one takes the interval.
+                if a.until.is_some_and(|u| now < u) {
+                    return Before::Refuse { ban: false };
+                }
+                if reserve {
+                    a.until = Some(now + doubling(p.base_delay, p.account_max_delay, steps));
+                }
+            }
+            if reserve {
+                a.pending += 1;
+            }
+        }
+        if reserve && let Some(r) = t.ips.get_mut(&ip) {
+            r.pending += 1;
+        }
         Before::Check(delay)
+    }
+
+    /// An attempt in flight ends without an answer (storage failed).
+    pub fn abandoned(&self, ip: IpAddr, account: &str) {
+        let Ok(mut t) = self.tables.lock() else { return };
+        if let Some(r) = t.ips.get_mut(&ip) {
+            r.pending = r.pending.saturating_sub(1);
+        }
+        if let Some(a) = t.accounts.get_mut(&account.to_lowercase()) {
+            a.pending = a.pending.saturating_sub(1);
+        }
     }
 
     /// A wrong password (or an unknown user) from `ip` on `account`.
@@ -172,27 +221,26 @@ impl AuthThrottle {
         let account = account.to_lowercase();
         prune(&mut t.ips, now, p.ban_for, |r| r.last);
         prune(&mut t.accounts, now, p.ban_for, |r| r.last);
-        let r = t.ips.entry(ip).or_insert(Record { failures: 0, last: now, until: None });
-        if now.saturating_duration_since(r.last) >= p.ban_for {
-            *r = Record { failures: 0, last: now, until: None };
-        }
+        let r = t.ips.entry(ip).or_insert(Record::fresh(now));
+        r.seen(now, p.ban_for);
+        r.pending = r.pending.saturating_sub(1);
         r.failures += 1;
         r.last = now;
-        if p.ban_after > 0 && r.failures >= p.ban_after {
+        if p.ban_after > 0 && r.failures >= p.ban_after && r.until.is_none_or(|u| u <= now) {
             r.until = Some(now + p.ban_for);
             tracing::warn!(target: "facteur::reject", client = %ip, failures = r.failures, ban_secs = p.ban_for.as_secs(), "address banned for failed logins");
         }
         if t.known.contains_key(&(account.clone(), ip)) {
             return;
         }
-        let r = t.accounts.entry(account).or_insert(Record { failures: 0, last: now, until: None });
-        if now.saturating_duration_since(r.last) >= p.ban_for {
-            *r = Record { failures: 0, last: now, until: None };
-        }
-        r.failures += 1;
-        r.last = now;
-        if r.failures >= p.account_free_failures {
-            r.until = Some(now + doubling(p.base_delay, p.account_max_delay, r.failures - p.account_free_failures));
+        let a = t.accounts.entry(account).or_insert(Record::fresh(now));
+        a.seen(now, p.ban_for);
+        a.pending = a.pending.saturating_sub(1);
+        a.failures += 1;
+        a.last = now;
+        if let Some(steps) = a.failures.checked_sub(p.account_free_failures) {
+            let next = now + doubling(p.base_delay, p.account_max_delay, steps);
+            a.until = Some(a.until.map_or(next, |u| u.max(next)));
         }
     }
 
@@ -201,6 +249,9 @@ impl AuthThrottle {
     pub fn succeeded(&self, ip: IpAddr, account: &str, now: Instant) {
         let Ok(mut t) = self.tables.lock() else { return };
         t.ips.remove(&ip);
+        if let Some(a) = t.accounts.get_mut(&account.to_lowercase()) {
+            a.pending = a.pending.saturating_sub(1);
+        }
         prune(&mut t.known, now, Duration::from_secs(30 * 86_400), |at| *at);
         t.known.insert((account.to_lowercase(), ip), now);
     }
@@ -223,7 +274,7 @@ impl AuthThrottle {
         let ip = client.ip();
         let reject =
             |why: &str| crate::reject::event(listener, client, "auth", &format!("{why} (account {account:?})"), "");
-        match self.before(ip, account, Instant::now()) {
+        match self.judge(ip, account, Instant::now(), true) {
             Before::Refuse { ban: true } => {
                 reject("address banned for failed logins");
                 return Ok(Attempt::Banned);
@@ -235,7 +286,14 @@ impl AuthThrottle {
             Before::Check(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
             Before::Check(_) => {}
         }
-        Ok(match check.await? {
+        let checked = match check.await {
+            Ok(c) => c,
+            Err(e) => {
+                self.abandoned(ip, account);
+                return Err(e);
+            }
+        };
+        Ok(match checked {
             Some(user) => {
                 self.succeeded(ip, account, Instant::now());
                 self.succeeded(ip, user.as_ref(), Instant::now());
@@ -299,6 +357,36 @@ mod tests {
         assert_eq!(t.before(ip(200), "alice@x", now + Duration::from_secs(2)), Before::Check(Duration::ZERO));
         // Other accounts are not affected.
         assert_eq!(t.before(ip(60), "bob@x", now), Before::Check(Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallel_guesses_do_not_slip_past_the_limit() {
+        // Twenty sessions guess at once: the ones in flight count, so at
+        // most ban_after passwords are ever checked from one address.
+        let t =
+            std::sync::Arc::new(AuthThrottle::new(AuthPolicy { account_free_failures: 1000, ..AuthPolicy::default() }));
+        let checked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for n in 0..20 {
+            let (t, checked) = (t.clone(), checked.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for _ in 0..5 {
+                    let check = async {
+                        checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        Ok::<Option<String>, ()>(None)
+                    };
+                    answers.push(t.attempt("test", SocketAddr::new(ip(9), n), "alice@x", check).await.unwrap());
+                }
+                answers
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(checked.load(std::sync::atomic::Ordering::Relaxed), 10, "ban_after guesses at most");
+        assert_eq!(t.before(ip(9), "alice@x", Instant::now()), Before::Refuse { ban: true });
     }
 
     #[test]
