@@ -427,7 +427,7 @@ run_facteur() {
     local size="$1" key="facteur,$1"
     begin_run "$key"
     local dir="$work/facteur-$size" smtp_port http_port
-    mkdir -p "$dir/data"
+    mkdir -p "$dir"
     facteur_db="$dir/data/facteur.db"
     start_sink "facteur-$size"
     { read -r smtp_port; read -r http_port; } < <(free_ports 2)

@@ -82,12 +82,13 @@ run_facteur() {
     prepare_facteur
 
     local dir="$work/facteur" smtp_port http_port
-    mkdir -p "$dir/data"
+    mkdir -p "$dir"
     { read -r smtp_port; read -r http_port; } < <(free_ports 2)
     [ -n "${http_port:-}" ] || die "could not pick free loopback ports"
 
-    "$facteur_bin" --data "$dir/data" domain add bench.test >"$dir/setup.log" 2>&1 ||
-        { cat "$dir/setup.log" >&2; die "facteur domain add failed"; }
+    "$facteur_bin" --data "$dir/data" init >"$dir/setup.log" 2>&1 &&
+        "$facteur_bin" --data "$dir/data" domain add bench.test >>"$dir/setup.log" 2>&1 ||
+        { cat "$dir/setup.log" >&2; die "facteur init / domain add failed"; }
     printf 'secret\n' | "$facteur_bin" --data "$dir/data" user add rcpt@bench.test --password-stdin \
         >>"$dir/setup.log" 2>&1 ||
         { cat "$dir/setup.log" >&2; die "facteur user add failed"; }

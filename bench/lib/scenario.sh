@@ -78,7 +78,7 @@ start_relay() {
     case "$target" in
         facteur)
             { read -r relay_port; read -r http_port; } < <(free_ports 2)
-            mkdir -p "$dir/data"
+            mkdir -p "$dir"
             relay_db="$dir/data/facteur.db"
             facteur_config "$dir" relay.bench.test "$relay_port" "$http_port"
             cat >>"$dir/facteur.toml" <<EOF

@@ -850,6 +850,9 @@ fn write_default_config(r: &Resolved) -> anyhow::Result<()> {
 }
 
 async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
+    // Watch the signals before anything else: a SIGHUP while starting must
+    // not kill the process (its default action).
+    let signals = Signals::watch();
     // Only a folder that does not exist yet is a new installation. An
     // existing one without its database is refused by `serve::start` (a
     // mount that did not come up must not become a new, empty server).
@@ -873,7 +876,7 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
         println!("facteur: {n}");
     }
     tracing::info!(hostname = %r.config.server.hostname, "facteur serving");
-    serve_until_stopped(&running, &r).await;
+    serve_until_stopped(&running, &r, signals).await;
     tracing::info!("shutting down: closing listeners, telling sessions 421/BYE");
     // Sessions get their grace (10 s at most); the whole stop has a deadline.
     if tokio::time::timeout(SHUTDOWN_DEADLINE, running.shutdown()).await.is_err() {
@@ -883,22 +886,41 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGTERM and SIGHUP, watched from the start of `serve`.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn watch() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (term, hup) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::hangup()).ok());
+        if term.is_none() || hup.is_none() {
+            tracing::warn!("cannot watch SIGTERM/SIGHUP; stop with Ctrl-C");
+        }
+        Signals { term, hup }
+    }
+}
+
 /// Until SIGTERM or SIGINT. SIGHUP reloads the configuration file and the
 /// certificates (as Postfix's `postfix reload`): sessions go on, a file
 /// that does not parse or check leaves the running configuration as it is,
 /// and the log says what changed or why nothing did.
-async fn serve_until_stopped(running: &serve::Running, r: &Resolved) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-        tracing::warn!("cannot watch SIGTERM/SIGHUP; stop with Ctrl-C");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
+async fn serve_until_stopped(running: &serve::Running, r: &Resolved, mut signals: Signals) {
+    async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     loop {
         tokio::select! {
-            _ = term.recv() => return,
+            _ = next(&mut signals.term) => return,
             _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => reload(running, r).await,
+            _ = next(&mut signals.hup) => reload(running, r).await,
         }
     }
 }

@@ -257,6 +257,17 @@ impl Config {
                 self.smtp.max_recipients
             ));
         }
+        for (key, value) in [
+            ("smtp.max_messages_per_connection", self.smtp.max_messages_per_connection),
+            ("smtp.max_errors", self.smtp.max_errors),
+            ("smtp.max_connections", self.smtp.max_connections),
+            ("imap.max_connections", self.imap.max_connections),
+            ("pop3.max_connections", self.pop3.max_connections),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} = 0 would refuse every client; it must be at least 1"));
+            }
+        }
         if self.smtp.max_command_line < 512 {
             problems.push(format!(
                 "smtp.max_command_line = {} is below 512, the minimum of RFC 5321 §4.5.3.1.4",

@@ -170,6 +170,10 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             report.findings.len()
         ));
     }
+    for n in facteur_imap::names::normalise_stored(&store).await.context("mailbox names to NFC")? {
+        tracing::warn!(change = %n, "mailbox name brought to Unicode NFC (RFC 5198)");
+        notes.push(format!("mailbox names: {n}"));
+    }
     let tls = tls::load_or_create(&config.tls, data_dir, &config.server.hostname)?;
     if let Some(dir) = &tls.generated {
         notes.push(format!(

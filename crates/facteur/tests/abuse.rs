@@ -184,6 +184,20 @@ async fn imap_pre_login_timeout() {
     assert!(t.elapsed() < Duration::from_secs(3));
     user.send(b"b NOOP\r\n").await;
     assert!(user.until("b ").await.last().unwrap().starts_with("b OK"), "the logged-in session lives on");
+    // NOOPs before login do not keep a stranger's connection alive.
+    let mut noops = Lines::connect(s.imap).await;
+    noops.line().await;
+    let t = Instant::now();
+    let bye = loop {
+        noops.send(b"n NOOP\r\n").await;
+        let l = noops.line_within(5).await.unwrap();
+        if l.starts_with("* BYE") {
+            break l;
+        }
+        assert!(t.elapsed() < Duration::from_secs(4), "NOOPs kept the connection past the pre-login timeout");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(bye.contains("idle for too long"), "{bye}");
 }
 
 /// A POP3 client that RETRs a large message and stops reading loses its
@@ -379,4 +393,29 @@ async fn mailbox_names_are_validated_and_normalised() {
         s.store().list_mailboxes("alice@example.test").await.unwrap().into_iter().map(|m| m.name).collect();
     assert_eq!(names.iter().filter(|n| n.starts_with("Caf")).count(), 1, "{names:?}");
     assert!(names.iter().all(|n| !n.contains("..") && !n.contains('~') && !n.contains('&')), "{names:?}");
+}
+
+/// Names stored before normalisation (here made through storage directly,
+/// in NFD) are brought to NFC at start, children along; a name whose NFC
+/// spelling is taken is left and reported.
+#[tokio::test]
+async fn stored_names_are_brought_to_nfc_at_start() {
+    let mut config = test_config();
+    config.imap.plaintext_auth = true;
+    let dir = tempfile::tempdir().unwrap();
+    common::provision(dir.path(), &config).await;
+    let store = facteur_store::sqlite::SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
+    store.create_mailbox("alice@example.test", "Cafe\u{301}/Menus", None).await.unwrap();
+    store.create_mailbox("alice@example.test", "Re\u{301}sume\u{301}", None).await.unwrap();
+    store.create_mailbox("alice@example.test", "R\u{e9}sum\u{e9}", None).await.unwrap();
+    drop(store);
+    let running = facteur::serve::start(config, dir.path()).await.unwrap();
+    let notes = running.notes.join("\n");
+    assert!(notes.contains("renamed to its NFC spelling") && notes.contains("left as it is"), "{notes}");
+    let store = facteur_store::sqlite::SqliteStore::open(&dir.path().join("facteur.db")).unwrap();
+    let names: Vec<String> =
+        store.list_mailboxes("alice@example.test").await.unwrap().into_iter().map(|m| m.name).collect();
+    assert!(names.contains(&"Caf\u{e9}".to_string()) && names.contains(&"Caf\u{e9}/Menus".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("Cafe\u{301}")), "{names:?}");
+    running.shutdown().await;
 }

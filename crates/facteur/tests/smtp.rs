@@ -504,9 +504,25 @@ async fn authenticated_users_send_only_as_themselves_or_granted_addresses() {
         .await;
     assert_eq!(r.code, 553, "{r:?}");
     assert!(r.text().contains("From: header address rejected"), "{r:?}");
-    // A From: whose address cannot be read is not waved through.
+    // A From: whose address cannot be read is not waved through, nor a
+    // field spelt with a space before its colon, nor a second From: (the
+    // reader may see the first, the check the last).
     let r = c.send_mail("alice@example.test", &["bob@example.test"], "From: nobody at all\r\n\r\nx").await;
     assert_eq!(r.code, 553, "{r:?}");
+    let r = c.send_mail("alice@example.test", &["bob@example.test"], "From : ceo@victim.example\r\n\r\nx").await;
+    assert_eq!(r.code, 553, "{r:?}");
+    let r = c
+        .send_mail(
+            "alice@example.test",
+            &["bob@example.test"],
+            "From: ceo@victim.example\r\nFrom: alice@example.test\r\n\r\nx",
+        )
+        .await;
+    assert_eq!(r.code, 553, "{r:?}");
+    assert!(r.text().contains("more than one From"), "{r:?}");
+    // No From: at all, or no header: nothing to check.
+    let r = c.send_mail("alice@example.test", &["bob@example.test"], "Subject: no from\r\n\r\nx").await;
+    assert_eq!(r.code, 250, "{r:?}");
     // Her own address, with a detail, and the null sender.
     let r = c
         .send_mail("alice+news@example.test", &["bob@example.test"], "From: Alice <ALICE@example.test>\r\n\r\nx")
@@ -527,7 +543,7 @@ async fn authenticated_users_send_only_as_themselves_or_granted_addresses() {
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");
-    assert_eq!(s.inbox("bob@example.test").await.len(), 2, "only the two allowed messages arrived");
+    assert_eq!(s.inbox("bob@example.test").await.len(), 3, "only the three allowed messages arrived");
     // Revoked: refused again.
     store.revoke_sender("alice@example.test", "sales@example.test").await.unwrap();
     c.ok("MAIL FROM:<sales@example.test>", 553).await;

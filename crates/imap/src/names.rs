@@ -90,6 +90,32 @@ fn check(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Bring stored mailbox names to NFC (names made before facteur
+/// normalised them): each is renamed, with its children, unless its NFC
+/// spelling is taken, which is reported and left alone. Returns what was
+/// done, for the log.
+pub async fn normalise_stored<S: facteur_store::Store>(store: &S) -> facteur_store::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let mut taken = std::collections::HashSet::new();
+    // A rename carries the children along, so look again after each one
+    // (parents come first: the list is by name length).
+    for _ in 0..10_000 {
+        let next = store.non_ascii_mailboxes().await?.into_iter().find_map(|(owner, name)| {
+            let normal = nfc(&name).into_owned();
+            (normal != name && !taken.contains(&(owner.clone(), name.clone()))).then_some((owner, name, normal))
+        });
+        let Some((owner, name, normal)) = next else { break };
+        if store.mailbox(&owner, &normal).await?.is_some() {
+            done.push(format!("{owner}: {name:?} left as it is: its NFC spelling {normal:?} is another mailbox"));
+            taken.insert((owner, name));
+        } else {
+            store.rename_mailbox(&owner, &name, &normal).await?;
+            done.push(format!("{owner}: {name:?} renamed to its NFC spelling {normal:?}"));
+        }
+    }
+    Ok(done)
+}
+
 /// RFC 9051 §6.3.9: `*` matches anything, `%` anything but the separator
 /// `/`. A bit per pattern position says "the pattern up to here matches
 /// the name so far"; each octet of the name moves every bit at once.

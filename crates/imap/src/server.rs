@@ -221,6 +221,10 @@ impl<S: Store + Clone> facteur_net::Protocol for Imap<S> {
     fn timeouts(&self) -> facteur_net::Timeouts {
         self.ctx.config.limits().1
     }
+
+    fn needs_login(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -643,13 +643,7 @@ impl<S: Store + Clone> Session<S> {
             return Outcome::No(Some("PRIVACYREQUIRED"), "use STARTTLS before LOGIN".into());
         }
         let store = self.store.clone();
-        let check = async {
-            let found = store.get_user(user).await?;
-            let hash = found.as_ref().map(|u| u.password_hash.clone());
-            // An unknown user costs the same as a wrong password.
-            let good = facteur_store::password::check_login(pass.to_string(), hash).await;
-            Ok::<_, facteur_store::StoreError>(found.filter(|_| good).map(|u| u.address))
-        };
+        let check = facteur_store::password::login(&store, user, pass);
         let attempt = match &self.auth {
             Some((throttle, listener, client)) => throttle.attempt(listener, *client, user, check).await,
             None => check.await.map(|a| a.map_or(Attempt::Failed, Attempt::Ok)),
@@ -659,7 +653,7 @@ impl<S: Store + Clone> Session<S> {
             Ok(Attempt::Failed | Attempt::Throttled) => None,
             Ok(Attempt::Banned) => {
                 self.banned = true;
-                tracing::warn!(user, "IMAP login refused: address banned for failed logins");
+                tracing::debug!(user, "IMAP login refused: address banned for failed logins");
                 return Outcome::No(Some("UNAVAILABLE"), "too many failed logins from your address".into());
             }
             Err(e) => return store_error(&e),
@@ -678,7 +672,7 @@ impl<S: Store + Clone> Session<S> {
                 Outcome::Ok(Some(format!("CAPABILITY {caps}")), "logged in".into())
             }
             None => {
-                tracing::warn!(user, "IMAP login failed");
+                tracing::debug!(user, "IMAP login failed");
                 Outcome::No(Some("AUTHENTICATIONFAILED"), "invalid credentials".into())
             }
         }

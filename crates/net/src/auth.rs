@@ -103,7 +103,7 @@ impl Record {
     }
 }
 
-/// Tables stop growing here; the stalest entries go first.
+/// Tables stop growing here; the stalest entries go first, bans last.
 const MAX_TRACKED: usize = 100_000;
 
 #[derive(Default)]
@@ -119,21 +119,50 @@ pub struct AuthThrottle {
     tables: Mutex<Tables>,
 }
 
+/// What [`AuthThrottle::attempt`] reserved, to give back at the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reserved {
+    account: bool,
+}
+
 fn doubling(base: Duration, max: Duration, steps: u32) -> Duration {
     base.saturating_mul(1u32 << steps.min(20)).min(max)
 }
 
+/// The key a client address is counted under: IPv4 as it is (an IPv4
+/// address mapped into IPv6 too), IPv6 by its /64, the block one host is
+/// given, so a host cannot take a fresh address per guess.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The account a login names, as storage looks it up (trimmed, lower
+/// case): `" Alice@X"` is not a fresh account to guess at.
+fn account_key(account: &str) -> String {
+    account.trim().to_lowercase()
+}
+
 /// Keep a table bounded: drop what is older than `keep`, and if it is
-/// still full, the oldest tenth.
-fn prune<K: Eq + Hash + Clone, V>(map: &mut HashMap<K, V>, now: Instant, keep: Duration, at: impl Fn(&V) -> Instant) {
+/// still full, a tenth of it, the stalest first and bans last.
+fn prune<K: Eq + Hash + Clone>(map: &mut HashMap<K, Record>, now: Instant, keep: Duration) {
     if map.len() < MAX_TRACKED {
         return;
     }
-    map.retain(|_, v| now.saturating_duration_since(at(v)) < keep);
+    map.retain(|_, r| now.saturating_duration_since(r.last) < keep || r.pending > 0);
     if map.len() >= MAX_TRACKED {
-        let mut ages: Vec<(Instant, K)> = map.iter().map(|(k, v)| (at(v), k.clone())).collect();
-        ages.sort_by_key(|(t, _)| *t);
-        for (_, k) in ages.into_iter().take(MAX_TRACKED / 10) {
+        let mut ages: Vec<(bool, Instant, K)> =
+            map.iter().map(|(k, r)| (r.until.is_some_and(|u| now < u), r.last, k.clone())).collect();
+        ages.sort_by_key(|(banned, t, _)| (*banned, *t));
+        for (_, _, k) in ages.into_iter().take(MAX_TRACKED / 10) {
             map.remove(&k);
         }
     }
@@ -155,39 +184,41 @@ impl AuthThrottle {
         self.policy.lock().map(|p| *p).unwrap_or_default()
     }
 
-    /// The verdict for an attempt from `ip` on `account` at `now`.
+    /// The verdict for an attempt from `ip` on `account` at `now`, without
+    /// reserving anything (what [`AuthThrottle::attempt`] would say).
     pub fn before(&self, ip: IpAddr, account: &str, now: Instant) -> Before {
-        self.judge(ip, account, now, false)
+        self.judge(ip, account, now, false).0
     }
 
-    /// [`AuthThrottle::before`]; with `reserve`, an attempt let through
-    /// counts as in flight until [`AuthThrottle::failed`],
-    /// [`AuthThrottle::succeeded`] or [`AuthThrottle::abandoned`].
-    fn judge(&self, ip: IpAddr, account: &str, now: Instant, reserve: bool) -> Before {
+    /// The verdict; with `reserve`, an attempt let through counts as in
+    /// flight (on the address, and on the account unless this address is
+    /// known to it) until [`AuthThrottle::answered`].
+    fn judge(&self, ip: IpAddr, account: &str, now: Instant, reserve: bool) -> (Before, Reserved) {
         let p = self.policy();
-        let Ok(mut t) = self.tables.lock() else { return Before::Check(p.max_delay) };
-        let account = account.to_lowercase();
+        let none = Reserved { account: false };
+        let Ok(mut t) = self.tables.lock() else { return (Before::Check(p.max_delay), none) };
+        let (ip, account) = (client_key(ip), account_key(account));
         let known = t.known.contains_key(&(account.clone(), ip));
         let r = t.ips.entry(ip).or_insert(Record::fresh(now));
         let seen = r.seen(now, p.ban_for);
         if r.until.is_some_and(|u| now < u) {
-            return Before::Refuse { ban: true };
+            return (Before::Refuse { ban: true }, none);
         }
         if p.ban_after > 0 && seen >= p.ban_after {
             // The attempts in flight will ban it: this one is not checked.
-            return Before::Refuse { ban: false };
+            return (Before::Refuse { ban: false }, none);
         }
         let delay = match seen.checked_sub(p.free_failures) {
             Some(steps) => doubling(p.base_delay, p.max_delay, steps),
             None => Duration::ZERO,
         };
         if !known {
-            let a = t.accounts.entry(account.clone()).or_insert(Record::fresh(now));
+            let a = t.accounts.entry(account).or_insert(Record::fresh(now));
             let seen = a.seen(now, p.ban_for);
             if let Some(steps) = seen.checked_sub(p.account_free_failures) {
                 // One guess per interval: this one takes the interval.
                 if a.until.is_some_and(|u| now < u) {
-                    return Before::Refuse { ban: false };
+                    return (Before::Refuse { ban: false }, none);
                 }
                 if reserve {
                     a.until = Some(now + doubling(p.base_delay, p.account_max_delay, steps));
@@ -200,60 +231,80 @@ impl AuthThrottle {
         if reserve && let Some(r) = t.ips.get_mut(&ip) {
             r.pending += 1;
         }
-        Before::Check(delay)
+        (Before::Check(delay), Reserved { account: reserve && !known })
     }
 
-    /// An attempt in flight ends without an answer (storage failed).
-    pub fn abandoned(&self, ip: IpAddr, account: &str) {
+    /// The answer to an attempt [`AuthThrottle::judge`] let through:
+    /// `Some(true)` a login (of `user`, the canonical account), `Some(false)`
+    /// a wrong password or unknown user, `None` no answer (storage failed).
+    fn answered(
+        &self,
+        ip: IpAddr,
+        account: &str,
+        user: Option<&str>,
+        outcome: Option<bool>,
+        r: Reserved,
+        now: Instant,
+    ) {
+        let p = self.policy();
         let Ok(mut t) = self.tables.lock() else { return };
-        if let Some(r) = t.ips.get_mut(&ip) {
-            r.pending = r.pending.saturating_sub(1);
+        let (key, account) = (client_key(ip), account_key(account));
+        prune(&mut t.ips, now, p.ban_for);
+        prune(&mut t.accounts, now, p.ban_for);
+        let mut banned = None;
+        if let Some(rec) = t.ips.get_mut(&key) {
+            rec.pending = rec.pending.saturating_sub(1);
+            if outcome == Some(false) {
+                rec.failures += 1;
+                rec.last = now;
+                if p.ban_after > 0 && rec.failures >= p.ban_after && rec.until.is_none_or(|u| u <= now) {
+                    rec.until = Some(now + p.ban_for);
+                    banned = Some(rec.failures);
+                }
+            }
         }
-        if let Some(a) = t.accounts.get_mut(&account.to_lowercase()) {
-            a.pending = a.pending.saturating_sub(1);
+        if let Some(a) = t.accounts.get_mut(&account) {
+            if r.account {
+                a.pending = a.pending.saturating_sub(1);
+            }
+            if outcome == Some(false) && r.account {
+                a.failures += 1;
+                a.last = now;
+                if let Some(steps) = a.failures.checked_sub(p.account_free_failures) {
+                    let next = now + doubling(p.base_delay, p.account_max_delay, steps);
+                    a.until = Some(a.until.map_or(next, |u| u.max(next)));
+                }
+            }
+        }
+        if outcome == Some(true) {
+            // Known to the account from now on; the address's failures stay
+            // (one good login between guesses does not wipe them).
+            if t.known.len() >= MAX_TRACKED {
+                let cutoff = now.checked_sub(Duration::from_secs(30 * 86_400)).unwrap_or(now);
+                t.known.retain(|_, at| *at > cutoff);
+            }
+            for name in [Some(account.as_str()), user].into_iter().flatten() {
+                t.known.insert((account_key(name), key), now);
+            }
+        }
+        drop(t);
+        if let Some(failures) = banned {
+            let why = format!("address banned for {} s after {failures} failed logins", p.ban_for.as_secs());
+            crate::reject::event("auth", SocketAddr::new(ip, 0), "ban", &why, "");
         }
     }
 
     /// A wrong password (or an unknown user) from `ip` on `account`.
     pub fn failed(&self, ip: IpAddr, account: &str, now: Instant) {
-        let p = self.policy();
-        let Ok(mut t) = self.tables.lock() else { return };
-        let account = account.to_lowercase();
-        prune(&mut t.ips, now, p.ban_for, |r| r.last);
-        prune(&mut t.accounts, now, p.ban_for, |r| r.last);
-        let r = t.ips.entry(ip).or_insert(Record::fresh(now));
-        r.seen(now, p.ban_for);
-        r.pending = r.pending.saturating_sub(1);
-        r.failures += 1;
-        r.last = now;
-        if p.ban_after > 0 && r.failures >= p.ban_after && r.until.is_none_or(|u| u <= now) {
-            r.until = Some(now + p.ban_for);
-            tracing::warn!(target: "facteur::reject", client = %ip, failures = r.failures, ban_secs = p.ban_for.as_secs(), "address banned for failed logins");
-        }
-        if t.known.contains_key(&(account.clone(), ip)) {
-            return;
-        }
-        let a = t.accounts.entry(account).or_insert(Record::fresh(now));
-        a.seen(now, p.ban_for);
-        a.pending = a.pending.saturating_sub(1);
-        a.failures += 1;
-        a.last = now;
-        if let Some(steps) = a.failures.checked_sub(p.account_free_failures) {
-            let next = now + doubling(p.base_delay, p.account_max_delay, steps);
-            a.until = Some(a.until.map_or(next, |u| u.max(next)));
-        }
+        let (_, r) = self.judge(ip, account, now, true);
+        self.answered(ip, account, None, Some(false), r, now);
     }
 
-    /// A login: the address's failures are forgotten, and it is known to
-    /// the account from now on.
+    /// A login from `ip` on `account`: the address is known to the
+    /// account from now on.
     pub fn succeeded(&self, ip: IpAddr, account: &str, now: Instant) {
-        let Ok(mut t) = self.tables.lock() else { return };
-        t.ips.remove(&ip);
-        if let Some(a) = t.accounts.get_mut(&account.to_lowercase()) {
-            a.pending = a.pending.saturating_sub(1);
-        }
-        prune(&mut t.known, now, Duration::from_secs(30 * 86_400), |at| *at);
-        t.known.insert((account.to_lowercase(), ip), now);
+        let (_, r) = self.judge(ip, account, now, true);
+        self.answered(ip, account, None, Some(true), r, now);
     }
 
     /// One login attempt from `client` on `listener`: the verdict, the
@@ -274,33 +325,36 @@ impl AuthThrottle {
         let ip = client.ip();
         let reject =
             |why: &str| crate::reject::event(listener, client, "auth", &format!("{why} (account {account:?})"), "");
-        match self.judge(ip, account, Instant::now(), true) {
-            Before::Refuse { ban: true } => {
+        let reserved = match self.judge(ip, account, Instant::now(), true) {
+            (Before::Refuse { ban: true }, _) => {
                 reject("address banned for failed logins");
                 return Ok(Attempt::Banned);
             }
-            Before::Refuse { ban: false } => {
+            (Before::Refuse { ban: false }, _) => {
                 reject("not checked: the account is being guessed at");
                 return Ok(Attempt::Throttled);
             }
-            Before::Check(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
-            Before::Check(_) => {}
-        }
+            (Before::Check(delay), r) => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                r
+            }
+        };
         let checked = match check.await {
             Ok(c) => c,
             Err(e) => {
-                self.abandoned(ip, account);
+                self.answered(ip, account, None, None, reserved, Instant::now());
                 return Err(e);
             }
         };
         Ok(match checked {
             Some(user) => {
-                self.succeeded(ip, account, Instant::now());
-                self.succeeded(ip, user.as_ref(), Instant::now());
+                self.answered(ip, account, Some(user.as_ref()), Some(true), reserved, Instant::now());
                 Attempt::Ok(user)
             }
             None => {
-                self.failed(ip, account, Instant::now());
+                self.answered(ip, account, None, Some(false), reserved, Instant::now());
                 reject("wrong password or unknown user");
                 Attempt::Failed
             }
@@ -390,15 +444,41 @@ mod tests {
     }
 
     #[test]
-    fn a_login_forgets_the_address_failures() {
+    fn a_login_does_not_wipe_the_address_failures() {
+        // Someone with one working account cannot alternate guesses and a
+        // good login to keep its slate clean.
         let t = AuthThrottle::new(AuthPolicy::default());
         let now = Instant::now();
         for _ in 0..5 {
-            t.failed(ip(1), "alice@x", now);
+            t.failed(ip(1), "victim@x", now);
         }
-        assert_eq!(t.before(ip(1), "alice@x", now), Before::Check(Duration::from_secs(4)));
-        t.succeeded(ip(1), "alice@x", now);
-        assert_eq!(t.before(ip(1), "alice@x", now), Before::Check(Duration::ZERO));
+        assert_eq!(t.before(ip(1), "victim@x", now), Before::Check(Duration::from_secs(4)));
+        t.succeeded(ip(1), "mine@x", now);
+        assert_eq!(t.before(ip(1), "victim@x", now), Before::Check(Duration::from_secs(4)));
+        for _ in 0..5 {
+            t.failed(ip(1), "victim@x", now);
+        }
+        assert_eq!(t.before(ip(1), "victim@x", now), Before::Refuse { ban: true });
+    }
+
+    #[test]
+    fn an_account_is_one_however_it_is_typed_and_ipv6_counts_by_64() {
+        let t = AuthThrottle::new(AuthPolicy { ban_after: 0, ..AuthPolicy::default() });
+        let now = Instant::now();
+        for (n, spelling) in ["alice@x", " Alice@X", "ALICE@x\t", "alice@X "].iter().cycle().take(10).enumerate() {
+            t.failed(IpAddr::from([203, 0, 113, n as u8]), spelling, now);
+        }
+        assert_eq!(t.before(ip(77), "alice@x", now), Before::Refuse { ban: false }, "one account");
+        // 10 addresses of one /64: one client.
+        let t = AuthThrottle::new(AuthPolicy::default());
+        for n in 0..10u16 {
+            let v6: IpAddr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, n, n, n, n).into();
+            t.failed(v6, &format!("user{n}@x"), now);
+        }
+        let other: IpAddr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 99, 0, 0, 1).into();
+        assert_eq!(t.before(other, "z@x", now), Before::Refuse { ban: true });
+        let next_64: IpAddr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1).into();
+        assert_eq!(t.before(next_64, "z@x", now), Before::Check(Duration::ZERO));
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,8 +28,8 @@ pub struct Timeouts {
     pub min_data_rate: u64,
     /// Output the client leaves unread this long ends the session.
     pub write: Duration,
-    /// Under pressure, `preauth`, `request` and (for protocols that have no
-    /// login) `idle` are at most this.
+    /// Under pressure, `preauth` (for SMTP, the idle timeout of a session
+    /// that has not authenticated) and `request` are at most this.
     pub stressed: Duration,
 }
 
@@ -103,14 +103,47 @@ pub(crate) struct Control {
     pub(crate) shutdown: watch::Receiver<bool>,
     pressure: watch::Receiver<bool>,
     logged_in: bool,
+    /// IMAP and POP3: until login, commands are not progress and the
+    /// pre-login timeout runs from the connection's start.
+    needs_login: bool,
+    started: Instant,
     /// When the request now being received began, and its octets so far.
     request: Option<(Instant, u64)>,
 }
 
 impl Control {
-    pub(crate) fn new(ticket: Ticket, gate: Arc<Gate>, timeouts: Timeouts, shutdown: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        ticket: Ticket,
+        gate: Arc<Gate>,
+        timeouts: Timeouts,
+        needs_login: bool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         let pressure = gate.pressure();
-        Control { ticket, gate, timeouts, shutdown, pressure, logged_in: false, request: None }
+        Control {
+            ticket,
+            gate,
+            timeouts,
+            shutdown,
+            pressure,
+            logged_in: false,
+            needs_login,
+            started: Instant::now(),
+            request: None,
+        }
+    }
+
+    pub(crate) fn under_pressure(&self) -> bool {
+        *self.pressure.borrow()
+    }
+
+    /// Resolves when the server stops or the gate evicts this connection.
+    pub(crate) async fn told_to_go(&mut self) {
+        let presence = self.ticket.presence.clone();
+        tokio::select! {
+            _ = self.shutdown.wait_for(|s| *s) => {}
+            _ = presence.evicted() => {}
+        }
     }
 }
 
@@ -128,7 +161,11 @@ impl<IO: Stream> Conn<IO> {
     /// next bytes start a new request.
     pub fn progressed(&mut self) {
         self.ctl.request = None;
-        self.ctl.ticket.presence.progressed(&self.ctl.gate);
+        // Before login on IMAP and POP3 a command is not progress: NOOPs
+        // would keep a stranger's connection fresh forever.
+        if !self.ctl.needs_login || self.ctl.logged_in {
+            self.ctl.ticket.presence.progressed(&self.ctl.gate);
+        }
     }
 
     /// The client logged in: the idle timeout applies instead of the
@@ -151,19 +188,23 @@ impl<IO: Stream> Conn<IO> {
     /// the idle or pre-login timeout from now; inside a request (some of it
     /// buffered) its deadline, which each octet received extends by
     /// 1/`min_data_rate` seconds.
-    fn deadline(&mut self, partial: bool, idle_for: Option<Duration>) -> (Instant, Waited) {
+    /// `since`: when this wait began (a pressure change recomputes the
+    /// deadline, it does not restart it).
+    fn deadline(&mut self, partial: bool, idle_for: Option<Duration>, since: Instant) -> (Instant, Waited) {
         let t = &self.ctl.timeouts;
         let stressed = *self.ctl.pressure.borrow();
         let cap = |d: Duration| if stressed { d.min(t.stressed) } else { d };
         let now = Instant::now();
         if !partial {
             self.ctl.request = None;
-            let idle = match idle_for {
-                Some(d) => d,
-                None if self.ctl.logged_in => t.idle,
-                None => cap(t.preauth),
+            let at = match idle_for {
+                Some(d) => since + d,
+                None if self.ctl.logged_in => since + t.idle,
+                // IMAP and POP3: the whole time before login is bounded.
+                None if self.ctl.needs_login => (self.ctl.started + t.preauth).min(since + cap(t.preauth)),
+                None => since + cap(t.preauth),
             };
-            return (now + idle, Waited::Idle);
+            return (at, Waited::Idle);
         }
         let (start, octets) = *self.ctl.request.get_or_insert((now, 0));
         let credit = match t.min_data_rate {
@@ -194,8 +235,9 @@ impl<IO: Stream> Conn<IO> {
         other: impl std::future::Future<Output = T>,
     ) -> std::io::Result<Wake<T>> {
         let mut other = std::pin::pin!(other);
+        let since = Instant::now();
         loop {
-            let (deadline, waited) = self.deadline(partial, idle_for);
+            let (deadline, waited) = self.deadline(partial, idle_for, since);
             let presence = self.ctl.ticket.presence.clone();
             let r = tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.io.read(buf)) => r,
@@ -212,10 +254,12 @@ impl<IO: Stream> Conn<IO> {
                     let (start, octets) = self.ctl.request.get_or_insert((now, 0));
                     *octets += n as u64;
                     // Content arriving at the minimum rate or faster (a big
-                    // message under way) is progress too, not a stall.
+                    // message under way) is progress too, not a stall;
+                    // under pressure only finished requests count.
                     let rate = self.ctl.timeouts.min_data_rate;
                     let elapsed_ms = now.duration_since(*start).as_millis().max(1000) as u64;
-                    if rate > 0 && octets.saturating_mul(1000) / elapsed_ms >= rate {
+                    let calm = !*self.ctl.pressure.borrow();
+                    if calm && rate > 0 && octets.saturating_mul(1000) / elapsed_ms >= rate {
                         self.ctl.ticket.presence.progressed(&self.ctl.gate);
                     }
                     Input::Data(n)
@@ -274,7 +318,7 @@ mod tests {
         let ticket = gate.admit([127, 0, 0, 1].into(), false).unwrap();
         let (tx, rx) = watch::channel(false);
         let (a, b) = tokio::io::duplex(1 << 16);
-        (Conn::new(a, Control::new(ticket, gate.clone(), t, rx)), b, tx, gate)
+        (Conn::new(a, Control::new(ticket, gate.clone(), t, false, rx)), b, tx, gate)
     }
 
     fn timeouts() -> Timeouts {
@@ -375,6 +419,62 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn before_login_the_whole_wait_is_bounded_and_commands_are_not_progress() {
+        let gate = Gate::new("t", GateConfig { max_connections: 10, max_per_ip: 0, evict_after: Duration::ZERO });
+        let ticket = gate.admit([127, 0, 0, 1].into(), false).unwrap();
+        let presence = ticket.presence.clone();
+        let (_tx, rx) = watch::channel(false);
+        let (a, mut peer) = tokio::io::duplex(1 << 16);
+        let mut c = Conn::new(a, Control::new(ticket, gate.clone(), timeouts(), true, rx));
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        // A NOOP every 20 s, each answered: the 60 s before login still run out.
+        let noops = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                if peer.write_all(b"a NOOP\r\n").await.is_err() {
+                    break;
+                }
+            }
+            peer
+        });
+        loop {
+            match c.read(&mut buf, false, None).await.unwrap() {
+                Input::Data(_) => c.progressed(),
+                other => {
+                    assert_eq!(other, Input::Timeout(Waited::Idle));
+                    break;
+                }
+            }
+        }
+        assert_eq!(start.elapsed().as_secs(), 60);
+        // Nor did the NOOPs count as progress for eviction.
+        let newcomer = gate.admit([127, 0, 0, 2].into(), false).map(|_| ());
+        assert!(newcomer.is_ok());
+        assert_eq!(presence.progress_at(), 0, "no progress recorded before login");
+        noops.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pressure_flip_does_not_restart_the_idle_timer() {
+        let (mut c, _peer, _tx, gate) = conn(Timeouts { preauth: Duration::from_secs(60), ..timeouts() });
+        let mut buf = [0u8; 16];
+        let start = Instant::now();
+        let flipper = tokio::spawn(async move {
+            // Pressure on and off every 3 s (with a stressed timeout of 5 s).
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let tickets: Vec<_> = (0..75u8).map(|i| gate.admit([10, 0, 1, i].into(), false).unwrap()).collect();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(tickets);
+            }
+        });
+        assert_eq!(c.read(&mut buf, false, None).await.unwrap(), Input::Timeout(Waited::Idle));
+        assert!(start.elapsed() <= Duration::from_secs(60), "{:?}", start.elapsed());
+        flipper.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn shutdown_and_eviction_end_a_wait() {
         let (mut c, _peer, tx, _g) = conn(timeouts());
         let mut buf = [0u8; 16];
@@ -385,7 +485,7 @@ mod tests {
         let ticket = gate.admit([127, 0, 0, 1].into(), false).unwrap();
         let (_tx, rx) = watch::channel(false);
         let (a, _b) = tokio::io::duplex(64);
-        let mut c = Conn::new(a, Control::new(ticket, gate.clone(), timeouts(), rx));
+        let mut c = Conn::new(a, Control::new(ticket, gate.clone(), timeouts(), false, rx));
         let g2 = gate.clone();
         let newcomer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(10)).await;

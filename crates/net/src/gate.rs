@@ -66,6 +66,11 @@ impl Presence {
         self.progress_ms.store(gate.now_ms(), Ordering::Relaxed);
     }
 
+    /// When the last progress was (milliseconds since the gate's start).
+    pub fn progress_at(&self) -> u64 {
+        self.progress_ms.load(Ordering::Relaxed)
+    }
+
     /// The session logged in: it is no longer a candidate for eviction.
     pub fn protect(&self) {
         self.protected.store(true, Ordering::Relaxed);
@@ -132,7 +137,7 @@ impl Drop for Ticket {
             }
         }
         let n = s.conns.len();
-        drop(s);
+        // Under the lock, so that concurrent changes are told in order.
         self.gate.update_pressure(n);
     }
 }
@@ -152,8 +157,9 @@ impl Gate {
         if let Ok(mut c) = self.config.lock() {
             *c = config;
         }
-        let n = self.open();
-        self.update_pressure(n);
+        if let Ok(s) = self.state.lock() {
+            self.update_pressure(s.conns.len());
+        }
     }
 
     fn config(&self) -> GateConfig {
@@ -198,12 +204,20 @@ impl Gate {
     pub fn admit(self: &Arc<Self>, ip: IpAddr, exempt: bool) -> Result<Ticket, Refused> {
         let config = self.config();
         let now = self.now_ms();
+        // IPv6 by /64: one host, one share.
+        let ip = crate::auth::client_key(ip);
         let mut s = self.state.lock().map_err(|_| Refused::Full)?;
         let from_ip = s.by_ip.get(&ip).copied().unwrap_or(0);
         if !exempt && config.max_per_ip > 0 && from_ip >= config.max_per_ip {
             return Err(Refused::PerIp);
         }
-        if s.conns.len() - s.leaving >= config.max_connections.max(1) {
+        let max = config.max_connections.max(1);
+        // Evicted connections on their way out still hold descriptors: a
+        // tenth more at most (two for tiny caps), then nobody else comes in.
+        if s.conns.len() >= max + (max / 10).max(2) {
+            return Err(Refused::Full);
+        }
+        if s.conns.len() - s.leaving >= max {
             let stalled = config.evict_after.as_millis() as u64;
             let victim = s
                 .conns
@@ -232,9 +246,8 @@ impl Gate {
         });
         s.conns.insert(id, Entry { ip, presence: presence.clone() });
         *s.by_ip.entry(ip).or_insert(0) += 1;
-        let n = s.conns.len();
+        self.update_pressure(s.conns.len());
         drop(s);
-        self.update_pressure(n);
         Ok(Ticket { gate: self.clone(), id, presence })
     }
 }
@@ -296,6 +309,30 @@ mod tests {
         drop(b);
         assert_eq!(g.open(), 2);
         assert!(!c.presence.is_evicted());
+    }
+
+    #[test]
+    fn evicted_connections_on_their_way_out_are_bounded() {
+        // Cap 20: at most two more (a tenth) may be open while leaving.
+        let g = gate(20, 0, 0);
+        let mut held: Vec<_> = (0..20u8).map(|i| g.admit(ip(i), false).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(2));
+        held.push(g.admit(ip(100), false).unwrap());
+        held.push(g.admit(ip(101), false).unwrap());
+        assert_eq!(g.open(), 22);
+        assert_eq!(g.admit(ip(102), false).err(), Some(Refused::Full), "the evicted have not gone yet");
+        held.retain(|t| !t.presence.is_evicted());
+        assert_eq!(g.open(), 20);
+        assert!(g.admit(ip(102), false).is_ok(), "once they are gone, eviction goes on");
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let g = gate(100, 2, 60_000);
+        let v6 = |n: u16| IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, n, 0, 0, n));
+        let _a = g.admit(v6(1), false).unwrap();
+        let _b = g.admit(v6(2), false).unwrap();
+        assert_eq!(g.admit(v6(3), false).err(), Some(Refused::PerIp));
     }
 
     #[test]

@@ -26,4 +26,4 @@ pub mod serve;
 pub use auth::{Attempt, AuthPolicy, AuthThrottle};
 pub use conn::{Conn, Input, Stream, Timeouts, Waited, Wake, limits};
 pub use gate::{Gate, GateConfig, Refused};
-pub use serve::{Busy, Ended, Listener, Protocol, serve, tls_accept};
+pub use serve::{Busy, Ended, Listener, Protocol, serve};

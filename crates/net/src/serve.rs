@@ -39,6 +39,12 @@ pub trait Protocol: Send {
 
     /// This connection's timeouts (from the configuration it started with).
     fn timeouts(&self) -> Timeouts;
+
+    /// Clients log in (IMAP, POP3): until they do, the pre-login timeout
+    /// runs from the connection's start and commands are not progress.
+    fn needs_login(&self) -> bool {
+        false
+    }
 }
 
 /// What a listener needs besides its socket.
@@ -111,7 +117,7 @@ pub async fn serve<P, E, S>(
             }
         };
         let proto = session(peer);
-        let ctl = Control::new(ticket, spec.gate.clone(), proto.timeouts(), shutdown.clone());
+        let ctl = Control::new(ticket, spec.gate.clone(), proto.timeouts(), proto.needs_login(), shutdown.clone());
         let spec = spec.clone();
         tasks.spawn(
             async move {
@@ -133,7 +139,7 @@ pub async fn serve<P, E, S>(
     tasks.abort_all();
 }
 
-async fn run<P: Protocol>(stream: TcpStream, ctl: Control, mut proto: P, spec: &Listener) -> std::io::Result<()> {
+async fn run<P: Protocol>(stream: TcpStream, mut ctl: Control, mut proto: P, spec: &Listener) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     if spec.implicit_tls {
@@ -141,7 +147,7 @@ async fn run<P: Protocol>(stream: TcpStream, ctl: Control, mut proto: P, spec: &
             tracing::error!(listener = spec.name, "implicit-TLS listener without a certificate; closing");
             return Ok(());
         };
-        let s = tls_accept(stream, tls, spec.name, peer).await?;
+        let s = handshake(stream, tls, spec.name, peer, &mut ctl).await?;
         let mut conn = Conn::new(s, ctl);
         proto.drive(&mut conn).await?;
         conn.close().await;
@@ -150,8 +156,8 @@ async fn run<P: Protocol>(stream: TcpStream, ctl: Control, mut proto: P, spec: &
     let mut conn = Conn::new(stream, ctl);
     if proto.drive(&mut conn).await? == Ended::StartTls {
         let Some(tls) = spec.tls.clone() else { return Ok(()) };
-        let Conn { io, ctl } = conn;
-        let s = tls_accept(io, tls, spec.name, peer).await?;
+        let Conn { io, mut ctl } = conn;
+        let s = handshake(io, tls, spec.name, peer, &mut ctl).await?;
         proto.tls_started();
         let mut conn = Conn::new(s, ctl);
         proto.drive(&mut conn).await?;
@@ -160,21 +166,30 @@ async fn run<P: Protocol>(stream: TcpStream, ctl: Control, mut proto: P, spec: &
     Ok(())
 }
 
-/// The server side of a TLS handshake, at most 30 seconds; a failure is
-/// logged as a rejection (rate-limited).
-pub async fn tls_accept(
+/// The server side of a TLS handshake: 30 seconds at most (the stressed
+/// timeout under pressure), and it ends at once if the server stops or the
+/// gate evicts the connection. A failure is logged as a rejection.
+async fn handshake(
     stream: TcpStream,
     tls: Arc<rustls::ServerConfig>,
     listener: &'static str,
     peer: Option<SocketAddr>,
+    ctl: &mut Control,
 ) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let limit = if ctl.under_pressure() { HANDSHAKE.min(ctl.timeouts.stressed) } else { HANDSHAKE };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let r = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+    let gone = |why: &str| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why.to_string()));
+    let r = tokio::select! {
+        r = tokio::time::timeout(limit, acceptor.accept(stream)) => match r {
+            Ok(r) => r,
+            Err(_) => gone("TLS handshake timed out"),
+        },
+        _ = ctl.told_to_go() => gone("TLS handshake cut: shutdown or eviction"),
     };
     if let (Err(e), Some(peer)) = (&r, peer) {
         crate::reject::event(listener, peer, "tls", &e.to_string(), "");
     }
     r
 }
+
+const HANDSHAKE: Duration = Duration::from_secs(30);

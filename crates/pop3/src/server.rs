@@ -240,6 +240,10 @@ impl<S: Store + Clone> facteur_net::Protocol for Pop3<S> {
     fn timeouts(&self) -> facteur_net::Timeouts {
         self.ctx.config.limits().1
     }
+
+    fn needs_login(&self) -> bool {
+        true
+    }
 }
 
 /// Replies are written when the session needs input (so pipelined
@@ -283,24 +287,15 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
                 return Ok(Ended::StartTls);
             }
             Action::Authenticate { user, pass } => {
-                let check = async {
-                    let found = ctx.store.get_user(&user).await?;
-                    let hash = found.as_ref().map(|u| u.password_hash.clone());
-                    // An unknown user costs the same as a wrong password.
-                    let good = facteur_store::password::check_login(pass.clone(), hash).await;
-                    Ok::<_, facteur_store::StoreError>(found.filter(|_| good).map(|u| u.address))
-                };
+                let check = facteur_store::password::login(&ctx.store, &user, &pass);
                 match ctx.auth.attempt(md.listener, md.peer, &user, check).await {
-                    Ok(Attempt::Ok(address)) => {
-                        conn.logged_in();
-                        session.auth_result(Ok(address));
-                    }
+                    Ok(Attempt::Ok(address)) => session.auth_result(Ok(address)),
                     Ok(Attempt::Failed | Attempt::Throttled) => {
-                        tracing::warn!(user, "POP3 login failed");
+                        tracing::debug!(user, "POP3 login failed");
                         session.auth_result(Err(AuthError::Credentials));
                     }
                     Ok(Attempt::Banned) => {
-                        tracing::warn!(user, "POP3 login refused: address banned for failed logins");
+                        tracing::debug!(user, "POP3 login refused: address banned for failed logins");
                         session.close_with("[AUTH] too many failed logins from your address");
                     }
                     Err(e) => {
@@ -312,6 +307,8 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
             Action::LoadMaildrop { user } => {
                 let r = open_maildrop(ctx, md, &user).await;
                 if r.is_ok() {
+                    // Logged in once the maildrop is ours, not at the password.
+                    conn.logged_in();
                     tracing::info!(user, "POP3 login");
                 }
                 session.maildrop_result(r);

@@ -323,6 +323,14 @@ pub struct VerifiedTls {
 }
 
 impl VerifiedTls {
+    /// Forget what was loaded (configuration reload: a CA file replaced in
+    /// place is read again).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.configs.lock() {
+            m.clear();
+        }
+    }
+
     fn get(&self, ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
         let key = ca_file.map(Path::to_path_buf);
         if let Some(c) = self.configs.lock().ok().and_then(|m| m.get(&key).cloned()) {

@@ -234,6 +234,8 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         if let Ok(mut r) = self.router.write() {
             *r = Arc::new(router);
         }
+        // CA files are read again at the next verified handshake.
+        self.client.verified.clear();
     }
 
     pub fn new(store: S, router: Router<R>, clock: SharedClock, config: DeliveryConfig, hostname: String) -> Arc<Self> {

@@ -246,30 +246,42 @@ impl<R: Resolver> Router<R> {
             records.shuffle(&mut rand::rng());
         }
         records.sort_by_key(|r| r.preference);
+        let mut resolved = Vec::with_capacity(records.len());
+        for r in &records {
+            resolved.push((r.preference, self.addresses(&r.host).await.map(|ips| self.targets(&r.host, ips))));
+        }
+        // RFC 5321 §5.1: a client that finds itself among the MX hosts
+        // discards every host of its own preference or a greater one.
+        let mine = resolved
+            .iter()
+            .filter(|(_, t)| t.as_ref().is_ok_and(|t| t.iter().any(|t| self.local.is_self(t.addr))))
+            .map(|(pref, _)| *pref)
+            .min();
         let mut targets = Vec::new();
         let mut temporary = None;
-        for r in &records {
-            match self.addresses(&r.host).await {
-                Ok(ips) => {
-                    let found = self.targets(&r.host, ips);
-                    // RFC 5321 §5.1: finding itself among the MX hosts, a
-                    // client discards that host and every less preferred one.
-                    if let Some(me) = found.iter().find(|t| self.local.is_self(t.addr)) {
-                        if targets.is_empty() {
-                            return Err(loops(domain, me));
-                        }
-                        break;
-                    }
-                    targets.extend(found);
-                }
+        for (pref, found) in resolved {
+            if mine.is_some_and(|m| pref >= m) {
+                continue;
+            }
+            match found {
+                Ok(t) => targets.extend(t),
                 Err(f) if !f.permanent => temporary = Some(f),
                 Err(_) => {}
             }
         }
         if targets.is_empty() {
-            return Err(temporary.unwrap_or_else(|| {
-                RouteFailure::permanent((5, 4, 4), format!("no MX host of {domain} has an address"))
-            }));
+            // A more preferred host that cannot be resolved now is tried
+            // again later: only then is it known whether we are the best.
+            if let Some(t) = temporary {
+                return Err(t);
+            }
+            if let Some(m) = mine {
+                return Err(RouteFailure::permanent(
+                    (5, 4, 6),
+                    format!("mail for {domain} loops back to myself: facteur is its best MX (preference {m})"),
+                ));
+            }
+            return Err(RouteFailure::permanent((5, 4, 4), format!("no MX host of {domain} has an address")));
         }
         Ok(targets)
     }
@@ -387,14 +399,26 @@ mod tests {
                 .with_mx("backup.test", 30, "other.test")
                 .with_ip("primary.test", ip("192.0.2.1"))
                 .with_ip("other.test", ip("192.0.2.3"))
-                .with_mx("only-me.test", 10, "me.test"),
+                .with_mx("only-me.test", 10, "me.test")
+                .with_mx("equal.test", 20, "peer.test")
+                .with_mx("equal.test", 20, "me.test")
+                .with_ip("peer.test", ip("192.0.2.9"))
+                .with_mx("flaky.test", 10, "down.test")
+                .with_mx("flaky.test", 20, "me.test"),
         );
+        r.resolver.fail.lock().unwrap().push("down.test".into());
         r.local = Local { listeners: vec!["0.0.0.0:25".parse().unwrap()], interfaces: vec![ip("192.0.2.7")] };
         // RFC 5321 §5.1: we are the second MX: only the first is tried.
         let t = r.plan("backup.test").await.unwrap();
         assert_eq!(t.iter().map(|t| t.host.as_str()).collect::<Vec<_>>(), ["primary.test"]);
         let f = r.plan("only-me.test").await.unwrap_err();
         assert!(f.permanent && f.status == (5, 4, 6) && f.text.contains("loops back to myself"), "{f:?}");
+        // Hosts of our own preference go too: nobody left is a loop.
+        let f = r.plan("equal.test").await.unwrap_err();
+        assert_eq!(f.status, (5, 4, 6), "{f:?}");
+        // A better host that cannot be resolved now: try again later, do not bounce.
+        let f = r.plan("flaky.test").await.unwrap_err();
+        assert!(!f.permanent && f.status == (4, 4, 3), "{f:?}");
         // A route to our own listener (loopback, a wildcard listener).
         r.routes = vec![RouteConfig { domain: "*".into(), via: "127.0.0.1:25".into(), ..Default::default() }];
         let f = r.plan("anything.test").await.unwrap_err();

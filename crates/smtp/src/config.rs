@@ -59,9 +59,10 @@ pub struct SmtpConfig {
     pub min_data_rate: u64,
     /// Seconds replies may stay unread before the session ends.
     pub write_timeout_secs: u64,
-    /// While three quarters of `max_connections` are taken, the idle and
-    /// request timeouts are at most this (Postfix's stress mode); at the
-    /// cap, a connection stalled for a fifth of it makes room for a new client.
+    /// While three quarters of `max_connections` are taken, the idle timeout
+    /// of sessions that have not authenticated and the request timeout are
+    /// at most this (Postfix's stress mode); at the cap, a connection
+    /// stalled for a fifth of it makes room for a new client.
     pub stress_timeout_secs: u64,
     /// Milliseconds a client of the MX port waits for the greeting; one
     /// that talks first gets `554 5.5.0` (0: no pause). Trusted networks

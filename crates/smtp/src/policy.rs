@@ -50,6 +50,13 @@ pub(crate) async fn vet_recipient<S: Store>(
     }
 }
 
+/// What AUTH came to: the user or the reply, and whether the session must
+/// end (the client's address is banned for failed logins).
+pub(crate) struct AuthOutcome {
+    pub result: Result<String, Reply>,
+    pub close: bool,
+}
+
 /// AUTH: the user must exist and the password match its Argon2 hash; an
 /// unknown user costs the same as a wrong password. Failures are throttled
 /// by address and account with IMAP and POP3 (`facteur_net::AuthThrottle`,
@@ -59,40 +66,38 @@ pub(crate) async fn authenticate<S: Store>(
     req: AuthRequest,
     listener: &str,
     peer: std::net::SocketAddr,
-) -> Result<String, Reply> {
+) -> AuthOutcome {
+    // RFC 4954 §4: an authorization identity other than the user is not supported.
+    let authz_ok =
+        |address: &str| req.authzid.as_deref().is_none_or(|z| z.is_empty() || z.eq_ignore_ascii_case(address));
     let check = async {
-        let user = ctx.store.get_user(&req.username).await.map_err(temporary)?;
-        let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let good = password::check_login(req.password.clone(), hash).await;
-        // RFC 4954 §4: an authorization identity other than the user is not supported.
-        Ok(user
-            .filter(|u| {
-                good && req.authzid.as_deref().is_none_or(|z| z.is_empty() || z.eq_ignore_ascii_case(&u.address))
-            })
-            .map(|u| u.address))
+        let user = password::login(&ctx.store, &req.username, &req.password).await?;
+        Ok::<_, facteur_store::StoreError>(user.filter(|u| authz_ok(u)))
     };
     let failed = || Reply::new(535, (5, 7, 8), "Error: authentication credentials invalid");
-    match ctx.auth.attempt(listener, peer, &req.username, check).await? {
-        Attempt::Ok(u) => {
+    let (result, close) = match ctx.auth.attempt(listener, peer, &req.username, check).await {
+        Ok(Attempt::Ok(u)) => {
             tracing::info!(user = %u, mechanism = %req.mechanism, "authenticated");
-            Ok(u)
+            (Ok(u), false)
         }
-        Attempt::Failed => {
-            tracing::warn!(user = %req.username, mechanism = %req.mechanism, "authentication failed");
+        Ok(Attempt::Failed) => {
+            tracing::debug!(user = %req.username, mechanism = %req.mechanism, "authentication failed");
             tokio::time::sleep(std::time::Duration::from_secs(ctx.config.auth_failure_delay_secs)).await;
-            Err(failed())
+            (Err(failed()), false)
         }
-        Attempt::Throttled => Err(failed()),
+        Ok(Attempt::Throttled) => (Err(failed()), false),
         // RFC 4954 §6 says nothing of bans: the attempt is refused like a
         // failure, with a temporary code, and the connection then closes.
-        Attempt::Banned => {
-            Err(Reply::new(454, (4, 7, 0), "Error: too many failed logins from your address; try again later"))
+        Ok(Attempt::Banned) => {
+            (Err(Reply::new(454, (4, 7, 0), "Error: too many failed logins from your address; try again later")), true)
         }
-    }
+        Err(e) => (Err(temporary(e)), false),
+    };
+    AuthOutcome { result, close }
 }
 
 fn not_owned(address: &str, user: &str, what: &str) -> Reply {
-    tracing::warn!(user, address, what, "sender refused: not owned by the authenticated user");
+    tracing::debug!(user, address, what, "sender refused: not owned by the authenticated user");
     Reply::new(553, (5, 7, 1), format!("<{address}>: {what} rejected: not owned by user {user}"))
 }
 
@@ -108,25 +113,47 @@ pub(crate) async fn vet_sender_address<S: Store>(ctx: &SmtpContext<S>, user: &st
 }
 
 /// The same rule for the `From:` field: every address in it must be the
-/// user's; a `From:` with no address that can be read is refused too. A
-/// message without `From:` has nothing to check.
+/// user's. One `From:` only (RFC 5322 §3.6: a second one could show the
+/// forged address to the reader while the checked one is the other); a
+/// `From:` with no address that can be read is refused; a message without
+/// `From:` has nothing to check. The field is found as a MIME parser finds
+/// it (`From :` with a space is still From), so no spelling slips past.
 pub(crate) async fn vet_from_header<S: Store>(ctx: &SmtpContext<S>, user: &str, data: &[u8]) -> Result<(), Reply> {
+    use mail_parser::{HeaderName, HeaderValue};
     let header = crate::headers::header_section(data);
-    if !crate::headers::has_field(header, "From") {
-        return Ok(());
-    }
     let parsed = mail_parser::MessageParser::new().parse_headers(header);
-    let addresses: Vec<String> = parsed
+    let froms: Vec<&HeaderValue<'_>> = parsed
         .as_ref()
-        .and_then(|m| m.from())
-        .map(|from| from.iter().filter_map(|a| a.address().map(str::to_string)).collect())
+        .map(|m| m.headers().iter().filter(|h| h.name == HeaderName::From).map(|h| &h.value).collect())
         .unwrap_or_default();
-    if addresses.is_empty() {
-        return Err(Reply::new(553, (5, 7, 1), "Error: the From: field holds no address that can be checked"));
+    let refuse = |why: &str| Err(Reply::new(553, (5, 7, 1), format!("Error: {why}")));
+    match froms.as_slice() {
+        // Unreadable to the parser: refused only if some line names From.
+        [] if parsed.is_none() && names_from(header) => {
+            refuse("the header section cannot be read to check its From: field")
+        }
+        [] => Ok(()),
+        [one] => {
+            let addresses: Vec<&str> =
+                one.as_address().map(|a| a.iter().filter_map(|a| a.address()).collect()).unwrap_or_default();
+            if addresses.is_empty() {
+                return refuse("the From: field holds no address that can be checked");
+            }
+            let grants = ctx.store.sender_grants(user).await.map_err(temporary)?;
+            match addresses.iter().find(|a| !facteur_store::may_send_as(user, &grants, a)) {
+                Some(a) => Err(not_owned(a, user, "From: header address")),
+                None => Ok(()),
+            }
+        }
+        _ => refuse("more than one From: field (RFC 5322 \u{a7}3.6)"),
     }
-    let grants = ctx.store.sender_grants(user).await.map_err(temporary)?;
-    match addresses.iter().find(|a| !facteur_store::may_send_as(user, &grants, a)) {
-        Some(a) => Err(not_owned(a, user, "From: header address")),
-        None => Ok(()),
-    }
+}
+
+/// A header line whose field name, spaces aside, is From (any case).
+fn names_from(header: &[u8]) -> bool {
+    header.split(|&b| b == b'\n').any(|line| {
+        line.iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| line[..colon].trim_ascii().eq_ignore_ascii_case(b"from"))
+    })
 }

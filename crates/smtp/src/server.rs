@@ -326,12 +326,11 @@ async fn drive<S: Store, IO: facteur_net::Stream>(
             }
             Event::Auth(req) => {
                 let r = policy::authenticate(ctx, req, client.kind.name(), client.peer).await;
-                let banned = r.as_ref().is_err_and(|e| e.code == 454);
-                if r.is_ok() {
+                if r.result.is_ok() {
                     conn.logged_in();
                 }
-                session.auth_result(r);
-                if banned {
+                session.auth_result(r.result);
+                if r.close {
                     session.close(Reply::new(421, (4, 7, 0), format!("{} Error: closing connection", ctx.hostname)));
                 }
             }
@@ -378,7 +377,7 @@ async fn vet_sender<S: Store>(
         .map(|a| a.verdict(facteur_classify::Class::System, size, ctx.free_disk()))
         .unwrap_or(Verdict::Accept);
     if let Verdict::TryLater { code: 452, enhanced, reason } = guard {
-        tracing::warn!(%reason, "refusing at MAIL: storage");
+        tracing::debug!(%reason, "refusing at MAIL: storage");
         return Err(Reply::new(452, enhanced, reason));
     }
     // The null sender (bounces, auto-replies) claims nobody's address.
@@ -389,7 +388,7 @@ async fn vet_sender<S: Store>(
         return Ok(());
     }
     ctx.limits.message(ip, session.auth_user(), ctx.clock.now_ms()).map_err(|which| {
-        tracing::warn!(limit = which, "message rate limit reached; 450");
+        tracing::debug!(limit = which, "message rate limit reached; 450");
         let who = if which == "user" { "your account" } else { "your address" };
         Reply::new(450, (4, 7, 1), format!("Error: too much mail from {who}; try again later"))
     })
@@ -491,7 +490,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
         }
         let hops = headers::count_fields(&data, &["Received", "Delivered-To"]);
         if hops > ctx.config.max_hops {
-            tracing::warn!(hops, max = ctx.config.max_hops, "message refused: mail loop");
+            tracing::debug!(hops, max = ctx.config.max_hops, "message refused: mail loop");
             return Reply::new(
                 554,
                 (5, 4, 6),
@@ -551,7 +550,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
             .map(|a| a.verdict(decision.class, data.len() as u64, ctx.free_disk()))
             .unwrap_or(Verdict::Accept);
         if let Verdict::TryLater { code, enhanced, reason } = verdict {
-            tracing::warn!(class = decision.class.as_str(), %reason, "message deferred at the door");
+            tracing::debug!(class = decision.class.as_str(), %reason, "message deferred at the door");
             return Reply::new(code, enhanced, reason);
         }
         let ip = client_ip(client.peer.ip());

@@ -440,6 +440,9 @@ pub trait Store: Send + Sync + 'static {
     /// Rename a mailbox and its children; INBOX's messages move instead.
     fn rename_mailbox(&self, owner: &str, from: &str, to: &str) -> impl Future<Output = Result<()>> + Send;
     fn subscribe(&self, owner: &str, name: &str, on: bool) -> impl Future<Output = Result<()>> + Send;
+    /// (owner, name) of every mailbox whose name is not all ASCII: the only
+    /// ones that may not be in Unicode NFC yet.
+    fn non_ascii_mailboxes(&self) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
     fn subscriptions(&self, owner: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// The messages of a mailbox in UID order.
     fn mailbox_messages(&self, mailbox_id: i64) -> impl Future<Output = Result<Vec<MessageMeta>>> + Send;

@@ -71,6 +71,16 @@ fn unguessable() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A login: `user`'s canonical address if `password` is its password,
+/// `None` for a wrong password or an unknown user (the same hash work
+/// either way, see [`check_login`]).
+pub async fn login<S: crate::Store>(store: &S, user: &str, password: &str) -> crate::Result<Option<String>> {
+    let found = store.get_user(user).await?;
+    let hash = found.as_ref().map(|u| u.password_hash.clone());
+    let good = check_login(password.to_string(), hash).await;
+    Ok(found.filter(|_| good).map(|u| u.address))
+}
+
 /// Check a password against a stored hash; a malformed hash never matches.
 /// The comparison of the outputs takes constant time.
 pub fn verify(password: &str, stored: &str) -> bool {

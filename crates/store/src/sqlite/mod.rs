@@ -64,10 +64,9 @@ fn open_conn(path: &Path, write: bool) -> Result<Connection> {
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path`: pre-flight check,
-    /// migrations, then the writer thread. Invariants are checked by the
-    /// caller with [`Store::check`].
-    /// Open an existing database. A missing or empty file is refused, not
+    /// Open an existing database: pre-flight check, migrations, then the
+    /// writer thread (invariants are checked by the caller with
+    /// [`Store::check`]). A missing or empty file is refused, not
     /// made into a new, empty server (a data folder whose disk did not come
     /// up would otherwise answer "relay access denied" for its own users):
     /// [`SqliteStore::create`] makes one.
@@ -499,6 +498,16 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound(format!("no grant for {owner} to send as {address}")));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn non_ascii_mailboxes(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut s =
+                c.prepare("SELECT owner, name FROM mailboxes WHERE name GLOB '*[^ -~]*' ORDER BY owner, length(name)")?;
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }
