@@ -101,7 +101,6 @@ pub(crate) struct Control {
     pub(crate) gate: Arc<Gate>,
     pub(crate) timeouts: Timeouts,
     pub(crate) shutdown: watch::Receiver<bool>,
-    pressure: watch::Receiver<bool>,
     logged_in: bool,
     /// IMAP and POP3: until login, commands are not progress and the
     /// pre-login timeout runs from the connection's start.
@@ -119,13 +118,11 @@ impl Control {
         needs_login: bool,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let pressure = gate.pressure();
         Control {
             ticket,
             gate,
             timeouts,
             shutdown,
-            pressure,
             logged_in: false,
             needs_login,
             started: Instant::now(),
@@ -134,7 +131,7 @@ impl Control {
     }
 
     pub(crate) fn under_pressure(&self) -> bool {
-        *self.pressure.borrow()
+        self.gate.under_pressure()
     }
 
     /// Resolves when the server stops or the gate evicts this connection.
@@ -192,7 +189,7 @@ impl<IO: Stream> Conn<IO> {
     /// deadline, it does not restart it).
     fn deadline(&mut self, partial: bool, idle_for: Option<Duration>, since: Instant) -> (Instant, Waited) {
         let t = &self.ctl.timeouts;
-        let stressed = *self.ctl.pressure.borrow();
+        let stressed = self.ctl.under_pressure();
         let cap = |d: Duration| if stressed { d.min(t.stressed) } else { d };
         let now = Instant::now();
         if !partial {
@@ -243,9 +240,13 @@ impl<IO: Stream> Conn<IO> {
                 r = tokio::time::timeout_at(deadline, self.io.read(buf)) => r,
                 t = &mut other => return Ok(Wake::Other(t)),
                 _ = self.ctl.shutdown.wait_for(|s| *s) => return Ok(Wake::Input(Input::Shutdown)),
-                _ = presence.evicted() => return Ok(Wake::Input(Input::Evicted)),
-                // Pressure came or went: the deadline is computed again.
-                Ok(()) = self.ctl.pressure.changed() => continue,
+                // Evicted, or pressure came or went: the deadline is computed again.
+                _ = presence.woken() => {
+                    if presence.is_evicted() {
+                        return Ok(Wake::Input(Input::Evicted));
+                    }
+                    continue;
+                }
             };
             let input = match r {
                 Ok(Ok(0)) => Input::Eof,
@@ -258,7 +259,7 @@ impl<IO: Stream> Conn<IO> {
                     // under pressure only finished requests count.
                     let rate = self.ctl.timeouts.min_data_rate;
                     let elapsed_ms = now.duration_since(*start).as_millis().max(1000) as u64;
-                    let calm = !*self.ctl.pressure.borrow();
+                    let calm = !self.ctl.gate.under_pressure();
                     if calm && rate > 0 && octets.saturating_mul(1000) / elapsed_ms >= rate {
                         self.ctl.ticket.presence.progressed(&self.ctl.gate);
                     }
@@ -289,7 +290,7 @@ impl<IO: Stream> Conn<IO> {
         }
         let t = &self.ctl.timeouts;
         let limit =
-            if *self.ctl.pressure.borrow() { t.write.min(t.stressed.max(Duration::from_secs(30))) } else { t.write };
+            if self.ctl.under_pressure() { t.write.min(t.stressed.max(Duration::from_secs(30))) } else { t.write };
         let io = &mut self.io;
         let write = async {
             io.write_all(bytes).await?;

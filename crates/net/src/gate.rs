@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 /// Caps for one protocol (all its listeners together).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,9 @@ pub struct Presence {
     /// Logged-in sessions are not evicted.
     protected: AtomicBool,
     evicted: AtomicBool,
-    evict: Notify,
+    /// Rung when the connection is evicted or the gate's pressure comes or
+    /// goes: its wait looks at its limits again. One waiter, its own.
+    wake: Notify,
 }
 
 impl Presence {
@@ -80,14 +82,18 @@ impl Presence {
         self.evicted.load(Ordering::Relaxed)
     }
 
+    /// Resolves when the connection is evicted, or its limits changed
+    /// (pressure came or went) and its wait must look at them again.
+    pub async fn woken(&self) {
+        if !self.is_evicted() {
+            self.wake.notified().await;
+        }
+    }
+
     /// Resolves once the gate asked this connection to make room.
     pub async fn evicted(&self) {
-        loop {
-            let notified = self.evict.notified();
-            if self.is_evicted() {
-                return;
-            }
-            notified.await;
+        while !self.is_evicted() {
+            self.wake.notified().await;
         }
     }
 }
@@ -112,7 +118,7 @@ pub struct Gate {
     config: Mutex<GateConfig>,
     epoch: Instant,
     state: Mutex<State>,
-    pressure: watch::Sender<bool>,
+    pressure: AtomicBool,
 }
 
 /// A connection's place; dropping it frees the place.
@@ -136,16 +142,20 @@ impl Drop for Ticket {
                 }
             }
         }
-        let n = s.conns.len();
         // Under the lock, so that concurrent changes are told in order.
-        self.gate.update_pressure(n);
+        self.gate.update_pressure(&s);
     }
 }
 
 impl Gate {
     pub fn new(name: &'static str, config: GateConfig) -> Arc<Gate> {
-        let (pressure, _) = watch::channel(false);
-        Arc::new(Gate { name, config: Mutex::new(config), epoch: Instant::now(), state: Mutex::default(), pressure })
+        Arc::new(Gate {
+            name,
+            config: Mutex::new(config),
+            epoch: Instant::now(),
+            state: Mutex::default(),
+            pressure: AtomicBool::new(false),
+        })
     }
 
     pub fn name(&self) -> &'static str {
@@ -158,7 +168,7 @@ impl Gate {
             *c = config;
         }
         if let Ok(s) = self.state.lock() {
-            self.update_pressure(s.conns.len());
+            self.update_pressure(&s);
         }
     }
 
@@ -181,22 +191,20 @@ impl Gate {
 
     /// True while three quarters of the cap are taken: timeouts tighten.
     pub fn under_pressure(&self) -> bool {
-        *self.pressure.borrow()
+        self.pressure.load(Ordering::Relaxed)
     }
 
-    /// Follows [`Gate::under_pressure`].
-    pub fn pressure(&self) -> watch::Receiver<bool> {
-        self.pressure.subscribe()
-    }
-
-    fn update_pressure(&self, open: usize) {
+    /// Pressure from the connections open now; when it comes or goes,
+    /// every connection's wait is woken to look at its limits again (one
+    /// wake per connection, not a shared channel every read listens to).
+    fn update_pressure(&self, s: &State) {
         let max = self.config().max_connections.max(1);
-        let stressed = open * 4 >= max * 3;
-        self.pressure.send_if_modified(|p| {
-            let changed = *p != stressed;
-            *p = stressed;
-            changed
-        });
+        let stressed = s.conns.len() * 4 >= max * 3;
+        if self.pressure.swap(stressed, Ordering::Relaxed) != stressed {
+            for e in s.conns.values() {
+                e.presence.wake.notify_one();
+            }
+        }
     }
 
     /// Let a connection from `ip` in (`exempt`: no per-address cap, for
@@ -229,7 +237,7 @@ impl Gate {
                 .map(|(_, p)| p.clone());
             let Some(victim) = victim else { return Err(Refused::Full) };
             victim.evicted.store(true, Ordering::Relaxed);
-            victim.evict.notify_waiters();
+            victim.wake.notify_one();
             s.leaving += 1;
             tracing::info!(
                 listener = self.name,
@@ -242,11 +250,11 @@ impl Gate {
             progress_ms: AtomicU64::new(now),
             protected: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
-            evict: Notify::new(),
+            wake: Notify::new(),
         });
         s.conns.insert(id, Entry { ip, presence: presence.clone() });
         *s.by_ip.entry(ip).or_insert(0) += 1;
-        self.update_pressure(s.conns.len());
+        self.update_pressure(&s);
         drop(s);
         Ok(Ticket { gate: self.clone(), id, presence })
     }
