@@ -334,7 +334,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         return serve_cmd(r).await.map(|_| std::process::ExitCode::SUCCESS);
     }
     if matches!(cli.command, Command::Init) {
-        return init_cmd(&r).map(|_| std::process::ExitCode::SUCCESS);
+        let mut r = r;
+        return init_cmd(&mut r).map(|_| std::process::ExitCode::SUCCESS);
     }
     let store = serve::open_store(&r.config, &r.data_dir)?;
     let d = r.data_dir.display().to_string();
@@ -830,26 +831,29 @@ fn print_report(r: &CheckReport, db: &Path) {
 
 /// `facteur init`: a new data folder, or an existing empty one, gets its
 /// database and (without --config) the default configuration file.
-fn init_cmd(r: &Resolved) -> anyhow::Result<()> {
+fn init_cmd(r: &mut Resolved) -> anyhow::Result<()> {
     drop(serve::init_store(&r.config, &r.data_dir)?);
     println!("facteur: created a new database in {}", r.data_dir.display());
     write_default_config(r)
 }
 
-fn write_default_config(r: &Resolved) -> anyhow::Result<()> {
+/// Write DATA/facteur.toml when no configuration file is in force; it is
+/// the file in force from then on (a SIGHUP reads it).
+fn write_default_config(r: &mut Resolved) -> anyhow::Result<()> {
     if r.config_file.is_none() {
         let file = r.data_dir.join("facteur.toml");
         std::fs::write(&file, config::default_file(&r.config.server.hostname))
             .with_context(|| format!("cannot write {}", file.display()))?;
+        r.config_file = Some(file.clone());
         println!(
-            "facteur: wrote the default configuration to {} (edit it and restart to change ports or limits)",
+            "facteur: wrote the default configuration to {} (edit it, then SIGHUP reloads it; ports and storage need a restart)",
             file.display()
         );
     }
     Ok(())
 }
 
-async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
+async fn serve_cmd(mut r: Resolved) -> anyhow::Result<()> {
     // Watch the signals before anything else: a SIGHUP while starting must
     // not kill the process (its default action).
     let signals = Signals::watch();
@@ -859,7 +863,7 @@ async fn serve_cmd(r: Resolved) -> anyhow::Result<()> {
     if !r.data_dir.exists() {
         drop(serve::init_store(&r.config, &r.data_dir)?);
         println!("facteur: NEW INSTALLATION: created data folder {} with an empty database", r.data_dir.display());
-        write_default_config(&r)?;
+        write_default_config(&mut r)?;
     }
     let running = serve::start(r.config.clone(), &r.data_dir).await?;
     let list = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
