@@ -49,6 +49,16 @@ struct Server {
     imap: SocketAddr,
 }
 
+/// A test that fails half-way must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Start `facteur serve` on fresh ports (delivery off) and wait until /readyz answers.
 async fn serve(data: &Path) -> Server {
     serve_with(
