@@ -541,23 +541,17 @@ def a_preauth_memory(mon):
     base = mon.samples[-1][1] / 1024
     socks = []
     chunk = ("{3000+}\r\n" + "A" * 3000 + " ").encode()
-    for i in range(200):
-        try:
-            s = connect(PORTS["imap"], f"127.0.2.{i % 200 + 1}", timeout=5)
-            s.recv(512)
-            s.sendall(f"a{i} LOGIN ".encode() + chunk * 2)
-            socks.append(s)
-        except OSError:
-            pass
-    pushed = 0
-    for i in range(200):
-        try:
-            s = connect(PORTS["imap"], f"127.0.3.{i % 200 + 1}", timeout=5)
-            s.recv(512)
-            s.sendall(f"b{i} LOGIN ".encode() + chunk * 30)
-            socks.append(s)
-        except OSError:
-            pushed += 1
+    # 200 hold what the limit allows (two literals, never ended); 200 push
+    # thirty, far past it.
+    for tag, net, literals in [("a", "127.0.2", 2), ("b", "127.0.3", 30)]:
+        for i in range(200):
+            try:
+                s = connect(PORTS["imap"], f"{net}.{i + 1}", timeout=5)
+                s.recv(512)
+                s.sendall(f"{tag}{i} LOGIN ".encode() + chunk * literals)
+                socks.append(s)
+            except OSError:
+                pass
     time.sleep(1.5)
     peak = max(s[1] for s in mon.samples[-15:]) / 1024
     for s in socks:

@@ -221,7 +221,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     tasks.spawn(watch_load(store.clone(), clock.clone(), admission.clone(), data_dir.to_path_buf(), rx.clone()));
     let local = facteur_queue::route::Local {
         listeners: smtp.iter().chain(&submission).chain(&submissions).copied().collect(),
-        interfaces: facteur_net::fd::interface_addresses(),
+        interfaces: facteur_net::local::interface_addresses(),
     };
     let engine = if config.delivery.enabled {
         let d = &config.delivery;

@@ -31,13 +31,22 @@ fn relay_config(sim: std::net::SocketAddr) -> Config {
 
 /// A server on a manual clock whose engine the test drives.
 async fn manual(sim: std::net::SocketAddr) -> (TestServer, ManualClock) {
+    start_manual(relay_config(sim)).await
+}
+
+/// [`manual`] with a configuration of the test's own.
+async fn start_manual(config: Config) -> (TestServer, ManualClock) {
     let clock = ManualClock::new(T0);
-    let s = TestServer::start_opts(
-        relay_config(sim),
-        StartOptions { clock: Arc::new(clock.clone()), delivery_loop: false },
-    )
-    .await;
+    let s = TestServer::start_opts(config, StartOptions { clock: Arc::new(clock.clone()), delivery_loop: false }).await;
     (s, clock)
+}
+
+/// Submit one message from alice to `to`, run one delivery round, and
+/// return what the queue then says of it.
+async fn one_attempt(s: &TestServer, to: &str) -> facteur_store::QueuedMessage {
+    let id = submit(s, "alice@example.test", &[to], "", "").await;
+    s.engine().run_once().await;
+    s.store().queue_show(&id).await.unwrap().unwrap()
 }
 
 async fn submit(s: &TestServer, from: &str, to: &[&str], extra_mail: &str, extra_rcpt: &str) -> String {
@@ -330,9 +339,7 @@ async fn an_unreachable_destination_parks_its_queue() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut config = relay_config(dead);
     config.delivery.max_concurrent = 4;
-    let s =
-        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
-            .await;
+    let (s, _clock) = start_manual(config).await;
     let mut c = Client::connect(s.smtp).await;
     c.ehlo().await;
     for n in 0..100 {
@@ -368,9 +375,7 @@ async fn connection_reuse_and_chunking() {
     let mut config = relay_config(sim.addr());
     config.delivery.shaping.initial_concurrency = 2;
     config.delivery.shaping.max_concurrency = 2;
-    let s =
-        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
-            .await;
+    let (s, _clock) = start_manual(config).await;
     for _ in 0..10 {
         submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
     }
@@ -398,11 +403,8 @@ async fn starttls_opportunistic_and_required() {
     let clear = Downstream::start(Behavior::accept_all()).await;
     let mut config = relay_config(clear.addr());
     config.route[0].tls = TlsPolicy::Require;
-    let clock = ManualClock::new(T0);
-    let s = TestServer::start_opts(config, StartOptions { clock: Arc::new(clock), delivery_loop: false }).await;
-    let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
-    s.engine().run_once().await;
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    let (s, _clock) = start_manual(config).await;
+    let m = one_attempt(&s, "x@remote.test").await;
     assert_eq!(m.recipients[0].state, "queued");
     assert!(m.recipients[0].last_error.as_deref().unwrap().contains("requires TLS"), "{m:?}");
     assert!(clear.received().is_empty());
@@ -431,11 +433,8 @@ async fn relay_route_with_starttls_and_auth() {
         config.route[0].tls_ca_file = Some(upstream.dir.path().join("tls/cert.pem"));
         config.route[0].auth =
             Some(facteur_queue::RouteAuth { user: "bob@example.test".into(), password: password.into() });
-        let clock = ManualClock::new(T0);
-        let s = TestServer::start_opts(config, StartOptions { clock: Arc::new(clock), delivery_loop: false }).await;
-        let id = submit(&s, "alice@example.test", &["dave@up.test"], "", "").await;
-        s.engine().run_once().await;
-        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        let (s, _clock) = start_manual(config).await;
+        let m = one_attempt(&s, "dave@up.test").await;
         assert_eq!(m.recipients[0].state, expect, "{m:?}");
         if expect == "queued" {
             assert!(m.recipients[0].last_error.as_deref().unwrap().contains("refused our credentials"), "{m:?}");
@@ -454,9 +453,7 @@ async fn classes_share_a_slow_destination_by_weight() {
     let mut config = relay_config(sim.addr());
     config.delivery.shaping.initial_concurrency = 1;
     config.delivery.shaping.max_concurrency = 1;
-    let s =
-        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
-            .await;
+    let (s, _clock) = start_manual(config).await;
     let mut c = Client::connect(s.smtp).await;
     c.ehlo().await;
     for n in 0..30 {
@@ -621,12 +618,8 @@ async fn a_peer_that_greets_with_our_own_name_is_a_loop() {
     let twin = TestServer::start().await;
     let mut config = relay_config(twin.smtp);
     config.route[0].domain = "far.test".into();
-    let s =
-        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
-            .await;
-    let id = submit(&s, "alice@example.test", &["x@far.test"], "", "").await;
-    s.engine().run_once().await;
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    let (s, _clock) = start_manual(config).await;
+    let m = one_attempt(&s, "x@far.test").await;
     assert_eq!(m.recipients[0].state, "bounced", "{m:?}");
     assert!(m.attempts[0].reply.contains("5.4.6") && m.attempts[0].reply.contains("loops back to myself"), "{m:?}");
     let bounce = s.inbox("alice@example.test").await;
@@ -643,12 +636,8 @@ async fn relay_credentials_only_over_verified_tls() {
     let clear = Downstream::start(Behavior::accept_all()).await;
     let mut config = relay_config(clear.addr());
     config.route[0].auth = auth.clone();
-    let s =
-        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
-            .await;
-    let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
-    s.engine().run_once().await;
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    let (s, _clock) = start_manual(config).await;
+    let m = one_attempt(&s, "x@remote.test").await;
     assert_eq!(m.recipients[0].state, "queued");
     let err = m.recipients[0].last_error.clone().unwrap();
     assert!(err.contains("4.7.10") && err.contains("never send credentials without TLS"), "{err}");
@@ -657,12 +646,8 @@ async fn relay_credentials_only_over_verified_tls() {
     let tls = Downstream::start(Behavior { tls: true, ..Behavior::accept_all() }).await;
     let mut config = relay_config(tls.addr());
     config.route[0].auth = auth;
-    let s =
-        TestServer::start_opts(config, StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false })
-            .await;
-    let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
-    s.engine().run_once().await;
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    let (s, _clock) = start_manual(config).await;
+    let m = one_attempt(&s, "x@remote.test").await;
     assert_eq!(m.recipients[0].state, "queued");
     let err = m.recipients[0].last_error.clone().unwrap();
     assert!(err.contains("TLS handshake") && err.contains("certificate"), "{err}");
@@ -687,18 +672,12 @@ async fn required_tls_verifies_the_certificate() {
         config.route[0].tls = TlsPolicy::Require;
         config.route[0].tls_ca_file = ca_file.clone();
         config.route[0].tls_insecure_skip_verify = insecure;
-        let s = TestServer::start_opts(
-            config,
-            StartOptions { clock: Arc::new(ManualClock::new(T0)), delivery_loop: false },
-        )
-        .await;
+        let (s, _clock) = start_manual(config).await;
         if insecure {
             let notes = &s.running.as_ref().unwrap().notes;
             assert!(notes.iter().any(|n| n.contains("not verified")), "the operator is told: {notes:?}");
         }
-        let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
-        s.engine().run_once().await;
-        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        let m = one_attempt(&s, "x@remote.test").await;
         assert_eq!(m.recipients[0].state, expect, "ca {ca_file:?} insecure {insecure}: {m:?}");
     }
     // A CA file that is not one is a configuration error, named.

@@ -159,8 +159,9 @@ pub async fn serve<S: Store + Clone>(
     shutdown: watch::Receiver<bool>,
 ) {
     let first = ctx.borrow().clone();
+    let name = if implicit_tls { "imaps" } else { "imap" };
     let spec = facteur_net::Listener {
-        name: if implicit_tls { "imaps" } else { "imap" },
+        name,
         gate: first.gate.clone(),
         implicit_tls,
         tls: first.tls.clone(),
@@ -175,14 +176,13 @@ pub async fn serve<S: Store + Clone>(
         busy,
         |peer: SocketAddr| {
             let ctx = ctx.borrow().clone();
-            let listener = if implicit_tls { "imaps" } else { "imap" };
             Imap {
                 session: Session::new(ctx.store.clone(), ctx.session.clone(), implicit_tls)
                     .with_slots(ctx.slots.clone())
-                    .with_auth(ctx.auth.clone(), listener, peer),
+                    .with_auth(ctx.auth.clone(), name, peer),
                 ctx,
                 greeted: false,
-                listener,
+                listener: name,
                 peer,
             }
         },

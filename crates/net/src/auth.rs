@@ -186,7 +186,8 @@ impl AuthThrottle {
 
     /// The verdict for an attempt from `ip` on `account` at `now`, without
     /// reserving anything (what [`AuthThrottle::attempt`] would say).
-    pub fn before(&self, ip: IpAddr, account: &str, now: Instant) -> Before {
+    #[cfg(test)]
+    fn before(&self, ip: IpAddr, account: &str, now: Instant) -> Before {
         self.judge(ip, account, now, false).0
     }
 
@@ -295,14 +296,16 @@ impl AuthThrottle {
     }
 
     /// A wrong password (or an unknown user) from `ip` on `account`.
-    pub fn failed(&self, ip: IpAddr, account: &str, now: Instant) {
+    #[cfg(test)]
+    fn failed(&self, ip: IpAddr, account: &str, now: Instant) {
         let (_, r) = self.judge(ip, account, now, true);
         self.answered(ip, account, None, Some(false), r, now);
     }
 
     /// A login from `ip` on `account`: the address is known to the
     /// account from now on.
-    pub fn succeeded(&self, ip: IpAddr, account: &str, now: Instant) {
+    #[cfg(test)]
+    fn succeeded(&self, ip: IpAddr, account: &str, now: Instant) {
         let (_, r) = self.judge(ip, account, now, true);
         self.answered(ip, account, None, Some(true), r, now);
     }

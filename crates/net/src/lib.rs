@@ -13,6 +13,7 @@
 //!   the password is checked.
 //! - [`reject`]: one rate-limited log event per rejection.
 //! - [`fd`]: the descriptor limit raised, and shared between protocols.
+//! - [`local`]: this machine's interface addresses (loop detection).
 //!
 //! No protocol and no storage here.
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod conn;
 pub mod fd;
 pub mod gate;
+pub mod local;
 pub mod reject;
 pub mod serve;
 

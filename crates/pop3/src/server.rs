@@ -176,8 +176,9 @@ pub async fn serve<S: Store + Clone>(
     shutdown: watch::Receiver<bool>,
 ) {
     let first = ctx.borrow().clone();
+    let name = if implicit_tls { "pop3s" } else { "pop3" };
     let spec = facteur_net::Listener {
-        name: if implicit_tls { "pop3s" } else { "pop3" },
+        name,
         gate: first.gate.clone(),
         implicit_tls,
         tls: first.tls.clone(),
@@ -194,12 +195,7 @@ pub async fn serve<S: Store + Clone>(
             let ctx = ctx.borrow().clone();
             Pop3 {
                 session: Session::new(ctx.session.clone(), implicit_tls),
-                conn: Maildropped {
-                    listener: if implicit_tls { "pop3s" } else { "pop3" },
-                    peer,
-                    mailbox_id: None,
-                    _lock: None,
-                },
+                conn: Maildropped { listener: name, peer, mailbox_id: None, _lock: None },
                 ctx,
             }
         },
