@@ -57,7 +57,6 @@
 //! `headers` (the header section and its fields), `matching` (addresses,
 //! domains, text), `rules` (evaluation).
 
-mod class;
 mod config;
 mod headers;
 mod matching;
@@ -65,8 +64,8 @@ mod rules;
 
 use std::net::IpAddr;
 
-pub use class::Class;
 pub use config::{ClassifyConfig, ConfigError, Rule};
+pub use facteur_types::Class;
 pub use headers::header_section;
 
 /// The listener a message arrived on.

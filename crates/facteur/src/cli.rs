@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use facteur_store::{CheckReport, QueuedMessage, Store, StoreError, password};
+use facteur_store::{Admin, CheckReport, Directory, Mailstore, QueuedMessage, Spool, StoreError, password};
+use facteur_types::{MessageId, RecipientStatus, Severity};
 
 use crate::config::{self, Config, LogFormat};
 use crate::controls::{self, Action};
@@ -465,8 +466,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             } else {
                 println!("{:<26} {:<13} {:>8} {:<32} WAITING RECIPIENTS", "ID", "CLASS", "SIZE", "FROM");
                 for m in &q {
-                    let waiting: Vec<&str> =
-                        m.recipients.iter().filter(|r| r.state == "queued").map(|r| r.address.as_str()).collect();
+                    let waiting: Vec<&str> = m
+                        .recipients
+                        .iter()
+                        .filter(|r| r.state == RecipientStatus::Queued)
+                        .map(|r| r.address.as_str())
+                        .collect();
                     let from = if m.envelope.mail_from.is_empty() { "<>" } else { &m.envelope.mail_from };
                     println!("{:<26} {:<13} {:>8} {:<32} {}", m.id, m.class, m.size, from, waiting.join(", "));
                 }
@@ -474,11 +479,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Queue(QueueCmd::Show { id, out }) => {
-            id.parse::<facteur_store::MessageId>()?;
-            let Some(m) = store.queue_show(&id).await? else {
+            let id: MessageId = id.parse()?;
+            let Some(m) = store.queue_show(id).await? else {
                 bail!("no message with id {id}; see `facteur --data {d} queue list`");
             };
-            let audit = store.audit_log(Some(&id)).await?;
+            let audit = store.audit_log(Some(id)).await?;
             if out.json {
                 let mut v = serde_json::to_value(&m)?;
                 v["audit"] = serde_json::to_value(&audit)?;
@@ -502,10 +507,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{done} (a running `facteur serve` tries them at once)");
                 return Ok(std::process::ExitCode::SUCCESS);
             }
-            if let Some(id) = &id {
-                id.parse::<facteur_store::MessageId>()?;
-            }
-            let n = store.queue_retry(id.as_deref(), now(), &actor()).await.map_err(friendly)?;
+            let id = id.map(|id| id.parse::<MessageId>()).transpose()?;
+            let n = store.queue_retry(id, now(), &actor()).await.map_err(friendly)?;
             println!("{n} recipient(s) will be tried at once (by a running `facteur serve`)");
         }
         Command::Queue(QueueCmd::Pause { scope }) => {
@@ -587,21 +590,21 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Queue(QueueCmd::Hold { id }) => {
-            id.parse::<facteur_store::MessageId>()?;
-            let n = store.queue_hold(&id, now(), &actor()).await.map_err(friendly)?;
+            let id: MessageId = id.parse()?;
+            let n = store.queue_hold(id, now(), &actor()).await.map_err(friendly)?;
             println!("{n} recipient(s) of {id} held; `facteur queue release {id}` resumes");
         }
         Command::Queue(QueueCmd::Release { id }) => {
-            id.parse::<facteur_store::MessageId>()?;
-            let n = store.queue_release(&id, now(), &actor()).await.map_err(friendly)?;
+            let id: MessageId = id.parse()?;
+            let n = store.queue_release(id, now(), &actor()).await.map_err(friendly)?;
             println!("{n} recipient(s) of {id} released");
         }
         Command::Queue(QueueCmd::Delete { id, bounce, yes }) => {
-            id.parse::<facteur_store::MessageId>()?;
-            let Some(m) = store.queue_show(&id).await? else {
+            let id: MessageId = id.parse()?;
+            let Some(m) = store.queue_show(id).await? else {
                 bail!("no message with id {id}; see `facteur --data {d} queue list`");
             };
-            let pending: Vec<_> = m.recipients.iter().filter(|r| r.state == "queued" || r.state == "held").collect();
+            let pending: Vec<_> = m.recipients.iter().filter(|r| !r.state.is_final()).collect();
             if pending.is_empty() {
                 bail!("message {id} has no pending recipient; nothing to delete");
             }
@@ -615,13 +618,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 bail!("not deleted");
             }
             let notices = if bounce {
-                let body = store.message_body(&id).await?.unwrap_or_default();
+                let body = store.message_body(id).await?.unwrap_or_default();
                 let items = pending
                     .iter()
-                    .map(|r| facteur_queue::notices::NoticeItem {
+                    .map(|r| facteur_spool::NoticeItem {
                         address: r.address.clone(),
                         orcpt: r.orcpt.clone(),
-                        notice: facteur_queue::outcome::Notice::Failed,
+                        notice: facteur_spool::Notice::Failed,
                         status: (5, 0, 0),
                         diagnostic: Some("facteur: deleted from the queue by the postmaster".into()),
                         remote_mta: None,
@@ -629,18 +632,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         will_retry_until: None,
                     })
                     .collect();
-                let about = facteur_queue::notices::About {
-                    message_id: &id,
+                let about = facteur_spool::About {
+                    message_id: id,
                     received_at: m.received_at,
                     envelope: &m.envelope,
                     original: &body,
                 };
-                facteur_queue::notices::compose(&store, &about, items, &r.config.server.hostname, now() * 1000).await
+                facteur_spool::notices::compose(&store, &about, items, &r.config.server.hostname, now() * 1000).await
             } else {
                 Vec::new()
             };
             let sent = !notices.is_empty();
-            let n = store.queue_delete(&id, now(), &actor(), notices).await.map_err(friendly)?;
+            let n = store.queue_delete(id, now(), &actor(), notices).await.map_err(friendly)?;
             println!("{n} recipient(s) of {id} deleted{}", if sent { "; the sender was notified" } else { "" });
         }
         Command::Check { repair, out } => {
@@ -820,11 +823,11 @@ fn print_report(r: &CheckReport, db: &Path) {
         return;
     }
     for f in &r.findings {
-        println!("{:<8} {:<24} {}", f.severity.to_uppercase(), f.invariant, f.detail);
+        println!("{:<8} {:<24} {}", f.severity.as_str().to_uppercase(), f.invariant, f.detail);
     }
     if r.healthy() {
         println!("invariants:     all hold now (repaired above)");
-    } else if r.findings.iter().any(|f| f.severity == "error") {
+    } else if r.findings.iter().any(|f| f.severity == Severity::Error) {
         println!("invariants:     BROKEN — `facteur check --repair` fixes what the data allows");
     }
 }

@@ -25,7 +25,7 @@ pub struct Config {
     /// How messages get their traffic class.
     pub classify: facteur_classify::ClassifyConfig,
     /// When the door closes, class by class.
-    pub admission: facteur_queue::admission::Watermarks,
+    pub admission: facteur_spool::Watermarks,
     pub admin: AdminSection,
     /// IMAP sessions: limits and plaintext login.
     pub imap: facteur_imap::ImapConfig,

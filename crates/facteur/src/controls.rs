@@ -5,8 +5,8 @@
 //! applies them within a second.
 
 use anyhow::bail;
-use facteur_queue::fair::Class;
-use facteur_store::Store;
+use facteur_store::{Admin, Spool};
+use facteur_types::{Class, ControlKey};
 use serde::Deserialize;
 
 /// What a control applies to: a class, a destination (recipient domain), or both.
@@ -38,10 +38,10 @@ pub enum Action {
     },
 }
 
-fn checked(scope: &Scope) -> anyhow::Result<(Option<String>, Option<String>)> {
+fn checked(scope: &Scope) -> anyhow::Result<(Option<Class>, Option<String>)> {
     let class = match &scope.class {
         Some(c) => match Class::parse(&c.to_ascii_lowercase()) {
-            Some(c) => Some(c.as_str().to_string()),
+            Some(c) => Some(c),
             None => bail!("class {c:?} is not one of system, interpersonal, transactional, bulk"),
         },
         None => None,
@@ -55,29 +55,27 @@ fn checked(scope: &Scope) -> anyhow::Result<(Option<String>, Option<String>)> {
     Ok((class, dest))
 }
 
-fn pause_key(class: &Option<String>, dest: &Option<String>) -> anyhow::Result<String> {
-    Ok(match (dest, class) {
-        (Some(d), Some(c)) => format!("pause:dest:{d}:class:{c}"),
-        (Some(d), None) => format!("pause:dest:{d}"),
-        (None, Some(c)) => format!("pause:class:{c}"),
-        (None, None) => bail!("say what to pause or resume: a class, a destination, or both"),
-    })
+fn pause_key(class: Option<Class>, dest: &Option<String>) -> anyhow::Result<ControlKey> {
+    match ControlKey::pause(dest.clone(), class) {
+        Some(key) => Ok(key),
+        None => bail!("say what to pause or resume: a class, a destination, or both"),
+    }
 }
 
 /// Apply a control; returns a sentence saying what changed.
-pub async fn apply<S: Store>(store: &S, action: &Action, now: i64, actor: &str) -> anyhow::Result<String> {
+pub async fn apply<S: Spool + Admin>(store: &S, action: &Action, now: i64, actor: &str) -> anyhow::Result<String> {
     match action {
         Action::Pause { scope } => {
             let (class, dest) = checked(scope)?;
-            let key = pause_key(&class, &dest)?;
+            let key = pause_key(class, &dest)?;
             store.set_control(&key, Some("1"), now, actor).await?;
             Ok(format!("paused ({key}); queued mail stays queued until resumed"))
         }
         Action::Resume { scope } => {
             let (class, dest) = checked(scope)?;
-            let key = pause_key(&class, &dest)?;
+            let key = pause_key(class, &dest)?;
             store.set_control(&key, None, now, actor).await?;
-            let n = store.queue_retry_where(dest.as_deref(), class.as_deref(), now, actor).await?;
+            let n = store.queue_retry_where(dest.as_deref(), class, now, actor).await?;
             Ok(format!("resumed ({key}); {n} recipient(s) due now"))
         }
         Action::Rate { destination, rate } => {
@@ -87,10 +85,7 @@ pub async fn apply<S: Store>(store: &S, action: &Action, now: i64, actor: &str) 
             {
                 bail!("rate {r} must be a positive number of messages per second");
             }
-            let key = match &dest {
-                Some(d) => format!("rate:dest:{d}"),
-                None => "rate:node".to_string(),
-            };
+            let key = ControlKey::Rate { destination: dest };
             store.set_control(&key, rate.map(|r| r.to_string()).as_deref(), now, actor).await?;
             Ok(match rate {
                 Some(r) => format!("{key} set to {r} messages per second"),
@@ -99,7 +94,7 @@ pub async fn apply<S: Store>(store: &S, action: &Action, now: i64, actor: &str) 
         }
         Action::Retry { scope } => {
             let (class, dest) = checked(scope)?;
-            let n = store.queue_retry_where(dest.as_deref(), class.as_deref(), now, actor).await?;
+            let n = store.queue_retry_where(dest.as_deref(), class, now, actor).await?;
             Ok(format!("{n} recipient(s) due now"))
         }
     }
@@ -125,10 +120,10 @@ mod tests {
     fn scope_is_checked() {
         assert!(checked(&Scope { class: Some("spam".into()), destination: None }).is_err());
         assert!(checked(&Scope { class: None, destination: Some("a@b".into()) }).is_err());
-        assert!(pause_key(&None, &None).is_err());
+        assert!(pause_key(None, &None).is_err());
         assert_eq!(
             checked(&Scope { class: Some("Bulk".into()), destination: Some("Example.COM".into()) }).unwrap(),
-            (Some("bulk".into()), Some("example.com".into()))
+            (Some(Class::Bulk), Some("example.com".into()))
         );
     }
 }

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use facteur_http::Health;
-use facteur_queue::admission::{Admission, Load};
-use facteur_queue::fair::Class;
 use facteur_queue::{DnsResolver, Engine, Router};
 use facteur_smtp::{ListenerKind, SmtpContext};
+use facteur_spool::{Admission, Load};
 use facteur_store::sqlite::SqliteStore;
-use facteur_store::{CheckReport, SharedClock, Store, SystemClock};
+use facteur_store::{Admin, CheckReport, Directory, SharedClock, Spool, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -129,7 +128,7 @@ async fn bind(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListene
 /// Log every finding of an invariant check; returns whether all is well now.
 pub fn log_check(report: &CheckReport) -> bool {
     for f in &report.findings {
-        if f.severity == "repaired" {
+        if f.severity == facteur_types::Severity::Repaired {
             tracing::error!(invariant = %f.invariant, detail = %f.detail, "storage invariant was broken; repaired from the data");
         } else {
             tracing::error!(invariant = %f.invariant, detail = %f.detail, "storage invariant broken; cannot repair automatically");
@@ -594,9 +593,9 @@ async fn watch_load(
         };
         for st in &stats {
             load.queue_depth += st.ready;
-            if let (Some(class), Some(oldest)) = (Class::parse(&st.class), st.oldest_ready) {
+            if let Some(oldest) = st.oldest_ready {
                 let age = (now - oldest).max(0) as u64;
-                let slot = &mut load.oldest_ready_age_secs[class.index()];
+                let slot = &mut load.oldest_ready_age_secs[st.class.index()];
                 *slot = (*slot).max(age);
             }
         }

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Client, Lines, PASSWORD, TestServer, test_config};
-use facteur_store::Store;
+use facteur_store::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// RFC 2920 §3.1: one write holding a transaction whose DATA is refused

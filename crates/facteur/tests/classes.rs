@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{Client, TestServer, test_config};
-use facteur_store::Store;
+use facteur_store::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_facteur");
 
@@ -19,23 +19,23 @@ async fn every_message_gets_a_class_at_acceptance() {
     let mut c = Client::connect(s.smtp).await;
     c.ehlo().await;
     let cases = [
-        ("news@list.test", "List-Id: <news.list.test>\r\nSubject: weekly", "bulk"),
-        ("receipts@shop.test", "Subject: your order", "transactional"),
-        ("robot@app.test", "Auto-Submitted: auto-generated\r\nSubject: password reset", "transactional"),
-        ("friend@people.test", "Subject: lunch?", "interpersonal"),
-        ("", "Subject: a bounce", "system"),
+        ("news@list.test", "List-Id: <news.list.test>\r\nSubject: weekly", Class::Bulk),
+        ("receipts@shop.test", "Subject: your order", Class::Transactional),
+        ("robot@app.test", "Auto-Submitted: auto-generated\r\nSubject: password reset", Class::Transactional),
+        ("friend@people.test", "Subject: lunch?", Class::Interpersonal),
+        ("", "Subject: a bounce", Class::System),
     ];
     let mut ids = Vec::new();
     for (from, headers, _) in cases {
         let r = c.send_mail(from, &["someone@far.test"], &format!("{headers}\r\n\r\nbody")).await;
-        ids.push(r.text().rsplit(' ').next().unwrap().to_string());
+        ids.push(r.queued_id());
     }
-    for ((_, _, class), id) in cases.iter().zip(&ids) {
+    for ((_, _, class), &id) in cases.iter().zip(&ids) {
         let m = s.store().queue_show(id).await.unwrap().unwrap();
-        assert_eq!(&m.class, class, "{id}");
+        assert_eq!(m.class, *class, "{id}");
     }
     let stats = s.store().queue_stats(i64::MAX, false).await.unwrap();
-    let bulk = stats.iter().find(|x| x.class == "bulk").unwrap();
+    let bulk = stats.iter().find(|x| x.class == Class::Bulk).unwrap();
     assert_eq!((bulk.queued, bulk.ready), (1, 1));
 }
 
@@ -101,8 +101,8 @@ async fn the_door_closes_for_bulk_first() {
     assert_eq!(r.code, 250, "interpersonal still flows: {r:?}");
     // The queue drains (an operator deletes the bulk): the door opens again.
     let store = s.store();
-    for m in store.queue_list().await.unwrap().iter().filter(|m| m.class == "bulk") {
-        store.queue_delete(&m.id, 0, "test", vec![]).await.unwrap();
+    for m in store.queue_list().await.unwrap().iter().filter(|m| m.class == Class::Bulk) {
+        store.queue_delete(m.id, 0, "test", vec![]).await.unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(c.send_mail("news@list.test", &["x@far.test"], bulk).await.code, 250);

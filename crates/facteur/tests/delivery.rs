@@ -11,7 +11,7 @@ use common::{Client, TestServer, test_config};
 use facteur::config::{Config, RouteConfig};
 use facteur::serve::StartOptions;
 use facteur_queue::TlsPolicy;
-use facteur_store::{ManualClock, Store};
+use facteur_store::{ManualClock, prelude::*};
 use facteur_testkit::{Behavior, Downstream};
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -46,10 +46,10 @@ async fn start_manual(config: Config) -> (TestServer, ManualClock) {
 async fn one_attempt(s: &TestServer, to: &str) -> facteur_store::QueuedMessage {
     let id = submit(s, "alice@example.test", &[to], "", "").await;
     s.engine().run_once().await;
-    s.store().queue_show(&id).await.unwrap().unwrap()
+    s.store().queue_show(id).await.unwrap().unwrap()
 }
 
-async fn submit(s: &TestServer, from: &str, to: &[&str], extra_mail: &str, extra_rcpt: &str) -> String {
+async fn submit(s: &TestServer, from: &str, to: &[&str], extra_mail: &str, extra_rcpt: &str) -> MessageId {
     let mut c = Client::connect(s.smtp).await;
     c.ehlo().await;
     c.ok(&format!("MAIL FROM:<{from}>{extra_mail}"), 250).await;
@@ -61,7 +61,7 @@ async fn submit(s: &TestServer, from: &str, to: &[&str], extra_mail: &str, extra
     let r = c.reply().await;
     assert_eq!(r.code, 250, "{r:?}");
     c.ok("QUIT", 221).await;
-    r.text().rsplit(' ').next().unwrap().to_string()
+    r.text().rsplit(' ').next().unwrap().parse().expect("a message id")
 }
 
 /// The delivery-status part of a DSN as (per-message fields, per-recipient field groups).
@@ -116,18 +116,18 @@ async fn relays_with_dsn_parameters_and_records_the_attempt() {
         got.rcpt_params[0].contains("NOTIFY=FAILURE") && got.rcpt_params[0].contains("ORCPT=rfc822;orig@remote.test")
     );
     let data = String::from_utf8_lossy(&got.data);
-    assert!(data.starts_with("Received: from client.test") && data.contains(&id), "{data}");
+    assert!(data.starts_with("Received: from client.test") && data.contains(&id.to_string()), "{data}");
     assert!(data.ends_with("Hello out there.\r\n"));
     // The record catches up with the remote 250 right after it.
-    let mut m = s.store().queue_show(&id).await.unwrap().unwrap();
+    let mut m = s.store().queue_show(id).await.unwrap().unwrap();
     for _ in 0..100 {
-        if m.recipients.iter().all(|r| r.state == "delivered") {
+        if m.recipients.iter().all(|r| r.state == RecipientStatus::Delivered) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        m = s.store().queue_show(&id).await.unwrap().unwrap();
+        m = s.store().queue_show(id).await.unwrap().unwrap();
     }
-    assert!(m.recipients.iter().all(|r| r.state == "delivered"), "{m:?}");
+    assert!(m.recipients.iter().all(|r| r.state == RecipientStatus::Delivered), "{m:?}");
     assert_eq!(m.attempts.len(), 2);
     assert!(m.attempts[0].reply.starts_with("250"), "{:?}", m.attempts[0]);
     assert!(s.store().queue_list().await.unwrap().is_empty());
@@ -141,7 +141,7 @@ async fn per_recipient_results_and_a_failure_dsn() {
     assert_eq!(s.engine().run_once().await, 1);
     assert_eq!(sim.received().len(), 1);
     assert_eq!(sim.received()[0].rcpts, ["ok@remote.test"]);
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
+    let m = s.store().queue_show(id).await.unwrap().unwrap();
     assert_eq!(m.recipients.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(), ["delivered", "bounced"]);
     // The bounce went to Alice, from <>.
     let inbox = s.inbox("alice@example.test").await;
@@ -173,17 +173,17 @@ async fn five_days_down_delay_notice_then_bounce() {
     let mut times = Vec::new();
     for _ in 0..200 {
         engine.run_once().await;
-        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        let m = s.store().queue_show(id).await.unwrap().unwrap();
         times.push(facteur_store::Clock::now(&clock));
-        if m.recipients[0].state != "queued" {
+        if m.recipients[0].state != RecipientStatus::Queued {
             break;
         }
         let next = m.recipients[0].next_attempt.unwrap();
         assert!(next > facteur_store::Clock::now(&clock), "next attempt in the future");
         clock.set(next);
     }
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
-    assert_eq!(m.recipients[0].state, "bounced");
+    let m = s.store().queue_show(id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, RecipientStatus::Bounced);
     // The retry schedule: 5 min, doubling, capped at 4 h, last try at 5 days.
     let gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert_eq!(&gaps[..7], [300, 600, 1200, 2400, 4800, 9600, 14400]);
@@ -215,15 +215,15 @@ async fn hang_and_drop_mid_data_defer_then_deliver_once() {
         let (s, clock) = manual(sim.addr()).await;
         let id = submit(&s, "alice@example.test", &["x@remote.test"], "", "").await;
         s.engine().run_once().await;
-        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        let m = s.store().queue_show(id).await.unwrap().unwrap();
         assert_eq!((m.recipients[0].state.as_str(), m.recipients[0].attempts), ("queued", 1), "{m:?}");
         assert!(sim.received().is_empty());
         // The destination recovers.
         sim.set_behavior(Behavior::accept_all());
         clock.advance(300);
         s.engine().run_once().await;
-        let m = s.store().queue_show(&id).await.unwrap().unwrap();
-        assert_eq!(m.recipients[0].state, "delivered", "{m:?}");
+        let m = s.store().queue_show(id).await.unwrap().unwrap();
+        assert_eq!(m.recipients[0].state, RecipientStatus::Delivered, "{m:?}");
         assert_eq!(sim.received().len(), 1);
         assert!(s.inbox("alice@example.test").await.is_empty(), "no notice for a short delay");
     }
@@ -235,8 +235,8 @@ async fn null_sender_never_gets_a_notice() {
     let (s, _clock) = manual(sim.addr()).await;
     let id = submit(&s, "", &["x@remote.test"], "", "").await;
     s.engine().run_once().await;
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
-    assert_eq!(m.recipients[0].state, "bounced");
+    let m = s.store().queue_show(id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, RecipientStatus::Bounced);
     let conn = rusqlite::Connection::open(s.db_path()).unwrap();
     let messages: i64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
     assert_eq!(messages, 1, "no DSN was created");
@@ -252,10 +252,10 @@ async fn smtputf8_message_to_a_server_without_it_fails_permanently() {
     c.ok("RCPT TO:<jörg@remote.test>", 250).await;
     c.ok("DATA", 354).await;
     c.send_raw("Subject: grüße\r\n\r\nx\r\n.\r\n".as_bytes()).await;
-    let id = c.reply().await.text().rsplit(' ').next().unwrap().to_string();
+    let id = c.reply().await.queued_id();
     s.engine().run_once().await;
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
-    assert_eq!(m.recipients[0].state, "bounced");
+    let m = s.store().queue_show(id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, RecipientStatus::Bounced);
     assert!(m.recipients[0].last_error.as_deref().unwrap().contains("5.6.7"), "{m:?}");
     assert_eq!(sim.connections(), 1);
     assert!(sim.received().is_empty());
@@ -274,7 +274,7 @@ async fn unreachable_destination_defers_everything_waiting_for_it() {
     }
     assert_eq!(s.engine().run_once().await, 5);
     for id in ids {
-        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        let m = s.store().queue_show(id).await.unwrap().unwrap();
         assert_eq!((m.recipients[0].state.as_str(), m.recipients[0].attempts), ("queued", 1));
         assert!(m.recipients[0].last_error.as_deref().unwrap().contains("cannot connect"), "{m:?}");
     }
@@ -405,7 +405,7 @@ async fn starttls_opportunistic_and_required() {
     config.route[0].tls = TlsPolicy::Require;
     let (s, _clock) = start_manual(config).await;
     let m = one_attempt(&s, "x@remote.test").await;
-    assert_eq!(m.recipients[0].state, "queued");
+    assert_eq!(m.recipients[0].state, RecipientStatus::Queued);
     assert!(m.recipients[0].last_error.as_deref().unwrap().contains("requires TLS"), "{m:?}");
     assert!(clear.received().is_empty());
 }
@@ -424,7 +424,7 @@ async fn relay_route_with_starttls_and_auth() {
     up.add_user("dave@up.test", &facteur_store::password::hash("dave-pass")).await.unwrap();
     // The relay account sends for the whole of example.test (RFC 6409 §6.1).
     up.grant_sender("bob@example.test", "@example.test").await.unwrap();
-    for (password, expect) in [("wrong", "queued"), (common::PASSWORD, "delivered")] {
+    for (password, expect) in [("wrong", RecipientStatus::Queued), (common::PASSWORD, RecipientStatus::Delivered)] {
         let mut config = relay_config(upstream.submission);
         config.route[0].domain = "up.test".into();
         config.route[0].tls = TlsPolicy::Require;
@@ -436,7 +436,7 @@ async fn relay_route_with_starttls_and_auth() {
         let (s, _clock) = start_manual(config).await;
         let m = one_attempt(&s, "dave@up.test").await;
         assert_eq!(m.recipients[0].state, expect, "{m:?}");
-        if expect == "queued" {
+        if expect == RecipientStatus::Queued {
             assert!(m.recipients[0].last_error.as_deref().unwrap().contains("refused our credentials"), "{m:?}");
         }
     }
@@ -495,7 +495,7 @@ async fn classes_share_a_slow_destination_by_weight() {
 async fn pausing_a_class_holds_it_at_once() {
     let sim = Downstream::start(Behavior::accept_all()).await;
     let (s, clock) = manual(sim.addr()).await;
-    s.store().set_control("pause:class:bulk", Some("1"), T0, "test").await.unwrap();
+    s.store().set_control(&"pause:class:bulk".parse().unwrap(), Some("1"), T0, "test").await.unwrap();
     let mut c = Client::connect(s.smtp).await;
     c.ehlo().await;
     c.send_mail("news@list.test", &["x@far.test"], "Precedence: bulk\r\nSubject: promo\r\n\r\nb").await;
@@ -503,7 +503,7 @@ async fn pausing_a_class_holds_it_at_once() {
     s.engine().run_once().await;
     assert_eq!(sim.received().len(), 1);
     assert!(String::from_utf8_lossy(&sim.received()[0].data).contains("Subject: hello"));
-    s.store().set_control("pause:class:bulk", None, T0, "test").await.unwrap();
+    s.store().set_control(&"pause:class:bulk".parse().unwrap(), None, T0, "test").await.unwrap();
     // Controls are reloaded at most once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     clock.advance(1);
@@ -554,9 +554,9 @@ async fn push_back_is_fed_to_the_shaper() {
         ids.push(submit(&s, "alice@example.test", &["x@far.test"], "", "").await);
     }
     s.engine().run_once().await;
-    for id in &ids {
+    for &id in &ids {
         let m = s.store().queue_show(id).await.unwrap().unwrap();
-        assert_eq!(m.recipients[0].state, "queued", "{m:?}");
+        assert_eq!(m.recipients[0].state, RecipientStatus::Queued, "{m:?}");
         assert!(m.recipients[0].last_error.as_deref().unwrap().starts_with("421"), "{m:?}");
         assert_eq!(m.recipients[0].attempts, 1, "push-backs are retried in memory, then one deferral: {m:?}");
     }
@@ -620,7 +620,7 @@ async fn a_peer_that_greets_with_our_own_name_is_a_loop() {
     config.route[0].domain = "far.test".into();
     let (s, _clock) = start_manual(config).await;
     let m = one_attempt(&s, "x@far.test").await;
-    assert_eq!(m.recipients[0].state, "bounced", "{m:?}");
+    assert_eq!(m.recipients[0].state, RecipientStatus::Bounced, "{m:?}");
     assert!(m.attempts[0].reply.contains("5.4.6") && m.attempts[0].reply.contains("loops back to myself"), "{m:?}");
     let bounce = s.inbox("alice@example.test").await;
     assert_eq!(bounce.len(), 1, "the sender is told");
@@ -638,7 +638,7 @@ async fn relay_credentials_only_over_verified_tls() {
     config.route[0].auth = auth.clone();
     let (s, _clock) = start_manual(config).await;
     let m = one_attempt(&s, "x@remote.test").await;
-    assert_eq!(m.recipients[0].state, "queued");
+    assert_eq!(m.recipients[0].state, RecipientStatus::Queued);
     let err = m.recipients[0].last_error.clone().unwrap();
     assert!(err.contains("4.7.10") && err.contains("never send credentials without TLS"), "{err}");
     assert!(!clear.transcript().iter().any(|l| l.starts_with("AUTH")), "{:?}", clear.transcript());
@@ -648,7 +648,7 @@ async fn relay_credentials_only_over_verified_tls() {
     config.route[0].auth = auth;
     let (s, _clock) = start_manual(config).await;
     let m = one_attempt(&s, "x@remote.test").await;
-    assert_eq!(m.recipients[0].state, "queued");
+    assert_eq!(m.recipients[0].state, RecipientStatus::Queued);
     let err = m.recipients[0].last_error.clone().unwrap();
     assert!(err.contains("TLS handshake") && err.contains("certificate"), "{err}");
     let t = tls.transcript();
@@ -665,9 +665,11 @@ async fn required_tls_verifies_the_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("sim-ca.pem");
     std::fs::write(&ca, sim.certificate_pem()).unwrap();
-    for (ca_file, insecure, expect) in
-        [(None, false, "queued"), (Some(ca.clone()), false, "delivered"), (None, true, "delivered")]
-    {
+    for (ca_file, insecure, expect) in [
+        (None, false, RecipientStatus::Queued),
+        (Some(ca.clone()), false, RecipientStatus::Delivered),
+        (None, true, RecipientStatus::Delivered),
+    ] {
         let mut config = relay_config(sim.addr());
         config.route[0].tls = TlsPolicy::Require;
         config.route[0].tls_ca_file = ca_file.clone();
@@ -711,8 +713,8 @@ async fn a_downstream_trickling_its_reply_is_cut_at_the_command_deadline() {
     let t = std::time::Instant::now();
     s.engine().run_once().await;
     let took = t.elapsed();
-    let m = s.store().queue_show(&id).await.unwrap().unwrap();
-    assert_eq!(m.recipients[0].state, "queued", "{m:?}");
+    let m = s.store().queue_show(id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].state, RecipientStatus::Queued, "{m:?}");
     assert!(m.recipients[0].last_error.as_deref().unwrap().contains("timeout"), "{m:?}");
     assert!(took < Duration::from_secs(5), "held {took:?} under a 2 s command timeout");
 }

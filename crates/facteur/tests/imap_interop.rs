@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 
 use common::{Client, PASSWORD, TestServer, require, run};
-use facteur_store::{FlagOp, Store};
+use facteur_store::{FlagOp, prelude::*};
 
 /// `n` messages to `to` over one SMTP session, subjects "message 1".."message n".
 async fn deliver_many(s: &TestServer, to: &str, n: usize) {

@@ -132,9 +132,13 @@ async fn relay_server(route: facteur::config::RouteConfig) -> TestServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_to_postfix_smtp_sink() {
     use facteur::config::RouteConfig;
-    use facteur_store::Store;
+    use facteur_store::prelude::*;
     require("smtp-sink");
-    for (flags, expect) in [(&[][..], "delivered"), (&["-r", "RCPT"][..], "queued"), (&["-f", "RCPT"][..], "bounced")] {
+    for (flags, expect) in [
+        (&[][..], RecipientStatus::Delivered),
+        (&["-r", "RCPT"][..], RecipientStatus::Queued),
+        (&["-f", "RCPT"][..], RecipientStatus::Bounced),
+    ] {
         let dump = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dump.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -162,9 +166,9 @@ async fn delivers_to_postfix_smtp_sink() {
         let mut c = common::Client::connect(s.smtp).await;
         c.ehlo().await;
         let r = c.send_mail("alice@example.test", &["someone@far.test"], "Subject: to the sink\r\n\r\nbody").await;
-        let id = r.text().rsplit(' ').next().unwrap().to_string();
+        let id = r.queued_id();
         s.engine().run_once().await;
-        let m = s.store().queue_show(&id).await.unwrap().unwrap();
+        let m = s.store().queue_show(id).await.unwrap().unwrap();
         let _ = sink.kill();
         let _ = sink.wait();
         assert_eq!(m.recipients[0].state, expect, "smtp-sink {flags:?}: {m:?}");
@@ -172,12 +176,12 @@ async fn delivers_to_postfix_smtp_sink() {
             .unwrap()
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
             .collect();
-        if expect == "delivered" {
+        if expect == RecipientStatus::Delivered {
             assert_eq!(dumped.len(), 1);
-            assert!(dumped[0].contains("Subject: to the sink") && dumped[0].contains(&id), "{}", dumped[0]);
+            assert!(dumped[0].contains("Subject: to the sink") && dumped[0].contains(&id.to_string()), "{}", dumped[0]);
         } else {
             assert!(dumped.iter().all(|d| !d.contains("Subject: to the sink")));
-            assert!(m.recipients[0].last_error.as_deref().unwrap().starts_with(if expect == "queued" {
+            assert!(m.recipients[0].last_error.as_deref().unwrap().starts_with(if expect == RecipientStatus::Queued {
                 "450"
             } else {
                 "500"
@@ -234,7 +238,7 @@ async fn delivers_to_a_real_postfix() {
     use std::time::Duration;
 
     use facteur::config::RouteConfig;
-    use facteur_store::Store;
+    use facteur_store::prelude::*;
     require("postfix");
     require("postconf");
     require_root();
@@ -259,14 +263,14 @@ async fn delivers_to_a_real_postfix() {
         c.send_raw(data.as_bytes()).await;
         let r = c.reply().await;
         assert_eq!(r.code, 250, "{r:?}");
-        ids.push(r.text().rsplit(' ').next().unwrap().to_string());
+        ids.push(r.queued_id());
     }
     c.ok("QUIT", 221).await;
 
     tokio::time::timeout(Duration::from_secs(60), s.engine().run_once()).await.expect("delivery within 60 s");
-    for id in &ids {
+    for &id in &ids {
         let m = s.store().queue_show(id).await.unwrap().unwrap();
-        assert!(m.recipients.iter().all(|r| r.state == "delivered"), "{m:?}");
+        assert!(m.recipients.iter().all(|r| r.state == RecipientStatus::Delivered), "{m:?}");
     }
 
     let mut files = peer.delivered("pf.test");

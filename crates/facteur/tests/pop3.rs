@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{Client, PASSWORD, Stream, TestServer, test_config, tls_connector};
-use facteur_store::{FlagOp, Store};
+use facteur_store::{FlagOp, prelude::*};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use common::{Client, PASSWORD, TestServer, require};
-use facteur_store::Store;
+use facteur_store::prelude::*;
 
 const ALICE: &str = "alice@example.test";
 

@@ -440,7 +440,7 @@ async fn queue_controls_from_the_cli() {
     let mut c = Client::connect(server.smtp).await;
     c.ehlo().await;
     let r = c.send_mail("alice@example.test", &["far@remote.test"], "Subject: stuck\r\n\r\nx").await;
-    let id = r.text().rsplit(' ').next().unwrap().to_string();
+    let id = r.queued_id().to_string();
     let state = |d: &Path| {
         let o = facteur(d, &["queue", "show", &id, "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

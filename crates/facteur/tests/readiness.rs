@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Lines, TestServer, http_get, test_config};
-use facteur_store::Store;
+use facteur_store::prelude::*;
 
 async fn wait_for_status(s: &TestServer, status: u16, within: Duration) -> String {
     let t = Instant::now();

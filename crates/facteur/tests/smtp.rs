@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Client, PASSWORD, TestServer, http_get, test_config};
-use facteur_store::Store;
+use facteur_store::prelude::*;
 
 #[tokio::test]
 async fn ehlo_advertises_extensions() {
@@ -35,8 +35,7 @@ async fn local_delivery_lands_in_inbox_with_received_and_id() {
         .await;
     assert_eq!(r.code, 250, "{r:?}");
     assert!(r.text().starts_with("2.0.0 Ok: queued as "), "{r:?}");
-    let id = r.text().rsplit(' ').next().unwrap().to_string();
-    assert_eq!(id.len(), 26);
+    let id = r.queued_id().to_string();
     for user in ["alice@example.test", "bob@example.test"] {
         let inbox = s.inbox(user).await;
         assert_eq!(inbox.len(), 1, "{user}");
@@ -100,13 +99,13 @@ async fn trusted_network_relays_into_the_queue() {
     let q = s.store().queue_list().await.unwrap();
     assert_eq!(q.len(), 1);
     let m = &q[0];
-    assert_eq!(m.envelope.ret.as_deref(), Some("HDRS"));
+    assert_eq!(m.envelope.ret, Some(facteur_types::Ret::Hdrs));
     assert_eq!(m.envelope.envid.as_deref(), Some("abc+def"));
     assert_eq!(m.recipients[0].address, "someone@elsewhere.test");
-    assert_eq!(m.recipients[0].state, "queued");
-    assert_eq!(m.recipients[0].notify.as_deref(), Some("FAILURE,DELAY"));
+    assert_eq!(m.recipients[0].state, RecipientStatus::Queued);
+    assert_eq!(m.recipients[0].notify.map(|n| n.to_string()).as_deref(), Some("FAILURE,DELAY"));
     assert_eq!(m.recipients[0].orcpt.as_deref(), Some("rfc822;someone@elsewhere.test"));
-    assert_eq!(m.recipients[1].state, "delivered");
+    assert_eq!(m.recipients[1].state, RecipientStatus::Delivered);
 }
 
 #[tokio::test]

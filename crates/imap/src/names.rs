@@ -94,7 +94,7 @@ fn check(name: &str) -> Result<(), NameError> {
 /// normalised them): each is renamed, with its children, unless its NFC
 /// spelling is taken, which is reported and left alone. Returns what was
 /// done, for the log.
-pub async fn normalise_stored<S: facteur_store::Store>(store: &S) -> facteur_store::Result<Vec<String>> {
+pub async fn normalise_stored<S: facteur_store::Mailstore>(store: &S) -> facteur_store::Result<Vec<String>> {
     let mut done = Vec::new();
     let mut taken = std::collections::HashSet::new();
     // A rename carries the children along, so look again after each one

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facteur_net::{Conn, Ended, Input, Waited, Wake};
-use facteur_store::Store;
+use facteur_store::{Changed, Directory, Mailstore};
 use imap_codec::decode::Decoder;
 use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::imap_types::IntoStatic;
@@ -115,7 +115,7 @@ pub struct ImapContext<S> {
     pub auth: Arc<facteur_net::AuthThrottle>,
 }
 
-impl<S: Store + Clone> ImapContext<S> {
+impl<S: Directory + Mailstore> ImapContext<S> {
     pub fn new(store: S, config: ImapConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let session =
             Arc::new(SessionConfig { hostname, plaintext_auth: config.plaintext_auth, starttls: tls.is_some() });
@@ -152,7 +152,7 @@ impl<S: Store + Clone> ImapContext<S> {
 
 /// Accept IMAP connections (`implicit_tls`: port 993 style) until shutdown;
 /// open sessions are told BYE and get five seconds to go.
-pub async fn serve<S: Store + Clone>(
+pub async fn serve<S: Directory + Mailstore>(
     listener: TcpListener,
     implicit_tls: bool,
     ctx: watch::Receiver<Arc<ImapContext<S>>>,
@@ -204,7 +204,7 @@ struct Imap<S> {
     peer: SocketAddr,
 }
 
-impl<S: Store + Clone> facteur_net::Protocol for Imap<S> {
+impl<S: Directory + Mailstore> facteur_net::Protocol for Imap<S> {
     async fn drive<IO: facteur_net::Stream>(&mut self, conn: &mut Conn<IO>) -> std::io::Result<Ended> {
         if !self.greeted {
             self.greeted = true;
@@ -234,7 +234,7 @@ enum Mode {
     Idle,
 }
 
-async fn flush<S: Store + Clone, IO: facteur_net::Stream>(
+async fn flush<S: Directory + Mailstore, IO: facteur_net::Stream>(
     conn: &mut Conn<IO>,
     session: &mut Session<S>,
 ) -> std::io::Result<()> {
@@ -244,7 +244,7 @@ async fn flush<S: Store + Clone, IO: facteur_net::Stream>(
 /// After a command that may have logged in: a new login makes the
 /// connection a logged-in one (idle timeout, not evicted); a banned address
 /// is told BYE (false: the connection must close).
-async fn after_login<S: Store + Clone, IO: facteur_net::Stream>(
+async fn after_login<S: Directory + Mailstore, IO: facteur_net::Stream>(
     conn: &mut Conn<IO>,
     session: &mut Session<S>,
     was_authed: bool,
@@ -261,7 +261,7 @@ async fn after_login<S: Store + Clone, IO: facteur_net::Stream>(
 }
 
 /// `log_limit` logs a connection closed for going past a limit.
-async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
+async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
     conn: &mut Conn<IO>,
     session: &mut Session<S>,
     ctx: &ImapContext<S>,
@@ -322,16 +322,16 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
             let idle_for = (mode == Mode::Idle).then(|| (last_input + idle_timeout).saturating_duration_since(now));
             // Wait for bytes; in IDLE also for changes to the selected mailbox.
             let woke = if mode == Mode::Idle {
-                conn.read_or(&mut buf, partial, idle_for, changes.recv()).await?
+                conn.read_or(&mut buf, partial, idle_for, changes.next()).await?
             } else {
                 Wake::Input(conn.read(&mut buf, partial, None).await?)
             };
             let input = match woke {
                 Wake::Other(c) => {
                     match c {
-                        Ok(ch) if Some(ch.mailbox_id) == session.selected_mailbox() => session.poll(true).await,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => session.poll(true).await,
-                        _ => {}
+                        Changed::Mailbox(id) if Some(id) == session.selected_mailbox() => session.poll(true).await,
+                        Changed::Unknown => session.poll(true).await,
+                        Changed::Mailbox(_) => {}
                     }
                     continue;
                 }

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use facteur_net::Attempt;
-use facteur_store::{FlagOp, MessageMeta, Part, Store, StoreError};
+use facteur_store::{Directory, FlagOp, Mailstore, MessageMeta, Part, StoreError};
 use imap_codec::ResponseCodec;
 use imap_codec::encode::Encoder;
 use imap_codec::imap_types::IntoStatic;
@@ -221,7 +221,7 @@ fn literal(data: Vec<u8>) -> NString<'static> {
     }
 }
 
-impl<S: Store + Clone> Session<S> {
+impl<S: Directory + Mailstore> Session<S> {
     pub fn new(store: S, cfg: Arc<SessionConfig>, tls: bool) -> Self {
         Session {
             slots: None,

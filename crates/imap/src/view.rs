@@ -176,7 +176,7 @@ mod tests {
             modseq,
             internal_date: 0,
             size: 10,
-            message_id: format!("m{uid}"),
+            message_id: facteur_store::MessageId::new(uid as u64),
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use facteur_net::{Attempt, Conn, Ended, Input};
-use facteur_store::{FlagOp, Store};
+use facteur_store::{Directory, FlagOp, Mailstore};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -134,7 +134,7 @@ pub struct Pop3Context<S> {
     pub auth: Arc<facteur_net::AuthThrottle>,
 }
 
-impl<S: Store + Clone> Pop3Context<S> {
+impl<S: Directory + Mailstore> Pop3Context<S> {
     pub fn new(store: S, config: Pop3Config, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let session = SessionConfig { hostname, plaintext_auth: config.plaintext_auth, stls: tls.is_some() };
         let gate = facteur_net::Gate::new("pop3", config.limits().0);
@@ -169,7 +169,7 @@ impl<S: Store + Clone> Pop3Context<S> {
 /// Accept POP3 connections (`implicit_tls`: port 995 style) until shutdown;
 /// then open sessions get a few seconds to answer and close (a QUIT under
 /// way finishes its commit first).
-pub async fn serve<S: Store + Clone>(
+pub async fn serve<S: Directory + Mailstore>(
     listener: TcpListener,
     implicit_tls: bool,
     ctx: watch::Receiver<Arc<Pop3Context<S>>>,
@@ -223,7 +223,7 @@ struct Pop3<S> {
     conn: Maildropped,
 }
 
-impl<S: Store + Clone> facteur_net::Protocol for Pop3<S> {
+impl<S: Directory + Mailstore> facteur_net::Protocol for Pop3<S> {
     async fn drive<IO: facteur_net::Stream>(&mut self, conn: &mut Conn<IO>) -> std::io::Result<Ended> {
         drive(conn, &mut self.session, &self.ctx, &mut self.conn).await
     }
@@ -250,7 +250,7 @@ async fn flush<IO: facteur_net::Stream>(conn: &mut Conn<IO>, session: &mut Sessi
     conn.write(&session.take_output()).await
 }
 
-async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
+async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
     conn: &mut Conn<IO>,
     session: &mut Session,
     ctx: &Pop3Context<S>,
@@ -343,7 +343,7 @@ async fn drive<S: Store + Clone, IO: facteur_net::Stream>(
 
 /// Lock the user's maildrop and take the INBOX snapshot; the lock is
 /// released again if the snapshot fails (RFC 1939 §7, PASS).
-async fn open_maildrop<S: Store + Clone>(
+async fn open_maildrop<S: Directory + Mailstore>(
     ctx: &Pop3Context<S>,
     conn: &mut Maildropped,
     user: &str,
@@ -369,7 +369,7 @@ async fn open_maildrop<S: Store + Clone>(
 /// The UPDATE state (RFC 1939 §6): retrieved messages get `\Seen`, deleted
 /// ones `\Deleted` and are expunged, only those, so IMAP sessions see
 /// exactly these EXPUNGEs.
-async fn commit<S: Store>(store: &S, mailbox_id: i64, deleted: Vec<u32>, seen: Vec<u32>) -> bool {
+async fn commit<S: Directory + Mailstore>(store: &S, mailbox_id: i64, deleted: Vec<u32>, seen: Vec<u32>) -> bool {
     if !seen.is_empty()
         && let Err(e) = store.store_flags(mailbox_id, seen, FlagOp::Add, vec!["\\Seen".into()], None).await
     {

@@ -19,17 +19,18 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use facteur_smtp_proto::Reply;
 use facteur_smtp_proto::client::{OutboundEnvelope, OutboundRecipient, RcptOutcome};
-use facteur_smtp_proto::{BodyType, Notify as DsnNotify, Reply, Ret};
-use facteur_store::{AttemptRecord, ClaimFilter, DeliveryJob, NewState, Park, RecipientUpdate, SharedClock, Store};
+use facteur_spool::notices::{self, About, Notice, NoticeItem};
+use facteur_store::{AttemptRecord, ClaimFilter, DeliveryJob, Directory, NewState, Park, RecipientUpdate, Spool};
+use facteur_types::{ControlKey, MessageId, Outcome, SharedClock};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument;
 
 use crate::client::{ClientSettings, ConnectError, Connection};
 use crate::config::DeliveryConfig;
 use crate::fair::{self, Class, ClassQueues};
-use crate::notices::{self, About, NoticeItem};
-use crate::outcome::{self, Attempt, Notice};
+use crate::outcome::{self, Attempt};
 use crate::resolver::Resolver;
 use crate::route::{RouteFailure, Router};
 use crate::shaping::{Feedback, Shaper, ShaperState};
@@ -57,16 +58,14 @@ struct Dest {
 struct Controls {
     loaded: Option<std::time::Instant>,
     /// Paused (destination, class) pairs; `None` matches any.
-    paused: Vec<(Option<String>, Option<String>)>,
+    paused: Vec<(Option<String>, Option<Class>)>,
     dest_rates: HashMap<String, f64>,
     node_rate: Option<f64>,
 }
 
 impl Controls {
-    fn paused(&self, domain: &str, class: &str) -> bool {
-        self.paused
-            .iter()
-            .any(|(d, c)| d.as_deref().is_none_or(|d| d == domain) && c.as_deref().is_none_or(|c| c == class))
+    fn paused(&self, domain: &str, class: Class) -> bool {
+        self.paused.iter().any(|(d, c)| d.as_deref().is_none_or(|d| d == domain) && c.is_none_or(|c| c == class))
     }
 }
 
@@ -187,17 +186,6 @@ fn feedback_of(outcomes: &[RcptOutcome]) -> Feedback {
     }
 }
 
-/// NOTIFY as stored, for the next hop (absent stays absent: its default applies there).
-fn parse_notify(n: Option<&str>) -> Option<DsnNotify> {
-    let on = outcome::NotifyOn::parse(Some(n?));
-    Some(DsnNotify {
-        never: !(on.success || on.failure || on.delay),
-        success: on.success,
-        failure: on.failure,
-        delay: on.delay,
-    })
-}
-
 fn outbound_envelope(job: &DeliveryJob, size: u64) -> OutboundEnvelope {
     let e = &job.envelope;
     OutboundEnvelope {
@@ -207,27 +195,20 @@ fn outbound_envelope(job: &DeliveryJob, size: u64) -> OutboundEnvelope {
             .iter()
             .map(|r| OutboundRecipient {
                 address: r.address.clone(),
-                notify: parse_notify(r.notify.as_deref()),
+                // Absent stays absent: the next hop's default applies there.
+                notify: r.notify,
                 orcpt: r.orcpt.clone(),
             })
             .collect(),
         size,
-        body: match e.body.as_deref() {
-            Some("8BITMIME") => Some(BodyType::EightBitMime),
-            Some("7BIT") => Some(BodyType::SevenBit),
-            _ => None,
-        },
+        body: e.body,
         smtputf8: e.smtputf8,
-        ret: match e.ret.as_deref() {
-            Some("FULL") => Some(Ret::Full),
-            Some("HDRS") => Some(Ret::Hdrs),
-            _ => None,
-        },
+        ret: e.ret,
         envid: e.envid.clone(),
     }
 }
 
-impl<S: Store + Clone, R: Resolver> Engine<S, R> {
+impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
     /// Route with `router` from now on (configuration reload); deliveries
     /// under way finish with the one they started with.
     pub fn set_router(&self, router: Router<R>) {
@@ -360,18 +341,14 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         };
         let mut c = Controls { loaded: Some(std::time::Instant::now()), ..Controls::default() };
         for ctl in list {
-            let parts: Vec<&str> = ctl.key.split(':').collect();
-            match parts.as_slice() {
-                ["pause", "class", class] => c.paused.push((None, Some(class.to_string()))),
-                ["pause", "dest", d] => c.paused.push((Some(d.to_string()), None)),
-                ["pause", "dest", d, "class", class] => c.paused.push((Some(d.to_string()), Some(class.to_string()))),
-                ["rate", "dest", d] => {
+            match ctl.key {
+                ControlKey::Pause { destination, class } => c.paused.push((destination, class)),
+                ControlKey::Rate { destination: Some(d) } => {
                     if let Ok(r) = ctl.value.parse() {
-                        c.dest_rates.insert(d.to_string(), r);
+                        c.dest_rates.insert(d, r);
                     }
                 }
-                ["rate", "node"] => c.node_rate = ctl.value.parse().ok(),
-                _ => tracing::warn!(key = %ctl.key, "unknown control ignored"),
+                ControlKey::Rate { destination: None } => c.node_rate = ctl.value.parse().ok(),
             }
         }
         if let Ok(dests) = self.dests.lock() {
@@ -399,7 +376,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         let mut taken = 0;
         for class in Class::ALL {
             let quota = ((limit as f64) * shares[class.index()]).ceil() as usize;
-            let filter = ClaimFilter { class: Some(class.as_str().into()), skip: skip.clone() };
+            let filter = ClaimFilter { class: Some(class), skip: skip.clone() };
             match self.store.claim_due(now, lease, quota.max(1), filter).await {
                 Ok(j) => {
                     taken += j.iter().map(|j| j.recipients.len()).sum::<usize>();
@@ -447,7 +424,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                 .clone()
         };
         self.outstanding.fetch_add(1, Ordering::SeqCst);
-        let class = Class::parse(&job.class).unwrap_or(Class::Interpersonal);
+        let class = job.class;
         if let Ok(mut q) = dest.queue.lock() {
             q.push(class, job);
         }
@@ -550,7 +527,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                 continue;
             }
             let Some(job) = Self::next_job(&dest) else { break };
-            if self.controls.lock().map(|c| c.paused(&key, &job.class)).unwrap_or(false) {
+            if self.controls.lock().map(|c| c.paused(&key, job.class)).unwrap_or(false) {
                 // Paused after it was claimed: give it back, untouched.
                 self.give_back(&job).await;
                 self.job_done();
@@ -569,9 +546,8 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                     // Still ours (leased): back in line, at the pace the shaper now sets.
                     let mut job = job;
                     job.pushed_back += 1;
-                    let class = Class::parse(&job.class).unwrap_or(Class::Interpersonal);
                     if let Ok(mut q) = dest.queue.lock() {
-                        q.push(class, job);
+                        q.push(job.class, job);
                     }
                 }
                 Ok(Delivery::Recorded(feedback)) => {
@@ -713,7 +689,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             .recipients
             .iter()
             .map(|r| RecipientUpdate {
-                message_id: job.message_id.clone(),
+                message_id: job.message_id,
                 idx: r.idx,
                 state: NewState::Deferred { next_attempt: now },
                 attempt: None,
@@ -755,7 +731,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
     /// Deliver one job; the feedback says how the destination took it.
     /// `Err` means no connection could be made.
     async fn deliver(&self, job: &DeliveryJob, conn: &mut Option<Connection>) -> Result<Delivery, JobFailure> {
-        let Some(body) = self.store.message_body(&job.message_id).await.ok().flatten() else {
+        let Some(body) = self.store.message_body(job.message_id).await.ok().flatten() else {
             // This message's problem, not the destination's: defer it alone.
             tracing::error!(id = %job.message_id, "message body unreadable from storage; deferring");
             let f =
@@ -808,8 +784,7 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
             updates.extend(u);
             notices.extend(n);
         }
-        let what = jobs.first().map(|j| j.message_id.as_str()).unwrap_or("-");
-        self.commit(what, updates, notices).await;
+        self.commit(jobs.first().map(|j| j.message_id), updates, notices).await;
     }
 
     /// Turn attempts into state changes and notices; commit them together.
@@ -822,14 +797,19 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         body: &[u8],
     ) {
         let (updates, notices) = self.outcomes(job, attempts, host, remote_dsn, Some(body)).await;
-        self.commit(&job.message_id, updates, notices).await;
+        self.commit(Some(job.message_id), updates, notices).await;
     }
 
-    async fn commit(&self, what: &str, updates: Vec<RecipientUpdate>, notices: Vec<facteur_store::NewMessage>) {
+    async fn commit(
+        &self,
+        what: Option<MessageId>,
+        updates: Vec<RecipientUpdate>,
+        notices: Vec<facteur_store::NewMessage>,
+    ) {
         if let Err(e) = self.store.complete(updates, notices).await {
             // The lease runs out and the recipients are tried again:
             // at-least-once, never lost.
-            tracing::error!(id = %what, error = %e, "cannot record the outcome; the message will be retried");
+            tracing::error!(id = ?what, error = %e, "cannot record the outcome; the message will be retried");
         }
     }
 
@@ -855,13 +835,13 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                 }
             };
             let outcome_name = match d.state {
-                NewState::Delivered => "delivered",
-                NewState::Deferred { .. } => "deferred",
-                NewState::Bounced | NewState::Deleted => "bounced",
+                NewState::Delivered => Outcome::Delivered,
+                NewState::Deferred { .. } => Outcome::Deferred,
+                NewState::Bounced | NewState::Deleted => Outcome::Bounced,
             };
             tracing::info!(
                 id = %job.message_id, rcpt = %r.address, host = host.as_deref().unwrap_or("-"),
-                outcome = outcome_name, reply = %reply, "delivery attempt"
+                outcome = %outcome_name, reply = %reply, "delivery attempt"
             );
             if let Some(kind) = d.notice {
                 items.push(NoticeItem {
@@ -877,14 +857,14 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
                 });
             }
             updates.push(RecipientUpdate {
-                message_id: job.message_id.clone(),
+                message_id: job.message_id,
                 idx: r.idx,
                 state: d.state.clone(),
                 attempt: Some(AttemptRecord {
                     recipient: r.address.clone(),
                     at: now,
                     host: host.clone(),
-                    outcome: outcome_name.into(),
+                    outcome: outcome_name,
                     reply: reply.clone(),
                 }),
                 last_error: (!matches!(a, Attempt::Delivered { .. })).then_some(reply),
@@ -898,12 +878,12 @@ impl<S: Store + Clone, R: Resolver> Engine<S, R> {
         let original = match body {
             Some(b) => b,
             None => {
-                loaded = self.store.message_body(&job.message_id).await.ok().flatten().unwrap_or_default();
+                loaded = self.store.message_body(job.message_id).await.ok().flatten().unwrap_or_default();
                 &loaded
             }
         };
         let about =
-            About { message_id: &job.message_id, received_at: job.received_at, envelope: &job.envelope, original };
+            About { message_id: job.message_id, received_at: job.received_at, envelope: &job.envelope, original };
         let notices = notices::compose(&self.store, &about, items, &self.hostname, now_ms).await;
         (updates, notices)
     }

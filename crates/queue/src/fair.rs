@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 /// The class of a message (decided at acceptance by `facteur-classify`).
 /// `Class::ALL` is also the index order of every per-class array here.
-pub use facteur_classify::Class;
+pub use facteur_types::Class;
 
 /// Relative weights of the classes, and the floor under bulk.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -13,12 +13,10 @@
 //! ends delivered, bounced (with a DSN unless the sender was `<>` or NOTIFY
 //! said otherwise), or deleted by an operator.
 
-pub mod admission;
 pub mod client;
 pub mod config;
 pub mod engine;
 pub mod fair;
-pub mod notices;
 pub mod outcome;
 pub mod resolver;
 pub mod route;

@@ -2,7 +2,9 @@
 //! retry time), or bounced — and which notice (DSN) the sender gets. Pure
 //! functions of the attempt, the recipient's history and `now`.
 
+use facteur_spool::Notice;
 use facteur_store::{JobRecipient, NewState};
+use facteur_types::Notify;
 
 use crate::config::DeliveryConfig;
 
@@ -14,17 +16,6 @@ pub enum Attempt {
     Permanent { reply: String, status: (u8, u16, u16) },
 }
 
-/// Which DSN a recipient's outcome calls for (RFC 3464 §2.3.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Notice {
-    Failed,
-    Delayed,
-    /// Passed to a server that does not do DSN (RFC 3464 §2.3.3).
-    Relayed,
-    /// Put in a local mailbox.
-    Delivered,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub state: NewState,
@@ -32,28 +23,6 @@ pub struct Decision {
     /// The status to report in that notice.
     pub status: (u8, u16, u16),
     pub delay_notified: bool,
-}
-
-/// NOTIFY as stored ("NEVER", "SUCCESS,DELAY", ...). Absent NOTIFY means
-/// FAILURE and DELAY (RFC 3461 §4.1 leaves the default to us; this is what
-/// Postfix and Exim do).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotifyOn {
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-impl NotifyOn {
-    pub fn parse(notify: Option<&str>) -> NotifyOn {
-        match notify {
-            None => NotifyOn { success: false, failure: true, delay: true },
-            Some(n) => {
-                let has = |k: &str| n.split(',').any(|p| p.trim().eq_ignore_ascii_case(k));
-                NotifyOn { success: has("SUCCESS"), failure: has("FAILURE"), delay: has("DELAY") }
-            }
-        }
-    }
 }
 
 /// Exponential backoff: `first × 2^(n-1)` capped at `max`, ± jitter, where
@@ -82,7 +51,7 @@ pub fn decide(
     remote_dsn: bool,
     config: &DeliveryConfig,
 ) -> Decision {
-    let notify = NotifyOn::parse(r.notify.as_deref());
+    let notify = Notify::effective(r.notify);
     match attempt {
         Attempt::Delivered { .. } => Decision {
             state: NewState::Delivered,
@@ -130,7 +99,7 @@ mod tests {
         JobRecipient {
             idx: 0,
             address: "a@b.test".into(),
-            notify: notify.map(str::to_string),
+            notify: notify.map(|n| n.parse().unwrap()),
             orcpt: None,
             attempts,
             delay_notified,
@@ -155,13 +124,6 @@ mod tests {
             let d = retry_delay(1, &j);
             assert!((240..=360).contains(&d), "{d}");
         }
-    }
-
-    #[test]
-    fn notify_parsing() {
-        assert_eq!(NotifyOn::parse(None), NotifyOn { success: false, failure: true, delay: true });
-        assert_eq!(NotifyOn::parse(Some("NEVER")), NotifyOn { success: false, failure: false, delay: false });
-        assert_eq!(NotifyOn::parse(Some("SUCCESS,DELAY")), NotifyOn { success: true, failure: false, delay: true });
     }
 
     #[test]

@@ -11,28 +11,9 @@ mod params;
 use crate::address::{Address, AddressError};
 use crate::reply::Reply;
 
-/// BODY= parameter of MAIL (RFC 6152; BINARYMIME is not offered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyType {
-    SevenBit,
-    EightBitMime,
-}
-
-/// RET= parameter of MAIL (RFC 3461 §4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Hdrs,
-}
-
-/// NOTIFY= parameter of RCPT (RFC 3461 §4.1): NEVER, or any of the three.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Notify {
-    pub never: bool,
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
+// BODY= (RFC 6152), RET= (RFC 3461 §4.3) and NOTIFY= (RFC 3461 §4.1) are
+// shared vocabulary: the same values travel to storage and the next hop.
+pub use facteur_types::{BodyType, Notify, Ret};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailParams {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use facteur_net::Attempt;
 use facteur_smtp_proto::{Address, AuthRequest, Reply};
-use facteur_store::{Lookup, Route, Store, password};
+use facteur_store::{Directory, Lookup, Route, Spool, password};
 
 use crate::server::SmtpContext;
 
@@ -18,7 +18,7 @@ fn temporary(e: impl std::fmt::Display) -> Reply {
 
 /// The address a recipient is looked up under: RFC 5321 §4.5.1 requires
 /// `<Postmaster>` without a domain; it is the postmaster of our first domain.
-pub(crate) async fn recipient_key<S: Store>(ctx: &SmtpContext<S>, to: &Address) -> Result<String, Reply> {
+pub(crate) async fn recipient_key<S: Directory + Spool>(ctx: &SmtpContext<S>, to: &Address) -> Result<String, Reply> {
     if to.domain.is_empty() {
         let domains = ctx.store.list_domains().await.map_err(temporary)?;
         let primary = domains.first().map(|d| d.name.clone()).unwrap_or_else(|| ctx.hostname.clone());
@@ -30,7 +30,7 @@ pub(crate) async fn recipient_key<S: Store>(ctx: &SmtpContext<S>, to: &Address) 
 /// RCPT policy: local users are accepted, unknown local users refused
 /// (`550 5.1.1` at RCPT time: never accept-then-bounce), other domains only
 /// for authenticated clients or trusted networks (`554 5.7.1`: no open relay).
-pub(crate) async fn vet_recipient<S: Store>(
+pub(crate) async fn vet_recipient<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
     key: &str,
     authenticated: bool,
@@ -61,7 +61,7 @@ pub(crate) struct AuthOutcome {
 /// unknown user costs the same as a wrong password. Failures are throttled
 /// by address and account with IMAP and POP3 (`facteur_net::AuthThrottle`,
 /// before the password is looked at), and answered after a delay.
-pub(crate) async fn authenticate<S: Store>(
+pub(crate) async fn authenticate<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
     req: AuthRequest,
     listener: &str,
@@ -103,7 +103,11 @@ fn not_owned(address: &str, user: &str, what: &str) -> Reply {
 
 /// RFC 6409 §6.1: an authenticated user sends as itself or as what the
 /// operator granted it (`facteur user sender add`), never as anyone.
-pub(crate) async fn vet_sender_address<S: Store>(ctx: &SmtpContext<S>, user: &str, address: &str) -> Result<(), Reply> {
+pub(crate) async fn vet_sender_address<S: Directory + Spool>(
+    ctx: &SmtpContext<S>,
+    user: &str,
+    address: &str,
+) -> Result<(), Reply> {
     let grants = ctx.store.sender_grants(user).await.map_err(temporary)?;
     if facteur_store::may_send_as(user, &grants, address) {
         Ok(())
@@ -118,7 +122,11 @@ pub(crate) async fn vet_sender_address<S: Store>(ctx: &SmtpContext<S>, user: &st
 /// `From:` with no address that can be read is refused; a message without
 /// `From:` has nothing to check. The field is found as a MIME parser finds
 /// it (`From :` with a space is still From), so no spelling slips past.
-pub(crate) async fn vet_from_header<S: Store>(ctx: &SmtpContext<S>, user: &str, data: &[u8]) -> Result<(), Reply> {
+pub(crate) async fn vet_from_header<S: Directory + Spool>(
+    ctx: &SmtpContext<S>,
+    user: &str,
+    data: &[u8],
+) -> Result<(), Reply> {
     use mail_parser::{HeaderName, HeaderValue};
     let header = crate::headers::header_section(data);
     let parsed = mail_parser::MessageParser::new().parse_headers(header);

@@ -13,15 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facteur_net::{Conn, Ended, Input};
-use facteur_smtp_proto::{Envelope, Event, Notify, Reply, Session, SessionConfig};
-use facteur_store::{MessageId, NewMessage, NewRecipient, Route, SharedClock, Store, StoredEnvelope, SystemClock};
+use facteur_smtp_proto::{Envelope, Event, Reply, Session, SessionConfig};
+use facteur_store::{Directory, NewMessage, NewRecipient, Route, Spool, StoredEnvelope};
+use facteur_types::{MessageId, Notify, Ret, SharedClock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use facteur_queue::admission::{Admission, Verdict, Watermarks};
-use facteur_queue::notices::{About, NoticeItem};
-use facteur_queue::outcome::Notice;
+use facteur_spool::{About, Admission, Notice, NoticeItem, Verdict, Watermarks};
 
 use crate::config::{SmtpConfig, SuccessNotices};
 use crate::headers::{self, ReceivedInfo};
@@ -74,7 +73,7 @@ pub struct SmtpContext<S> {
     pub auth: Arc<facteur_net::AuthThrottle>,
 }
 
-impl<S: Store> SmtpContext<S> {
+impl<S: Directory + Spool> SmtpContext<S> {
     pub fn new(store: S, config: SmtpConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let gate = facteur_net::Gate::new("smtp", config.limits().0);
         let limits = ClientLimits::new(LimitConfig {
@@ -189,7 +188,7 @@ impl<S: Store> SmtpContext<S> {
 
 /// Accept connections until `shutdown` turns true, then give sessions up to
 /// ten seconds to finish (each is told `421 4.3.2`) before dropping them.
-pub async fn serve<S: Store + Clone>(
+pub async fn serve<S: Directory + Spool>(
     listener: TcpListener,
     kind: ListenerKind,
     ctx: watch::Receiver<Arc<SmtpContext<S>>>,
@@ -239,7 +238,7 @@ struct Smtp<S> {
     greeted: bool,
 }
 
-impl<S: Store> facteur_net::Protocol for Smtp<S> {
+impl<S: Directory + Spool> facteur_net::Protocol for Smtp<S> {
     async fn drive<IO: facteur_net::Stream>(&mut self, conn: &mut Conn<IO>) -> std::io::Result<Ended> {
         if !self.greeted {
             self.greeted = true;
@@ -259,7 +258,7 @@ impl<S: Store> facteur_net::Protocol for Smtp<S> {
     }
 }
 
-impl<S: Store> Smtp<S> {
+impl<S: Directory + Spool> Smtp<S> {
     /// On the MX port, strangers wait `greet_pause_ms` for the greeting; one
     /// that talks first (RFC 5321 §4.3.1: the client waits for the 220) is
     /// a bot that does not read replies, and gets `554 5.5.0` instead.
@@ -290,7 +289,7 @@ async fn flush<IO: facteur_net::Stream>(
     conn.write(&session.take_output()).await
 }
 
-async fn drive<S: Store, IO: facteur_net::Stream>(
+async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
     conn: &mut Conn<IO>,
     session: &mut Session,
     ctx: &SmtpContext<S>,
@@ -359,7 +358,7 @@ async fn drive<S: Store, IO: facteur_net::Stream>(
 
 /// MAIL: the free-disk guard, the authenticated user's right to the
 /// address, then the per-client message rates.
-async fn vet_sender<S: Store>(
+async fn vet_sender<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
     session: &Session,
     client: &mut Client,
@@ -400,7 +399,7 @@ fn success_notice_items(msg: &NewMessage) -> Vec<NoticeItem> {
     msg.recipients
         .iter()
         .filter(|r| matches!(r.route, Route::Local { .. }))
-        .filter(|r| facteur_queue::outcome::NotifyOn::parse(r.notify.as_deref()).success)
+        .filter(|r| Notify::effective(r.notify).success)
         .map(|r| NoticeItem {
             address: r.address.clone(),
             orcpt: r.orcpt.clone(),
@@ -416,16 +415,16 @@ fn success_notice_items(msg: &NewMessage) -> Vec<NoticeItem> {
 
 /// Store the success DSN. It follows the message's own commit: a crash in
 /// between loses this courtesy notice, never the message.
-async fn send_success_notice<S: Store>(
+async fn send_success_notice<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
-    id: &str,
+    id: MessageId,
     received_at: i64,
     envelope: &StoredEnvelope,
     data: &[u8],
     items: Vec<NoticeItem>,
 ) {
     let about = About { message_id: id, received_at, envelope, original: data };
-    let notices = facteur_queue::notices::compose(&ctx.store, &about, items, &ctx.hostname, ctx.clock.now_ms()).await;
+    let notices = facteur_spool::notices::compose(&ctx.store, &about, items, &ctx.hostname, ctx.clock.now_ms()).await;
     let remote = notices.iter().any(|n| n.recipients.iter().any(|r| r.route == Route::Remote));
     if notices.is_empty() {
         return;
@@ -452,18 +451,6 @@ pub fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-fn notify_text(n: &Notify) -> String {
-    if n.never {
-        return "NEVER".into();
-    }
-    let parts: Vec<&str> = [(n.success, "SUCCESS"), (n.failure, "FAILURE"), (n.delay, "DELAY")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, s)| *s)
-        .collect();
-    parts.join(",")
-}
-
 fn client_ip(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
@@ -475,7 +462,12 @@ fn client_ip(ip: IpAddr) -> String {
 }
 
 /// Prepend our header fields, commit durably, and build the final reply.
-async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env: Envelope, data: Vec<u8>) -> Reply {
+async fn accept_message<S: Directory + Spool>(
+    ctx: &SmtpContext<S>,
+    client: &mut Client,
+    env: Envelope,
+    data: Vec<u8>,
+) -> Reply {
     let now_ms = ctx.clock.now_ms();
     let id = MessageId::new(now_ms.max(0) as u64);
     let span = tracing::info_span!("message", id = %id, class = tracing::field::Empty);
@@ -513,7 +505,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
             };
             recipients.push(NewRecipient {
                 address: key,
-                notify: r.params.notify.as_ref().map(notify_text),
+                notify: r.params.notify,
                 orcpt: r.params.orcpt.clone(),
                 route,
             });
@@ -587,15 +579,9 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
             client_ip: ip,
             auth_user: env.auth_user.clone(),
             tls: env.tls,
-            body: env.mail_params.body.map(|b| match b {
-                facteur_smtp_proto::BodyType::SevenBit => "7BIT".to_string(),
-                facteur_smtp_proto::BodyType::EightBitMime => "8BITMIME".to_string(),
-            }),
+            body: env.mail_params.body,
             smtputf8: env.mail_params.smtputf8,
-            ret: env.mail_params.ret.map(|r| match r {
-                facteur_smtp_proto::Ret::Full => "FULL".to_string(),
-                facteur_smtp_proto::Ret::Hdrs => "HDRS".to_string(),
-            }),
+            ret: env.mail_params.ret,
             envid: env.mail_params.envid.clone(),
         };
         let remote = recipients.iter().any(|r| r.route == Route::Remote);
@@ -603,7 +589,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
         let msg = NewMessage {
             id,
             received_at: secs,
-            class: decision.class.as_str().to_string(),
+            class: decision.class,
             envelope: stored,
             recipients,
             data: full,
@@ -618,7 +604,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
         let notice_about = (!success_notice.is_empty()).then(|| {
             let mut envelope = msg.envelope.clone();
             if stranger && ctx.config.success_notices_for_strangers == SuccessNotices::Headers {
-                envelope.ret = Some("HDRS".into());
+                envelope.ret = Some(Ret::Hdrs);
             }
             (envelope, msg.data.clone())
         });
@@ -629,7 +615,7 @@ async fn accept_message<S: Store>(ctx: &SmtpContext<S>, client: &mut Client, env
                     w.notify_one();
                 }
                 if let Some((envelope, data)) = notice_about {
-                    send_success_notice(ctx, &id_text, secs, &envelope, &data, success_notice).await;
+                    send_success_notice(ctx, id, secs, &envelope, &data, success_notice).await;
                 }
                 Reply::new(250, (2, 0, 0), format!("Ok: queued as {id_text}"))
             }

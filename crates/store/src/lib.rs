@@ -1,40 +1,55 @@
 //! facteur's storage layer.
 //!
-//! Purpose: one [`Store`] trait for everything facteur keeps — domains,
-//! users, messages and their envelopes, mailboxes with IMAP UIDs, and the
-//! per-recipient delivery state that forms the queue — and its
-//! implementations: [`sqlite::SqliteStore`] (embedded default, WAL,
-//! `synchronous=FULL`); PostgreSQL comes next, so SQL stays portable.
+//! Purpose: the contract for everything facteur keeps, split by role so
+//! each crate asks only for what it uses —
+//! [`Directory`] (domains, users, credentials, sender grants),
+//! [`Mailstore`] (mailboxes, flags, UIDs, MODSEQ, changes),
+//! [`Spool`] (accepting a message with its placements and notices in one
+//! transaction; claiming, completing, parking the queue; controls as the
+//! engine reads them) and [`Admin`] (the operator's view and actions,
+//! audit, invariant checks) — and its backends: [`sqlite::SqliteStore`]
+//! (embedded default, WAL, `synchronous=FULL`). One backend type implements
+//! every role; [`Store`] names all four.
 //!
-//! Invariants (checked by [`Store::check`] at startup, periodically, and by
-//! `facteur check`):
+//! Invariants live above the backends, in [`invariants`] (UID allocation,
+//! UIDVALIDITY from the injected clock, default mailboxes, address and
+//! domain validation), and are proven the same on every backend by the
+//! conformance suite (`crates/store/tests/conformance`):
 //! - **A message is acknowledged only after its commit returned**: the commit
-//!   of [`Store::store_message`] is fsynced before it resolves.
+//!   of [`Spool::store_message`] is durable (fsynced) before it resolves.
 //! - **UIDs are allocated in the same transaction as the message**, from a
 //!   per-mailbox counter that is never trusted alone: allocation takes the
 //!   larger of the counter and `max(uid) + 1`, so a deleted or corrupted
 //!   counter is repaired from the data, never reused (RFC 9051 §2.3.1.1).
-//! - **UIDVALIDITY never changes while a mailbox lives** (a trigger forbids it).
+//! - **UIDVALIDITY never changes while a mailbox lives**, and a re-created
+//!   mailbox gets one strictly above any its owner had.
 //!
-//! Failure behaviour: every error is a [`StoreError`]; the SMTP layer turns
-//! any of them into a temporary `451 4.3.0`, so mail is deferred, not lost.
+//! Failure behaviour: every error is a backend-neutral [`StoreError`]; the
+//! SMTP layer turns any of them into a temporary `451 4.3.0`, so mail is
+//! deferred, not lost.
 
-pub mod clock;
-pub mod id;
+pub mod changes;
+pub mod invariants;
 pub mod password;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use id::MessageId;
+pub use changes::{ChangeFeed, ChangeHub, Changed};
+pub use facteur_types::{
+    BodyType, Class, Clock, ControlKey, ManualClock, MessageId, Notify, Outcome, RecipientStatus, Ret, Severity,
+    SharedClock, SystemClock,
+};
+pub use invariants::DEFAULT_MAILBOXES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The backend failed a statement (details from its driver).
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("the storage writer has stopped")]
-    WriterGone,
+    Backend(String),
+    /// The backend cannot be reached or has stopped taking work.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Invalid(String),
     #[error("not found: {0}")]
@@ -61,11 +76,11 @@ pub struct StoredEnvelope {
     pub client_ip: String,
     pub auth_user: Option<String>,
     pub tls: bool,
-    /// BODY= ("7BIT" / "8BITMIME"), if given.
-    pub body: Option<String>,
+    /// BODY=, if given.
+    pub body: Option<BodyType>,
     pub smtputf8: bool,
-    /// RET= ("FULL" / "HDRS"), if given.
-    pub ret: Option<String>,
+    /// RET=, if given.
+    pub ret: Option<Ret>,
     pub envid: Option<String>,
 }
 
@@ -81,8 +96,8 @@ pub enum Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRecipient {
     pub address: String,
-    /// NOTIFY= as given ("NEVER", "SUCCESS,FAILURE", ...).
-    pub notify: Option<String>,
+    /// NOTIFY=, if given.
+    pub notify: Option<Notify>,
     /// ORCPT= as `addr-type;address`.
     pub orcpt: Option<String>,
     pub route: Route,
@@ -95,8 +110,7 @@ pub struct NewMessage {
     pub id: MessageId,
     /// Unix seconds.
     pub received_at: i64,
-    /// Traffic class: "system", "interpersonal", "transactional", "bulk".
-    pub class: String,
+    pub class: Class,
     pub envelope: StoredEnvelope,
     pub recipients: Vec<NewRecipient>,
     pub data: Vec<u8>,
@@ -142,11 +156,6 @@ pub struct Mailbox {
     pub highest_modseq: u64,
 }
 
-/// The mailboxes every new user gets besides INBOX, with their RFC 6154
-/// special-use attribute.
-pub const DEFAULT_MAILBOXES: [(&str, &str); 5] =
-    [("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive")];
-
 /// One message in a mailbox, without its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MessageMeta {
@@ -158,7 +167,7 @@ pub struct MessageMeta {
     pub internal_date: i64,
     pub size: u64,
     /// The stored message (for its body).
-    pub message_id: String,
+    pub message_id: MessageId,
 }
 
 /// A mailbox's messages and its HIGHESTMODSEQ, read at one instant.
@@ -197,15 +206,6 @@ pub struct FlagsChanged {
     pub modified: Vec<u32>,
 }
 
-/// A mailbox's content or flags changed (sent after the commit). Sessions
-/// watching it (IMAP IDLE, NOOP) look again. Within one node this is a
-/// broadcast channel; across nodes the same event would travel over the
-/// shared database's notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MailboxChange {
-    pub mailbox_id: i64,
-}
-
 /// What an address is to this server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -221,22 +221,19 @@ pub enum Lookup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecipientState {
     pub address: String,
-    /// "queued" (waiting for its next attempt), "held" (by an operator), or a
-    /// final state: "delivered", "bounced" (a DSN went to the sender, or the
-    /// sender was `<>`), "deleted" (by an operator, audited).
-    pub state: String,
+    pub state: RecipientStatus,
     pub attempts: u32,
     pub next_attempt: Option<i64>,
     pub last_error: Option<String>,
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     pub orcpt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueuedMessage {
-    pub id: String,
+    pub id: MessageId,
     pub received_at: i64,
-    pub class: String,
+    pub class: Class,
     pub size: u64,
     pub envelope: StoredEnvelope,
     pub recipients: Vec<RecipientState>,
@@ -252,8 +249,7 @@ pub struct AttemptRecord {
     pub at: i64,
     /// The host that answered (or that we failed to reach).
     pub host: Option<String>,
-    /// "delivered", "deferred", "bounced".
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The remote reply or our own diagnostic.
     pub reply: String,
 }
@@ -263,7 +259,7 @@ pub struct AttemptRecord {
 pub struct JobRecipient {
     pub idx: u32,
     pub address: String,
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     pub orcpt: Option<String>,
     pub attempts: u32,
     pub delay_notified: bool,
@@ -272,9 +268,9 @@ pub struct JobRecipient {
 /// A message's recipients for one destination domain, leased to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryJob {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub received_at: i64,
-    pub class: String,
+    pub class: Class,
     pub size: u64,
     pub envelope: StoredEnvelope,
     pub domain: String,
@@ -289,8 +285,8 @@ pub struct DeliveryJob {
 /// destinations, classes, or a class at a destination).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimFilter {
-    pub class: Option<String>,
-    pub skip: Vec<(Option<String>, Option<String>)>,
+    pub class: Option<Class>,
+    pub skip: Vec<(Option<String>, Option<Class>)>,
 }
 
 /// What happens to one recipient after an attempt or an operator's action.
@@ -309,7 +305,7 @@ pub enum NewState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientUpdate {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub idx: u32,
     pub state: NewState,
     /// The attempt that led here, recorded in the history.
@@ -322,7 +318,7 @@ pub struct RecipientUpdate {
 /// Queue depth of one class (or one destination and class).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    pub class: String,
+    pub class: Class,
     /// Recipient domain; empty in per-class totals.
     pub domain: String,
     /// Recipients waiting (queued, any next attempt).
@@ -337,7 +333,7 @@ pub struct QueueStats {
 /// A persistent operator control (pause, rate), as set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Control {
-    pub key: String,
+    pub key: ControlKey,
     pub value: String,
     pub set_at: i64,
     pub actor: String,
@@ -349,15 +345,14 @@ pub struct AuditRecord {
     pub at: i64,
     pub actor: String,
     pub action: String,
-    pub message_id: Option<String>,
+    pub message_id: Option<MessageId>,
     pub detail: String,
 }
 
 /// One finding of an invariant check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// "error" (data is inconsistent), "repaired" (it was, and is fixed now).
-    pub severity: String,
+    pub severity: Severity,
     pub invariant: String,
     pub detail: String,
 }
@@ -373,20 +368,20 @@ pub struct CheckReport {
 impl CheckReport {
     /// True when no invariant is broken now (repaired findings are fine).
     pub fn healthy(&self) -> bool {
-        self.findings.iter().all(|f| f.severity == "repaired")
+        self.findings.iter().all(|f| f.severity == Severity::Repaired)
     }
 }
 
-/// Everything facteur stores. Implementations must make `store_message`
-/// durable (fsynced) before it resolves, and allocate UIDs in the same
-/// transaction as the message.
-pub trait Store: Send + Sync + 'static {
+/// Who is here: local domains, users and their credentials, and whom a
+/// user may send as.
+pub trait Directory: Clone + Send + Sync + 'static {
     fn add_domain(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     fn remove_domain(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     fn list_domains(&self) -> impl Future<Output = Result<Vec<Domain>>> + Send;
     fn is_local_domain(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Create a user (its domain must exist) with an INBOX.
+    /// Create a user (its domain must exist) with an INBOX and the
+    /// [`DEFAULT_MAILBOXES`], all subscribed.
     fn add_user(&self, address: &str, password_hash: &str) -> impl Future<Output = Result<()>> + Send;
     fn set_password(&self, address: &str, password_hash: &str) -> impl Future<Output = Result<()>> + Send;
     fn remove_user(&self, address: &str) -> impl Future<Output = Result<()>> + Send;
@@ -401,18 +396,14 @@ pub trait Store: Send + Sync + 'static {
     /// Take a grant back; `NotFound` if there was none.
     fn revoke_sender(&self, owner: &str, address: &str) -> impl Future<Output = Result<()>> + Send;
 
-    /// Write (and fsync) a tiny record: readiness asks whether storage
-    /// takes writes, not only reads.
-    fn write_probe(&self, now: i64) -> impl Future<Output = Result<()>> + Send;
-
     /// Classify a recipient address in one read: a local user, an unknown
     /// user of a local domain, or not ours.
     fn lookup_recipient(&self, address: &str) -> impl Future<Output = Result<Lookup>> + Send;
+}
 
-    /// Commit a message durably: body once, one mailbox entry (with a fresh
-    /// UID) per local recipient, one queue entry per remote recipient.
-    fn store_message(&self, msg: NewMessage) -> impl Future<Output = Result<Vec<Placement>>> + Send;
-
+/// Users' mail: mailboxes, their messages, flags, UIDs and MODSEQs, and
+/// the feed of changes IMAP sessions watch.
+pub trait Mailstore: Clone + Send + Sync + 'static {
     fn list_mailboxes(&self, owner: &str) -> impl Future<Output = Result<Vec<Mailbox>>> + Send;
     /// The raw message stored under (mailbox, uid).
     fn fetch_message(&self, mailbox_id: i64, uid: u32) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
@@ -426,7 +417,7 @@ pub trait Store: Send + Sync + 'static {
         part: Part,
     ) -> impl Future<Output = Result<Vec<(u32, Vec<u8>)>>> + Send;
 
-    // --- Mailboxes for IMAP and POP3 (names use `/` as separator) ---
+    // Names use `/` as the hierarchy separator.
     fn mailbox(&self, owner: &str, name: &str) -> impl Future<Output = Result<Option<Mailbox>>> + Send;
     /// Create a mailbox (and missing parents); `Exists` if it does.
     fn create_mailbox(
@@ -481,11 +472,15 @@ pub trait Store: Send + Sync + 'static {
         moving: bool,
     ) -> impl Future<Output = Result<Vec<(u32, u32)>>> + Send;
     /// Changes to mailboxes, after they are committed.
-    fn mailbox_changes(&self) -> tokio::sync::broadcast::Receiver<MailboxChange>;
+    fn mailbox_changes(&self) -> ChangeFeed;
+}
 
-    /// Messages with at least one recipient not yet in a final state.
-    fn queue_list(&self) -> impl Future<Output = Result<Vec<QueuedMessage>>> + Send;
-    fn queue_show(&self, id: &str) -> impl Future<Output = Result<Option<QueuedMessage>>> + Send;
+/// The spool: messages accepted with their placements, and the queue of
+/// recipients the delivery engine claims and completes.
+pub trait Spool: Clone + Send + Sync + 'static {
+    /// Commit a message durably: body once, one mailbox entry (with a fresh
+    /// UID) per local recipient, one queue entry per remote recipient.
+    fn store_message(&self, msg: NewMessage) -> impl Future<Output = Result<Vec<Placement>>> + Send;
 
     /// Lease up to `limit` recipients that are due (`queued`, next attempt
     /// at or before `now`, no live lease) until `lease_until`, grouped into
@@ -500,7 +495,7 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest next attempt among queued recipients, if any.
     fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
     /// The raw stored message.
-    fn message_body(&self, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    fn message_body(&self, id: MessageId) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// Apply recipient updates (releasing their leases) and store the
     /// notices they produced, in one transaction: a DSN exists if and only if
     /// the state change that caused it does.
@@ -511,14 +506,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Drop every lease (at startup of a single node: nothing is in flight).
     fn release_leases(&self) -> impl Future<Output = Result<u64>> + Send;
-    /// Operator controls on queued recipients; `None` means every message.
-    /// Each returns how many recipients changed and is audited.
-    fn queue_retry(&self, id: Option<&str>, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
-    /// Make every queued recipient of a destination and/or class due now.
+    /// Make every queued recipient of a destination and/or class due now
+    /// (audited as `actor`'s).
     fn queue_retry_where(
         &self,
         domain: Option<&str>,
-        class: Option<&str>,
+        class: Option<Class>,
         now: i64,
         actor: &str,
     ) -> impl Future<Output = Result<u64>> + Send;
@@ -530,35 +523,62 @@ pub trait Store: Send + Sync + 'static {
     /// parked) are left alone, so their notices go out at their own time.
     /// Not audited: it is the engine's routine, like a deferral.
     fn park_destination(&self, park: Park) -> impl Future<Output = Result<u64>> + Send;
-    fn queue_hold(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
-    fn queue_release(&self, id: &str, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Queue depth per class (`by_domain` false) or per destination and class.
+    fn queue_stats(&self, now: i64, by_domain: bool) -> impl Future<Output = Result<Vec<QueueStats>>> + Send;
+    /// The operator's controls in force.
+    fn controls(&self) -> impl Future<Output = Result<Vec<Control>>> + Send;
+}
+
+/// The operator's side: the queue as a list, actions on messages, controls,
+/// the audit trail, and the checks of storage itself.
+pub trait Admin: Clone + Send + Sync + 'static {
+    /// Messages with at least one recipient not yet in a final state.
+    fn queue_list(&self) -> impl Future<Output = Result<Vec<QueuedMessage>>> + Send;
+    fn queue_show(&self, id: MessageId) -> impl Future<Output = Result<Option<QueuedMessage>>> + Send;
+    /// Operator controls on queued recipients; `None` means every message.
+    /// Each returns how many recipients changed and is audited.
+    fn queue_retry(&self, id: Option<MessageId>, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
+    fn queue_hold(&self, id: MessageId, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
+    fn queue_release(&self, id: MessageId, now: i64, actor: &str) -> impl Future<Output = Result<u64>> + Send;
     /// Delete pending recipients; `notices` (a DSN, with `--bounce`) are stored in the same transaction.
     fn queue_delete(
         &self,
-        id: &str,
+        id: MessageId,
         now: i64,
         actor: &str,
         notices: Vec<NewMessage>,
     ) -> impl Future<Output = Result<u64>> + Send;
-    fn audit_log(&self, id: Option<&str>) -> impl Future<Output = Result<Vec<AuditRecord>>> + Send;
-    /// Queue depth per class (`by_domain` false) or per destination and class.
-    fn queue_stats(&self, now: i64, by_domain: bool) -> impl Future<Output = Result<Vec<QueueStats>>> + Send;
+    fn audit_log(&self, id: Option<MessageId>) -> impl Future<Output = Result<Vec<AuditRecord>>> + Send;
     /// Set (value Some) or clear (None) a control; audited.
     fn set_control(
         &self,
-        key: &str,
+        key: &ControlKey,
         value: Option<&str>,
         now: i64,
         actor: &str,
     ) -> impl Future<Output = Result<()>> + Send;
-    fn controls(&self) -> impl Future<Output = Result<Vec<Control>>> + Send;
 
+    /// Write (durably) a tiny record: readiness asks whether storage takes
+    /// writes, not only reads.
+    fn write_probe(&self, now: i64) -> impl Future<Output = Result<()>> + Send;
     /// Verify the invariants; with `repair`, fix what can be fixed from the
     /// data and report it as "repaired".
     fn check(&self, repair: bool) -> impl Future<Output = Result<CheckReport>> + Send;
 }
 
-/// What [`Store::park_destination`] postpones, and until when.
+/// The four roles and the shared vocabulary, for code that uses a backend
+/// whole (the binary, tests).
+pub mod prelude {
+    pub use crate::{Admin, Directory, Mailstore, Spool, Store};
+    pub use facteur_types::{Class, Clock, MessageId, Notify, Outcome, RecipientStatus};
+}
+
+/// Every role: what one backend type implements.
+pub trait Store: Directory + Mailstore + Spool + Admin {}
+
+impl<T: Directory + Mailstore + Spool + Admin> Store for T {}
+
+/// What [`Spool::park_destination`] postpones, and until when.
 #[derive(Debug, Clone)]
 pub struct Park {
     pub domain: String,
@@ -598,10 +618,7 @@ pub fn may_send_as(user: &str, grants: &[String], address: &str) -> bool {
         .any(|g| g == address || g == undetailed || g.strip_prefix('@').is_some_and(|d| !d.is_empty() && d == domain))
 }
 
-/// Canonical form of an address for lookups: lower case, trimmed.
-pub fn canonical_address(address: &str) -> String {
-    address.trim().to_lowercase()
-}
+pub use invariants::canonical_address;
 
 #[cfg(test)]
 mod tests {

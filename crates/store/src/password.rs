@@ -74,7 +74,7 @@ fn unguessable() -> String {
 /// A login: `user`'s canonical address if `password` is its password,
 /// `None` for a wrong password or an unknown user (the same hash work
 /// either way, see [`check_login`]).
-pub async fn login<S: crate::Store>(store: &S, user: &str, password: &str) -> crate::Result<Option<String>> {
+pub async fn login<S: crate::Directory>(store: &S, user: &str, password: &str) -> crate::Result<Option<String>> {
     let found = store.get_user(user).await?;
     let hash = found.as_ref().map(|u| u.password_hash.clone());
     let good = check_login(password.to_string(), hash).await;

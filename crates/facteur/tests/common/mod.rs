@@ -10,7 +10,7 @@ use std::time::Duration;
 use facteur::config::Config;
 use facteur::serve::{self, Running};
 use facteur_store::sqlite::SqliteStore;
-use facteur_store::{Store, password};
+use facteur_store::{password, prelude::*};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -156,6 +156,11 @@ pub struct Reply {
 impl Reply {
     pub fn text(&self) -> String {
         self.lines.join("\n")
+    }
+
+    /// The id in a `250 ... queued as ID` reply.
+    pub fn queued_id(&self) -> facteur_store::MessageId {
+        self.text().rsplit(' ').next().unwrap().parse().expect("a message id ends the 250")
     }
 }
 

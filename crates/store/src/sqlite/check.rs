@@ -5,20 +5,20 @@
 use rusqlite::Connection;
 
 use super::schema;
-use crate::{CheckReport, Finding, Result};
+use crate::{CheckReport, Finding, Result, Severity};
 
-fn finding(severity: &str, invariant: &str, detail: String) -> Finding {
-    Finding { severity: severity.into(), invariant: invariant.into(), detail }
+fn finding(severity: Severity, invariant: &str, detail: String) -> Finding {
+    Finding { severity, invariant: invariant.into(), detail }
 }
 
-pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
+pub fn run(c: &Connection, repair: bool, now: i64) -> Result<CheckReport> {
     let mut report = CheckReport {
         schema_version: schema::current_version(c)?,
         mailboxes: c.query_row("SELECT COUNT(*) FROM mailboxes", [], |r| r.get(0))?,
         messages: c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?,
         findings: Vec::new(),
     };
-    let fixed = if repair { "repaired" } else { "error" };
+    let fixed = if repair { Severity::Repaired } else { Severity::Error };
 
     // UIDNEXT is greater than every UID stored or expunged (RFC 9051
     // §2.3.1.1), and the counter exists.
@@ -80,7 +80,7 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
         .collect::<rusqlite::Result<_>>()?;
     for user in missing {
         if repair {
-            super::create_mailbox(c, &user, "INBOX", None)?;
+            super::create_mailbox(c, &user, "INBOX", None, now)?;
         }
         report.findings.push(finding(fixed, "user-has-inbox", format!("user {user} has no INBOX")));
     }
@@ -93,7 +93,7 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
     )?;
     if orphans > 0 {
         report.findings.push(finding(
-            "error",
+            Severity::Error,
             "message-has-mailbox",
             format!("{orphans} mailbox entr(y/ies) point to a mailbox that does not exist"),
         ));
@@ -105,7 +105,7 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
     )?;
     if bodiless > 0 {
         report.findings.push(finding(
-            "error",
+            Severity::Error,
             "message-has-body",
             format!("{bodiless} message(s) have no stored body"),
         ));
@@ -131,7 +131,7 @@ pub fn run(c: &Connection, repair: bool) -> Result<CheckReport> {
     let bad_validity: i64 = c.query_row("SELECT COUNT(*) FROM mailboxes WHERE uidvalidity <= 0", [], |r| r.get(0))?;
     if bad_validity > 0 {
         report.findings.push(finding(
-            "error",
+            Severity::Error,
             "uidvalidity-positive",
             format!("{bad_validity} mailbox(es) with UIDVALIDITY 0"),
         ));

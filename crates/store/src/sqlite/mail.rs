@@ -2,7 +2,8 @@
 //! the message list with flags and MODSEQ; APPEND, STORE, EXPUNGE, COPY and
 //! MOVE, each in one transaction of the caller's.
 //!
-//! Invariants kept here (RFC 9051 §2.3.1.1, RFC 7162 §3.1):
+//! Invariants kept here (RFC 9051 §2.3.1.1, RFC 7162 §3.1), with the
+//! decisions in [`crate::invariants`]:
 //! - a UID is never reused in a mailbox: `allocate_uid` stays above the
 //!   stored UIDs, the counter and the highest UID ever expunged;
 //! - UIDVALIDITY never changes while a mailbox lives (a trigger), and a
@@ -12,13 +13,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{allocate_uid, create_mailbox, now_secs};
-use crate::{FlagOp, FlagsChanged, Mailbox, MailboxSnapshot, MessageMeta, Part, Result, StoreError};
-
-/// Mailbox names are case-sensitive except INBOX (RFC 9051 §5.1).
-pub(crate) fn normalize_name(name: &str) -> String {
-    if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() }
-}
+use super::{allocate_uid, create_mailbox, parsed};
+use crate::invariants::{mailbox_name, normalize_name};
+use crate::{FlagOp, FlagsChanged, Mailbox, MailboxSnapshot, MessageId, MessageMeta, Part, Result, StoreError};
 
 const MAILBOX_COLUMNS: &str = "m.id, m.owner, m.name, m.uidvalidity,
     COALESCE((SELECT uidnext FROM uid_counters u WHERE u.mailbox_id = m.id), 1),
@@ -58,9 +55,8 @@ fn require(c: &Connection, owner: &str, name: &str) -> Result<Mailbox> {
 
 /// Create `name` and any missing parent (RFC 9051 §6.3.4: "the server
 /// SHOULD create any superior hierarchical names"). Exists if it does.
-pub(crate) fn create(c: &Connection, owner: &str, name: &str, special_use: Option<&str>) -> Result<Mailbox> {
-    let name = normalize_name(name);
-    validate_name(&name)?;
+pub(crate) fn create(c: &Connection, owner: &str, name: &str, special_use: Option<&str>, now: i64) -> Result<Mailbox> {
+    let name = mailbox_name(name)?;
     if get(c, owner, &name)?.is_some() {
         return Err(StoreError::Exists(format!("mailbox {name}")));
     }
@@ -71,24 +67,12 @@ pub(crate) fn create(c: &Connection, owner: &str, name: &str, special_use: Optio
         }
         prefix.push_str(part);
         if prefix != name && get(c, owner, &prefix)?.is_none() {
-            create_mailbox(c, owner, &prefix, None)?;
+            create_mailbox(c, owner, &prefix, None, now)?;
         }
     }
-    create_mailbox(c, owner, &name, special_use)?;
+    create_mailbox(c, owner, &name, special_use, now)?;
     c.execute("INSERT INTO subscriptions (owner, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![owner, name])?;
     require(c, owner, &name)
-}
-
-fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.starts_with('/')
-        || name.ends_with('/')
-        || name.contains("//")
-        || name.chars().any(|ch| ch.is_control() || ch == '*' || ch == '%')
-    {
-        return Err(StoreError::Invalid(format!("{name:?} is not a valid mailbox name")));
-    }
-    Ok(())
 }
 
 /// Delete a mailbox and its messages' entries. INBOX cannot be deleted
@@ -113,8 +97,7 @@ pub(crate) fn delete(c: &Connection, owner: &str, name: &str) -> Result<i64> {
 /// a new mailbox and leaves INBOX empty (RFC 9051 §6.3.6). Returns the
 /// mailboxes whose contents changed (for change notices).
 pub(crate) fn rename(c: &Connection, owner: &str, from: &str, to: &str, now: i64) -> Result<Vec<i64>> {
-    let (from, to) = (normalize_name(from), normalize_name(to));
-    validate_name(&to)?;
+    let (from, to) = (normalize_name(from), mailbox_name(to)?);
     let src = require(c, owner, &from)?;
     if get(c, owner, &to)?.is_some() {
         return Err(StoreError::Exists(format!("mailbox {to}")));
@@ -123,16 +106,16 @@ pub(crate) fn rename(c: &Connection, owner: &str, from: &str, to: &str, now: i64
         return Err(StoreError::Invalid(format!("cannot rename {from} into itself")));
     }
     if src.name == "INBOX" {
-        let dst = create(c, owner, &to, None)?;
+        let dst = create(c, owner, &to, None, now)?;
         let uids: Vec<u32> = messages(c, src.id)?.iter().map(|m| m.uid).collect();
-        copy(c, src.id, &uids, dst.id, true, now)?;
+        copy(c, src.id, &uids, dst.id, true)?;
         return Ok(vec![src.id, dst.id]);
     }
     // Parents of the new name, then the mailbox and its children.
     if let Some((parent, _)) = to.rsplit_once('/')
         && get(c, owner, parent)?.is_none()
     {
-        create(c, owner, parent, None)?;
+        create(c, owner, parent, None, now)?;
     }
     let children = format!("{from}/");
     c.execute(
@@ -187,7 +170,7 @@ pub(crate) fn messages(c: &Connection, mailbox_id: i64) -> Result<Vec<MessageMet
             modseq: r.get::<_, i64>(2)? as u64,
             internal_date: r.get(3)?,
             size: r.get::<_, i64>(4)? as u64,
-            message_id: r.get(5)?,
+            message_id: parsed(r, 5)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -306,10 +289,11 @@ pub(crate) fn place(
 pub(crate) fn append(
     c: &Connection,
     mailbox_id: i64,
-    id: &crate::MessageId,
+    id: MessageId,
     data: &[u8],
     flags: &[String],
     internal_date: i64,
+    now: i64,
 ) -> Result<(u32, u64)> {
     let id = id.to_string();
     let envelope =
@@ -317,7 +301,7 @@ pub(crate) fn append(
     c.prepare_cached(
         "INSERT INTO messages (id, received_at, size, envelope, class) VALUES (?1, ?2, ?3, ?4, 'interpersonal')",
     )?
-    .execute(params![id, now_secs(), data.len() as i64, envelope])?;
+    .execute(params![id, now, data.len() as i64, envelope])?;
     c.prepare_cached("INSERT INTO message_bodies (message_id, data) VALUES (?1, ?2)")?.execute(params![id, data])?;
     place(c, mailbox_id, &id, flags, internal_date)
 }
@@ -413,14 +397,7 @@ pub(crate) fn remove(c: &Connection, mailbox_id: i64, uids: &[u32]) -> Result<()
 /// COPY (RFC 9051 §6.4.7) or MOVE (RFC 6851): the same stored message gets
 /// a new UID in `to`, flags kept. Returns (source UID, new UID) pairs in
 /// source UID order, for COPYUID (RFC 4315 §3).
-pub(crate) fn copy(
-    c: &Connection,
-    from: i64,
-    uids: &[u32],
-    to: i64,
-    moving: bool,
-    _now: i64,
-) -> Result<Vec<(u32, u32)>> {
+pub(crate) fn copy(c: &Connection, from: i64, uids: &[u32], to: i64, moving: bool) -> Result<Vec<(u32, u32)>> {
     let mut pairs = Vec::new();
     let mut read = c.prepare_cached(
         "SELECT message_id, flags, internal_date FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2",

@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::invariants::{self, canonical_address};
 use crate::{
-    AuditRecord, CheckReport, ClaimFilter, Control, DeliveryJob, Domain, FlagOp, FlagsChanged, Lookup, Mailbox,
-    MailboxChange, MailboxSnapshot, MessageId, MessageMeta, NewMessage, Park, Part, Placement, QueueStats,
-    QueuedMessage, RecipientState, RecipientUpdate, Result, Route, Store, StoreError, StoredEnvelope, User,
-    canonical_address,
+    Admin, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Control, ControlKey, DeliveryJob,
+    Directory, Domain, FlagOp, FlagsChanged, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId, MessageMeta,
+    NewMessage, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState, RecipientStatus, RecipientUpdate,
+    Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, SystemClock, User,
 };
 
 pub use schema::latest_version;
@@ -32,15 +33,35 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<mpsc::Sender<writer::Job>>,
     commits: Arc<AtomicU64>,
-    changes: tokio::sync::broadcast::Sender<MailboxChange>,
+    changes: ChangeHub,
+    clock: SharedClock,
 }
 
-fn now_millis() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
 }
 
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+/// A stored text column read as one of the shared types; an unknown value
+/// is an error naming the column, not a default.
+pub(crate) fn parsed<T: std::str::FromStr>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// [`parsed`] for a nullable column.
+pub(crate) fn parsed_opt<T: std::str::FromStr>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(_) => parsed(r, i).map(Some),
+    }
 }
 
 fn open_conn(path: &Path, write: bool) -> Result<Connection> {
@@ -71,8 +92,14 @@ impl SqliteStore {
     /// up would otherwise answer "relay access denied" for its own users):
     /// [`SqliteStore::create`] makes one.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// [`SqliteStore::open`] with the clock that dates what the store
+    /// records itself (creation times, UIDVALIDITY, APPEND ids).
+    pub fn open_with_clock(path: &Path, clock: SharedClock) -> Result<Self> {
         match std::fs::metadata(path) {
-            Ok(m) if m.len() > 0 => Self::open_or_create(path),
+            Ok(m) if m.len() > 0 => Self::open_or_create(path, clock),
             Ok(_) => Err(StoreError::Preflight(format!(
                 "the database {} is empty (0 octets): it was not written by facteur, or its data was lost",
                 path.display()
@@ -84,13 +111,17 @@ impl SqliteStore {
     /// Make a new database at `path` (which must not exist, or be empty)
     /// with the current schema.
     pub fn create(path: &Path) -> Result<Self> {
+        Self::create_with_clock(path, Arc::new(SystemClock))
+    }
+
+    pub fn create_with_clock(path: &Path, clock: SharedClock) -> Result<Self> {
         if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return Err(StoreError::Exists(format!("a database at {}", path.display())));
         }
-        Self::open_or_create(path)
+        Self::open_or_create(path, clock)
     }
 
-    fn open_or_create(path: &Path) -> Result<Self> {
+    fn open_or_create(path: &Path, clock: SharedClock) -> Result<Self> {
         let mut conn = open_conn(path, true)?;
         schema::preflight_and_migrate(&mut conn)?;
         let commits = Arc::new(AtomicU64::new(0));
@@ -102,7 +133,8 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(tx),
                 commits,
-                changes: tokio::sync::broadcast::channel(1024).0,
+                changes: ChangeHub::default(),
+                clock,
             }),
         })
     }
@@ -118,10 +150,11 @@ impl SqliteStore {
 
     /// Tell watchers these mailboxes changed (after the commit).
     fn changed(&self, mailboxes: impl IntoIterator<Item = i64>) {
-        for mailbox_id in mailboxes {
-            // No receiver is fine: nobody watches.
-            let _ = self.inner.changes.send(MailboxChange { mailbox_id });
-        }
+        self.inner.changes.publish(mailboxes);
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now()
     }
 
     /// Run a write job through the group-commit writer.
@@ -129,10 +162,10 @@ impl SqliteStore {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = writer::job(f, tx);
         {
-            let w = self.inner.writer.lock().map_err(|_| StoreError::WriterGone)?;
-            w.send(job).map_err(|_| StoreError::WriterGone)?;
+            let w = self.inner.writer.lock().map_err(|_| writer_gone())?;
+            w.send(job).map_err(|_| writer_gone())?;
         }
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        rx.await.map_err(|_| writer_gone())?
     }
 
     /// Run a read on a pooled read-only connection, off the async threads.
@@ -156,71 +189,57 @@ impl SqliteStore {
     }
 }
 
-fn split_domain(address: &str) -> Result<(&str, &str)> {
-    match address.rsplit_once('@') {
-        Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok((l, d)),
-        _ => Err(StoreError::Invalid(format!("{address:?} is not an address of the form user@domain"))),
-    }
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped".into())
 }
 
-/// Create a mailbox with a fresh UIDVALIDITY (strictly above any the owner
-/// had, so a re-created mailbox never looks like the old one to a client).
-pub(crate) fn create_mailbox(conn: &Connection, owner: &str, name: &str, special_use: Option<&str>) -> Result<i64> {
+/// Create a mailbox with a fresh UIDVALIDITY ([`invariants::next_uidvalidity`]).
+pub(crate) fn create_mailbox(
+    conn: &Connection,
+    owner: &str,
+    name: &str,
+    special_use: Option<&str>,
+    now: i64,
+) -> Result<i64> {
     let prev: Option<i64> = conn.query_row(
         "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM mailboxes WHERE owner = ?1
                              UNION ALL SELECT value FROM uidvalidity_floor WHERE owner = ?1)",
         [owner],
         |r| r.get(0),
     )?;
-    let uidvalidity = (now_secs() & 0xFFFF_FFFF).max(prev.unwrap_or(0) + 1).clamp(1, u32::MAX as i64);
+    let uidvalidity = invariants::next_uidvalidity(now, prev);
     conn.execute(
         "INSERT INTO mailboxes (owner, name, uidvalidity, special_use, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![owner, name, uidvalidity, special_use, now_secs()],
+        params![owner, name, uidvalidity, special_use, now],
     )?;
     let id = conn.last_insert_rowid();
     conn.execute("INSERT INTO uid_counters (mailbox_id, uidnext) VALUES (?1, 1)", [id])?;
     Ok(id)
 }
 
-/// The next UID of a mailbox, in the caller's transaction. The counter is
-/// checked against the data every time: if it is missing or not above the
-/// highest UID stored, it is repaired from the data and the repair is logged
-/// as an error (RFC 9051 §2.3.1.1: UIDs strictly ascend, never reused).
+/// The next UID of a mailbox, in the caller's transaction
+/// ([`invariants::next_uid`] decides; the counter moves past it).
 pub(crate) fn allocate_uid(conn: &Connection, mailbox_id: i64) -> Result<u32> {
     let counter: Option<i64> = conn
         .query_row("SELECT uidnext FROM uid_counters WHERE mailbox_id = ?1", [mailbox_id], |r| r.get(0))
         .optional()?;
     // The highest UID stored or ever expunged.
-    let max_uid: i64 = conn.query_row(
+    let highest: i64 = conn.query_row(
         "SELECT MAX(COALESCE((SELECT MAX(uid) FROM mailbox_messages WHERE mailbox_id = ?1), 0),
                     COALESCE((SELECT expunged_uid_max FROM mailboxes WHERE id = ?1), 0))",
         [mailbox_id],
         |r| r.get(0),
     )?;
-    let uid = match counter {
-        Some(c) if c > max_uid => c,
-        _ => {
-            tracing::error!(
-                mailbox_id,
-                counter = ?counter,
-                max_uid,
-                "UID counter missing or behind the stored UIDs; repaired from the data"
-            );
-            max_uid + 1
-        }
-    };
-    if uid > u32::MAX as i64 {
-        return Err(StoreError::Internal(format!("mailbox {mailbox_id} has exhausted the UID space")));
-    }
+    let uid = invariants::next_uid(mailbox_id, counter, highest)?;
     conn.execute(
         "INSERT INTO uid_counters (mailbox_id, uidnext) VALUES (?1, ?2)
          ON CONFLICT (mailbox_id) DO UPDATE SET uidnext = excluded.uidnext",
-        params![mailbox_id, uid + 1],
+        params![mailbox_id, uid as i64 + 1],
     )?;
-    Ok(uid as u32)
+    Ok(uid)
 }
 
-fn inbox_of(conn: &Connection, user: &str) -> Result<i64> {
+fn inbox_of(conn: &Connection, user: &str, now: i64) -> Result<i64> {
     let id: Option<i64> = conn
         .query_row("SELECT id FROM mailboxes WHERE owner = ?1 AND name = 'INBOX'", [user], |r| r.get(0))
         .optional()?;
@@ -229,16 +248,17 @@ fn inbox_of(conn: &Connection, user: &str) -> Result<i64> {
         None => {
             // A user without INBOX is repaired on the spot rather than refusing mail.
             tracing::error!(user, "user had no INBOX; created it");
-            create_mailbox(conn, user, "INBOX", None)
+            create_mailbox(conn, user, "INBOX", None, now)
         }
     }
 }
 
-pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<Placement>> {
+/// Insert an accepted message with its recipients; `now` dates repairs.
+pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage, now: i64) -> Result<Vec<Placement>> {
     let id = msg.id.to_string();
     let envelope = serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?;
     conn.prepare_cached("INSERT INTO messages (id, received_at, size, envelope, class) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![id, msg.received_at, msg.data.len() as i64, envelope, msg.class])?;
+        .execute(params![id, msg.received_at, msg.data.len() as i64, envelope, msg.class.as_str()])?;
     conn.prepare_cached("INSERT INTO message_bodies (message_id, data) VALUES (?1, ?2)")?
         .execute(params![id, msg.data])?;
     let mut placements = Vec::new();
@@ -246,29 +266,39 @@ pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<Vec<
         let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
         let (state, next) = match &r.route {
             Route::Local { user } => {
-                let mailbox_id = inbox_of(conn, user)?;
+                let mailbox_id = inbox_of(conn, user, now)?;
                 // Two recipients that are the same user get one copy.
                 if !placements.iter().any(|p: &Placement| p.user == *user) {
                     let (uid, _) = mail::place(conn, mailbox_id, &id, &[], msg.received_at)?;
                     placements.push(Placement { user: user.clone(), mailbox_id, uid });
                 }
-                ("delivered", None)
+                (RecipientStatus::Delivered, None)
             }
-            Route::Remote => ("queued", Some(msg.received_at)),
+            Route::Remote => (RecipientStatus::Queued, Some(msg.received_at)),
         };
         conn.prepare_cached(
             "INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt, class)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
-        .execute(params![id, idx as i64, r.address, domain, r.notify, r.orcpt, state, next, msg.class])?;
+        .execute(params![
+            id,
+            idx as i64,
+            r.address,
+            domain,
+            r.notify.map(|n| n.to_string()),
+            r.orcpt,
+            state.as_str(),
+            next,
+            msg.class.as_str()
+        ])?;
     }
     Ok(placements)
 }
 
-fn load_queued(conn: &Connection, id: &str) -> Result<Option<QueuedMessage>> {
-    let row: Option<(i64, i64, String, String)> = conn
-        .query_row("SELECT received_at, size, envelope, class FROM messages WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+fn load_queued(conn: &Connection, id: MessageId) -> Result<Option<QueuedMessage>> {
+    let row: Option<(i64, i64, String, Class)> = conn
+        .query_row("SELECT received_at, size, envelope, class FROM messages WHERE id = ?1", [id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, parsed(r, 3)?))
         })
         .optional()?;
     let Some((received_at, size, envelope, class)) = row else { return Ok(None) };
@@ -279,40 +309,30 @@ fn load_queued(conn: &Connection, id: &str) -> Result<Option<QueuedMessage>> {
          FROM recipients WHERE message_id = ?1 ORDER BY idx",
     )?;
     let recipients = stmt
-        .query_map([id], |r| {
+        .query_map([id.to_string()], |r| {
             Ok(RecipientState {
                 address: r.get(0)?,
-                state: r.get(1)?,
+                state: parsed(r, 1)?,
                 attempts: r.get(2)?,
                 next_attempt: r.get(3)?,
                 last_error: r.get(4)?,
-                notify: r.get(5)?,
+                notify: parsed_opt(r, 5)?,
                 orcpt: r.get(6)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let attempts = queue::attempts_of(conn, id)?;
-    Ok(Some(QueuedMessage {
-        id: id.to_string(),
-        received_at,
-        class,
-        size: size as u64,
-        envelope,
-        recipients,
-        attempts,
-    }))
+    Ok(Some(QueuedMessage { id, received_at, class, size: size as u64, envelope, recipients, attempts }))
 }
 
-impl Store for SqliteStore {
+impl Directory for SqliteStore {
     async fn add_domain(&self, name: &str) -> Result<()> {
-        let name = canonical_address(name);
-        if name.is_empty() || name.contains('@') || name.contains(char::is_whitespace) {
-            return Err(StoreError::Invalid(format!("{name:?} is not a domain name")));
-        }
+        let name = invariants::domain_name(name)?;
+        let now = self.now();
         self.write(move |c| {
             let n = c.execute(
                 "INSERT INTO domains (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                params![name, now_secs()],
+                params![name, now],
             )?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("domain {name}")));
@@ -364,9 +384,10 @@ impl Store for SqliteStore {
 
     async fn add_user(&self, address: &str, password_hash: &str) -> Result<()> {
         let address = canonical_address(address);
-        let (_, domain) = split_domain(&address)?;
+        let (_, domain) = invariants::split_address(&address)?;
         let domain = domain.to_string();
         let hash = password_hash.to_string();
+        let now = self.now();
         self.write(move |c| {
             let known: bool =
                 c.query_row("SELECT 1 FROM domains WHERE name = ?1", [&domain], |_| Ok(true)).optional()?.is_some();
@@ -378,14 +399,14 @@ impl Store for SqliteStore {
             let n = c.execute(
                 "INSERT INTO users (address, domain, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (address) DO NOTHING",
-                params![address, domain, hash, now_secs()],
+                params![address, domain, hash, now],
             )?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("user {address}")));
             }
-            create_mailbox(c, &address, "INBOX", None)?;
-            for (name, special_use) in crate::DEFAULT_MAILBOXES {
-                create_mailbox(c, &address, name, Some(special_use))?;
+            create_mailbox(c, &address, "INBOX", None, now)?;
+            for (name, special_use) in invariants::DEFAULT_MAILBOXES {
+                create_mailbox(c, &address, name, Some(special_use), now)?;
             }
             c.execute("INSERT INTO subscriptions (owner, name) SELECT owner, name FROM mailboxes WHERE owner = ?1 ON CONFLICT DO NOTHING", [&address])?;
             Ok(())
@@ -462,16 +483,8 @@ impl Store for SqliteStore {
 
     async fn grant_sender(&self, owner: &str, address: &str) -> Result<()> {
         let owner = canonical_address(owner);
-        let address = canonical_address(address);
-        let valid = match address.strip_prefix('@') {
-            Some(domain) => !domain.is_empty() && !domain.contains('@'),
-            None => split_domain(&address).is_ok(),
-        };
-        if !valid || address.contains(char::is_whitespace) {
-            return Err(StoreError::Invalid(format!(
-                "{address:?} is neither an address (user@domain) nor a whole domain (@domain)"
-            )));
-        }
+        let address = invariants::sender_grant(address)?;
+        let now = self.now();
         self.write(move |c| {
             let known: bool =
                 c.query_row("SELECT 1 FROM users WHERE address = ?1", [&owner], |_| Ok(true)).optional()?.is_some();
@@ -480,7 +493,7 @@ impl Store for SqliteStore {
             }
             let n = c.execute(
                 "INSERT INTO sender_grants (owner, address, granted_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![owner, address, now_secs()],
+                params![owner, address, now],
             )?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("{owner} may already send as {address}")));
@@ -502,30 +515,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn non_ascii_mailboxes(&self) -> Result<Vec<(String, String)>> {
-        self.read(|c| {
-            let mut s =
-                c.prepare("SELECT owner, name FROM mailboxes WHERE name GLOB '*[^ -~]*' ORDER BY owner, length(name)")?;
-            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-        .await
-    }
-
-    async fn write_probe(&self, now: i64) -> Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO write_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                [now],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn lookup_recipient(&self, address: &str) -> Result<Lookup> {
         let address = canonical_address(address);
-        let (_, domain) = split_domain(&address)?;
+        let (_, domain) = invariants::split_address(&address)?;
         let domain = domain.to_string();
         self.read(move |c| {
             let (local, user): (bool, bool) = c
@@ -541,13 +533,9 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
-        let placements = self.write(move |c| insert_message(c, &msg)).await?;
-        self.changed(placements.iter().map(|p| p.mailbox_id));
-        Ok(placements)
-    }
-
+impl Mailstore for SqliteStore {
     async fn list_mailboxes(&self, owner: &str) -> Result<Vec<Mailbox>> {
         let owner = canonical_address(owner);
         self.read(move |c| mail::list(c, &owner)).await
@@ -576,7 +564,8 @@ impl Store for SqliteStore {
 
     async fn create_mailbox(&self, owner: &str, name: &str, special_use: Option<&str>) -> Result<Mailbox> {
         let (owner, name, su) = (canonical_address(owner), name.to_string(), special_use.map(str::to_string));
-        self.write(move |c| mail::create(c, &owner, &name, su.as_deref())).await
+        let now = self.now();
+        self.write(move |c| mail::create(c, &owner, &name, su.as_deref(), now)).await
     }
 
     async fn delete_mailbox(&self, owner: &str, name: &str) -> Result<()> {
@@ -588,7 +577,8 @@ impl Store for SqliteStore {
 
     async fn rename_mailbox(&self, owner: &str, from: &str, to: &str) -> Result<()> {
         let (owner, from, to) = (canonical_address(owner), from.to_string(), to.to_string());
-        let ids = self.write(move |c| mail::rename(c, &owner, &from, &to, now_secs())).await?;
+        let now = self.now();
+        let ids = self.write(move |c| mail::rename(c, &owner, &from, &to, now)).await?;
         self.changed(ids);
         Ok(())
     }
@@ -596,6 +586,16 @@ impl Store for SqliteStore {
     async fn subscribe(&self, owner: &str, name: &str, on: bool) -> Result<()> {
         let (owner, name) = (canonical_address(owner), name.to_string());
         self.write(move |c| mail::set_subscribed(c, &owner, &name, on)).await
+    }
+
+    async fn non_ascii_mailboxes(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut s =
+                c.prepare("SELECT owner, name FROM mailboxes WHERE name GLOB '*[^ -~]*' ORDER BY owner, length(name)")?;
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn subscriptions(&self, owner: &str) -> Result<Vec<String>> {
@@ -618,8 +618,9 @@ impl Store for SqliteStore {
         flags: Vec<String>,
         internal_date: i64,
     ) -> Result<(u32, u64)> {
-        let id = MessageId::new(now_millis());
-        let r = self.write(move |c| mail::append(c, mailbox_id, &id, &data, &flags, internal_date)).await?;
+        let id = MessageId::new(self.inner.clock.now_ms().max(0) as u64);
+        let now = self.now();
+        let r = self.write(move |c| mail::append(c, mailbox_id, id, &data, &flags, internal_date, now)).await?;
         self.changed([mailbox_id]);
         Ok(r)
     }
@@ -648,38 +649,24 @@ impl Store for SqliteStore {
     }
 
     async fn copy_messages(&self, from: i64, uids: Vec<u32>, to: i64, moving: bool) -> Result<Vec<(u32, u32)>> {
-        let r = self.write(move |c| mail::copy(c, from, &uids, to, moving, now_secs())).await?;
+        let r = self.write(move |c| mail::copy(c, from, &uids, to, moving)).await?;
         if !r.is_empty() {
             self.changed(if moving { vec![from, to] } else { vec![to] });
         }
         Ok(r)
     }
 
-    fn mailbox_changes(&self) -> tokio::sync::broadcast::Receiver<MailboxChange> {
+    fn mailbox_changes(&self) -> ChangeFeed {
         self.inner.changes.subscribe()
     }
+}
 
-    async fn queue_list(&self) -> Result<Vec<QueuedMessage>> {
-        self.read(|c| {
-            let ids: Vec<String> = c
-                .prepare(
-                    "SELECT DISTINCT message_id FROM recipients WHERE state NOT IN ('delivered', 'bounced', 'deleted')
-                     ORDER BY message_id",
-                )?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                out.extend(load_queued(c, &id)?);
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn queue_show(&self, id: &str) -> Result<Option<QueuedMessage>> {
-        let id = id.to_string();
-        self.read(move |c| load_queued(c, &id)).await
+impl Spool for SqliteStore {
+    async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
+        let now = self.now();
+        let placements = self.write(move |c| insert_message(c, &msg, now)).await?;
+        self.changed(placements.iter().map(|p| p.mailbox_id));
+        Ok(placements)
     }
 
     async fn claim_due(
@@ -696,72 +683,117 @@ impl Store for SqliteStore {
         self.read(queue::next_due).await
     }
 
-    async fn message_body(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        let id = id.to_string();
+    async fn message_body(&self, id: MessageId) -> Result<Option<Vec<u8>>> {
         self.read(move |c| {
             Ok(c.prepare_cached("SELECT data FROM message_bodies WHERE message_id = ?1")?
-                .query_row([id], |r| r.get(0))
+                .query_row([id.to_string()], |r| r.get(0))
                 .optional()?)
         })
         .await
     }
 
     async fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()> {
-        self.write(move |c| queue::complete(c, &updates, &notices)).await
+        let now = self.now();
+        self.write(move |c| queue::complete(c, &updates, &notices, now)).await
     }
 
     async fn release_leases(&self) -> Result<u64> {
         self.write(queue::release_leases).await
     }
 
-    async fn queue_retry(&self, id: Option<&str>, now: i64, actor: &str) -> Result<u64> {
-        let (id, actor) = (id.map(str::to_string), actor.to_string());
-        self.write(move |c| queue::retry(c, id.as_deref(), now, &actor)).await
-    }
-
-    async fn queue_retry_where(&self, domain: Option<&str>, class: Option<&str>, now: i64, actor: &str) -> Result<u64> {
-        let (domain, class, actor) = (domain.map(str::to_lowercase), class.map(str::to_string), actor.to_string());
-        self.write(move |c| queue::retry_where(c, domain.as_deref(), class.as_deref(), now, &actor)).await
+    async fn queue_retry_where(
+        &self,
+        domain: Option<&str>,
+        class: Option<Class>,
+        now: i64,
+        actor: &str,
+    ) -> Result<u64> {
+        let (domain, actor) = (domain.map(str::to_lowercase), actor.to_string());
+        self.write(move |c| queue::retry_where(c, domain.as_deref(), class, now, &actor)).await
     }
 
     async fn park_destination(&self, park: Park) -> Result<u64> {
         self.write(move |c| queue::park_destination(c, &park)).await
     }
 
-    async fn queue_hold(&self, id: &str, now: i64, actor: &str) -> Result<u64> {
-        let (id, actor) = (id.to_string(), actor.to_string());
-        self.write(move |c| queue::hold(c, &id, now, &actor)).await
-    }
-
-    async fn queue_release(&self, id: &str, now: i64, actor: &str) -> Result<u64> {
-        let (id, actor) = (id.to_string(), actor.to_string());
-        self.write(move |c| queue::release(c, &id, now, &actor)).await
-    }
-
-    async fn queue_delete(&self, id: &str, now: i64, actor: &str, notices: Vec<NewMessage>) -> Result<u64> {
-        let (id, actor) = (id.to_string(), actor.to_string());
-        self.write(move |c| queue::delete(c, &id, now, &actor, &notices)).await
-    }
-
-    async fn audit_log(&self, id: Option<&str>) -> Result<Vec<AuditRecord>> {
-        let id = id.map(str::to_string);
-        self.read(move |c| queue::audit_log(c, id.as_deref())).await
-    }
-
     async fn queue_stats(&self, now: i64, by_domain: bool) -> Result<Vec<QueueStats>> {
         self.read(move |c| queue::stats(c, now, by_domain)).await
-    }
-
-    async fn set_control(&self, key: &str, value: Option<&str>, now: i64, actor: &str) -> Result<()> {
-        let (key, value, actor) = (key.to_string(), value.map(str::to_string), actor.to_string());
-        self.write(move |c| queue::set_control(c, &key, value.as_deref(), now, &actor)).await
     }
 
     async fn controls(&self) -> Result<Vec<Control>> {
         self.read(queue::controls).await
     }
+}
+
+impl Admin for SqliteStore {
+    async fn queue_list(&self) -> Result<Vec<QueuedMessage>> {
+        self.read(|c| {
+            let ids: Vec<MessageId> = c
+                .prepare(
+                    "SELECT DISTINCT message_id FROM recipients WHERE state NOT IN ('delivered', 'bounced', 'deleted')
+                     ORDER BY message_id",
+                )?
+                .query_map([], |r| parsed(r, 0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(load_queued(c, id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_show(&self, id: MessageId) -> Result<Option<QueuedMessage>> {
+        self.read(move |c| load_queued(c, id)).await
+    }
+
+    async fn queue_retry(&self, id: Option<MessageId>, now: i64, actor: &str) -> Result<u64> {
+        let actor = actor.to_string();
+        self.write(move |c| queue::retry(c, id, now, &actor)).await
+    }
+
+    async fn queue_hold(&self, id: MessageId, now: i64, actor: &str) -> Result<u64> {
+        let actor = actor.to_string();
+        self.write(move |c| queue::hold(c, id, now, &actor)).await
+    }
+
+    async fn queue_release(&self, id: MessageId, now: i64, actor: &str) -> Result<u64> {
+        let actor = actor.to_string();
+        self.write(move |c| queue::release(c, id, now, &actor)).await
+    }
+
+    async fn queue_delete(&self, id: MessageId, now: i64, actor: &str, notices: Vec<NewMessage>) -> Result<u64> {
+        let actor = actor.to_string();
+        self.write(move |c| queue::delete(c, id, now, &actor, &notices)).await
+    }
+
+    async fn audit_log(&self, id: Option<MessageId>) -> Result<Vec<AuditRecord>> {
+        self.read(move |c| queue::audit_log(c, id)).await
+    }
+
+    async fn set_control(&self, key: &ControlKey, value: Option<&str>, now: i64, actor: &str) -> Result<()> {
+        let (key, value, actor) = (key.clone(), value.map(str::to_string), actor.to_string());
+        self.write(move |c| queue::set_control(c, &key, value.as_deref(), now, &actor)).await
+    }
+
+    async fn write_probe(&self, now: i64) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO write_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                [now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
 
     async fn check(&self, repair: bool) -> Result<CheckReport> {
-        if repair { self.write(|c| check::run(c, true)).await } else { self.read(|c| check::run(c, false)).await }
+        let now = self.now();
+        if repair {
+            self.write(move |c| check::run(c, true, now)).await
+        } else {
+            self.read(move |c| check::run(c, false, now)).await
+        }
     }
 }

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{insert_message, now_secs};
+use super::{insert_message, parsed, parsed_opt};
 use crate::{
-    AttemptRecord, AuditRecord, ClaimFilter, Control, DeliveryJob, JobRecipient, NewMessage, NewState, Park,
-    QueueStats, RecipientUpdate, Result, StoreError, StoredEnvelope,
+    AttemptRecord, AuditRecord, ClaimFilter, Class, Control, ControlKey, DeliveryJob, JobRecipient, MessageId,
+    NewMessage, NewState, Park, QueueStats, RecipientStatus, RecipientUpdate, Result, StoreError, StoredEnvelope,
 };
 
 pub(crate) fn claim_due(
@@ -35,10 +35,10 @@ pub(crate) fn claim_due(
         None => ("?3 IS NULL", "recipients_due"),
     };
     let mut params: Vec<Box<dyn rusqlite::ToSql>> =
-        vec![Box::new(now), Box::new(limit as i64), Box::new(filter.class.clone())];
+        vec![Box::new(now), Box::new(limit as i64), Box::new(filter.class.map(Class::as_str))];
     for (d, k) in &filter.skip {
         params.push(Box::new(d.clone()));
-        params.push(Box::new(k.clone()));
+        params.push(Box::new(k.map(Class::as_str)));
     }
     let mut stmt = c.prepare_cached(&format!(
         "SELECT r.message_id, r.idx, r.address, r.domain, r.notify, r.orcpt, r.attempts, r.delay_notified,
@@ -49,28 +49,29 @@ pub(crate) fn claim_due(
          ORDER BY r.next_attempt, r.message_id, r.idx
          LIMIT ?2"
     ))?;
-    type Row = (String, u32, String, String, Option<String>, Option<String>, u32, bool, i64, i64, String, String);
+    type Row =
+        (MessageId, u32, String, String, Option<crate::Notify>, Option<String>, u32, bool, i64, i64, String, Class);
     let rows: Vec<Row> = stmt
         .query_map(rusqlite::params_from_iter(params.iter().map(|p| p.as_ref())), |r| {
             Ok((
-                r.get(0)?,
+                parsed(r, 0)?,
                 r.get(1)?,
                 r.get(2)?,
                 r.get(3)?,
-                r.get(4)?,
+                parsed_opt(r, 4)?,
                 r.get(5)?,
                 r.get(6)?,
                 r.get(7)?,
                 r.get(8)?,
                 r.get(9)?,
                 r.get(10)?,
-                r.get(11)?,
+                parsed(r, 11)?,
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut lease = c.prepare_cached("UPDATE recipients SET lease_until = ?1 WHERE message_id = ?2 AND idx = ?3")?;
     let mut jobs: Vec<DeliveryJob> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    let mut index: HashMap<(MessageId, String), usize> = HashMap::new();
     for (
         message_id,
         idx,
@@ -86,9 +87,9 @@ pub(crate) fn claim_due(
         class,
     ) in rows
     {
-        lease.execute(params![lease_until, message_id, idx])?;
+        lease.execute(params![lease_until, message_id.to_string(), idx])?;
         let recipient = JobRecipient { idx, address, notify, orcpt, attempts, delay_notified };
-        let key = (message_id.clone(), domain.clone());
+        let key = (message_id, domain.clone());
         if let Some(&i) = index.get(&key) {
             jobs[i].recipients.push(recipient);
             continue;
@@ -133,18 +134,18 @@ pub(crate) fn next_due(c: &Connection) -> Result<Option<i64>> {
     })
 }
 
-fn state_name(s: &NewState) -> &'static str {
+fn state_of(s: &NewState) -> RecipientStatus {
     match s {
-        NewState::Delivered => "delivered",
-        NewState::Deferred { .. } => "queued",
-        NewState::Bounced => "bounced",
-        NewState::Deleted => "deleted",
+        NewState::Delivered => RecipientStatus::Delivered,
+        NewState::Deferred { .. } => RecipientStatus::Queued,
+        NewState::Bounced => RecipientStatus::Bounced,
+        NewState::Deleted => RecipientStatus::Deleted,
     }
 }
 
-pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[NewMessage]) -> Result<()> {
-    let now = now_secs();
+pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[NewMessage], now: i64) -> Result<()> {
     for u in updates {
+        let id = u.message_id.to_string();
         let (next, final_at) = match u.state {
             NewState::Deferred { next_attempt } => (Some(next_attempt), None),
             _ => (None, Some(u.attempt.as_ref().map(|a| a.at).unwrap_or(now))),
@@ -161,27 +162,27 @@ pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[N
              WHERE message_id = ?7 AND idx = ?8 AND {guard}"
         ))?
         .execute(params![
-            state_name(&u.state),
+            state_of(&u.state).as_str(),
             next,
             u.attempt.is_some() as i64,
             u.last_error,
             u.delay_notified,
             final_at,
-            u.message_id,
+            id,
             u.idx
         ])?;
         // Whatever the guard decided, a lease taken for this attempt is over.
         c.prepare_cached("UPDATE recipients SET lease_until = NULL WHERE message_id = ?1 AND idx = ?2")?
-            .execute(params![u.message_id, u.idx])?;
+            .execute(params![id, u.idx])?;
         if let Some(a) = &u.attempt {
             c.prepare_cached(
                 "INSERT INTO attempts (message_id, idx, at, host, outcome, reply) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![u.message_id, u.idx, a.at, a.host, a.outcome, a.reply])?;
+            .execute(params![id, u.idx, a.at, a.host, a.outcome.as_str(), a.reply])?;
         }
     }
     for n in notices {
-        insert_message(c, n)?;
+        insert_message(c, n, now)?;
     }
     Ok(())
 }
@@ -190,30 +191,31 @@ pub(crate) fn release_leases(c: &Connection) -> Result<u64> {
     Ok(c.execute("UPDATE recipients SET lease_until = NULL WHERE lease_until IS NOT NULL", [])? as u64)
 }
 
-fn audit(c: &Connection, now: i64, actor: &str, action: &str, id: Option<&str>, detail: &str) -> Result<()> {
+fn audit(c: &Connection, now: i64, actor: &str, action: &str, id: Option<MessageId>, detail: &str) -> Result<()> {
+    let id = id.map(|i| i.to_string());
     c.execute(
         "INSERT INTO audit (at, actor, action, message_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![now, actor, action, id, detail],
     )?;
-    tracing::info!(actor, action, message_id = id.unwrap_or("*"), detail, "operator action");
+    tracing::info!(actor, action, message_id = id.as_deref().unwrap_or("*"), detail, "operator action");
     Ok(())
 }
 
-fn require_message(c: &Connection, id: &str) -> Result<()> {
-    let n: i64 = c.query_row("SELECT COUNT(*) FROM messages WHERE id = ?1", [id], |r| r.get(0))?;
+fn require_message(c: &Connection, id: MessageId) -> Result<()> {
+    let n: i64 = c.query_row("SELECT COUNT(*) FROM messages WHERE id = ?1", [id.to_string()], |r| r.get(0))?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("message {id}")));
     }
     Ok(())
 }
 
-pub(crate) fn retry(c: &Connection, id: Option<&str>, now: i64, actor: &str) -> Result<u64> {
+pub(crate) fn retry(c: &Connection, id: Option<MessageId>, now: i64, actor: &str) -> Result<u64> {
     if let Some(id) = id {
         require_message(c, id)?;
     }
     let n = c.execute(
         "UPDATE recipients SET next_attempt = ?1 WHERE state = 'queued' AND (?2 IS NULL OR message_id = ?2)",
-        params![now, id],
+        params![now, id.map(|i| i.to_string())],
     )? as u64;
     audit(c, now, actor, "retry", id, &format!("{n} recipient(s) due now"))?;
     Ok(n)
@@ -222,10 +224,11 @@ pub(crate) fn retry(c: &Connection, id: Option<&str>, now: i64, actor: &str) -> 
 pub(crate) fn retry_where(
     c: &Connection,
     domain: Option<&str>,
-    class: Option<&str>,
+    class: Option<Class>,
     now: i64,
     actor: &str,
 ) -> Result<u64> {
+    let class = class.map(Class::as_str);
     let n = c.execute(
         "UPDATE recipients SET next_attempt = ?1
          WHERE state = 'queued' AND (?2 IS NULL OR domain = ?2)
@@ -248,29 +251,31 @@ pub(crate) fn park_destination(c: &Connection, p: &Park) -> Result<u64> {
     )? as u64)
 }
 
-pub(crate) fn hold(c: &Connection, id: &str, now: i64, actor: &str) -> Result<u64> {
+pub(crate) fn hold(c: &Connection, id: MessageId, now: i64, actor: &str) -> Result<u64> {
     require_message(c, id)?;
-    let n = c.execute("UPDATE recipients SET state = 'held' WHERE message_id = ?1 AND state = 'queued'", [id])? as u64;
+    let n = c
+        .execute("UPDATE recipients SET state = 'held' WHERE message_id = ?1 AND state = 'queued'", [id.to_string()])?
+        as u64;
     audit(c, now, actor, "hold", Some(id), &format!("{n} recipient(s) held"))?;
     Ok(n)
 }
 
-pub(crate) fn release(c: &Connection, id: &str, now: i64, actor: &str) -> Result<u64> {
+pub(crate) fn release(c: &Connection, id: MessageId, now: i64, actor: &str) -> Result<u64> {
     require_message(c, id)?;
     let n = c.execute(
         "UPDATE recipients SET state = 'queued', next_attempt = ?1 WHERE message_id = ?2 AND state = 'held'",
-        params![now, id],
+        params![now, id.to_string()],
     )? as u64;
     audit(c, now, actor, "release", Some(id), &format!("{n} recipient(s) released"))?;
     Ok(n)
 }
 
-pub(crate) fn delete(c: &Connection, id: &str, now: i64, actor: &str, notices: &[NewMessage]) -> Result<u64> {
+pub(crate) fn delete(c: &Connection, id: MessageId, now: i64, actor: &str, notices: &[NewMessage]) -> Result<u64> {
     require_message(c, id)?;
     let n = c.execute(
         "UPDATE recipients SET state = 'deleted', final_at = ?1, lease_until = NULL
          WHERE message_id = ?2 AND state IN ('queued', 'held')",
-        params![now, id],
+        params![now, id.to_string()],
     )? as u64;
     if n == 0 {
         return Err(StoreError::Invalid(format!("message {id} has no pending recipient to delete")));
@@ -282,29 +287,41 @@ pub(crate) fn delete(c: &Connection, id: &str, now: i64, actor: &str, notices: &
     };
     audit(c, now, actor, "delete", Some(id), &detail)?;
     for m in notices {
-        insert_message(c, m)?;
+        insert_message(c, m, now)?;
     }
     Ok(n)
 }
 
-pub(crate) fn audit_log(c: &Connection, id: Option<&str>) -> Result<Vec<AuditRecord>> {
+pub(crate) fn audit_log(c: &Connection, id: Option<MessageId>) -> Result<Vec<AuditRecord>> {
     let mut s = c.prepare(
         "SELECT at, actor, action, message_id, detail FROM audit WHERE (?1 IS NULL OR message_id = ?1) ORDER BY id",
     )?;
-    let rows = s.query_map([id], |r| {
-        Ok(AuditRecord { at: r.get(0)?, actor: r.get(1)?, action: r.get(2)?, message_id: r.get(3)?, detail: r.get(4)? })
+    let rows = s.query_map([id.map(|i| i.to_string())], |r| {
+        Ok(AuditRecord {
+            at: r.get(0)?,
+            actor: r.get(1)?,
+            action: r.get(2)?,
+            message_id: parsed_opt(r, 3)?,
+            detail: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(crate) fn attempts_of(c: &Connection, id: &str) -> Result<Vec<AttemptRecord>> {
+pub(crate) fn attempts_of(c: &Connection, id: MessageId) -> Result<Vec<AttemptRecord>> {
     let mut s = c.prepare_cached(
         "SELECT r.address, a.at, a.host, a.outcome, a.reply FROM attempts a
          JOIN recipients r ON r.message_id = a.message_id AND r.idx = a.idx
          WHERE a.message_id = ?1 ORDER BY a.rowid",
     )?;
-    let rows = s.query_map([id], |r| {
-        Ok(AttemptRecord { recipient: r.get(0)?, at: r.get(1)?, host: r.get(2)?, outcome: r.get(3)?, reply: r.get(4)? })
+    let rows = s.query_map([id.to_string()], |r| {
+        Ok(AttemptRecord {
+            recipient: r.get(0)?,
+            at: r.get(1)?,
+            host: r.get(2)?,
+            outcome: parsed(r, 3)?,
+            reply: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -321,7 +338,7 @@ pub(crate) fn stats(c: &Connection, now: i64, by_domain: bool) -> Result<Vec<Que
     ))?;
     let rows = s.query_map([now], |r| {
         Ok(QueueStats {
-            class: r.get(0)?,
+            class: parsed(r, 0)?,
             domain: r.get(1)?,
             queued: r.get(2)?,
             ready: r.get(3)?,
@@ -332,7 +349,8 @@ pub(crate) fn stats(c: &Connection, now: i64, by_domain: bool) -> Result<Vec<Que
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(crate) fn set_control(c: &Connection, key: &str, value: Option<&str>, now: i64, actor: &str) -> Result<()> {
+pub(crate) fn set_control(c: &Connection, key: &ControlKey, value: Option<&str>, now: i64, actor: &str) -> Result<()> {
+    let key = key.to_string();
     match value {
         Some(v) => {
             c.execute(
@@ -343,7 +361,7 @@ pub(crate) fn set_control(c: &Connection, key: &str, value: Option<&str>, now: i
             audit(c, now, actor, "control", None, &format!("{key} = {v}"))
         }
         None => {
-            c.execute("DELETE FROM controls WHERE key = ?1", [key])?;
+            c.execute("DELETE FROM controls WHERE key = ?1", [&key])?;
             audit(c, now, actor, "control", None, &format!("{key} cleared"))
         }
     }
@@ -351,7 +369,16 @@ pub(crate) fn set_control(c: &Connection, key: &str, value: Option<&str>, now: i
 
 pub(crate) fn controls(c: &Connection) -> Result<Vec<Control>> {
     let mut s = c.prepare("SELECT key, value, set_at, actor FROM controls ORDER BY key")?;
-    let rows =
-        s.query_map([], |r| Ok(Control { key: r.get(0)?, value: r.get(1)?, set_at: r.get(2)?, actor: r.get(3)? }))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    // A key this version does not know (written by a newer one) is skipped
+    // with a warning, not an error that would stop delivery.
+    let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, value, set_at, actor) = row?;
+        match key.parse::<ControlKey>() {
+            Ok(key) => out.push(Control { key, value, set_at, actor }),
+            Err(e) => tracing::warn!(error = %e, "unknown operator control ignored"),
+        }
+    }
+    Ok(out)
 }

@@ -4,13 +4,23 @@
 //! (RFC 5321 §4.5.5: no notice about a notice).
 
 use facteur_dsn::{Action, DsnInput, DsnRecipient, ReturnContent};
-use facteur_store::{Lookup, MessageId, NewMessage, NewRecipient, Route, Store, StoredEnvelope};
+use facteur_store::{Directory, Lookup, NewMessage, NewRecipient, Route, StoredEnvelope};
+use facteur_types::{Class, MessageId, Notify, Ret};
 
-use crate::outcome::Notice;
+/// Which DSN a recipient's outcome calls for (RFC 3464 §2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Notice {
+    Failed,
+    Delayed,
+    /// Passed to a server that does not do DSN (RFC 3464 §2.3.3).
+    Relayed,
+    /// Put in a local mailbox.
+    Delivered,
+}
 
 /// The message a notice is about.
 pub struct About<'a> {
-    pub message_id: &'a str,
+    pub message_id: MessageId,
     pub received_at: i64,
     pub envelope: &'a StoredEnvelope,
     pub original: &'a [u8],
@@ -41,7 +51,7 @@ fn action(n: Notice) -> Action {
 /// One DSN per kind of notice, addressed to the original sender. Returns no
 /// message for a null sender, or when the sender's address cannot receive
 /// (a local domain without that user): logged, never looped.
-pub async fn compose<S: Store>(
+pub async fn compose<S: Directory>(
     store: &S,
     about: &About<'_>,
     items: Vec<NoticeItem>,
@@ -56,13 +66,13 @@ pub async fn compose<S: Store>(
         Ok(Lookup::LocalUser(user)) => Route::Local { user },
         Ok(Lookup::Remote) => Route::Remote,
         Ok(Lookup::UnknownUser) => {
-            tracing::warn!(message_id = about.message_id, sender, "no such local user to notify; notice dropped");
+            tracing::warn!(message_id = %about.message_id, sender, "no such local user to notify; notice dropped");
             return Vec::new();
         }
         Err(e) => {
             // The state change is still recorded; losing a notice beats
             // retrying the delivery. Logged loudly.
-            tracing::error!(message_id = about.message_id, sender, error = %e, "cannot route the notice; dropped");
+            tracing::error!(message_id = %about.message_id, sender, error = %e, "cannot route the notice; dropped");
             return Vec::new();
         }
     };
@@ -94,20 +104,19 @@ pub async fn compose<S: Store>(
             now: now_ms.div_euclid(1000),
             original_sender: sender,
             recipients,
-            return_content: match about.envelope.ret.as_deref() {
-                Some("FULL") => Some(ReturnContent::Full),
-                Some("HDRS") => Some(ReturnContent::Headers),
-                _ => None,
-            },
+            return_content: about.envelope.ret.map(|r| match r {
+                Ret::Full => ReturnContent::Full,
+                Ret::Hdrs => ReturnContent::Headers,
+            }),
             original: about.original,
             message_id: &message_id,
         });
-        tracing::info!(message_id = about.message_id, notice = %id, kind = ?kind, to = sender, "notice to the sender");
+        tracing::info!(message_id = %about.message_id, notice = %id, kind = ?kind, to = sender, "notice to the sender");
         out.push(NewMessage {
             id,
             received_at: now_ms.div_euclid(1000),
             // DSNs are system mail: they flow first under pressure.
-            class: "system".into(),
+            class: Class::System,
             envelope: StoredEnvelope {
                 mail_from: String::new(),
                 helo: hostname.to_string(),
@@ -117,7 +126,7 @@ pub async fn compose<S: Store>(
             recipients: vec![NewRecipient {
                 address: sender.to_lowercase(),
                 // A notice about a notice is never sent (RFC 3461 §6.2).
-                notify: Some("NEVER".into()),
+                notify: Some(Notify::NEVER),
                 orcpt: None,
                 route: route.clone(),
             }],

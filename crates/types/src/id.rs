@@ -58,6 +58,8 @@ impl fmt::Debug for MessageId {
 #[error("not a message id: {0:?} (expected 26 characters of Crockford base32)")]
 pub struct BadMessageId(pub String);
 
+crate::serde_as_text!(MessageId);
+
 impl FromStr for MessageId {
     type Err = BadMessageId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -1,28 +1,26 @@
-//! Mailboxes as IMAP and POP3 use them, against a real SQLite file: the
-//! default set with special-use, hierarchy, UIDs that are never reused even
-//! after expunges and re-creation, MODSEQ on every change, and change
-//! notices after the commit.
+//! Mailboxes as IMAP and POP3 use them: the default set with special-use,
+//! hierarchy, UIDs that are never reused even after expunges and
+//! re-creation, MODSEQ on every change, and change notices after the
+//! commit.
 
-use facteur_store::sqlite::SqliteStore;
-use facteur_store::{FlagOp, Part, Store, StoreError};
+use facteur_store::{FlagOp, Part, StoreError, prelude::*};
+
+use crate::fixture::{Fixture, mailbox_changed};
 
 const ALICE: &str = "alice@example.test";
 
-async fn setup() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::create(&dir.path().join("facteur.db")).unwrap();
-    store.add_domain("example.test").await.unwrap();
-    store.add_user(ALICE, "h").await.unwrap();
-    (dir, store)
+async fn setup<S: Store>(s: S) -> S {
+    s.add_domain("example.test").await.unwrap();
+    s.add_user(ALICE, "h").await.unwrap();
+    s
 }
 
 fn flags(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-#[tokio::test]
-async fn a_new_user_gets_the_special_use_mailboxes_subscribed() {
-    let (_d, s) = setup().await;
+pub async fn a_new_user_gets_the_special_use_mailboxes_subscribed<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let boxes = s.list_mailboxes(ALICE).await.unwrap();
     let mut got: Vec<(String, Option<String>)> =
         boxes.iter().map(|m| (m.name.clone(), m.special_use.clone())).collect();
@@ -45,9 +43,8 @@ async fn a_new_user_gets_the_special_use_mailboxes_subscribed() {
     assert!(s.mailbox(ALICE, "sent").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules() {
-    let (_d, s) = setup().await;
+pub async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let leaf = s.create_mailbox(ALICE, "Projects/2026/Q4", None).await.unwrap();
     assert!(s.mailbox(ALICE, "Projects").await.unwrap().is_some(), "parents are created");
     assert!(s.mailbox(ALICE, "Projects/2026").await.unwrap().is_some());
@@ -83,9 +80,8 @@ async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules() {
     assert_eq!((old.messages, s.mailbox(ALICE, "INBOX").await.unwrap().unwrap().messages), (1, 0));
 }
 
-#[tokio::test]
-async fn flags_modseq_expunge_and_the_uid_floor() {
-    let (_d, s) = setup().await;
+pub async fn flags_modseq_expunge_and_the_uid_floor<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
     let mut changes = s.mailbox_changes();
     let mut uids = Vec::new();
@@ -98,7 +94,7 @@ async fn flags_modseq_expunge_and_the_uid_floor() {
         assert!(modseq > inbox.highest_modseq);
     }
     assert_eq!(uids, [1, 2, 3]);
-    assert_eq!(changes.recv().await.unwrap().mailbox_id, inbox.id, "a change notice after the commit");
+    assert_eq!(mailbox_changed(&mut changes).await, inbox.id, "a change notice after the commit");
     let before = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
     assert_eq!((before.messages, before.unseen), (3, 0));
 
@@ -127,8 +123,7 @@ async fn flags_modseq_expunge_and_the_uid_floor() {
     // Expunge the newest and break the counter: the next UID is still new.
     s.store_flags(inbox.id, vec![3], FlagOp::Add, flags(&["\\Deleted"]), None).await.unwrap();
     assert_eq!(s.expunge(inbox.id, None).await.unwrap(), [3]);
-    let conn = rusqlite::Connection::open(s.path()).unwrap();
-    conn.execute("DELETE FROM uid_counters WHERE mailbox_id = ?1", [inbox.id]).unwrap();
+    f.faults.drop_uid_counter(inbox.id);
     let (uid, _) = s.append_message(inbox.id, b"Subject: 4\r\n\r\nx\r\n".to_vec(), vec![], 1000).await.unwrap();
     assert_eq!(uid, 4, "UID 3 was expunged: never handed out again");
     let after = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
@@ -137,9 +132,8 @@ async fn flags_modseq_expunge_and_the_uid_floor() {
     assert!(report.healthy(), "{report:?}");
 }
 
-#[tokio::test]
-async fn copy_and_move_give_new_uids_in_order() {
-    let (_d, s) = setup().await;
+pub async fn copy_and_move_give_new_uids_in_order<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
     let archive = s.mailbox(ALICE, "Archive").await.unwrap().unwrap();
     for n in 0..3 {
@@ -157,7 +151,7 @@ async fn copy_and_move_give_new_uids_in_order() {
     let mut changes = s.mailbox_changes();
     let moved = s.copy_messages(inbox.id, vec![2], archive.id, true).await.unwrap();
     assert_eq!(moved, [(2, 4)]);
-    let mut seen = vec![changes.recv().await.unwrap().mailbox_id, changes.recv().await.unwrap().mailbox_id];
+    let mut seen = vec![mailbox_changed(&mut changes).await, mailbox_changed(&mut changes).await];
     seen.sort();
     assert_eq!(seen, [inbox.id.min(archive.id), inbox.id.max(archive.id)], "both mailboxes changed");
     let left: Vec<u32> = s.mailbox_messages(inbox.id).await.unwrap().iter().map(|m| m.uid).collect();
@@ -168,9 +162,8 @@ async fn copy_and_move_give_new_uids_in_order() {
 /// edges of the reads (1 KiB, then 1+2, 1+2+4 KiB), with CRLF CRLF across
 /// two reads, with no header at all, and with no empty line (the whole
 /// message).
-#[tokio::test]
-async fn header_reads_stop_at_the_empty_line() {
-    let (_d, s) = setup().await;
+pub async fn header_reads_stop_at_the_empty_line<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
     let field = |len: usize| format!("X-Pad: {}\r\n", "p".repeat(len - 9));
     let header_of = |total: usize| format!("Subject: s\r\n{}\r\n", field(total - 14));
@@ -195,4 +188,29 @@ async fn header_reads_stop_at_the_empty_line() {
         assert_eq!(headers[i].1.len(), header.len(), "case {i}");
         assert_eq!(headers[i].1, *header, "case {i}");
     }
+}
+
+pub async fn uidvalidity_comes_from_the_clock_and_never_goes_back<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    let first = s.create_mailbox(ALICE, "Lists", None).await.unwrap();
+    // The injected clock, not the system's; each of the user's six default
+    // mailboxes, made at the same second, took the next value.
+    assert_eq!(first.uidvalidity as i64, crate::fixture::T0 + 6, "{first:?}");
+    // The clock goes back a day; a re-created mailbox still gets a greater one.
+    f.clock.set(crate::fixture::T0 - 86_400);
+    s.delete_mailbox(ALICE, "Lists").await.unwrap();
+    let again = s.create_mailbox(ALICE, "Lists", None).await.unwrap();
+    assert!(again.uidvalidity > first.uidvalidity);
+}
+
+pub async fn names_that_are_not_ascii_are_listed<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    s.create_mailbox(ALICE, "Entwürfe", None).await.unwrap();
+    s.create_mailbox(ALICE, "Plain", None).await.unwrap();
+    assert_eq!(s.non_ascii_mailboxes().await.unwrap(), [(ALICE.to_string(), "Entwürfe".to_string())]);
+    let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    let (uid, _) = s.append_message(inbox.id, b"Subject: x\r\n\r\n".to_vec(), vec![], 5).await.unwrap();
+    let meta = &s.mailbox_messages(inbox.id).await.unwrap()[0];
+    assert_eq!((meta.uid, meta.internal_date, meta.size), (uid, 5, 14));
+    assert_eq!(meta.message_id.unix_ms() as i64 / 1000, crate::fixture::T0, "APPEND ids come from the clock");
 }

@@ -51,6 +51,14 @@ impl Class {
     }
 }
 
+impl std::str::FromStr for Class {
+    type Err = crate::ParseError;
+    fn from_str(s: &str) -> Result<Self, crate::ParseError> {
+        Class::parse(s)
+            .ok_or_else(|| crate::ParseError::new("class", s, "system, interpersonal, transactional or bulk"))
+    }
+}
+
 impl fmt::Display for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1,8 +1,8 @@
 //! Admission at the door: every threshold at and just past its edge, the
 //! order of closing, hysteresis, the reserve, and the reply codes.
 
-use facteur_queue::admission::{Admission, Load, Verdict, Watermarks};
-use facteur_queue::fair::Class;
+use facteur_spool::{Admission, Load, Verdict, Watermarks};
+use facteur_types::Class;
 
 const SYSTEM: usize = 0;
 const INTERPERSONAL: usize = 1;

@@ -43,7 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::fair::Class;
+use facteur_types::Class;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;

@@ -1,17 +1,19 @@
-//! The outbound queue on SQLite: leases, outcomes with their notices in the
-//! same transaction, and the operator's controls with an audit trail.
+//! The spool and the operator's side of the queue: leases, outcomes with
+//! their notices in the same transaction, parking, and the operator's
+//! controls with an audit trail.
 
-use facteur_store::sqlite::SqliteStore;
 use facteur_store::{
-    AttemptRecord, ClaimFilter, MessageId, NewMessage, NewRecipient, NewState, Park, RecipientUpdate, Route, Store,
-    StoredEnvelope,
+    AttemptRecord, ClaimFilter, NewMessage, NewRecipient, NewState, Park, RecipientUpdate, Route, StoredEnvelope,
+    prelude::*,
 };
 
-fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
+use crate::fixture::Fixture;
+
+pub fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
     NewMessage {
         id: MessageId::new(at as u64 * 1000),
         received_at: at,
-        class: "bulk".into(),
+        class: Class::Bulk,
         envelope: StoredEnvelope { mail_from: "sender@example.test".into(), ..Default::default() },
         recipients: rcpts
             .iter()
@@ -21,24 +23,22 @@ fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
     }
 }
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::create(&dir.path().join("facteur.db")).unwrap();
+async fn setup<S: Store>(s: S) -> S {
     s.add_domain("example.test").await.unwrap();
     s.add_user("sender@example.test", "h").await.unwrap();
-    (dir, s)
+    s
 }
 
-fn update(id: &str, idx: u32, state: NewState, at: i64, outcome: &str) -> RecipientUpdate {
+fn update(id: MessageId, idx: u32, state: NewState, at: i64, outcome: Outcome) -> RecipientUpdate {
     RecipientUpdate {
-        message_id: id.into(),
+        message_id: id,
         idx,
         state,
         attempt: Some(AttemptRecord {
             recipient: String::new(),
             at,
             host: Some("mx.remote.test".into()),
-            outcome: outcome.into(),
+            outcome,
             reply: format!("reply for {outcome}"),
         }),
         last_error: Some(format!("reply for {outcome}")),
@@ -46,11 +46,10 @@ fn update(id: &str, idx: u32, state: NewState, at: i64, outcome: &str) -> Recipi
     }
 }
 
-#[tokio::test]
-async fn claim_groups_by_domain_and_leases() {
-    let (_d, s) = store().await;
+pub async fn claim_groups_by_domain_and_leases<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let m = remote_msg(1000, &["a@one.test", "b@two.test", "c@one.test"]);
-    let id = m.id.to_string();
+    let id = m.id;
     s.store_message(m).await.unwrap();
     assert_eq!(s.next_due().await.unwrap(), Some(1000));
     // Not due yet.
@@ -60,7 +59,7 @@ async fn claim_groups_by_domain_and_leases() {
     let one = jobs.iter().find(|j| j.domain == "one.test").unwrap();
     assert_eq!(one.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["a@one.test", "c@one.test"]);
     assert_eq!(one.message_id, id);
-    assert_eq!(one.class, "bulk", "the class travels with the job");
+    assert_eq!(one.class, Class::Bulk, "the class travels with the job");
     // Leased: not claimed again, and not due before the lease ends.
     assert!(s.claim_due(1500, 2500, 100, ClaimFilter::default()).await.unwrap().is_empty());
     assert_eq!(s.next_due().await.unwrap(), Some(1900));
@@ -69,11 +68,10 @@ async fn claim_groups_by_domain_and_leases() {
     assert_eq!(s.claim_due(1500, 2500, 100, ClaimFilter::default()).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn outcomes_and_notices_commit_together() {
-    let (_d, s) = store().await;
+pub async fn outcomes_and_notices_commit_together<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let m = remote_msg(1000, &["a@one.test", "b@one.test", "c@one.test"]);
-    let id = m.id.to_string();
+    let id = m.id;
     s.store_message(m).await.unwrap();
     s.claim_due(1000, 2000, 100, ClaimFilter::default()).await.unwrap();
     // A DSN to the (local) sender, stored in the same transaction.
@@ -87,17 +85,24 @@ async fn outcomes_and_notices_commit_together() {
     }];
     s.complete(
         vec![
-            update(&id, 0, NewState::Delivered, 1100, "delivered"),
-            update(&id, 1, NewState::Deferred { next_attempt: 1400 }, 1100, "deferred"),
-            update(&id, 2, NewState::Bounced, 1100, "bounced"),
+            update(id, 0, NewState::Delivered, 1100, Outcome::Delivered),
+            update(id, 1, NewState::Deferred { next_attempt: 1400 }, 1100, Outcome::Deferred),
+            update(id, 2, NewState::Bounced, 1100, Outcome::Bounced),
         ],
         vec![dsn],
     )
     .await
     .unwrap();
-    let q = s.queue_show(&id).await.unwrap().unwrap();
-    let states: Vec<_> = q.recipients.iter().map(|r| (r.state.as_str(), r.attempts, r.next_attempt)).collect();
-    assert_eq!(states, [("delivered", 1, Some(1000)), ("queued", 1, Some(1400)), ("bounced", 1, Some(1000))]);
+    let q = s.queue_show(id).await.unwrap().unwrap();
+    let states: Vec<_> = q.recipients.iter().map(|r| (r.state, r.attempts, r.next_attempt)).collect();
+    assert_eq!(
+        states,
+        [
+            (RecipientStatus::Delivered, 1, Some(1000)),
+            (RecipientStatus::Queued, 1, Some(1400)),
+            (RecipientStatus::Bounced, 1, Some(1000))
+        ]
+    );
     assert_eq!(q.attempts.len(), 3);
     assert_eq!(q.attempts[1].recipient, "b@one.test");
     assert_eq!(q.recipients[1].last_error.as_deref(), Some("reply for deferred"));
@@ -109,82 +114,79 @@ async fn outcomes_and_notices_commit_together() {
     assert_eq!(s.queue_list().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn operator_controls_are_audited() {
-    let (_d, s) = store().await;
+pub async fn operator_controls_are_audited<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let m = remote_msg(1000, &["a@one.test"]);
-    let id = m.id.to_string();
+    let id = m.id;
     s.store_message(m).await.unwrap();
     s.claim_due(1000, 1100, 10, ClaimFilter::default()).await.unwrap();
-    s.complete(vec![update(&id, 0, NewState::Deferred { next_attempt: 5000 }, 1000, "deferred")], vec![])
+    s.complete(vec![update(id, 0, NewState::Deferred { next_attempt: 5000 }, 1000, Outcome::Deferred)], vec![])
         .await
         .unwrap();
-    assert_eq!(s.queue_hold(&id, 1200, "root").await.unwrap(), 1);
+    assert_eq!(s.queue_hold(id, 1200, "root").await.unwrap(), 1);
     assert!(
         s.claim_due(9000, 9100, 10, ClaimFilter::default()).await.unwrap().is_empty(),
         "held mail is not delivered"
     );
-    assert_eq!(s.queue_release(&id, 1300, "root").await.unwrap(), 1);
+    assert_eq!(s.queue_release(id, 1300, "root").await.unwrap(), 1);
     assert_eq!(s.next_due().await.unwrap(), Some(1300));
-    s.complete(vec![update(&id, 0, NewState::Deferred { next_attempt: 5000 }, 1300, "deferred")], vec![])
+    s.complete(vec![update(id, 0, NewState::Deferred { next_attempt: 5000 }, 1300, Outcome::Deferred)], vec![])
         .await
         .unwrap();
-    assert_eq!(s.queue_retry(Some(&id), 1400, "root").await.unwrap(), 1);
+    assert_eq!(s.queue_retry(Some(id), 1400, "root").await.unwrap(), 1);
     assert_eq!(s.queue_retry(None, 1400, "root").await.unwrap(), 1);
     assert_eq!(s.next_due().await.unwrap(), Some(1400));
-    assert_eq!(s.queue_delete(&id, 1500, "root", vec![]).await.unwrap(), 1);
-    assert!(s.queue_delete(&id, 1500, "root", vec![]).await.is_err(), "nothing left to delete");
-    assert!(s.queue_hold("01M80F6CFEFN4V19DBJ1R9WBYW", 1, "root").await.is_err());
-    let q = s.queue_show(&id).await.unwrap().unwrap();
-    assert_eq!(q.recipients[0].state, "deleted");
-    let log = s.audit_log(Some(&id)).await.unwrap();
+    assert_eq!(s.queue_delete(id, 1500, "root", vec![]).await.unwrap(), 1);
+    assert!(s.queue_delete(id, 1500, "root", vec![]).await.is_err(), "nothing left to delete");
+    assert!(s.queue_hold("01M80F6CFEFN4V19DBJ1R9WBYW".parse().unwrap(), 1, "root").await.is_err());
+    let q = s.queue_show(id).await.unwrap().unwrap();
+    assert_eq!(q.recipients[0].state, RecipientStatus::Deleted);
+    let log = s.audit_log(Some(id)).await.unwrap();
     assert_eq!(log.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), ["hold", "release", "retry", "delete"]);
     assert!(log.iter().all(|a| a.actor == "root"));
     assert_eq!(s.audit_log(None).await.unwrap().len(), 5, "the retry of every message is logged too");
     assert!(s.queue_list().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn delivered_is_the_truth_even_after_an_operator_delete() {
-    let (_d, s) = store().await;
+pub async fn delivered_is_the_truth_even_after_an_operator_delete<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let m = remote_msg(1000, &["a@one.test", "b@one.test"]);
-    let id = m.id.to_string();
+    let id = m.id;
     s.store_message(m).await.unwrap();
     s.claim_due(1000, 2000, 10, ClaimFilter::default()).await.unwrap();
-    s.queue_delete(&id, 1001, "root", vec![]).await.unwrap();
+    s.queue_delete(id, 1001, "root", vec![]).await.unwrap();
     s.complete(
         vec![
-            update(&id, 0, NewState::Delivered, 1002, "delivered"),
-            update(&id, 1, NewState::Deferred { next_attempt: 3000 }, 1002, "deferred"),
+            update(id, 0, NewState::Delivered, 1002, Outcome::Delivered),
+            update(id, 1, NewState::Deferred { next_attempt: 3000 }, 1002, Outcome::Deferred),
         ],
         vec![],
     )
     .await
     .unwrap();
-    let q = s.queue_show(&id).await.unwrap().unwrap();
-    assert_eq!(q.recipients[0].state, "delivered");
-    assert_eq!(q.recipients[1].state, "deleted");
+    let q = s.queue_show(id).await.unwrap().unwrap();
+    assert_eq!(q.recipients[0].state, RecipientStatus::Delivered);
+    assert_eq!(q.recipients[1].state, RecipientStatus::Deleted);
 }
 
-#[tokio::test]
-async fn claims_filter_by_class_and_skip_paused_pairs() {
-    let (_d, s) = store().await;
+pub async fn claims_filter_by_class_and_skip_paused_pairs<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     let mut a = remote_msg(1000, &["a@one.test", "b@two.test"]);
-    a.class = "interpersonal".into();
+    a.class = Class::Interpersonal;
     s.store_message(a).await.unwrap();
     s.store_message(remote_msg(1001, &["c@one.test"])).await.unwrap(); // bulk
-    let only = |class: &str| ClaimFilter { class: Some(class.into()), skip: vec![] };
-    let jobs = s.claim_due(2000, 2001, 10, only("bulk")).await.unwrap();
+    let only = |class| ClaimFilter { class: Some(class), skip: vec![] };
+    let jobs = s.claim_due(2000, 2001, 10, only(Class::Bulk)).await.unwrap();
     assert_eq!(jobs.iter().map(|j| j.recipients[0].address.as_str()).collect::<Vec<_>>(), ["c@one.test"]);
     s.release_leases().await.unwrap();
     // Pause one.test entirely, and bulk everywhere: only b@two.test is left.
-    let skip = ClaimFilter { class: None, skip: vec![(Some("one.test".into()), None), (None, Some("bulk".into()))] };
+    let skip = ClaimFilter { class: None, skip: vec![(Some("one.test".into()), None), (None, Some(Class::Bulk))] };
     let jobs = s.claim_due(2000, 2001, 10, skip).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].recipients[0].address, "b@two.test");
     // A pause of bulk at one.test only leaves interpersonal at one.test claimable.
     s.release_leases().await.unwrap();
-    let pair = ClaimFilter { class: None, skip: vec![(Some("one.test".into()), Some("bulk".into()))] };
+    let pair = ClaimFilter { class: None, skip: vec![(Some("one.test".into()), Some(Class::Bulk))] };
     let mut got: Vec<String> = s
         .claim_due(2000, 2001, 10, pair)
         .await
@@ -196,9 +198,8 @@ async fn claims_filter_by_class_and_skip_paused_pairs() {
     assert_eq!(got, ["a@one.test", "b@two.test"]);
 }
 
-#[tokio::test]
-async fn parking_a_destination_postpones_only_what_may_wait() {
-    let (_d, s) = store().await;
+pub async fn parking_a_destination_postpones_only_what_may_wait<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
     // Old enough to reach its delay warning (received 1000, warning after 400 s) while parked.
     let old = remote_msg(1000, &["a@dead.test"]);
     // Young: parked, except the recipient at another destination and the leased one.
@@ -206,7 +207,7 @@ async fn parking_a_destination_postpones_only_what_may_wait() {
     let leased = remote_msg(1501, &["d@dead.test"]);
     // Expires (lifetime 1000 s) before the park ends.
     let dying = remote_msg(700, &["e@dead.test"]);
-    let ids: Vec<String> = [&old, &young, &leased, &dying].iter().map(|m| m.id.to_string()).collect();
+    let ids: Vec<MessageId> = [&old, &young, &leased, &dying].iter().map(|m| m.id).collect();
     for m in [old, young, leased, dying] {
         s.store_message(m).await.unwrap();
     }
@@ -215,7 +216,7 @@ async fn parking_a_destination_postpones_only_what_may_wait() {
     let free: Vec<RecipientUpdate> = jobs
         .iter()
         .filter(|j| j.message_id != ids[2])
-        .flat_map(|j| j.recipients.iter().map(|r| (j.message_id.clone(), r.idx)))
+        .flat_map(|j| j.recipients.iter().map(|r| (j.message_id, r.idx)))
         .map(|(id, idx)| RecipientUpdate {
             message_id: id,
             idx,
@@ -248,7 +249,7 @@ async fn parking_a_destination_postpones_only_what_may_wait() {
     }
     assert!(!due.contains(&"b@dead.test".to_string()), "b@dead.test is parked: {due:?}");
     assert!(!due.contains(&"d@dead.test".to_string()), "d@dead.test is leased: {due:?}");
-    let shown = s.queue_show(&ids[1]).await.unwrap().unwrap();
+    let shown = s.queue_show(ids[1]).await.unwrap().unwrap();
     let b = shown.recipients.iter().find(|r| r.address == "b@dead.test").unwrap();
     assert_eq!(b.next_attempt, Some(until));
     assert_eq!(b.last_error.as_deref(), Some("4.4.1 connection refused"));
@@ -258,4 +259,47 @@ async fn parking_a_destination_postpones_only_what_may_wait() {
     assert!(s.queue_retry_where(Some("dead.test"), None, 1661, "engine").await.unwrap() >= 1);
     let due = s.claim_due(1661, 1700, 100, ClaimFilter::default()).await.unwrap();
     assert!(due.iter().any(|j| j.recipients.iter().any(|r| r.address == "b@dead.test")));
+}
+
+pub async fn one_body_many_mailboxes_and_the_queue<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    s.add_user("alice@example.test", "h").await.unwrap();
+    let mut m = remote_msg(1000, &["x@remote.test"]);
+    m.class = Class::Interpersonal;
+    m.envelope.ret = Some(facteur_store::Ret::Hdrs);
+    m.recipients[0].notify = Some(Notify { success: true, ..Notify::default() });
+    let local = |u: &str| NewRecipient {
+        address: u.to_string(),
+        notify: None,
+        orcpt: Some(format!("rfc822;{u}")),
+        route: Route::Local { user: u.to_string() },
+    };
+    m.recipients.insert(0, local("alice@example.test"));
+    m.recipients.insert(1, local("sender@example.test"));
+    // The same user twice gets one copy.
+    m.recipients.push(local("alice@example.test"));
+    let id = m.id;
+    let placed = s.store_message(m).await.unwrap();
+    assert_eq!(placed.len(), 2);
+    assert!(placed.iter().all(|p| p.uid == 1));
+    let q = s.queue_list().await.unwrap();
+    assert_eq!(q.len(), 1);
+    let q = &q[0];
+    assert_eq!((q.id, q.class, q.envelope.ret), (id, Class::Interpersonal, Some(facteur_store::Ret::Hdrs)));
+    assert_eq!(
+        q.recipients.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [RecipientStatus::Delivered, RecipientStatus::Delivered, RecipientStatus::Queued, RecipientStatus::Delivered]
+    );
+    assert_eq!(q.recipients[2].notify.map(|n| n.to_string()).as_deref(), Some("SUCCESS"));
+    assert_eq!(q.recipients[0].orcpt.as_deref(), Some("rfc822;alice@example.test"));
+    let body = s.fetch_message(placed[0].mailbox_id, 1).await.unwrap().unwrap();
+    assert_eq!(body, b"Subject: out\r\n\r\nx\r\n");
+    assert_eq!(s.message_body(id).await.unwrap().unwrap(), body);
+    let stats = s.queue_stats(2000, true).await.unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(
+        (stats[0].class, stats[0].domain.as_str(), stats[0].queued, stats[0].ready),
+        (Class::Interpersonal, "remote.test", 1, 1)
+    );
+    assert_eq!(stats[0].oldest_ready, Some(1000));
 }

@@ -1,0 +1,79 @@
+//! Mailbox changes, announced after their commit.
+//!
+//! A backend publishes the mailboxes a commit touched on its [`ChangeHub`];
+//! sessions watching one (IMAP IDLE) hold a [`ChangeFeed`] and look again
+//! when told. Within one node the hub is an in-memory broadcast; a shared
+//! backend also feeds it with what other nodes announce.
+
+use tokio::sync::broadcast;
+
+/// What a feed reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// This mailbox's content or flags changed.
+    Mailbox(i64),
+    /// Changes were missed (the watcher fell behind): any mailbox may have
+    /// changed, look again.
+    Unknown,
+}
+
+/// The publishing side, held by a backend.
+#[derive(Debug, Clone)]
+pub struct ChangeHub(broadcast::Sender<i64>);
+
+impl Default for ChangeHub {
+    fn default() -> Self {
+        ChangeHub(broadcast::channel(1024).0)
+    }
+}
+
+impl ChangeHub {
+    /// Tell watchers these mailboxes changed (call after the commit).
+    pub fn publish(&self, mailboxes: impl IntoIterator<Item = i64>) {
+        for id in mailboxes {
+            // No receiver is fine: nobody watches.
+            let _ = self.0.send(id);
+        }
+    }
+
+    pub fn subscribe(&self) -> ChangeFeed {
+        ChangeFeed(self.0.subscribe())
+    }
+}
+
+/// The watching side, one per session.
+#[derive(Debug)]
+pub struct ChangeFeed(broadcast::Receiver<i64>);
+
+impl ChangeFeed {
+    /// The next change; cancel-safe. Once the store is gone nothing more
+    /// changes, and this waits for ever (a watcher never spins on it).
+    pub async fn next(&mut self) -> Changed {
+        match self.0.recv().await {
+            Ok(id) => Changed::Mailbox(id),
+            Err(broadcast::error::RecvError::Lagged(_)) => Changed::Unknown,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watchers_see_changes_and_learn_when_they_missed_some() {
+        let hub = ChangeHub::default();
+        let mut feed = hub.subscribe();
+        hub.publish([7]);
+        assert_eq!(feed.next().await, Changed::Mailbox(7));
+        hub.publish(0..2000);
+        assert_eq!(feed.next().await, Changed::Unknown);
+        drop(hub);
+        let mut rest = 0;
+        while tokio::time::timeout(std::time::Duration::from_millis(50), feed.next()).await.is_ok() {
+            rest += 1;
+        }
+        assert!(rest <= 1024, "what was left, then silence: {rest}");
+    }
+}

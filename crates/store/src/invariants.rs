@@ -1,0 +1,133 @@
+//! The rules every backend keeps, in one place: backends run statements,
+//! these functions decide. Time comes from the caller (the backend's
+//! injected [`crate::Clock`]).
+
+use crate::{Result, StoreError};
+
+/// The mailboxes every new user gets besides INBOX, with their RFC 6154
+/// special-use attribute.
+pub const DEFAULT_MAILBOXES: [(&str, &str); 5] =
+    [("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive")];
+
+/// Canonical form of an address or domain for lookups: lower case, trimmed.
+pub fn canonical_address(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+/// A domain name as stored: canonical, non-empty, no `@`, no blanks.
+pub fn domain_name(name: &str) -> Result<String> {
+    let name = canonical_address(name);
+    if name.is_empty() || name.contains('@') || name.contains(char::is_whitespace) {
+        return Err(StoreError::Invalid(format!("{name:?} is not a domain name")));
+    }
+    Ok(name)
+}
+
+/// Split `user@domain` (both parts non-empty) at its last `@`.
+pub fn split_address(address: &str) -> Result<(&str, &str)> {
+    match address.rsplit_once('@') {
+        Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok((l, d)),
+        _ => Err(StoreError::Invalid(format!("{address:?} is not an address of the form user@domain"))),
+    }
+}
+
+/// A sender grant as stored: an address (`user@domain`) or a whole domain
+/// (`@domain`), canonical.
+pub fn sender_grant(address: &str) -> Result<String> {
+    let address = canonical_address(address);
+    let valid = match address.strip_prefix('@') {
+        Some(domain) => !domain.is_empty() && !domain.contains('@'),
+        None => split_address(&address).is_ok(),
+    };
+    if !valid || address.contains(char::is_whitespace) {
+        return Err(StoreError::Invalid(format!(
+            "{address:?} is neither an address (user@domain) nor a whole domain (@domain)"
+        )));
+    }
+    Ok(address)
+}
+
+/// Mailbox names are case-sensitive except INBOX (RFC 9051 §5.1).
+pub fn normalize_name(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() }
+}
+
+/// A new mailbox name as stored (`/` separates levels): INBOX in that
+/// spelling; no empty level, no control characters, no wildcards.
+pub fn mailbox_name(name: &str) -> Result<String> {
+    let name = normalize_name(name);
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.contains("//")
+        || name.chars().any(|ch| ch.is_control() || ch == '*' || ch == '%')
+    {
+        return Err(StoreError::Invalid(format!("{name:?} is not a valid mailbox name")));
+    }
+    Ok(name)
+}
+
+/// The UIDVALIDITY of a mailbox created at `now` (unix seconds) by an owner
+/// whose mailboxes, live or deleted, had at most `highest_before`: the time,
+/// unless that would not be strictly above every earlier one, so a
+/// re-created mailbox never looks like the old one to a client
+/// (RFC 9051 §2.3.1.1).
+pub fn next_uidvalidity(now: i64, highest_before: Option<i64>) -> u32 {
+    (now & 0xFFFF_FFFF).max(highest_before.unwrap_or(0) + 1).clamp(1, u32::MAX as i64) as u32
+}
+
+/// The next UID of a mailbox, given its stored counter (`uidnext`) and the
+/// highest UID it holds or ever expunged. The counter is never trusted
+/// alone: if it is missing or not above the data, the UID comes from the
+/// data and the repair is logged as an error (RFC 9051 §2.3.1.1: UIDs
+/// strictly ascend and are never reused).
+pub fn next_uid(mailbox_id: i64, counter: Option<i64>, highest_uid: i64) -> Result<u32> {
+    let uid = match counter {
+        Some(c) if c > highest_uid => c,
+        _ => {
+            tracing::error!(
+                mailbox_id,
+                counter = ?counter,
+                highest_uid,
+                "UID counter missing or behind the stored UIDs; repaired from the data"
+            );
+            highest_uid + 1
+        }
+    };
+    u32::try_from(uid).map_err(|_| StoreError::Internal(format!("mailbox {mailbox_id} has exhausted the UID space")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uidvalidity_ascends_even_when_the_clock_does_not() {
+        assert_eq!(next_uidvalidity(1_700_000_000, None), 1_700_000_000);
+        assert_eq!(next_uidvalidity(1_700_000_000, Some(1_700_000_000)), 1_700_000_001);
+        assert_eq!(next_uidvalidity(5, Some(1_700_000_000)), 1_700_000_001, "a clock set back");
+        assert_eq!(next_uidvalidity(0, None), 1, "never 0");
+    }
+
+    #[test]
+    fn a_counter_behind_the_data_is_repaired() {
+        assert_eq!(next_uid(1, Some(10), 9).unwrap(), 10);
+        assert_eq!(next_uid(1, Some(5), 9).unwrap(), 10);
+        assert_eq!(next_uid(1, None, 0).unwrap(), 1);
+        assert!(next_uid(1, Some(u32::MAX as i64 + 1), 0).is_err());
+    }
+
+    #[test]
+    fn names_and_grants() {
+        assert_eq!(domain_name(" Example.TEST ").unwrap(), "example.test");
+        assert!(domain_name("a@b").is_err() && domain_name("").is_err() && domain_name("a b").is_err());
+        assert_eq!(split_address("a@b.test").unwrap(), ("a", "b.test"));
+        assert!(split_address("@b").is_err() && split_address("a@").is_err() && split_address("ab").is_err());
+        assert_eq!(sender_grant("@Alias.TEST").unwrap(), "@alias.test");
+        assert!(sender_grant("@").is_err() && sender_grant("nobody").is_err());
+        assert_eq!(mailbox_name("inbox").unwrap(), "INBOX");
+        for bad in ["", "/a", "a/", "a//b", "a*", "a%b", "a\u{7}"] {
+            assert!(mailbox_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Domains, users, credentials and sender grants.
+
+use facteur_store::{Lookup, StoreError, prelude::*};
+
+use crate::fixture::Fixture;
+
+pub async fn users_domains_and_errors<S: Store>(f: Fixture<S>) {
+    let s = f.store;
+    s.add_domain("Example.TEST").await.unwrap();
+    assert!(matches!(s.add_domain("example.test").await, Err(StoreError::Exists(_))));
+    for bad in ["", "a@b.test", "a b.test"] {
+        assert!(matches!(s.add_domain(bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
+    }
+    s.add_user("alice@example.test", "h").await.unwrap();
+    s.add_user("bob@example.test", "h").await.unwrap();
+    assert!(s.add_user("carol@nowhere.test", "h").await.unwrap_err().to_string().contains("domain add nowhere.test"));
+    assert!(matches!(s.add_user("alice@example.test", "h").await, Err(StoreError::Exists(_))));
+    assert!(matches!(s.add_user("no-at-sign", "h").await, Err(StoreError::Invalid(_))));
+    assert!(s.remove_domain("example.test").await.unwrap_err().to_string().contains("2 user(s)"));
+    let alice = s.get_user("ALICE@Example.TEST").await.unwrap().unwrap();
+    assert_eq!(
+        (alice.address.as_str(), alice.password_hash.as_str(), alice.created_at),
+        ("alice@example.test", "h", f.clock.now())
+    );
+    s.set_password("alice@example.test", "h2").await.unwrap();
+    assert_eq!(s.get_user("alice@example.test").await.unwrap().unwrap().password_hash, "h2");
+    assert!(matches!(s.set_password("zed@example.test", "h").await, Err(StoreError::NotFound(_))));
+    assert!(s.is_local_domain("EXAMPLE.test").await.unwrap());
+    assert!(!s.is_local_domain("elsewhere.test").await.unwrap());
+    assert_eq!(s.lookup_recipient("Alice@example.TEST").await.unwrap(), Lookup::LocalUser("alice@example.test".into()));
+    assert_eq!(s.lookup_recipient("nobody@example.test").await.unwrap(), Lookup::UnknownUser);
+    assert_eq!(s.lookup_recipient("alice@elsewhere.test").await.unwrap(), Lookup::Remote);
+    s.remove_user("bob@example.test").await.unwrap();
+    assert!(matches!(s.remove_user("bob@example.test").await, Err(StoreError::NotFound(_))));
+    assert!(s.list_mailboxes("bob@example.test").await.unwrap().is_empty(), "mailboxes go with the user");
+    assert_eq!(s.list_users().await.unwrap().len(), 1);
+    assert_eq!(s.list_domains().await.unwrap()[0].users, 1);
+    s.remove_user("alice@example.test").await.unwrap();
+    s.remove_domain("example.test").await.unwrap();
+    assert!(s.list_domains().await.unwrap().is_empty());
+    assert!(matches!(s.remove_domain("example.test").await, Err(StoreError::NotFound(_))));
+}
+
+pub async fn sender_grants_belong_to_a_user<S: Store>(f: Fixture<S>) {
+    let s = f.store;
+    s.add_domain("example.test").await.unwrap();
+    s.add_user("alice@example.test", "h").await.unwrap();
+    s.grant_sender("alice@example.test", "Sales@Example.test").await.unwrap();
+    s.grant_sender("alice@example.test", "@alias.test").await.unwrap();
+    assert!(matches!(s.grant_sender("alice@example.test", "sales@example.test").await, Err(StoreError::Exists(_))));
+    assert!(matches!(s.grant_sender("zed@example.test", "x@example.test").await, Err(StoreError::NotFound(_))));
+    for bad in ["@", "nobody", "a b@c.test"] {
+        assert!(matches!(s.grant_sender("alice@example.test", bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
+    }
+    assert_eq!(s.sender_grants("ALICE@example.test").await.unwrap(), ["@alias.test", "sales@example.test"]);
+    s.revoke_sender("alice@example.test", "SALES@example.test").await.unwrap();
+    assert!(matches!(s.revoke_sender("alice@example.test", "sales@example.test").await, Err(StoreError::NotFound(_))));
+    s.remove_user("alice@example.test").await.unwrap();
+    s.add_user("alice@example.test", "h").await.unwrap();
+    assert!(s.sender_grants("alice@example.test").await.unwrap().is_empty(), "grants go with the user");
+}

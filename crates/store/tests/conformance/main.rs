@@ -1,0 +1,56 @@
+//! The storage contract's conformance suite: every test here runs against
+//! every backend, so what one backend does the others do too.
+//!
+//! A test is an `async fn(Fixture<S>)` generic over [`facteur_store::Store`];
+//! the `conformance!` list below runs each one against each backend's
+//! fresh fixture (see `fixture.rs`).
+
+mod admin;
+mod concurrency;
+mod directory;
+mod fixture;
+mod mailstore;
+mod spool;
+
+macro_rules! conformance {
+    ($backend:ident: $($module:ident::$test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    crate::$module::$test(crate::fixture::$backend().await).await
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_test {
+    ($backend:ident) => {
+        conformance!($backend:
+            directory::users_domains_and_errors,
+            directory::sender_grants_belong_to_a_user,
+            mailstore::a_new_user_gets_the_special_use_mailboxes_subscribed,
+            mailstore::create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules,
+            mailstore::flags_modseq_expunge_and_the_uid_floor,
+            mailstore::copy_and_move_give_new_uids_in_order,
+            mailstore::header_reads_stop_at_the_empty_line,
+            mailstore::uidvalidity_comes_from_the_clock_and_never_goes_back,
+            mailstore::names_that_are_not_ascii_are_listed,
+            spool::one_body_many_mailboxes_and_the_queue,
+            spool::claim_groups_by_domain_and_leases,
+            spool::outcomes_and_notices_commit_together,
+            spool::operator_controls_are_audited,
+            spool::delivered_is_the_truth_even_after_an_operator_delete,
+            spool::claims_filter_by_class_and_skip_paused_pairs,
+            spool::parking_a_destination_postpones_only_what_may_wait,
+            admin::a_broken_uid_counter_is_reported_repaired_and_never_reused,
+            admin::controls_are_kept_and_audited,
+            admin::the_write_probe_writes,
+            concurrency::two_writers_allocate_distinct_increasing_uids,
+            concurrency::two_claimers_never_lease_one_recipient_twice,
+        );
+    };
+}
+
+every_test!(sqlite);
