@@ -246,9 +246,54 @@ prepare_facteur() {
     facteur_version="$("$facteur_bin" --version 2>/dev/null | head -n 1 || true)"
 }
 
+# FACTEUR_STORAGE [sqlite]: the backend facteur runs on. "postgres" puts
+# each run in a fresh schema of FACTEUR_PG [postgres://postgres@127.0.0.1:5432/test],
+# dropped on exit.
+FACTEUR_STORAGE="${FACTEUR_STORAGE:-sqlite}"
+FACTEUR_PG="${FACTEUR_PG:-postgres://postgres@127.0.0.1:5432/test}"
+case "$FACTEUR_STORAGE" in sqlite | postgres) ;; *) die "FACTEUR_STORAGE must be sqlite or postgres" ;; esac
+bench_pg_schemas=()
+
+# facteur_storage DIR: append the [storage] section FACTEUR_STORAGE asks for
+# to DIR/facteur.toml (nothing for SQLite, the default).
+facteur_storage() {
+    [ "$FACTEUR_STORAGE" = postgres ] || return 0
+    local schema="bench_$$_${#bench_pg_schemas[@]}"
+    bench_pg_schemas+=("$schema")
+    cat >>"$1/facteur.toml" <<EOF
+
+[storage]
+backend = "postgres"
+url = "$FACTEUR_PG"
+schema = "$schema"
+pool_size = ${FACTEUR_PG_POOL:-16}
+EOF
+}
+
+# facteur_sql DIR SQL: run one query on the storage of the facteur whose
+# configuration is DIR/facteur.toml (SQLite file DIR/data/facteur.db, or
+# the run's PostgreSQL schema); rows as "a|b" lines.
+facteur_sql() {
+    if [ "$FACTEUR_STORAGE" = postgres ]; then
+        local schema
+        schema="$(sed -n 's/^schema = "\(.*\)"$/\1/p' "$1/facteur.toml" | tail -n 1)"
+        PGOPTIONS="-c search_path=$schema" psql "$FACTEUR_PG" -qAtX -v ON_ERROR_STOP=1 -c "$2"
+    else
+        sqlite3 -bail -cmd '.timeout 10000' "$1/data/facteur.db" "$2"
+    fi
+}
+
+drop_pg_schemas() {
+    local schema
+    for schema in "${bench_pg_schemas[@]}"; do
+        psql "$FACTEUR_PG" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+    done
+}
+
 # facteur_config DIR HOSTNAME SMTP_PORT HTTP_PORT: DIR/facteur.toml with the
 # server's name and its listeners: SMTP and HTTP on the loopback ports given,
-# no submission. The caller may append more sections.
+# no submission, and the storage FACTEUR_STORAGE names. The caller may
+# append more sections.
 facteur_config() {
     cat >"$1/facteur.toml" <<EOF
 [server]
@@ -264,6 +309,7 @@ imaps = []
 pop3 = []
 pop3s = []
 EOF
+    facteur_storage "$1"
 }
 
 # start_facteur DIR HTTP_PORT [LOG_LEVEL]: `facteur serve` with the data
@@ -483,6 +529,7 @@ bench_cleanup() {
     trap - EXIT INT TERM
     stop_facteur
     stop_postfix
+    drop_pg_schemas
     on_exit "$rc"
     exit "$rc"
 }

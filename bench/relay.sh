@@ -36,6 +36,8 @@
 #                     keeps the sink cheap; falls back to the scratch dir
 #   RESULTS_DIR [bench/results]   JSON and CSV output
 #   KEEP [0]          1: keep the scratch directory and its logs
+#   FACTEUR_STORAGE [sqlite]  "postgres": facteur on PostgreSQL (FACTEUR_PG,
+#                     default the local test database; a schema per run)
 #
 # Needs root (Postfix's master runs as root) and the packages that
 # `.ci/run --deps-only` installs. Everything listens on 127.0.0.1 only, and
@@ -414,11 +416,11 @@ run_direct() {
 
 # --- facteur ---------------------------------------------------------------
 
-facteur_db=""
+facteur_dir=""
 
 # Recipients facteur has not finished with (neither delivered nor bounced).
 facteur_pending() {
-    sqlite3 -bail -cmd '.timeout 10000' "$facteur_db" \
+    facteur_sql "$facteur_dir" \
         "select count(*) from recipients where state not in ('delivered', 'bounced', 'deleted');" 2>/dev/null ||
         echo "?"
 }
@@ -428,7 +430,7 @@ run_facteur() {
     begin_run "$key"
     local dir="$work/facteur-$size" smtp_port http_port
     mkdir -p "$dir"
-    facteur_db="$dir/data/facteur.db"
+    facteur_dir="$dir"
     start_sink "facteur-$size"
     { read -r smtp_port; read -r http_port; } < <(free_ports 2)
     [ -n "${http_port:-}" ] || die "could not pick free loopback ports"
@@ -465,10 +467,10 @@ EOF
 
     # The checks the operator would make, on the stopped data directory.
     local list delivered total
-    list="$("$facteur_bin" --data "$dir/data" queue list --json 2>>"$dir/queue-list.err" | tr -d ' \n\t')" ||
+    list="$("$facteur_bin" --data "$dir/data" --config "$dir/facteur.toml" queue list --json 2>>"$dir/queue-list.err" | tr -d ' \n\t')" ||
         list="(queue list failed: $(tail -n 1 "$dir/queue-list.err"))"
-    delivered="$(sqlite3 -bail "$facteur_db" "select count(*) from recipients where state = 'delivered';")"
-    total="$(sqlite3 -bail "$facteur_db" "select count(*) from recipients;")"
+    delivered="$(facteur_sql "$dir" "select count(*) from recipients where state = 'delivered';")"
+    total="$(facteur_sql "$dir" "select count(*) from recipients;")"
     if [ "$list" = "[]" ]; then
         relay_check[$key]="queue list: [], delivered $delivered of $total recipients"
     else
@@ -482,7 +484,7 @@ EOF
     if [ "$ok" != ok ]; then
         note "facteur: $ok; last lines of $dir/facteur.log:"
         tail -n 30 "$dir/facteur.log" >&2
-        sqlite3 "$facteur_db" "select state, count(*), max(last_error) from recipients group by state;" >&2 || true
+        facteur_sql "$dir" "select state, count(*), max(last_error) from recipients group by state;" >&2 || true
     fi
     finish_run "$key" "$size" "$ok"
     # facteur's log: one "delivery attempt" line per recipient and try.

@@ -336,9 +336,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
     if matches!(cli.command, Command::Init) {
         let mut r = r;
-        return init_cmd(&mut r).map(|_| std::process::ExitCode::SUCCESS);
+        return init_cmd(&mut r).await.map(|_| std::process::ExitCode::SUCCESS);
     }
-    let store = serve::open_store(&r.config, &r.data_dir)?;
+    let store = serve::open_store(&r.config, &r.data_dir, std::sync::Arc::new(facteur_types::SystemClock)).await?;
     let d = r.data_dir.display().to_string();
     match cli.command {
         Command::Serve | Command::Init | Command::Classify { .. } => unreachable!("handled above"),
@@ -651,7 +651,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if out.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print_report(&report, store.path());
+                print_report(&report, &store.location());
             }
             if !report.healthy() {
                 return Ok(std::process::ExitCode::FAILURE);
@@ -814,8 +814,8 @@ fn print_message(m: &QueuedMessage) {
     }
 }
 
-fn print_report(r: &CheckReport, db: &Path) {
-    println!("storage:        {} (schema version {})", db.display(), r.schema_version);
+fn print_report(r: &CheckReport, db: &str) {
+    println!("storage:        {db} (schema version {})", r.schema_version);
     println!("mailboxes:      {}", r.mailboxes);
     println!("messages:       {}", r.messages);
     if r.findings.is_empty() {
@@ -834,8 +834,8 @@ fn print_report(r: &CheckReport, db: &Path) {
 
 /// `facteur init`: a new data folder, or an existing empty one, gets its
 /// database and (without --config) the default configuration file.
-fn init_cmd(r: &mut Resolved) -> anyhow::Result<()> {
-    drop(serve::init_store(&r.config, &r.data_dir)?);
+async fn init_cmd(r: &mut Resolved) -> anyhow::Result<()> {
+    drop(serve::init_store(&r.config, &r.data_dir).await?);
     println!("facteur: created a new database in {}", r.data_dir.display());
     write_default_config(r)
 }
@@ -864,7 +864,7 @@ async fn serve_cmd(mut r: Resolved) -> anyhow::Result<()> {
     // existing one without its database is refused by `serve::start` (a
     // mount that did not come up must not become a new, empty server).
     if !r.data_dir.exists() {
-        drop(serve::init_store(&r.config, &r.data_dir)?);
+        drop(serve::init_store(&r.config, &r.data_dir).await?);
         println!("facteur: NEW INSTALLATION: created data folder {} with an empty database", r.data_dir.display());
         write_default_config(&mut r)?;
     }

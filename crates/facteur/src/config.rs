@@ -169,10 +169,19 @@ pub struct TlsSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
-    /// "sqlite" (embedded). PostgreSQL comes with multi-node support.
+    /// "sqlite" (embedded, the default) or "postgres" (several nodes).
     pub backend: Backend,
     /// SQLite database file, relative to the data folder.
     pub path: PathBuf,
+    /// PostgreSQL: `postgres://user@host:port/database`.
+    pub url: String,
+    /// PostgreSQL: the schema facteur's tables live in (default: the
+    /// connection's, normally `public`).
+    pub schema: Option<String>,
+    /// PostgreSQL: connections this node keeps at most.
+    pub pool_size: usize,
+    /// PostgreSQL: a statement running longer is cancelled (0: no limit).
+    pub statement_timeout_secs: u64,
     /// Seconds between background invariant checks (with repair).
     pub check_interval_secs: u64,
     /// Seconds between readiness write probes (a tiny commit)...
@@ -186,6 +195,10 @@ impl Default for StorageSection {
         StorageSection {
             backend: Backend::Sqlite,
             path: "facteur.db".into(),
+            url: String::new(),
+            schema: None,
+            pool_size: 16,
+            statement_timeout_secs: 30,
             check_interval_secs: 600,
             probe_interval_secs: 5,
             probe_timeout_secs: 5,
@@ -197,6 +210,7 @@ impl Default for StorageSection {
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Sqlite,
+    Postgres,
 }
 
 /// The host name: /proc's, else "localhost".
@@ -284,6 +298,14 @@ impl Config {
         if let Err(errors) = self.classify.validate() {
             problems.extend(errors.iter().map(|e| format!("classify.{e}")));
         }
+        if self.storage.backend == Backend::Postgres && self.storage.url.trim().is_empty() {
+            problems.push(
+                "storage.backend = \"postgres\" needs storage.url = \"postgres://user@host:5432/database\"".into(),
+            );
+        }
+        if self.storage.pool_size == 0 {
+            problems.push("storage.pool_size = 0 would never reach the database; it must be at least 1".into());
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             problems.push("tls.cert and tls.key must be set together".into());
         }
@@ -349,8 +371,13 @@ max_messages_per_minute_per_ip = 300
 max_messages_per_minute_per_user = 300
 
 [storage]
-backend = "sqlite"            # embedded, no other service needed
+backend = "sqlite"            # embedded, no other service needed; "postgres" for several nodes
 path = "facteur.db"           # relative to the data folder
+# With backend = "postgres" (see docs/cluster.md):
+# url = "postgres://facteur@db.example:5432/facteur"
+# schema = "facteur"          # default: the connection's (public)
+pool_size = 16                # PostgreSQL connections this node keeps at most
+statement_timeout_secs = 30   # PostgreSQL: a statement running longer is cancelled
 check_interval_secs = 600     # background invariant check and repair
 probe_interval_secs = 5       # /readyz: a tiny write is committed this often...
 probe_timeout_secs = 5        # ...and must commit within this, or the node is not ready

@@ -11,13 +11,15 @@ use facteur_http::Health;
 use facteur_queue::{DnsResolver, Engine, Router};
 use facteur_smtp::{ListenerKind, SmtpContext};
 use facteur_spool::{Admission, Load};
+use facteur_store::any::AnyStore;
+use facteur_store::postgres::{PgConfig, PgStore};
 use facteur_store::sqlite::SqliteStore;
 use facteur_store::{Admin, CheckReport, Directory, SharedClock, Spool, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::tls;
 
 /// A running server: its bound addresses, and a handle to stop it.
@@ -31,8 +33,10 @@ pub struct Running {
     pub pop3: Vec<SocketAddr>,
     pub pop3s: Vec<SocketAddr>,
     pub health: Arc<Health>,
+    /// The storage this node serves from.
+    pub store: AnyStore,
     /// The delivery engine, when `delivery.enabled`.
-    pub engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
+    pub engine: Option<Arc<Engine<AnyStore, DnsResolver>>>,
     /// What startup did that the operator should hear about.
     pub notes: Vec<String>,
     shutdown: watch::Sender<bool>,
@@ -50,12 +54,35 @@ impl Running {
     }
 }
 
-/// Open the data folder's existing database. A missing or empty one is
-/// refused with the two ways out: initialise a new installation, or find
-/// the storage that did not come up.
-pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<SqliteStore> {
+fn pg_config(config: &Config) -> PgConfig {
+    let s = &config.storage;
+    PgConfig {
+        url: s.url.clone(),
+        pool_size: s.pool_size,
+        statement_timeout_ms: s.statement_timeout_secs.saturating_mul(1000),
+        schema: s.schema.clone(),
+    }
+}
+
+/// Open the configured storage (with `clock` for what it dates itself). A
+/// missing or empty database is refused with the two ways out: initialise
+/// a new installation, or find the storage that did not come up.
+pub async fn open_store(config: &Config, data_dir: &Path, clock: SharedClock) -> anyhow::Result<AnyStore> {
+    if config.storage.backend == Backend::Postgres {
+        let pg = pg_config(config);
+        return match PgStore::open(&pg, clock).await {
+            Ok(s) => Ok(s.into()),
+            Err(facteur_store::StoreError::Preflight(why)) => Err(anyhow::anyhow!(
+                "{why}.\n  If this is a new installation: facteur --data {d} init\n  \
+                 If the database should hold your mail: check storage.url; facteur will not start a new, empty \
+                 server over it",
+                d = data_dir.display()
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open PostgreSQL storage {}", pg.url))),
+        };
+    }
     let path = data_dir.join(&config.storage.path);
-    SqliteStore::open(&path).map_err(|e| match e {
+    SqliteStore::open_with_clock(&path, clock).map(AnyStore::from).map_err(|e| match e {
         facteur_store::StoreError::Preflight(why) if !path.metadata().is_ok_and(|m| m.len() > 0) => anyhow::anyhow!(
             "{why}.\n  If this is a new installation: facteur --data {d} init\n  \
              If {d} should hold your mail: check that its storage is mounted; facteur will not start a new, empty \
@@ -66,11 +93,22 @@ pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<SqliteStor
     })
 }
 
-/// Make a new, empty database in the data folder (created if needed).
-pub fn init_store(config: &Config, data_dir: &Path) -> anyhow::Result<SqliteStore> {
+/// Make a new, empty database (SQLite: in the data folder, created if
+/// needed; PostgreSQL: the tables in the configured schema).
+pub async fn init_store(config: &Config, data_dir: &Path) -> anyhow::Result<AnyStore> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+    if config.storage.backend == Backend::Postgres {
+        let pg = pg_config(config);
+        return match PgStore::create(&pg, Arc::new(SystemClock)).await {
+            Ok(s) => Ok(s.into()),
+            Err(facteur_store::StoreError::Exists(_)) => {
+                Err(anyhow::anyhow!("{} already holds a facteur database; nothing to initialise", pg.url))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot create PostgreSQL storage {}", pg.url))),
+        };
+    }
     let path = data_dir.join(&config.storage.path);
-    SqliteStore::create(&path).map_err(|e| match e {
+    SqliteStore::create(&path).map(AnyStore::from).map_err(|e| match e {
         facteur_store::StoreError::Exists(_) => {
             anyhow::anyhow!("{} already holds a facteur database; nothing to initialise", data_dir.display())
         }
@@ -160,7 +198,8 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let clock = options.clock;
     let mut notes = config.warnings();
     let lock = lock_data_dir(data_dir)?;
-    let store = open_store(&config, data_dir)?;
+    let store = open_store(&config, data_dir, clock.clone()).await?;
+    tracing::info!(backend = store.kind(), "storage open");
     let report = store.check(true).await.context("storage invariant check failed to run")?;
     let healthy = log_check(&report);
     if !report.findings.is_empty() {
@@ -292,7 +331,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         rx.clone(),
     ));
     tasks.spawn(periodic_check(
-        store,
+        store.clone(),
         Duration::from_secs(config.storage.check_interval_secs.max(1)),
         health.clone(),
         rx,
@@ -310,6 +349,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         pop3,
         pop3s,
         health,
+        store,
         engine: engine.clone(),
         notes,
         shutdown,
@@ -375,13 +415,13 @@ struct Live {
     config: std::sync::Mutex<Config>,
     data_dir: std::path::PathBuf,
     tls: tls::Tls,
-    smtp: watch::Sender<Arc<SmtpContext<SqliteStore>>>,
-    imap: watch::Sender<Arc<facteur_imap::ImapContext<SqliteStore>>>,
-    pop3: watch::Sender<Arc<facteur_pop3::Pop3Context<SqliteStore>>>,
+    smtp: watch::Sender<Arc<SmtpContext<AnyStore>>>,
+    imap: watch::Sender<Arc<facteur_imap::ImapContext<AnyStore>>>,
+    pop3: watch::Sender<Arc<facteur_pop3::Pop3Context<AnyStore>>>,
     auth: Arc<facteur_net::AuthThrottle>,
     admission: Arc<std::sync::Mutex<Admission>>,
     local: facteur_queue::route::Local,
-    engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
+    engine: Option<Arc<Engine<AnyStore, DnsResolver>>>,
 }
 
 impl Running {
@@ -498,7 +538,7 @@ fn fit_connection_caps(config: &mut Config, notes: &mut Vec<String>) {
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.
-async fn periodic_check(store: SqliteStore, every: Duration, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
+async fn periodic_check(store: AnyStore, every: Duration, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -521,7 +561,7 @@ const BROKEN: &str = "storage invariants broken; run `facteur check`";
 /// above the admission reserve. A store that reads but cannot write, or
 /// whose every commit fails, makes the node not ready with the reason.
 async fn readiness_probe(
-    store: SqliteStore,
+    store: AnyStore,
     clock: SharedClock,
     health: Arc<Health>,
     spool: std::path::PathBuf,
@@ -567,7 +607,7 @@ async fn readiness_probe(
 /// Measure the queue and the disk every second and move the door's latches;
 /// every change is logged.
 async fn watch_load(
-    store: SqliteStore,
+    store: AnyStore,
     clock: SharedClock,
     admission: Arc<std::sync::Mutex<Admission>>,
     spool: std::path::PathBuf,
@@ -623,8 +663,8 @@ async fn watch_load(
 
 /// The admin API over this node's store and engine.
 struct AdminImpl {
-    store: SqliteStore,
-    engine: Option<Arc<Engine<SqliteStore, DnsResolver>>>,
+    store: AnyStore,
+    engine: Option<Arc<Engine<AnyStore, DnsResolver>>>,
     clock: SharedClock,
 }
 

@@ -67,6 +67,60 @@ pub fn mailbox_name(name: &str) -> Result<String> {
     Ok(name)
 }
 
+/// What STORE makes of a message's flags (RFC 9051 §6.4.6): `None` when
+/// nothing changes (flags compare case-insensitively), so no MODSEQ is
+/// taken for it (RFC 7162 §3.1.3).
+pub fn apply_flags(op: crate::FlagOp, current: &[String], flags: &[String]) -> Option<Vec<String>> {
+    use crate::FlagOp;
+    let has = |list: &[String], f: &str| list.iter().any(|x| x.eq_ignore_ascii_case(f));
+    let mut new: Vec<String> = match op {
+        FlagOp::Replace => Vec::new(),
+        FlagOp::Add | FlagOp::Remove => current.to_vec(),
+    };
+    match op {
+        FlagOp::Remove => new.retain(|x| !has(flags, x)),
+        FlagOp::Add | FlagOp::Replace => {
+            for f in flags {
+                if !has(&new, f) {
+                    new.push(f.clone());
+                }
+            }
+        }
+    }
+    let same = new.len() == current.len() && new.iter().all(|f| has(current, f));
+    (!same).then_some(new)
+}
+
+/// Flags as stored: one space-separated string.
+pub fn parse_flags(s: &str) -> Vec<String> {
+    s.split_ascii_whitespace().map(str::to_string).collect()
+}
+
+/// The superior names of a (valid) mailbox name, outermost first: what
+/// CREATE makes when missing (RFC 9051 §6.3.4).
+pub fn superiors(name: &str) -> Vec<&str> {
+    name.match_indices('/').map(|(i, _)| &name[..i]).collect()
+}
+
+/// What is wrong with a mailbox's UID counter (`uidnext`) given the highest
+/// UID it holds or ever expunged, in words; `None` if nothing.
+pub fn uid_counter_problem(mailbox: &str, uidnext: Option<i64>, highest_uid: i64) -> Option<String> {
+    match uidnext {
+        None => Some(format!("mailbox {mailbox} has no UID counter; highest stored UID is {highest_uid}")),
+        Some(n) if n <= highest_uid => Some(format!("mailbox {mailbox} has UIDNEXT {n} but stores UID {highest_uid}")),
+        _ => None,
+    }
+}
+
+/// The audit line of an operator's delete.
+pub fn deleted_detail(recipients: u64, sender_notified: bool) -> String {
+    if sender_notified {
+        format!("{recipients} recipient(s) deleted, sender notified")
+    } else {
+        format!("{recipients} recipient(s) deleted")
+    }
+}
+
 /// The UIDVALIDITY of a mailbox created at `now` (unix seconds) by an owner
 /// whose mailboxes, live or deleted, had at most `highest_before`: the time,
 /// unless that would not be strictly above every earlier one, so a
@@ -126,6 +180,8 @@ mod tests {
         assert_eq!(sender_grant("@Alias.TEST").unwrap(), "@alias.test");
         assert!(sender_grant("@").is_err() && sender_grant("nobody").is_err());
         assert_eq!(mailbox_name("inbox").unwrap(), "INBOX");
+        assert_eq!(superiors("a/b/c"), ["a", "a/b"]);
+        assert!(superiors("a").is_empty());
         for bad in ["", "/a", "a/", "a//b", "a*", "a%b", "a\u{7}"] {
             assert!(mailbox_name(bad).is_err(), "{bad:?}");
         }

@@ -28,9 +28,11 @@
 //! SMTP layer turns any of them into a temporary `451 4.3.0`, so mail is
 //! deferred, not lost.
 
+pub mod any;
 pub mod changes;
 pub mod invariants;
 pub mod password;
+pub mod postgres;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -301,6 +303,18 @@ pub enum NewState {
     Bounced,
     /// Removed by an operator.
     Deleted,
+}
+
+impl NewState {
+    /// The recipient's state once this is applied (a deferral stays queued).
+    pub fn status(&self) -> RecipientStatus {
+        match self {
+            NewState::Delivered => RecipientStatus::Delivered,
+            NewState::Deferred { .. } => RecipientStatus::Queued,
+            NewState::Bounced => RecipientStatus::Bounced,
+            NewState::Deleted => RecipientStatus::Deleted,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use facteur::config::Config;
 use facteur::serve::{self, Running};
+use facteur_store::any::AnyStore;
 use facteur_store::sqlite::SqliteStore;
 use facteur_store::{password, prelude::*};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -64,7 +65,7 @@ pub fn test_config() -> Config {
 
 /// Domain example.test with users alice and bob.
 pub async fn provision(data: &Path, config: &Config) {
-    let store = serve::init_store(config, data).unwrap();
+    let store = serve::init_store(config, data).await.unwrap();
     store.add_domain("example.test").await.unwrap();
     for u in ["alice@example.test", "bob@example.test"] {
         store.add_user(u, &password::hash(PASSWORD)).await.unwrap();
@@ -98,8 +99,13 @@ impl TestServer {
         }
     }
 
-    pub fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.dir.path().join("facteur.db")).unwrap()
+    /// The server's storage (once it stopped, SQLite: a handle of its own
+    /// on the same file).
+    pub fn store(&self) -> AnyStore {
+        match &self.running {
+            Some(r) => r.store.clone(),
+            None => SqliteStore::open(&self.dir.path().join("facteur.db")).unwrap().into(),
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -120,7 +126,7 @@ impl TestServer {
     }
 
     /// The delivery engine (the test config must enable delivery).
-    pub fn engine(&self) -> std::sync::Arc<facteur_queue::Engine<SqliteStore, facteur_queue::DnsResolver>> {
+    pub fn engine(&self) -> std::sync::Arc<facteur_queue::Engine<AnyStore, facteur_queue::DnsResolver>> {
         self.running.as_ref().unwrap().engine.clone().expect("delivery.enabled")
     }
 
@@ -371,5 +377,44 @@ impl Lines {
                 Err(_) => return false,
             }
         }
+    }
+}
+
+/// A PostgreSQL schema of the test's own in the test database (see
+/// `facteur_store`'s conformance suite for the URL), dropped when the
+/// guard goes, pass or fail.
+pub struct PgSchema {
+    pub url: String,
+    pub schema: String,
+}
+
+impl PgSchema {
+    pub fn new() -> PgSchema {
+        let url = std::env::var("FACTEUR_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        PgSchema { url, schema: format!("t_{:016x}", fastrand::u64(..)) }
+    }
+
+    /// `config` pointed at this schema.
+    pub fn configure(&self, config: &mut Config) {
+        config.storage.backend = facteur::config::Backend::Postgres;
+        config.storage.url = self.url.clone();
+        config.storage.schema = Some(self.schema.clone());
+        config.storage.pool_size = 8;
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                }
+            })
+        })
+        .join();
     }
 }

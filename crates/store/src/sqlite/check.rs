@@ -31,16 +31,8 @@ pub fn run(c: &Connection, repair: bool, now: i64) -> Result<CheckReport> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (id, owner, name, uidnext, max_uid) in rows {
-        let problem = match uidnext {
-            None => {
-                Some(format!("mailbox {owner}/{name} (id {id}) has no UID counter; highest stored UID is {max_uid}"))
-            }
-            Some(n) if n <= max_uid => {
-                Some(format!("mailbox {owner}/{name} (id {id}) has UIDNEXT {n} but stores UID {max_uid}"))
-            }
-            _ => None,
-        };
-        if let Some(detail) = problem {
+        let mailbox = format!("{owner}/{name} (id {id})");
+        if let Some(detail) = crate::invariants::uid_counter_problem(&mailbox, uidnext, max_uid) {
             if repair {
                 c.execute(
                     "INSERT INTO uid_counters (mailbox_id, uidnext) VALUES (?1, ?2)

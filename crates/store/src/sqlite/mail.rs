@@ -14,7 +14,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{allocate_uid, create_mailbox, parsed};
-use crate::invariants::{mailbox_name, normalize_name};
+use crate::invariants::{apply_flags, mailbox_name, normalize_name, parse_flags};
 use crate::{FlagOp, FlagsChanged, Mailbox, MailboxSnapshot, MessageId, MessageMeta, Part, Result, StoreError};
 
 const MAILBOX_COLUMNS: &str = "m.id, m.owner, m.name, m.uidvalidity,
@@ -60,14 +60,9 @@ pub(crate) fn create(c: &Connection, owner: &str, name: &str, special_use: Optio
     if get(c, owner, &name)?.is_some() {
         return Err(StoreError::Exists(format!("mailbox {name}")));
     }
-    let mut prefix = String::new();
-    for (i, part) in name.split('/').enumerate() {
-        if i > 0 {
-            prefix.push('/');
-        }
-        prefix.push_str(part);
-        if prefix != name && get(c, owner, &prefix)?.is_none() {
-            create_mailbox(c, owner, &prefix, None, now)?;
+    for superior in crate::invariants::superiors(&name) {
+        if get(c, owner, superior)?.is_none() {
+            create_mailbox(c, owner, superior, None, now)?;
         }
     }
     create_mailbox(c, owner, &name, special_use, now)?;
@@ -150,10 +145,6 @@ pub(crate) fn set_subscribed(c: &Connection, owner: &str, name: &str, on: bool) 
 pub(crate) fn subscriptions(c: &Connection, owner: &str) -> Result<Vec<String>> {
     let mut s = c.prepare_cached("SELECT name FROM subscriptions WHERE owner = ?1 ORDER BY name")?;
     Ok(s.query_map([owner], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
-}
-
-pub(crate) fn parse_flags(s: &str) -> Vec<String> {
-    s.split_ascii_whitespace().map(str::to_string).collect()
 }
 
 /// The messages of a mailbox in UID order.
@@ -335,27 +326,11 @@ pub(crate) fn store_flags(
             continue;
         }
         let current = parse_flags(&current);
-        let has = |list: &[String], f: &str| list.iter().any(|x| x.eq_ignore_ascii_case(f));
-        let mut new: Vec<String> = match op {
-            FlagOp::Replace => Vec::new(),
-            FlagOp::Add | FlagOp::Remove => current.clone(),
-        };
-        match op {
-            FlagOp::Remove => new.retain(|x| !has(flags, x)),
-            FlagOp::Add | FlagOp::Replace => {
-                for f in flags {
-                    if !has(&new, f) {
-                        new.push(f.clone());
-                    }
-                }
-            }
-        }
-        let same = new.len() == current.len() && new.iter().all(|f| has(&current, f));
-        if same {
+        let Some(new) = apply_flags(op, &current, flags) else {
             // Nothing changed: no new MODSEQ (RFC 7162 §3.1.3 still reports it).
             out.unchanged.push((uid, current, modseq));
             continue;
-        }
+        };
         let modseq = match this_store {
             Some(m) => m,
             None => *this_store.insert(next_modseq(c, mailbox_id)?),

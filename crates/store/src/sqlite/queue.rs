@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{insert_message, parsed, parsed_opt};
 use crate::{
     AttemptRecord, AuditRecord, ClaimFilter, Class, Control, ControlKey, DeliveryJob, JobRecipient, MessageId,
-    NewMessage, NewState, Park, QueueStats, RecipientStatus, RecipientUpdate, Result, StoreError, StoredEnvelope,
+    NewMessage, NewState, Park, QueueStats, RecipientUpdate, Result, StoreError, StoredEnvelope,
 };
 
 pub(crate) fn claim_due(
@@ -134,15 +134,6 @@ pub(crate) fn next_due(c: &Connection) -> Result<Option<i64>> {
     })
 }
 
-fn state_of(s: &NewState) -> RecipientStatus {
-    match s {
-        NewState::Delivered => RecipientStatus::Delivered,
-        NewState::Deferred { .. } => RecipientStatus::Queued,
-        NewState::Bounced => RecipientStatus::Bounced,
-        NewState::Deleted => RecipientStatus::Deleted,
-    }
-}
-
 pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[NewMessage], now: i64) -> Result<()> {
     for u in updates {
         let id = u.message_id.to_string();
@@ -162,7 +153,7 @@ pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[N
              WHERE message_id = ?7 AND idx = ?8 AND {guard}"
         ))?
         .execute(params![
-            state_of(&u.state).as_str(),
+            u.state.status().as_str(),
             next,
             u.attempt.is_some() as i64,
             u.last_error,
@@ -280,11 +271,7 @@ pub(crate) fn delete(c: &Connection, id: MessageId, now: i64, actor: &str, notic
     if n == 0 {
         return Err(StoreError::Invalid(format!("message {id} has no pending recipient to delete")));
     }
-    let detail = if notices.is_empty() {
-        format!("{n} recipient(s) deleted")
-    } else {
-        format!("{n} recipient(s) deleted, sender notified")
-    };
+    let detail = crate::invariants::deleted_detail(n, !notices.is_empty());
     audit(c, now, actor, "delete", Some(id), &detail)?;
     for m in notices {
         insert_message(c, m, now)?;

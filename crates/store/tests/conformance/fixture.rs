@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use facteur_store::postgres::{PgConfig, PgStore};
 use facteur_store::sqlite::SqliteStore;
 use facteur_store::{ChangeFeed, Changed, ManualClock};
 
@@ -72,5 +73,79 @@ pub async fn sqlite() -> Fixture<SqliteStore> {
         faults: Box::new(SqliteFaults(path)),
         another: Box::new(move || SqliteStore::open_with_clock(&again, Arc::new(again_clock.clone())).unwrap()),
         _keep: Box::new(dir),
+    }
+}
+
+/// The PostgreSQL every test uses: `FACTEUR_TEST_PG`, or the CI's local
+/// server (`bash .ci/run` checks it is up and fails loudly if not).
+pub fn pg_url() -> String {
+    std::env::var("FACTEUR_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Run a future to completion from synchronous code inside a test runtime.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+struct PgFaults(PgConfig);
+
+impl PgFaults {
+    fn run(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) {
+        block(async {
+            let (c, conn) = tokio_postgres::connect(&self.0.url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            c.batch_execute(&format!("SET search_path = {}", self.0.schema.as_deref().unwrap())).await.unwrap();
+            c.execute(sql, params).await.unwrap();
+        })
+    }
+}
+
+impl Faults for PgFaults {
+    fn drop_uid_counter(&self, mailbox_id: i64) {
+        self.run("DELETE FROM uid_counters WHERE mailbox_id = $1", &[&mailbox_id]);
+    }
+    fn set_uid_counter(&self, mailbox_id: i64, uidnext: i64) {
+        self.run("UPDATE uid_counters SET uidnext = $2 WHERE mailbox_id = $1", &[&mailbox_id, &uidnext]);
+    }
+}
+
+/// Drops the test's schema when the test ends, pass or fail.
+struct DropSchema(PgConfig);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (self.0.url.clone(), self.0.schema.clone().unwrap());
+        // Its own thread and runtime: the test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A new schema of its own in the test database, so tests run in parallel.
+pub async fn postgres() -> Fixture<PgStore> {
+    let schema = format!("t_{:016x}", fastrand::u64(..));
+    let config = PgConfig { url: pg_url(), pool_size: 8, schema: Some(schema), ..PgConfig::default() };
+    let clock = ManualClock::new(T0);
+    // Dropped (and the schema with it) even if connecting panics.
+    let guard = DropSchema(config.clone());
+    let store = PgStore::create(&config, Arc::new(clock.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} (bash .ci/run starts it): {e}", config.url));
+    let (again, again_clock) = (config.clone(), clock.clone());
+    Fixture {
+        store,
+        clock,
+        faults: Box::new(PgFaults(config.clone())),
+        another: Box::new(move || {
+            block(PgStore::open(&again, Arc::new(again_clock.clone()))).expect("a second PostgreSQL handle")
+        }),
+        _keep: Box::new(guard),
     }
 }

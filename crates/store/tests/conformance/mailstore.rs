@@ -209,7 +209,8 @@ pub async fn names_that_are_not_ascii_are_listed<S: Store>(f: Fixture<S>) {
     s.create_mailbox(ALICE, "Plain", None).await.unwrap();
     assert_eq!(s.non_ascii_mailboxes().await.unwrap(), [(ALICE.to_string(), "Entwürfe".to_string())]);
     let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
-    let (uid, _) = s.append_message(inbox.id, b"Subject: x\r\n\r\n".to_vec(), vec![], 5).await.unwrap();
+    let (uid, _) = s.append_message(inbox.id, b"Subject: x\r\n\r\n".to_vec(), flags(&["\\seen"]), 5).await.unwrap();
+    assert_eq!(s.mailbox(ALICE, "INBOX").await.unwrap().unwrap().unseen, 0, "flags are case-insensitive");
     let meta = &s.mailbox_messages(inbox.id).await.unwrap()[0];
     assert_eq!((meta.uid, meta.internal_date, meta.size), (uid, 5, 14));
     assert_eq!(meta.message_id.unix_ms() as i64 / 1000, crate::fixture::T0, "APPEND ids come from the clock");

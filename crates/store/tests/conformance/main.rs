@@ -54,3 +54,4 @@ macro_rules! every_test {
 }
 
 every_test!(sqlite);
+every_test!(postgres);

@@ -1,0 +1,139 @@
+//! One type for "whichever backend the configuration names", so the binary
+//! is written once: every role delegates to the backend inside.
+
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+use crate::{
+    Admin, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Control, ControlKey, DeliveryJob, Directory,
+    Domain, FlagOp, FlagsChanged, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId, MessageMeta, NewMessage,
+    Park, Part, Placement, QueueStats, QueuedMessage, RecipientUpdate, Result, Spool, User,
+};
+
+#[derive(Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// "sqlite" or "postgres", for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Sqlite(_) => "sqlite",
+            AnyStore::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl AnyStore {
+    /// Where the data is, for people: the SQLite file, or PostgreSQL's
+    /// host, database and schema (never a password).
+    pub fn location(&self) -> String {
+        match self {
+            AnyStore::Sqlite(s) => s.path().display().to_string(),
+            AnyStore::Postgres(s) => s.location(),
+        }
+    }
+}
+
+impl From<SqliteStore> for AnyStore {
+    fn from(s: SqliteStore) -> Self {
+        AnyStore::Sqlite(s)
+    }
+}
+
+impl From<PgStore> for AnyStore {
+    fn from(s: PgStore) -> Self {
+        AnyStore::Postgres(s)
+    }
+}
+
+/// `async fn name(&self, args) -> R` for each method, forwarded.
+macro_rules! forward {
+    ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        $(
+            async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    AnyStore::Sqlite(s) => s.$name($($arg),*).await,
+                    AnyStore::Postgres(s) => s.$name($($arg),*).await,
+                }
+            }
+        )*
+    };
+}
+
+impl Directory for AnyStore {
+    forward! {
+        fn add_domain(&self, name: &str) -> Result<()>;
+        fn remove_domain(&self, name: &str) -> Result<()>;
+        fn list_domains(&self) -> Result<Vec<Domain>>;
+        fn is_local_domain(&self, name: &str) -> Result<bool>;
+        fn add_user(&self, address: &str, password_hash: &str) -> Result<()>;
+        fn set_password(&self, address: &str, password_hash: &str) -> Result<()>;
+        fn remove_user(&self, address: &str) -> Result<()>;
+        fn list_users(&self) -> Result<Vec<User>>;
+        fn get_user(&self, address: &str) -> Result<Option<User>>;
+        fn sender_grants(&self, owner: &str) -> Result<Vec<String>>;
+        fn grant_sender(&self, owner: &str, address: &str) -> Result<()>;
+        fn revoke_sender(&self, owner: &str, address: &str) -> Result<()>;
+        fn lookup_recipient(&self, address: &str) -> Result<Lookup>;
+    }
+}
+
+impl Mailstore for AnyStore {
+    forward! {
+        fn list_mailboxes(&self, owner: &str) -> Result<Vec<Mailbox>>;
+        fn fetch_message(&self, mailbox_id: i64, uid: u32) -> Result<Option<Vec<u8>>>;
+        fn fetch_messages(&self, mailbox_id: i64, uids: Vec<u32>, part: Part) -> Result<Vec<(u32, Vec<u8>)>>;
+        fn mailbox(&self, owner: &str, name: &str) -> Result<Option<Mailbox>>;
+        fn create_mailbox(&self, owner: &str, name: &str, special_use: Option<&str>) -> Result<Mailbox>;
+        fn delete_mailbox(&self, owner: &str, name: &str) -> Result<()>;
+        fn rename_mailbox(&self, owner: &str, from: &str, to: &str) -> Result<()>;
+        fn subscribe(&self, owner: &str, name: &str, on: bool) -> Result<()>;
+        fn non_ascii_mailboxes(&self) -> Result<Vec<(String, String)>>;
+        fn subscriptions(&self, owner: &str) -> Result<Vec<String>>;
+        fn mailbox_messages(&self, mailbox_id: i64) -> Result<Vec<MessageMeta>>;
+        fn mailbox_snapshot(&self, mailbox_id: i64, known: Option<u64>) -> Result<Option<MailboxSnapshot>>;
+        fn append_message(&self, mailbox_id: i64, data: Vec<u8>, flags: Vec<String>, internal_date: i64) -> Result<(u32, u64)>;
+        fn store_flags(&self, mailbox_id: i64, uids: Vec<u32>, op: FlagOp, flags: Vec<String>, unchanged_since: Option<u64>) -> Result<FlagsChanged>;
+        fn expunge(&self, mailbox_id: i64, only: Option<Vec<u32>>) -> Result<Vec<u32>>;
+        fn copy_messages(&self, from: i64, uids: Vec<u32>, to: i64, moving: bool) -> Result<Vec<(u32, u32)>>;
+    }
+
+    fn mailbox_changes(&self) -> ChangeFeed {
+        match self {
+            AnyStore::Sqlite(s) => s.mailbox_changes(),
+            AnyStore::Postgres(s) => s.mailbox_changes(),
+        }
+    }
+}
+
+impl Spool for AnyStore {
+    forward! {
+        fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>>;
+        fn claim_due(&self, now: i64, lease_until: i64, limit: usize, filter: ClaimFilter) -> Result<Vec<DeliveryJob>>;
+        fn next_due(&self) -> Result<Option<i64>>;
+        fn message_body(&self, id: MessageId) -> Result<Option<Vec<u8>>>;
+        fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()>;
+        fn release_leases(&self) -> Result<u64>;
+        fn queue_retry_where(&self, domain: Option<&str>, class: Option<Class>, now: i64, actor: &str) -> Result<u64>;
+        fn park_destination(&self, park: Park) -> Result<u64>;
+        fn queue_stats(&self, now: i64, by_domain: bool) -> Result<Vec<QueueStats>>;
+        fn controls(&self) -> Result<Vec<Control>>;
+    }
+}
+
+impl Admin for AnyStore {
+    forward! {
+        fn queue_list(&self) -> Result<Vec<QueuedMessage>>;
+        fn queue_show(&self, id: MessageId) -> Result<Option<QueuedMessage>>;
+        fn queue_retry(&self, id: Option<MessageId>, now: i64, actor: &str) -> Result<u64>;
+        fn queue_hold(&self, id: MessageId, now: i64, actor: &str) -> Result<u64>;
+        fn queue_release(&self, id: MessageId, now: i64, actor: &str) -> Result<u64>;
+        fn queue_delete(&self, id: MessageId, now: i64, actor: &str, notices: Vec<NewMessage>) -> Result<u64>;
+        fn audit_log(&self, id: Option<MessageId>) -> Result<Vec<AuditRecord>>;
+        fn set_control(&self, key: &ControlKey, value: Option<&str>, now: i64, actor: &str) -> Result<()>;
+        fn write_probe(&self, now: i64) -> Result<()>;
+        fn check(&self, repair: bool) -> Result<CheckReport>;
+    }
+}

@@ -1,0 +1,131 @@
+//! The invariant checks on PostgreSQL: the same findings as SQLite's,
+//! each repaired from the data where the data allows.
+
+use deadpool_postgres::GenericClient;
+
+use super::{execute, mail, query, query_one};
+use crate::{CheckReport, Finding, Result, Severity};
+
+fn finding(severity: Severity, invariant: &str, detail: String) -> Finding {
+    Finding { severity, invariant: invariant.into(), detail }
+}
+
+pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<CheckReport> {
+    let count = |sql: &'static str| async move { query_one(c, sql, &[]).await.map(|r| r.get::<_, i64>(0)) };
+    let mut report = CheckReport {
+        schema_version: super::schema::current_version(c).await?,
+        mailboxes: count("SELECT COUNT(*) FROM mailboxes").await? as u64,
+        messages: count("SELECT COUNT(*) FROM messages").await? as u64,
+        findings: Vec::new(),
+    };
+    let fixed = if repair { Severity::Repaired } else { Severity::Error };
+
+    // UIDNEXT is greater than every UID stored or expunged (RFC 9051
+    // §2.3.1.1), and the counter exists.
+    let rows = query(
+        c,
+        "SELECT m.id, m.owner, m.name, u.uidnext,
+                GREATEST(COALESCE((SELECT MAX(uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id), 0),
+                         m.expunged_uid_max)
+         FROM mailboxes m LEFT JOIN uid_counters u ON u.mailbox_id = m.id ORDER BY m.id",
+        &[],
+    )
+    .await?;
+    for r in rows {
+        let (id, owner, name, uidnext, max_uid): (i64, String, String, Option<i64>, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let mailbox = format!("{owner}/{name} (id {id})");
+        if let Some(detail) = crate::invariants::uid_counter_problem(&mailbox, uidnext, max_uid) {
+            if repair {
+                execute(
+                    c,
+                    "INSERT INTO uid_counters (mailbox_id, uidnext) VALUES ($1, $2)
+                     ON CONFLICT (mailbox_id) DO UPDATE SET uidnext = excluded.uidnext",
+                    &[&id, &(max_uid + 1)],
+                )
+                .await?;
+                tracing::error!(mailbox_id = id, %detail, "UID invariant broken; counter rebuilt as {}", max_uid + 1);
+            }
+            report.findings.push(finding(fixed, "uidnext-above-max-uid", detail));
+        }
+    }
+
+    let stale = count(
+        "SELECT COUNT(*) FROM uid_counters u WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.id = u.mailbox_id)",
+    )
+    .await?;
+    if stale > 0 {
+        if repair {
+            execute(
+                c,
+                "DELETE FROM uid_counters u WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.id = u.mailbox_id)",
+                &[],
+            )
+            .await?;
+        }
+        report.findings.push(finding(
+            fixed,
+            "counter-has-mailbox",
+            format!("{stale} UID counter(s) without a mailbox"),
+        ));
+    }
+
+    let missing = query(
+        c,
+        "SELECT address FROM users u
+         WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.owner = u.address AND m.name = 'INBOX')",
+        &[],
+    )
+    .await?;
+    for r in missing {
+        let user: String = r.get(0);
+        if repair {
+            mail::create_mailbox(c, &user, "INBOX", None, now).await?;
+        }
+        report.findings.push(finding(fixed, "user-has-inbox", format!("user {user} has no INBOX")));
+    }
+
+    // Cannot be repaired from the data: reported loudly, never silently dropped.
+    let orphans = count(
+        "SELECT COUNT(*) FROM mailbox_messages mm WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.id = mm.mailbox_id)",
+    )
+    .await?;
+    if orphans > 0 {
+        report.findings.push(finding(
+            Severity::Error,
+            "message-has-mailbox",
+            format!("{orphans} mailbox entr(y/ies) point to a mailbox that does not exist"),
+        ));
+    }
+    let bodiless = count(
+        "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.message_id = m.id)",
+    )
+    .await?;
+    if bodiless > 0 {
+        report.findings.push(finding(
+            Severity::Error,
+            "message-has-body",
+            format!("{bodiless} message(s) have no stored body"),
+        ));
+    }
+    // HIGHESTMODSEQ is at least every message's MODSEQ (RFC 7162 §3.1.1).
+    let behind = query(
+        c,
+        "SELECT m.id, m.owner, m.name, MAX(mm.modseq) FROM mailboxes m JOIN mailbox_messages mm ON mm.mailbox_id = m.id
+         GROUP BY m.id HAVING MAX(mm.modseq) > m.highest_modseq",
+        &[],
+    )
+    .await?;
+    for r in behind {
+        let (id, owner, name, max): (i64, String, String, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        if repair {
+            execute(c, "UPDATE mailboxes SET highest_modseq = $2 + 1 WHERE id = $1", &[&id, &max]).await?;
+        }
+        report.findings.push(finding(
+            fixed,
+            "highestmodseq-above-modseq",
+            format!("mailbox {owner}/{name} (id {id}) has HIGHESTMODSEQ below a message's MODSEQ {max}"),
+        ));
+    }
+    Ok(report)
+}

@@ -1,0 +1,229 @@
+//! The PostgreSQL store: several facteur nodes on one database.
+//!
+//! Driver: `tokio-postgres` with a `deadpool-postgres` pool — async on the
+//! runtime facteur already runs (no thread per query), prepared statements
+//! cached per connection, and the pool gives each write its own connection
+//! so concurrent acceptances commit in parallel: PostgreSQL then flushes
+//! their commit records together (its own group commit), which is what the
+//! SQLite writer thread does by hand.
+//!
+//! Durability before `250`: every connection runs with
+//! `synchronous_commit = on`, so a commit returns once its WAL is flushed.
+//! Replication, failover and backups are PostgreSQL's.
+//!
+//! Concurrency: UIDs and MODSEQs are taken under the mailbox's row lock
+//! (`SELECT … FOR UPDATE`), several mailboxes always in id order, so two
+//! nodes delivering into one mailbox serialise there and never deadlock on
+//! each other; claims lease recipients with `FOR UPDATE SKIP LOCKED`.
+
+mod check;
+mod directory;
+mod mail;
+mod queue;
+mod schema;
+
+use std::sync::Arc;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+
+use crate::{ChangeHub, Result, SharedClock, StoreError};
+
+pub use schema::latest_version;
+
+/// How to reach the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    /// `postgres://user@host:port/database` (libpq-style key=value works too).
+    pub url: String,
+    /// Connections this node keeps at most.
+    pub pool_size: usize,
+    /// A statement running longer is cancelled (milliseconds; 0: no limit).
+    pub statement_timeout_ms: u64,
+    /// The schema facteur's tables live in (`search_path`); `None`: the
+    /// connection's default (normally `public`).
+    pub schema: Option<String>,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig { url: String::new(), pool_size: 16, statement_timeout_ms: 30_000, schema: None }
+    }
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// host:port/database (schema), for people.
+    location: String,
+    pool: Pool,
+    clock: SharedClock,
+    changes: ChangeHub,
+}
+
+/// A driver error, as the rest of facteur sees it: the database's own
+/// message when it gave one; a lost or refused connection is `Unavailable`.
+pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(d) => StoreError::Backend(format!("{}: {}", d.severity(), d.message())),
+        None if e.is_closed() => StoreError::Unavailable(format!("PostgreSQL connection lost: {e}")),
+        None => StoreError::Unavailable(format!("PostgreSQL: {e}")),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => db(e),
+        other => StoreError::Unavailable(format!("PostgreSQL pool: {other}")),
+    }
+}
+
+/// Run one statement (prepared once per connection).
+pub(crate) async fn query<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query(&st, params).await.map_err(db)
+}
+
+pub(crate) async fn query_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query_opt(&st, params).await.map_err(db)
+}
+
+pub(crate) async fn query_one<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<tokio_postgres::Row> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query_one(&st, params).await.map_err(db)
+}
+
+pub(crate) async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.execute(&st, params).await.map_err(db)
+}
+
+/// A text column read as one of the shared types.
+pub(crate) fn parsed<T: std::str::FromStr>(row: &tokio_postgres::Row, i: usize) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.get(i);
+    text.parse().map_err(|e| StoreError::Internal(format!("stored value {text:?}: {e}")))
+}
+
+pub(crate) fn parsed_opt<T: std::str::FromStr>(row: &tokio_postgres::Row, i: usize) -> Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    match row.get::<_, Option<String>>(i) {
+        None => Ok(None),
+        Some(_) => parsed(row, i).map(Some),
+    }
+}
+
+impl PgStore {
+    /// Connect to an existing facteur database: pre-flight and migrate. A
+    /// schema without facteur's tables is refused, not made into a new,
+    /// empty server (a wrong URL must not look like a fresh start):
+    /// [`PgStore::create`] makes one.
+    pub async fn open(config: &PgConfig, clock: SharedClock) -> Result<Self> {
+        Self::connect(config, clock, false).await
+    }
+
+    /// Make facteur's tables (and the schema, if named) in a database that
+    /// has none yet.
+    pub async fn create(config: &PgConfig, clock: SharedClock) -> Result<Self> {
+        Self::connect(config, clock, true).await
+    }
+
+    async fn connect(config: &PgConfig, clock: SharedClock, create: bool) -> Result<Self> {
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("storage url {:?} is not a PostgreSQL URL: {e}", config.url)))?;
+        let mut options = format!("-c synchronous_commit=on -c statement_timeout={}", config.statement_timeout_ms);
+        if let Some(schema) = &config.schema {
+            if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(StoreError::Invalid(format!(
+                    "storage schema {schema:?} must be letters, digits and _ only"
+                )));
+            }
+            options.push_str(&format!(" -c search_path={schema}"));
+        }
+        pg.options(&options);
+        pg.application_name("facteur");
+        pg.connect_timeout(std::time::Duration::from_secs(10));
+        let manager = Manager::from_config(
+            pg.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let location = format!(
+            "PostgreSQL {}/{} (schema {})",
+            pg.get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_default(),
+            pg.get_dbname().unwrap_or("-"),
+            config.schema.as_deref().unwrap_or("default")
+        );
+        let store = PgStore { inner: Arc::new(Inner { location, pool, clock, changes: ChangeHub::default() }) };
+        let mut c = store.client().await?;
+        if create && let Some(schema) = &config.schema {
+            c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(db)?;
+        }
+        let found = schema::current_version(&c).await?;
+        match (create, found) {
+            (false, 0) => {
+                return Err(StoreError::Preflight(format!(
+                    "no facteur database at {} (schema {})",
+                    config.url,
+                    config.schema.as_deref().unwrap_or("of the connection")
+                )));
+            }
+            (true, v) if v > 0 => return Err(StoreError::Exists(format!("a facteur database at {}", config.url))),
+            _ => {}
+        }
+        schema::preflight_and_migrate(&mut c).await?;
+        Ok(store)
+    }
+
+    /// Where the data is, for people (no password).
+    pub fn location(&self) -> String {
+        self.inner.location.clone()
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.inner.pool.get().await.map_err(pool_error)
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    fn changed(&self, mailboxes: impl IntoIterator<Item = i64>) {
+        self.inner.changes.publish(mailboxes);
+    }
+}

@@ -1,0 +1,172 @@
+//! Versioned migrations for PostgreSQL, with the same pre-flight as SQLite:
+//! a database newer than this binary is refused; an older one is migrated
+//! forward, one transaction per migration, under an advisory lock so nodes
+//! starting together migrate once.
+//!
+//! Version 1 is the shape of SQLite's schema 6, in PostgreSQL's types:
+//! BIGINT times and ids, BOOLEAN flags, BYTEA bodies stored uncompressed
+//! out of line (`STORAGE EXTERNAL`), so reading a header fetches only the
+//! first chunks of a large message.
+
+use deadpool_postgres::GenericClient;
+
+use super::db;
+use crate::{Result, StoreError};
+
+/// (version, SQL). Append only: a released migration is never edited.
+pub const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE domains (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL);
+CREATE TABLE users (
+    address TEXT PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    password_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE mailboxes (
+    id BIGSERIAL PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uidvalidity BIGINT NOT NULL CHECK (uidvalidity > 0),
+    special_use TEXT,
+    created_at BIGINT NOT NULL,
+    highest_modseq BIGINT NOT NULL DEFAULT 1,
+    expunged_uid_max BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (owner, name)
+);
+-- RFC 9051 §2.3.1.1: UIDVALIDITY must not change while the mailbox lives.
+CREATE FUNCTION facteur_uidvalidity_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.uidvalidity <> OLD.uidvalidity THEN
+        RAISE EXCEPTION 'UIDVALIDITY of a live mailbox must not change';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER mailboxes_uidvalidity_immutable BEFORE UPDATE OF uidvalidity ON mailboxes
+    FOR EACH ROW EXECUTE FUNCTION facteur_uidvalidity_immutable();
+CREATE TABLE uid_counters (mailbox_id BIGINT PRIMARY KEY, uidnext BIGINT NOT NULL);
+CREATE TABLE uidvalidity_floor (owner TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE subscriptions (owner TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (owner, name));
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    received_at BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    envelope TEXT NOT NULL,
+    class TEXT NOT NULL
+);
+CREATE TABLE message_bodies (message_id TEXT PRIMARY KEY REFERENCES messages(id), data BYTEA NOT NULL);
+ALTER TABLE message_bodies ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE mailbox_messages (
+    mailbox_id BIGINT NOT NULL,
+    uid BIGINT NOT NULL,
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    flags TEXT NOT NULL DEFAULT '',
+    internal_date BIGINT NOT NULL,
+    modseq BIGINT NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX mailbox_messages_message ON mailbox_messages (message_id);
+CREATE TABLE recipients (
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    idx INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    notify TEXT,
+    orcpt TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt BIGINT,
+    last_error TEXT,
+    lease_until BIGINT,
+    delay_notified BOOLEAN NOT NULL DEFAULT FALSE,
+    final_at BIGINT,
+    class TEXT NOT NULL,
+    PRIMARY KEY (message_id, idx)
+);
+CREATE INDEX recipients_due ON recipients (state, next_attempt, message_id, idx);
+CREATE INDEX recipients_due_class ON recipients (state, class, next_attempt, message_id, idx);
+CREATE INDEX recipients_leased ON recipients (lease_until) WHERE lease_until IS NOT NULL;
+CREATE INDEX recipients_destination ON recipients (domain, state);
+CREATE TABLE attempts (
+    id BIGSERIAL PRIMARY KEY,
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    idx INTEGER NOT NULL,
+    at BIGINT NOT NULL,
+    host TEXT,
+    outcome TEXT NOT NULL,
+    reply TEXT NOT NULL
+);
+CREATE INDEX attempts_message ON attempts (message_id);
+CREATE TABLE audit (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    message_id TEXT,
+    detail TEXT NOT NULL
+);
+CREATE TABLE controls (key TEXT PRIMARY KEY, value TEXT NOT NULL, set_at BIGINT NOT NULL, actor TEXT NOT NULL);
+CREATE TABLE sender_grants (
+    owner TEXT NOT NULL,
+    address TEXT NOT NULL,
+    granted_at BIGINT NOT NULL,
+    PRIMARY KEY (owner, address)
+);
+CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at BIGINT NOT NULL);
+"#,
+)];
+
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// The schema version recorded (0 for an empty schema).
+pub async fn current_version<C: GenericClient>(c: &C) -> Result<u32> {
+    let has_meta = c
+        .query_opt(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'meta'",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .is_some();
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<String> =
+        c.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[]).await.map_err(db)?.map(|r| r.get(0));
+    match v {
+        None => Err(StoreError::Preflight(
+            "table `meta` exists but holds no schema_version: this database was not written by facteur, or an upgrade was interrupted".into(),
+        )),
+        Some(v) => v.parse().map_err(|_| StoreError::Preflight(format!("meta.schema_version is {v:?}, not a number"))),
+    }
+}
+
+/// Pre-flight then migrate, holding an advisory lock (one node migrates,
+/// the others wait and find it done).
+pub async fn preflight_and_migrate(client: &mut deadpool_postgres::Object) -> Result<u32> {
+    let tx = client.transaction().await.map_err(db)?;
+    // One lock per schema: every node on this schema waits for the one migrating.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('facteur:' || current_schema()))", &[]).await.map_err(db)?;
+    let found = current_version(&tx).await?;
+    let known = latest_version();
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        tx.batch_execute(sql).await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&version.to_string()],
+        )
+        .await
+        .map_err(db)?;
+        tracing::info!(version, "applied PostgreSQL schema migration");
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(known)
+}
