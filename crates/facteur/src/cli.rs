@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use facteur_store::{Admin, CheckReport, Directory, Mailstore, QueuedMessage, Spool, StoreError, password};
+use facteur_store::{Admin, CheckReport, Cluster, Directory, Mailstore, QueuedMessage, Spool, StoreError, password};
 use facteur_types::{MessageId, RecipientStatus, Severity};
 
 use crate::config::{self, Config, LogFormat};
@@ -82,6 +82,11 @@ enum Command {
         /// Repair what can be rebuilt from the data (the server also does this at start)
         #[arg(long)]
         repair: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The nodes sharing this storage: region, state (up, down, stopped) and last heartbeat
+    Nodes {
         #[command(flatten)]
         out: Output,
     },
@@ -646,6 +651,37 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let n = store.queue_delete(id, now(), &actor(), notices).await.map_err(friendly)?;
             println!("{n} recipient(s) of {id} deleted{}", if sent { "; the sender was notified" } else { "" });
         }
+        Command::Nodes { out } => {
+            let now = now();
+            let nodes = store.nodes().await?;
+            let down_after = r.config.node.down_after_secs as i64;
+            if out.json {
+                let list: Vec<serde_json::Value> = nodes
+                    .iter()
+                    .map(|n| {
+                        let mut v = serde_json::to_value(n).unwrap_or_default();
+                        v["state"] = serde_json::to_value(n.state(now, down_after)).unwrap_or_default();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if nodes.is_empty() {
+                println!("no node has started on this storage yet");
+            } else {
+                println!("{:<24} {:<14} {:<8} {:>14} {:<20}", "NODE", "REGION", "STATE", "HEARTBEAT", "VERSION");
+                for n in &nodes {
+                    let state = serde_json::to_value(n.state(now, down_after))?;
+                    println!(
+                        "{:<24} {:<14} {:<8} {:>14} {:<20}",
+                        n.name,
+                        n.region,
+                        state.as_str().unwrap_or("?"),
+                        format!("{} s ago", (now - n.heartbeat_at).max(0)),
+                        n.version
+                    );
+                }
+            }
+        }
         Command::Check { repair, out } => {
             let report = store.check(repair).await?;
             if out.json {
@@ -864,8 +900,16 @@ async fn serve_cmd(mut r: Resolved) -> anyhow::Result<()> {
     // existing one without its database is refused by `serve::start` (a
     // mount that did not come up must not become a new, empty server).
     if !r.data_dir.exists() {
-        drop(serve::init_store(&r.config, &r.data_dir).await?);
-        println!("facteur: NEW INSTALLATION: created data folder {} with an empty database", r.data_dir.display());
+        if r.config.storage.backend == config::Backend::Sqlite {
+            drop(serve::init_store(&r.config, &r.data_dir).await?);
+            println!("facteur: NEW INSTALLATION: created data folder {} with an empty database", r.data_dir.display());
+        } else {
+            // A node joining shared storage: the database is made once, by
+            // `facteur init`, not by every node's first start.
+            std::fs::create_dir_all(&r.data_dir)
+                .with_context(|| format!("cannot create data folder {}", r.data_dir.display()))?;
+            println!("facteur: created data folder {} for this node", r.data_dir.display());
+        }
         write_default_config(&mut r)?;
     }
     let running = serve::start(r.config.clone(), &r.data_dir).await?;

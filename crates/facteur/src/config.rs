@@ -33,6 +33,34 @@ pub struct Config {
     pub pop3: facteur_pop3::Pop3Config,
     /// Failed logins, throttled across SMTP, IMAP and POP3.
     pub auth: AuthSection,
+    /// This node among several sharing one PostgreSQL database.
+    pub node: NodeSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// This node's name among those sharing storage; empty: `server.hostname`.
+    pub name: String,
+    /// Where it runs (for operators and the status of incidents).
+    pub region: String,
+    /// Seconds between heartbeats...
+    pub heartbeat_secs: u64,
+    /// ...and without one for this long, a node counts as down.
+    pub down_after_secs: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection { name: String::new(), region: "default".into(), heartbeat_secs: 5, down_after_secs: 15 }
+    }
+}
+
+impl Config {
+    /// This node's name: `node.name`, else the host name.
+    pub fn node_name(&self) -> &str {
+        if self.node.name.is_empty() { &self.server.hostname } else { &self.node.name }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -303,6 +331,16 @@ impl Config {
                 "storage.backend = \"postgres\" needs storage.url = \"postgres://user@host:5432/database\"".into(),
             );
         }
+        if self.node.heartbeat_secs == 0 || self.node.down_after_secs <= self.node.heartbeat_secs {
+            problems.push(format!(
+                "node.down_after_secs = {} must be above node.heartbeat_secs = {} (at least 1): a node would count as \
+                 down between two heartbeats",
+                self.node.down_after_secs, self.node.heartbeat_secs
+            ));
+        }
+        if self.node_name().contains(char::is_whitespace) {
+            problems.push(format!("node.name = {:?} must not contain blanks", self.node.name));
+        }
         if self.storage.pool_size == 0 {
             problems.push("storage.pool_size = 0 would never reach the database; it must be at least 1".into());
         }
@@ -378,9 +416,17 @@ path = "facteur.db"           # relative to the data folder
 # schema = "facteur"          # default: the connection's (public)
 pool_size = 16                # PostgreSQL connections this node keeps at most
 statement_timeout_secs = 30   # PostgreSQL: a statement running longer is cancelled
+
 check_interval_secs = 600     # background invariant check and repair
 probe_interval_secs = 5       # /readyz: a tiny write is committed this often...
 probe_timeout_secs = 5        # ...and must commit within this, or the node is not ready
+
+[node]
+# Several nodes may share one PostgreSQL database (docs/cluster.md).
+name = ""                     # this node's name; empty: server.hostname
+region = "default"
+heartbeat_secs = 5            # each node says it is alive this often...
+down_after_secs = 15          # ...and counts as down after this long without
 
 [delivery]
 enabled = true                          # run outbound delivery on this node

@@ -14,7 +14,7 @@ use facteur_spool::{Admission, Load};
 use facteur_store::any::AnyStore;
 use facteur_store::postgres::{PgConfig, PgStore};
 use facteur_store::sqlite::SqliteStore;
-use facteur_store::{Admin, CheckReport, Directory, SharedClock, Spool, SystemClock};
+use facteur_store::{Admin, CheckReport, Cluster, Directory, SharedClock, Spool, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -61,6 +61,7 @@ fn pg_config(config: &Config) -> PgConfig {
         pool_size: s.pool_size,
         statement_timeout_ms: s.statement_timeout_secs.saturating_mul(1000),
         schema: s.schema.clone(),
+        node: config.node_name().to_string(),
     }
 }
 
@@ -82,7 +83,8 @@ pub async fn open_store(config: &Config, data_dir: &Path, clock: SharedClock) ->
         };
     }
     let path = data_dir.join(&config.storage.path);
-    SqliteStore::open_with_clock(&path, clock).map(AnyStore::from).map_err(|e| match e {
+    let node = config.node_name().to_string();
+    SqliteStore::open_with_clock(&path, clock).map(|s| AnyStore::from(s.for_node(&node))).map_err(|e| match e {
         facteur_store::StoreError::Preflight(why) if !path.metadata().is_ok_and(|m| m.len() > 0) => anyhow::anyhow!(
             "{why}.\n  If this is a new installation: facteur --data {d} init\n  \
              If {d} should hold your mail: check that its storage is mounted; facteur will not start a new, empty \
@@ -199,7 +201,11 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let mut notes = config.warnings();
     let lock = lock_data_dir(data_dir)?;
     let store = open_store(&config, data_dir, clock.clone()).await?;
-    tracing::info!(backend = store.kind(), "storage open");
+    tracing::info!(backend = store.kind(), location = %store.location(), node = store.node(), "storage open");
+    store
+        .join(&config.node.region, concat!("facteur ", env!("CARGO_PKG_VERSION")), clock.now())
+        .await
+        .context("cannot register this node with storage")?;
     let report = store.check(true).await.context("storage invariant check failed to run")?;
     let healthy = log_check(&report);
     if !report.findings.is_empty() {
@@ -330,6 +336,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         config.storage.clone(),
         rx.clone(),
     ));
+    tasks.spawn(heartbeat(store.clone(), clock.clone(), Duration::from_secs(config.node.heartbeat_secs), rx.clone()));
     tasks.spawn(periodic_check(
         store.clone(),
         Duration::from_secs(config.storage.check_interval_secs.max(1)),
@@ -538,6 +545,25 @@ fn fit_connection_caps(config: &mut Config, notes: &mut Vec<String>) {
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.
+/// This node is alive: a heartbeat every `every`; at shutdown, goodbye.
+async fn heartbeat(store: AnyStore, clock: SharedClock, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = store.heartbeat(clock.now()).await {
+                    tracing::warn!(error = %e, "heartbeat not recorded");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    if let Err(e) = store.leave(clock.now()).await {
+        tracing::warn!(error = %e, "could not record this node's stop");
+    }
+}
+
 async fn periodic_check(store: AnyStore, every: Duration, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {

@@ -263,9 +263,20 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             Err(e) => tracing::error!(error = %e, "cannot release old leases; they expire on their own"),
         }
         let backlog_limit = self.config.max_concurrent.saturating_mul(4).max(64);
+        // Leases are renewed three times per lease: while this node lives,
+        // what it claimed stays its own however long it waits here.
+        let renew_every = Duration::from_secs((self.config.lease_secs / 3).max(1));
+        let mut renewed = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if renewed.elapsed() >= renew_every {
+                renewed = tokio::time::Instant::now();
+                let until = self.clock.now() + self.config.lease_secs as i64;
+                if let Err(e) = self.store.renew_leases(until).await {
+                    tracing::error!(error = %e, "cannot renew this node's leases; other nodes may take its work over");
+                }
             }
             let probing = self.probe_due() > 0 || self.has_unreachable();
             let room = backlog_limit.saturating_sub(self.in_flight());
@@ -290,7 +301,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = self.idle.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait.min(renew_every)) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }

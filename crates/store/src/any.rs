@@ -4,9 +4,9 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    Admin, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Control, ControlKey, DeliveryJob, Directory,
-    Domain, FlagOp, FlagsChanged, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId, MessageMeta, NewMessage,
-    Park, Part, Placement, QueueStats, QueuedMessage, RecipientUpdate, Result, Spool, User,
+    Admin, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey, DeliveryJob,
+    Directory, Domain, FlagOp, FlagsChanged, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId, MessageMeta,
+    NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientUpdate, Result, Spool, User,
 };
 
 #[derive(Clone)]
@@ -116,6 +116,7 @@ impl Spool for AnyStore {
         fn message_body(&self, id: MessageId) -> Result<Option<Vec<u8>>>;
         fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()>;
         fn release_leases(&self) -> Result<u64>;
+        fn renew_leases(&self, until: i64) -> Result<u64>;
         fn queue_retry_where(&self, domain: Option<&str>, class: Option<Class>, now: i64, actor: &str) -> Result<u64>;
         fn park_destination(&self, park: Park) -> Result<u64>;
         fn queue_stats(&self, now: i64, by_domain: bool) -> Result<Vec<QueueStats>>;
@@ -135,5 +136,21 @@ impl Admin for AnyStore {
         fn set_control(&self, key: &ControlKey, value: Option<&str>, now: i64, actor: &str) -> Result<()>;
         fn write_probe(&self, now: i64) -> Result<()>;
         fn check(&self, repair: bool) -> Result<CheckReport>;
+    }
+}
+
+impl Cluster for AnyStore {
+    fn node(&self) -> &str {
+        match self {
+            AnyStore::Sqlite(s) => s.node(),
+            AnyStore::Postgres(s) => s.node(),
+        }
+    }
+
+    forward! {
+        fn join(&self, region: &str, version: &str, now: i64) -> Result<()>;
+        fn heartbeat(&self, now: i64) -> Result<()>;
+        fn leave(&self, now: i64) -> Result<()>;
+        fn nodes(&self) -> Result<Vec<NodeRecord>>;
     }
 }

@@ -17,6 +17,9 @@ pub enum Changed {
     Unknown,
 }
 
+/// Sent in place of a mailbox id: look at everything.
+const UNKNOWN: i64 = i64::MIN;
+
 /// The publishing side, held by a backend.
 #[derive(Debug, Clone)]
 pub struct ChangeHub(broadcast::Sender<i64>);
@@ -36,6 +39,12 @@ impl ChangeHub {
         }
     }
 
+    /// Tell watchers that anything may have changed (changes were missed,
+    /// e.g. while a shared backend's notifications were not heard).
+    pub fn publish_unknown(&self) {
+        let _ = self.0.send(UNKNOWN);
+    }
+
     pub fn subscribe(&self) -> ChangeFeed {
         ChangeFeed(self.0.subscribe())
     }
@@ -50,6 +59,7 @@ impl ChangeFeed {
     /// changes, and this waits for ever (a watcher never spins on it).
     pub async fn next(&mut self) -> Changed {
         match self.0.recv().await {
+            Ok(UNKNOWN) => Changed::Unknown,
             Ok(id) => Changed::Mailbox(id),
             Err(broadcast::error::RecvError::Lagged(_)) => Changed::Unknown,
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,

@@ -6,10 +6,12 @@
 //! [`Mailstore`] (mailboxes, flags, UIDs, MODSEQ, changes),
 //! [`Spool`] (accepting a message with its placements and notices in one
 //! transaction; claiming, completing, parking the queue; controls as the
-//! engine reads them) and [`Admin`] (the operator's view and actions,
-//! audit, invariant checks) — and its backends: [`sqlite::SqliteStore`]
-//! (embedded default, WAL, `synchronous=FULL`). One backend type implements
-//! every role; [`Store`] names all four.
+//! engine reads them), [`Admin`] (the operator's view and actions,
+//! audit, invariant checks) and [`Cluster`] (the nodes sharing storage, with
+//! their heartbeats) — and its backends: [`sqlite::SqliteStore`] (embedded
+//! default, WAL, `synchronous=FULL`) and [`postgres::PgStore`] (several
+//! nodes). One backend type implements every role; [`Store`] names all
+//! five, [`any::AnyStore`] is whichever the configuration chose.
 //!
 //! Invariants live above the backends, in [`invariants`] (UID allocation,
 //! UIDVALIDITY from the injected clock, default mailboxes, address and
@@ -497,8 +499,10 @@ pub trait Spool: Clone + Send + Sync + 'static {
     fn store_message(&self, msg: NewMessage) -> impl Future<Output = Result<Vec<Placement>>> + Send;
 
     /// Lease up to `limit` recipients that are due (`queued`, next attempt
-    /// at or before `now`, no live lease) until `lease_until`, grouped into
-    /// one job per message and destination domain, oldest first.
+    /// at or before `now`, no live lease) until `lease_until`, in this
+    /// handle's node's name, grouped into one job per message and
+    /// destination domain, oldest first. Concurrent claimers (other nodes)
+    /// never get the same recipient.
     fn claim_due(
         &self,
         now: i64,
@@ -518,8 +522,13 @@ pub trait Spool: Clone + Send + Sync + 'static {
         updates: Vec<RecipientUpdate>,
         notices: Vec<NewMessage>,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Drop every lease (at startup of a single node: nothing is in flight).
+    /// Drop this node's leases (at its start: nothing of its own is in
+    /// flight); other nodes' leases stay theirs until they run out.
     fn release_leases(&self) -> impl Future<Output = Result<u64>> + Send;
+    /// Extend every lease this node holds to `until`: a live node keeps
+    /// what it claimed however long its work waits in memory; a dead one
+    /// stops renewing, and its leases run out for the others to take.
+    fn renew_leases(&self, until: i64) -> impl Future<Output = Result<u64>> + Send;
     /// Make every queued recipient of a destination and/or class due now
     /// (audited as `actor`'s).
     fn queue_retry_where(
@@ -580,17 +589,71 @@ pub trait Admin: Clone + Send + Sync + 'static {
     fn check(&self, repair: bool) -> impl Future<Output = Result<CheckReport>> + Send;
 }
 
-/// The four roles and the shared vocabulary, for code that uses a backend
+/// One node's entry in the shared list of nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub region: String,
+    /// The facteur version it runs.
+    pub version: String,
+    /// When it last started (unix seconds).
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    /// When it stopped cleanly; `None` while it runs (or died).
+    pub stopped_at: Option<i64>,
+}
+
+/// What a node is doing, as the others see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Its heartbeat is recent.
+    Up,
+    /// It missed its heartbeats without saying goodbye: it died, or cannot
+    /// reach storage.
+    Down,
+    /// It stopped cleanly.
+    Stopped,
+}
+
+impl NodeRecord {
+    /// Its state at `now`, if a heartbeat older than `down_after` seconds
+    /// means it is gone.
+    pub fn state(&self, now: i64, down_after: i64) -> NodeState {
+        match self.stopped_at {
+            Some(_) => NodeState::Stopped,
+            None if now - self.heartbeat_at > down_after => NodeState::Down,
+            None => NodeState::Up,
+        }
+    }
+}
+
+/// The nodes sharing this storage. A handle speaks for one node, named
+/// when it is opened; the leases its claims take are in that name.
+pub trait Cluster: Clone + Send + Sync + 'static {
+    /// The node this handle speaks for.
+    fn node(&self) -> &str;
+    /// This node starts (or starts again): registered, its stop cleared.
+    fn join(&self, region: &str, version: &str, now: i64) -> impl Future<Output = Result<()>> + Send;
+    /// This node is alive at `now`.
+    fn heartbeat(&self, now: i64) -> impl Future<Output = Result<()>> + Send;
+    /// This node stops cleanly.
+    fn leave(&self, now: i64) -> impl Future<Output = Result<()>> + Send;
+    /// Every node that ever joined, by name.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>>> + Send;
+}
+
+/// The five roles and the shared vocabulary, for code that uses a backend
 /// whole (the binary, tests).
 pub mod prelude {
-    pub use crate::{Admin, Directory, Mailstore, Spool, Store};
+    pub use crate::{Admin, Cluster, Directory, Mailstore, Spool, Store};
     pub use facteur_types::{Class, Clock, MessageId, Notify, Outcome, RecipientStatus};
 }
 
 /// Every role: what one backend type implements.
-pub trait Store: Directory + Mailstore + Spool + Admin {}
+pub trait Store: Directory + Mailstore + Spool + Admin + Cluster {}
 
-impl<T: Directory + Mailstore + Spool + Admin> Store for T {}
+impl<T: Directory + Mailstore + Spool + Admin + Cluster> Store for T {}
 
 /// What [`Spool::park_destination`] postpones, and until when.
 #[derive(Debug, Clone)]

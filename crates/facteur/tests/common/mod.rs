@@ -84,6 +84,16 @@ impl TestServer {
     pub async fn start_opts(config: Config, options: serve::StartOptions) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         provision(dir.path(), &config).await;
+        Self::serve_in(dir, config, options).await
+    }
+
+    /// Another node on the shared storage `config` names (provisioned by
+    /// the first), with a data folder of its own.
+    pub async fn join(config: Config) -> TestServer {
+        Self::serve_in(tempfile::tempdir().unwrap(), config, serve::StartOptions::default()).await
+    }
+
+    async fn serve_in(dir: tempfile::TempDir, config: Config, options: serve::StartOptions) -> TestServer {
         let running = serve::start_with(config, dir.path(), options).await.unwrap();
         TestServer {
             smtp: running.smtp[0],

@@ -315,8 +315,8 @@ impl Mailstore for PgStore {
             &[&owner, &(m.uidvalidity as i64)],
         )
         .await?;
+        self.announce(&tx, [m.id]).await?;
         tx.commit().await.map_err(db)?;
-        self.changed([m.id]);
         Ok(())
     }
 
@@ -359,8 +359,8 @@ impl Mailstore for PgStore {
             }
             vec![src.id]
         };
+        self.announce(&tx, changed).await?;
         tx.commit().await.map_err(db)?;
-        self.changed(changed);
         Ok(())
     }
 
@@ -447,8 +447,8 @@ impl Mailstore for PgStore {
         execute(&tx, "INSERT INTO message_bodies (message_id, data) VALUES ($1, $2)", &[&id, &data]).await?;
         lock(&tx, vec![mailbox_id]).await?;
         let r = place(&tx, mailbox_id, &id, &flags, internal_date).await?;
+        self.announce(&tx, [mailbox_id]).await?;
         tx.commit().await.map_err(db)?;
-        self.changed([mailbox_id]);
         Ok(r)
     }
 
@@ -498,10 +498,10 @@ impl Mailstore for PgStore {
             .await?;
             out.changed.push((uid, new, modseq));
         }
-        tx.commit().await.map_err(db)?;
         if !out.changed.is_empty() {
-            self.changed([mailbox_id]);
+            self.announce(&tx, [mailbox_id]).await?;
         }
+        tx.commit().await.map_err(db)?;
         Ok(out)
     }
 
@@ -517,10 +517,10 @@ impl Mailstore for PgStore {
             .filter(|u| only.as_ref().is_none_or(|o| o.contains(u)))
             .collect();
         remove(&tx, mailbox_id, &uids).await?;
-        tx.commit().await.map_err(db)?;
         if !uids.is_empty() {
-            self.changed([mailbox_id]);
+            self.announce(&tx, [mailbox_id]).await?;
         }
+        tx.commit().await.map_err(db)?;
         Ok(uids)
     }
 
@@ -528,10 +528,10 @@ impl Mailstore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         let pairs = copy(&tx, from, &uids, to, moving).await?;
-        tx.commit().await.map_err(db)?;
         if !pairs.is_empty() {
-            self.changed(if moving { vec![from, to] } else { vec![to] });
+            self.announce(&tx, if moving { vec![from, to] } else { vec![to] }).await?;
         }
+        tx.commit().await.map_err(db)?;
         Ok(pairs)
     }
 

@@ -43,11 +43,13 @@ pub struct PgConfig {
     /// The schema facteur's tables live in (`search_path`); `None`: the
     /// connection's default (normally `public`).
     pub schema: Option<String>,
+    /// The node this handle speaks for (its leases are in that name).
+    pub node: String,
 }
 
 impl Default for PgConfig {
     fn default() -> Self {
-        PgConfig { url: String::new(), pool_size: 16, statement_timeout_ms: 30_000, schema: None }
+        PgConfig { url: String::new(), pool_size: 16, statement_timeout_ms: 30_000, schema: None, node: "local".into() }
     }
 }
 
@@ -59,9 +61,20 @@ pub struct PgStore {
 struct Inner {
     /// host:port/database (schema), for people.
     location: String,
+    node: String,
     pool: Pool,
     clock: SharedClock,
     changes: ChangeHub,
+    /// The NOTIFY channel mailbox changes travel on between nodes.
+    channel: String,
+    /// Listens on `channel` and feeds `changes`; stopped with the store.
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 /// A driver error, as the rest of facteur sees it: the database's own
@@ -189,7 +202,24 @@ impl PgStore {
             pg.get_dbname().unwrap_or("-"),
             config.schema.as_deref().unwrap_or("default")
         );
-        let store = PgStore { inner: Arc::new(Inner { location, pool, clock, changes: ChangeHub::default() }) };
+        let channel = format!("facteur_changes_{}", config.schema.as_deref().unwrap_or("default"));
+        let changes = ChangeHub::default();
+        // Listening before the store is used: no change made through it
+        // goes unheard.
+        let (ready, listening) = tokio::sync::oneshot::channel();
+        let listener = tokio::spawn(listen(pg.clone(), channel.clone(), changes.clone(), ready));
+        match tokio::time::timeout(std::time::Duration::from_secs(15), listening).await {
+            Ok(Ok(())) => {}
+            _ => {
+                listener.abort();
+                return Err(StoreError::Unavailable(format!(
+                    "cannot LISTEN for mailbox changes on {} (channel {channel})",
+                    config.url
+                )));
+            }
+        }
+        let node = config.node.clone();
+        let store = PgStore { inner: Arc::new(Inner { location, node, pool, clock, changes, channel, listener }) };
         let mut c = store.client().await?;
         if create && let Some(schema) = &config.schema {
             c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(db)?;
@@ -223,7 +253,61 @@ impl PgStore {
         self.inner.clock.now()
     }
 
-    fn changed(&self, mailboxes: impl IntoIterator<Item = i64>) {
-        self.inner.changes.publish(mailboxes);
+    /// Tell every node (this one included) that these mailboxes change
+    /// when `tx` commits: a NOTIFY is delivered at commit, or never.
+    async fn announce<C: GenericClient>(&self, tx: &C, mailboxes: impl IntoIterator<Item = i64>) -> Result<()> {
+        let ids: Vec<String> = mailboxes.into_iter().map(|id| id.to_string()).collect();
+        if !ids.is_empty() {
+            execute(tx, "SELECT pg_notify($1, $2)", &[&self.inner.channel, &ids.join(",")]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Listen for mailbox changes announced by any node and publish them on
+/// `hub`; reconnect with a growing pause when the connection is lost, and
+/// tell watchers to look again (changes may have been missed meanwhile).
+async fn listen(pg: tokio_postgres::Config, channel: String, hub: ChangeHub, ready: tokio::sync::oneshot::Sender<()>) {
+    let mut ready = Some(ready);
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match pg.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                // The connection is driven here; notifications come out of it.
+                let driver = tokio::spawn(async move {
+                    while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_string()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "PostgreSQL change listener lost its connection");
+                                break;
+                            }
+                        }
+                    }
+                });
+                if client.batch_execute(&format!("LISTEN {channel}")).await.is_ok() {
+                    pause = std::time::Duration::from_millis(100);
+                    match ready.take() {
+                        Some(ready) => {
+                            let _ = ready.send(());
+                        }
+                        None => hub.publish_unknown(),
+                    }
+                    while let Some(payload) = rx.recv().await {
+                        hub.publish(payload.split(',').filter_map(|id| id.parse().ok()));
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot connect the PostgreSQL change listener; retrying"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
     }
 }

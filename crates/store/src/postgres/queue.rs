@@ -17,17 +17,76 @@ fn envelope_of(id: &str, json: &str) -> Result<StoredEnvelope> {
     serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("message {id}: unreadable envelope: {e}")))
 }
 
-/// Insert an accepted message with its recipients; `now` dates repairs.
-pub(crate) async fn insert_message<C: GenericClient>(c: &C, msg: &NewMessage, now: i64) -> Result<Vec<Placement>> {
+/// The message, its body and its recipients in one statement: one round
+/// trip, and on its own one commit (the body's reference to its message
+/// is checked at the end of the statement).
+const INSERT_MESSAGE: &str = "
+    WITH m AS (INSERT INTO messages (id, received_at, size, envelope, class) VALUES ($1, $2, $3, $4, $5)),
+         b AS (INSERT INTO message_bodies (message_id, data) VALUES ($1, $6))
+    INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt, class)
+    SELECT $1, r.idx, r.address, r.domain, r.notify, r.orcpt, r.state, r.next_attempt, $5
+    FROM unnest($7::INT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[])
+         AS r(idx, address, domain, notify, orcpt, state, next_attempt)";
+
+/// Store the message row, body and recipients ([`INSERT_MESSAGE`]).
+async fn insert_rows<C: GenericClient>(c: &C, msg: &NewMessage) -> Result<()> {
     let id = msg.id.to_string();
     let envelope = serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let n = msg.recipients.len();
+    let (mut idx, mut address, mut domain, mut notify, mut orcpt, mut state, mut next) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, r) in msg.recipients.iter().enumerate() {
+        idx.push(i as i32);
+        address.push(r.address.as_str());
+        domain.push(r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default());
+        notify.push(r.notify.map(|n| n.to_string()));
+        orcpt.push(r.orcpt.as_deref());
+        let (s, t) = match r.route {
+            Route::Local { .. } => (RecipientStatus::Delivered, None),
+            Route::Remote => (RecipientStatus::Queued, Some(msg.received_at)),
+        };
+        state.push(s.as_str());
+        next.push(t);
+    }
     execute(
         c,
-        "INSERT INTO messages (id, received_at, size, envelope, class) VALUES ($1, $2, $3, $4, $5)",
-        &[&id, &msg.received_at, &(msg.data.len() as i64), &envelope, &msg.class.as_str()],
+        INSERT_MESSAGE,
+        &[
+            &id,
+            &msg.received_at,
+            &(msg.data.len() as i64),
+            &envelope,
+            &msg.class.as_str(),
+            &msg.data,
+            &idx,
+            &address,
+            &domain,
+            &notify,
+            &orcpt,
+            &state,
+            &next,
+        ],
     )
     .await?;
-    execute(c, "INSERT INTO message_bodies (message_id, data) VALUES ($1, $2)", &[&id, &msg.data]).await?;
+    Ok(())
+}
+
+fn has_local(msg: &NewMessage) -> bool {
+    msg.recipients.iter().any(|r| matches!(r.route, Route::Local { .. }))
+}
+
+/// Insert an accepted message with its recipients and place it in the
+/// local users' INBOXes, inside the caller's transaction; `now` dates
+/// repairs.
+pub(crate) async fn insert_message<C: GenericClient>(c: &C, msg: &NewMessage, now: i64) -> Result<Vec<Placement>> {
+    insert_rows(c, msg).await?;
     // Local users' INBOXes, made if missing (repaired rather than refusing
     // mail), then locked in id order before any UID is taken.
     let mut inboxes: Vec<(String, i64)> = Vec::new();
@@ -45,43 +104,82 @@ pub(crate) async fn insert_message<C: GenericClient>(c: &C, msg: &NewMessage, no
             inboxes.push((user.clone(), id));
         }
     }
+    if inboxes.is_empty() {
+        return Ok(Vec::new());
+    }
     mail::lock(c, inboxes.iter().map(|(_, id)| *id).collect()).await?;
+    let id = msg.id.to_string();
     let mut placements = Vec::new();
     for (user, mailbox_id) in inboxes {
         let (uid, _) = mail::place(c, mailbox_id, &id, &[], msg.received_at).await?;
         placements.push(Placement { user, mailbox_id, uid });
     }
-    let st = c
-        .prepare_cached(
-            "INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt, class)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .await
-        .map_err(db)?;
-    for (idx, r) in msg.recipients.iter().enumerate() {
-        let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
-        let (state, next) = match r.route {
-            Route::Local { .. } => (RecipientStatus::Delivered, None),
-            Route::Remote => (RecipientStatus::Queued, Some(msg.received_at)),
-        };
-        c.execute(
-            &st,
-            &[
-                &id,
-                &(idx as i32),
-                &r.address,
-                &domain,
-                &r.notify.map(|n| n.to_string()),
-                &r.orcpt,
-                &state.as_str(),
-                &next,
-                &msg.class.as_str(),
-            ],
-        )
-        .await
-        .map_err(db)?;
-    }
     Ok(placements)
+}
+
+/// Recipient updates and their attempts in one statement. Delivered is the
+/// truth whatever an operator did meanwhile; other outcomes apply only to
+/// a recipient still queued (not held or deleted while the attempt was in
+/// flight). Whatever applies, the attempt's lease is over.
+async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now: i64) -> Result<()> {
+    const OK: &str = "((u.state = 'delivered' AND r.state IN ('queued', 'held', 'deleted')) OR r.state = 'queued')";
+    let n = updates.len();
+    let mut ids = Vec::with_capacity(n);
+    let (mut idx, mut state, mut next, mut counted, mut error, mut warned, mut final_at) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut a_ids, mut a_idx, mut a_at, mut a_host, mut a_outcome, mut a_reply) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for u in updates {
+        let id = u.message_id.to_string();
+        let (n, f) = match u.state {
+            NewState::Deferred { next_attempt } => (Some(next_attempt), None),
+            _ => (None, Some(u.attempt.as_ref().map(|a| a.at).unwrap_or(now))),
+        };
+        if let Some(a) = &u.attempt {
+            a_ids.push(id.clone());
+            a_idx.push(u.idx as i32);
+            a_at.push(a.at);
+            a_host.push(a.host.clone());
+            a_outcome.push(a.outcome.as_str());
+            a_reply.push(a.reply.as_str());
+        }
+        ids.push(id);
+        idx.push(u.idx as i32);
+        state.push(u.state.status().as_str());
+        next.push(n);
+        counted.push(u.attempt.is_some() as i32);
+        error.push(u.last_error.as_deref());
+        warned.push(u.delay_notified);
+        final_at.push(f);
+    }
+    let sql = format!(
+        "WITH u AS (
+             SELECT * FROM unnest($1::TEXT[], $2::INT[], $3::TEXT[], $4::BIGINT[], $5::INT[], $6::TEXT[],
+                                  $7::BOOL[], $8::BIGINT[])
+                 AS u(message_id, idx, state, next_attempt, counted, last_error, delay_notified, final_at)),
+         changed AS (
+             UPDATE recipients r SET
+                 state = CASE WHEN {OK} THEN u.state ELSE r.state END,
+                 next_attempt = CASE WHEN {OK} THEN COALESCE(u.next_attempt, r.next_attempt) ELSE r.next_attempt END,
+                 attempts = r.attempts + CASE WHEN {OK} THEN u.counted ELSE 0 END,
+                 last_error = CASE WHEN {OK} THEN COALESCE(u.last_error, r.last_error) ELSE r.last_error END,
+                 delay_notified = CASE WHEN {OK} THEN r.delay_notified OR u.delay_notified ELSE r.delay_notified END,
+                 final_at = CASE WHEN {OK} THEN u.final_at ELSE r.final_at END,
+                 lease_until = NULL, lease_owner = NULL
+             FROM u WHERE r.message_id = u.message_id AND r.idx = u.idx)
+         INSERT INTO attempts (message_id, idx, at, host, outcome, reply)
+         SELECT * FROM unnest($9::TEXT[], $10::INT[], $11::BIGINT[], $12::TEXT[], $13::TEXT[], $14::TEXT[])"
+    );
+    execute(
+        c,
+        &sql,
+        &[
+            &ids, &idx, &state, &next, &counted, &error, &warned, &final_at, &a_ids, &a_idx, &a_at, &a_host,
+            &a_outcome, &a_reply,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn load_queued<C: GenericClient>(c: &C, id: MessageId) -> Result<Option<QueuedMessage>> {
@@ -197,10 +295,15 @@ impl Spool for PgStore {
     async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
         let now = self.now();
         let mut c = self.client().await?;
+        if !has_local(&msg) {
+            // Relayed mail: one statement, committed (and flushed) on its own.
+            insert_rows(&c, &msg).await?;
+            return Ok(Vec::new());
+        }
         let tx = c.transaction().await.map_err(db)?;
         let placements = insert_message(&tx, &msg, now).await?;
+        self.announce(&tx, placements.iter().map(|p| p.mailbox_id)).await?;
         tx.commit().await.map_err(db)?;
-        self.changed(placements.iter().map(|p| p.mailbox_id));
         Ok(placements)
     }
 
@@ -212,15 +315,15 @@ impl Spool for PgStore {
         filter: ClaimFilter,
     ) -> Result<Vec<DeliveryJob>> {
         let skip_domains: Vec<Option<String>> = filter.skip.iter().map(|(d, _)| d.clone()).collect();
-        let skip_classes: Vec<Option<String>> = filter.skip.iter().map(|(_, k)| k.map(|k| k.to_string())).collect();
+        let skip_classes: Vec<Option<&str>> = filter.skip.iter().map(|(_, k)| k.map(Class::as_str)).collect();
         let class = filter.class.map(Class::as_str);
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
-        // Due rows in claim order, locked; rows another node is claiming
-        // right now are skipped, not waited for. Paused (domain, class)
-        // pairs are left out, a NULL in a pair matching anything.
+        let c = self.client().await?;
+        // One statement: due rows in claim order, locked (rows another node
+        // is claiming right now are skipped, not waited for), leased, and
+        // returned with their message. Paused (domain, class) pairs are
+        // left out, a NULL in a pair matching anything.
         let rows = query(
-            &tx,
+            &c,
             "WITH due AS (
                  SELECT r.message_id, r.idx FROM recipients r
                  WHERE r.state = 'queued' AND ($3::TEXT IS NULL OR r.class = $3) AND r.next_attempt <= $1
@@ -230,39 +333,19 @@ impl Spool for PgStore {
                        WHERE (s.domain IS NULL OR r.domain = s.domain) AND (s.class IS NULL OR r.class = s.class))
                  ORDER BY r.next_attempt, r.message_id, r.idx
                  LIMIT $2
-                 FOR UPDATE OF r SKIP LOCKED)
-             UPDATE recipients r SET lease_until = $4 FROM due
-             WHERE r.message_id = due.message_id AND r.idx = due.idx
-             RETURNING r.message_id, r.idx, r.address, r.domain, r.notify, r.orcpt, r.attempts, r.delay_notified,
-                       r.next_attempt",
-            &[&now, &(limit as i64), &class, &lease_until, &skip_domains, &skip_classes],
+                 FOR UPDATE OF r SKIP LOCKED),
+             leased AS (
+                 UPDATE recipients r SET lease_until = $4, lease_owner = $7 FROM due
+                 WHERE r.message_id = due.message_id AND r.idx = due.idx
+                 RETURNING r.message_id, r.idx, r.address, r.domain, r.notify, r.orcpt, r.attempts,
+                           r.delay_notified, r.next_attempt)
+             SELECT l.message_id, l.idx, l.address, l.domain, l.notify, l.orcpt, l.attempts, l.delay_notified,
+                    m.received_at, m.size, m.envelope, m.class
+             FROM leased l JOIN messages m ON m.id = l.message_id
+             ORDER BY l.next_attempt, l.message_id, l.idx",
+            &[&now, &(limit as i64), &class, &lease_until, &skip_domains, &skip_classes, &self.inner.node],
         )
         .await?;
-        let mut rows: Vec<_> = rows.into_iter().collect();
-        // RETURNING has no order: back to claim order.
-        rows.sort_by(|a, b| {
-            (a.get::<_, i64>(8), a.get::<_, &str>(0), a.get::<_, i32>(1)).cmp(&(
-                b.get::<_, i64>(8),
-                b.get::<_, &str>(0),
-                b.get::<_, i32>(1),
-            ))
-        });
-        let ids: Vec<String> = {
-            let mut v: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-            v.sort();
-            v.dedup();
-            v
-        };
-        let messages =
-            query(&tx, "SELECT id, received_at, size, envelope, class FROM messages WHERE id = ANY($1)", &[&ids])
-                .await?;
-        let mut by_id: HashMap<String, (i64, i64, StoredEnvelope, Class)> = HashMap::new();
-        for m in &messages {
-            let id: String = m.get(0);
-            let envelope = envelope_of(&id, m.get(3))?;
-            by_id.insert(id, (m.get(1), m.get(2), envelope, parsed(m, 4)?));
-        }
-        tx.commit().await.map_err(db)?;
         let mut jobs: Vec<DeliveryJob> = Vec::new();
         let mut index: HashMap<(String, String), usize> = HashMap::new();
         for r in rows {
@@ -280,16 +363,13 @@ impl Spool for PgStore {
                 jobs[i].recipients.push(recipient);
                 continue;
             }
-            let Some((received_at, size, envelope, class)) = by_id.get(&message_id) else {
-                return Err(StoreError::Internal(format!("recipient of a missing message {message_id}")));
-            };
             index.insert(key, jobs.len());
             jobs.push(DeliveryJob {
-                message_id: message_id.parse().map_err(|e| StoreError::Internal(format!("{e}")))?,
-                received_at: *received_at,
-                class: *class,
-                size: *size as u64,
-                envelope: envelope.clone(),
+                message_id: parsed(&r, 0)?,
+                received_at: r.get(8),
+                class: parsed(&r, 11)?,
+                size: r.get::<_, i64>(9) as u64,
+                envelope: envelope_of(&message_id, r.get(10))?,
                 domain,
                 recipients: vec![recipient],
                 pushed_back: 0,
@@ -324,68 +404,40 @@ impl Spool for PgStore {
     async fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()> {
         let now = self.now();
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
-        for u in &updates {
-            let id = u.message_id.to_string();
-            let (next, final_at) = match u.state {
-                NewState::Deferred { next_attempt } => (Some(next_attempt), None),
-                _ => (None, Some(u.attempt.as_ref().map(|a| a.at).unwrap_or(now))),
-            };
-            // Delivered is the truth whatever an operator did meanwhile;
-            // other outcomes apply only to a recipient still queued.
-            let guard = if u.state == NewState::Delivered {
-                "state IN ('queued', 'held', 'deleted')"
-            } else {
-                "state = 'queued'"
-            };
-            execute(
-                &tx,
-                &format!(
-                    "UPDATE recipients SET state = $1, next_attempt = COALESCE($2, next_attempt),
-                         attempts = attempts + $3, last_error = COALESCE($4, last_error), lease_until = NULL,
-                         delay_notified = delay_notified OR $5, final_at = $6
-                     WHERE message_id = $7 AND idx = $8 AND {guard}"
-                ),
-                &[
-                    &u.state.status().as_str(),
-                    &next,
-                    &(u.attempt.is_some() as i32),
-                    &u.last_error,
-                    &u.delay_notified,
-                    &final_at,
-                    &id,
-                    &(u.idx as i32),
-                ],
-            )
-            .await?;
-            // Whatever the guard decided, a lease taken for this attempt is over.
-            execute(
-                &tx,
-                "UPDATE recipients SET lease_until = NULL WHERE message_id = $1 AND idx = $2",
-                &[&id, &(u.idx as i32)],
-            )
-            .await?;
-            if let Some(a) = &u.attempt {
-                execute(
-                    &tx,
-                    "INSERT INTO attempts (message_id, idx, at, host, outcome, reply) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[&id, &(u.idx as i32), &a.at, &a.host, &a.outcome.as_str(), &a.reply],
-                )
-                .await?;
-            }
+        if notices.is_empty() {
+            // The usual case: one statement, committed on its own.
+            return apply_updates(&c, &updates, now).await;
         }
+        let tx = c.transaction().await.map_err(db)?;
+        apply_updates(&tx, &updates, now).await?;
         let mut touched = Vec::new();
         for n in &notices {
             touched.extend(insert_message(&tx, n, now).await?.into_iter().map(|p| p.mailbox_id));
         }
+        self.announce(&tx, touched).await?;
         tx.commit().await.map_err(db)?;
-        self.changed(touched);
         Ok(())
+    }
+
+    async fn renew_leases(&self, until: i64) -> Result<u64> {
+        let c = self.client().await?;
+        execute(
+            &c,
+            "UPDATE recipients SET lease_until = $2 WHERE lease_owner = $1 AND state = 'queued'",
+            &[&self.inner.node, &until],
+        )
+        .await
     }
 
     async fn release_leases(&self) -> Result<u64> {
         let c = self.client().await?;
-        execute(&c, "UPDATE recipients SET lease_until = NULL WHERE lease_until IS NOT NULL", &[]).await
+        execute(
+            &c,
+            "UPDATE recipients SET lease_until = NULL, lease_owner = NULL
+             WHERE lease_until IS NOT NULL AND (lease_owner = $1 OR lease_owner IS NULL)",
+            &[&self.inner.node],
+        )
+        .await
     }
 
     async fn queue_retry_where(
@@ -527,7 +579,7 @@ impl Admin for PgStore {
         require_message(&tx, id).await?;
         let n = execute(
             &tx,
-            "UPDATE recipients SET state = 'deleted', final_at = $1, lease_until = NULL
+            "UPDATE recipients SET state = 'deleted', final_at = $1, lease_until = NULL, lease_owner = NULL
              WHERE message_id = $2 AND state IN ('queued', 'held')",
             &[&now, &id.to_string()],
         )
@@ -541,8 +593,8 @@ impl Admin for PgStore {
         for m in &notices {
             touched.extend(insert_message(&tx, m, now).await?.into_iter().map(|p| p.mailbox_id));
         }
+        self.announce(&tx, touched).await?;
         tx.commit().await.map_err(db)?;
-        self.changed(touched);
         Ok(n)
     }
 
@@ -610,5 +662,58 @@ impl Admin for PgStore {
         let report = super::check::run(&tx, repair, now).await?;
         tx.commit().await.map_err(db)?;
         Ok(report)
+    }
+}
+
+impl crate::Cluster for PgStore {
+    fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    async fn join(&self, region: &str, version: &str, now: i64) -> Result<()> {
+        let c = self.client().await?;
+        execute(
+            &c,
+            "INSERT INTO nodes (name, region, version, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (name) DO UPDATE SET region = excluded.region, version = excluded.version,
+                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+            &[&self.inner.node, &region, &version, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, now: i64) -> Result<()> {
+        let c = self.client().await?;
+        execute(&c, "UPDATE nodes SET heartbeat_at = $2 WHERE name = $1", &[&self.inner.node, &now]).await?;
+        Ok(())
+    }
+
+    async fn leave(&self, now: i64) -> Result<()> {
+        let c = self.client().await?;
+        execute(&c, "UPDATE nodes SET heartbeat_at = $2, stopped_at = $2 WHERE name = $1", &[&self.inner.node, &now])
+            .await?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<crate::NodeRecord>> {
+        let c = self.client().await?;
+        let rows = query(
+            &c,
+            "SELECT name, region, version, started_at, heartbeat_at, stopped_at FROM nodes ORDER BY name",
+            &[],
+        )
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::NodeRecord {
+                name: r.get(0),
+                region: r.get(1),
+                version: r.get(2),
+                started_at: r.get(3),
+                heartbeat_at: r.get(4),
+                stopped_at: r.get(5),
+            })
+            .collect())
     }
 }

@@ -14,9 +14,10 @@ use super::db;
 use crate::{Result, StoreError};
 
 /// (version, SQL). Append only: a released migration is never edited.
-pub const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE domains (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL);
 CREATE TABLE users (
@@ -116,7 +117,24 @@ CREATE TABLE sender_grants (
 );
 CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at BIGINT NOT NULL);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Nodes sharing this database, each with its heartbeat; a lease names the
+-- node that holds it, so a node starting releases its own leases only.
+CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    region TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    stopped_at BIGINT
+);
+ALTER TABLE recipients ADD COLUMN lease_owner TEXT;
+"#,
+    ),
+];
 
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)

@@ -15,10 +15,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::invariants::{self, canonical_address};
 use crate::{
-    Admin, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Control, ControlKey, DeliveryJob,
-    Directory, Domain, FlagOp, FlagsChanged, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId, MessageMeta,
-    NewMessage, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState, RecipientStatus, RecipientUpdate,
-    Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, SystemClock, User,
+    Admin, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey,
+    DeliveryJob, Directory, Domain, FlagOp, FlagsChanged, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId,
+    MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState,
+    RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, SystemClock, User,
 };
 
 pub use schema::latest_version;
@@ -26,6 +26,8 @@ pub use schema::latest_version;
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// The node this handle speaks for (lease owner); "local" by default.
+    node: Arc<str>,
 }
 
 struct Inner {
@@ -128,6 +130,7 @@ impl SqliteStore {
         let tx = writer::spawn(conn, commits.clone())
             .map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
+            node: Arc::from("local"),
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 readers: Mutex::new(Vec::new()),
@@ -137,6 +140,13 @@ impl SqliteStore {
                 clock,
             }),
         })
+    }
+
+    /// This handle, speaking for node `name` (its claims' leases are in
+    /// that name).
+    pub fn for_node(mut self, name: &str) -> Self {
+        self.node = Arc::from(name);
+        self
     }
 
     /// Commits made by this store's writer (each one fsync of the WAL).
@@ -676,7 +686,8 @@ impl Spool for SqliteStore {
         limit: usize,
         filter: ClaimFilter,
     ) -> Result<Vec<DeliveryJob>> {
-        self.write(move |c| queue::claim_due(c, now, lease_until, limit, &filter)).await
+        let node = self.node.clone();
+        self.write(move |c| queue::claim_due(c, now, lease_until, limit, &filter, &node)).await
     }
 
     async fn next_due(&self) -> Result<Option<i64>> {
@@ -697,8 +708,20 @@ impl Spool for SqliteStore {
         self.write(move |c| queue::complete(c, &updates, &notices, now)).await
     }
 
+    async fn renew_leases(&self, until: i64) -> Result<u64> {
+        let node = self.node.clone();
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE recipients SET lease_until = ?2 WHERE lease_owner = ?1 AND state = 'queued'",
+                params![&*node, until],
+            )? as u64)
+        })
+        .await
+    }
+
     async fn release_leases(&self) -> Result<u64> {
-        self.write(queue::release_leases).await
+        let node = self.node.clone();
+        self.write(move |c| queue::release_leases(c, &node)).await
     }
 
     async fn queue_retry_where(
@@ -795,5 +818,63 @@ impl Admin for SqliteStore {
         } else {
             self.read(move |c| check::run(c, false, now)).await
         }
+    }
+}
+
+impl Cluster for SqliteStore {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn join(&self, region: &str, version: &str, now: i64) -> Result<()> {
+        let (node, region, version) = (self.node.to_string(), region.to_string(), version.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO nodes (name, region, version, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (name) DO UPDATE SET region = excluded.region, version = excluded.version,
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+                params![node, region, version, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, now: i64) -> Result<()> {
+        let node = self.node.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE nodes SET heartbeat_at = ?2 WHERE name = ?1", params![node, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn leave(&self, now: i64) -> Result<()> {
+        let node = self.node.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE nodes SET heartbeat_at = ?2, stopped_at = ?2 WHERE name = ?1", params![node, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.read(|c| {
+            let mut s = c.prepare(
+                "SELECT name, region, version, started_at, heartbeat_at, stopped_at FROM nodes ORDER BY name",
+            )?;
+            let rows = s.query_map([], |r| {
+                Ok(NodeRecord {
+                    name: r.get(0)?,
+                    region: r.get(1)?,
+                    version: r.get(2)?,
+                    started_at: r.get(3)?,
+                    heartbeat_at: r.get(4)?,
+                    stopped_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 }

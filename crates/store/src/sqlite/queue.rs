@@ -20,6 +20,7 @@ pub(crate) fn claim_due(
     lease_until: i64,
     limit: usize,
     filter: &ClaimFilter,
+    node: &str,
 ) -> Result<Vec<DeliveryJob>> {
     // ?1 now, ?2 limit, ?3 class; then (domain, class) per skipped pair.
     // Each form reads due rows in claim order from its index and stops at
@@ -69,7 +70,9 @@ pub(crate) fn claim_due(
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut lease = c.prepare_cached("UPDATE recipients SET lease_until = ?1 WHERE message_id = ?2 AND idx = ?3")?;
+    let mut lease = c.prepare_cached(
+        "UPDATE recipients SET lease_until = ?1, lease_owner = ?4 WHERE message_id = ?2 AND idx = ?3",
+    )?;
     let mut jobs: Vec<DeliveryJob> = Vec::new();
     let mut index: HashMap<(MessageId, String), usize> = HashMap::new();
     for (
@@ -87,7 +90,7 @@ pub(crate) fn claim_due(
         class,
     ) in rows
     {
-        lease.execute(params![lease_until, message_id.to_string(), idx])?;
+        lease.execute(params![lease_until, message_id.to_string(), idx, node])?;
         let recipient = JobRecipient { idx, address, notify, orcpt, attempts, delay_notified };
         let key = (message_id, domain.clone());
         if let Some(&i) = index.get(&key) {
@@ -148,7 +151,7 @@ pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[N
             if u.state == NewState::Delivered { "state IN ('queued', 'held', 'deleted')" } else { "state = 'queued'" };
         c.prepare_cached(&format!(
             "UPDATE recipients SET state = ?1, next_attempt = COALESCE(?2, next_attempt), attempts = attempts + ?3,
-                 last_error = COALESCE(?4, last_error), lease_until = NULL,
+                 last_error = COALESCE(?4, last_error), lease_until = NULL, lease_owner = NULL,
                  delay_notified = MAX(delay_notified, ?5), final_at = ?6
              WHERE message_id = ?7 AND idx = ?8 AND {guard}"
         ))?
@@ -163,8 +166,10 @@ pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[N
             u.idx
         ])?;
         // Whatever the guard decided, a lease taken for this attempt is over.
-        c.prepare_cached("UPDATE recipients SET lease_until = NULL WHERE message_id = ?1 AND idx = ?2")?
-            .execute(params![id, u.idx])?;
+        c.prepare_cached(
+            "UPDATE recipients SET lease_until = NULL, lease_owner = NULL WHERE message_id = ?1 AND idx = ?2",
+        )?
+        .execute(params![id, u.idx])?;
         if let Some(a) = &u.attempt {
             c.prepare_cached(
                 "INSERT INTO attempts (message_id, idx, at, host, outcome, reply) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -178,8 +183,12 @@ pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[N
     Ok(())
 }
 
-pub(crate) fn release_leases(c: &Connection) -> Result<u64> {
-    Ok(c.execute("UPDATE recipients SET lease_until = NULL WHERE lease_until IS NOT NULL", [])? as u64)
+pub(crate) fn release_leases(c: &Connection, node: &str) -> Result<u64> {
+    Ok(c.execute(
+        "UPDATE recipients SET lease_until = NULL, lease_owner = NULL
+         WHERE lease_until IS NOT NULL AND (lease_owner = ?1 OR lease_owner IS NULL)",
+        [node],
+    )? as u64)
 }
 
 fn audit(c: &Connection, now: i64, actor: &str, action: &str, id: Option<MessageId>, detail: &str) -> Result<()> {
@@ -264,7 +273,7 @@ pub(crate) fn release(c: &Connection, id: MessageId, now: i64, actor: &str) -> R
 pub(crate) fn delete(c: &Connection, id: MessageId, now: i64, actor: &str, notices: &[NewMessage]) -> Result<u64> {
     require_message(c, id)?;
     let n = c.execute(
-        "UPDATE recipients SET state = 'deleted', final_at = ?1, lease_until = NULL
+        "UPDATE recipients SET state = 'deleted', final_at = ?1, lease_until = NULL, lease_owner = NULL
          WHERE message_id = ?2 AND state IN ('queued', 'held')",
         params![now, id.to_string()],
     )? as u64;

@@ -168,6 +168,22 @@ CREATE TABLE sender_grants (
 CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
 "#,
     ),
+    (
+        7,
+        r#"
+-- Nodes sharing this storage, each with its heartbeat; a lease names the
+-- node that holds it, so a node starting releases its own leases only.
+CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    region TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    stopped_at INTEGER
+);
+ALTER TABLE recipients ADD COLUMN lease_owner TEXT;
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -25,7 +25,8 @@ pub struct Fixture<S> {
     pub store: S,
     pub clock: ManualClock,
     pub faults: Box<dyn Faults>,
-    /// Another handle on the same data, as a second node would have.
+    /// Another handle on the same data, as a second node ("b"; the first
+    /// is "a") would have.
     pub another: Box<dyn Fn() -> S + Send + Sync>,
     _keep: Box<dyn Any + Send + Sync>,
 }
@@ -65,13 +66,15 @@ pub async fn sqlite() -> Fixture<SqliteStore> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("facteur.db");
     let clock = ManualClock::new(T0);
-    let store = SqliteStore::create_with_clock(&path, Arc::new(clock.clone())).unwrap();
+    let store = SqliteStore::create_with_clock(&path, Arc::new(clock.clone())).unwrap().for_node("a");
     let (again, again_clock) = (path.clone(), clock.clone());
     Fixture {
         store,
         clock,
         faults: Box::new(SqliteFaults(path)),
-        another: Box::new(move || SqliteStore::open_with_clock(&again, Arc::new(again_clock.clone())).unwrap()),
+        another: Box::new(move || {
+            SqliteStore::open_with_clock(&again, Arc::new(again_clock.clone())).unwrap().for_node("b")
+        }),
         _keep: Box::new(dir),
     }
 }
@@ -131,14 +134,15 @@ impl Drop for DropSchema {
 /// A new schema of its own in the test database, so tests run in parallel.
 pub async fn postgres() -> Fixture<PgStore> {
     let schema = format!("t_{:016x}", fastrand::u64(..));
-    let config = PgConfig { url: pg_url(), pool_size: 8, schema: Some(schema), ..PgConfig::default() };
+    let config =
+        PgConfig { url: pg_url(), pool_size: 8, schema: Some(schema), node: "a".into(), ..PgConfig::default() };
     let clock = ManualClock::new(T0);
     // Dropped (and the schema with it) even if connecting panics.
     let guard = DropSchema(config.clone());
     let store = PgStore::create(&config, Arc::new(clock.clone()))
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {} (bash .ci/run starts it): {e}", config.url));
-    let (again, again_clock) = (config.clone(), clock.clone());
+    let (again, again_clock) = (PgConfig { node: "b".into(), ..config.clone() }, clock.clone());
     Fixture {
         store,
         clock,

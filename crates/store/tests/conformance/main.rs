@@ -6,6 +6,7 @@
 //! fresh fixture (see `fixture.rs`).
 
 mod admin;
+mod cluster;
 mod concurrency;
 mod directory;
 mod fixture;
@@ -49,6 +50,8 @@ macro_rules! every_test {
             admin::the_write_probe_writes,
             concurrency::two_writers_allocate_distinct_increasing_uids,
             concurrency::two_claimers_never_lease_one_recipient_twice,
+            cluster::nodes_join_beat_and_leave,
+            cluster::a_node_releases_only_its_own_leases,
         );
     };
 }

@@ -1,0 +1,257 @@
+//! Several facteur nodes on one PostgreSQL database (a schema of the
+//! test's own): IMAP IDLE on one node hears of mail accepted on another,
+//! two nodes delivering into one mailbox at once keep UIDs strictly
+//! increasing, and the node list shows who is there.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Lines, PASSWORD, PgSchema, TestServer, test_config};
+use facteur_store::NodeState;
+use facteur_store::prelude::*;
+
+fn node_config(pg: &PgSchema, name: &str) -> facteur::config::Config {
+    let mut c = test_config();
+    pg.configure(&mut c);
+    c.node.name = name.into();
+    c.node.region = format!("region-{name}");
+    c.imap.plaintext_auth = true;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_on_one_node_hears_of_mail_accepted_on_another() {
+    let pg = PgSchema::new();
+    let a = TestServer::start_with(node_config(&pg, "n1")).await;
+    let b = TestServer::join(node_config(&pg, "n2")).await;
+
+    let mut imap = Lines::connect(a.imap).await;
+    assert!(imap.line().await.starts_with("* OK"));
+    imap.send(format!("a LOGIN alice@example.test {PASSWORD}\r\n").as_bytes()).await;
+    assert!(imap.until("a ").await.last().unwrap().starts_with("a OK"));
+    imap.send(b"b SELECT INBOX\r\n").await;
+    assert!(imap.until("b ").await.iter().any(|l| l == "* 0 EXISTS"));
+    imap.send(b"c IDLE\r\n").await;
+    assert!(imap.line().await.starts_with("+ "));
+
+    let mut smtp = Client::connect(b.smtp).await;
+    smtp.ehlo().await;
+    let sent = tokio::time::Instant::now();
+    let r = smtp.send_mail("someone@remote.test", &["alice@example.test"], "Subject: via n2\r\n\r\nhello").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    // Within a second of the 250 on the other node.
+    let line = imap.line_within(1).await.expect("connection open");
+    assert_eq!(line, "* 1 EXISTS", "pushed {:?} after the 250", sent.elapsed());
+    imap.send(b"DONE\r\n").await;
+    assert!(imap.until("c ").await.last().unwrap().starts_with("c OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_delivering_into_one_mailbox_keep_uids_strictly_increasing() {
+    let pg = PgSchema::new();
+    let a = TestServer::start_with(node_config(&pg, "n1")).await;
+    let b = TestServer::join(node_config(&pg, "n2")).await;
+    let mut tasks = Vec::new();
+    for session in 0..10 {
+        let addr = if session % 2 == 0 { a.smtp } else { b.smtp };
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.ehlo().await;
+            for n in 0..20 {
+                let body = format!("Subject: {session}-{n}\r\n\r\nx");
+                assert_eq!(c.send_mail("s@remote.test", &["alice@example.test"], &body).await.code, 250);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = a.store();
+    let inbox = store.mailbox("alice@example.test", "INBOX").await.unwrap().unwrap();
+    let uids: Vec<u32> = store.mailbox_messages(inbox.id).await.unwrap().iter().map(|m| m.uid).collect();
+    assert_eq!(uids, (1..=200).collect::<Vec<_>>(), "every UID once, none skipped or reused");
+    assert_eq!(inbox.uidnext, 201);
+    assert!(store.check(false).await.unwrap().healthy());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_list_shows_who_runs_and_who_stopped() {
+    let pg = PgSchema::new();
+    let a = TestServer::start_with(node_config(&pg, "n1")).await;
+    let mut b = TestServer::join(node_config(&pg, "n2")).await;
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let nodes = a.store().nodes().await.unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| (n.name.as_str(), n.region.as_str(), n.state(now(), 15))).collect::<Vec<_>>(),
+        [("n1", "region-n1", NodeState::Up), ("n2", "region-n2", NodeState::Up)]
+    );
+    b.stop().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let nodes = a.store().nodes().await.unwrap();
+    assert_eq!(nodes[1].state(now(), 15), NodeState::Stopped);
+    assert_eq!(nodes[0].state(now(), 15), NodeState::Up);
+}
+
+/// A `facteur serve` process, killed if the test fails half-way.
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Write node `name`'s configuration in `dir`: relaying everything to
+/// `sim`, leases of 3 s (a dead node's mail is taken over that soon).
+fn process_config(dir: &std::path::Path, pg: &PgSchema, name: &str, sim: std::net::SocketAddr) -> (u16, u16) {
+    let (smtp, http) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("node.toml"),
+        format!(
+            "[server]\nhostname = \"{name}.example.test\"\n\
+             [listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n\
+             imap = []\nimaps = []\npop3 = []\npop3s = []\n\
+             [smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\ngreet_pause_ms = 0\nmax_connections_per_ip = 0\n\
+             max_messages_per_minute_per_ip = 0\n\
+             [storage]\nbackend = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\npool_size = 8\n\
+             [node]\nname = \"{name}\"\n\
+             [delivery]\nenabled = true\ndns_servers = [\"127.0.0.1:9\"]\nlease_secs = 3\n\
+             [[route]]\ndomain = \"*\"\nvia = \"{sim}\"\ntls = \"none\"\n",
+            url = pg.url,
+            schema = pg.schema,
+        ),
+    )
+    .unwrap();
+    (smtp, http)
+}
+
+fn facteur_cmd(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_facteur"));
+    c.arg("--data").arg(dir.join("data")).arg("--config").arg(dir.join("node.toml")).env_remove("FACTEUR_CONFIG");
+    c
+}
+
+async fn start_node(dir: &std::path::Path, http: u16) -> Node {
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let node = Node(facteur_cmd(dir).arg("serve").stdout(std::process::Stdio::null()).stderr(log).spawn().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let ready = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    while tokio::net::TcpStream::connect(ready).await.is_err() || common::http_get(ready, "/readyz").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node not ready: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node
+}
+
+/// Send messages `range` (one recipient each, rN@far.test) over `sessions`
+/// connections to `smtp`; every one must be acknowledged.
+async fn submit(smtp: u16, range: std::ops::Range<usize>, sessions: usize) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], smtp));
+    let mut tasks = Vec::new();
+    for s in 0..sessions {
+        let mine: Vec<usize> = range.clone().filter(|n| n % sessions == s).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.ehlo().await;
+            for n in mine {
+                let r = c
+                    .send_mail("sender@origin.test", &[&format!("r{n}@far.test")], &format!("Subject: {n}\r\n\r\nx"))
+                    .await;
+                assert_eq!(r.code, 250, "message {n}: {r:?}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// 10,000 messages accepted by two nodes; one is SIGKILLed while they
+/// drain: every acknowledged message arrives, the survivor takes over the
+/// dead node's leases once they run out, and a message arrives twice only
+/// if the dead node held it at the moment it died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_drain_loses_nothing_and_its_leases_are_taken_over() {
+    const TOTAL: usize = 10_000;
+    let pg = PgSchema::new();
+    // Slow while the first half is accepted (replies trickle out), so the
+    // node killed then is in the middle of deliveries; fast afterwards.
+    let slow = facteur_testkit::Behavior {
+        trickle: Some(Duration::from_millis(1)),
+        ..facteur_testkit::Behavior::accept_all()
+    };
+    let sim = facteur_testkit::Downstream::start(slow).await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (smtp1, http1) = process_config(d1.path(), &pg, "n1", sim.addr());
+    let (smtp2, http2) = process_config(d2.path(), &pg, "n2", sim.addr());
+    let o = facteur_cmd(d1.path()).arg("init").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut n1 = start_node(d1.path(), http1).await;
+    let _n2 = start_node(d2.path(), http2).await;
+
+    // Half to each node; both deliver meanwhile.
+    let half = TOTAL / 2;
+    tokio::join!(submit(smtp1, 0..half / 2, 5), submit(smtp2, half / 2..half, 5));
+    n1.0.kill().unwrap();
+    n1.0.wait().unwrap();
+    // What the dead node held at the moment it died.
+    let (db, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    db.batch_execute(&format!("SET search_path = {}", pg.schema)).await.unwrap();
+    let held: std::collections::HashSet<String> = db
+        .query("SELECT address FROM recipients WHERE lease_owner = 'n1' AND state = 'queued'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!held.is_empty(), "the node was killed with nothing in flight: the test proves nothing");
+    sim.set_behavior(facteur_testkit::Behavior::accept_all());
+    // The rest to the survivor.
+    submit(smtp2, half..TOTAL, 10).await;
+
+    // Every message once at least (a duplicate counts once).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for m in sim.received() {
+            for r in m.rcpts {
+                *seen.entry(r).or_default() += 1;
+            }
+        }
+        if seen.len() >= TOTAL || tokio::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for n in 0..TOTAL {
+        assert!(seen.contains_key(&format!("r{n}@far.test")), "r{n}@far.test was acknowledged and never arrived");
+    }
+    let twice: Vec<&String> = seen.iter().filter(|(_, c)| **c > 1).map(|(r, _)| r).collect();
+    assert!(
+        twice.iter().all(|r| held.contains(*r)),
+        "delivered twice without being in flight on the dead node: {twice:?}"
+    );
+    // Nothing is left leased by the dead node, and the queue is empty.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 =
+            db.query_one("SELECT COUNT(*) FROM recipients WHERE state <> 'delivered'", &[]).await.unwrap().get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} recipient(s) never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("n1 held {} recipient(s) when killed; {} arrived twice", held.len(), twice.len());
+}
