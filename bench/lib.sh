@@ -285,6 +285,10 @@ facteur_sql() {
 
 drop_pg_schemas() {
     local schema
+    if [ "${KEEP:-0}" = 1 ] && [ "${#bench_pg_schemas[@]}" -gt 0 ]; then
+        note "PostgreSQL schemas kept (KEEP=1): ${bench_pg_schemas[*]}"
+        return 0
+    fi
     for schema in "${bench_pg_schemas[@]}"; do
         psql "$FACTEUR_PG" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
     done
@@ -320,6 +324,11 @@ facteur_pid=""
 start_facteur() {
     local dir="$1" http_port="$2" env=() ready=0
     [ -z "${3:-}" ] || env=("RUST_LOG=${RUST_LOG:-$3}")
+    # Shared storage is made once, by init (a node's first start does not).
+    if [ "$FACTEUR_STORAGE" = postgres ] && [ ! -d "$dir/data" ]; then
+        "$facteur_bin" --data "$dir/data" --config "$dir/facteur.toml" init >>"$dir/facteur.log" 2>&1 ||
+            die "facteur init failed: $(tail -n 3 "$dir/facteur.log")"
+    fi
     env "${env[@]}" "$facteur_bin" --data "$dir/data" --config "$dir/facteur.toml" serve \
         >"$dir/facteur.log" 2>&1 </dev/null &
     facteur_pid=$!

@@ -336,7 +336,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         config.storage.clone(),
         rx.clone(),
     ));
-    tasks.spawn(heartbeat(store.clone(), clock.clone(), Duration::from_secs(config.node.heartbeat_secs), rx.clone()));
+    tasks.spawn(heartbeat(store.clone(), clock.clone(), config.node.clone(), engine.clone(), rx.clone()));
     tasks.spawn(periodic_check(
         store.clone(),
         Duration::from_secs(config.storage.check_interval_secs.max(1)),
@@ -545,15 +545,31 @@ fn fit_connection_caps(config: &mut Config, notes: &mut Vec<String>) {
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.
-/// This node is alive: a heartbeat every `every`; at shutdown, goodbye.
-async fn heartbeat(store: AnyStore, clock: SharedClock, every: Duration, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+/// This node is alive: a heartbeat every `every`, and the delivery engine
+/// told how many nodes are (it shares each destination's limits among
+/// them); at shutdown, goodbye.
+async fn heartbeat(
+    store: AnyStore,
+    clock: SharedClock,
+    node: crate::config::NodeSection,
+    engine: Option<Arc<Engine<AnyStore, DnsResolver>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(node.heartbeat_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = store.heartbeat(clock.now()).await {
+                let now = clock.now();
+                if let Err(e) = store.heartbeat(now).await {
                     tracing::warn!(error = %e, "heartbeat not recorded");
+                }
+                if let (Some(engine), Ok(nodes)) = (&engine, store.nodes().await) {
+                    let up = nodes
+                        .iter()
+                        .filter(|n| n.state(now, node.down_after_secs as i64) == facteur_store::NodeState::Up)
+                        .count();
+                    engine.set_peers(up as u32);
                 }
             }
             _ = shutdown.changed() => break,

@@ -104,6 +104,9 @@ pub struct Engine<S, R> {
     wake: Arc<Notify>,
     dests: Mutex<HashMap<String, Arc<Dest>>>,
     controls: Mutex<Controls>,
+    /// Live nodes sharing the queue (this one included): each takes its
+    /// share of every destination's configured ceilings.
+    peers: AtomicU32,
     node_bucket: Mutex<NodeBucket>,
     global: Arc<Semaphore>,
     outstanding: AtomicUsize,
@@ -238,6 +241,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             wake: Arc::new(Notify::new()),
             dests: Mutex::new(HashMap::new()),
             controls: Mutex::new(Controls::default()),
+            peers: AtomicU32::new(1),
             node_bucket: Mutex::new(NodeBucket::default()),
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -247,6 +251,23 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
     /// Notify this when new mail is queued, so it goes out at once.
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// `n` live nodes (this one included) deliver from the shared queue:
+    /// each destination's configured ceilings are split among them.
+    pub fn set_peers(&self, n: u32) {
+        let n = n.max(1);
+        if self.peers.swap(n, Ordering::Relaxed) == n {
+            return;
+        }
+        tracing::info!(nodes = n, "live nodes changed; each destination's limits are shared among them");
+        if let Ok(dests) = self.dests.lock() {
+            for d in dests.values() {
+                if let Ok(mut sh) = d.shaper.lock() {
+                    sh.set_share(n);
+                }
+            }
+        }
     }
 
     /// Jobs handed to workers and not finished yet.
@@ -417,6 +438,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 .entry(key.clone())
                 .or_insert_with(|| {
                     let mut shaper = Shaper::new(&self.config.shaping, self.clock.now_ms().max(0) as u64);
+                    shaper.set_share(self.peers.load(Ordering::Relaxed));
                     let rate = self.controls.lock().ok().and_then(|c| c.dest_rates.get(&key).copied());
                     if rate.is_some() {
                         shaper.set_max_rate(rate);

@@ -204,6 +204,8 @@ struct Level {
 #[derive(Debug, Clone)]
 pub struct Shaper {
     cfg: ShapingConfig,
+    /// Live nodes delivering to this destination (1: this one alone).
+    share: u32,
     /// Concurrency limit, within [min, max].
     limit: u32,
     /// Growth earned towards the next +1, in units of `increase_per_success`.
@@ -236,6 +238,7 @@ impl Shaper {
     pub fn new(cfg: &ShapingConfig, now_ms: u64) -> Self {
         let cfg = cfg.sane();
         Shaper {
+            share: 1,
             limit: cfg.initial_concurrency,
             credit: 0.0,
             cfg,
@@ -262,18 +265,33 @@ impl Shaper {
         self.cfg.max_rate = max_rate.filter(|r| r.is_finite() && *r > 0.0);
     }
 
+    /// This node is one of `nodes` live nodes delivering to the
+    /// destination: the configured ceilings (`max_concurrency`, `max_rate`,
+    /// an operator's rate) are the destination's whole, split evenly, so
+    /// the nodes together stay within them. What the shaper discovers
+    /// (its window, the rate at a push-back) is this node's own.
+    pub fn set_share(&mut self, nodes: u32) {
+        self.share = nodes.max(1);
+    }
+
     /// How many deliveries may be in flight at once.
     pub fn concurrency_limit(&self) -> u32 {
-        self.limit
+        self.limit.min(self.cfg.max_concurrency.div_ceil(self.share).max(self.cfg.min_concurrency.max(1)))
     }
 
     /// Starts per second currently allowed: the discovered rate under the
-    /// configured ceiling; `None` when neither exists.
+    /// configured ceiling (this node's share of it); `None` when neither
+    /// exists.
     pub fn rate_limit(&self) -> Option<f64> {
-        match (self.rate, self.cfg.max_rate) {
+        match (self.rate, self.max_rate()) {
             (Some(r), Some(m)) => Some(r.min(m)),
             (r, m) => r.or(m),
         }
+    }
+
+    /// This node's share of the configured rate ceiling.
+    fn max_rate(&self) -> Option<f64> {
+        self.cfg.max_rate.map(|m| (m / f64::from(self.share)).max(MIN_RATE))
     }
 
     /// May another delivery start now? Yes when `in_flight` is under the
@@ -464,7 +482,7 @@ impl Shaper {
 
     fn cap(&self, rate: f64) -> f64 {
         let rate = rate.max(MIN_RATE);
-        match self.cfg.max_rate {
+        match self.max_rate() {
             Some(m) => rate.min(m),
             None => rate,
         }

@@ -535,3 +535,18 @@ fn simulated_outage_backlog_drains_from_a_slow_start() {
     // Then on, additive growth probes for more, within what the destination takes.
     assert!(run.successes[90..].iter().all(|n| *n <= 100), "{:?}", &run.successes[90..]);
 }
+
+/// N nodes deliver to one destination: each takes 1/N of the configured
+/// ceilings, so together they stay within them.
+#[test]
+fn nodes_split_the_configured_ceilings() {
+    let cfg = ShapingConfig { initial_concurrency: 20, max_concurrency: 20, max_rate: Some(90.0), ..cfg() };
+    let mut s = Shaper::new(&cfg, 0);
+    assert_eq!((s.concurrency_limit(), s.rate_limit()), (20, Some(90.0)));
+    s.set_share(3);
+    assert_eq!((s.concurrency_limit(), s.rate_limit()), (7, Some(30.0)));
+    s.set_max_rate(Some(300.0));
+    assert_eq!(s.rate_limit(), Some(100.0), "an operator's rate is the destination's, split too");
+    s.set_share(0);
+    assert_eq!(s.concurrency_limit(), 20, "a share among no node is this node alone");
+}

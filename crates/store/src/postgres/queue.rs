@@ -166,7 +166,9 @@ async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now
                  delay_notified = CASE WHEN {OK} THEN r.delay_notified OR u.delay_notified ELSE r.delay_notified END,
                  final_at = CASE WHEN {OK} THEN u.final_at ELSE r.final_at END,
                  lease_until = NULL, lease_owner = NULL
-             FROM u WHERE r.message_id = u.message_id AND r.idx = u.idx)
+             -- The ANY names the rows by primary key for the planner, which
+             -- otherwise guesses 100 rows from unnest and scans the table.
+             FROM u WHERE r.message_id = ANY($1) AND r.message_id = u.message_id AND r.idx = u.idx)
          INSERT INTO attempts (message_id, idx, at, host, outcome, reply)
          SELECT * FROM unnest($9::TEXT[], $10::INT[], $11::BIGINT[], $12::TEXT[], $13::TEXT[], $14::TEXT[])"
     );
@@ -322,11 +324,15 @@ impl Spool for PgStore {
         // is claiming right now are skipped, not waited for), leased, and
         // returned with their message. Paused (domain, class) pairs are
         // left out, a NULL in a pair matching anything.
+        // A class-wide claim and an any-class one are separate statements,
+        // each with its index (recipients_due_class, recipients_due).
+        let by_class = if class.is_some() { "r.class = $3" } else { "$3::TEXT IS NULL" };
         let rows = query(
             &c,
-            "WITH due AS (
+            &format!(
+                "WITH due AS (
                  SELECT r.message_id, r.idx FROM recipients r
-                 WHERE r.state = 'queued' AND ($3::TEXT IS NULL OR r.class = $3) AND r.next_attempt <= $1
+                 WHERE r.state = 'queued' AND {by_class} AND r.next_attempt <= $1
                    AND (r.lease_until IS NULL OR r.lease_until <= $1)
                    AND NOT EXISTS (
                        SELECT 1 FROM unnest($5::TEXT[], $6::TEXT[]) AS s(domain, class)
@@ -342,7 +348,8 @@ impl Spool for PgStore {
              SELECT l.message_id, l.idx, l.address, l.domain, l.notify, l.orcpt, l.attempts, l.delay_notified,
                     m.received_at, m.size, m.envelope, m.class
              FROM leased l JOIN messages m ON m.id = l.message_id
-             ORDER BY l.next_attempt, l.message_id, l.idx",
+             ORDER BY l.next_attempt, l.message_id, l.idx"
+            ),
             &[&now, &(limit as i64), &class, &lease_until, &skip_domains, &skip_classes, &self.inner.node],
         )
         .await?;
@@ -385,7 +392,7 @@ impl Spool for PgStore {
             "SELECT LEAST(
                  (SELECT next_attempt FROM recipients
                   WHERE state = 'queued' AND (lease_until IS NULL OR lease_until <= next_attempt)
-                  ORDER BY state, next_attempt LIMIT 1),
+                  ORDER BY next_attempt LIMIT 1),
                  (SELECT MIN(lease_until) FROM recipients
                   WHERE lease_until IS NOT NULL AND state = 'queued' AND lease_until > next_attempt))",
             &[],
