@@ -40,7 +40,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSection {
-    /// This node's name among those sharing storage; empty: `server.hostname`.
+    /// This node's name among those sharing storage, unique among them;
+    /// empty: this machine's host name.
     pub name: String,
     /// Where it runs (for operators and the status of incidents).
     pub region: String,
@@ -57,9 +58,10 @@ impl Default for NodeSection {
 }
 
 impl Config {
-    /// This node's name: `node.name`, else the host name.
-    pub fn node_name(&self) -> &str {
-        if self.node.name.is_empty() { &self.server.hostname } else { &self.node.name }
+    /// This node's name: `node.name`, else this machine's host name (not
+    /// `server.hostname`, which every node of one MX usually shares).
+    pub fn node_name(&self) -> String {
+        if self.node.name.is_empty() { system_hostname() } else { self.node.name.clone() }
     }
 }
 
@@ -423,7 +425,7 @@ probe_timeout_secs = 5        # ...and must commit within this, or the node is n
 
 [node]
 # Several nodes may share one PostgreSQL database (docs/cluster.md).
-name = ""                     # this node's name; empty: server.hostname
+name = ""                     # unique among nodes; empty: this machine's host name
 region = "default"
 heartbeat_secs = 5            # each node says it is alive this often...
 down_after_secs = 15          # ...and counts as down after this long without

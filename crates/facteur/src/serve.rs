@@ -61,7 +61,7 @@ fn pg_config(config: &Config) -> PgConfig {
         pool_size: s.pool_size,
         statement_timeout_ms: s.statement_timeout_secs.saturating_mul(1000),
         schema: s.schema.clone(),
-        node: config.node_name().to_string(),
+        node: config.node_name(),
     }
 }
 
@@ -83,7 +83,7 @@ pub async fn open_store(config: &Config, data_dir: &Path, clock: SharedClock) ->
         };
     }
     let path = data_dir.join(&config.storage.path);
-    let node = config.node_name().to_string();
+    let node = config.node_name();
     SqliteStore::open_with_clock(&path, clock).map(|s| AnyStore::from(s.for_node(&node))).map_err(|e| match e {
         facteur_store::StoreError::Preflight(why) if !path.metadata().is_ok_and(|m| m.len() > 0) => anyhow::anyhow!(
             "{why}.\n  If this is a new installation: facteur --data {d} init\n  \

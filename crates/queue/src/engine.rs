@@ -107,6 +107,9 @@ pub struct Engine<S, R> {
     /// Live nodes sharing the queue (this one included): each takes its
     /// share of every destination's configured ceilings.
     peers: AtomicU32,
+    /// The recipients this engine has claimed and not yet recorded: the
+    /// leases it renews (and only those).
+    held: Mutex<std::collections::HashSet<(MessageId, u32)>>,
     node_bucket: Mutex<NodeBucket>,
     global: Arc<Semaphore>,
     outstanding: AtomicUsize,
@@ -242,6 +245,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             dests: Mutex::new(HashMap::new()),
             controls: Mutex::new(Controls::default()),
             peers: AtomicU32::new(1),
+            held: Mutex::new(std::collections::HashSet::new()),
             node_bucket: Mutex::new(NodeBucket::default()),
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -266,6 +270,17 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 if let Ok(mut sh) = d.shaper.lock() {
                     sh.set_share(n);
                 }
+            }
+        }
+    }
+
+    /// These recipients' outcomes are being recorded: their leases are no
+    /// longer renewed (if the record fails, the lease runs out and they are
+    /// tried again).
+    fn let_go(&self, updates: &[RecipientUpdate]) {
+        if let Ok(mut held) = self.held.lock() {
+            for u in updates {
+                held.remove(&(u.message_id, u.idx));
             }
         }
     }
@@ -295,7 +310,9 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             if renewed.elapsed() >= renew_every {
                 renewed = tokio::time::Instant::now();
                 let until = self.clock.now() + self.config.lease_secs as i64;
-                if let Err(e) = self.store.renew_leases(until).await {
+                let held: Vec<(MessageId, u32)> =
+                    self.held.lock().map(|h| h.iter().copied().collect()).unwrap_or_default();
+                if let Err(e) = self.store.renew_leases(held, until).await {
                     tracing::error!(error = %e, "cannot renew this node's leases; other nodes may take its work over");
                 }
             }
@@ -422,6 +439,9 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 Ok(j) => jobs.extend(j),
                 Err(e) => tracing::error!(error = %e, "cannot claim due messages"),
             }
+        }
+        if let Ok(mut held) = self.held.lock() {
+            held.extend(jobs.iter().flat_map(|j| j.recipients.iter().map(|r| (j.message_id, r.idx))));
         }
         let n = jobs.len();
         for job in jobs {
@@ -718,7 +738,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
     /// Release a claimed job without an attempt (it was paused meanwhile).
     async fn give_back(&self, job: &DeliveryJob) {
         let now = self.clock.now();
-        let updates = job
+        let updates: Vec<RecipientUpdate> = job
             .recipients
             .iter()
             .map(|r| RecipientUpdate {
@@ -730,6 +750,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 delay_notified: r.delay_notified,
             })
             .collect();
+        self.let_go(&updates);
         if let Err(e) = self.store.complete(updates, Vec::new()).await {
             tracing::error!(id = %job.message_id, error = %e, "cannot give back a paused message; its lease will expire");
         }
@@ -839,6 +860,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
         updates: Vec<RecipientUpdate>,
         notices: Vec<facteur_store::NewMessage>,
     ) {
+        self.let_go(&updates);
         if let Err(e) = self.store.complete(updates, notices).await {
             // The lease runs out and the recipients are tried again:
             // at-least-once, never lost.

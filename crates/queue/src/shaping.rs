@@ -267,16 +267,18 @@ impl Shaper {
 
     /// This node is one of `nodes` live nodes delivering to the
     /// destination: the configured ceilings (`max_concurrency`, `max_rate`,
-    /// an operator's rate) are the destination's whole, split evenly, so
-    /// the nodes together stay within them. What the shaper discovers
-    /// (its window, the rate at a push-back) is this node's own.
+    /// an operator's rate) are the destination's whole, split evenly
+    /// (rounded down, at least one connection each), so the nodes together
+    /// stay within them unless there are more nodes than connections
+    /// allowed. What the shaper discovers (its window, the rate at a
+    /// push-back) is this node's own.
     pub fn set_share(&mut self, nodes: u32) {
         self.share = nodes.max(1);
     }
 
     /// How many deliveries may be in flight at once.
     pub fn concurrency_limit(&self) -> u32 {
-        self.limit.min(self.cfg.max_concurrency.div_ceil(self.share).max(self.cfg.min_concurrency.max(1)))
+        self.limit.min((self.cfg.max_concurrency / self.share).max(1))
     }
 
     /// Starts per second currently allowed: the discovered rate under the

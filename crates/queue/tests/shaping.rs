@@ -544,7 +544,7 @@ fn nodes_split_the_configured_ceilings() {
     let mut s = Shaper::new(&cfg, 0);
     assert_eq!((s.concurrency_limit(), s.rate_limit()), (20, Some(90.0)));
     s.set_share(3);
-    assert_eq!((s.concurrency_limit(), s.rate_limit()), (7, Some(30.0)));
+    assert_eq!((s.concurrency_limit(), s.rate_limit()), (6, Some(30.0)), "3 x 6 <= 20");
     s.set_max_rate(Some(300.0));
     assert_eq!(s.rate_limit(), Some(100.0), "an operator's rate is the destination's, split too");
     s.set_share(0);

@@ -525,10 +525,13 @@ pub trait Spool: Clone + Send + Sync + 'static {
     /// Drop this node's leases (at its start: nothing of its own is in
     /// flight); other nodes' leases stay theirs until they run out.
     fn release_leases(&self) -> impl Future<Output = Result<u64>> + Send;
-    /// Extend every lease this node holds to `until`: a live node keeps
-    /// what it claimed however long its work waits in memory; a dead one
-    /// stops renewing, and its leases run out for the others to take.
-    fn renew_leases(&self, until: i64) -> impl Future<Output = Result<u64>> + Send;
+    /// Extend to `until` the leases this node still holds on `held`
+    /// (message, recipient index) — the recipients its engine has in hand:
+    /// a live node keeps what it claimed however long its work waits in
+    /// memory; a lease it let go of (its outcome could not be recorded)
+    /// runs out, and so do a dead node's, for the others to take. Never
+    /// waits on a recipient being recorded meanwhile.
+    fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> impl Future<Output = Result<u64>> + Send;
     /// Make every queued recipient of a destination and/or class due now
     /// (audited as `actor`'s).
     fn queue_retry_where(

@@ -108,6 +108,25 @@ pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<Chec
             format!("{bodiless} message(s) have no stored body"),
         ));
     }
+    // Bodies, recipients and attempts belong to a message (no foreign keys
+    // on PostgreSQL: the statement that writes them ties them).
+    for (table, invariant) in [
+        ("message_bodies", "body-has-message"),
+        ("recipients", "recipient-has-message"),
+        ("attempts", "attempt-has-message"),
+    ] {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {table} x WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = x.message_id)"
+        );
+        let n: i64 = query_one(c, &sql, &[]).await?.get(0);
+        if n > 0 {
+            report.findings.push(finding(
+                Severity::Error,
+                invariant,
+                format!("{n} row(s) of {table} belong to no message"),
+            ));
+        }
+    }
     // HIGHESTMODSEQ is at least every message's MODSEQ (RFC 7162 §3.1.1).
     let behind = query(
         c,
@@ -119,7 +138,13 @@ pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<Chec
     for r in behind {
         let (id, owner, name, max): (i64, String, String, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
         if repair {
-            execute(c, "UPDATE mailboxes SET highest_modseq = $2 + 1 WHERE id = $1", &[&id, &max]).await?;
+            // Never lower: another node may have raised it meanwhile.
+            execute(
+                c,
+                "UPDATE mailboxes SET highest_modseq = GREATEST(highest_modseq, $2 + 1) WHERE id = $1",
+                &[&id, &max],
+            )
+            .await?;
         }
         report.findings.push(finding(
             fixed,

@@ -113,6 +113,13 @@ impl Directory for PgStore {
         if execute(&tx, "DELETE FROM users WHERE address = $1", &[&address]).await? == 0 {
             return Err(StoreError::NotFound(format!("user {address}")));
         }
+        // No delivery on another node commits into its mailboxes meanwhile.
+        let boxes: Vec<i64> = query(&tx, "SELECT id FROM mailboxes WHERE owner = $1", &[&address])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        mail::lock(&tx, boxes).await?;
         // Mailboxes go with the user; message bodies shared with other
         // mailboxes or the queue stay.
         for sql in [

@@ -305,6 +305,8 @@ impl Mailstore for PgStore {
         if m.name == "INBOX" {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
+        // No delivery or APPEND on another node commits into it meanwhile.
+        lock(&tx, vec![m.id]).await?;
         execute(&tx, "DELETE FROM mailbox_messages WHERE mailbox_id = $1", &[&m.id]).await?;
         execute(&tx, "DELETE FROM uid_counters WHERE mailbox_id = $1", &[&m.id]).await?;
         execute(&tx, "DELETE FROM mailboxes WHERE id = $1", &[&m.id]).await?;
@@ -353,7 +355,15 @@ impl Mailstore for PgStore {
                         "UPDATE {table} SET name = $3 || substr(name, $4)
                          WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)"
                     ),
-                    &[&owner, &from, &to, &(from.len() as i32 + 1), &(children.len() as i32), &children],
+                    // substr counts characters, not bytes.
+                    &[
+                        &owner,
+                        &from,
+                        &to,
+                        &(from.chars().count() as i32 + 1),
+                        &(children.chars().count() as i32),
+                        &children,
+                    ],
                 )
                 .await?;
             }

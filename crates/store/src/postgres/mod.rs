@@ -2,10 +2,9 @@
 //!
 //! Driver: `tokio-postgres` with a `deadpool-postgres` pool — async on the
 //! runtime facteur already runs (no thread per query), prepared statements
-//! cached per connection, and the pool gives each write its own connection
-//! so concurrent acceptances commit in parallel: PostgreSQL then flushes
-//! their commit records together (its own group commit), which is what the
-//! SQLite writer thread does by hand.
+//! cached per connection. Concurrent acceptances of relayed mail share a
+//! statement and a commit (`queue::spawn_acceptors`), as the SQLite writer
+//! thread makes them share its fsync.
 //!
 //! Durability before `250`: every connection runs with
 //! `synchronous_commit = on`, so a commit returns once its WAL is flushed.
@@ -69,6 +68,8 @@ struct Inner {
     channel: String,
     /// Listens on `channel` and feeds `changes`; stopped with the store.
     listener: tokio::task::JoinHandle<()>,
+    /// Relayed mail waiting for a shared commit (see `queue::spawn_acceptors`).
+    acceptances: tokio::sync::mpsc::Sender<queue::Acceptance>,
 }
 
 impl Drop for Inner {
@@ -218,7 +219,11 @@ impl PgStore {
         // Listening before the store is used: no change made through it
         // goes unheard.
         let (ready, listening) = tokio::sync::oneshot::channel();
-        let listener = tokio::spawn(listen(pg.clone(), channel.clone(), changes.clone(), ready));
+        // The listener's connection is idle between changes: keepalives
+        // find a half-open one (after a failover) within a minute.
+        let mut listening_pg = pg.clone();
+        listening_pg.keepalives_idle(std::time::Duration::from_secs(30));
+        let listener = tokio::spawn(listen(listening_pg, channel.clone(), changes.clone(), ready));
         match tokio::time::timeout(std::time::Duration::from_secs(15), listening).await {
             Ok(Ok(())) => {}
             _ => {
@@ -230,7 +235,10 @@ impl PgStore {
             }
         }
         let node = config.node.clone();
-        let store = PgStore { inner: Arc::new(Inner { location, node, pool, clock, changes, channel, listener }) };
+        // Two groups in flight: one commits while the next gathers.
+        let acceptances = queue::spawn_acceptors(pool.clone(), 2);
+        let store =
+            PgStore { inner: Arc::new(Inner { location, node, pool, clock, changes, channel, listener, acceptances }) };
         let mut c = store.client().await?;
         if create && let Some(schema) = &config.schema {
             c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(db)?;
@@ -268,9 +276,13 @@ impl PgStore {
     /// when `tx` commits: a NOTIFY is delivered at commit, or never.
     async fn announce<C: GenericClient>(&self, tx: &C, mailboxes: impl IntoIterator<Item = i64>) -> Result<()> {
         let ids: Vec<String> = mailboxes.into_iter().map(|id| id.to_string()).collect();
-        if !ids.is_empty() {
-            execute(tx, "SELECT pg_notify($1, $2)", &[&self.inner.channel, &ids.join(",")]).await?;
+        if ids.is_empty() {
+            return Ok(());
         }
+        // A payload is at most 8000 bytes: past a few hundred mailboxes,
+        // "look at everything" says it.
+        let payload = if ids.len() > 300 { "*".to_string() } else { ids.join(",") };
+        execute(tx, "SELECT pg_notify($1, $2)", &[&self.inner.channel, &payload]).await?;
         Ok(())
     }
 }
@@ -311,7 +323,11 @@ async fn listen(pg: tokio_postgres::Config, channel: String, hub: ChangeHub, rea
                         None => hub.publish_unknown(),
                     }
                     while let Some(payload) = rx.recv().await {
-                        hub.publish(payload.split(',').filter_map(|id| id.parse().ok()));
+                        if payload == "*" {
+                            hub.publish_unknown();
+                        } else {
+                            hub.publish(payload.split(',').filter_map(|id| id.parse().ok()));
+                        }
                     }
                 }
                 driver.abort();

@@ -17,65 +17,131 @@ fn envelope_of(id: &str, json: &str) -> Result<StoredEnvelope> {
     serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("message {id}: unreadable envelope: {e}")))
 }
 
-/// The message, its body and its recipients in one statement: one round
-/// trip, and on its own one commit (the body's reference to its message
-/// is checked at the end of the statement).
-const INSERT_MESSAGE: &str = "
-    WITH m AS (INSERT INTO messages (id, received_at, size, envelope, class) VALUES ($1, $2, $3, $4, $5)),
-         b AS (INSERT INTO message_bodies (message_id, data) VALUES ($1, $6))
+/// Messages, their bodies and their recipients in one statement: one
+/// round trip for any number of messages, and on its own one commit.
+const INSERT_MESSAGES: &str = "
+    WITH m AS (INSERT INTO messages (id, received_at, size, envelope, class)
+               SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[])),
+         b AS (INSERT INTO message_bodies (message_id, data) SELECT * FROM unnest($1::TEXT[], $6::BYTEA[]))
     INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt, class)
-    SELECT $1, r.idx, r.address, r.domain, r.notify, r.orcpt, r.state, r.next_attempt, $5
-    FROM unnest($7::INT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[])
-         AS r(idx, address, domain, notify, orcpt, state, next_attempt)";
+    SELECT * FROM unnest($7::TEXT[], $8::INT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::TEXT[],
+                         $14::BIGINT[], $15::TEXT[])";
 
-/// Store the message row, body and recipients ([`INSERT_MESSAGE`]).
-async fn insert_rows<C: GenericClient>(c: &C, msg: &NewMessage) -> Result<()> {
-    let id = msg.id.to_string();
-    let envelope = serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let n = msg.recipients.len();
-    let (mut idx, mut address, mut domain, mut notify, mut orcpt, mut state, mut next) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (i, r) in msg.recipients.iter().enumerate() {
-        idx.push(i as i32);
-        address.push(r.address.as_str());
-        domain.push(r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default());
-        notify.push(r.notify.map(|n| n.to_string()));
-        orcpt.push(r.orcpt.as_deref());
-        let (s, t) = match r.route {
-            Route::Local { .. } => (RecipientStatus::Delivered, None),
-            Route::Remote => (RecipientStatus::Queued, Some(msg.received_at)),
-        };
-        state.push(s.as_str());
-        next.push(t);
+/// Store the messages' rows, bodies and recipients ([`INSERT_MESSAGES`]).
+pub(crate) async fn insert_rows<C: GenericClient>(c: &C, msgs: &[&NewMessage]) -> Result<()> {
+    let (mut ids, mut received, mut sizes, mut envelopes, mut classes, mut bodies) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut r_ids, mut idx, mut address, mut domain, mut notify, mut orcpt, mut state, mut next, mut r_class) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for msg in msgs {
+        let id = msg.id.to_string();
+        envelopes.push(serde_json::to_string(&msg.envelope).map_err(|e| StoreError::Internal(e.to_string()))?);
+        received.push(msg.received_at);
+        sizes.push(msg.data.len() as i64);
+        classes.push(msg.class.as_str());
+        bodies.push(msg.data.as_slice());
+        for (i, r) in msg.recipients.iter().enumerate() {
+            r_ids.push(id.clone());
+            idx.push(i as i32);
+            address.push(r.address.as_str());
+            domain.push(r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default());
+            notify.push(r.notify.map(|n| n.to_string()));
+            orcpt.push(r.orcpt.as_deref());
+            let (s, t) = match r.route {
+                Route::Local { .. } => (RecipientStatus::Delivered, None),
+                Route::Remote => (RecipientStatus::Queued, Some(msg.received_at)),
+            };
+            state.push(s.as_str());
+            next.push(t);
+            r_class.push(msg.class.as_str());
+        }
+        ids.push(id);
     }
     execute(
         c,
-        INSERT_MESSAGE,
+        INSERT_MESSAGES,
         &[
-            &id,
-            &msg.received_at,
-            &(msg.data.len() as i64),
-            &envelope,
-            &msg.class.as_str(),
-            &msg.data,
-            &idx,
-            &address,
-            &domain,
-            &notify,
-            &orcpt,
-            &state,
-            &next,
+            &ids, &received, &sizes, &envelopes, &classes, &bodies, &r_ids, &idx, &address, &domain, &notify, &orcpt,
+            &state, &next, &r_class,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Acceptances waiting for a shared commit.
+pub(crate) struct Acceptance {
+    msg: NewMessage,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// At most this many acceptances, and about this many octets of mail,
+/// share one statement and commit (a larger message goes alone).
+const MAX_BATCH: usize = 256;
+const MAX_BATCH_OCTETS: usize = 16 << 20;
+
+/// Start `writers` tasks that take the acceptances waiting (relayed mail:
+/// no mailbox to place it in) and store each group in one statement, one
+/// commit: concurrent sessions share commits as the SQLite writer makes
+/// them share its fsync. A failed group fails every acceptance in it
+/// (each answers 451); it is never retried and trusted.
+pub(crate) fn spawn_acceptors(pool: deadpool_postgres::Pool, writers: usize) -> tokio::sync::mpsc::Sender<Acceptance> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Acceptance>(4 * MAX_BATCH);
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..writers.max(1) {
+        let (pool, rx) = (pool.clone(), rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let batch = {
+                    let mut rx = rx.lock().await;
+                    let Some(first) = rx.recv().await else { return };
+                    let mut octets = first.msg.data.len();
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH && octets < MAX_BATCH_OCTETS {
+                        match rx.try_recv() {
+                            Ok(a) => {
+                                octets += a.msg.data.len();
+                                batch.push(a);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    batch
+                };
+                let msgs: Vec<&NewMessage> = batch.iter().map(|a| &a.msg).collect();
+                let result = match pool.get().await {
+                    Ok(c) => insert_rows(&c, &msgs).await,
+                    Err(e) => Err(StoreError::Unavailable(format!("PostgreSQL pool: {e}"))),
+                };
+                match result {
+                    Ok(()) => batch.into_iter().for_each(|a| drop(a.done.send(Ok(())))),
+                    // The database refused the statement, so nothing of it
+                    // was committed: one bad message must not cost the
+                    // others their acceptance; each is tried alone.
+                    Err(StoreError::Backend(e)) if batch.len() > 1 => {
+                        tracing::warn!(error = %e, messages = batch.len(), "a group of acceptances failed; storing each alone");
+                        for a in batch {
+                            let alone = match pool.get().await {
+                                Ok(c) => insert_rows(&c, &[&a.msg]).await,
+                                Err(e) => Err(StoreError::Unavailable(format!("PostgreSQL pool: {e}"))),
+                            };
+                            let _ = a.done.send(alone);
+                        }
+                    }
+                    // Unreachable or lost mid-commit: whether it committed is
+                    // unknown, so it is not tried again here; each session
+                    // answers 451 and its client sends again.
+                    Err(e) => {
+                        tracing::error!(error = %e, messages = batch.len(), "storing a group of acceptances failed");
+                        for a in batch {
+                            let _ = a.done.send(Err(StoreError::Unavailable(format!("storing failed: {e}"))));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    tx
 }
 
 fn has_local(msg: &NewMessage) -> bool {
@@ -86,7 +152,7 @@ fn has_local(msg: &NewMessage) -> bool {
 /// local users' INBOXes, inside the caller's transaction; `now` dates
 /// repairs.
 pub(crate) async fn insert_message<C: GenericClient>(c: &C, msg: &NewMessage, now: i64) -> Result<Vec<Placement>> {
-    insert_rows(c, msg).await?;
+    insert_rows(c, &[msg]).await?;
     // Local users' INBOXes, made if missing (repaired rather than refusing
     // mail), then locked in id order before any UID is taken.
     let mut inboxes: Vec<(String, i64)> = Vec::new();
@@ -121,8 +187,9 @@ pub(crate) async fn insert_message<C: GenericClient>(c: &C, msg: &NewMessage, no
 /// truth whatever an operator did meanwhile; other outcomes apply only to
 /// a recipient still queued (not held or deleted while the attempt was in
 /// flight). Whatever applies, the attempt's lease is over.
-async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now: i64) -> Result<()> {
+async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now: i64, node: &str) -> Result<()> {
     const OK: &str = "((u.state = 'delivered' AND r.state IN ('queued', 'held', 'deleted')) OR r.state = 'queued')";
+    const MINE: &str = "(r.lease_owner IS NULL OR r.lease_owner = $15)";
     let n = updates.len();
     let mut ids = Vec::with_capacity(n);
     let (mut idx, mut state, mut next, mut counted, mut error, mut warned, mut final_at) =
@@ -165,7 +232,10 @@ async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now
                  last_error = CASE WHEN {OK} THEN COALESCE(u.last_error, r.last_error) ELSE r.last_error END,
                  delay_notified = CASE WHEN {OK} THEN r.delay_notified OR u.delay_notified ELSE r.delay_notified END,
                  final_at = CASE WHEN {OK} THEN u.final_at ELSE r.final_at END,
-                 lease_until = NULL, lease_owner = NULL
+                 -- The lease this node took is over; one another node took
+                 -- since (this one was presumed dead) stays that node's.
+                 lease_until = CASE WHEN {MINE} THEN NULL ELSE r.lease_until END,
+                 lease_owner = CASE WHEN {MINE} THEN NULL ELSE r.lease_owner END
              -- The ANY names the rows by primary key for the planner, which
              -- otherwise guesses 100 rows from unnest and scans the table.
              FROM u WHERE r.message_id = ANY($1) AND r.message_id = u.message_id AND r.idx = u.idx)
@@ -177,7 +247,7 @@ async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now
         &sql,
         &[
             &ids, &idx, &state, &next, &counted, &error, &warned, &final_at, &a_ids, &a_idx, &a_at, &a_host,
-            &a_outcome, &a_reply,
+            &a_outcome, &a_reply, &node,
         ],
     )
     .await?;
@@ -296,12 +366,19 @@ impl PgStore {
 impl Spool for PgStore {
     async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
         let now = self.now();
-        let mut c = self.client().await?;
         if !has_local(&msg) {
-            // Relayed mail: one statement, committed (and flushed) on its own.
-            insert_rows(&c, &msg).await?;
+            // Relayed mail: stored with whatever else is being accepted
+            // now, in one statement and one commit.
+            let (done, stored) = tokio::sync::oneshot::channel();
+            self.inner
+                .acceptances
+                .send(Acceptance { msg, done })
+                .await
+                .map_err(|_| StoreError::Unavailable("the PostgreSQL acceptors have stopped".into()))?;
+            stored.await.map_err(|_| StoreError::Unavailable("a PostgreSQL acceptor stopped".into()))??;
             return Ok(Vec::new());
         }
+        let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         let placements = insert_message(&tx, &msg, now).await?;
         self.announce(&tx, placements.iter().map(|p| p.mailbox_id)).await?;
@@ -413,10 +490,10 @@ impl Spool for PgStore {
         let mut c = self.client().await?;
         if notices.is_empty() {
             // The usual case: one statement, committed on its own.
-            return apply_updates(&c, &updates, now).await;
+            return apply_updates(&c, &updates, now, &self.inner.node).await;
         }
         let tx = c.transaction().await.map_err(db)?;
-        apply_updates(&tx, &updates, now).await?;
+        apply_updates(&tx, &updates, now, &self.inner.node).await?;
         let mut touched = Vec::new();
         for n in &notices {
             touched.extend(insert_message(&tx, n, now).await?.into_iter().map(|p| p.mailbox_id));
@@ -426,12 +503,26 @@ impl Spool for PgStore {
         Ok(())
     }
 
-    async fn renew_leases(&self, until: i64) -> Result<u64> {
+    async fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<u64> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = held.iter().map(|(id, _)| id.to_string()).collect();
+        let idx: Vec<i32> = held.iter().map(|(_, i)| *i as i32).collect();
         let c = self.client().await?;
+        // Rows being recorded right now are skipped, not waited for (their
+        // lease ends with the record): renewal never deadlocks with it.
         execute(
             &c,
-            "UPDATE recipients SET lease_until = $2 WHERE lease_owner = $1 AND state = 'queued'",
-            &[&self.inner.node, &until],
+            "WITH mine AS (
+                 SELECT r.message_id, r.idx FROM recipients r
+                 JOIN unnest($1::TEXT[], $2::INT[]) AS h(message_id, idx)
+                   ON r.message_id = h.message_id AND r.idx = h.idx
+                 WHERE r.lease_owner = $3 AND r.state = 'queued'
+                 FOR UPDATE OF r SKIP LOCKED)
+             UPDATE recipients r SET lease_until = $4 FROM mine
+             WHERE r.message_id = mine.message_id AND r.idx = mine.idx",
+            &[&ids, &idx, &self.inner.node, &until],
         )
         .await
     }

@@ -1,7 +1,7 @@
 //! Versioned migrations for PostgreSQL, with the same pre-flight as SQLite:
 //! a database newer than this binary is refused; an older one is migrated
-//! forward, one transaction per migration, under an advisory lock so nodes
-//! starting together migrate once.
+//! forward, the pending migrations in one transaction (all or none), under
+//! an advisory lock so nodes starting together migrate once.
 //!
 //! Version 1 is the shape of SQLite's schema 6, in PostgreSQL's types:
 //! BIGINT times and ids, BOOLEAN flags, BYTEA bodies stored uncompressed
@@ -189,6 +189,9 @@ pub async fn current_version<C: GenericClient>(c: &C) -> Result<u32> {
 /// the others wait and find it done).
 pub async fn preflight_and_migrate(client: &mut deadpool_postgres::Object) -> Result<u32> {
     let tx = client.transaction().await.map_err(db)?;
+    // Waiting for another node's migration, or rebuilding an index of a
+    // large table, may take longer than a statement is allowed to.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await.map_err(db)?;
     // One lock per schema: every node on this schema waits for the one migrating.
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('facteur:' || current_schema()))", &[]).await.map_err(db)?;
     let found = current_version(&tx).await?;

@@ -116,12 +116,12 @@ pub(crate) fn rename(c: &Connection, owner: &str, from: &str, to: &str, now: i64
     c.execute(
         "UPDATE mailboxes SET name = ?3 || substr(name, ?4)
          WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6)",
-        params![owner, from, to, from.len() as i64 + 1, children.len() as i64, children],
+        params![owner, from, to, from.chars().count() as i64 + 1, children.chars().count() as i64, children],
     )?;
     c.execute(
         "UPDATE subscriptions SET name = ?3 || substr(name, ?4)
          WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6)",
-        params![owner, from, to, from.len() as i64 + 1, children.len() as i64, children],
+        params![owner, from, to, from.chars().count() as i64 + 1, children.chars().count() as i64, children],
     )?;
     Ok(vec![src.id])
 }

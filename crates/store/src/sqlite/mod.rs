@@ -705,16 +705,22 @@ impl Spool for SqliteStore {
 
     async fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()> {
         let now = self.now();
-        self.write(move |c| queue::complete(c, &updates, &notices, now)).await
+        let node = self.node.clone();
+        self.write(move |c| queue::complete(c, &updates, &notices, now, &node)).await
     }
 
-    async fn renew_leases(&self, until: i64) -> Result<u64> {
+    async fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<u64> {
         let node = self.node.clone();
         self.write(move |c| {
-            Ok(c.execute(
-                "UPDATE recipients SET lease_until = ?2 WHERE lease_owner = ?1 AND state = 'queued'",
-                params![&*node, until],
-            )? as u64)
+            let mut renew = c.prepare_cached(
+                "UPDATE recipients SET lease_until = ?4
+                 WHERE message_id = ?1 AND idx = ?2 AND lease_owner = ?3 AND state = 'queued'",
+            )?;
+            let mut n = 0;
+            for (id, idx) in held {
+                n += renew.execute(params![id.to_string(), idx, &*node, until])? as u64;
+            }
+            Ok(n)
         })
         .await
     }

@@ -137,7 +137,15 @@ pub(crate) fn next_due(c: &Connection) -> Result<Option<i64>> {
     })
 }
 
-pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[NewMessage], now: i64) -> Result<()> {
+/// Apply outcomes recorded by `node`; a lease it took is over (one another
+/// node took since, this one presumed dead, stays that node's).
+pub(crate) fn complete(
+    c: &Connection,
+    updates: &[RecipientUpdate],
+    notices: &[NewMessage],
+    now: i64,
+    node: &str,
+) -> Result<()> {
     for u in updates {
         let id = u.message_id.to_string();
         let (next, final_at) = match u.state {
@@ -151,7 +159,7 @@ pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[N
             if u.state == NewState::Delivered { "state IN ('queued', 'held', 'deleted')" } else { "state = 'queued'" };
         c.prepare_cached(&format!(
             "UPDATE recipients SET state = ?1, next_attempt = COALESCE(?2, next_attempt), attempts = attempts + ?3,
-                 last_error = COALESCE(?4, last_error), lease_until = NULL, lease_owner = NULL,
+                 last_error = COALESCE(?4, last_error),
                  delay_notified = MAX(delay_notified, ?5), final_at = ?6
              WHERE message_id = ?7 AND idx = ?8 AND {guard}"
         ))?
@@ -167,9 +175,10 @@ pub(crate) fn complete(c: &Connection, updates: &[RecipientUpdate], notices: &[N
         ])?;
         // Whatever the guard decided, a lease taken for this attempt is over.
         c.prepare_cached(
-            "UPDATE recipients SET lease_until = NULL, lease_owner = NULL WHERE message_id = ?1 AND idx = ?2",
+            "UPDATE recipients SET lease_until = NULL, lease_owner = NULL
+             WHERE message_id = ?1 AND idx = ?2 AND (lease_owner IS NULL OR lease_owner = ?3)",
         )?
-        .execute(params![id, u.idx])?;
+        .execute(params![id, u.idx, node])?;
         if let Some(a) = &u.attempt {
             c.prepare_cached(
                 "INSERT INTO attempts (message_id, idx, at, host, outcome, reply) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

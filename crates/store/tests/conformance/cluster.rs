@@ -1,7 +1,9 @@
 //! Nodes sharing storage: who is there, and leases that belong to the node
 //! that took them.
 
-use facteur_store::{ClaimFilter, NewMessage, NewRecipient, NodeState, Route, StoredEnvelope, prelude::*};
+use facteur_store::{
+    ClaimFilter, NewMessage, NewRecipient, NewState, NodeState, RecipientUpdate, Route, StoredEnvelope, prelude::*,
+};
 
 use crate::fixture::Fixture;
 
@@ -49,16 +51,35 @@ pub async fn a_node_releases_only_its_own_leases<S: Store>(f: Fixture<S>) {
         .await
         .unwrap();
     }
-    let mine = |jobs: Vec<facteur_store::DeliveryJob>| jobs.iter().map(|j| j.recipients.len()).sum::<usize>();
-    assert_eq!(mine(a.claim_due(1000, 2000, 2, ClaimFilter::default()).await.unwrap()), 2);
-    assert_eq!(mine(b.claim_due(1000, 2000, 10, ClaimFilter::default()).await.unwrap()), 2);
+    let leased = |jobs: Vec<facteur_store::DeliveryJob>| {
+        jobs.into_iter().flat_map(|j| j.recipients.into_iter().map(move |r| (j.message_id, r.idx))).collect::<Vec<_>>()
+    };
+    let of_a = leased(a.claim_due(1000, 2000, 2, ClaimFilter::default()).await.unwrap());
+    let of_b = leased(b.claim_due(1000, 2000, 10, ClaimFilter::default()).await.unwrap());
+    assert_eq!((of_a.len(), of_b.len()), (2, 2));
     // b restarts: its two leases go, a's two stay a's.
     assert_eq!(b.release_leases().await.unwrap(), 2);
-    assert_eq!(mine(b.claim_due(1500, 2500, 10, ClaimFilter::default()).await.unwrap()), 2);
-    // Renewed, a's leases last; b's renewal touches b's only.
-    assert_eq!(a.renew_leases(2500).await.unwrap(), 2);
-    assert_eq!(b.renew_leases(3000).await.unwrap(), 2);
-    assert_eq!(mine(b.claim_due(2400, 2500, 10, ClaimFilter::default()).await.unwrap()), 0);
-    // a died (no more renewals): once its leases run out, b takes its recipients over.
-    assert_eq!(mine(b.claim_due(2500, 3500, 10, ClaimFilter::default()).await.unwrap()), 2);
+    let of_b = leased(b.claim_due(1500, 2500, 10, ClaimFilter::default()).await.unwrap());
+    assert_eq!(of_b.len(), 2);
+    // a renews what it still holds: one of its two (the other's outcome
+    // could not be recorded, say); renewing another's lease does nothing.
+    assert_eq!(a.renew_leases(vec![of_a[0], of_b[0]], 3000).await.unwrap(), 1);
+    assert_eq!(b.renew_leases(of_b.clone(), 5000).await.unwrap(), 2);
+    // The one a let go of runs out and b takes it; the renewed one stays a's.
+    let taken = leased(b.claim_due(2000, 3500, 10, ClaimFilter::default()).await.unwrap());
+    assert_eq!(taken, [of_a[1]]);
+    // a, presumed dead, records its outcome for it late: the recipient is
+    // done, and b's lease is not a's to end (b still holds it).
+    let late = RecipientUpdate {
+        message_id: of_a[1].0,
+        idx: of_a[1].1,
+        state: NewState::Deferred { next_attempt: 2100 },
+        attempt: None,
+        last_error: None,
+        delay_notified: false,
+    };
+    a.complete(vec![late], vec![]).await.unwrap();
+    assert!(b.claim_due(2200, 3600, 10, ClaimFilter::default()).await.unwrap().is_empty(), "still b's lease");
+    // a died (no more renewals): once its leases run out, b takes the rest over.
+    assert_eq!(leased(b.claim_due(3000, 4000, 10, ClaimFilter::default()).await.unwrap()), [of_a[0]]);
 }

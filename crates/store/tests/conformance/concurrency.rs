@@ -85,3 +85,35 @@ pub async fn two_claimers_never_lease_one_recipient_twice<S: Store>(f: Fixture<S
     }
     assert_eq!(seen, expected, "every recipient leased");
 }
+
+/// Many sessions accepting relayed mail at once (they share commits on
+/// backends that group them): every message is stored, once.
+pub async fn many_acceptances_at_once_are_each_stored_once<S: Store>(f: Fixture<S>) {
+    let s = f.store;
+    let mut tasks = Vec::new();
+    for n in 0..300u64 {
+        let s = s.clone();
+        let rcpts = (0..1 + n % 3)
+            .map(|i| NewRecipient {
+                address: format!("r{n}.{i}@far.test"),
+                notify: None,
+                orcpt: None,
+                route: Route::Remote,
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move { s.store_message(message(n, rcpts)).await.unwrap() }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().is_empty(), "no local placement");
+    }
+    let queued = s.queue_list().await.unwrap();
+    assert_eq!(queued.len(), 300);
+    let recipients: usize = queued.iter().map(|m| m.recipients.len()).sum();
+    assert_eq!(recipients, (0..300).map(|n| 1 + n % 3).sum::<usize>());
+    let stats = s.queue_stats(i64::MAX, false).await.unwrap();
+    assert_eq!(stats.iter().map(|x| x.queued).sum::<u64>() as usize, recipients);
+    for m in queued.iter().take(5) {
+        let body = s.message_body(m.id).await.unwrap().unwrap();
+        assert!(body.starts_with(b"Subject: "), "each body with its message");
+    }
+}

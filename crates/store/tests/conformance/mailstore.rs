@@ -214,4 +214,9 @@ pub async fn names_that_are_not_ascii_are_listed<S: Store>(f: Fixture<S>) {
     let meta = &s.mailbox_messages(inbox.id).await.unwrap()[0];
     assert_eq!((meta.uid, meta.internal_date, meta.size), (uid, 5, 14));
     assert_eq!(meta.message_id.unix_ms() as i64 / 1000, crate::fixture::T0, "APPEND ids come from the clock");
+    // Renaming a mailbox whose name is not ASCII takes its children along.
+    s.create_mailbox(ALICE, "Entwürfe/2026", None).await.unwrap();
+    s.rename_mailbox(ALICE, "Entwürfe", "Brouillons").await.unwrap();
+    assert!(s.mailbox(ALICE, "Brouillons/2026").await.unwrap().is_some(), "the child moved");
+    assert!(s.mailbox(ALICE, "Entwürfe/2026").await.unwrap().is_none());
 }

@@ -50,6 +50,7 @@ macro_rules! every_test {
             admin::the_write_probe_writes,
             concurrency::two_writers_allocate_distinct_increasing_uids,
             concurrency::two_claimers_never_lease_one_recipient_twice,
+            concurrency::many_acceptances_at_once_are_each_stored_once,
             cluster::nodes_join_beat_and_leave,
             cluster::a_node_releases_only_its_own_leases,
         );
