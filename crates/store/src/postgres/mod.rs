@@ -2,9 +2,10 @@
 //!
 //! Driver: `tokio-postgres` with a `deadpool-postgres` pool — async on the
 //! runtime facteur already runs (no thread per query), prepared statements
-//! cached per connection. Concurrent acceptances of relayed mail share a
-//! statement and a commit (`queue::spawn_acceptors`), as the SQLite writer
-//! thread makes them share its fsync.
+//! cached per connection. Concurrent acceptances of relayed mail, and
+//! concurrent outcomes, share a statement and a commit
+//! (`queue::spawn_writers`), as the SQLite writer thread makes them share
+//! its fsync.
 //!
 //! Durability before `250`: every connection runs with
 //! `synchronous_commit = on`, so a commit returns once its WAL is flushed.
@@ -68,8 +69,8 @@ struct Inner {
     channel: String,
     /// Listens on `channel` and feeds `changes`; stopped with the store.
     listener: tokio::task::JoinHandle<()>,
-    /// Relayed mail waiting for a shared commit (see `queue::spawn_acceptors`).
-    acceptances: tokio::sync::mpsc::Sender<queue::Acceptance>,
+    /// Writes waiting for a shared commit (see `queue::spawn_writers`).
+    writes: tokio::sync::mpsc::Sender<queue::Work>,
 }
 
 impl Drop for Inner {
@@ -236,9 +237,9 @@ impl PgStore {
         }
         let node = config.node.clone();
         // Two groups in flight: one commits while the next gathers.
-        let acceptances = queue::spawn_acceptors(pool.clone(), 2);
+        let writes = queue::spawn_writers(pool.clone(), clock.clone(), node.clone(), 2);
         let store =
-            PgStore { inner: Arc::new(Inner { location, node, pool, clock, changes, channel, listener, acceptances }) };
+            PgStore { inner: Arc::new(Inner { location, node, pool, clock, changes, channel, listener, writes }) };
         let mut c = store.client().await?;
         if create && let Some(schema) = &config.schema {
             c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(db)?;

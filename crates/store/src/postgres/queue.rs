@@ -69,79 +69,131 @@ pub(crate) async fn insert_rows<C: GenericClient>(c: &C, msgs: &[&NewMessage]) -
     Ok(())
 }
 
-/// Acceptances waiting for a shared commit.
-pub(crate) struct Acceptance {
-    msg: NewMessage,
-    done: tokio::sync::oneshot::Sender<Result<()>>,
+/// Writes that wait for a shared statement and commit: acceptances of
+/// relayed mail, and outcomes without notices (the engine's common case).
+pub(crate) enum Job {
+    Accept(NewMessage),
+    Record(Vec<RecipientUpdate>),
 }
 
-/// At most this many acceptances, and about this many octets of mail,
-/// share one statement and commit (a larger message goes alone).
+pub(crate) struct Work {
+    pub(crate) job: Job,
+    pub(crate) done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+impl Job {
+    fn octets(&self) -> usize {
+        match self {
+            Job::Accept(m) => m.data.len(),
+            Job::Record(u) => u.len() * 256,
+        }
+    }
+}
+
+/// At most this many writes, and about this many octets of mail, share one
+/// statement and commit (a larger message goes alone).
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_OCTETS: usize = 16 << 20;
 
-/// Start `writers` tasks that take the acceptances waiting (relayed mail:
-/// no mailbox to place it in) and store each group in one statement, one
-/// commit: concurrent sessions share commits as the SQLite writer makes
-/// them share its fsync. A failed group fails every acceptance in it
-/// (each answers 451); it is never retried and trusted.
-pub(crate) fn spawn_acceptors(pool: deadpool_postgres::Pool, writers: usize) -> tokio::sync::mpsc::Sender<Acceptance> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Acceptance>(4 * MAX_BATCH);
+/// Start `writers` tasks that take the writes waiting and store them by
+/// kind, each kind in one statement and one commit: concurrent sessions
+/// and delivery workers share commits as the SQLite writer thread makes
+/// them share its fsync.
+pub(crate) fn spawn_writers(
+    pool: deadpool_postgres::Pool,
+    clock: crate::SharedClock,
+    node: String,
+    writers: usize,
+) -> tokio::sync::mpsc::Sender<Work> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Work>(4 * MAX_BATCH);
     let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..writers.max(1) {
-        let (pool, rx) = (pool.clone(), rx.clone());
+        let (pool, rx, clock, node) = (pool.clone(), rx.clone(), clock.clone(), node.clone());
         tokio::spawn(async move {
             loop {
                 let batch = {
                     let mut rx = rx.lock().await;
                     let Some(first) = rx.recv().await else { return };
-                    let mut octets = first.msg.data.len();
+                    let mut octets = first.job.octets();
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH && octets < MAX_BATCH_OCTETS {
                         match rx.try_recv() {
-                            Ok(a) => {
-                                octets += a.msg.data.len();
-                                batch.push(a);
+                            Ok(w) => {
+                                octets += w.job.octets();
+                                batch.push(w);
                             }
                             Err(_) => break,
                         }
                     }
                     batch
                 };
-                let msgs: Vec<&NewMessage> = batch.iter().map(|a| &a.msg).collect();
-                let result = match pool.get().await {
-                    Ok(c) => insert_rows(&c, &msgs).await,
-                    Err(e) => Err(StoreError::Unavailable(format!("PostgreSQL pool: {e}"))),
-                };
-                match result {
-                    Ok(()) => batch.into_iter().for_each(|a| drop(a.done.send(Ok(())))),
-                    // The database refused the statement, so nothing of it
-                    // was committed: one bad message must not cost the
-                    // others their acceptance; each is tried alone.
-                    Err(StoreError::Backend(e)) if batch.len() > 1 => {
-                        tracing::warn!(error = %e, messages = batch.len(), "a group of acceptances failed; storing each alone");
-                        for a in batch {
-                            let alone = match pool.get().await {
-                                Ok(c) => insert_rows(&c, &[&a.msg]).await,
-                                Err(e) => Err(StoreError::Unavailable(format!("PostgreSQL pool: {e}"))),
-                            };
-                            let _ = a.done.send(alone);
-                        }
-                    }
-                    // Unreachable or lost mid-commit: whether it committed is
-                    // unknown, so it is not tried again here; each session
-                    // answers 451 and its client sends again.
-                    Err(e) => {
-                        tracing::error!(error = %e, messages = batch.len(), "storing a group of acceptances failed");
-                        for a in batch {
-                            let _ = a.done.send(Err(StoreError::Unavailable(format!("storing failed: {e}"))));
-                        }
+                let (accepts, records): (Vec<Work>, Vec<Work>) =
+                    batch.into_iter().partition(|w| matches!(w.job, Job::Accept(_)));
+                for group in [accepts, records] {
+                    if !group.is_empty() {
+                        store_group(&pool, group, clock.now(), &node).await;
                     }
                 }
             }
         });
     }
     tx
+}
+
+/// One kind of write, in one statement; every caller learns the outcome.
+async fn store_group(pool: &deadpool_postgres::Pool, group: Vec<Work>, now: i64, node: &str) {
+    let jobs: Vec<&Job> = group.iter().map(|w| &w.job).collect();
+    match run_jobs(pool, &jobs, now, node).await {
+        Ok(()) => group.into_iter().for_each(|w| drop(w.done.send(Ok(())))),
+        // The database refused the statement, so nothing of it was
+        // committed: one bad write must not cost the others theirs; each
+        // is tried alone.
+        Err(StoreError::Backend(e)) if group.len() > 1 => {
+            tracing::warn!(error = %e, writes = group.len(), "a group of writes failed; storing each alone");
+            for w in group {
+                let alone = run_jobs(pool, &[&w.job], now, node).await;
+                let _ = w.done.send(alone);
+            }
+        }
+        // Unreachable or lost mid-commit: whether it committed is unknown,
+        // so it is not tried again here; an acceptance answers 451 (its
+        // client sends again), an outcome is retried when its lease ends.
+        Err(e) => {
+            tracing::error!(error = %e, writes = group.len(), "storing a group of writes failed");
+            for w in group {
+                let _ = w.done.send(Err(StoreError::Unavailable(format!("storing failed: {e}"))));
+            }
+        }
+    }
+}
+
+/// Writes of one kind, in one statement (and so one commit).
+async fn run_jobs(pool: &deadpool_postgres::Pool, jobs: &[&Job], now: i64, node: &str) -> Result<()> {
+    let c = pool.get().await.map_err(|e| StoreError::Unavailable(format!("PostgreSQL pool: {e}")))?;
+    let msgs: Vec<&NewMessage> =
+        jobs.iter().filter_map(|j| if let Job::Accept(m) = j { Some(m) } else { None }).collect();
+    if !msgs.is_empty() {
+        return insert_rows(&c, &msgs).await;
+    }
+    let updates: Vec<RecipientUpdate> = jobs
+        .iter()
+        .filter_map(|j| if let Job::Record(u) = j { Some(u.iter().cloned()) } else { None })
+        .flatten()
+        .collect();
+    apply_updates(&c, &updates, now, node).await
+}
+
+impl PgStore {
+    /// Hand a write to the writers and wait for its commit.
+    async fn shared_commit(&self, job: Job) -> Result<()> {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.inner
+            .writes
+            .send(Work { job, done })
+            .await
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL writers have stopped".into()))?;
+        committed.await.map_err(|_| StoreError::Unavailable("a PostgreSQL writer stopped".into()))?
+    }
 }
 
 fn has_local(msg: &NewMessage) -> bool {
@@ -369,13 +421,7 @@ impl Spool for PgStore {
         if !has_local(&msg) {
             // Relayed mail: stored with whatever else is being accepted
             // now, in one statement and one commit.
-            let (done, stored) = tokio::sync::oneshot::channel();
-            self.inner
-                .acceptances
-                .send(Acceptance { msg, done })
-                .await
-                .map_err(|_| StoreError::Unavailable("the PostgreSQL acceptors have stopped".into()))?;
-            stored.await.map_err(|_| StoreError::Unavailable("a PostgreSQL acceptor stopped".into()))??;
+            self.shared_commit(Job::Accept(msg)).await?;
             return Ok(Vec::new());
         }
         let mut c = self.client().await?;
@@ -486,12 +532,13 @@ impl Spool for PgStore {
     }
 
     async fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()> {
+        if notices.is_empty() {
+            // The usual case: with whatever other outcomes are being
+            // recorded now, in one statement and one commit.
+            return self.shared_commit(Job::Record(updates)).await;
+        }
         let now = self.now();
         let mut c = self.client().await?;
-        if notices.is_empty() {
-            // The usual case: one statement, committed on its own.
-            return apply_updates(&c, &updates, now, &self.inner.node).await;
-        }
         let tx = c.transaction().await.map_err(db)?;
         apply_updates(&tx, &updates, now, &self.inner.node).await?;
         let mut touched = Vec::new();
