@@ -202,6 +202,9 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let lock = lock_data_dir(data_dir)?;
     let store = open_store(&config, data_dir, clock.clone()).await?;
     tracing::info!(backend = store.kind(), location = %store.location(), node = store.node(), "storage open");
+    if config.storage.backend == Backend::Postgres {
+        wait_for_name(&store, &config.node, clock.as_ref()).await?;
+    }
     store
         .join(&config.node.region, concat!("facteur ", env!("CARGO_PKG_VERSION")), clock.now())
         .await
@@ -545,6 +548,43 @@ fn fit_connection_caps(config: &mut Config, notes: &mut Vec<String>) {
 }
 
 /// Verify and repair storage invariants continuously, not only at startup.
+/// Shared storage knows each node by its name: two running under one name
+/// would release and renew each other's leases. A node whose name shows a
+/// recent heartbeat waits until it goes quiet (this node's own previous
+/// run, killed a moment ago) — and refuses to start if it keeps beating
+/// (another node under this name).
+async fn wait_for_name(
+    store: &AnyStore,
+    node: &crate::config::NodeSection,
+    clock: &dyn facteur_store::Clock,
+) -> anyhow::Result<()> {
+    let down_after = node.down_after_secs as i64;
+    let mut seen: Option<i64> = None;
+    loop {
+        let now = clock.now();
+        let me = store.nodes().await?.into_iter().find(|n| n.name == store.node());
+        let Some(me) = me.filter(|n| n.state(now, down_after) == facteur_store::NodeState::Up) else { return Ok(()) };
+        match seen {
+            Some(beat) if beat != me.heartbeat_at => anyhow::bail!(
+                "another node is running under the name {:?} (its heartbeat moved while this one waited); \
+                 give each node its own [node] name",
+                me.name
+            ),
+            Some(_) => {}
+            None => {
+                seen = Some(me.heartbeat_at);
+                tracing::warn!(
+                    node = %me.name,
+                    "this node's name shows a heartbeat {} s old; waiting until it is {down_after} s old \
+                     (a previous run of this node that stopped abruptly)",
+                    now - me.heartbeat_at
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// This node is alive: a heartbeat every `every`, and the delivery engine
 /// told how many nodes are (it shares each destination's limits among
 /// them); at shutdown, goodbye.

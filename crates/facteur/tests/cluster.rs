@@ -255,3 +255,20 @@ async fn a_node_killed_mid_drain_loses_nothing_and_its_leases_are_taken_over() {
     }
     eprintln!("n1 held {} recipient(s) when killed; {} arrived twice", held.len(), twice.len());
 }
+
+/// Two nodes under one name would release and renew each other's leases:
+/// the second waits to see whether the name's heartbeat is a dead run's,
+/// and refuses to start when it keeps beating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_under_a_running_nodes_name_is_refused() {
+    let pg = PgSchema::new();
+    let mut config = node_config(&pg, "twin");
+    config.node.heartbeat_secs = 1;
+    config.node.down_after_secs = 3;
+    let _a = TestServer::start_with(config.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = tokio::time::Instant::now();
+    let e = facteur::serve::start(config, dir.path()).await.err().expect("a twin started");
+    assert!(format!("{e:#}").contains("another node is running under the name \"twin\""), "{e:#}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused once the heartbeat moved: {:?}", started.elapsed());
+}

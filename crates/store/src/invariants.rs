@@ -112,6 +112,13 @@ pub fn uid_counter_problem(mailbox: &str, uidnext: Option<i64>, highest_uid: i64
     }
 }
 
+/// Recipients leased by a node that is not running (it stopped cleanly,
+/// or never registered): nobody will deliver or renew them before their
+/// lease runs out. `?1`/`$1` is now. Shared by both backends' checks.
+pub const ORPHAN_LEASES: &str = "FROM recipients r
+    WHERE r.lease_owner IS NOT NULL AND r.state = 'queued' AND r.lease_until > %NOW%
+      AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = r.lease_owner AND n.stopped_at IS NULL)";
+
 /// The audit line of an operator's delete.
 pub fn deleted_detail(recipients: u64, sender_notified: bool) -> String {
     if sender_notified {

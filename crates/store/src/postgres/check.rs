@@ -152,5 +152,27 @@ pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<Chec
             format!("mailbox {owner}/{name} (id {id}) has HIGHESTMODSEQ below a message's MODSEQ {max}"),
         ));
     }
+    // Leases held in the name of a node that is not running.
+    let orphans = crate::invariants::ORPHAN_LEASES.replace("%NOW%", "$1");
+    let held: i64 = query_one(c, &format!("SELECT COUNT(*) {orphans}"), &[&now]).await?.get(0);
+    if held > 0 {
+        if repair {
+            execute(
+                c,
+                &format!(
+                    "UPDATE recipients x SET lease_until = NULL, lease_owner = NULL
+                     FROM (SELECT r.message_id, r.idx {orphans}) o
+                     WHERE x.message_id = o.message_id AND x.idx = o.idx"
+                ),
+                &[&now],
+            )
+            .await?;
+        }
+        report.findings.push(finding(
+            fixed,
+            "lease-owner-running",
+            format!("{held} recipient(s) leased by a node that is not running"),
+        ));
+    }
     Ok(report)
 }

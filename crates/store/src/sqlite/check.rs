@@ -120,6 +120,25 @@ pub fn run(c: &Connection, repair: bool, now: i64) -> Result<CheckReport> {
             format!("mailbox {owner}/{name} (id {id}) has HIGHESTMODSEQ below a message's MODSEQ {max}"),
         ));
     }
+    // Leases held in the name of a node that is not running.
+    let orphans = crate::invariants::ORPHAN_LEASES.replace("%NOW%", "?1");
+    let held: i64 = c.query_row(&format!("SELECT COUNT(*) {orphans}"), [now], |r| r.get(0))?;
+    if held > 0 {
+        if repair {
+            c.execute(
+                &format!(
+                    "UPDATE recipients SET lease_until = NULL, lease_owner = NULL
+                     WHERE rowid IN (SELECT r.rowid {orphans})"
+                ),
+                [now],
+            )?;
+        }
+        report.findings.push(finding(
+            fixed,
+            "lease-owner-running",
+            format!("{held} recipient(s) leased by a node that is not running"),
+        ));
+    }
     let bad_validity: i64 = c.query_row("SELECT COUNT(*) FROM mailboxes WHERE uidvalidity <= 0", [], |r| r.get(0))?;
     if bad_validity > 0 {
         report.findings.push(finding(

@@ -83,3 +83,34 @@ pub async fn a_node_releases_only_its_own_leases<S: Store>(f: Fixture<S>) {
     // a died (no more renewals): once its leases run out, b takes the rest over.
     assert_eq!(leased(b.claim_due(3000, 4000, 10, ClaimFilter::default()).await.unwrap()), [of_a[0]]);
 }
+
+pub async fn leases_of_a_stopped_node_are_reported_and_released<S: Store>(f: Fixture<S>) {
+    let (a, b) = (f.store, (f.another)());
+    a.join("r", "v", 100).await.unwrap();
+    b.join("r", "v", 100).await.unwrap();
+    a.store_message(NewMessage {
+        id: MessageId::new(1_700_000_000_000),
+        received_at: 1000,
+        class: Class::Interpersonal,
+        envelope: StoredEnvelope::default(),
+        recipients: vec![NewRecipient {
+            address: "x@far.test".into(),
+            notify: None,
+            orcpt: None,
+            route: Route::Remote,
+        }],
+        data: b"Subject: x\r\n\r\n".to_vec(),
+    })
+    .await
+    .unwrap();
+    // The clock of the check is the fixture's (T0); leases run past it.
+    let t0 = crate::fixture::T0;
+    assert_eq!(a.claim_due(t0, t0 + 900, 10, ClaimFilter::default()).await.unwrap().len(), 1);
+    assert!(a.check(false).await.unwrap().healthy(), "a running node's lease is fine");
+    a.leave(t0).await.unwrap();
+    let report = b.check(false).await.unwrap();
+    assert!(report.findings.iter().any(|x| x.invariant == "lease-owner-running"), "{report:?}");
+    b.check(true).await.unwrap();
+    assert!(b.check(false).await.unwrap().healthy());
+    assert_eq!(b.claim_due(t0, t0 + 900, 10, ClaimFilter::default()).await.unwrap().len(), 1, "released: b takes it");
+}

@@ -53,6 +53,7 @@ macro_rules! every_test {
             concurrency::many_acceptances_at_once_are_each_stored_once,
             cluster::nodes_join_beat_and_leave,
             cluster::a_node_releases_only_its_own_leases,
+            cluster::leases_of_a_stopped_node_are_reported_and_released,
         );
     };
 }
