@@ -668,15 +668,19 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             } else if nodes.is_empty() {
                 println!("no node has started on this storage yet");
             } else {
-                println!("{:<24} {:<14} {:<8} {:>14} {:<20}", "NODE", "REGION", "STATE", "HEARTBEAT", "VERSION");
+                println!(
+                    "{:<24} {:<14} {:<8} {:>14} {:<9} {:<20}",
+                    "NODE", "REGION", "STATE", "HEARTBEAT", "DELIVERS", "VERSION"
+                );
                 for n in &nodes {
                     let state = serde_json::to_value(n.state(now, down_after))?;
                     println!(
-                        "{:<24} {:<14} {:<8} {:>14} {:<20}",
+                        "{:<24} {:<14} {:<8} {:>14} {:<9} {:<20}",
                         n.name,
                         n.region,
                         state.as_str().unwrap_or("?"),
                         format!("{} s ago", (now - n.heartbeat_at).max(0)),
+                        if n.delivers { "yes" } else { "no" },
                         n.version
                     );
                 }

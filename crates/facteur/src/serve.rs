@@ -206,7 +206,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         wait_for_name(&store, &config.node, clock.as_ref()).await?;
     }
     store
-        .join(&config.node.region, concat!("facteur ", env!("CARGO_PKG_VERSION")), clock.now())
+        .join(&config.node.region, concat!("facteur ", env!("CARGO_PKG_VERSION")), config.delivery.enabled, clock.now())
         .await
         .context("cannot register this node with storage")?;
     let report = store.check(true).await.context("storage invariant check failed to run")?;
@@ -586,8 +586,8 @@ async fn wait_for_name(
 }
 
 /// This node is alive: a heartbeat every `every`, and the delivery engine
-/// told how many nodes are (it shares each destination's limits among
-/// them); at shutdown, goodbye.
+/// told how many delivering nodes are (it shares each destination's limits
+/// among them); at shutdown, goodbye.
 async fn heartbeat(
     store: AnyStore,
     clock: SharedClock,
@@ -607,7 +607,7 @@ async fn heartbeat(
                 if let (Some(engine), Ok(nodes)) = (&engine, store.nodes().await) {
                     let up = nodes
                         .iter()
-                        .filter(|n| n.state(now, node.down_after_secs as i64) == facteur_store::NodeState::Up)
+                        .filter(|n| n.delivers && n.state(now, node.down_after_secs as i64) == facteur_store::NodeState::Up)
                         .count();
                     engine.set_peers(up as u32);
                 }

@@ -148,7 +148,7 @@ impl Cluster for AnyStore {
     }
 
     forward! {
-        fn join(&self, region: &str, version: &str, now: i64) -> Result<()>;
+        fn join(&self, region: &str, version: &str, delivers: bool, now: i64) -> Result<()>;
         fn heartbeat(&self, now: i64) -> Result<()>;
         fn leave(&self, now: i64) -> Result<()>;
         fn nodes(&self) -> Result<Vec<NodeRecord>>;

@@ -604,6 +604,8 @@ pub struct NodeRecord {
     pub heartbeat_at: i64,
     /// When it stopped cleanly; `None` while it runs (or died).
     pub stopped_at: Option<i64>,
+    /// Its delivery engine runs (it takes a share of each destination).
+    pub delivers: bool,
 }
 
 /// What a node is doing, as the others see it.
@@ -636,8 +638,9 @@ impl NodeRecord {
 pub trait Cluster: Clone + Send + Sync + 'static {
     /// The node this handle speaks for.
     fn node(&self) -> &str;
-    /// This node starts (or starts again): registered, its stop cleared.
-    fn join(&self, region: &str, version: &str, now: i64) -> impl Future<Output = Result<()>> + Send;
+    /// This node starts (or starts again): registered, its stop cleared;
+    /// `delivers` when its delivery engine runs.
+    fn join(&self, region: &str, version: &str, delivers: bool, now: i64) -> impl Future<Output = Result<()>> + Send;
     /// This node is alive at `now`.
     fn heartbeat(&self, now: i64) -> impl Future<Output = Result<()>> + Send;
     /// This node stops cleanly.

@@ -815,14 +815,16 @@ impl crate::Cluster for PgStore {
         &self.inner.node
     }
 
-    async fn join(&self, region: &str, version: &str, now: i64) -> Result<()> {
+    async fn join(&self, region: &str, version: &str, delivers: bool, now: i64) -> Result<()> {
         let c = self.client().await?;
         execute(
             &c,
-            "INSERT INTO nodes (name, region, version, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)
+            "INSERT INTO nodes (name, region, version, started_at, heartbeat_at, delivers)
+             VALUES ($1, $2, $3, $4, $4, $5)
              ON CONFLICT (name) DO UPDATE SET region = excluded.region, version = excluded.version,
-                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
-            &[&self.inner.node, &region, &version, &now],
+                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL,
+                 delivers = excluded.delivers",
+            &[&self.inner.node, &region, &version, &now, &delivers],
         )
         .await?;
         Ok(())
@@ -845,7 +847,7 @@ impl crate::Cluster for PgStore {
         let c = self.client().await?;
         let rows = query(
             &c,
-            "SELECT name, region, version, started_at, heartbeat_at, stopped_at FROM nodes ORDER BY name",
+            "SELECT name, region, version, started_at, heartbeat_at, stopped_at, delivers FROM nodes ORDER BY name",
             &[],
         )
         .await?;
@@ -858,6 +860,7 @@ impl crate::Cluster for PgStore {
                 started_at: r.get(3),
                 heartbeat_at: r.get(4),
                 stopped_at: r.get(5),
+                delivers: r.get(6),
             })
             .collect())
     }

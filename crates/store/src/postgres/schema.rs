@@ -156,6 +156,14 @@ ALTER TABLE recipients DROP CONSTRAINT recipients_message_id_fkey;
 ALTER TABLE attempts DROP CONSTRAINT attempts_message_id_fkey;
 "#,
     ),
+    (
+        4,
+        r#"
+-- Whether a node delivers (its delivery engine runs): only those share
+-- each destination's limits.
+ALTER TABLE nodes ADD COLUMN delivers BOOLEAN NOT NULL DEFAULT TRUE;
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

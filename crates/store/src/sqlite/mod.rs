@@ -832,14 +832,16 @@ impl Cluster for SqliteStore {
         &self.node
     }
 
-    async fn join(&self, region: &str, version: &str, now: i64) -> Result<()> {
+    async fn join(&self, region: &str, version: &str, delivers: bool, now: i64) -> Result<()> {
         let (node, region, version) = (self.node.to_string(), region.to_string(), version.to_string());
         self.write(move |c| {
             c.execute(
-                "INSERT INTO nodes (name, region, version, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                "INSERT INTO nodes (name, region, version, started_at, heartbeat_at, delivers)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)
                  ON CONFLICT (name) DO UPDATE SET region = excluded.region, version = excluded.version,
-                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
-                params![node, region, version, now],
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL,
+                     delivers = excluded.delivers",
+                params![node, region, version, now, delivers],
             )?;
             Ok(())
         })
@@ -867,7 +869,7 @@ impl Cluster for SqliteStore {
     async fn nodes(&self) -> Result<Vec<NodeRecord>> {
         self.read(|c| {
             let mut s = c.prepare(
-                "SELECT name, region, version, started_at, heartbeat_at, stopped_at FROM nodes ORDER BY name",
+                "SELECT name, region, version, started_at, heartbeat_at, stopped_at, delivers FROM nodes ORDER BY name",
             )?;
             let rows = s.query_map([], |r| {
                 Ok(NodeRecord {
@@ -877,6 +879,7 @@ impl Cluster for SqliteStore {
                     started_at: r.get(3)?,
                     heartbeat_at: r.get(4)?,
                     stopped_at: r.get(5)?,
+                    delivers: r.get(6)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

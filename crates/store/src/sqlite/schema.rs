@@ -184,6 +184,14 @@ CREATE TABLE nodes (
 ALTER TABLE recipients ADD COLUMN lease_owner TEXT;
 "#,
     ),
+    (
+        8,
+        r#"
+-- Whether a node delivers (its delivery engine runs): only those share
+-- each destination's limits.
+ALTER TABLE nodes ADD COLUMN delivers INTEGER NOT NULL DEFAULT 1;
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -10,8 +10,8 @@ use crate::fixture::Fixture;
 pub async fn nodes_join_beat_and_leave<S: Store>(f: Fixture<S>) {
     let (a, b) = (f.store, (f.another)());
     assert_eq!((a.node(), b.node()), ("a", "b"));
-    a.join("eu-west", "facteur 1", 100).await.unwrap();
-    b.join("eu-north", "facteur 1", 101).await.unwrap();
+    a.join("eu-west", "facteur 1", true, 100).await.unwrap();
+    b.join("eu-north", "facteur 1", false, 101).await.unwrap();
     b.heartbeat(130).await.unwrap();
     a.heartbeat(140).await.unwrap();
     let nodes = a.nodes().await.unwrap();
@@ -20,6 +20,7 @@ pub async fn nodes_join_beat_and_leave<S: Store>(f: Fixture<S>) {
         [("a", "eu-west"), ("b", "eu-north")]
     );
     assert_eq!((nodes[1].started_at, nodes[1].heartbeat_at, nodes[1].stopped_at), (101, 130, None));
+    assert_eq!((nodes[0].delivers, nodes[1].delivers), (true, false), "only a delivers");
     // Seen at 150 with "down after 15 s": a is up, b missed its beats.
     assert_eq!(nodes[0].state(150, 15), NodeState::Up);
     assert_eq!(nodes[1].state(150, 15), NodeState::Down);
@@ -27,7 +28,7 @@ pub async fn nodes_join_beat_and_leave<S: Store>(f: Fixture<S>) {
     let nodes = b.nodes().await.unwrap();
     assert_eq!((nodes[0].stopped_at, nodes[0].state(1000, 15)), (Some(160), NodeState::Stopped));
     // Starting again clears the stop.
-    a.join("eu-west", "facteur 2", 200).await.unwrap();
+    a.join("eu-west", "facteur 2", true, 200).await.unwrap();
     let nodes = b.nodes().await.unwrap();
     assert_eq!((nodes[0].started_at, nodes[0].stopped_at, nodes[0].version.as_str()), (200, None, "facteur 2"));
 }
@@ -86,8 +87,8 @@ pub async fn a_node_releases_only_its_own_leases<S: Store>(f: Fixture<S>) {
 
 pub async fn leases_of_a_stopped_node_are_reported_and_released<S: Store>(f: Fixture<S>) {
     let (a, b) = (f.store, (f.another)());
-    a.join("r", "v", 100).await.unwrap();
-    b.join("r", "v", 100).await.unwrap();
+    a.join("r", "v", true, 100).await.unwrap();
+    b.join("r", "v", true, 100).await.unwrap();
     a.store_message(NewMessage {
         id: MessageId::new(1_700_000_000_000),
         received_at: 1000,
