@@ -309,6 +309,17 @@ fn init_logging(format: LogFormat, default_level: &str) {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve) {
+        // A command's output piped into `head` or `less` that closes early
+        // ends the command quietly, as with any Unix tool, instead of a
+        // panic on the failed write. (The server keeps SIGPIPE ignored: a
+        // client that hangs up is an error on that socket, not the end.)
+        // SAFETY: setting a signal's disposition to its default, before
+        // any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

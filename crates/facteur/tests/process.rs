@@ -910,3 +910,29 @@ async fn rejections_are_logged_and_a_flood_of_them_is_bounded() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// Output piped into a reader that stops early (`| head -1`) ends the
+/// command quietly, never with a panic.
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    for n in 0..200 {
+        let o = facteur(d, &["domain", "add", &format!("d{n}.test")]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(d)
+        .args(["domain", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before reading anything.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
