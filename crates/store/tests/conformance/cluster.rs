@@ -7,6 +7,18 @@ use facteur_store::{
 
 use crate::fixture::Fixture;
 
+/// Message `n`, received at 1000, for one remote recipient.
+fn relayed(n: u64, address: &str) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(1_700_000_000_000 + n),
+        received_at: 1000,
+        class: Class::Interpersonal,
+        envelope: StoredEnvelope::default(),
+        recipients: vec![NewRecipient { address: address.into(), notify: None, orcpt: None, route: Route::Remote }],
+        data: b"Subject: x\r\n\r\n".to_vec(),
+    }
+}
+
 pub async fn nodes_join_beat_and_leave<S: Store>(f: Fixture<S>) {
     let (a, b) = (f.store, (f.another)());
     assert_eq!((a.node(), b.node()), ("a", "b"));
@@ -36,21 +48,7 @@ pub async fn nodes_join_beat_and_leave<S: Store>(f: Fixture<S>) {
 pub async fn a_node_releases_only_its_own_leases<S: Store>(f: Fixture<S>) {
     let (a, b) = (f.store, (f.another)());
     for n in 0..4u64 {
-        a.store_message(NewMessage {
-            id: MessageId::new(1_700_000_000_000 + n),
-            received_at: 1000,
-            class: Class::Interpersonal,
-            envelope: StoredEnvelope::default(),
-            recipients: vec![NewRecipient {
-                address: format!("r{n}@far.test"),
-                notify: None,
-                orcpt: None,
-                route: Route::Remote,
-            }],
-            data: b"Subject: x\r\n\r\n".to_vec(),
-        })
-        .await
-        .unwrap();
+        a.store_message(relayed(n, &format!("r{n}@far.test"))).await.unwrap();
     }
     let leased = |jobs: Vec<facteur_store::DeliveryJob>| {
         jobs.into_iter().flat_map(|j| j.recipients.into_iter().map(move |r| (j.message_id, r.idx))).collect::<Vec<_>>()
@@ -89,21 +87,7 @@ pub async fn leases_of_a_stopped_node_are_reported_and_released<S: Store>(f: Fix
     let (a, b) = (f.store, (f.another)());
     a.join("r", "v", true, 100).await.unwrap();
     b.join("r", "v", true, 100).await.unwrap();
-    a.store_message(NewMessage {
-        id: MessageId::new(1_700_000_000_000),
-        received_at: 1000,
-        class: Class::Interpersonal,
-        envelope: StoredEnvelope::default(),
-        recipients: vec![NewRecipient {
-            address: "x@far.test".into(),
-            notify: None,
-            orcpt: None,
-            route: Route::Remote,
-        }],
-        data: b"Subject: x\r\n\r\n".to_vec(),
-    })
-    .await
-    .unwrap();
+    a.store_message(relayed(0, "x@far.test")).await.unwrap();
     // The clock of the check is the fixture's (T0); leases run past it.
     let t0 = crate::fixture::T0;
     assert_eq!(a.claim_due(t0, t0 + 900, 10, ClaimFilter::default()).await.unwrap().len(), 1);
