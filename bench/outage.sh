@@ -64,8 +64,8 @@ results_files outage
     printf '{"benchmark": "outage", "time_utc": "%s", "git_commit": "%s", ' "$stamp" "$commit"
     printf '"machine": {"cores": %s, "filesystem": "%s", "fsync_median_us": %s, "loadavg_1m_before": %s}, ' \
         "$(nproc)" "$fstype" "$fsync_us" "$loadavg"
-    printf '"params": {"down_extra_s": %s, "rate": %s, "bulk": %s, "interpersonal": %s, "transactional": %s, "connections": %s, "size": %s, ' \
-        "$DOWN_EXTRA" "$RATE" "$BULK" "$INTER" "$TRANS" "$CONNECTIONS" "$SIZE"
+    printf '"params": {"down_extra_s": %s, "rate": %s, "bulk": %s, "interpersonal": %s, "transactional": %s, "connections": %s, "size": %s, "facteur_storage": "%s", "facteur_nodes": %s, ' \
+        "$DOWN_EXTRA" "$RATE" "$BULK" "$INTER" "$TRANS" "$CONNECTIONS" "$SIZE" "$FACTEUR_STORAGE" "$NODES"
     runs_json
 } | python3 -m json.tool >"$json"
 
@@ -78,7 +78,8 @@ def f(x, unit=""):
     return "-" if x is None else f"{x}{unit}"
 print()
 print(f"outage: {p['bulk']} bulk + {p['interpersonal']} interpersonal + {p['transactional']} transactional queued "
-      f"while the downstream was down; back with limit {rate}/s (times in s from its return)")
+      f"while the downstream was down; back with limit {rate}/s (times in s from its return); facteur: "
+      f"{p['facteur_nodes']} node(s) on {p['facteur_storage']}")
 for srv, run in r["runs"].items():
     fg = run["figures"]
     lg = run["loadgen"]

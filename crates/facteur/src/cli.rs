@@ -551,7 +551,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let age = |o: Option<i64>| o.map(|o| format!("{}s", (t - o).max(0))).unwrap_or_else(|| "-".into());
                 println!(
                     "{:<28} {:<14} {:>8} {:>8} {:>6} {:>10}",
-                    "DESTINATION", "CLASS", "QUEUED", "READY", "HELD", "OLDEST"
+                    "DESTINATION", "CLASS", "QUEUED", "READY", "HELD", "LATE"
                 );
                 for x in classes.iter().chain(&dests) {
                     let d = if x.domain.is_empty() { "(all)" } else { &x.domain };
@@ -562,7 +562,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         x.queued,
                         x.ready,
                         x.held,
-                        age(x.oldest_ready)
+                        age(x.ready_since)
                     );
                 }
                 for c in controls {

@@ -218,6 +218,12 @@ pub struct StorageSection {
     pub probe_interval_secs: u64,
     /// ...each of which must commit within this, or the node is not ready.
     pub probe_timeout_secs: u64,
+    /// Seconds a finished message's queue record (recipients, attempt
+    /// history: what `queue show` prints) is kept after its last outcome.
+    pub keep_finished_secs: u64,
+    /// Seconds between housekeeping rounds (queue counters folded, records
+    /// past `keep_finished_secs` removed).
+    pub housekeeping_interval_secs: u64,
 }
 
 impl Default for StorageSection {
@@ -232,6 +238,8 @@ impl Default for StorageSection {
             check_interval_secs: 600,
             probe_interval_secs: 5,
             probe_timeout_secs: 5,
+            keep_finished_secs: 30 * 86_400,
+            housekeeping_interval_secs: 60,
         }
     }
 }
@@ -422,6 +430,8 @@ statement_timeout_secs = 30   # PostgreSQL: a statement running longer is cancel
 check_interval_secs = 600     # background invariant check and repair
 probe_interval_secs = 5       # /readyz: a tiny write is committed this often...
 probe_timeout_secs = 5        # ...and must commit within this, or the node is not ready
+keep_finished_secs = 2592000  # finished mail's queue record (queue show) is kept 30 days; bodies go at once
+housekeeping_interval_secs = 60
 
 [node]
 # Several nodes may share one PostgreSQL database (docs/cluster.md).

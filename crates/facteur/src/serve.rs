@@ -209,14 +209,6 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         .join(&config.node.region, concat!("facteur ", env!("CARGO_PKG_VERSION")), config.delivery.enabled, clock.now())
         .await
         .context("cannot register this node with storage")?;
-    let report = store.check(true).await.context("storage invariant check failed to run")?;
-    let healthy = log_check(&report);
-    if !report.findings.is_empty() {
-        notes.push(format!(
-            "storage check: {} finding(s), see the log; run `facteur check` for the report",
-            report.findings.len()
-        ));
-    }
     for n in facteur_imap::names::normalise_stored(&store).await.context("mailbox names to NFC")? {
         tracing::warn!(change = %n, "mailbox name brought to Unicode NFC (RFC 5198)");
         notes.push(format!("mailbox names: {n}"));
@@ -340,14 +332,13 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         rx.clone(),
     ));
     tasks.spawn(heartbeat(store.clone(), clock.clone(), config.node.clone(), engine.clone(), rx.clone()));
+    tasks.spawn(housekeeping(store.clone(), clock.clone(), config.storage.clone(), rx.clone()));
     tasks.spawn(periodic_check(
         store.clone(),
         Duration::from_secs(config.storage.check_interval_secs.max(1)),
         health.clone(),
         rx,
     ));
-    // Mail still flows with broken invariants; readiness says an operator must look.
-    health.set("invariants", (!healthy).then(|| BROKEN.to_string()));
     health.set("startup", None);
     Ok(Running {
         smtp,
@@ -620,18 +611,57 @@ async fn heartbeat(
     }
 }
 
+/// The storage invariants, checked (and repaired from the data) in the
+/// background: once at start, while the server already serves (a whole-file
+/// check of a provider's database takes minutes), then every `every`. Mail
+/// flows with broken invariants; readiness says an operator must look.
 async fn periodic_check(store: AnyStore, every: Duration, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
         match store.check(true).await {
             Ok(report) => health.set("invariants", (!log_check(&report)).then(|| BROKEN.to_string())),
             Err(e) => {
                 tracing::error!(error = %e, "periodic storage check failed to run");
                 health.set("invariants", Some(format!("the check failed to run: {e}")));
             }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Storage housekeeping (see `facteur_store::lifecycle`) every
+/// `housekeeping_interval_secs`, sooner while a backlog of finished records
+/// is left.
+async fn housekeeping(
+    store: AnyStore,
+    clock: SharedClock,
+    storage: crate::config::StorageSection,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(storage.housekeeping_interval_secs.max(1));
+    loop {
+        let now = clock.now();
+        let pause = match store.housekeeping(now, now.saturating_sub(storage.keep_finished_secs as i64)).await {
+            Ok(done) => {
+                if done.records_removed > 0 {
+                    tracing::info!(
+                        records = done.records_removed,
+                        messages = done.messages_removed,
+                        "housekeeping: finished queue records removed"
+                    );
+                }
+                if done.more { Duration::from_secs(1) } else { every }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "housekeeping failed; trying again later");
+                every
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }
@@ -715,8 +745,8 @@ async fn watch_load(
         };
         for st in &stats {
             load.queue_depth += st.ready;
-            if let Some(oldest) = st.oldest_ready {
-                let age = (now - oldest).max(0) as u64;
+            if let Some(since) = st.ready_since {
+                let age = (now - since).max(0) as u64;
                 let slot = &mut load.oldest_ready_age_secs[st.class.index()];
                 *slot = (*slot).max(age);
             }

@@ -182,6 +182,29 @@ async fn submit(smtp: u16, range: std::ops::Range<usize>, sessions: usize) {
 /// if the dead node held it at the moment it died.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_drain_loses_nothing_and_its_leases_are_taken_over() {
+    kill_one_node_mid_drain(2).await
+}
+
+/// The same with three nodes: the two survivors share the dead node's work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_three_nodes_killed_mid_drain_loses_nothing() {
+    kill_one_node_mid_drain(3).await
+}
+
+/// Messages `range` split among the nodes listening on `smtps`, at once.
+async fn share(range: std::ops::Range<usize>, smtps: &[u16]) {
+    let step = range.len().div_ceil(smtps.len());
+    let mut all = tokio::task::JoinSet::new();
+    for (i, smtp) in smtps.iter().enumerate() {
+        let from = range.start + i * step;
+        all.spawn(submit(*smtp, from..(from + step).min(range.end), 5));
+    }
+    while let Some(done) = all.join_next().await {
+        done.unwrap();
+    }
+}
+
+async fn kill_one_node_mid_drain(count: usize) {
     const TOTAL: usize = 10_000;
     let pg = PgSchema::new();
     // Slow while the first half is accepted (replies trickle out), so the
@@ -191,19 +214,25 @@ async fn a_node_killed_mid_drain_loses_nothing_and_its_leases_are_taken_over() {
         ..facteur_testkit::Behavior::accept_all()
     };
     let sim = facteur_testkit::Downstream::start(slow).await;
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (smtp1, http1) = process_config(d1.path(), &pg, "n1", sim.addr());
-    let (smtp2, http2) = process_config(d2.path(), &pg, "n2", sim.addr());
-    let o = facteur_cmd(d1.path()).arg("init").output().unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..count).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<(u16, u16)> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| process_config(d.path(), &pg, &format!("n{}", i + 1), sim.addr()))
+        .collect();
+    let o = facteur_cmd(dirs[0].path()).arg("init").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut n1 = start_node(d1.path(), http1).await;
-    let _n2 = start_node(d2.path(), http2).await;
+    let mut nodes = Vec::new();
+    for (d, (_, http)) in dirs.iter().zip(&ports) {
+        nodes.push(start_node(d.path(), *http).await);
+    }
 
-    // Half to each node; both deliver meanwhile.
+    // Half, shared among the nodes; all deliver meanwhile.
     let half = TOTAL / 2;
-    tokio::join!(submit(smtp1, 0..half / 2, 5), submit(smtp2, half / 2..half, 5));
-    n1.0.kill().unwrap();
-    n1.0.wait().unwrap();
+    let smtps: Vec<u16> = ports.iter().map(|p| p.0).collect();
+    share(0..half, &smtps).await;
+    nodes[0].0.kill().unwrap();
+    nodes[0].0.wait().unwrap();
     // What the dead node held at the moment it died.
     let (db, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
@@ -217,9 +246,8 @@ async fn a_node_killed_mid_drain_loses_nothing_and_its_leases_are_taken_over() {
         .collect();
     assert!(!held.is_empty(), "the node was killed with nothing in flight: the test proves nothing");
     sim.set_behavior(facteur_testkit::Behavior::accept_all());
-    // The rest to the survivor.
-    submit(smtp2, half..TOTAL, 10).await;
-
+    // The rest to the survivors.
+    share(half..TOTAL, &smtps[1..]).await;
     // Every message once at least (a duplicate counts once).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let seen = loop {

@@ -32,7 +32,9 @@
 
 pub mod any;
 pub mod changes;
+mod depth;
 pub mod invariants;
+pub mod lifecycle;
 pub mod password;
 pub mod postgres;
 pub mod sqlite;
@@ -45,6 +47,7 @@ pub use facteur_types::{
     SharedClock, SystemClock,
 };
 pub use invariants::DEFAULT_MAILBOXES;
+pub use lifecycle::Housekeeping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -342,8 +345,9 @@ pub struct QueueStats {
     /// Of those, due now.
     pub ready: u64,
     pub held: u64,
-    /// Reception time of the oldest ready message (unix seconds).
-    pub oldest_ready: Option<i64>,
+    /// The earliest due time among ready recipients (unix seconds): how
+    /// long delivery has been behind.
+    pub ready_since: Option<i64>,
 }
 
 /// A persistent operator control (pause, rate), as set.
@@ -590,6 +594,11 @@ pub trait Admin: Clone + Send + Sync + 'static {
     /// Verify the invariants; with `repair`, fix what can be fixed from the
     /// data and report it as "repaired".
     fn check(&self, repair: bool) -> impl Future<Output = Result<CheckReport>> + Send;
+    /// One round of housekeeping (see [`lifecycle`]): the queue counters
+    /// folded; the queue records of messages whose every outcome is older
+    /// than `finished_before` removed, and with them the messages no mailbox
+    /// holds. Safe on any node at any time.
+    fn housekeeping(&self, now: i64, finished_before: i64) -> impl Future<Output = Result<Housekeeping>> + Send;
 }
 
 /// One node's entry in the shared list of nodes.

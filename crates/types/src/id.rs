@@ -30,6 +30,12 @@ impl MessageId {
         MessageId(uuid::Uuid::new_v7(ts).as_u128())
     }
 
+    /// The smallest id of a message received at `unix_ms`: every id made
+    /// earlier is below it, every id made at or after it is not.
+    pub fn first_at(unix_ms: u64) -> Self {
+        MessageId(((unix_ms as u128) & ((1 << 48) - 1)) << 80)
+    }
+
     /// Milliseconds since the Unix epoch encoded in the id.
     pub fn unix_ms(&self) -> u64 {
         (self.0 >> 80) as u64
@@ -93,6 +99,15 @@ mod tests {
         assert_eq!(a.to_string().len(), 26);
         assert!("not-an-id".parse::<MessageId>().is_err());
         assert!("Z0000000000000000000000000".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn first_at_bounds_the_ids_of_a_millisecond() {
+        // (Not through `new`, whose ids increase across the whole process.)
+        let first = MessageId::first_at(1_600_000_000_001);
+        let last_before = MessageId(first.0 - 1);
+        assert_eq!((last_before.unix_ms(), first.unix_ms()), (1_600_000_000_000, 1_600_000_000_001));
+        assert!(last_before.to_string() < first.to_string());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 
 use super::{execute, mail, query, query_one};
-use crate::{CheckReport, Finding, Result, Severity};
+use crate::{CheckReport, Finding, Result, Severity, depth};
 
 fn finding(severity: Severity, invariant: &str, detail: String) -> Finding {
     Finding { severity, invariant: invariant.into(), detail }
@@ -97,16 +97,19 @@ pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<Chec
             format!("{orphans} mailbox entr(y/ies) point to a mailbox that does not exist"),
         ));
     }
-    let bodiless = count(
-        "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.message_id = m.id)",
-    )
-    .await?;
-    if bodiless > 0 {
-        report.findings.push(finding(
-            Severity::Error,
-            "message-has-body",
-            format!("{bodiless} message(s) have no stored body"),
-        ));
+    for check in crate::lifecycle::CHECKS {
+        let crate::lifecycle::Check { invariant, rows, key, repair: fix, detail } = check;
+        let n: i64 = query_one(c, &format!("SELECT COUNT(*) {rows}"), &[]).await?.get(0);
+        if n > 0 {
+            let severity = match fix {
+                Some((table, column)) if repair => {
+                    execute(c, &format!("DELETE FROM {table} WHERE {column} IN (SELECT {key} {rows})"), &[]).await?;
+                    Severity::Repaired
+                }
+                _ => Severity::Error,
+            };
+            report.findings.push(finding(severity, invariant, format!("{n} {detail}")));
+        }
     }
     // Bodies, recipients and attempts belong to a message (no foreign keys
     // on PostgreSQL: the statement that writes them ties them).
@@ -173,6 +176,27 @@ pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<Chec
             "lease-owner-running",
             format!("{held} recipient(s) leased by a node that is not running"),
         ));
+    }
+    // The queue counters agree with the queue.
+    let source = "(SELECT class, domain, state, minute, n FROM queue_counts
+                   UNION ALL SELECT class, domain, state, minute, n FROM queue_count_changes) c";
+    let wrong: i64 = query_one(c, &depth::mismatch_sql(source), &[&depth::minute(now)]).await?.get(0);
+    if wrong > 0 {
+        if repair {
+            // Writers wait the moment it takes to recount.
+            c.batch_execute(
+                "LOCK TABLE recipients IN SHARE MODE; DELETE FROM queue_count_changes; DELETE FROM queue_counts",
+            )
+            .await
+            .map_err(super::db)?;
+            execute(
+                c,
+                &format!("INSERT INTO queue_counts (class, domain, state, minute, n) {}", depth::recount_sql()),
+                &[],
+            )
+            .await?;
+        }
+        report.findings.push(finding(fixed, "queue-counts-match", depth::mismatch_detail(wrong)));
     }
     Ok(report)
 }

@@ -120,10 +120,17 @@ impl Directory for PgStore {
             .map(|r| r.get(0))
             .collect();
         mail::lock(&tx, boxes).await?;
-        // Mailboxes go with the user; message bodies shared with other
-        // mailboxes or the queue stay.
+        // Mailboxes go with the user; messages shared with other mailboxes
+        // or the queue stay.
+        let held = mail::message_ids(
+            &tx,
+            "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = $1)
+             RETURNING message_id",
+            &[&address],
+        )
+        .await?;
+        mail::drop_unneeded(&tx, &held).await?;
         for sql in [
-            "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = $1)",
             "DELETE FROM uid_counters WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = $1)",
             "DELETE FROM mailboxes WHERE owner = $1",
             "DELETE FROM sender_grants WHERE owner = $1",

@@ -184,7 +184,13 @@ async fn messages<C: GenericClient>(c: &C, mailbox_id: i64) -> Result<Vec<Messag
 async fn remove<C: GenericClient>(c: &C, mailbox_id: i64, uids: &[u32]) -> Result<()> {
     let Some(&max) = uids.iter().max() else { return Ok(()) };
     let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-    execute(c, "DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY($2)", &[&mailbox_id, &uids]).await?;
+    let held = message_ids(
+        c,
+        "DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING message_id",
+        &[&mailbox_id, &uids],
+    )
+    .await?;
+    drop_unneeded(c, &held).await?;
     execute(
         c,
         "UPDATE mailboxes SET expunged_uid_max = GREATEST(expunged_uid_max, $2) WHERE id = $1",
@@ -307,7 +313,10 @@ impl Mailstore for PgStore {
         }
         // No delivery or APPEND on another node commits into it meanwhile.
         lock(&tx, vec![m.id]).await?;
-        execute(&tx, "DELETE FROM mailbox_messages WHERE mailbox_id = $1", &[&m.id]).await?;
+        let held =
+            message_ids(&tx, "DELETE FROM mailbox_messages WHERE mailbox_id = $1 RETURNING message_id", &[&m.id])
+                .await?;
+        drop_unneeded(&tx, &held).await?;
         execute(&tx, "DELETE FROM uid_counters WHERE mailbox_id = $1", &[&m.id]).await?;
         execute(&tx, "DELETE FROM mailboxes WHERE id = $1", &[&m.id]).await?;
         execute(
@@ -548,4 +557,24 @@ impl Mailstore for PgStore {
     fn mailbox_changes(&self) -> ChangeFeed {
         self.inner.changes.subscribe()
     }
+}
+
+/// The message ids a `DELETE … RETURNING message_id` removed.
+pub(crate) async fn message_ids<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<String>> {
+    Ok(query(c, sql, params).await?.iter().map(|r| r.get(0)).collect())
+}
+
+/// Remove, among `ids`, the bodies and messages nothing needs any more
+/// (see [`crate::lifecycle`]); returns the messages removed whole.
+pub(crate) async fn drop_unneeded<C: GenericClient>(c: &C, ids: &[String]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let [body, message] = crate::lifecycle::drop_unneeded("= ANY($1)");
+    execute(c, &body, &[&ids]).await?;
+    execute(c, &message, &[&ids]).await
 }

@@ -12,6 +12,7 @@ use crate::{
     MessageId, NewMessage, NewState, Park, Placement, QueueStats, QueuedMessage, RecipientState, RecipientStatus,
     RecipientUpdate, Result, Route, Spool, StoreError, StoredEnvelope,
 };
+use crate::{Housekeeping, depth, lifecycle};
 
 fn envelope_of(id: &str, json: &str) -> Result<StoredEnvelope> {
     serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("message {id}: unreadable envelope: {e}")))
@@ -290,7 +291,18 @@ async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now
                  lease_owner = CASE WHEN {MINE} THEN NULL ELSE r.lease_owner END
              -- The ANY names the rows by primary key for the planner, which
              -- otherwise guesses 100 rows from unnest and scans the table.
-             FROM u WHERE r.message_id = ANY($1) AND r.message_id = u.message_id AND r.idx = u.idx)
+             FROM u WHERE r.message_id = ANY($1) AND r.message_id = u.message_id AND r.idx = u.idx
+             RETURNING r.message_id, r.idx, r.state),
+         -- Bodies of messages now finished and in no mailbox. (This
+         -- statement sees recipients as they were before `changed`.)
+         finished AS (
+             DELETE FROM message_bodies b
+             WHERE b.message_id IN (SELECT message_id FROM changed WHERE state NOT IN ('queued', 'held'))
+               AND NOT EXISTS (
+                   SELECT 1 FROM recipients w WHERE w.message_id = b.message_id AND w.state IN ('queued', 'held')
+                     AND NOT EXISTS (SELECT 1 FROM changed ch WHERE ch.message_id = w.message_id AND ch.idx = w.idx
+                                     AND ch.state NOT IN ('queued', 'held')))
+               AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = b.message_id))
          INSERT INTO attempts (message_id, idx, at, host, outcome, reply)
          SELECT * FROM unnest($9::TEXT[], $10::INT[], $11::BIGINT[], $12::TEXT[], $13::TEXT[], $14::TEXT[])"
     );
@@ -304,6 +316,41 @@ async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now
     )
     .await?;
     Ok(())
+}
+
+/// Adds the change rows the triggers appended into the counters and folds
+/// minutes gone by into minute 0 (see schema 5). One node at a time: the
+/// others skip it and read the change rows as they are.
+pub(crate) async fn fold_counts(c: &mut deadpool_postgres::Object, now: i64) -> Result<()> {
+    let tx = c.transaction().await.map_err(db)?;
+    let mine: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock(hashtext('facteur-counts:' || current_schema()))", &[])
+        .await
+        .map_err(db)?
+        .get(0);
+    if !mine {
+        return Ok(());
+    }
+    let minute = depth::minute(now);
+    execute(
+        &tx,
+        "WITH gone AS (DELETE FROM queue_counts WHERE state = 'queued' AND minute > 0 AND minute < $1
+                       RETURNING class, domain, state, n)
+         INSERT INTO queue_count_changes SELECT class, domain, state, 0, SUM(n) FROM gone GROUP BY 1, 2, 3",
+        &[&minute],
+    )
+    .await?;
+    execute(
+        &tx,
+        "WITH moved AS (DELETE FROM queue_count_changes RETURNING class, domain, state, minute, n)
+         INSERT INTO queue_counts (class, domain, state, minute, n)
+         SELECT class, domain, state, minute, SUM(n) FROM moved GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+         ON CONFLICT (class, domain, state, minute) DO UPDATE SET n = queue_counts.n + excluded.n",
+        &[],
+    )
+    .await?;
+    execute(&tx, "DELETE FROM queue_counts WHERE n = 0", &[]).await?;
+    tx.commit().await.map_err(db)
 }
 
 async fn load_queued<C: GenericClient>(c: &C, id: MessageId) -> Result<Option<QueuedMessage>> {
@@ -624,35 +671,32 @@ impl Spool for PgStore {
     }
 
     async fn queue_stats(&self, now: i64, by_domain: bool) -> Result<Vec<QueueStats>> {
-        let domain = if by_domain { "r.domain" } else { "''" };
-        let c = self.client().await?;
-        let rows = query(
-            &c,
-            &format!(
-                "SELECT m.class, {domain},
-                        COUNT(*) FILTER (WHERE r.state = 'queued'),
-                        COUNT(*) FILTER (WHERE r.state = 'queued' AND r.next_attempt <= $1),
-                        COUNT(*) FILTER (WHERE r.state = 'held'),
-                        MIN(m.received_at) FILTER (WHERE r.state = 'queued' AND r.next_attempt <= $1)
-                 FROM recipients r JOIN messages m ON m.id = r.message_id
-                 WHERE r.state IN ('queued', 'held')
-                 GROUP BY 1, 2 ORDER BY 2, 1"
-            ),
-            &[&now],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueueStats {
-                    class: parsed(r, 0)?,
-                    domain: r.get(1),
-                    queued: r.get::<_, i64>(2) as u64,
-                    ready: r.get::<_, i64>(3) as u64,
-                    held: r.get::<_, i64>(4) as u64,
-                    oldest_ready: r.get(5),
-                })
-            })
-            .collect()
+        let minute = depth::minute(now);
+        let mut c = self.client().await?;
+        fold_counts(&mut c, now).await?;
+        let source = "(SELECT class, domain, state, minute, n FROM queue_counts
+                       UNION ALL SELECT class, domain, state, minute, n FROM queue_count_changes) c";
+        let counts = query(&c, &depth::counts_sql(source, by_domain), &[&minute])
+            .await?
+            .iter()
+            .map(|r| Ok((parsed(r, 0)?, r.get(1), r.get(2), r.get(3), r.get(4))))
+            .collect::<Result<_>>()?;
+        let current = query(&c, &depth::current_minute_sql(by_domain), &[&(minute * 60), &now])
+            .await?
+            .iter()
+            .map(|r| Ok((parsed(r, 0)?, r.get(1), r.get(2))))
+            .collect::<Result<_>>()?;
+        let mut stats = depth::assemble(counts, current);
+        for s in stats.iter_mut().filter(|s| s.ready > 0) {
+            let class = s.class.as_str();
+            let row = if by_domain {
+                query_opt(&c, depth::since_sql(true), &[&class, &s.domain]).await?
+            } else {
+                query_opt(&c, depth::since_sql(false), &[&class]).await?
+            };
+            s.ready_since = row.and_then(|r| r.get(0));
+        }
+        Ok(stats)
     }
 
     async fn controls(&self) -> Result<Vec<Control>> {
@@ -732,6 +776,7 @@ impl Admin for PgStore {
         if n == 0 {
             return Err(StoreError::Invalid(format!("message {id} has no pending recipient to delete")));
         }
+        mail::drop_unneeded(&tx, &[id.to_string()]).await?;
         let detail = crate::invariants::deleted_detail(n, !notices.is_empty());
         audit(&tx, now, actor, "delete", Some(id), &detail).await?;
         let mut touched = Vec::new();
@@ -798,6 +843,45 @@ impl Admin for PgStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn housekeeping(&self, now: i64, finished_before: i64) -> Result<Housekeeping> {
+        let mut c = self.client().await?;
+        fold_counts(&mut c, now).await?;
+        let upper = lifecycle::received_before(finished_before);
+        let (mut done, mut cursor) = (Housekeeping::default(), String::new());
+        for _ in 0..lifecycle::ROUNDS {
+            let tx = c.transaction().await.map_err(db)?;
+            // One node at a time; the others find it busy and leave it.
+            let mine: bool = query_one(
+                &tx,
+                "SELECT pg_try_advisory_xact_lock(hashtext('facteur-housekeeping:' || current_schema()))",
+                &[],
+            )
+            .await?
+            .get(0);
+            if !mine {
+                return Ok(done);
+            }
+            let rows = query(&tx, lifecycle::CANDIDATES, &[&cursor, &upper, &finished_before, &lifecycle::BATCH])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i32>(1) as i64))
+                .collect();
+            let (ids, next) = lifecycle::plan(rows);
+            for sql in lifecycle::drop_records("= ANY($1)") {
+                execute(&tx, &sql, &[&ids]).await?;
+            }
+            done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
+            tx.commit().await.map_err(db)?;
+            done.records_removed += ids.len() as u64;
+            match next {
+                Some(next) => cursor = next,
+                None => return Ok(done),
+            }
+        }
+        done.more = true;
+        Ok(done)
     }
 
     async fn check(&self, repair: bool) -> Result<CheckReport> {

@@ -164,6 +164,71 @@ ALTER TABLE attempts DROP CONSTRAINT attempts_message_id_fkey;
 ALTER TABLE nodes ADD COLUMN delivers BOOLEAN NOT NULL DEFAULT TRUE;
 "#,
     ),
+    (
+        5,
+        r#"
+-- The queue's depth, kept as mail moves (as SQLite's schema 9): waiting
+-- recipients per class, destination, state and due minute (held: 0). Every
+-- statement that moves recipients appends its net change to
+-- queue_count_changes (insert only: concurrent writers never wait on one
+-- another's counter row); a fold, one node at a time, adds the changes into
+-- queue_counts and folds minutes gone by into minute 0.
+CREATE TABLE queue_counts (
+    class TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    state TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (class, domain, state, minute)
+);
+CREATE TABLE queue_count_changes (
+    class TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    state TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    n BIGINT NOT NULL
+);
+CREATE FUNCTION facteur_count_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO queue_count_changes
+        SELECT class, domain, state,
+               CASE state WHEN 'queued' THEN COALESCE(next_attempt, 0) / 60 ELSE 0 END, COUNT(*)
+        FROM new_rows WHERE state IN ('queued', 'held') GROUP BY 1, 2, 3, 4;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO queue_count_changes
+        SELECT class, domain, state,
+               CASE state WHEN 'queued' THEN COALESCE(next_attempt, 0) / 60 ELSE 0 END, -COUNT(*)
+        FROM old_rows WHERE state IN ('queued', 'held') GROUP BY 1, 2, 3, 4;
+    ELSE
+        INSERT INTO queue_count_changes
+        SELECT class, domain, state, minute, SUM(n) FROM (
+            SELECT class, domain, state,
+                   CASE state WHEN 'queued' THEN COALESCE(next_attempt, 0) / 60 ELSE 0 END AS minute, 1 AS n
+            FROM new_rows WHERE state IN ('queued', 'held')
+            UNION ALL
+            SELECT class, domain, state,
+                   CASE state WHEN 'queued' THEN COALESCE(next_attempt, 0) / 60 ELSE 0 END, -1
+            FROM old_rows WHERE state IN ('queued', 'held')
+        ) c GROUP BY 1, 2, 3, 4 HAVING SUM(n) <> 0;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER recipients_count_insert AFTER INSERT ON recipients
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION facteur_count_recipients();
+CREATE TRIGGER recipients_count_update AFTER UPDATE ON recipients
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION facteur_count_recipients();
+CREATE TRIGGER recipients_count_delete AFTER DELETE ON recipients
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION facteur_count_recipients();
+INSERT INTO queue_counts (class, domain, state, minute, n)
+SELECT class, domain, state, CASE state WHEN 'queued' THEN COALESCE(next_attempt, 0) / 60 ELSE 0 END, COUNT(*)
+FROM recipients WHERE state IN ('queued', 'held') GROUP BY 1, 2, 3, 4;
+-- The earliest due recipient of one destination and class, by seek.
+DROP INDEX recipients_destination;
+CREATE INDEX recipients_destination ON recipients (domain, class, next_attempt) WHERE state IN ('queued', 'held');
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -5,7 +5,7 @@
 use rusqlite::Connection;
 
 use super::schema;
-use crate::{CheckReport, Finding, Result, Severity};
+use crate::{CheckReport, Finding, Result, Severity, depth};
 
 fn finding(severity: Severity, invariant: &str, detail: String) -> Finding {
     Finding { severity, invariant: invariant.into(), detail }
@@ -19,6 +19,9 @@ pub fn run(c: &Connection, repair: bool, now: i64) -> Result<CheckReport> {
         findings: Vec::new(),
     };
     let fixed = if repair { Severity::Repaired } else { Severity::Error };
+    if let Some(damage) = schema::damage(c)? {
+        report.findings.push(finding(Severity::Error, "file-is-sound", format!("SQLite quick_check: {damage}")));
+    }
 
     // UIDNEXT is greater than every UID stored or expunged (RFC 9051
     // §2.3.1.1), and the counter exists.
@@ -90,17 +93,19 @@ pub fn run(c: &Connection, repair: bool, now: i64) -> Result<CheckReport> {
             format!("{orphans} mailbox entr(y/ies) point to a mailbox that does not exist"),
         ));
     }
-    let bodiless: i64 = c.query_row(
-        "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.message_id = m.id)",
-        [],
-        |r| r.get(0),
-    )?;
-    if bodiless > 0 {
-        report.findings.push(finding(
-            Severity::Error,
-            "message-has-body",
-            format!("{bodiless} message(s) have no stored body"),
-        ));
+    for check in crate::lifecycle::CHECKS {
+        let crate::lifecycle::Check { invariant, rows, key, repair: fix, detail } = check;
+        let n: i64 = c.query_row(&format!("SELECT COUNT(*) {rows}"), [], |r| r.get(0))?;
+        if n > 0 {
+            let severity = match fix {
+                Some((table, column)) if repair => {
+                    c.execute(&format!("DELETE FROM {table} WHERE {column} IN (SELECT {key} {rows})"), [])?;
+                    Severity::Repaired
+                }
+                _ => Severity::Error,
+            };
+            report.findings.push(finding(severity, invariant, format!("{n} {detail}")));
+        }
     }
     // HIGHESTMODSEQ is at least every message's MODSEQ (RFC 7162 §3.1.1).
     let behind: Vec<(i64, String, String, i64)> = c
@@ -138,6 +143,18 @@ pub fn run(c: &Connection, repair: bool, now: i64) -> Result<CheckReport> {
             "lease-owner-running",
             format!("{held} recipient(s) leased by a node that is not running"),
         ));
+    }
+    // The queue counters agree with the queue.
+    let wrong: i64 = c.query_row(&depth::mismatch_sql("queue_counts"), [depth::minute(now)], |r| r.get(0))?;
+    if wrong > 0 {
+        if repair {
+            c.execute("DELETE FROM queue_counts", [])?;
+            c.execute(
+                &format!("INSERT INTO queue_counts (class, domain, state, minute, n) {}", depth::recount_sql()),
+                [],
+            )?;
+        }
+        report.findings.push(finding(fixed, "queue-counts-match", depth::mismatch_detail(wrong)));
     }
     let bad_validity: i64 = c.query_row("SELECT COUNT(*) FROM mailboxes WHERE uidvalidity <= 0", [], |r| r.get(0))?;
     if bad_validity > 0 {

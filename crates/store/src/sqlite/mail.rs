@@ -77,7 +77,8 @@ pub(crate) fn delete(c: &Connection, owner: &str, name: &str) -> Result<i64> {
     if m.name == "INBOX" {
         return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
     }
-    c.execute("DELETE FROM mailbox_messages WHERE mailbox_id = ?1", [m.id])?;
+    let held = message_ids(c, "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 RETURNING message_id", m.id)?;
+    drop_unneeded(c, held.iter().map(String::as_str))?;
     c.execute("DELETE FROM uid_counters WHERE mailbox_id = ?1", [m.id])?;
     c.execute("DELETE FROM mailboxes WHERE id = ?1", [m.id])?;
     c.execute(
@@ -357,10 +358,16 @@ pub(crate) fn expunge(c: &Connection, mailbox_id: i64, only: Option<&[u32]>) -> 
 /// Remove entries by UID, keeping the UID floor and bumping HIGHESTMODSEQ.
 pub(crate) fn remove(c: &Connection, mailbox_id: i64, uids: &[u32]) -> Result<()> {
     let Some(&max) = uids.iter().max() else { return Ok(()) };
-    let mut del = c.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?;
+    let mut del =
+        c.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2 RETURNING message_id")?;
+    let mut held = Vec::new();
     for uid in uids {
-        del.execute(params![mailbox_id, uid])?;
+        if let Some(id) = del.query_row(params![mailbox_id, uid], |r| r.get::<_, String>(0)).optional()? {
+            held.push(id);
+        }
     }
+    drop(del);
+    drop_unneeded(c, held.iter().map(String::as_str))?;
     c.execute(
         "UPDATE mailboxes SET expunged_uid_max = MAX(expunged_uid_max, ?2) WHERE id = ?1",
         params![mailbox_id, max],
@@ -397,4 +404,24 @@ pub(crate) fn copy(c: &Connection, from: i64, uids: &[u32], to: i64, moving: boo
         remove(c, from, &moved)?;
     }
     Ok(pairs)
+}
+
+/// The message ids a `DELETE … RETURNING message_id` over `?1` removed.
+pub(crate) fn message_ids(c: &Connection, sql: &str, key: impl rusqlite::ToSql) -> Result<Vec<String>> {
+    let mut s = c.prepare_cached(sql)?;
+    let ids = s.query_map([key], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// Remove, among `ids`, the bodies and messages nothing needs any more
+/// (see [`crate::lifecycle`]); returns the messages removed whole.
+pub(crate) fn drop_unneeded<'a>(c: &Connection, ids: impl IntoIterator<Item = &'a str>) -> Result<u64> {
+    let [body, message] = crate::lifecycle::drop_unneeded("= ?1");
+    let (mut body, mut message) = (c.prepare_cached(&body)?, c.prepare_cached(&message)?);
+    let mut whole = 0;
+    for id in ids {
+        body.execute([id])?;
+        whole += message.execute([id])? as u64;
+    }
+    Ok(whole)
 }

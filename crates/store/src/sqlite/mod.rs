@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::invariants::{self, canonical_address};
+use crate::lifecycle;
 use crate::{
     Admin, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey,
-    DeliveryJob, Directory, Domain, FlagOp, FlagsChanged, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId,
-    MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState,
+    DeliveryJob, Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Lookup, Mailbox, MailboxSnapshot, Mailstore,
+    MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState,
     RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, SystemClock, User,
 };
 
@@ -64,6 +65,12 @@ where
         None => Ok(None),
         Some(_) => parsed(r, i).map(Some),
     }
+}
+
+/// A statement written with PostgreSQL's `$N` parameters, for SQLite
+/// (`?N`: numbered by N, where SQLite numbers `$N` by order of appearance).
+pub(crate) fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
 }
 
 fn open_conn(path: &Path, write: bool) -> Result<Connection> {
@@ -442,12 +449,15 @@ impl Directory for SqliteStore {
             if c.execute("DELETE FROM users WHERE address = ?1", [&address])? == 0 {
                 return Err(StoreError::NotFound(format!("user {address}")));
             }
-            // Mailboxes go with the user; message bodies shared with other
+            // Mailboxes go with the user; messages shared with other
             // mailboxes or the queue stay.
-            c.execute(
-                "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)",
-                [&address],
+            let held = mail::message_ids(
+                c,
+                "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)
+                 RETURNING message_id",
+                &address,
             )?;
+            mail::drop_unneeded(c, held.iter().map(String::as_str))?;
             c.execute(
                 "DELETE FROM uid_counters WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)",
                 [&address],
@@ -815,6 +825,25 @@ impl Admin for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn housekeeping(&self, now: i64, finished_before: i64) -> Result<Housekeeping> {
+        self.write(move |c| queue::fold_counts(c, now)).await?;
+        let upper = lifecycle::received_before(finished_before);
+        let (mut done, mut cursor) = (Housekeeping::default(), String::new());
+        for _ in 0..lifecycle::ROUNDS {
+            let (from, to) = (std::mem::take(&mut cursor), upper.clone());
+            // A batch per write: other writers wait at most one batch.
+            let (records, whole, next) = self.write(move |c| queue::purge(c, &from, &to, finished_before)).await?;
+            done.records_removed += records;
+            done.messages_removed += whole;
+            match next {
+                Some(next) => cursor = next,
+                None => return Ok(done),
+            }
+        }
+        done.more = true;
+        Ok(done)
     }
 
     async fn check(&self, repair: bool) -> Result<CheckReport> {

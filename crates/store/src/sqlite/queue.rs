@@ -8,11 +8,12 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{insert_message, parsed, parsed_opt};
+use super::{insert_message, numbered, parsed, parsed_opt};
 use crate::{
     AttemptRecord, AuditRecord, ClaimFilter, Class, Control, ControlKey, DeliveryJob, JobRecipient, MessageId,
     NewMessage, NewState, Park, QueueStats, RecipientUpdate, Result, StoreError, StoredEnvelope,
 };
+use crate::{depth, lifecycle};
 
 pub(crate) fn claim_due(
     c: &Connection,
@@ -189,7 +190,43 @@ pub(crate) fn complete(
     for n in notices {
         insert_message(c, n, now)?;
     }
+    // Bodies of messages that are now finished and in no mailbox.
+    let mut finished: Vec<String> = updates
+        .iter()
+        .filter(|u| !matches!(u.state, NewState::Deferred { .. }))
+        .map(|u| u.message_id.to_string())
+        .collect();
+    finished.sort_unstable();
+    finished.dedup();
+    let [body, _] = lifecycle::drop_unneeded("= ?1");
+    let mut drop = c.prepare_cached(&body)?;
+    for id in finished {
+        drop.execute([id])?;
+    }
     Ok(())
+}
+
+/// One housekeeping batch (see [`lifecycle`]) from `cursor`: the queue
+/// records removed, the messages removed whole, and where to go on from.
+pub(crate) fn purge(
+    c: &Connection,
+    cursor: &str,
+    upper: &str,
+    finished_before: i64,
+) -> Result<(u64, u64, Option<String>)> {
+    let rows = c
+        .prepare_cached(&numbered(lifecycle::CANDIDATES))?
+        .query_map(params![cursor, upper, finished_before, lifecycle::BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
+    let (ids, next) = lifecycle::plan(rows);
+    let mut whole = 0;
+    for id in &ids {
+        for sql in lifecycle::drop_records("= ?1") {
+            c.prepare_cached(&sql)?.execute([id])?;
+        }
+        whole += super::mail::drop_unneeded(c, [id.as_str()])?;
+    }
+    Ok((ids.len() as u64, whole, next))
 }
 
 pub(crate) fn release_leases(c: &Connection, node: &str) -> Result<u64> {
@@ -289,6 +326,7 @@ pub(crate) fn delete(c: &Connection, id: MessageId, now: i64, actor: &str, notic
     if n == 0 {
         return Err(StoreError::Invalid(format!("message {id} has no pending recipient to delete")));
     }
+    super::mail::drop_unneeded(c, [id.to_string().as_str()])?;
     let detail = crate::invariants::deleted_detail(n, !notices.is_empty());
     audit(c, now, actor, "delete", Some(id), &detail)?;
     for m in notices {
@@ -331,27 +369,43 @@ pub(crate) fn attempts_of(c: &Connection, id: MessageId) -> Result<Vec<AttemptRe
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Queue depth from the counters (see [`crate::depth`]).
 pub(crate) fn stats(c: &Connection, now: i64, by_domain: bool) -> Result<Vec<QueueStats>> {
-    let domain = if by_domain { "r.domain" } else { "''" };
-    let mut s = c.prepare(&format!(
-        "SELECT m.class, {domain},
-                SUM(r.state = 'queued'), SUM(r.state = 'queued' AND r.next_attempt <= ?1), SUM(r.state = 'held'),
-                MIN(CASE WHEN r.state = 'queued' AND r.next_attempt <= ?1 THEN m.received_at END)
-         FROM recipients r JOIN messages m ON m.id = r.message_id
-         WHERE r.state IN ('queued', 'held')
-         GROUP BY 1, 2 ORDER BY 2, 1"
-    ))?;
-    let rows = s.query_map([now], |r| {
-        Ok(QueueStats {
-            class: parsed(r, 0)?,
-            domain: r.get(1)?,
-            queued: r.get(2)?,
-            ready: r.get(3)?,
-            held: r.get(4)?,
-            oldest_ready: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let minute = depth::minute(now);
+    let counts = c
+        .prepare_cached(&depth::counts_sql("queue_counts", by_domain))?
+        .query_map([minute], |r| Ok((parsed(r, 0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let current = c
+        .prepare_cached(&depth::current_minute_sql(by_domain))?
+        .query_map([minute * 60, now], |r| Ok((parsed(r, 0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stats = depth::assemble(counts, current);
+    let mut since = c.prepare_cached(depth::since_sql(by_domain))?;
+    for s in stats.iter_mut().filter(|s| s.ready > 0) {
+        let class = s.class.as_str();
+        s.ready_since = if by_domain {
+            since.query_row(params![class, s.domain], |r| r.get(0))?
+        } else {
+            since.query_row(params![class], |r| r.get(0))?
+        };
+    }
+    Ok(stats)
+}
+
+/// Minutes gone by are folded into minute 0 and rows at zero dropped, so
+/// the counters stay a few rows per destination.
+pub(crate) fn fold_counts(c: &Connection, now: i64) -> Result<()> {
+    let minute = depth::minute(now);
+    c.execute(
+        "INSERT INTO queue_counts (class, domain, state, minute, n)
+         SELECT class, domain, state, 0, SUM(n) FROM queue_counts
+         WHERE state = 'queued' AND minute > 0 AND minute < ?1 GROUP BY 1, 2, 3
+         ON CONFLICT DO UPDATE SET n = n + excluded.n",
+        [minute],
+    )?;
+    c.execute("DELETE FROM queue_counts WHERE (state = 'queued' AND minute > 0 AND minute < ?1) OR n = 0", [minute])?;
+    Ok(())
 }
 
 pub(crate) fn set_control(c: &Connection, key: &ControlKey, value: Option<&str>, now: i64, actor: &str) -> Result<()> {

@@ -19,6 +19,8 @@ pub trait Faults: Send + Sync {
     fn drop_uid_counter(&self, mailbox_id: i64);
     /// Set a mailbox's UID counter (`uidnext`) to `uidnext`.
     fn set_uid_counter(&self, mailbox_id: i64, uidnext: i64);
+    /// Empty the queue's depth counters.
+    fn forget_queue_counts(&self);
 }
 
 pub struct Fixture<S> {
@@ -58,6 +60,9 @@ impl Faults for SqliteFaults {
     }
     fn set_uid_counter(&self, mailbox_id: i64, uidnext: i64) {
         self.run("UPDATE uid_counters SET uidnext = ?2 WHERE mailbox_id = ?1", mailbox_id, Some(uidnext));
+    }
+    fn forget_queue_counts(&self) {
+        rusqlite::Connection::open(&self.0).unwrap().execute("DELETE FROM queue_counts", []).unwrap();
     }
 }
 
@@ -109,6 +114,10 @@ impl Faults for PgFaults {
     }
     fn set_uid_counter(&self, mailbox_id: i64, uidnext: i64) {
         self.run("UPDATE uid_counters SET uidnext = $2 WHERE mailbox_id = $1", &[&mailbox_id, &uidnext]);
+    }
+    fn forget_queue_counts(&self) {
+        self.run("DELETE FROM queue_counts", &[]);
+        self.run("DELETE FROM queue_count_changes", &[]);
     }
 }
 

@@ -45,6 +45,8 @@ macro_rules! every_test {
             spool::delivered_is_the_truth_even_after_an_operator_delete,
             spool::claims_filter_by_class_and_skip_paused_pairs,
             spool::parking_a_destination_postpones_only_what_may_wait,
+            spool::queue_depth_follows_every_move,
+            spool::bodies_go_when_unneeded_and_records_after_their_time,
             admin::a_broken_uid_counter_is_reported_repaired_and_never_reused,
             admin::controls_are_kept_and_audited,
             admin::the_write_probe_writes,

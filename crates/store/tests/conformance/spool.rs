@@ -11,7 +11,9 @@ use crate::fixture::Fixture;
 
 pub fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
     NewMessage {
-        id: MessageId::new(at as u64 * 1000),
+        // Not `MessageId::new`, which keeps ids increasing across the whole
+        // process: these tests need ids of their reception time.
+        id: MessageId::first_at(at as u64 * 1000),
         received_at: at,
         class: Class::Bulk,
         envelope: StoredEnvelope { mail_from: "sender@example.test".into(), ..Default::default() },
@@ -301,5 +303,184 @@ pub async fn one_body_many_mailboxes_and_the_queue<S: Store>(f: Fixture<S>) {
         (stats[0].class, stats[0].domain.as_str(), stats[0].queued, stats[0].ready),
         (Class::Interpersonal, "remote.test", 1, 1)
     );
-    assert_eq!(stats[0].oldest_ready, Some(1000));
+    assert_eq!(stats[0].ready_since, Some(1000));
+}
+
+/// (destination, class, queued, ready, held, ready since) of each row.
+type Depth = (String, Class, u64, u64, u64, Option<i64>);
+
+async fn depth<S: Store>(s: &S, now: i64, by_domain: bool) -> Vec<Depth> {
+    let stats = s.queue_stats(now, by_domain).await.unwrap();
+    stats.into_iter().map(|x| (x.domain, x.class, x.queued, x.ready, x.held, x.ready_since)).collect()
+}
+
+fn row(domain: &str, class: Class, queued: u64, ready: u64, held: u64, since: Option<i64>) -> Depth {
+    (domain.to_string(), class, queued, ready, held, since)
+}
+
+pub async fn queue_depth_follows_every_move<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    // Due at 1000 (minute 16) and at 1030 (minute 17, 1020..1079).
+    let a = remote_msg(1000, &["a@one.test", "b@one.test", "c@two.test"]);
+    let mut b = remote_msg(1030, &["d@one.test"]);
+    b.class = Class::Interpersonal;
+    let (ida, idb) = (a.id, b.id);
+    s.store_message(a).await.unwrap();
+    s.store_message(b).await.unwrap();
+    use Class::{Bulk, Interpersonal};
+    // 1025: a minute gone by counts whole; 1030 is not due yet.
+    assert_eq!(
+        depth(&s, 1025, true).await,
+        [
+            row("one.test", Bulk, 2, 2, 0, Some(1000)),
+            row("one.test", Interpersonal, 1, 0, 0, None),
+            row("two.test", Bulk, 1, 1, 0, Some(1000))
+        ]
+    );
+    // 1030, 1079: within the current minute, exact to the second.
+    assert_eq!(
+        depth(&s, 1029, false).await,
+        [row("", Bulk, 3, 3, 0, Some(1000)), row("", Interpersonal, 1, 0, 0, None)]
+    );
+    assert_eq!(
+        depth(&s, 1030, false).await,
+        [row("", Bulk, 3, 3, 0, Some(1000)), row("", Interpersonal, 1, 1, 0, Some(1030))]
+    );
+    // Outcomes: deferred to 5000, delivered, bounced.
+    s.claim_due(1100, 1200, 10, ClaimFilter::default()).await.unwrap();
+    s.complete(
+        vec![
+            update(ida, 0, NewState::Deferred { next_attempt: 5000 }, 1100, Outcome::Deferred),
+            update(ida, 1, NewState::Delivered, 1100, Outcome::Delivered),
+            update(ida, 2, NewState::Bounced, 1100, Outcome::Bounced),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        depth(&s, 1100, true).await,
+        [row("one.test", Bulk, 1, 0, 0, None), row("one.test", Interpersonal, 1, 1, 0, Some(1030))]
+    );
+    assert_eq!(
+        depth(&s, 5000, false).await,
+        [row("", Bulk, 1, 1, 0, Some(5000)), row("", Interpersonal, 1, 1, 0, Some(1030))]
+    );
+    // Held, released, deleted by the operator.
+    s.queue_hold(idb, 1200, "root").await.unwrap();
+    assert_eq!(depth(&s, 1200, false).await, [row("", Bulk, 1, 0, 0, None), row("", Interpersonal, 0, 0, 1, None)]);
+    s.queue_release(idb, 1300, "root").await.unwrap();
+    assert_eq!(
+        depth(&s, 1300, false).await,
+        [row("", Bulk, 1, 0, 0, None), row("", Interpersonal, 1, 1, 0, Some(1300))]
+    );
+    s.queue_delete(ida, 1400, "root", vec![]).await.unwrap();
+    assert_eq!(depth(&s, 1400, true).await, [row("one.test", Interpersonal, 1, 1, 0, Some(1300))]);
+    // A destination retried at once, then parked.
+    s.queue_retry_where(Some("one.test"), None, 1500, "engine").await.unwrap();
+    assert_eq!(depth(&s, 1500, false).await, [row("", Interpersonal, 1, 1, 0, Some(1500))]);
+    let report = s.check(false).await.unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // Counters lost behind the store's back: found, and rebuilt by a repair.
+    f.faults.forget_queue_counts();
+    assert!(depth(&s, 1500, false).await.is_empty());
+    let report = s.check(false).await.unwrap();
+    assert_eq!(report.findings.iter().map(|f| f.invariant.as_str()).collect::<Vec<_>>(), ["queue-counts-match"]);
+    s.check(true).await.unwrap();
+    assert_eq!(depth(&s, 1500, false).await, [row("", Interpersonal, 1, 1, 0, Some(1500))]);
+    assert!(s.check(false).await.unwrap().findings.is_empty());
+}
+
+fn local(user: &str) -> NewRecipient {
+    NewRecipient {
+        address: user.to_string(),
+        notify: None,
+        orcpt: None,
+        route: Route::Local { user: user.to_string() },
+    }
+}
+
+/// Expunge UID `uid` of `owner`'s INBOX.
+async fn expunge_one<S: Store>(s: &S, owner: &str, uid: u32) {
+    let inbox = s.mailbox(owner, "INBOX").await.unwrap().unwrap();
+    s.store_flags(inbox.id, vec![uid], facteur_store::FlagOp::Add, vec!["\\Deleted".into()], None).await.unwrap();
+    assert_eq!(s.expunge(inbox.id, Some(vec![uid])).await.unwrap(), [uid]);
+}
+
+pub async fn bodies_go_when_unneeded_and_records_after_their_time<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    s.add_user("alice@example.test", "h").await.unwrap();
+    s.add_user("bob@example.test", "h").await.unwrap();
+    let healthy = || async { assert!(s.check(false).await.unwrap().findings.is_empty()) };
+    // Relayed: the body stays while a recipient waits, and goes with the last outcome.
+    let relayed = remote_msg(1000, &["a@one.test", "b@one.test"]);
+    let r = relayed.id;
+    s.store_message(relayed).await.unwrap();
+    s.claim_due(1000, 2000, 10, ClaimFilter::default()).await.unwrap();
+    s.complete(
+        vec![
+            update(r, 0, NewState::Delivered, 1000, Outcome::Delivered),
+            update(r, 1, NewState::Deferred { next_attempt: 1100 }, 1000, Outcome::Deferred),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(s.message_body(r).await.unwrap().is_some(), "b@one.test still waits");
+    s.claim_due(1100, 2000, 10, ClaimFilter::default()).await.unwrap();
+    s.complete(vec![update(r, 1, NewState::Bounced, 1100, Outcome::Bounced)], vec![]).await.unwrap();
+    assert!(s.message_body(r).await.unwrap().is_none(), "finished and in no mailbox: the body is gone");
+    assert_eq!(s.queue_show(r).await.unwrap().unwrap().recipients.len(), 2, "the record stays for queue show");
+    healthy().await;
+
+    // Local and relayed: the mailbox keeps the body after the relay ends.
+    let mut both = remote_msg(1001, &["c@two.test"]);
+    both.recipients.push(local("alice@example.test"));
+    let b = both.id;
+    s.store_message(both).await.unwrap();
+    s.claim_due(1200, 2000, 10, ClaimFilter::default()).await.unwrap();
+    s.complete(vec![update(b, 0, NewState::Delivered, 1200, Outcome::Delivered)], vec![]).await.unwrap();
+    assert!(s.message_body(b).await.unwrap().is_some(), "alice's INBOX holds it");
+    expunge_one(&s, "alice@example.test", 1).await;
+    assert!(s.message_body(b).await.unwrap().is_none(), "expunged from the last mailbox: the body is gone");
+    healthy().await;
+
+    // Two mailboxes: the body goes with the last one (a user removed).
+    let mut shared = remote_msg(1002, &[]);
+    shared.recipients = vec![local("alice@example.test"), local("bob@example.test")];
+    let sh = shared.id;
+    s.store_message(shared).await.unwrap();
+    expunge_one(&s, "alice@example.test", 2).await;
+    assert!(s.message_body(sh).await.unwrap().is_some(), "bob's INBOX holds it");
+    s.remove_user("bob@example.test").await.unwrap();
+    assert!(s.message_body(sh).await.unwrap().is_none());
+    healthy().await;
+
+    // Kept in a mailbox after its records go; a waiting recipient keeps everything.
+    let mut kept = remote_msg(1003, &[]);
+    kept.recipients = vec![local("alice@example.test")];
+    s.store_message(kept).await.unwrap();
+    let waiting = remote_msg(1004, &["w@slow.test"]);
+    let w = waiting.id;
+    s.store_message(waiting).await.unwrap();
+
+    // Housekeeping: records finished before 1150 go (local deliveries end
+    // at reception); of those messages, the one alice's INBOX holds stays.
+    let done = s.housekeeping(9000, 1150).await.unwrap();
+    assert_eq!((done.records_removed, done.messages_removed, done.more), (3, 2, false));
+    for id in [r, sh] {
+        assert!(s.queue_show(id).await.unwrap().is_none());
+    }
+    assert!(s.queue_show(b).await.unwrap().is_some(), "finished at 1200, kept");
+    // Later: the rest of what is finished goes; alice's message stays readable.
+    let done = s.housekeeping(9000, 5000).await.unwrap();
+    assert_eq!((done.records_removed, done.messages_removed), (1, 1));
+    assert!(s.queue_show(b).await.unwrap().is_none());
+    let inbox = s.mailbox("alice@example.test", "INBOX").await.unwrap().unwrap();
+    let body = s.fetch_message(inbox.id, 3).await.unwrap().expect("alice's message stays");
+    assert!(body.starts_with(b"Subject: out"));
+    assert_eq!(s.queue_show(w).await.unwrap().unwrap().recipients[0].state, RecipientStatus::Queued);
+    assert!(s.message_body(w).await.unwrap().is_some());
+    assert_eq!(s.housekeeping(9000, 5000).await.unwrap(), facteur_store::Housekeeping::default());
+    healthy().await;
 }
