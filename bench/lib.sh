@@ -350,6 +350,75 @@ start_facteur() {
     fi
 }
 
+# NODES [1]: facteur nodes sharing one PostgreSQL schema (needs
+# FACTEUR_STORAGE=postgres). The load arrives at the first; every node
+# delivers. The first is started as usual; start_more_nodes starts the rest.
+NODES="${NODES:-1}"
+positive NODES "$NODES"
+[ "$NODES" = 1 ] || [ "$FACTEUR_STORAGE" = postgres ] || die "NODES=$NODES needs FACTEUR_STORAGE=postgres"
+more_node_pids=()
+
+# start_more_nodes DIR SMTP_PORT HTTP_PORT: nodes 2..NODES, each in DIR/nK
+# with the first node's configuration DIR/facteur.toml (whose [node] name
+# is "n1": see node_name) on loopback ports of its own.
+start_more_nodes() {
+    local dir="$1" smtp="$2" http="$3" k node_smtp node_http first="$facteur_pid"
+    for k in $(seq 2 "$NODES"); do
+        mkdir -p "$dir/n$k/data"
+        { read -r node_smtp; read -r node_http; } < <(free_ports 2)
+        sed -e "s/127.0.0.1:$smtp\"/127.0.0.1:$node_smtp\"/; s/127.0.0.1:$http\"/127.0.0.1:$node_http\"/" \
+            -e "s/^name = \"n1\"$/name = \"n$k\"/" "$dir/facteur.toml" >"$dir/n$k/facteur.toml"
+        start_facteur "$dir/n$k" "$node_http" info
+        more_node_pids+=("$facteur_pid")
+        note "facteur node n$k: SMTP 127.0.0.1:$node_smtp, the same storage"
+    done
+    facteur_pid="$first"
+}
+
+# node_name DIR: with NODES > 1, name the first node "n1" in DIR/facteur.toml.
+node_name() {
+    [ "$NODES" = 1 ] || printf '\n[node]\nname = "n1"\n' >>"$1/facteur.toml"
+}
+
+stop_more_nodes() {
+    local pid first="$facteur_pid"
+    for pid in "${more_node_pids[@]}"; do
+        facteur_pid="$pid"
+        stop_facteur
+    done
+    more_node_pids=()
+    facteur_pid="$first"
+}
+
+# cpu_ticks PID...: CPU time (clock ticks: user + system, with the reaped
+# children's) of these processes and every live descendant of theirs.
+cpu_ticks() {
+    python3 - "$@" <<'PY'
+import os, sys
+stats = {}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            raw = open(f"/proc/{p}/stat").read()
+        except OSError:
+            continue
+        f = raw[raw.rindex(")") + 2:].split()
+        stats[int(p)] = (int(f[1]), sum(int(x) for x in f[11:15]))
+want, total = {int(a) for a in sys.argv[1:]}, 0
+while want:
+    pid = want.pop()
+    if pid in stats:
+        total += stats.pop(pid)[1]
+        want |= {c for c, (ppid, _) in stats.items() if ppid == pid}
+print(total)
+PY
+}
+
+# The PostgreSQL server's main process (its backends are its children).
+postmaster_pid() {
+    pgrep -o -x postgres || true
+}
+
 # SIGTERM, up to 10 s for a graceful exit, then SIGKILL.
 stop_facteur() {
     [ -n "$facteur_pid" ] || return 0
@@ -536,6 +605,7 @@ postfix_leftovers() {
 bench_cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    stop_more_nodes
     stop_facteur
     stop_postfix
     drop_pg_schemas

@@ -38,6 +38,8 @@
 #   KEEP [0]          1: keep the scratch directory and its logs
 #   FACTEUR_STORAGE [sqlite]  "postgres": facteur on PostgreSQL (FACTEUR_PG,
 #                     default the local test database; a schema per run)
+#   NODES [1]         facteur nodes sharing that PostgreSQL schema; the load
+#                     goes to the first, every node delivers
 #
 # Needs root (Postfix's master runs as root) and the packages that
 # `.ci/run --deps-only` installs. Everything listens on 127.0.0.1 only, and
@@ -390,6 +392,21 @@ begin_run() {
     local key="$1"
     runs+=("$key")
     load_before[$key]="$(loadavg_1m)"
+    cpu_ms[$key]=""
+    db_share[$key]=""
+}
+
+# cpu_used KEY RELAY_TICKS DB_TICKS: the CPU the relay took during a run
+# (from its start to the end of the drain; facteur: every node, Postfix:
+# its master and every process it ran), with the database's (PostgreSQL's
+# server and backends; 0 for SQLite, which runs inside facteur), as
+# milliseconds per message and the database's share.
+declare -A cpu_ms=() db_share=()
+cpu_used() {
+    local tck
+    tck="$(getconf CLK_TCK)"
+    cpu_ms[$1]="$(awk -v r="$2" -v d="$3" -v t="$tck" -v n="$MESSAGES" 'BEGIN { printf "%.3f", (r + d) * 1000 / t / n }')"
+    db_share[$1]="$(awk -v r="$2" -v d="$3" 'BEGIN { if (r + d > 0) printf "%.0f", 100 * d / (r + d); else print 0 }')"
 }
 
 # --- direct: load generator straight into the sink ----------------------------
@@ -454,8 +471,15 @@ via = "127.0.0.1:$sink_port"
 tls = "none"
 EOF
 
+    node_name "$dir"
     note "starting facteur: SMTP 127.0.0.1:$smtp_port, HTTP 127.0.0.1:$http_port, relaying to 127.0.0.1:$sink_port"
     start_facteur "$dir" "$http_port" info
+    start_more_nodes "$dir" "$smtp_port" "$http_port"
+    local db=()
+    [ "$FACTEUR_STORAGE" = sqlite ] || db=("$(postmaster_pid)")
+    local cpu0 db0
+    cpu0="$(cpu_ticks "$facteur_pid" "${more_node_pids[@]}")"
+    db0="$(cpu_ticks "${db[@]}")"
 
     send_to "$smtp_port" "$size"
     accept_s[$key]="$send_s"
@@ -463,6 +487,9 @@ EOF
     local ok
     wait_drained facteur facteur_pending "recipient(s)"
     kill -0 "$facteur_pid" 2>/dev/null || ok="facteur exited during the run"
+    cpu_used "$key" "$(($(cpu_ticks "$facteur_pid" "${more_node_pids[@]}") - cpu0))" \
+        "$(($(cpu_ticks "${db[@]}") - db0))"
+    stop_more_nodes
     stop_facteur
 
     # The checks the operator would make, on the stopped data directory.
@@ -521,12 +548,16 @@ run_postfix() {
 
     note "starting postfix $postfix_version: SMTP 127.0.0.1:$port, relayhost [127.0.0.1]:$sink_port (config $conf)"
     postfix_start "$base" "$port"
+    local master cpu0
+    master="$(head -n 1 "$postfix_spool/pid/master.pid" | tr -d ' ')"
+    cpu0="$(cpu_ticks "$master")"
 
     send_to "$port" "$size"
     accept_s[$key]="$send_s"
 
     local ok
     wait_drained postfix postfix_pending "message(s)"
+    cpu_used "$key" "$(($(cpu_ticks "$master") - cpu0))" 0
     local mailq
     mailq="$(timeout 30 postqueue -c "$conf" -p 2>&1 | tail -n 1)" || true
     relay_check[$key]="postqueue: $mailq"
@@ -579,17 +610,19 @@ verdict() {
 }
 
 echo
-printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s %6s  %s\n' \
-    server size messages accept_s accept/s e2e_s e2e/s distinct dups miss load  status
+printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s %6s %7s %4s  %s\n' \
+    server size messages accept_s accept/s e2e_s e2e/s distinct dups miss load cpu_ms db_%  status
 for key in "${runs[@]}"; do
     server="${key%,*}"
     size="${key#*,}"
     e="${e2e_s[$key]}"
-    printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s %6s  %s\n' "$server" "$size" "$MESSAGES" \
+    printf '%-8s %6s %9s %9s %10s %9s %9s %8s %5s %5s %6s %7s %4s  %s\n' "$server" "$size" "$MESSAGES" \
         "${accept_s[$key]}" "$(rate "${accept_s[$key]}")" \
         "${e:--}" "$([ -n "$e" ] && rate "$e" || echo -)" \
-        "${distinct[$key]}" "${dups[$key]}" "${missing[$key]}" "${load_after[$key]}" "${status[$key]}"
+        "${distinct[$key]}" "${dups[$key]}" "${missing[$key]}" "${load_after[$key]}" \
+        "${cpu_ms[$key]:--}" "${db_share[$key]:--}" "${status[$key]}"
 done
+echo "cpu_ms: the relay's CPU per message (facteur: every node, and PostgreSQL's server when it stores there; Postfix: all its processes); db_%: PostgreSQL's part"
 
 declare -A r_accept=() r_e2e=()
 if want_target facteur && want_target postfix; then
@@ -624,20 +657,21 @@ results_files relay
     printf '  "crates_modified": %s,\n' "$dirty"
     printf '  "machine": {"cores": %s, "kernel": "%s", "filesystem": "%s", "sink_filesystem": "%s", "fsync_median_us": %s, "loadavg_1m": %s},\n' \
         "$(nproc)" "$(uname -r)" "$fstype" "$sink_fstype" "$fsync_us" "$loadavg"
-    printf '  "params": {"messages": %s, "sessions": %s, "sizes": [%s], "numbered_recipients": %s},\n' \
-        "$MESSAGES" "$SESSIONS" "$(echo "$SIZES" | tr ' ' ',')" "$([ "$NUMBERED" = 1 ] && echo true || echo false)"
+    printf '  "params": {"messages": %s, "sessions": %s, "sizes": [%s], "numbered_recipients": %s, "facteur_storage": "%s", "facteur_nodes": %s},\n' \
+        "$MESSAGES" "$SESSIONS" "$(echo "$SIZES" | tr ' ' ',')" "$([ "$NUMBERED" = 1 ] && echo true || echo false)" \
+        "$FACTEUR_STORAGE" "$NODES"
     printf '  "versions": {"facteur": %s, "postfix": %s},\n' \
         "$(json_str "$facteur_version")" "$(json_str "$postfix_version")"
     printf '  "runs": ['
     sep=""
     for key in "${runs[@]}"; do
         e="${e2e_s[$key]}"
-        printf '%s\n    {"server": "%s", "size": %s, "loadavg_1m_before": %s, "loadavg_1m_after": %s, "accept_seconds": %s, "accept_msgs_per_s": %s, "e2e_seconds": %s, "e2e_msgs_per_s": %s, "sink_files": %s, "sink_distinct": %s, "duplicates": %s, "missing": %s, "unexpected": %s, "truncated": %s, "relay_check": %s, "status": %s}' \
+        printf '%s\n    {"server": "%s", "size": %s, "loadavg_1m_before": %s, "loadavg_1m_after": %s, "accept_seconds": %s, "accept_msgs_per_s": %s, "e2e_seconds": %s, "e2e_msgs_per_s": %s, "sink_files": %s, "sink_distinct": %s, "duplicates": %s, "missing": %s, "unexpected": %s, "truncated": %s, "cpu_ms_per_msg": %s, "db_cpu_pct": %s, "relay_check": %s, "status": %s}' \
             "$sep" "${key%,*}" "${key#*,}" "${load_before[$key]}" "${load_after[$key]}" \
             "${accept_s[$key]}" "$(rate "${accept_s[$key]}")" \
             "$(json_num "$e")" "$(json_num "$([ -n "$e" ] && rate "$e")")" \
             "${files[$key]}" "$(json_num "${distinct[$key]//-/}")" "${dups[$key]}" "${missing[$key]}" \
-            "${unexpected[$key]}" "${short[$key]}" \
+            "${unexpected[$key]}" "${short[$key]}" "$(json_num "${cpu_ms[$key]}")" "$(json_num "${db_share[$key]}")" \
             "$(json_str "${relay_check[$key]}")" "$(json_str "${status[$key]}")"
         sep=","
     done

@@ -100,7 +100,7 @@ EOF
             note "facteur: SMTP 127.0.0.1:$relay_port, relaying to 127.0.0.1:$simport (RUST_LOG=${RUST_LOG:-info})"
             relay_pending_fn=facteur_pending
             relay_dir="$dir"
-            [ "$NODES" = 1 ] || printf '\n[node]\nname = "n1"\n' >>"$dir/facteur.toml"
+            node_name "$dir"
             start_facteur "$dir" "$http_port" info
             start_more_nodes "$dir" "$relay_port" "$http_port"
             ;;
@@ -123,38 +123,8 @@ EOF
     esac
 }
 
-# NODES [1]: facteur nodes sharing one PostgreSQL schema (FACTEUR_STORAGE=postgres).
-# The load arrives at the first; every node delivers.
-NODES="${NODES:-1}"
-positive NODES "$NODES"
-[ "$NODES" = 1 ] || [ "$FACTEUR_STORAGE" = postgres ] || die "NODES=$NODES needs FACTEUR_STORAGE=postgres"
-more_node_pids=()
-
-# start_more_nodes DIR SMTP_PORT HTTP_PORT: nodes 2..NODES, each in DIR/nK
-# with the first node's configuration (same storage) on ports of its own.
-start_more_nodes() {
-    local dir="$1" smtp="$2" http="$3" k node_smtp node_http pid
-    for k in $(seq 2 "$NODES"); do
-        mkdir -p "$dir/n$k/data"
-        { read -r node_smtp; read -r node_http; } < <(free_ports 2)
-        sed -e "s/127.0.0.1:$smtp\"/127.0.0.1:$node_smtp\"/; s/127.0.0.1:$http\"/127.0.0.1:$node_http\"/" \
-            -e "s/^name = \"n1\"$/name = \"n$k\"/" "$dir/facteur.toml" >"$dir/n$k/facteur.toml"
-        pid="$facteur_pid"
-        start_facteur "$dir/n$k" "$node_http" info
-        more_node_pids+=("$facteur_pid")
-        facteur_pid="$pid"
-        note "facteur node n$k: SMTP 127.0.0.1:$node_smtp, same storage"
-    done
-}
-
 stop_relay() {
-    local pid first="$facteur_pid"
-    for pid in "${more_node_pids[@]}"; do
-        facteur_pid="$pid"
-        stop_facteur
-    done
-    more_node_pids=()
-    facteur_pid="$first"
+    stop_more_nodes
     stop_facteur
     stop_postfix
 }
@@ -274,10 +244,6 @@ scenario_setup() {
 # Called by lib.sh's exit trap.
 on_exit() {
     stop_sim
-    local pid
-    for pid in "${more_node_pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
     if [ "$1" != 0 ] || [ "$failed" != 0 ] || [ "$KEEP" = 1 ]; then
         [ -z "$work" ] || note "scratch directory kept: $work"
     else
