@@ -90,6 +90,19 @@ enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// Copy this data folder's SQLite database into a PostgreSQL schema (resumable, verified;
+    /// the SQLite file is only read)
+    Migrate {
+        /// The PostgreSQL database: postgres://user@host:5432/database
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The schema to create and fill [default: the connection's, normally public]
+        #[arg(long, value_name = "NAME")]
+        schema: Option<String>,
+        /// Rows per transaction (a chunk also ends at about 8 MiB of data)
+        #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        chunk_rows: u32,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -354,10 +367,23 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         let mut r = r;
         return init_cmd(&mut r).await.map(|_| std::process::ExitCode::SUCCESS);
     }
+    if let Command::Migrate { to, schema, chunk_rows } = &cli.command {
+        let request = crate::migrate::Request {
+            config: &r.config,
+            config_file: r.config_file.as_deref(),
+            data_dir: &r.data_dir,
+            to,
+            schema: schema.clone(),
+            chunk_rows: *chunk_rows as usize,
+        };
+        return crate::migrate::run(request).await;
+    }
     let store = serve::open_store(&r.config, &r.data_dir, std::sync::Arc::new(facteur_types::SystemClock)).await?;
     let d = r.data_dir.display().to_string();
     match cli.command {
-        Command::Serve | Command::Init | Command::Classify { .. } => unreachable!("handled above"),
+        Command::Serve | Command::Init | Command::Classify { .. } | Command::Migrate { .. } => {
+            unreachable!("handled above")
+        }
         Command::Domain(DomainCmd::Add { domain }) => {
             store.add_domain(&domain).await.map_err(friendly)?;
             println!(

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod config;
 pub mod controls;
+pub mod migrate;
 pub mod serve;
 pub mod tls;

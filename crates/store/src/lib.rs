@@ -11,7 +11,8 @@
 //! their heartbeats) — and its backends: [`sqlite::SqliteStore`] (embedded
 //! default, WAL, `synchronous=FULL`) and [`postgres::PgStore`] (several
 //! nodes). One backend type implements every role; [`Store`] names all
-//! five, [`any::AnyStore`] is whichever the configuration chose.
+//! five, [`any::AnyStore`] is whichever the configuration chose;
+//! [`migrate`] copies a SQLite database into a PostgreSQL schema.
 //!
 //! Invariants live above the backends, in [`invariants`] (UID allocation,
 //! UIDVALIDITY from the injected clock, default mailboxes, address and
@@ -35,6 +36,7 @@ pub mod changes;
 mod depth;
 pub mod invariants;
 pub mod lifecycle;
+pub mod migrate;
 pub mod password;
 pub mod postgres;
 pub mod sqlite;

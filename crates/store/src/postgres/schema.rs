@@ -229,6 +229,32 @@ DROP INDEX recipients_destination;
 CREATE INDEX recipients_destination ON recipients (domain, class, next_attempt) WHERE state IN ('queued', 'held');
 "#,
     ),
+    (
+        6,
+        r#"
+-- `facteur migrate`: a SQLite database copied in, resumably. One run per
+-- source database (`source_id`: a digest of its meta table and first
+-- rows, see crates/store/src/migrate/source.rs), finished once every
+-- table was copied and verified; one progress row per table, written in
+-- the transaction of each chunk it counts, so a rerun continues after the
+-- last chunk committed and copies no row twice.
+CREATE TABLE migrate_runs (
+    source_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    summary TEXT
+);
+CREATE TABLE migrate_progress (
+    source_id TEXT NOT NULL REFERENCES migrate_runs(source_id),
+    table_name TEXT NOT NULL,
+    last_key TEXT,
+    rows_done BIGINT NOT NULL,
+    done BOOLEAN NOT NULL,
+    PRIMARY KEY (source_id, table_name)
+);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -22,6 +22,7 @@ use crate::{
     RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, SystemClock, User,
 };
 
+pub(crate) use schema::current_version;
 pub use schema::latest_version;
 
 #[derive(Clone)]
