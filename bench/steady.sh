@@ -140,10 +140,22 @@ json.dump(stats, sys.stdout)
 EOF
 traffic_pid=$!
 
+# PostgreSQL gives back the space of removed rows only through VACUUM.
+# With autovacuum off on the server (facteur warns of it at start), the
+# benchmark vacuums the schema every minute in its stead, and says so.
+vacuum_every_minute=0
+if [ "$FACTEUR_STORAGE" = postgres ] && [ "$(facteur_sql "$dir" "SHOW autovacuum")" != on ]; then
+    vacuum_every_minute=1
+    note "autovacuum is off on this PostgreSQL server: the benchmark runs VACUUM on facteur's schema every minute"
+fi
+
 samples="$dir/disk.csv"
 echo "elapsed_s,file_bytes,used_bytes,pending" >"$samples"
 t0="$SECONDS"
 while kill -0 "$traffic_pid" 2>/dev/null; do
+    if [ "$vacuum_every_minute" = 1 ]; then
+        facteur_sql "$dir" "VACUUM message_bodies, messages, recipients, attempts, mailbox_messages, queue_counts, queue_count_changes" >/dev/null
+    fi
     read -r file_bytes used_bytes < <(disk_now)
     echo "$((SECONDS - t0)),$file_bytes,$used_bytes,$(facteur_pending)" >>"$samples"
     note "$((SECONDS - t0)) s: $((file_bytes / 1024)) KiB on disk, $((used_bytes / 1024)) KiB in use, $(facteur_pending) waiting"
@@ -156,16 +168,16 @@ stop_facteur
 stop_sim
 
 python3 - "$samples" "$WARMUP" "$dir/traffic.json" "$json" "$stamp" "$(git_commit)" "$FACTEUR_STORAGE" \
-    "$SEND_RATE" "$KEEP_FINISHED" <<'EOF'
+    "$SEND_RATE" "$KEEP_FINISHED" "$vacuum_every_minute" <<'EOF'
 import csv, json, sys
-samples, warmup, traffic, out, stamp, commit, storage, rate, keep = sys.argv[1:]
+samples, warmup, traffic, out, stamp, commit, storage, rate, keep, vacuum = sys.argv[1:]
 rows = [{k: int(v) for k, v in r.items()} for r in csv.DictReader(open(samples))]
 start = next(r for r in rows if r["elapsed_s"] >= int(warmup))
 end = rows[-1]
 growth = 100.0 * (end["used_bytes"] - start["used_bytes"]) / max(start["used_bytes"], 1)
 result = {
     "bench": "steady", "stamp": stamp, "commit": commit, "storage": storage, "send_rate": int(rate),
-    "keep_finished_s": int(keep), "traffic": json.load(open(traffic)),
+    "keep_finished_s": int(keep), "bench_vacuums_every_minute": vacuum == "1", "traffic": json.load(open(traffic)),
     "at_warmup": start, "at_end": end, "used_growth_pct": round(growth, 1), "samples": rows,
 }
 json.dump(result, open(out, "w"), indent=1)

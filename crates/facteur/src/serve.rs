@@ -641,10 +641,13 @@ async fn housekeeping(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let every = Duration::from_secs(storage.housekeeping_interval_secs.max(1));
+    let mut sweep = facteur_store::Sweep::default();
     loop {
         let now = clock.now();
-        let pause = match store.housekeeping(now, now.saturating_sub(storage.keep_finished_secs as i64)).await {
+        let finished_before = now.saturating_sub(storage.keep_finished_secs as i64);
+        let pause = match store.housekeeping(now, finished_before, sweep.clone()).await {
             Ok(done) => {
+                sweep = done.next.clone();
                 if done.records_removed > 0 {
                     tracing::info!(
                         records = done.records_removed,

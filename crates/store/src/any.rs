@@ -7,7 +7,7 @@ use crate::{
     Admin, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey, DeliveryJob,
     Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId,
     MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientUpdate, Result,
-    Spool, User,
+    Spool, Sweep, User,
 };
 
 #[derive(Clone)]
@@ -137,7 +137,7 @@ impl Admin for AnyStore {
         fn set_control(&self, key: &ControlKey, value: Option<&str>, now: i64, actor: &str) -> Result<()>;
         fn write_probe(&self, now: i64) -> Result<()>;
         fn check(&self, repair: bool) -> Result<CheckReport>;
-        fn housekeeping(&self, now: i64, finished_before: i64) -> Result<Housekeeping>;
+        fn housekeeping(&self, now: i64, finished_before: i64, from: Sweep) -> Result<Housekeeping>;
     }
 }
 

@@ -98,9 +98,17 @@ pub(crate) fn recount_sql() -> String {
     )
 }
 
+/// The due minute below which a counter check takes minutes together: two
+/// minutes past `now`, so a fold that ran meanwhile (it folds minutes gone
+/// by into minute 0), or on a node whose clock is a little ahead, is not
+/// taken for a wrong count.
+pub(crate) fn check_horizon(now: i64) -> i64 {
+    minute(now) + 2
+}
+
 /// How many (class, destination, state, minute) keys of `source` differ
-/// from a recount, minutes before `$1` (now) taken together. One
-/// statement, so one snapshot: writers may run meanwhile.
+/// from a recount, minutes before `$1` (see [`check_horizon`]) taken
+/// together. One statement, so one snapshot: writers may run meanwhile.
 pub(crate) fn mismatch_sql(source: &str) -> String {
     format!(
         "WITH counted AS (

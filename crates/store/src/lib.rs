@@ -49,7 +49,7 @@ pub use facteur_types::{
     SharedClock, SystemClock,
 };
 pub use invariants::DEFAULT_MAILBOXES;
-pub use lifecycle::Housekeeping;
+pub use lifecycle::{Housekeeping, Sweep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -596,11 +596,18 @@ pub trait Admin: Clone + Send + Sync + 'static {
     /// Verify the invariants; with `repair`, fix what can be fixed from the
     /// data and report it as "repaired".
     fn check(&self, repair: bool) -> impl Future<Output = Result<CheckReport>> + Send;
-    /// One round of housekeeping (see [`lifecycle`]): the queue counters
-    /// folded; the queue records of messages whose every outcome is older
-    /// than `finished_before` removed, and with them the messages no mailbox
-    /// holds. Safe on any node at any time.
-    fn housekeeping(&self, now: i64, finished_before: i64) -> impl Future<Output = Result<Housekeeping>> + Send;
+    /// One round of housekeeping (see [`lifecycle`]), going on `from` where
+    /// the last one stopped: the queue counters folded; the queue records of
+    /// messages whose every outcome is older than `finished_before` removed,
+    /// and with them the messages no mailbox holds; a batch of messages
+    /// looked at for what nothing needs any more. Safe on any node at any
+    /// time.
+    fn housekeeping(
+        &self,
+        now: i64,
+        finished_before: i64,
+        from: Sweep,
+    ) -> impl Future<Output = Result<Housekeeping>> + Send;
 }
 
 /// One node's entry in the shared list of nodes.

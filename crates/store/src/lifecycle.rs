@@ -3,8 +3,7 @@
 //! - A message body goes as soon as nothing needs it: every recipient is
 //!   final (no attempt will read it again) and no mailbox holds the message.
 //!   Recording a final outcome and removing mailbox entries (EXPUNGE, MOVE,
-//!   DELETE, user removal) drop it at once; housekeeping catches what two
-//!   nodes finishing the last recipients at the same moment both left.
+//!   DELETE, user removal) drop it at once.
 //! - A finished message's queue record (recipients, attempt history) is
 //!   kept for `queue show` until every outcome is older than the retention
 //!   time, then housekeeping removes it, and the message too unless a mailbox
@@ -13,30 +12,49 @@
 //!   never goes back when the newest messages are gone (RFC 9051 §2.3.1.1).
 //! - The audit trail of operators' actions is kept.
 //!
-//! Housekeeping walks the recipients in message id order, which is the order
-//! of arrival (ids are UUIDv7), and only up to messages received before the
-//! retention cut-off: it reads what it may remove, plus the few records kept
-//! longer (held by an operator), not the whole queue or the mailboxes.
+//! Housekeeping makes two walks, each resumed where the last call stopped
+//! ([`Sweep`]) and started over once at the end:
+//! - the queue records, in message id order (the order of arrival: ids are
+//!   UUIDv7), only up to messages received before the retention cut-off;
+//! - every message, a batch per call, dropping what the prompt removals
+//!   above left behind: what two nodes finishing a message's last
+//!   recipients (or expunging its last copies) at the same moment each left
+//!   for the other, and the bodies of messages finished before this
+//!   version, which kept every body.
 
 use serde::Serialize;
 
 use crate::MessageId;
+
+/// Where housekeeping's two walks go on from (message ids; empty: from the
+/// start).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Sweep {
+    pub records: String,
+    pub messages: String,
+}
 
 /// What one round of housekeeping did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Housekeeping {
     /// Messages whose queue record (recipients, attempts) was removed.
     pub records_removed: u64,
-    /// Of those, messages removed whole (no mailbox holds them).
+    /// Messages removed whole (neither a queue record nor a mailbox holds
+    /// them any more).
     pub messages_removed: u64,
-    /// Whether more is left than one round takes (call again soon).
+    /// Where the next round goes on from.
+    pub next: Sweep,
+    /// Whether finished records are left that this round had no time for
+    /// (call again soon).
     pub more: bool,
 }
 
 /// Messages one housekeeping transaction looks at.
 pub(crate) const BATCH: i64 = 1000;
-/// Transactions one round runs at most.
+/// Transactions the records walk runs at most per round.
 pub(crate) const ROUNDS: usize = 20;
+/// Batches the messages walk takes per round.
+pub(crate) const MESSAGE_BATCHES: usize = 5;
 
 /// Statements removing, among the messages whose id satisfies `ids` (an SQL
 /// condition such as `= ?1` or `= ANY($1)`), what nothing needs any more:
@@ -76,6 +94,10 @@ pub(crate) fn received_before(before: i64) -> String {
     MessageId::first_at(before.max(0) as u64 * 1000).to_string()
 }
 
+/// Messages after the cursor `$1`, in id order, at most `$2`: the messages
+/// walk looks at each with [`drop_unneeded`], which checks what it removes.
+pub(crate) const MESSAGES: &str = "SELECT id FROM messages WHERE id > $1 ORDER BY id LIMIT $2";
+
 /// From one batch of [`CANDIDATES`] rows: the ids to remove, and the cursor
 /// for the next batch (none when the batch was the last).
 pub(crate) fn plan(rows: Vec<(String, i64)>) -> (Vec<String>, Option<String>) {
@@ -83,45 +105,14 @@ pub(crate) fn plan(rows: Vec<(String, i64)>) -> (Vec<String>, Option<String>) {
     (rows.into_iter().filter(|r| r.1 == 1).map(|r| r.0).collect(), next)
 }
 
-/// A check both backends run (`facteur check`) on what lifecycle keeps.
-pub(crate) struct Check {
-    pub invariant: &'static str,
-    /// The rows at fault, as `FROM …`.
-    pub rows: &'static str,
-    /// The column naming them.
-    pub key: &'static str,
-    /// The table and key column a repair deletes from, if the data allows.
-    pub repair: Option<(&'static str, &'static str)>,
-    /// What a finding says after the count.
-    pub detail: &'static str,
+/// The cursor after a batch of [`MESSAGES`] (empty, to start over, when it
+/// was the last).
+pub(crate) fn next_message(ids: &[String]) -> String {
+    if ids.len() as i64 == BATCH { ids.last().cloned().unwrap_or_default() } else { String::new() }
 }
 
-/// In this order: a body goes before its message.
-pub(crate) const CHECKS: [Check; 3] = [
-    Check {
-        invariant: "message-has-body",
-        rows: "FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.message_id = m.id)
-           AND (EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state IN ('queued', 'held'))
-                OR EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id))",
-        key: "m.id",
-        repair: None,
-        detail: "message(s) waiting for delivery or in a mailbox have no stored body",
-    },
-    Check {
-        invariant: "body-is-needed",
-        rows: "FROM message_bodies b
-         WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = b.message_id AND r.state IN ('queued', 'held'))
-           AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = b.message_id)",
-        key: "b.message_id",
-        repair: Some(("message_bodies", "message_id")),
-        detail: "body/bodies kept although no recipient waits and no mailbox holds the message",
-    },
-    Check {
-        invariant: "message-is-held",
-        rows: "FROM messages m WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id)
-           AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id)",
-        key: "m.id",
-        repair: Some(("messages", "id")),
-        detail: "message(s) kept although neither the queue nor a mailbox refers to them",
-    },
-];
+/// Messages still needed whose body is gone: an error no repair can undo.
+pub(crate) const MISSING_BODIES: &str = "FROM messages m
+    WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.message_id = m.id)
+      AND (EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state IN ('queued', 'held'))
+           OR EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id))";

@@ -97,19 +97,14 @@ pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<Chec
             format!("{orphans} mailbox entr(y/ies) point to a mailbox that does not exist"),
         ));
     }
-    for check in crate::lifecycle::CHECKS {
-        let crate::lifecycle::Check { invariant, rows, key, repair: fix, detail } = check;
-        let n: i64 = query_one(c, &format!("SELECT COUNT(*) {rows}"), &[]).await?.get(0);
-        if n > 0 {
-            let severity = match fix {
-                Some((table, column)) if repair => {
-                    execute(c, &format!("DELETE FROM {table} WHERE {column} IN (SELECT {key} {rows})"), &[]).await?;
-                    Severity::Repaired
-                }
-                _ => Severity::Error,
-            };
-            report.findings.push(finding(severity, invariant, format!("{n} {detail}")));
-        }
+    let bodiless: i64 =
+        query_one(c, &format!("SELECT COUNT(*) {}", crate::lifecycle::MISSING_BODIES), &[]).await?.get(0);
+    if bodiless > 0 {
+        report.findings.push(finding(
+            Severity::Error,
+            "message-has-body",
+            format!("{bodiless} message(s) waiting for delivery or in a mailbox have no stored body"),
+        ));
     }
     // Bodies, recipients and attempts belong to a message (no foreign keys
     // on PostgreSQL: the statement that writes them ties them).
@@ -177,26 +172,41 @@ pub async fn run<C: GenericClient>(c: &C, repair: bool, now: i64) -> Result<Chec
             format!("{held} recipient(s) leased by a node that is not running"),
         ));
     }
-    // The queue counters agree with the queue.
+    Ok(report)
+}
+
+/// The queue counters agree with a recount of the queue (`now`: taken just
+/// before, see [`depth::check_horizon`]); rebuilt from it with `repair`.
+/// In a transaction of its own, holding the counters' fold lock (no node
+/// folds meanwhile) and, to repair, a share lock on the recipients: writers
+/// wait the moment a recount takes, and this transaction holds no row they
+/// could be waiting for.
+pub async fn counts(c: &mut deadpool_postgres::Object, repair: bool, now: i64) -> Result<Option<Finding>> {
+    let tx = c.transaction().await.map_err(super::db)?;
+    tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('facteur-counts:' || current_schema()))")
+        .await
+        .map_err(super::db)?;
     let source = "(SELECT class, domain, state, minute, n FROM queue_counts
                    UNION ALL SELECT class, domain, state, minute, n FROM queue_count_changes) c";
-    let wrong: i64 = query_one(c, &depth::mismatch_sql(source), &[&depth::minute(now)]).await?.get(0);
-    if wrong > 0 {
-        if repair {
-            // Writers wait the moment it takes to recount.
-            c.batch_execute(
-                "LOCK TABLE recipients IN SHARE MODE; DELETE FROM queue_count_changes; DELETE FROM queue_counts",
-            )
-            .await
-            .map_err(super::db)?;
-            execute(
-                c,
-                &format!("INSERT INTO queue_counts (class, domain, state, minute, n) {}", depth::recount_sql()),
-                &[],
-            )
-            .await?;
-        }
-        report.findings.push(finding(fixed, "queue-counts-match", depth::mismatch_detail(wrong)));
+    let horizon = depth::check_horizon(now);
+    let wrong: i64 = query_one(&tx, &depth::mismatch_sql(source), &[&horizon]).await?.get(0);
+    if wrong == 0 {
+        return Ok(None);
     }
-    Ok(report)
+    if repair {
+        tx.batch_execute(
+            "LOCK TABLE recipients IN SHARE MODE; DELETE FROM queue_count_changes; DELETE FROM queue_counts",
+        )
+        .await
+        .map_err(super::db)?;
+        execute(
+            &tx,
+            &format!("INSERT INTO queue_counts (class, domain, state, minute, n) {}", depth::recount_sql()),
+            &[],
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(super::db)?;
+    let severity = if repair { Severity::Repaired } else { Severity::Error };
+    Ok(Some(finding(severity, "queue-counts-match", depth::mismatch_detail(wrong))))
 }

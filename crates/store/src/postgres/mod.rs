@@ -257,6 +257,14 @@ impl PgStore {
             _ => {}
         }
         schema::preflight_and_migrate(&mut c).await?;
+        // Removed mail leaves dead rows (and bodies' TOAST chunks) that only
+        // VACUUM gives back: without autovacuum, disk use only grows.
+        if c.query_one("SHOW autovacuum", &[]).await.map_err(db)?.get::<_, String>(0) != "on" {
+            tracing::warn!(
+                "autovacuum is off on this PostgreSQL server: the rows of removed mail are never reclaimed and \
+                 disk use grows; turn it on (PostgreSQL's default) or VACUUM facteur's tables on a schedule"
+            );
+        }
         Ok(store)
     }
 

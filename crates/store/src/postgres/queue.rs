@@ -12,7 +12,7 @@ use crate::{
     MessageId, NewMessage, NewState, Park, Placement, QueueStats, QueuedMessage, RecipientState, RecipientStatus,
     RecipientUpdate, Result, Route, Spool, StoreError, StoredEnvelope,
 };
-use crate::{Housekeeping, depth, lifecycle};
+use crate::{Housekeeping, Sweep, depth, lifecycle};
 
 fn envelope_of(id: &str, json: &str) -> Result<StoredEnvelope> {
     serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("message {id}: unreadable envelope: {e}")))
@@ -845,12 +845,17 @@ impl Admin for PgStore {
         Ok(())
     }
 
-    async fn housekeeping(&self, now: i64, finished_before: i64) -> Result<Housekeeping> {
+    async fn housekeeping(&self, now: i64, finished_before: i64, from: Sweep) -> Result<Housekeeping> {
         let mut c = self.client().await?;
         fold_counts(&mut c, now).await?;
         let upper = lifecycle::received_before(finished_before);
-        let (mut done, mut cursor) = (Housekeeping::default(), String::new());
-        for _ in 0..lifecycle::ROUNDS {
+        let mut done = Housekeeping { more: true, next: from.clone(), ..Housekeeping::default() };
+        let mut cursor = from.records;
+        for round in 0..lifecycle::ROUNDS + lifecycle::MESSAGE_BATCHES {
+            let records = round < lifecycle::ROUNDS && done.more;
+            if round < lifecycle::ROUNDS && !records {
+                continue;
+            }
             let tx = c.transaction().await.map_err(db)?;
             // One node at a time; the others find it busy and leave it.
             let mine: bool = query_one(
@@ -861,26 +866,43 @@ impl Admin for PgStore {
             .await?
             .get(0);
             if !mine {
+                done.more = false;
                 return Ok(done);
             }
-            let rows = query(&tx, lifecycle::CANDIDATES, &[&cursor, &upper, &finished_before, &lifecycle::BATCH])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get::<_, i32>(1) as i64))
-                .collect();
-            let (ids, next) = lifecycle::plan(rows);
-            for sql in lifecycle::drop_records("= ANY($1)") {
-                execute(&tx, &sql, &[&ids]).await?;
+            if records {
+                let rows = query(&tx, lifecycle::CANDIDATES, &[&cursor, &upper, &finished_before, &lifecycle::BATCH])
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, i32>(1) as i64))
+                    .collect();
+                let (ids, next) = lifecycle::plan(rows);
+                for sql in lifecycle::drop_records("= ANY($1)") {
+                    execute(&tx, &sql, &[&ids]).await?;
+                }
+                done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
+                done.records_removed += ids.len() as u64;
+                match next {
+                    Some(next) => cursor = next,
+                    None => {
+                        cursor = String::new();
+                        done.more = false;
+                    }
+                }
+                done.next.records = cursor.clone();
+            } else {
+                let ids: Vec<String> = query(&tx, lifecycle::MESSAGES, &[&done.next.messages, &lifecycle::BATCH])
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
+                done.next.messages = lifecycle::next_message(&ids);
             }
-            done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
             tx.commit().await.map_err(db)?;
-            done.records_removed += ids.len() as u64;
-            match next {
-                Some(next) => cursor = next,
-                None => return Ok(done),
+            if round >= lifecycle::ROUNDS && done.next.messages.is_empty() {
+                break;
             }
         }
-        done.more = true;
         Ok(done)
     }
 
@@ -888,8 +910,9 @@ impl Admin for PgStore {
         let now = self.now();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let report = super::check::run(&tx, repair, now).await?;
+        let mut report = super::check::run(&tx, repair, now).await?;
         tx.commit().await.map_err(db)?;
+        report.findings.extend(super::check::counts(&mut c, repair, self.now()).await?);
         Ok(report)
     }
 }

@@ -19,7 +19,8 @@ use crate::{
     Admin, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey,
     DeliveryJob, Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Lookup, Mailbox, MailboxSnapshot, Mailstore,
     MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState,
-    RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, SystemClock, User,
+    RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, Sweep,
+    SystemClock, User,
 };
 
 pub(crate) use schema::current_version;
@@ -828,32 +829,63 @@ impl Admin for SqliteStore {
         .await
     }
 
-    async fn housekeeping(&self, now: i64, finished_before: i64) -> Result<Housekeeping> {
+    async fn housekeeping(&self, now: i64, finished_before: i64, from: Sweep) -> Result<Housekeeping> {
         self.write(move |c| queue::fold_counts(c, now)).await?;
         let upper = lifecycle::received_before(finished_before);
-        let (mut done, mut cursor) = (Housekeeping::default(), String::new());
+        let mut done = Housekeeping { more: true, ..Housekeeping::default() };
+        let mut cursor = from.records;
+        // A batch per write: other writers wait at most one batch.
         for _ in 0..lifecycle::ROUNDS {
-            let (from, to) = (std::mem::take(&mut cursor), upper.clone());
-            // A batch per write: other writers wait at most one batch.
-            let (records, whole, next) = self.write(move |c| queue::purge(c, &from, &to, finished_before)).await?;
+            let (after, to) = (std::mem::take(&mut cursor), upper.clone());
+            let (records, whole, next) = self.write(move |c| queue::purge(c, &after, &to, finished_before)).await?;
             done.records_removed += records;
             done.messages_removed += whole;
             match next {
                 Some(next) => cursor = next,
-                None => return Ok(done),
+                None => {
+                    done.more = false;
+                    break;
+                }
             }
         }
-        done.more = true;
+        done.next.records = cursor;
+        let mut cursor = from.messages;
+        for _ in 0..lifecycle::MESSAGE_BATCHES {
+            let after = std::mem::take(&mut cursor);
+            let (whole, next) = self.write(move |c| queue::sweep_messages(c, &after)).await?;
+            done.messages_removed += whole;
+            cursor = next;
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        done.next.messages = cursor;
         Ok(done)
     }
 
     async fn check(&self, repair: bool) -> Result<CheckReport> {
         let now = self.now();
-        if repair {
-            self.write(move |c| check::run(c, true, now)).await
-        } else {
-            self.read(move |c| check::run(c, false, now)).await
+        // Looked for on a read connection (writers go on meanwhile, however
+        // long SQLite takes to read every page); the writer is entered only
+        // when there is something to repair, and the repairs look again.
+        let mut report = self.read(move |c| check::run(c, false, now, true)).await?;
+        let now = self.now();
+        report.findings.extend(self.read(move |c| check::counts(c, false, now)).await?);
+        let file =
+            |r: &CheckReport| r.findings.iter().filter(|f| f.invariant == check::FILE).cloned().collect::<Vec<_>>();
+        if repair && report.findings.len() > file(&report).len() {
+            let damage = file(&report);
+            let now = self.now();
+            report = self
+                .write(move |c| {
+                    let mut r = check::run(c, true, now, false)?;
+                    r.findings.extend(check::counts(c, true, now)?);
+                    Ok(r)
+                })
+                .await?;
+            report.findings.extend(damage);
         }
+        Ok(report)
     }
 }
 

@@ -229,6 +229,17 @@ pub(crate) fn purge(
     Ok((ids.len() as u64, whole, next))
 }
 
+/// One batch of housekeeping's messages walk from `cursor`: the messages
+/// removed whole, and the cursor to go on from (empty: start over).
+pub(crate) fn sweep_messages(c: &Connection, cursor: &str) -> Result<(u64, String)> {
+    let ids = c
+        .prepare_cached(&numbered(lifecycle::MESSAGES))?
+        .query_map(params![cursor, lifecycle::BATCH], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let whole = super::mail::drop_unneeded(c, ids.iter().map(String::as_str))?;
+    Ok((whole, lifecycle::next_message(&ids)))
+}
+
 pub(crate) fn release_leases(c: &Connection, node: &str) -> Result<u64> {
     Ok(c.execute(
         "UPDATE recipients SET lease_until = NULL, lease_owner = NULL

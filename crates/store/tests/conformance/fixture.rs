@@ -21,6 +21,8 @@ pub trait Faults: Send + Sync {
     fn set_uid_counter(&self, mailbox_id: i64, uidnext: i64);
     /// Empty the queue's depth counters.
     fn forget_queue_counts(&self);
+    /// Remove a mailbox's entries, leaving their messages and bodies.
+    fn forget_mailbox_entries(&self, mailbox_id: i64);
 }
 
 pub struct Fixture<S> {
@@ -63,6 +65,9 @@ impl Faults for SqliteFaults {
     }
     fn forget_queue_counts(&self) {
         rusqlite::Connection::open(&self.0).unwrap().execute("DELETE FROM queue_counts", []).unwrap();
+    }
+    fn forget_mailbox_entries(&self, mailbox_id: i64) {
+        self.run("DELETE FROM mailbox_messages WHERE mailbox_id = ?1", mailbox_id, None);
     }
 }
 
@@ -118,6 +123,9 @@ impl Faults for PgFaults {
     fn forget_queue_counts(&self) {
         self.run("DELETE FROM queue_counts", &[]);
         self.run("DELETE FROM queue_count_changes", &[]);
+    }
+    fn forget_mailbox_entries(&self, mailbox_id: i64) {
+        self.run("DELETE FROM mailbox_messages WHERE mailbox_id = $1", &[&mailbox_id]);
     }
 }
 

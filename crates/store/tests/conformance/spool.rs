@@ -4,7 +4,7 @@
 
 use facteur_store::{
     AttemptRecord, ClaimFilter, NewMessage, NewRecipient, NewState, Park, RecipientUpdate, Route, StoredEnvelope,
-    prelude::*,
+    Sweep, prelude::*,
 };
 
 use crate::fixture::Fixture;
@@ -466,14 +466,14 @@ pub async fn bodies_go_when_unneeded_and_records_after_their_time<S: Store>(f: F
 
     // Housekeeping: records finished before 1150 go (local deliveries end
     // at reception); of those messages, the one alice's INBOX holds stays.
-    let done = s.housekeeping(9000, 1150).await.unwrap();
+    let done = s.housekeeping(9000, 1150, Sweep::default()).await.unwrap();
     assert_eq!((done.records_removed, done.messages_removed, done.more), (3, 2, false));
     for id in [r, sh] {
         assert!(s.queue_show(id).await.unwrap().is_none());
     }
     assert!(s.queue_show(b).await.unwrap().is_some(), "finished at 1200, kept");
     // Later: the rest of what is finished goes; alice's message stays readable.
-    let done = s.housekeeping(9000, 5000).await.unwrap();
+    let done = s.housekeeping(9000, 5000, Sweep::default()).await.unwrap();
     assert_eq!((done.records_removed, done.messages_removed), (1, 1));
     assert!(s.queue_show(b).await.unwrap().is_none());
     let inbox = s.mailbox("alice@example.test", "INBOX").await.unwrap().unwrap();
@@ -481,6 +481,16 @@ pub async fn bodies_go_when_unneeded_and_records_after_their_time<S: Store>(f: F
     assert!(body.starts_with(b"Subject: out"));
     assert_eq!(s.queue_show(w).await.unwrap().unwrap().recipients[0].state, RecipientStatus::Queued);
     assert!(s.message_body(w).await.unwrap().is_some());
-    assert_eq!(s.housekeeping(9000, 5000).await.unwrap(), facteur_store::Housekeeping::default());
+    assert_eq!(s.housekeeping(9000, 5000, Sweep::default()).await.unwrap(), facteur_store::Housekeeping::default());
+    healthy().await;
+
+    // Left behind (as two nodes expunging a message's last copies at once
+    // can): the messages walk removes what nothing holds, and only that.
+    let lists = s.create_mailbox("alice@example.test", "Lists", None).await.unwrap();
+    s.append_message(lists.id, b"Subject: appended\r\n\r\nx".to_vec(), vec![], 7000).await.unwrap();
+    f.faults.forget_mailbox_entries(lists.id);
+    let done = s.housekeeping(9000, 5000, Sweep::default()).await.unwrap();
+    assert_eq!((done.records_removed, done.messages_removed, done.more), (0, 1, false));
+    assert!(s.fetch_message(inbox.id, 3).await.unwrap().is_some(), "alice's INBOX keeps its message");
     healthy().await;
 }
