@@ -202,8 +202,12 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let lock = lock_data_dir(data_dir)?;
     let store = open_store(&config, data_dir, clock.clone()).await?;
     tracing::info!(backend = store.kind(), location = %store.location(), node = store.node(), "storage open");
-    if config.storage.backend == Backend::Postgres {
+    if let AnyStore::Postgres(pg) = &store {
         wait_for_name(&store, &config.node, clock.as_ref()).await?;
+        for w in pg.setting_warnings().await? {
+            tracing::warn!("{w}");
+            notes.push(w);
+        }
     }
     store
         .join(&config.node.region, concat!("facteur ", env!("CARGO_PKG_VERSION")), config.delivery.enabled, clock.now())

@@ -51,9 +51,9 @@ pub(crate) fn current_minute_sql(by_domain: bool) -> String {
 /// (`$2`). (SQLite numbers `$N` parameters in order of appearance.)
 pub(crate) fn since_sql(by_domain: bool) -> &'static str {
     if by_domain {
-        "SELECT MIN(next_attempt) FROM recipients WHERE class = $1 AND domain = $2 AND state = 'queued'"
+        "SELECT MIN(next_attempt) FROM recipients r WHERE r.class = $1 AND r.domain = $2 AND r.state = 'queued'"
     } else {
-        "SELECT MIN(next_attempt) FROM recipients WHERE state = 'queued' AND class = $1"
+        "SELECT MIN(next_attempt) FROM recipients r WHERE r.state = 'queued' AND r.class = $1"
     }
 }
 

@@ -257,15 +257,23 @@ impl PgStore {
             _ => {}
         }
         schema::preflight_and_migrate(&mut c).await?;
-        // Removed mail leaves dead rows (and bodies' TOAST chunks) that only
-        // VACUUM gives back: without autovacuum, disk use only grows.
-        if c.query_one("SHOW autovacuum", &[]).await.map_err(db)?.get::<_, String>(0) != "on" {
-            tracing::warn!(
+        Ok(store)
+    }
+
+    /// What an operator should hear about the server's settings: removed
+    /// mail leaves dead rows (and bodies' TOAST chunks) that only VACUUM
+    /// gives back, so without autovacuum disk use only grows.
+    pub async fn setting_warnings(&self) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let autovacuum: String = c.query_one("SHOW autovacuum", &[]).await.map_err(db)?.get(0);
+        Ok((autovacuum != "on")
+            .then(|| {
                 "autovacuum is off on this PostgreSQL server: the rows of removed mail are never reclaimed and \
                  disk use grows; turn it on (PostgreSQL's default) or VACUUM facteur's tables on a schedule"
-            );
-        }
-        Ok(store)
+                    .to_string()
+            })
+            .into_iter()
+            .collect())
     }
 
     /// Where the data is, for people (no password).

@@ -687,14 +687,17 @@ impl Spool for PgStore {
             .map(|r| Ok((parsed(r, 0)?, r.get(1), r.get(2))))
             .collect::<Result<_>>()?;
         let mut stats = depth::assemble(counts, current);
-        for s in stats.iter_mut().filter(|s| s.ready > 0) {
-            let class = s.class.as_str();
-            let row = if by_domain {
-                query_opt(&c, depth::since_sql(true), &[&class, &s.domain]).await?
-            } else {
-                query_opt(&c, depth::since_sql(false), &[&class]).await?
-            };
-            s.ready_since = row.and_then(|r| r.get(0));
+        // One statement for every class (or destination and class) with
+        // ready mail: an index seek each, one round trip in all.
+        let ready: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].ready > 0).collect();
+        let classes: Vec<&str> = ready.iter().map(|&i| stats[i].class.as_str()).collect();
+        let domains: Vec<&str> = ready.iter().map(|&i| stats[i].domain.as_str()).collect();
+        let since = format!(
+            "SELECT ({}) FROM unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS k(class, domain, n) ORDER BY n",
+            depth::since_sql(by_domain).replace("$1", "k.class").replace("$2", "k.domain")
+        );
+        for (i, row) in ready.iter().zip(query(&c, &since, &[&classes, &domains]).await?) {
+            stats[*i].ready_since = row.get(0);
         }
         Ok(stats)
     }
