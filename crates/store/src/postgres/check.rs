@@ -186,10 +186,8 @@ pub async fn counts(c: &mut deadpool_postgres::Object, repair: bool, now: i64) -
     tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('facteur-counts:' || current_schema()))")
         .await
         .map_err(super::db)?;
-    let source = "(SELECT class, domain, state, minute, n FROM queue_counts
-                   UNION ALL SELECT class, domain, state, minute, n FROM queue_count_changes) c";
     let horizon = depth::check_horizon(now);
-    let wrong: i64 = query_one(&tx, &depth::mismatch_sql(source), &[&horizon]).await?.get(0);
+    let wrong: i64 = query_one(&tx, &depth::mismatch_sql(super::queue::COUNTS), &[&horizon]).await?.get(0);
     if wrong == 0 {
         return Ok(None);
     }

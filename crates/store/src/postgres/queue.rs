@@ -318,6 +318,22 @@ async fn apply_updates<C: GenericClient>(c: &C, updates: &[RecipientUpdate], now
     Ok(())
 }
 
+/// A housekeeping transaction, if no other node holds housekeeping's lock
+/// (one node at a time; the others find it busy and leave it).
+async fn housekeeping_turn(c: &mut deadpool_postgres::Object) -> Result<Option<deadpool_postgres::Transaction<'_>>> {
+    let tx = c.transaction().await.map_err(db)?;
+    let mine: bool =
+        query_one(&tx, "SELECT pg_try_advisory_xact_lock(hashtext('facteur-housekeeping:' || current_schema()))", &[])
+            .await?
+            .get(0);
+    Ok(mine.then_some(tx))
+}
+
+/// The counters with the changes not yet folded in, as rows of (class,
+/// domain, state, minute, n).
+pub(crate) const COUNTS: &str = "(SELECT class, domain, state, minute, n FROM queue_counts
+     UNION ALL SELECT class, domain, state, minute, n FROM queue_count_changes) c";
+
 /// Adds the change rows the triggers appended into the counters and folds
 /// minutes gone by into minute 0 (see schema 5). One node at a time: the
 /// others skip it and read the change rows as they are.
@@ -674,9 +690,7 @@ impl Spool for PgStore {
         let minute = depth::minute(now);
         let mut c = self.client().await?;
         fold_counts(&mut c, now).await?;
-        let source = "(SELECT class, domain, state, minute, n FROM queue_counts
-                       UNION ALL SELECT class, domain, state, minute, n FROM queue_count_changes) c";
-        let counts = query(&c, &depth::counts_sql(source, by_domain), &[&minute])
+        let counts = query(&c, &depth::counts_sql(COUNTS, by_domain), &[&minute])
             .await?
             .iter()
             .map(|r| Ok((parsed(r, 0)?, r.get(1), r.get(2), r.get(3), r.get(4))))
@@ -852,57 +866,42 @@ impl Admin for PgStore {
         let mut c = self.client().await?;
         fold_counts(&mut c, now).await?;
         let upper = lifecycle::received_before(finished_before);
-        let mut done = Housekeeping { more: true, next: from.clone(), ..Housekeeping::default() };
-        let mut cursor = from.records;
-        for round in 0..lifecycle::ROUNDS + lifecycle::MESSAGE_BATCHES {
-            let records = round < lifecycle::ROUNDS && done.more;
-            if round < lifecycle::ROUNDS && !records {
-                continue;
-            }
-            let tx = c.transaction().await.map_err(db)?;
-            // One node at a time; the others find it busy and leave it.
-            let mine: bool = query_one(
-                &tx,
-                "SELECT pg_try_advisory_xact_lock(hashtext('facteur-housekeeping:' || current_schema()))",
-                &[],
-            )
-            .await?
-            .get(0);
-            if !mine {
+        let mut done = Housekeeping { more: true, next: from, ..Housekeeping::default() };
+        for _ in 0..lifecycle::ROUNDS {
+            let Some(tx) = housekeeping_turn(&mut c).await? else {
                 done.more = false;
                 return Ok(done);
-            }
-            if records {
-                let rows = query(&tx, lifecycle::CANDIDATES, &[&cursor, &upper, &finished_before, &lifecycle::BATCH])
+            };
+            let rows =
+                query(&tx, lifecycle::CANDIDATES, &[&done.next.records, &upper, &finished_before, &lifecycle::BATCH])
                     .await?
                     .iter()
                     .map(|r| (r.get(0), r.get::<_, i32>(1) as i64))
                     .collect();
-                let (ids, next) = lifecycle::plan(rows);
-                for sql in lifecycle::drop_records("= ANY($1)") {
-                    execute(&tx, &sql, &[&ids]).await?;
-                }
-                done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
-                done.records_removed += ids.len() as u64;
-                match next {
-                    Some(next) => cursor = next,
-                    None => {
-                        cursor = String::new();
-                        done.more = false;
-                    }
-                }
-                done.next.records = cursor.clone();
-            } else {
-                let ids: Vec<String> = query(&tx, lifecycle::MESSAGES, &[&done.next.messages, &lifecycle::BATCH])
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
-                done.next.messages = lifecycle::next_message(&ids);
+            let (ids, next) = lifecycle::plan(rows);
+            for sql in lifecycle::drop_records("= ANY($1)") {
+                execute(&tx, &sql, &[&ids]).await?;
             }
+            done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
             tx.commit().await.map_err(db)?;
-            if round >= lifecycle::ROUNDS && done.next.messages.is_empty() {
+            done.records_removed += ids.len() as u64;
+            done.more = next.is_some();
+            done.next.records = next.unwrap_or_default();
+            if !done.more {
+                break;
+            }
+        }
+        for _ in 0..lifecycle::MESSAGE_BATCHES {
+            let Some(tx) = housekeeping_turn(&mut c).await? else { break };
+            let ids: Vec<String> = query(&tx, lifecycle::MESSAGES, &[&done.next.messages, &lifecycle::BATCH])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            done.messages_removed += mail::drop_unneeded(&tx, &ids).await?;
+            tx.commit().await.map_err(db)?;
+            done.next.messages = lifecycle::next_message(&ids);
+            if done.next.messages.is_empty() {
                 break;
             }
         }

@@ -871,10 +871,9 @@ impl Admin for SqliteStore {
         let mut report = self.read(move |c| check::run(c, false, now, true)).await?;
         let now = self.now();
         report.findings.extend(self.read(move |c| check::counts(c, false, now)).await?);
-        let file =
-            |r: &CheckReport| r.findings.iter().filter(|f| f.invariant == check::FILE).cloned().collect::<Vec<_>>();
-        if repair && report.findings.len() > file(&report).len() {
-            let damage = file(&report);
+        let (damage, repairable): (Vec<_>, Vec<_>) =
+            report.findings.iter().cloned().partition(|f| f.invariant == check::FILE);
+        if repair && !repairable.is_empty() {
             let now = self.now();
             report = self
                 .write(move |c| {
