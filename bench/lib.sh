@@ -260,6 +260,9 @@ facteur_storage() {
     [ "$FACTEUR_STORAGE" = postgres ] || return 0
     local schema="bench_$$_${#bench_pg_schemas[@]}"
     bench_pg_schemas+=("$schema")
+    # Every run starts from a clean checkpoint: the one an earlier run's
+    # writes would have brought on does not land inside this one.
+    psql "$FACTEUR_PG" -qAtX -c CHECKPOINT >/dev/null || die "CHECKPOINT on $FACTEUR_PG failed"
     cat >>"$1/facteur.toml" <<EOF
 
 [storage]
@@ -637,6 +640,12 @@ results_files() {
 
 # Start $csv with the header line $1 if it is new or empty.
 csv_header() {
+    # A file with other columns (an older version of the script) is set
+    # aside rather than appended to under the wrong header.
+    if [ -s "$csv" ] && [ "$(head -n 1 "$csv")" != "$1" ]; then
+        mv "$csv" "${csv%.csv}.before-$stamp.csv"
+        note "$csv had other columns; kept as ${csv%.csv}.before-$stamp.csv"
+    fi
     if [ ! -s "$csv" ]; then
         echo "$1" >"$csv"
     fi

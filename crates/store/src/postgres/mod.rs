@@ -175,9 +175,13 @@ impl PgStore {
         // it whole for every outcome recorded (measured: 10,000 such scans
         // in a 10,000-message run). Sequential scans are therefore priced
         // out on facteur's connections (still possible where no index
-        // applies).
+        // applies). That price puts every plan that must scan (the queue
+        // counters' change rows have no index) past the JIT threshold, and
+        // compiling one costs 100-400 ms of the server's CPU each time
+        // (measured: a quarter of PostgreSQL's CPU in a relay run), for
+        // statements that touch a few hundred rows: JIT is off too.
         let mut options = format!(
-            "-c synchronous_commit=on -c statement_timeout={} -c enable_seqscan=off",
+            "-c synchronous_commit=on -c statement_timeout={} -c enable_seqscan=off -c jit=off",
             config.statement_timeout_ms
         );
         if let Some(schema) = &config.schema {
@@ -353,5 +357,41 @@ async fn listen(pg: tokio_postgres::Config, channel: String, hub: ChangeHub, rea
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PostgreSQL the tests use (as the conformance suite's fixture).
+    fn pg_url() -> String {
+        std::env::var("FACTEUR_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// Sequential scans are priced out on facteur's sessions, which lifts
+    /// every statement that must scan (the queue counters' change rows)
+    /// past the JIT threshold; compiling them cost 100-400 ms of the
+    /// server's CPU each. The same statement on the same connection is
+    /// compiled once JIT is turned back on, so this test can fail.
+    #[tokio::test]
+    async fn facteur_sessions_do_not_jit_compile_scans() {
+        let schema = format!("t_jit_{:016x}", fastrand::u64(..));
+        let config = PgConfig { url: pg_url(), pool_size: 1, schema: Some(schema.clone()), ..PgConfig::default() };
+        let store = PgStore::create(&config, Arc::new(crate::ManualClock::new(1_700_000_000)))
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} (bash .ci/run starts it): {e}", config.url));
+        let mut c = store.client().await.unwrap();
+        let explain = format!("EXPLAIN ANALYZE SELECT class, SUM(n) FROM {} GROUP BY 1", queue::COUNTS);
+        let plan =
+            |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, String>(0) + "\n").collect::<String>();
+        let ours = plan(c.query(&explain, &[]).await.unwrap());
+        let tx = c.transaction().await.unwrap();
+        tx.batch_execute("SET LOCAL jit = on").await.unwrap();
+        let with_jit = plan(tx.query(&explain, &[]).await.unwrap());
+        tx.rollback().await.unwrap();
+        c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+        assert!(with_jit.contains("JIT:"), "the statement should cross the JIT threshold: {with_jit}");
+        assert!(!ours.contains("JIT:"), "a facteur session compiled a statement: {ours}");
     }
 }
