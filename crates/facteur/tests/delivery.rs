@@ -12,7 +12,7 @@ use facteur::config::{Config, RouteConfig};
 use facteur::serve::StartOptions;
 use facteur_queue::TlsPolicy;
 use facteur_store::{ManualClock, prelude::*};
-use facteur_testkit::{Behavior, Downstream};
+use facteur_testkit::{Behavior, Downstream, RefusingPort};
 use mail_parser::{MessageParser, MimeHeaders};
 
 const T0: i64 = 1_800_000_000;
@@ -266,8 +266,8 @@ async fn smtputf8_message_to_a_server_without_it_fails_permanently() {
 #[tokio::test]
 async fn unreachable_destination_defers_everything_waiting_for_it() {
     // A port nobody listens on: connection refused.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (s, _clock) = manual(dead).await;
+    let dead = RefusingPort::new();
+    let (s, _clock) = manual(dead.addr()).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(submit(&s, "alice@example.test", &["x@remote.test"], "", "").await);
@@ -297,10 +297,12 @@ async fn five_deferred(port: std::net::SocketAddr) -> (TestServer, ManualClock) 
 /// instead of each message waiting out its own backoff.
 #[tokio::test]
 async fn a_destination_that_answers_a_probe_gets_its_backlog_at_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refusing = RefusingPort::new();
+    let port = refusing.addr();
     let (s, clock) = five_deferred(port).await;
     let d = s.engine().destinations().remove(0);
     assert_eq!((d.unreachable_failures, d.next_probe), (1, Some(T0 + 30)), "{d:?}");
+    drop(refusing);
     let sim = Downstream::bind(port, Behavior::accept_all()).await.unwrap();
     clock.advance(29);
     assert_eq!(s.engine().run_once().await, 0);
@@ -320,8 +322,10 @@ async fn a_destination_that_answers_a_probe_gets_its_backlog_at_once() {
 /// The same when new mail for it goes through before the probe is due.
 #[tokio::test]
 async fn a_destination_that_takes_new_mail_gets_its_backlog_at_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refusing = RefusingPort::new();
+    let port = refusing.addr();
     let (s, clock) = five_deferred(port).await;
+    drop(refusing);
     let sim = Downstream::bind(port, Behavior::accept_all()).await.unwrap();
     clock.advance(10);
     submit(&s, "alice@example.test", &["y@remote.test"], "", "").await;
@@ -336,8 +340,8 @@ async fn a_destination_that_takes_new_mail_gets_its_backlog_at_once() {
 /// by message against the dead host.
 #[tokio::test]
 async fn an_unreachable_destination_parks_its_queue() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut config = relay_config(dead);
+    let dead = RefusingPort::new();
+    let mut config = relay_config(dead.addr());
     config.delivery.max_concurrent = 4;
     let (s, _clock) = start_manual(config).await;
     let mut c = Client::connect(s.smtp).await;

@@ -41,3 +41,31 @@ mod tls;
 pub use behavior::{Behavior, Step};
 pub use downstream::{Downstream, ReceivedMessage};
 pub use rate::TokenBucket;
+
+/// A loopback port that refuses connections for as long as this lives: the
+/// port is bound but not listening, so a SYN gets a reset, and no other
+/// socket (another test's server picking a free port) can take it
+/// meanwhile, as it could a port merely found free and let go.
+pub struct RefusingPort {
+    _socket: tokio::net::TcpSocket,
+    addr: std::net::SocketAddr,
+}
+
+impl RefusingPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("a loopback port");
+        let addr = socket.local_addr().expect("its address");
+        RefusingPort { _socket: socket, addr }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for RefusingPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
