@@ -6,4 +6,5 @@ pub mod config;
 pub mod controls;
 pub mod migrate;
 pub mod serve;
+pub mod telemetry;
 pub mod tls;

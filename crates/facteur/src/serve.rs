@@ -282,6 +282,8 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     };
     // Each protocol's context goes through a watch channel: a reload sends a
     // new one, which new connections take.
+    crate::telemetry::handle();
+    let mut gates = vec![ctx.gate.clone()];
     let (smtp_ctx, smtp_rx) = watch::channel(Arc::new(ctx));
     for (listeners, kind) in
         [(smtp_l, ListenerKind::Mx), (sub_l, ListenerKind::Submission), (subs_l, ListenerKind::Submissions)]
@@ -299,6 +301,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         )
         .with_auth_throttle(auth.clone()),
     ));
+    gates.push(imap_ctx.borrow().gate.clone());
     for (listeners, implicit_tls) in [(imap_l, false), (imaps_l, true)] {
         for l in listeners {
             tasks.spawn(facteur_imap::serve(l, implicit_tls, imap_rx.clone(), rx.clone()));
@@ -313,6 +316,8 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         )
         .with_auth_throttle(auth.clone()),
     ));
+    gates.push(pop3_ctx.borrow().gate.clone());
+    tasks.spawn(crate::telemetry::run(store.clone(), engine.clone(), clock.clone(), gates, rx.clone()));
     for (listeners, implicit_tls) in [(pop3_l, false), (pop3s_l, true)] {
         for l in listeners {
             tasks.spawn(facteur_pop3::serve(l, implicit_tls, pop3_rx.clone(), rx.clone()));
@@ -323,8 +328,15 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             Arc::new(AdminImpl { store: store.clone(), engine: engine.clone(), clock: clock.clone() });
         (api, config.admin.token.clone())
     });
+    let metrics: facteur_http::Render = Arc::new(|| crate::telemetry::handle().render());
     for l in http_l {
-        tasks.spawn(facteur_http::serve_with_admin(l, health.clone(), admin.clone(), rx.clone()));
+        tasks.spawn(facteur_http::serve_with_admin(
+            l,
+            health.clone(),
+            admin.clone(),
+            Some(metrics.clone()),
+            rx.clone(),
+        ));
     }
     tasks.spawn(readiness_probe(
         store.clone(),
@@ -758,9 +770,11 @@ async fn watch_load(
                 *slot = (*slot).max(age);
             }
         }
+        crate::telemetry::queue(&stats, now);
         let Ok(mut a) = admission.lock() else { return };
         a.update(&load);
         let state = a.state();
+        crate::telemetry::admission(&state);
         if last != Some(state) {
             let open: Vec<&str> = state.iter().filter(|(_, o)| *o).map(|(c, _)| c.as_str()).collect();
             let closed: Vec<&str> = state.iter().filter(|(_, o)| !*o).map(|(c, _)| c.as_str()).collect();

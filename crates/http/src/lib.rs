@@ -3,8 +3,9 @@
 //! Purpose: `/healthz` (the process is alive and answering) and `/readyz`
 //! (every listener is bound, storage takes writes, its invariants held at
 //! the last check, and free disk is above the reserve), for load balancers
-//! and orchestrators. Metrics, operator controls
-//! and the public status page will live here too.
+//! and orchestrators; `/metrics` in the Prometheus text format (rendered by
+//! the binary, see `facteur::telemetry`); the admin API. The public status
+//! page will live here too.
 //!
 //! Failure behaviour: `/readyz` answers `503` with the reason while not ready;
 //! the server never blocks on storage to answer either endpoint.
@@ -164,10 +165,27 @@ async fn admin_post(
     answer(r)
 }
 
-/// The health router plus, when a token is configured, `/admin/...`:
-/// `GET /admin/queue|destinations|controls`, `POST /admin/control`.
-pub fn router_with_admin(health: Arc<Health>, admin: Option<(Arc<dyn AdminApi>, String)>) -> Router {
-    let base = router(health);
+/// Renders the metrics in the Prometheus text format (version 0.0.4).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+async fn metrics(State(render): State<Render>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render())
+}
+
+/// The health router plus `/metrics` when given a renderer and, when a
+/// token is configured, `/admin/...`: `GET /admin/queue|destinations|controls`,
+/// `POST /admin/control`. `/metrics` is open like the health endpoints:
+/// the listener is the operators' (loopback by default), and no series
+/// names a user, a message or a client.
+pub fn router_with_admin(
+    health: Arc<Health>,
+    admin: Option<(Arc<dyn AdminApi>, String)>,
+    render: Option<Render>,
+) -> Router {
+    let mut base = router(health);
+    if let Some(render) = render {
+        base = base.merge(Router::new().route("/metrics", get(metrics)).with_state(render));
+    }
     match admin {
         Some((api, token)) if !token.is_empty() => {
             let st = AdminState { api, token: token.into() };
@@ -184,17 +202,18 @@ pub fn router_with_admin(health: Arc<Health>, admin: Option<(Arc<dyn AdminApi>, 
 
 /// Serve until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, health: Arc<Health>, shutdown: watch::Receiver<bool>) {
-    serve_with_admin(listener, health, None, shutdown).await
+    serve_with_admin(listener, health, None, None, shutdown).await
 }
 
-/// Serve health and the admin API until `shutdown` turns true.
+/// Serve health, metrics and the admin API until `shutdown` turns true.
 pub async fn serve_with_admin(
     listener: TcpListener,
     health: Arc<Health>,
     admin: Option<(Arc<dyn AdminApi>, String)>,
+    render: Option<Render>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = router_with_admin(health, admin);
+    let app = router_with_admin(health, admin, render);
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;

@@ -116,6 +116,7 @@ pub async fn serve<P, E, S>(
                 continue;
             }
         };
+        metrics::counter!("facteur_sessions_total", "listener" => spec.name).increment(1);
         let proto = session(peer);
         let ctl = Control::new(ticket, spec.gate.clone(), proto.timeouts(), proto.needs_login(), shutdown.clone());
         let spec = spec.clone();

@@ -155,6 +155,17 @@ fn status_text(s: (u8, u16, u16)) -> String {
     format!("{}.{}.{}", s.0, s.1, s.2)
 }
 
+/// The class and subject of an attempt's status (RFC 3463 §3: "2.0",
+/// "4.4", "5.1", ...), a bounded label: subjects past those RFC 3463
+/// defines (0-7) are "other".
+fn status_class(a: &Attempt) -> String {
+    let (class, subject) = match a {
+        Attempt::Delivered { .. } => (2, 0),
+        Attempt::Temporary { status, .. } | Attempt::Permanent { status, .. } => (status.0, status.1),
+    };
+    if subject > 7 { format!("{class}.other") } else { format!("{class}.{subject}") }
+}
+
 fn to_attempt(o: &RcptOutcome) -> Attempt {
     let status = |r: &Reply| facteur_dsn::status_from_reply(r.code, r.enhanced);
     match o {
@@ -861,10 +872,18 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
         notices: Vec<facteur_store::NewMessage>,
     ) {
         self.let_go(&updates);
+        let local = notices
+            .iter()
+            .flat_map(|n| &n.recipients)
+            .filter(|r| matches!(r.route, facteur_store::Route::Local { .. }))
+            .count();
         if let Err(e) = self.store.complete(updates, notices).await {
             // The lease runs out and the recipients are tried again:
             // at-least-once, never lost.
             tracing::error!(id = ?what, error = %e, "cannot record the outcome; the message will be retried");
+        } else {
+            // Notices to local senders are placed in their INBOX by that commit.
+            metrics::counter!("facteur_local_deliveries_total").increment(local as u64);
         }
     }
 
@@ -898,6 +917,13 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 id = %job.message_id, rcpt = %r.address, host = host.as_deref().unwrap_or("-"),
                 outcome = %outcome_name, reply = %reply, "delivery attempt"
             );
+            metrics::counter!(
+                "facteur_delivery_attempts_total",
+                "class" => job.class.as_str(),
+                "outcome" => outcome_name.as_str(),
+                "status" => status_class(a),
+            )
+            .increment(1);
             if let Some(kind) = d.notice {
                 items.push(NoticeItem {
                     address: r.address.clone(),

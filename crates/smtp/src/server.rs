@@ -586,6 +586,7 @@ async fn accept_message<S: Directory + Spool>(
         };
         let remote = recipients.iter().any(|r| r.route == Route::Remote);
         let class_rule = decision.rule;
+        let class = decision.class;
         let msg = NewMessage {
             id,
             received_at: secs,
@@ -611,6 +612,12 @@ async fn accept_message<S: Directory + Spool>(
         match ctx.store.store_message(msg).await {
             Ok(placed) => {
                 tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, rule = %class_rule, "accepted");
+                let listener = client.kind.name();
+                metrics::counter!("facteur_smtp_messages_accepted_total", "listener" => listener, "class" => class.as_str())
+                    .increment(1);
+                metrics::counter!("facteur_smtp_recipients_accepted_total", "listener" => listener, "class" => class.as_str())
+                    .increment(nrcpt as u64);
+                metrics::counter!("facteur_local_deliveries_total").increment(placed.len() as u64);
                 if remote && let Some(w) = &ctx.queued {
                     w.notify_one();
                 }
@@ -621,6 +628,7 @@ async fn accept_message<S: Directory + Spool>(
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage failed; message refused with 451, the client will retry");
+                metrics::counter!("facteur_smtp_storage_failures_total", "listener" => client.kind.name()).increment(1);
                 Reply::new(451, (4, 3, 0), "Error: temporary storage failure, try again later")
             }
         }

@@ -40,6 +40,7 @@ pub mod migrate;
 pub mod password;
 pub mod postgres;
 pub mod sqlite;
+mod telemetry;
 
 use serde::{Deserialize, Serialize};
 

@@ -144,7 +144,13 @@ pub(crate) fn spawn_writers(
 /// One kind of write, in one statement; every caller learns the outcome.
 async fn store_group(pool: &deadpool_postgres::Pool, group: Vec<Work>, now: i64, node: &str) {
     let jobs: Vec<&Job> = group.iter().map(|w| &w.job).collect();
-    match run_jobs(pool, &jobs, now, node).await {
+    let started = std::time::Instant::now();
+    let outcome = run_jobs(pool, &jobs, now, node).await;
+    match &outcome {
+        Ok(()) => crate::telemetry::committed("postgres", started, group.len()),
+        Err(_) => crate::telemetry::commit_failed("postgres"),
+    }
+    match outcome {
         Ok(()) => group.into_iter().for_each(|w| drop(w.done.send(Ok(())))),
         // The database refused the statement, so nothing of it was
         // committed: one bad write must not cost the others theirs; each

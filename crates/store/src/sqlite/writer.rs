@@ -44,7 +44,9 @@ pub fn spawn(mut conn: Connection, commits: Arc<AtomicU64>) -> std::io::Result<m
 }
 
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let started = std::time::Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        crate::telemetry::commit_failed("sqlite");
         let msg = e.to_string();
         tracing::error!(error = %msg, "cannot begin a write transaction");
         for job in batch {
@@ -57,6 +59,10 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     let completions: Vec<Completion> = batch.into_iter().map(|job| job(conn)).collect();
     tracing::trace!(jobs, "group commit");
     let outcome = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    match &outcome {
+        Ok(()) => crate::telemetry::committed("sqlite", started, completions.len()),
+        Err(_) => crate::telemetry::commit_failed("sqlite"),
+    }
     if let Err(msg) = &outcome {
         tracing::error!(error = %msg, jobs = completions.len(), "commit failed; every write of the batch is reported failed");
         let _ = conn.execute_batch("ROLLBACK");

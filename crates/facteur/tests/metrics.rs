@@ -1,0 +1,198 @@
+//! `/metrics`, scraped over HTTP and read by the Prometheus project's own
+//! parser (Debian's python3-prometheus-client), after traffic whose every
+//! count the test knows: one server per process (the recorder is the
+//! process's), so the figures are exact.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{Client, TestServer, test_config};
+use facteur::config::RouteConfig;
+use facteur::serve::StartOptions;
+use facteur_store::ManualClock;
+use facteur_testkit::{Behavior, Downstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T0: i64 = 1_800_000_000;
+
+/// Every sample as (name, labels) -> value, and the HELP text per family,
+/// as the Prometheus parser reads them (it refuses a malformed exposition).
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+samples, help = [], {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    help[family.name] = family.documentation
+    for s in family.samples:
+        samples.append([s.name, s.labels, s.value])
+print(json.dumps({"samples": samples, "help": help}))
+"#;
+
+struct Scrape {
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+    help: BTreeMap<String, String>,
+}
+
+impl Scrape {
+    /// The sum of the samples named `name` whose labels include `labels`.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels).map(|s| s.2).sum()
+    }
+
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a (String, BTreeMap<String, String>, f64)> {
+        self.samples
+            .iter()
+            .filter(move |s| s.0 == name && labels.iter().all(|(k, v)| s.1.get(*k).map(String::as_str) == Some(*v)))
+    }
+
+    fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.matching(name, labels).next().is_some()
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    (head.to_string(), body.to_string())
+}
+
+async fn scrape(s: &TestServer) -> Scrape {
+    let (head, body) = get(s.http, "/metrics").await;
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    // Debian's interpreter, where python3-prometheus-client is installed.
+    let python = "/usr/bin/python3";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (install python3 and python3-prometheus-client; bash .ci/run does)"));
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused /metrics (python3-prometheus-client installed?): {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let labels = s[1].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()));
+            (s[0].as_str().unwrap().to_string(), labels.collect(), s[2].as_f64().unwrap())
+        })
+        .collect();
+    let help =
+        v["help"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
+    Scrape { samples, help }
+}
+
+/// Scrape until `ready` holds (the gauges are refreshed every second for
+/// classes, every 5 s for destinations), 15 s at most.
+async fn scrape_until(s: &TestServer, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let m = scrape(s).await;
+        if ready(&m) || tokio::time::Instant::now() > deadline {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_happened_and_name_no_user() {
+    let sim = Downstream::start(Behavior::accept_only(&["bob@remote.test"])).await;
+    let mut config = test_config();
+    config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config.delivery.enabled = true;
+    config.route = vec![RouteConfig { domain: "*".into(), via: sim.addr().to_string(), ..Default::default() }];
+    let clock = ManualClock::new(T0);
+    let s = TestServer::start_opts(config, StartOptions { clock: Arc::new(clock.clone()), delivery_loop: false }).await;
+
+    // Session 1: one message to two remote recipients (one will be
+    // refused downstream), one refused local recipient.
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<alice@example.test>", 250).await;
+    c.ok("RCPT TO:<bob@remote.test>", 250).await;
+    c.ok("RCPT TO:<eve@remote.test>", 250).await;
+    let refused = c.cmd("RCPT TO:<nobody@example.test>").await;
+    assert_eq!(refused.code, 550, "{refused:?}");
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: one\r\n\r\nhello\r\n.\r\n").await;
+    assert_eq!(c.reply().await.code, 250);
+    // Its outcomes: delivered to bob, bounced for eve (a failure notice
+    // to alice, a local user).
+    assert_eq!(s.engine().run_once().await, 1);
+    // Session 2: a message that stays queued for remote.test.
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    c.ok("MAIL FROM:<alice@example.test>", 250).await;
+    c.ok("RCPT TO:<carol@remote.test>", 250).await;
+    c.ok("DATA", 354).await;
+    c.send_raw(b"Subject: two\r\n\r\nhello\r\n.\r\n").await;
+    assert_eq!(c.reply().await.code, 250);
+    // Due for two minutes now.
+    clock.advance(120);
+
+    let m = scrape_until(&s, |m| {
+        m.sum("facteur_destination_oldest_ready_age_seconds", &[("destination", "remote.test")]) == 120.0
+            && m.sum("facteur_queue_oldest_ready_age_seconds", &[]) == 120.0
+    })
+    .await;
+    let all = |name: &str| m.sum(name, &[]);
+    assert_eq!(all("facteur_smtp_messages_accepted_total"), 2.0);
+    assert_eq!(all("facteur_smtp_recipients_accepted_total"), 3.0);
+    assert_eq!(m.sum("facteur_rejections_total", &[("listener", "smtp"), ("what", "RCPT"), ("code", "5.1.1")]), 1.0);
+    assert_eq!(m.sum("facteur_sessions_total", &[("listener", "smtp")]), 2.0);
+    assert_eq!(m.sum("facteur_delivery_attempts_total", &[("outcome", "delivered"), ("status", "2.0")]), 1.0);
+    assert_eq!(m.sum("facteur_delivery_attempts_total", &[("outcome", "bounced"), ("status", "5.1")]), 1.0);
+    assert_eq!(all("facteur_delivery_attempts_total"), 2.0);
+    assert_eq!(m.sum("facteur_dsn_generated_total", &[("kind", "failed")]), 1.0);
+    assert_eq!(all("facteur_local_deliveries_total"), 1.0, "the failure notice, placed in alice's INBOX");
+    // Every write waited for a commit that was timed.
+    let commits = m.sum("facteur_storage_commit_seconds_count", &[("backend", "sqlite")]);
+    assert!(commits >= 3.0, "{commits}");
+    assert_eq!(commits, m.sum("facteur_storage_commits_total", &[("backend", "sqlite")]));
+    assert_eq!(m.sum("facteur_storage_commit_seconds_bucket", &[("backend", "sqlite"), ("le", "+Inf")]), commits);
+    // State: the queued message, its class and destination, and its age.
+    assert_eq!(m.sum("facteur_queue_recipients", &[("state", "queued")]), 1.0);
+    assert_eq!(m.sum("facteur_queue_recipients", &[("state", "ready")]), 1.0);
+    assert_eq!(
+        m.sum("facteur_destination_queue_recipients", &[("destination", "remote.test"), ("state", "queued")]),
+        1.0
+    );
+    for class in ["system", "interpersonal", "transactional", "bulk"] {
+        assert!(m.has("facteur_queue_recipients", &[("class", class), ("state", "held")]), "{class}");
+        assert_eq!(m.sum("facteur_admission_open", &[("class", class)]), 1.0, "{class}");
+    }
+    for protocol in ["smtp", "imap", "pop3"] {
+        assert!(m.has("facteur_connections_open", &[("protocol", protocol)]), "{protocol}");
+    }
+    assert!(m.has("facteur_destination_concurrency_limit", &[("destination", "remote.test")]));
+    // Conventions: every family explained; no label names a user or a
+    // client (no address, no IP).
+    for (name, help) in &m.help {
+        assert!(!help.is_empty(), "{name} has no HELP");
+    }
+    for (name, labels, _) in &m.samples {
+        for v in labels.values() {
+            assert!(!v.contains('@') && !v.starts_with("127."), "{name} labelled with {v:?}");
+        }
+    }
+}
