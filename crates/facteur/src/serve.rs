@@ -283,6 +283,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     // Each protocol's context goes through a watch channel: a reload sends a
     // new one, which new connections take.
     crate::telemetry::handle();
+    crate::telemetry::register_failures(store.kind());
     let mut gates = vec![ctx.gate.clone()];
     let (smtp_ctx, smtp_rx) = watch::channel(Arc::new(ctx));
     for (listeners, kind) in

@@ -71,6 +71,11 @@ fn describe() {
         "Refusals by listener, step (connection, rcpt, data, auth, tls, ...) and code (the enhanced status, or the connection gate's reason)."
     );
     describe_counter!("facteur_sessions_total", "Connections admitted, by listener.");
+    describe_histogram!(
+        "facteur_command_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time the server took over a command, by protocol and command (SMTP: AUTH, MAIL, RCPT, and DATA from the end of the data to the reply; IMAP: every command; POP3: AUTH, MAILDROP, RETR, QUIT)."
+    );
     describe_gauge!("facteur_connections_open", "Connections open now, by protocol.");
     describe_counter!(
         "facteur_delivery_attempts_total",
@@ -119,6 +124,15 @@ fn describe() {
         "A destination's adaptive message rate on this node (absent while unlimited)."
     );
     describe_gauge!("facteur_destination_active_connections", "Deliveries in progress to a destination on this node.");
+}
+
+/// Series of failures present from the start at 0, so that a rate or an
+/// alert on them has something to read before the first failure.
+pub fn register_failures(backend: &'static str) {
+    metrics::counter!("facteur_storage_commit_failures_total", "backend" => backend).increment(0);
+    for listener in ["smtp", "submission", "submissions"] {
+        metrics::counter!("facteur_smtp_storage_failures_total", "listener" => listener).increment(0);
+    }
 }
 
 /// Per-class queue gauges from the stats admission reads every second.

@@ -30,6 +30,19 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 print(json.dumps({"samples": samples, "help": help}))
 "#;
 
+/// The shape of a Prometheus rules file (Debian's python3-yaml).
+const RULES: &str = r#"
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+rules = [r for g in doc["groups"] for r in g["rules"]]
+assert rules and all(g["name"] for g in doc["groups"])
+for r in rules:
+    assert r["alert"] and r["expr"].strip(), r
+    assert r["labels"]["severity"] in ("page", "ticket"), r
+    assert r["annotations"]["summary"], r
+print(len(rules))
+"#;
+
 struct Scrape {
     samples: Vec<(String, BTreeMap<String, String>, f64)>,
     help: BTreeMap<String, String>,
@@ -147,6 +160,12 @@ async fn metrics_count_what_happened_and_name_no_user() {
     c.ok("DATA", 354).await;
     c.send_raw(b"Subject: two\r\n\r\nhello\r\n.\r\n").await;
     assert_eq!(c.reply().await.code, 250);
+    // Two IMAP commands before login.
+    let mut imap = tokio::net::TcpStream::connect(s.imap).await.unwrap();
+    imap.write_all(b"a CAPABILITY\r\nb LOGOUT\r\n").await.unwrap();
+    let mut seen = String::new();
+    imap.read_to_string(&mut seen).await.unwrap();
+    assert!(seen.contains("b OK"), "{seen}");
     // Due for two minutes now.
     clock.advance(120);
 
@@ -160,6 +179,12 @@ async fn metrics_count_what_happened_and_name_no_user() {
     assert_eq!(all("facteur_smtp_recipients_accepted_total"), 3.0);
     assert_eq!(m.sum("facteur_rejections_total", &[("listener", "smtp"), ("what", "RCPT"), ("code", "5.1.1")]), 1.0);
     assert_eq!(m.sum("facteur_sessions_total", &[("listener", "smtp")]), 2.0);
+    assert_eq!(m.sum("facteur_sessions_total", &[("listener", "imap")]), 1.0);
+    let timed = |protocol: &str, command: &str| {
+        m.sum("facteur_command_duration_seconds_count", &[("protocol", protocol), ("command", command)])
+    };
+    assert_eq!([timed("smtp", "MAIL"), timed("smtp", "RCPT"), timed("smtp", "DATA")], [2.0, 4.0, 2.0]);
+    assert_eq!([timed("imap", "CAPABILITY"), timed("imap", "LOGOUT")], [1.0, 1.0]);
     assert_eq!(m.sum("facteur_delivery_attempts_total", &[("outcome", "delivered"), ("status", "2.0")]), 1.0);
     assert_eq!(m.sum("facteur_delivery_attempts_total", &[("outcome", "bounced"), ("status", "5.1")]), 1.0);
     assert_eq!(all("facteur_delivery_attempts_total"), 2.0);
@@ -185,6 +210,31 @@ async fn metrics_count_what_happened_and_name_no_user() {
         assert!(m.has("facteur_connections_open", &[("protocol", protocol)]), "{protocol}");
     }
     assert!(m.has("facteur_destination_concurrency_limit", &[("destination", "remote.test")]));
+    // The dashboard and the alert rules in docs/ read series that exist.
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring");
+    let dashboard = std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(!parsed["panels"].as_array().unwrap().is_empty());
+    let alerts = std::fs::read_to_string(docs.join("alerts.yml")).unwrap();
+    for (file, text) in [("grafana-dashboard.json", &dashboard), ("alerts.yml", &alerts)] {
+        let mut rest = text.as_str();
+        let mut names = 0;
+        while let Some(at) = rest.find("facteur_") {
+            let name: String =
+                rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            assert!(m.samples.iter().any(|s| s.0 == name), "{file} reads {name}, which /metrics does not have");
+            names += 1;
+            rest = &rest[at + name.len()..];
+        }
+        assert!(names > 5, "{file}: {names}");
+    }
+    // The rules file is YAML of Prometheus's shape: groups of rules, each
+    // with a name, an expression, a severity and a summary.
+    let check = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", RULES, docs.join("alerts.yml").to_str().unwrap()])
+        .output()
+        .expect("/usr/bin/python3 (python3-yaml)");
+    assert!(check.status.success(), "alerts.yml: {}", String::from_utf8_lossy(&check.stderr));
     // Conventions: every family explained; no label names a user or a
     // client (no address, no IP).
     for (name, help) in &m.help {

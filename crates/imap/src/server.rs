@@ -451,6 +451,7 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                 match decoded {
                     Ok(cmd) => {
                         let was_authed = session.user().is_some();
+                        let (started, name) = (std::time::Instant::now(), cmd.name());
                         let mut next = match ext {
                             Some(ext) => session.handle_extended(cmd, ext).await,
                             None => session.handle(cmd).await,
@@ -460,6 +461,7 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                             flush(conn, session).await?;
                             next = session.resume().await;
                         }
+                        facteur_net::command_took("imap", name, started);
                         if !after_login(conn, session, was_authed).await? {
                             return Ok(Ended::Closed);
                         }

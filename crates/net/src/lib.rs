@@ -26,6 +26,14 @@ pub mod reject;
 pub mod serve;
 
 pub use auth::{Attempt, AuthPolicy, AuthThrottle};
+
+/// Record how long the server took over one command
+/// (`facteur_command_duration_seconds`): `command` from a fixed set (the
+/// protocol's command names, or the steps that wait on storage).
+pub fn command_took(protocol: &'static str, command: &'static str, started: std::time::Instant) {
+    metrics::histogram!("facteur_command_duration_seconds", "protocol" => protocol, "command" => command)
+        .record(started.elapsed().as_secs_f64());
+}
 pub use conn::{Conn, Input, Stream, Timeouts, Waited, Wake, limits};
 pub use gate::{Gate, GateConfig, Refused};
 pub use serve::{Busy, Ended, Listener, Protocol, serve};

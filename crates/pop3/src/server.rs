@@ -283,6 +283,7 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                 return Ok(Ended::StartTls);
             }
             Action::Authenticate { user, pass } => {
+                let started = std::time::Instant::now();
                 let check = facteur_store::password::login(&ctx.store, &user, &pass);
                 match ctx.auth.attempt(md.listener, md.peer, &user, check).await {
                     Ok(Attempt::Ok(address)) => session.auth_result(Ok(address)),
@@ -299,9 +300,12 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                         session.auth_result(Err(AuthError::Temporary));
                     }
                 }
+                facteur_net::command_took("pop3", "AUTH", started);
             }
             Action::LoadMaildrop { user } => {
+                let started = std::time::Instant::now();
                 let r = open_maildrop(ctx, md, &user).await;
+                facteur_net::command_took("pop3", "MAILDROP", started);
                 if r.is_ok() {
                     // Logged in once the maildrop is ours, not at the password.
                     conn.logged_in();
@@ -310,6 +314,7 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                 session.maildrop_result(r);
             }
             Action::Retrieve { uid, .. } => {
+                let started = std::time::Instant::now();
                 let r = match md.mailbox_id {
                     Some(mb) => match ctx.store.fetch_message(mb, uid).await {
                         Ok(Some(data)) => Ok(data),
@@ -321,16 +326,19 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                     },
                     None => Err(RetrieveError::Temporary),
                 };
+                facteur_net::command_took("pop3", "RETR", started);
                 session.retrieve_result(r);
                 if session.output_len() >= FLUSH_AT {
                     flush(conn, session).await?;
                 }
             }
             Action::Commit { deleted_uids, seen_uids } => {
+                let started = std::time::Instant::now();
                 let done = match md.mailbox_id {
                     Some(mb) => commit(&ctx.store, mb, deleted_uids, seen_uids).await,
                     None => false,
                 };
+                facteur_net::command_took("pop3", "QUIT", started);
                 session.commit_result(done);
             }
             Action::Close => {

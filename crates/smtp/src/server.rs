@@ -324,7 +324,9 @@ async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
                 return Ok(Ended::Closed);
             }
             Event::Auth(req) => {
+                let started = std::time::Instant::now();
                 let r = policy::authenticate(ctx, req, client.kind.name(), client.peer).await;
+                facteur_net::command_took("smtp", "AUTH", started);
                 if r.result.is_ok() {
                     conn.logged_in();
                 }
@@ -334,10 +336,13 @@ async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
                 }
             }
             Event::Mail { from, params } => {
+                let started = std::time::Instant::now();
                 let r = vet_sender(ctx, session, client, from.as_ref(), &params).await;
+                facteur_net::command_took("smtp", "MAIL", started);
                 session.mail_result(r);
             }
             Event::Rcpt { to, .. } => {
+                let started = std::time::Instant::now();
                 let r = match policy::recipient_key(ctx, &to).await {
                     Ok(key) => policy::vet_recipient(ctx, &key, session.auth_user().is_some(), client.peer.ip())
                         .await
@@ -346,10 +351,14 @@ async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
                         }),
                     Err(reply) => Err(reply),
                 };
+                facteur_net::command_took("smtp", "RCPT", started);
                 session.rcpt_result(r);
             }
             Event::Message { envelope, data } => {
+                // From the end of the data to the reply: the storage commit.
+                let started = std::time::Instant::now();
                 let reply = accept_message(ctx, client, envelope, data).await;
+                facteur_net::command_took("smtp", "DATA", started);
                 session.message_result(reply);
             }
         }
