@@ -838,11 +838,15 @@ fn obtain_password(src: &PasswordSource) -> anyhow::Result<(String, bool)> {
         }
         return Ok((pw, false));
     }
+    Ok((generate_password(), true))
+}
+
+/// 20 characters that cannot be misread (no 0/O, 1/l/I).
+pub fn generate_password() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
-    let pw: String = (0..20).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect();
-    Ok((pw, true))
+    (0..20).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
 }
 
 fn print_message(m: &QueuedMessage) {

@@ -35,6 +35,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// This node among several sharing one PostgreSQL database.
     pub node: NodeSection,
+    /// The synthetic probe: SMTP to IMAP through this node, every minute.
+    pub probe: facteur_watch::probe::ProbeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -439,6 +441,15 @@ name = ""                     # unique among nodes; empty: this machine's host n
 region = "default"
 heartbeat_secs = 5            # each node says it is alive this often...
 down_after_secs = 15          # ...and counts as down after this long without
+
+[probe]
+# Every interval a message from probe-NODE@facteur.invalid to itself goes
+# through this node's SMTP listener and is read back over IMAPS; result and
+# time are metrics (facteur_probe_*, docs/metrics.md). Probe mail stays out
+# of the traffic counters and users' mailboxes.
+enabled = true
+interval_secs = 60
+timeout_secs = 30
 
 [delivery]
 enabled = true                          # run outbound delivery on this node

@@ -324,6 +324,13 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             tasks.spawn(facteur_pop3::serve(l, implicit_tls, pop3_rx.clone(), rx.clone()));
         }
     }
+    if config.probe.enabled {
+        if let Some(target) = probe_target(&store, &config, &smtp, &imaps, &tls, &mut notes).await? {
+            tasks.spawn(facteur_watch::probe::run(target, config.probe.clone(), rx.clone()));
+        }
+    } else {
+        notes.push("probe.enabled = false: no synthetic probe on this node".into());
+    }
     let admin: Option<(Arc<dyn facteur_http::AdminApi>, String)> = (!config.admin.token.is_empty()).then(|| {
         let api: Arc<dyn facteur_http::AdminApi> =
             Arc::new(AdminImpl { store: store.clone(), engine: engine.clone(), clock: clock.clone() });
@@ -734,6 +741,50 @@ async fn readiness_probe(
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// The synthetic probe's account on this node (made, or given a new
+/// password: only this process knows it) and where it speaks; `None`, with
+/// a note, when the node has no MX or no IMAPS listener to go through.
+async fn probe_target(
+    store: &AnyStore,
+    config: &Config,
+    smtp: &[SocketAddr],
+    imaps: &[SocketAddr],
+    tls: &crate::tls::Tls,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Option<facteur_watch::probe::Target>> {
+    let (Some(&smtp), Some(&imaps)) = (smtp.first(), imaps.first()) else {
+        notes.push("no SMTP or IMAPS listener on this node: the synthetic probe ([probe]) is off".into());
+        return Ok(None);
+    };
+    let domain = facteur_types::probe::DOMAIN;
+    match store.add_domain(domain).await {
+        Ok(()) | Err(facteur_store::StoreError::Exists(_)) => {}
+        Err(e) => return Err(e).context("cannot make the probe's domain"),
+    }
+    let address = facteur_types::probe::address(store.node());
+    let password = crate::cli::generate_password();
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || facteur_store::password::hash(&pw)).await?;
+    match store.get_user(&address).await? {
+        Some(_) => store.set_password(&address, &hash).await?,
+        None => store.add_user(&address, &hash).await?,
+    }
+    // A listener on every address is reached on loopback.
+    let near = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
+        _ => a,
+    };
+    Ok(Some(facteur_watch::probe::Target {
+        smtp: near(smtp),
+        imaps: near(imaps),
+        hostname: config.server.hostname.clone(),
+        address,
+        password,
+        certificate: tls.served_certificate(),
+    }))
 }
 
 /// Measure the queue and the disk every second and move the door's latches;

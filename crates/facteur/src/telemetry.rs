@@ -96,6 +96,16 @@ fn describe() {
         "facteur_storage_commit_failures_total",
         "Group commits that failed (every write in them answered with an error)."
     );
+    describe_counter!(
+        "facteur_probe_runs_total",
+        "Synthetic probe runs (SMTP in, IMAPS back), by probe and result (ok, smtp, imap, timeout)."
+    );
+    describe_histogram!(
+        "facteur_probe_duration_seconds",
+        metrics::Unit::Seconds,
+        "End-to-end time of a successful probe run: SMTP connection to the message read back over IMAP."
+    );
+    describe_gauge!("facteur_probe_up", "1 when the probe's last run succeeded, 0 when it failed.");
     describe_gauge!(
         "facteur_queue_recipients",
         "Recipients waiting, by class and state (queued: any due time; ready: due now; held)."

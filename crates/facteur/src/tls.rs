@@ -65,6 +65,15 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<rustls::sign::CertifiedKey> {
     Ok(certified)
 }
 
+impl Tls {
+    /// The certificate handshakes present now (after any reload): what the
+    /// synthetic probe accepts from this node's own listener.
+    pub fn served_certificate(&self) -> facteur_watch::probe::ServedCertificate {
+        let cert = self.cert.clone();
+        std::sync::Arc::new(move || cert.0.read().ok().and_then(|k| k.cert.first().cloned()))
+    }
+}
+
 pub fn load_or_create(section: &TlsSection, data_dir: &Path, hostname: &str) -> anyhow::Result<Tls> {
     let (cert, key) = paths(section, data_dir);
     let mut generated = None;

@@ -78,8 +78,20 @@ fn server_log(data: &Path) -> String {
     std::fs::read_to_string(data.join("serve.log")).unwrap_or_default()
 }
 
-/// Start `facteur serve` on fresh ports with `extra` configuration.
+/// Start `facteur serve` on fresh ports with `extra` configuration. A port
+/// found free can be taken by another test before the server binds it:
+/// the server then exits saying so, and is started again on other ports.
 async fn serve_with(data: &Path, extra: &str) -> Server {
+    for _ in 0..3 {
+        if let Some(server) = try_serve_with(data, extra).await {
+            return server;
+        }
+    }
+    panic!("facteur lost its ports to other tests three times:\n{}", server_log(data));
+}
+
+/// `None` when the server exited because a port was taken meanwhile.
+async fn try_serve_with(data: &Path, extra: &str) -> Option<Server> {
     let (smtp, http, imap) = (free_port(), free_port(), free_port());
     let config = data.join("test.toml");
     std::fs::write(
@@ -100,14 +112,19 @@ async fn serve_with(data: &Path, extra: &str) -> Server {
         .spawn()
         .unwrap();
     let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let server = Server { child, smtp: lo(smtp), http: lo(http), imap: lo(imap) };
+    let mut server = Server { child, smtp: lo(smtp), http: lo(http), imap: lo(imap) };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if tokio::net::TcpStream::connect(server.http).await.is_ok() && http_get(server.http, "/readyz").await.0 == 200
         {
-            return server;
+            return Some(server);
         }
-        assert!(Instant::now() < deadline, "facteur did not become ready within 30 s");
+        if server.child.try_wait().unwrap().is_some() {
+            let log = server_log(data);
+            assert!(log.contains("cannot listen for"), "facteur exited at start:\n{log}");
+            return None;
+        }
+        assert!(Instant::now() < deadline, "facteur did not become ready within 30 s:\n{}", server_log(data));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -622,11 +622,13 @@ async fn accept_message<S: Directory + Spool>(
             Ok(placed) => {
                 tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, rule = %class_rule, "accepted");
                 let listener = client.kind.name();
+                // The synthetic probe's mail is not traffic.
+                let counted = if facteur_types::probe::is_probe(&mail_from) { 0 } else { 1 };
                 metrics::counter!("facteur_smtp_messages_accepted_total", "listener" => listener, "class" => class.as_str())
-                    .increment(1);
+                    .increment(counted);
                 metrics::counter!("facteur_smtp_recipients_accepted_total", "listener" => listener, "class" => class.as_str())
-                    .increment(nrcpt as u64);
-                metrics::counter!("facteur_local_deliveries_total").increment(placed.len() as u64);
+                    .increment(counted * nrcpt as u64);
+                metrics::counter!("facteur_local_deliveries_total").increment(counted * placed.len() as u64);
                 if remote && let Some(w) = &ctx.queued {
                     w.notify_one();
                 }

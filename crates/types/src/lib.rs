@@ -17,6 +17,7 @@ pub mod clock;
 pub mod control;
 pub mod dsn;
 pub mod id;
+pub mod probe;
 pub mod status;
 
 pub use class::Class;

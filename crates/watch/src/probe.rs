@@ -1,0 +1,313 @@
+//! The synthetic probe: SMTP → storage → a probe mailbox → IMAP.
+//!
+//! A run speaks to the node's own listeners over loopback, as a client
+//! would: SMTP on the MX listener (RFC 5321: EHLO, MAIL, RCPT, DATA), then
+//! IMAP over implicit TLS (RFC 9051: LOGIN, SELECT, UID SEARCH HEADER for
+//! the run's nonce, then the probe mailbox emptied with STORE \Deleted and
+//! EXPUNGE, LOGOUT). The account is the node's own
+//! (`facteur_types::probe::address`) in the `.invalid` probe domain, with a
+//! password made at each start; the TLS certificate accepted is exactly the
+//! one the node serves. Probe mail is left out of the acceptance and
+//! delivery counters (SMTP knows it by its sender's domain), is never
+//! relayed and asks for no notices.
+//!
+//! Metrics: `facteur_probe_runs_total{probe, result}` (`ok`, `smtp`,
+//! `imap`, `timeout`), `facteur_probe_duration_seconds{probe}` for the runs
+//! that succeeded, and `facteur_probe_up{probe}` (1 when the last run
+//! succeeded).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde::Deserialize;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// `[probe]` in the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Run the probe (on by default).
+    pub enabled: bool,
+    /// Seconds from one run's start to the next's.
+    pub interval_secs: u64,
+    /// A run that takes longer fails as `timeout`.
+    pub timeout_secs: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { enabled: true, interval_secs: 60, timeout_secs: 30 }
+    }
+}
+
+/// The certificate the node serves now (it may be reloaded).
+pub type ServedCertificate = Arc<dyn Fn() -> Option<CertificateDer<'static>> + Send + Sync>;
+
+/// Where and as whom a probe runs.
+#[derive(Clone)]
+pub struct Target {
+    /// The node's MX listener.
+    pub smtp: SocketAddr,
+    /// The node's IMAPS listener.
+    pub imaps: SocketAddr,
+    /// Said in EHLO and as the TLS server name.
+    pub hostname: String,
+    pub address: String,
+    pub password: String,
+    pub certificate: ServedCertificate,
+}
+
+/// Which step of a run failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Smtp(String),
+    Imap(String),
+    Timeout,
+}
+
+impl Failure {
+    /// The `result` label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Failure::Smtp(_) => "smtp",
+            Failure::Imap(_) => "imap",
+            Failure::Timeout => "timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Smtp(why) => write!(f, "SMTP: {why}"),
+            Failure::Imap(why) => write!(f, "IMAP: {why}"),
+            Failure::Timeout => f.write_str("no answer within the probe's timeout"),
+        }
+    }
+}
+
+/// One run within `timeout`: how long it took from the SMTP connection to
+/// the message read back.
+pub async fn run_once(t: &Target, timeout: Duration) -> Result<Duration, Failure> {
+    let started = Instant::now();
+    let nonce: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..20).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
+    };
+    let run = async {
+        send(t, &nonce).await.map_err(Failure::Smtp)?;
+        read_back(t, &nonce).await.map_err(Failure::Imap)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(f)) => Err(f),
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+/// Run every `interval` until `shutdown`; record each run, and log when
+/// the probe starts failing (with why) and when it succeeds again.
+pub async fn run(t: Target, config: ProbeConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let name = "local";
+    let interval = Duration::from_secs(config.interval_secs.max(1));
+    let timeout = Duration::from_secs(config.timeout_secs.max(1));
+    let mut failing = false;
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = run_once(&t, timeout).await;
+        let label = match &result {
+            Ok(took) => {
+                metrics::histogram!("facteur_probe_duration_seconds", "probe" => name).record(took.as_secs_f64());
+                if failing {
+                    tracing::info!(probe = name, took_ms = took.as_millis() as u64, "probe succeeds again");
+                }
+                failing = false;
+                "ok"
+            }
+            Err(f) => {
+                if !failing {
+                    tracing::warn!(probe = name, failure = %f, "probe failed: mail through this node's SMTP did not come back over IMAP");
+                }
+                failing = true;
+                f.as_str()
+            }
+        };
+        metrics::counter!("facteur_probe_runs_total", "probe" => name, "result" => label).increment(1);
+        metrics::gauge!("facteur_probe_up", "probe" => name).set(if failing { 0.0 } else { 1.0 });
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Read one reply (RFC 5321 §4.2: lines `NNN-` then `NNN `); its code
+/// and last line.
+async fn smtp_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<(u16, String), String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".into());
+        }
+        let code = line.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| format!("not a reply: {line:?}"))?;
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok((code, line.trim_end().to_string()));
+        }
+    }
+}
+
+async fn expect<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    command: Option<&str>,
+    want: u16,
+) -> Result<(), String> {
+    if let Some(c) = command {
+        w.write_all(format!("{c}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    }
+    let (code, line) = smtp_reply(r).await?;
+    if code != want {
+        let what = command.map(|c| c.split(' ').next().unwrap_or(c)).unwrap_or("the greeting");
+        return Err(format!("{what} answered {line:?}"));
+    }
+    Ok(())
+}
+
+/// The message, through SMTP.
+async fn send(t: &Target, nonce: &str) -> Result<(), String> {
+    let stream = TcpStream::connect(t.smtp).await.map_err(|e| format!("cannot connect to {}: {e}", t.smtp))?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    expect(&mut r, &mut w, None, 220).await?;
+    expect(&mut r, &mut w, Some(&format!("EHLO {}", t.hostname)), 250).await?;
+    expect(&mut r, &mut w, Some(&format!("MAIL FROM:<{}>", t.address)), 250).await?;
+    expect(&mut r, &mut w, Some(&format!("RCPT TO:<{}> NOTIFY=NEVER", t.address)), 250).await?;
+    expect(&mut r, &mut w, Some("DATA"), 354).await?;
+    let message = format!(
+        "From: <{a}>\r\nTo: <{a}>\r\nSubject: facteur probe\r\nX-Facteur-Probe: {nonce}\r\n\r\nA synthetic probe: SMTP to IMAP on {h}.\r\n.",
+        a = t.address,
+        h = t.hostname
+    );
+    expect(&mut r, &mut w, Some(&message), 250).await?;
+    let _ = w.write_all(b"QUIT\r\n").await;
+    Ok(())
+}
+
+/// Read tagged response `tag`'s lines; `Err` unless it is OK.
+async fn imap_command<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    tag: &str,
+    command: &str,
+) -> Result<Vec<String>, String> {
+    w.write_all(format!("{tag} {command}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".into());
+        }
+        let line = line.trim_end().to_string();
+        if let Some(status) = line.strip_prefix(tag).and_then(|rest| rest.strip_prefix(' ')) {
+            if status.starts_with("OK") {
+                return Ok(lines);
+            }
+            let verb = command.split(' ').next().unwrap_or(command);
+            return Err(format!("{verb} answered {status:?}"));
+        }
+        lines.push(line);
+    }
+}
+
+/// Log in over IMAPS, find the run's message, and empty the probe mailbox.
+async fn read_back(t: &Target, nonce: &str) -> Result<(), String> {
+    let tcp = TcpStream::connect(t.imaps).await.map_err(|e| format!("cannot connect to {}: {e}", t.imaps))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(t.certificate.clone())));
+    let name = ServerName::try_from(t.hostname.clone()).map_err(|e| format!("server name {:?}: {e}", t.hostname))?;
+    let stream = tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.map_err(|e| e.to_string())?;
+    if !greeting.starts_with("* OK") {
+        return Err(format!("greeting {:?}", greeting.trim_end()));
+    }
+    imap_command(&mut r, &mut w, "p1", &format!("LOGIN \"{}\" \"{}\"", t.address, t.password)).await?;
+    imap_command(&mut r, &mut w, "p2", "SELECT INBOX").await?;
+    let found = imap_command(&mut r, &mut w, "p3", &format!("UID SEARCH HEADER X-Facteur-Probe \"{nonce}\"")).await?;
+    let hits = found.iter().filter_map(|l| l.strip_prefix("* SEARCH")).flat_map(|l| l.split_whitespace()).count();
+    if hits == 0 {
+        return Err("the message accepted over SMTP is not in the probe mailbox".into());
+    }
+    // This run's message and any an interrupted run left behind.
+    imap_command(&mut r, &mut w, "p4", "STORE 1:* +FLAGS.SILENT (\\Deleted)").await?;
+    imap_command(&mut r, &mut w, "p5", "EXPUNGE").await?;
+    let _ = imap_command(&mut r, &mut w, "p6", "LOGOUT").await;
+    Ok(())
+}
+
+fn client_config(certificate: ServedCertificate) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(OwnCertificate { certificate, provider }))
+        .with_no_client_auth()
+}
+
+/// Accepts exactly the certificate this node serves (its own listener, on
+/// loopback): no other, whatever signed it.
+#[derive(Clone)]
+struct OwnCertificate {
+    certificate: ServedCertificate,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl std::fmt::Debug for OwnCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnCertificate")
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for OwnCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match (self.certificate)() {
+            Some(own) if own.as_ref() == end_entity.as_ref() => {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            _ => Err(rustls::Error::General("not the certificate this node serves".into())),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
