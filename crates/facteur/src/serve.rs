@@ -500,6 +500,7 @@ impl Running {
             (old.server != new.server, "[server]"),
             (old.storage != new.storage, "[storage]"),
             (old.admin != new.admin, "[admin]"),
+            (old.probe != new.probe, "[probe]"),
             (without_routing(&old.delivery) != without_routing(&new.delivery), "[delivery] (besides routing)"),
         ] {
             if differs {
