@@ -137,13 +137,25 @@ pub async fn run(t: Target, config: ProbeConfig, mut shutdown: tokio::sync::watc
             }
         };
         metrics::counter!("facteur_probe_runs_total", "probe" => name, "result" => label).increment(1);
-        metrics::gauge!("facteur_probe_up", "probe" => name).set(if failing { 0.0 } else { 1.0 });
-        tokio::select! {
-            _ = tokio::time::sleep_until(started + interval) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+        // The gauge is set again every REFRESH until the next run: the
+        // exporter drops a gauge left unset for a minute.
+        let up = if failing { 0.0 } else { 1.0 };
+        loop {
+            metrics::gauge!("facteur_probe_up", "probe" => name).set(up);
+            let next = (tokio::time::Instant::now() + REFRESH).min(started + interval);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if next >= started + interval {
+                break;
+            }
         }
     }
 }
+
+/// How often `facteur_probe_up` is set between runs.
+const REFRESH: Duration = Duration::from_secs(20);
 
 /// Read one reply (RFC 5321 §4.2: lines `NNN-` then `NNN `); its code
 /// and last line.
