@@ -823,7 +823,7 @@ async fn watch_load(
                 *slot = (*slot).max(age);
             }
         }
-        crate::telemetry::queue(&stats, now);
+        crate::telemetry::queue(&stats, &load);
         let Ok(mut a) = admission.lock() else { return };
         a.update(&load);
         let state = a.state();

@@ -140,13 +140,15 @@ fn describe() {
 /// alert on them has something to read before the first failure.
 pub fn register_failures(backend: &'static str) {
     metrics::counter!("facteur_storage_commit_failures_total", "backend" => backend).increment(0);
-    for listener in ["smtp", "submission", "submissions"] {
-        metrics::counter!("facteur_smtp_storage_failures_total", "listener" => listener).increment(0);
+    use facteur_smtp::ListenerKind;
+    for kind in [ListenerKind::Mx, ListenerKind::Submission, ListenerKind::Submissions] {
+        metrics::counter!("facteur_smtp_storage_failures_total", "listener" => kind.name()).increment(0);
     }
 }
 
-/// Per-class queue gauges from the stats admission reads every second.
-pub fn queue(stats: &[QueueStats], now: i64) {
+/// Per-class queue gauges from what admission measures every second: the
+/// stats, and the age of each class's oldest ready recipient.
+pub fn queue(stats: &[QueueStats], load: &facteur_spool::Load) {
     for class in Class::ALL {
         let of: Vec<&QueueStats> = stats.iter().filter(|s| s.class == class).collect();
         let sum = |f: fn(&QueueStats) -> u64| of.iter().map(|s| f(s)).sum::<u64>() as f64;
@@ -154,7 +156,7 @@ pub fn queue(stats: &[QueueStats], now: i64) {
         metrics::gauge!("facteur_queue_recipients", "class" => c, "state" => "queued").set(sum(|s| s.queued));
         metrics::gauge!("facteur_queue_recipients", "class" => c, "state" => "ready").set(sum(|s| s.ready));
         metrics::gauge!("facteur_queue_recipients", "class" => c, "state" => "held").set(sum(|s| s.held));
-        let age = of.iter().filter_map(|s| s.ready_since).map(|t| (now - t).max(0)).max().unwrap_or(0);
+        let age = load.oldest_ready_age_secs[class.index()];
         metrics::gauge!("facteur_queue_oldest_ready_age_seconds", "class" => c).set(age as f64);
     }
 }
@@ -189,10 +191,7 @@ pub fn destination_rows(stats: &[QueueStats]) -> Vec<DestinationRow> {
         d.queued += s.queued;
         d.ready += s.ready;
         d.held += s.held;
-        d.ready_since = match (d.ready_since, s.ready_since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        d.ready_since = d.ready_since.into_iter().chain(s.ready_since).min();
     }
     let mut rows: Vec<DestinationRow> = by.into_values().collect();
     rows.sort_by(|a, b| (b.queued + b.held).cmp(&(a.queued + a.held)).then(a.name.cmp(&b.name)));

@@ -210,7 +210,7 @@ impl<S: Directory + Mailstore> facteur_net::Protocol for Imap<S> {
             self.greeted = true;
             self.session.greeting();
         }
-        let limit = |why: &str| facteur_net::reject::event(self.listener, self.peer, "command", why, "BYE");
+        let limit = |why: &str| facteur_net::reject::event(self.listener, self.peer, "command", "none", why, "BYE");
         drive(conn, &mut self.session, &self.ctx, &limit).await
     }
 

@@ -291,7 +291,7 @@ impl AuthThrottle {
         drop(t);
         if let Some(failures) = banned {
             let why = format!("address banned for {} s after {failures} failed logins", p.ban_for.as_secs());
-            crate::reject::event("auth", SocketAddr::new(ip, 0), "ban", &why, "");
+            crate::reject::event("auth", SocketAddr::new(ip, 0), "ban", "none", &why, "");
         }
     }
 
@@ -326,8 +326,9 @@ impl AuthThrottle {
         F: Future<Output = Result<Option<T>, E>>,
     {
         let ip = client.ip();
-        let reject =
-            |why: &str| crate::reject::event(listener, client, "auth", &format!("{why} (account {account:?})"), "");
+        let reject = |why: &str| {
+            crate::reject::event(listener, client, "auth", "none", &format!("{why} (account {account:?})"), "")
+        };
         let reserved = match self.judge(ip, account, Instant::now(), true) {
             (Before::Refuse { ban: true }, _) => {
                 reject("address banned for failed logins");

@@ -104,7 +104,7 @@ pub async fn serve<P, E, S>(
         let ticket = match spec.gate.admit(peer.ip(), exempt(peer)) {
             Ok(t) => t,
             Err(why) => {
-                crate::reject::event(spec.name, peer, "connection", why.as_str(), "");
+                crate::reject::event(spec.name, peer, "connection", why.as_str(), why.as_str(), "");
                 if !spec.implicit_tls {
                     // Best effort and short: the refusal must not hold the loop.
                     let reply = busy(why);
@@ -188,7 +188,7 @@ async fn handshake(
         _ = ctl.told_to_go() => gone("TLS handshake cut: shutdown or eviction"),
     };
     if let (Err(e), Some(peer)) = (&r, peer) {
-        crate::reject::event(listener, peer, "tls", &e.to_string(), "");
+        crate::reject::event(listener, peer, "tls", "none", &e.to_string(), "");
     }
     r
 }

@@ -22,6 +22,15 @@ impl Reply {
         Reply { code, enhanced: None, lines: vec![text.into()] }
     }
 
+    /// The status as one short label: the enhanced code (`5.7.1`) when
+    /// the reply has one, else the basic code (`451`).
+    pub fn status(&self) -> String {
+        match self.enhanced {
+            Some((c, s, d)) => format!("{c}.{s}.{d}"),
+            None => self.code.to_string(),
+        }
+    }
+
     pub fn is_positive(&self) -> bool {
         self.code < 400
     }
@@ -74,5 +83,13 @@ mod tests {
         assert_eq!(r.to_bytes(), b"250-a\r\n250 b\r\n");
         let r = Reply::new(550, (5, 1, 1), "no such user\r\nINJECT");
         assert_eq!(r.to_bytes(), b"550 5.1.1 no such user  INJECT\r\n");
+    }
+
+    #[test]
+    fn the_status_label_is_the_enhanced_code_or_the_basic_one() {
+        assert_eq!(Reply::new(554, (5, 7, 1), "<x@y>: Relay access denied").status(), "5.7.1");
+        let multiline = Reply { code: 501, enhanced: Some((5, 5, 4)), lines: vec!["bad".into(), "bad".into()] };
+        assert_eq!(multiline.status(), "5.5.4");
+        assert_eq!(Reply::plain(451, "Error: temporary failure").status(), "451");
     }
 }

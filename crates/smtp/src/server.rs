@@ -284,7 +284,7 @@ async fn flush<IO: facteur_net::Stream>(
         let reason = r.reply.lines.first().map(String::as_str).unwrap_or("");
         let wire = String::from_utf8_lossy(&r.reply.to_bytes()).into_owned();
         let wire = wire.trim_end().replace("\r\n", " / ");
-        facteur_net::reject::event(client.kind.name(), client.peer, r.command, reason, &wire);
+        facteur_net::reject::event(client.kind.name(), client.peer, r.command, &r.reply.status(), reason, &wire);
     }
     conn.write(&session.take_output()).await
 }

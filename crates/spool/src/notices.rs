@@ -39,18 +39,6 @@ pub struct NoticeItem {
     pub will_retry_until: Option<i64>,
 }
 
-impl Notice {
-    /// Its name in metrics: the RFC 3464 action it reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Notice::Failed => "failed",
-            Notice::Delayed => "delayed",
-            Notice::Relayed => "relayed",
-            Notice::Delivered => "delivered",
-        }
-    }
-}
-
 fn action(n: Notice) -> Action {
     match n {
         Notice::Failed => Action::Failed,
@@ -124,7 +112,7 @@ pub async fn compose<S: Directory>(
             message_id: &message_id,
         });
         tracing::info!(message_id = %about.message_id, notice = %id, kind = ?kind, to = sender, "notice to the sender");
-        metrics::counter!("facteur_dsn_generated_total", "kind" => kind.as_str()).increment(1);
+        metrics::counter!("facteur_dsn_generated_total", "kind" => action(kind).as_str()).increment(1);
         out.push(NewMessage {
             id,
             received_at: now_ms.div_euclid(1000),
