@@ -98,6 +98,7 @@ imap = ["127.0.0.1:$port"]
 imaps = []
 pop3 = []
 pop3s = []
+status = []
 
 [imap]
 plaintext_auth = true

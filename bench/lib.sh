@@ -315,6 +315,7 @@ imap = []
 imaps = []
 pop3 = []
 pop3s = []
+status = []
 EOF
     facteur_storage "$1"
 }

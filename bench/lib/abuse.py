@@ -51,6 +51,7 @@ imap = ["127.0.0.1:{p['imap']}"]
 imaps = ["127.0.0.1:{p['imaps']}"]
 pop3 = ["127.0.0.1:{p['pop3']}"]
 pop3s = ["127.0.0.1:{p['pop3s']}"]
+status = []
 [smtp]
 # Only one address is trusted: every attacker is a stranger.
 trusted_networks = ["127.0.0.250/32"]

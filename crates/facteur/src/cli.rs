@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use facteur_store::{Admin, CheckReport, Cluster, Directory, Mailstore, QueuedMessage, Spool, StoreError, password};
+use facteur_store::{
+    Admin, CheckReport, Cluster, Directory, Incidents, Mailstore, QueuedMessage, Spool, StoreError, password,
+};
 use facteur_types::{MessageId, RecipientStatus, Severity};
 
 use crate::config::{self, Config, LogFormat};
@@ -85,6 +87,9 @@ enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// Incidents the watch opened (and operators' updates to them)
+    #[command(subcommand)]
+    Incident(IncidentCmd),
     /// The nodes sharing this storage: region, state (up, down, stopped) and last heartbeat
     Nodes {
         #[command(flatten)]
@@ -102,6 +107,31 @@ enum Command {
         /// Rows per transaction (a chunk also ends at about 8 MiB of data)
         #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         chunk_rows: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IncidentCmd {
+    /// Open incidents and those resolved in the last 90 days, newest first
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// One incident with its timeline
+    Show {
+        id: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Add an update to an incident's timeline (shown on the status page)
+    Update { id: i64, text: String },
+    /// Give an incident a new title
+    Rename { id: i64, title: String },
+    /// Resolve an incident now, with a last word
+    Resolve {
+        id: i64,
+        #[arg(default_value = "")]
+        text: String,
     },
 }
 
@@ -688,6 +718,44 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let n = store.queue_delete(id, now(), &actor(), notices).await.map_err(friendly)?;
             println!("{n} recipient(s) of {id} deleted{}", if sent { "; the sender was notified" } else { "" });
         }
+        Command::Incident(IncidentCmd::List { out }) => {
+            let list = store.incidents(now() - facteur_watch::status::DAYS * 86_400).await?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no incidents in the last {} days", facteur_watch::status::DAYS);
+            } else {
+                print!("{}", crate::incidents::lines(&list));
+            }
+        }
+        Command::Incident(IncidentCmd::Show { id, out }) => {
+            let Some(i) = store.incident(id).await? else {
+                anyhow::bail!("no incident {id} (see `facteur incident list`)")
+            };
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                print!("{}", crate::incidents::details(&i));
+            }
+        }
+        Command::Incident(cmd) => {
+            use crate::incidents::Action;
+            let action = match cmd {
+                IncidentCmd::Update { id, text } => Action::Update { id, text },
+                IncidentCmd::Rename { id, title } => Action::Rename { id, title },
+                IncidentCmd::Resolve { id, text } => Action::Resolve { id, text },
+                IncidentCmd::List { .. } | IncidentCmd::Show { .. } => unreachable!("handled above"),
+            };
+            let (id, _) = crate::incidents::apply(&store, action, now(), &actor()).await.map_err(|e| {
+                match e.downcast_ref::<facteur_store::StoreError>() {
+                    Some(facteur_store::StoreError::NotFound(_)) => {
+                        anyhow::anyhow!("{e} (see `facteur incident list`)")
+                    }
+                    _ => e,
+                }
+            })?;
+            println!("incident {id} changed");
+        }
         Command::Nodes { out } => {
             let now = now();
             let nodes = store.nodes().await?;
@@ -967,7 +1035,8 @@ async fn serve_cmd(mut r: Resolved) -> anyhow::Result<()> {
     println!("  imaps        {}   (implicit TLS)", list(&running.imaps));
     println!("  pop3         {}   (STLS, then USER/PASS or AUTH)", list(&running.pop3));
     println!("  pop3s        {}   (implicit TLS)", list(&running.pop3s));
-    println!("  http         {}   (/healthz, /readyz)", list(&running.http));
+    println!("  http         {}   (/healthz, /readyz, /metrics, /admin)", list(&running.http));
+    println!("  status       {}   (public status page: /status)", list(&running.status));
     for n in &running.notes {
         println!("facteur: {n}");
     }

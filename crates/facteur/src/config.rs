@@ -37,6 +37,10 @@ pub struct Config {
     pub node: NodeSection,
     /// The synthetic probe: SMTP to IMAP through this node, every minute.
     pub probe: facteur_watch::probe::ProbeConfig,
+    /// Service objectives and automatic incidents.
+    pub watch: facteur_watch::keeper::WatchConfig,
+    /// Where incident alerts go.
+    pub alerts: facteur_watch::alert::AlertConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -171,6 +175,8 @@ pub struct ListenSection {
     pub pop3: Vec<SocketAddr>,
     /// POP3 over implicit TLS (standard port 995).
     pub pop3s: Vec<SocketAddr>,
+    /// The public status page (`/status`, `/status.json`, `/status.atom`).
+    pub status: Vec<SocketAddr>,
 }
 
 impl Default for ListenSection {
@@ -185,6 +191,7 @@ impl Default for ListenSection {
             imaps: lo(1993),
             pop3: lo(1110),
             pop3s: lo(1995),
+            status: lo(8080),
         }
     }
 }
@@ -359,6 +366,15 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             problems.push("tls.cert and tls.key must be set together".into());
         }
+        if let Err(e) = self.watch.objectives.check() {
+            problems.push(e);
+        }
+        if !(self.watch.major_below > 0.0 && self.watch.major_below < 1.0) {
+            problems.push(format!("watch.major_below = {} must be between 0 and 1", self.watch.major_below));
+        }
+        if let Err(e) = self.alerts.check() {
+            problems.push(e);
+        }
         if problems.is_empty() { Ok(()) } else { anyhow::bail!(problems.join("; ")) }
     }
 }
@@ -389,6 +405,7 @@ imap = ["127.0.0.1:1143"]         # IMAP4rev2/rev1, STARTTLS then LOGIN
 imaps = ["127.0.0.1:1993"]        # IMAP over implicit TLS
 pop3 = ["127.0.0.1:1110"]         # POP3, STLS then USER/PASS or AUTH PLAIN
 pop3s = ["127.0.0.1:1995"]        # POP3 over implicit TLS
+status = ["127.0.0.1:8080"]       # the public status page: /status, /status.json, /status.atom
 
 [tls]
 # PEM files. When unset, facteur makes a self-signed certificate in tls/.
@@ -450,6 +467,38 @@ down_after_secs = 15          # ...and counts as down after this long without
 enabled = true
 interval_secs = 60
 timeout_secs = 30
+
+[watch]
+# Service objectives: a share of good events over a window, per component.
+# A breach held for hold_secs opens an incident (docs/incidents.md); it
+# resolves itself after quiet_secs without one.
+enabled = true
+evaluate_secs = 10            # how often the objectives are judged
+min_events = 5                # a window with fewer events judges nothing...
+min_failures = 3              # ...nor one with fewer failures: one failure is not an outage
+hold_secs = 60
+quiet_secs = 600
+major_below = 0.5             # below this share of good events: a major outage
+history_days = 90             # resolved incidents on the status page
+
+[watch.objectives]
+acceptance = { target = 0.99, window_secs = 600 }      # messages not refused for our fault
+delivery = { target = 0.99, window_secs = 600 }        # every class: delivered or handed on within latency_secs
+latency_secs = 300
+destination = { target = 0.9, window_secs = 600 }      # each destination reached (not refusing, answering)
+mailbox_access = { target = 0.995, window_secs = 600 } # IMAP/POP3 logins not failing for our fault
+storage = { target = 0.999, window_secs = 600 }        # commits that held
+# class.bulk = { target = 0.95, window_secs = 1800 }   # a class of its own
+
+[alerts]
+# Each incident opened, updated or resolved is POSTed here as JSON, signed
+# X-Facteur-Signature: t=UNIX,v1=HMAC-SHA256(webhook_secret, "UNIX." + body)...
+webhook_url = ""
+webhook_secret = ""
+# ...and mailed here, through facteur's own queue (class system).
+email = ""
+max_tries = 8                 # webhook tries, 2 s apart and doubling
+timeout_secs = 10
 
 [delivery]
 enabled = true                          # run outbound delivery on this node

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod controls;
+pub mod incidents;
 pub mod migrate;
 pub mod serve;
 pub mod telemetry;

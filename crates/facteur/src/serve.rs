@@ -14,7 +14,7 @@ use facteur_spool::{Admission, Load};
 use facteur_store::any::AnyStore;
 use facteur_store::postgres::{PgConfig, PgStore};
 use facteur_store::sqlite::SqliteStore;
-use facteur_store::{Admin, CheckReport, Cluster, Directory, SharedClock, Spool, SystemClock};
+use facteur_store::{Admin, CheckReport, Cluster, Directory, Incidents, SharedClock, Spool, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -32,6 +32,8 @@ pub struct Running {
     pub imaps: Vec<SocketAddr>,
     pub pop3: Vec<SocketAddr>,
     pub pop3s: Vec<SocketAddr>,
+    /// The public status page.
+    pub status: Vec<SocketAddr>,
     pub health: Arc<Health>,
     /// The storage this node serves from.
     pub store: AnyStore,
@@ -239,10 +241,11 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     let imaps_l = bind(&config.listen.imaps, "imaps").await?;
     let pop3_l = bind(&config.listen.pop3, "pop3").await?;
     let pop3s_l = bind(&config.listen.pop3s, "pop3s").await?;
+    let status_l = bind(&config.listen.status, "status").await?;
     let addrs = |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>();
     let (smtp, submission, submissions, http) = (addrs(&smtp_l), addrs(&sub_l), addrs(&subs_l), addrs(&http_l));
     let (imap, imaps) = (addrs(&imap_l), addrs(&imaps_l));
-    let (pop3, pop3s) = (addrs(&pop3_l), addrs(&pop3s_l));
+    let (pop3, pop3s, status) = (addrs(&pop3_l), addrs(&pop3s_l), addrs(&status_l));
 
     let (shutdown, rx) = watch::channel(false);
     let health = Health::new_starting();
@@ -331,9 +334,42 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     } else {
         notes.push("probe.enabled = false: no synthetic probe on this node".into());
     }
+    let board = Arc::new(facteur_watch::keeper::Board::default());
+    let announce = start_alerts(&store, &config, &clock, &mut tasks, &mut notes);
+    if config.watch.enabled {
+        tasks.spawn(
+            facteur_watch::keeper::Keeper {
+                store: store.clone(),
+                clock: clock.clone(),
+                region: config.node.region.clone(),
+                config: config.watch.clone(),
+                board: board.clone(),
+                announce: announce.clone(),
+                down_after_secs: config.node.down_after_secs as i64,
+            }
+            .run(rx.clone()),
+        );
+    } else {
+        notes.push("watch.enabled = false: no incidents are opened by this node".into());
+    }
+    let pages: Arc<dyn facteur_http::StatusPages> =
+        Arc::new(StatusImpl { board, clock: clock.clone(), site: config.server.hostname.clone() });
+    for l in status_l {
+        tasks.spawn(facteur_http::serve_status(l, pages.clone(), rx.clone()));
+    }
+    let faults = facteur_types::fault::allowed();
+    if faults {
+        tracing::warn!("FACTEUR_ALLOW_FAULTS=1: the admin API can break storage and logins on purpose (tests only)");
+        notes.push("WARNING: FACTEUR_ALLOW_FAULTS=1: fault switches are on offer (POST /admin/fault)".into());
+    }
     let admin: Option<(Arc<dyn facteur_http::AdminApi>, String)> = (!config.admin.token.is_empty()).then(|| {
-        let api: Arc<dyn facteur_http::AdminApi> =
-            Arc::new(AdminImpl { store: store.clone(), engine: engine.clone(), clock: clock.clone() });
+        let api: Arc<dyn facteur_http::AdminApi> = Arc::new(AdminImpl {
+            store: store.clone(),
+            engine: engine.clone(),
+            clock: clock.clone(),
+            announce: announce.clone(),
+            faults,
+        });
         (api, config.admin.token.clone())
     });
     let metrics: facteur_http::Render = Arc::new(|| crate::telemetry::handle().render());
@@ -373,6 +409,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         imaps,
         pop3,
         pop3s,
+        status,
         health,
         store,
         engine: engine.clone(),
@@ -501,6 +538,8 @@ impl Running {
             (old.storage != new.storage, "[storage]"),
             (old.admin != new.admin, "[admin]"),
             (old.probe != new.probe, "[probe]"),
+            (old.watch != new.watch, "[watch]"),
+            (old.alerts != new.alerts, "[alerts]"),
             (without_routing(&old.delivery) != without_routing(&new.delivery), "[delivery] (besides routing)"),
         ] {
             if differs {
@@ -852,6 +891,54 @@ struct AdminImpl {
     store: AnyStore,
     engine: Option<Arc<Engine<AnyStore, DnsResolver>>>,
     clock: SharedClock,
+    /// Operators' incident changes are alerted like the watch's.
+    announce: Option<facteur_watch::keeper::Announce>,
+    /// FACTEUR_ALLOW_FAULTS=1 at start.
+    faults: bool,
+}
+
+/// The alert sender, when `[alerts]` names a webhook or an address.
+fn start_alerts(
+    store: &AnyStore,
+    config: &Config,
+    clock: &SharedClock,
+    tasks: &mut JoinSet<()>,
+    notes: &mut Vec<String>,
+) -> Option<facteur_watch::keeper::Announce> {
+    if config.alerts.is_empty() {
+        notes.push("no [alerts] webhook_url or email: incidents are shown on the status page and logged only".into());
+        return None;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let alerter = facteur_watch::alert::Alerter {
+        store: store.clone(),
+        config: config.alerts.clone(),
+        hostname: config.server.hostname.clone(),
+        clock: clock.clone(),
+    };
+    tasks.spawn(alerter.run(rx));
+    Some(tx)
+}
+
+/// The status page, rendered from the watch's board.
+struct StatusImpl {
+    board: Arc<facteur_watch::keeper::Board>,
+    clock: SharedClock,
+    site: String,
+}
+
+impl facteur_http::StatusPages for StatusImpl {
+    fn html(&self) -> String {
+        facteur_watch::status::html(&self.board.snapshot(), self.clock.now(), &self.site)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        facteur_watch::status::json(&self.board.snapshot(), self.clock.now())
+    }
+
+    fn atom(&self, base: &str) -> String {
+        facteur_watch::status::atom(&self.board.snapshot(), self.clock.now(), &self.site, base)
+    }
 }
 
 impl facteur_http::AdminApi for AdminImpl {
@@ -887,6 +974,42 @@ impl facteur_http::AdminApi for AdminImpl {
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             Ok(serde_json::json!({"ok": done}))
+        })
+    }
+
+    fn incidents(&self) -> facteur_http::JsonFuture<'_> {
+        Box::pin(async move {
+            let since = self.clock.now() - facteur_watch::status::DAYS * 86_400;
+            let list = self.store.incidents(since).await.map_err(|e| e.to_string())?;
+            serde_json::to_value(list).map_err(|e| e.to_string())
+        })
+    }
+
+    fn incident(&self, body: serde_json::Value, actor: String) -> facteur_http::JsonFuture<'_> {
+        Box::pin(async move {
+            let action: crate::incidents::Action = serde_json::from_value(body).map_err(|e| e.to_string())?;
+            let now = self.clock.now();
+            let (id, announcement) =
+                crate::incidents::apply(&self.store, action, now, &actor).await.map_err(|e| format!("{e:#}"))?;
+            if let (Some(tx), Some(a)) = (&self.announce, announcement) {
+                let _ = tx.try_send(a);
+            }
+            Ok(serde_json::json!({"ok": id}))
+        })
+    }
+
+    fn fault(&self, body: serde_json::Value) -> facteur_http::JsonFuture<'_> {
+        Box::pin(async move {
+            if !self.faults {
+                return Err("fault switches are off: start facteur with FACTEUR_ALLOW_FAULTS=1 (tests only)".into());
+            }
+            let name = body.get("fault").and_then(|v| v.as_str()).unwrap_or_default();
+            let on = body.get("on").and_then(|v| v.as_bool()).ok_or("\"on\" must be true or false")?;
+            let fault = facteur_types::fault::Fault::from_name(name)
+                .ok_or_else(|| format!("no fault {name:?} (known: storage, mailbox-login)"))?;
+            facteur_types::fault::set(fault, on);
+            tracing::warn!(fault = name, on, "fault switch flipped");
+            Ok(serde_json::json!({"fault": name, "on": on}))
         })
     }
 }

@@ -116,7 +116,7 @@ fn process_config(dir: &std::path::Path, pg: &PgSchema, name: &str, sim: std::ne
         format!(
             "[server]\nhostname = \"{name}.example.test\"\n\
              [listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n\
-             imap = []\nimaps = []\npop3 = []\npop3s = []\n\
+             imap = []\nimaps = []\npop3 = []\npop3s = []\nstatus = []\n\
              [smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\ngreet_pause_ms = 0\nmax_connections_per_ip = 0\n\
              max_messages_per_minute_per_ip = 0\n\
              [storage]\nbackend = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\npool_size = 8\n\

@@ -58,7 +58,7 @@ impl Setup {
             format!(
                 "[server]\nhostname = \"mx.example.test\"\n\
                  [listen]\nsmtp = [\"127.0.0.1:{}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{}\"]\n\
-                 imap = [\"127.0.0.1:{}\"]\nimaps = []\npop3 = []\npop3s = []\n\
+                 imap = [\"127.0.0.1:{}\"]\nimaps = []\npop3 = []\npop3s = []\nstatus = []\n\
                  [smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\ngreet_pause_ms = 0\nmax_connections_per_ip = 0\n\
                  max_messages_per_minute_per_ip = 0\n\
                  [imap]\nplaintext_auth = true\n{extra}",

@@ -97,7 +97,7 @@ async fn try_serve_with(data: &Path, extra: &str) -> Option<Server> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\nimap = [\"127.0.0.1:{imap}\"]\nimaps = []\npop3 = []\npop3s = []\n{extra}"
+            "[server]\nhostname = \"mx.example.test\"\n[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\nimap = [\"127.0.0.1:{imap}\"]\nimaps = []\npop3 = []\npop3s = []\nstatus = []\n{extra}"
         ),
     )
     .unwrap();
@@ -734,7 +734,7 @@ async fn serve_on_a_new_folder_is_a_new_installation() {
         &config,
         format!(
             "[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n\
-             imap = []\nimaps = []\npop3 = []\npop3s = []\n[delivery]\nenabled = false\n"
+             imap = []\nimaps = []\npop3 = []\npop3s = []\nstatus = []\n[delivery]\nenabled = false\n"
         ),
     )
     .unwrap();

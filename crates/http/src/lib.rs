@@ -100,6 +100,14 @@ pub trait AdminApi: Send + Sync + 'static {
     fn controls(&self) -> JsonFuture<'_>;
     /// Apply a control (`{"action": "pause"|"resume"|"rate"|"retry", ...}`).
     fn control(&self, body: serde_json::Value, actor: String) -> JsonFuture<'_>;
+    /// Open and recent incidents with their timelines.
+    fn incidents(&self) -> JsonFuture<'_>;
+    /// An operator's change to an incident
+    /// (`{"action": "update"|"rename"|"resolve", "id": N, "text"|"title": ...}`).
+    fn incident(&self, body: serde_json::Value, actor: String) -> JsonFuture<'_>;
+    /// Flip a fault switch (`{"fault": "storage"|"mailbox-login", "on": bool}`);
+    /// refused unless the process allows faults (tests).
+    fn fault(&self, body: serde_json::Value) -> JsonFuture<'_>;
 }
 
 #[derive(Clone)]
@@ -142,12 +150,14 @@ async fn admin_get(
         "queue" => answer(st.api.queue().await),
         "destinations" => answer(st.api.destinations().await),
         "controls" => answer(st.api.controls().await),
+        "incidents" => answer(st.api.incidents().await),
         _ => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "no such resource"}))).into_response(),
     }
 }
 
 async fn admin_post(
     State(st): State<AdminState>,
+    axum::extract::Path(what): axum::extract::Path<String>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
@@ -158,9 +168,17 @@ async fn admin_post(
         Ok(v) => v,
         Err(e) => return answer(Err(format!("body is not JSON: {e}"))),
     };
-    let r = st.api.control(value, "http:admin".into()).await;
+    let r = match what.as_str() {
+        "control" => st.api.control(value, "http:admin".into()).await,
+        "incident" => st.api.incident(value, "http:admin".into()).await,
+        "fault" => st.api.fault(value).await,
+        _ => {
+            return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "no such resource"})))
+                .into_response();
+        }
+    };
     if let Ok(v) = &r {
-        tracing::info!(result = %v, "admin control applied");
+        tracing::info!(what, result = %v, "admin action applied");
     }
     answer(r)
 }
@@ -173,8 +191,8 @@ async fn metrics(State(render): State<Render>) -> impl IntoResponse {
 }
 
 /// The health router plus `/metrics` when given a renderer and, when a
-/// token is configured, `/admin/...`: `GET /admin/queue|destinations|controls`,
-/// `POST /admin/control`. `/metrics` is open like the health endpoints:
+/// token is configured, `/admin/...`: `GET /admin/queue|destinations|controls|incidents`,
+/// `POST /admin/control|incident|fault`. `/metrics` is open like the health endpoints:
 /// the listener is the operators' (loopback by default), and no series
 /// names a user, a message or a client.
 pub fn router_with_admin(
@@ -189,12 +207,7 @@ pub fn router_with_admin(
     match admin {
         Some((api, token)) if !token.is_empty() => {
             let st = AdminState { api, token: token.into() };
-            base.merge(
-                Router::new()
-                    .route("/admin/control", axum::routing::post(admin_post))
-                    .route("/admin/{what}", get(admin_get))
-                    .with_state(st),
-            )
+            base.merge(Router::new().route("/admin/{what}", get(admin_get).post(admin_post)).with_state(st))
         }
         _ => base,
     }
@@ -221,5 +234,65 @@ pub async fn serve_with_admin(
         .await;
     if let Err(e) = r {
         tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// The public status page's three renderings (see `facteur_watch::status`).
+pub trait StatusPages: Send + Sync + 'static {
+    fn html(&self) -> String;
+    fn json(&self) -> serde_json::Value;
+    /// The Atom feed; `base` is this site's URL (`http://HOST`).
+    fn atom(&self, base: &str) -> String;
+}
+
+/// Most requests the status listener serves at once; more wait in the
+/// kernel's backlog. Each one is a render from memory, never a storage read.
+const STATUS_CONCURRENCY: usize = 64;
+
+/// `/status`, `/status.json`, `/status.atom`, and `/` sending to `/status`.
+pub fn status_router(pages: Arc<dyn StatusPages>) -> Router {
+    let html = |State(p): State<Arc<dyn StatusPages>>| async move {
+        (
+            [
+                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (axum::http::header::CACHE_CONTROL, "no-cache"),
+            ],
+            p.html(),
+        )
+    };
+    let json = |State(p): State<Arc<dyn StatusPages>>| async move {
+        ([(axum::http::header::CACHE_CONTROL, "no-cache")], axum::Json(p.json()))
+    };
+    let atom = |State(p): State<Arc<dyn StatusPages>>, headers: axum::http::HeaderMap| async move {
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        ([(axum::http::header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")], p.atom(&format!("http://{host}")))
+    };
+    Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to("/status") }))
+        .route("/status", get(html))
+        .route("/status.json", get(json))
+        .route("/status.atom", get(atom))
+        .with_state(pages)
+}
+
+/// Serve the status page until `shutdown` turns true.
+pub async fn serve_status(listener: TcpListener, pages: Arc<dyn StatusPages>, mut shutdown: watch::Receiver<bool>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(STATUS_CONCURRENCY));
+    let app = status_router(pages).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let limit = limit.clone();
+            async move {
+                let _permit = limit.acquire_owned().await;
+                next.run(req).await
+            }
+        },
+    ));
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "status page server failed");
     }
 }

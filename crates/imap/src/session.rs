@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use facteur_net::Attempt;
 use facteur_store::{Directory, FlagOp, Mailstore, MessageMeta, Part, StoreError};
+use facteur_types::fault::{self, Fault};
+use facteur_types::signal::{self, Signal};
 use imap_codec::ResponseCodec;
 use imap_codec::encode::Encoder;
 use imap_codec::imap_types::IntoStatic;
@@ -642,6 +644,10 @@ impl<S: Directory + Mailstore> Session<S> {
         if !(self.tls || self.cfg.plaintext_auth) {
             return Outcome::No(Some("PRIVACYREQUIRED"), "use STARTTLS before LOGIN".into());
         }
+        if fault::on(Fault::MailboxLogin) {
+            signal::record(Signal::MailboxAccess, false, 1);
+            return Outcome::No(Some("UNAVAILABLE"), "logins are failing on this server (injected fault)".into());
+        }
         let store = self.store.clone();
         let check = facteur_store::password::login(&store, user, pass);
         let attempt = match &self.auth {
@@ -656,10 +662,14 @@ impl<S: Directory + Mailstore> Session<S> {
                 tracing::debug!(user, "IMAP login refused: address banned for failed logins");
                 return Outcome::No(Some("UNAVAILABLE"), "too many failed logins from your address".into());
             }
-            Err(e) => return store_error(&e),
+            Err(e) => {
+                signal::record(Signal::MailboxAccess, false, 1);
+                return store_error(&e);
+            }
         };
         match ok {
             Some(address) => {
+                signal::record(Signal::MailboxAccess, true, 1);
                 if let Some(slots) = &self.slots
                     && !slots.acquire(&address)
                 {

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use facteur_net::{Attempt, Conn, Ended, Input};
 use facteur_store::{Directory, FlagOp, Mailstore};
+use facteur_types::fault::{self, Fault};
+use facteur_types::signal::{self, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -285,7 +287,17 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
             Action::Authenticate { user, pass } => {
                 let started = std::time::Instant::now();
                 let check = facteur_store::password::login(&ctx.store, &user, &pass);
-                match ctx.auth.attempt(md.listener, md.peer, &user, check).await {
+                let attempt = if fault::on(Fault::MailboxLogin) {
+                    Err(facteur_store::StoreError::Unavailable("injected fault (FACTEUR_ALLOW_FAULTS)".into()))
+                } else {
+                    ctx.auth.attempt(md.listener, md.peer, &user, check).await
+                };
+                match &attempt {
+                    Ok(Attempt::Ok(_)) => signal::record(Signal::MailboxAccess, true, 1),
+                    Err(_) => signal::record(Signal::MailboxAccess, false, 1),
+                    Ok(_) => {}
+                }
+                match attempt {
                     Ok(Attempt::Ok(address)) => session.auth_result(Ok(address)),
                     Ok(Attempt::Failed | Attempt::Throttled) => {
                         tracing::debug!(user, "POP3 login failed");

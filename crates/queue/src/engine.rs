@@ -23,6 +23,7 @@ use facteur_smtp_proto::Reply;
 use facteur_smtp_proto::client::{OutboundEnvelope, OutboundRecipient, RcptOutcome};
 use facteur_spool::notices::{self, About, Notice, NoticeItem};
 use facteur_store::{AttemptRecord, ClaimFilter, DeliveryJob, Directory, NewState, Park, RecipientUpdate, Spool};
+use facteur_types::signal;
 use facteur_types::{ControlKey, MessageId, Outcome, SharedClock};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument;
@@ -158,6 +159,17 @@ fn status_text(s: (u8, u16, u16)) -> String {
 /// The class and subject of an attempt's status (RFC 3463 §3: "2.0",
 /// "4.4", "5.1", ...), a bounded label: subjects past those RFC 3463
 /// defines (0-7) are "other".
+/// How the service objectives see an attempt: a reply the destination
+/// gave for good (2xx, 5xx), a deferral by reply, or a destination that
+/// could not be reached (RFC 3463 X.4.x: network and routing).
+fn delivery_signal(a: &Attempt) -> signal::Delivery {
+    match a {
+        Attempt::Delivered { .. } | Attempt::Permanent { .. } => signal::Delivery::Done,
+        Attempt::Temporary { status: (_, 4, _), .. } => signal::Delivery::Unreachable,
+        Attempt::Temporary { .. } => signal::Delivery::Deferred,
+    }
+}
+
 fn status_class(a: &Attempt) -> String {
     let (class, subject) = match a {
         Attempt::Delivered { .. } => (2, 0),
@@ -710,10 +722,13 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 match me.connect(&domain).await {
                     Ok(c) => {
                         c.quit().await;
+                        // No class: the destination's objective only.
+                        signal::delivery("", &domain, signal::Delivery::Done, 0, None);
                         me.revive(&domain, &dest).await;
                     }
                     Err(f) => {
                         tracing::info!(domain = %domain, error = %f.text, "destination still unreachable");
+                        signal::delivery("", &domain, signal::Delivery::Unreachable, 0, Some(&f.text));
                         let next = me.clock.now() + me.config.unreachable_probe_secs.max(1) as i64;
                         // Unless it came back meanwhile (a delivery succeeded).
                         if dest.unreachable.load(Ordering::SeqCst) > 0 {
@@ -924,6 +939,13 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 "status" => status_class(a),
             )
             .increment(1);
+            signal::delivery(
+                job.class.as_str(),
+                &job.domain,
+                delivery_signal(a),
+                now - job.received_at,
+                (outcome_name != Outcome::Delivered).then_some(reply.as_str()),
+            );
             if let Some(kind) = d.notice {
                 items.push(NoticeItem {
                     address: r.address.clone(),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use facteur_net::{Conn, Ended, Input};
 use facteur_smtp_proto::{Envelope, Event, Reply, Session, SessionConfig};
 use facteur_store::{Directory, NewMessage, NewRecipient, Route, Spool, StoredEnvelope};
+use facteur_types::signal::{self, Signal};
 use facteur_types::{MessageId, Notify, Ret, SharedClock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -629,6 +630,7 @@ async fn accept_message<S: Directory + Spool>(
                 metrics::counter!("facteur_smtp_recipients_accepted_total", "listener" => listener, "class" => class.as_str())
                     .increment(counted * nrcpt as u64);
                 metrics::counter!("facteur_local_deliveries_total").increment(counted * placed.len() as u64);
+                signal::record(Signal::Acceptance, true, 1);
                 if remote && let Some(w) = &ctx.queued {
                     w.notify_one();
                 }
@@ -640,6 +642,7 @@ async fn accept_message<S: Directory + Spool>(
             Err(e) => {
                 tracing::error!(error = %e, "storage failed; message refused with 451, the client will retry");
                 metrics::counter!("facteur_smtp_storage_failures_total", "listener" => client.kind.name()).increment(1);
+                signal::record(Signal::Acceptance, false, 1);
                 Reply::new(451, (4, 3, 0), "Error: temporary storage failure, try again later")
             }
         }

@@ -5,9 +5,9 @@ use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
     Admin, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey, DeliveryJob,
-    Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Lookup, Mailbox, MailboxSnapshot, Mailstore, MessageId,
-    MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientUpdate, Result,
-    Spool, Sweep, User,
+    Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Incident, IncidentChange, Incidents, Lookup, Mailbox,
+    MailboxSnapshot, Mailstore, MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats,
+    QueuedMessage, RecipientUpdate, Result, Spool, Sweep, User,
 };
 
 #[derive(Clone)]
@@ -154,5 +154,13 @@ impl Cluster for AnyStore {
         fn heartbeat(&self, now: i64) -> Result<()>;
         fn leave(&self, now: i64) -> Result<()>;
         fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    }
+}
+
+impl Incidents for AnyStore {
+    forward! {
+        fn incident_change(&self, change: IncidentChange) -> Result<Option<i64>>;
+        fn incidents(&self, since: i64) -> Result<Vec<Incident>>;
+        fn incident(&self, id: i64) -> Result<Option<Incident>>;
     }
 }

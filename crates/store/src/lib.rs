@@ -34,6 +34,7 @@
 pub mod any;
 pub mod changes;
 mod depth;
+pub mod incidents;
 pub mod invariants;
 pub mod lifecycle;
 pub mod migrate;
@@ -49,6 +50,7 @@ pub use facteur_types::{
     BodyType, Class, Clock, ControlKey, ManualClock, MessageId, Notify, Outcome, RecipientStatus, Ret, Severity,
     SharedClock, SystemClock,
 };
+pub use incidents::{Incident, IncidentChange, IncidentUpdate};
 pub use invariants::DEFAULT_MAILBOXES;
 pub use lifecycle::{Housekeeping, Sweep};
 
@@ -668,17 +670,28 @@ pub trait Cluster: Clone + Send + Sync + 'static {
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>>> + Send;
 }
 
-/// The five roles and the shared vocabulary, for code that uses a backend
+/// Incidents and their timelines (see [`incidents`]).
+pub trait Incidents: Clone + Send + Sync + 'static {
+    /// Apply `change` (see [`incidents::plan`]) in one transaction; the
+    /// incident's id, or `None` when the change touched nothing.
+    fn incident_change(&self, change: IncidentChange) -> impl Future<Output = Result<Option<i64>>> + Send;
+    /// Open incidents and those resolved at or after `since`, newest
+    /// first, each with its timeline.
+    fn incidents(&self, since: i64) -> impl Future<Output = Result<Vec<Incident>>> + Send;
+    fn incident(&self, id: i64) -> impl Future<Output = Result<Option<Incident>>> + Send;
+}
+
+/// The six roles and the shared vocabulary, for code that uses a backend
 /// whole (the binary, tests).
 pub mod prelude {
-    pub use crate::{Admin, Cluster, Directory, Mailstore, Spool, Store};
+    pub use crate::{Admin, Cluster, Directory, Incidents, Mailstore, Spool, Store};
     pub use facteur_types::{Class, Clock, MessageId, Notify, Outcome, RecipientStatus};
 }
 
 /// Every role: what one backend type implements.
-pub trait Store: Directory + Mailstore + Spool + Admin + Cluster {}
+pub trait Store: Directory + Mailstore + Spool + Admin + Cluster + Incidents {}
 
-impl<T: Directory + Mailstore + Spool + Admin + Cluster> Store for T {}
+impl<T: Directory + Mailstore + Spool + Admin + Cluster + Incidents> Store for T {}
 
 /// What [`Spool::park_destination`] postpones, and until when.
 #[derive(Debug, Clone)]

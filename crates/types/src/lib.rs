@@ -16,8 +16,10 @@ pub mod class;
 pub mod clock;
 pub mod control;
 pub mod dsn;
+pub mod fault;
 pub mod id;
 pub mod probe;
+pub mod signal;
 pub mod status;
 
 pub use class::Class;

@@ -38,7 +38,15 @@ pub enum Component {
     MailboxAccess,
     /// Commits that held, against failed ones.
     Storage,
+    /// Attempts to one destination (a recipient domain) that got an answer
+    /// for good, against those that found it unreachable or deferred mail
+    /// past the latency objective.
+    Destination(String),
 }
+
+/// The stand-in for "any": `Delivery(ANY)` and `Destination(ANY)` hold the
+/// objective of every class and destination without one of their own.
+pub const ANY: &str = "*";
 
 impl Component {
     /// For people: what is affected.
@@ -48,6 +56,41 @@ impl Component {
             Component::Delivery(class) => format!("Delivery of {class} mail"),
             Component::MailboxAccess => "Mailbox access".into(),
             Component::Storage => "Storage".into(),
+            Component::Destination(d) => format!("Delivery to {d}"),
+        }
+    }
+
+    /// The one text form, as stored and in the API: `acceptance`,
+    /// `delivery:CLASS`, `mailbox-access`, `storage`, `destination:DOMAIN`.
+    pub fn key(&self) -> String {
+        match self {
+            Component::Acceptance => "acceptance".into(),
+            Component::Delivery(class) => format!("delivery:{class}"),
+            Component::MailboxAccess => "mailbox-access".into(),
+            Component::Storage => "storage".into(),
+            Component::Destination(d) => format!("destination:{d}"),
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Component> {
+        Some(match key {
+            "acceptance" => Component::Acceptance,
+            "mailbox-access" => Component::MailboxAccess,
+            "storage" => Component::Storage,
+            _ => match key.split_once(':')? {
+                ("delivery", c) if !c.is_empty() => Component::Delivery(c.into()),
+                ("destination", d) if !d.is_empty() => Component::Destination(d.into()),
+                _ => return None,
+            },
+        })
+    }
+
+    /// The objective that applies: its own, else the "any" one of its kind.
+    fn general(&self) -> Option<Component> {
+        match self {
+            Component::Delivery(c) if c != ANY => Some(Component::Delivery(ANY.into())),
+            Component::Destination(d) if d != ANY => Some(Component::Destination(ANY.into())),
+            _ => None,
         }
     }
 }
@@ -63,10 +106,12 @@ pub struct Objective {
 }
 
 /// How calm the watch is (see the module's rules).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Calm {
     pub min_events: u64,
+    /// A window with fewer failed events than this is not a breach: one
+    /// failure in a quiet hour is not an outage.
+    pub min_failures: u64,
     pub hold_secs: i64,
     pub quiet_secs: i64,
     /// Below this share of good events, the incident is a major outage.
@@ -75,7 +120,7 @@ pub struct Calm {
 
 impl Default for Calm {
     fn default() -> Self {
-        Calm { min_events: 5, hold_secs: 60, quiet_secs: 600, major_below: 0.5 }
+        Calm { min_events: 5, min_failures: 3, hold_secs: 60, quiet_secs: 600, major_below: 0.5 }
     }
 }
 
@@ -141,7 +186,7 @@ impl Watch {
     /// Count `good` and `bad` events of `component` in `region` at `at`
     /// (unix seconds). Components without an objective are ignored.
     pub fn observe(&mut self, at: i64, component: &Component, region: &str, good: u64, bad: u64) {
-        if !self.objectives.contains_key(component) {
+        if self.objective(component).is_none() || good + bad == 0 {
             return;
         }
         let track = self.tracks.entry(component.clone()).or_default();
@@ -150,10 +195,19 @@ impl Watch {
         c.bad += bad;
     }
 
+    /// The objective `component` is judged by, if any.
+    pub fn objective(&self, component: &Component) -> Option<&Objective> {
+        self.objectives.get(component).or_else(|| self.objectives.get(&component.general()?))
+    }
+
+    /// Is an incident open for `component`?
+    pub fn is_open(&self, component: &Component) -> bool {
+        self.tracks.get(component).is_some_and(|t| t.open.is_some())
+    }
+
     /// The share of good events per region over the window ending at
     /// `now`, for the regions with enough events to judge.
-    fn shares(&self, component: &Component, track: &Track, now: i64) -> BTreeMap<String, f64> {
-        let window = self.objectives[component].window_secs as i64;
+    fn shares(&self, track: &Track, window: i64, now: i64) -> BTreeMap<String, f64> {
         let mut sums: BTreeMap<&str, Count> = BTreeMap::new();
         for ((region, start), c) in &track.buckets {
             if *start > now - window && *start <= now {
@@ -163,7 +217,7 @@ impl Watch {
             }
         }
         sums.into_iter()
-            .filter(|(_, c)| c.good + c.bad >= self.calm.min_events)
+            .filter(|(_, c)| c.good + c.bad >= self.calm.min_events && c.bad >= self.calm.min_failures)
             .map(|(r, c)| (r.to_string(), c.good as f64 / (c.good + c.bad) as f64))
             .collect()
     }
@@ -171,14 +225,14 @@ impl Watch {
     /// Judge every objective at `now`; what changed.
     pub fn evaluate(&mut self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();
-        let components: Vec<Component> = self.objectives.keys().cloned().collect();
+        let components: Vec<Component> = self.tracks.keys().cloned().collect();
         for component in components {
-            let target = self.objectives[&component].target;
-            let window = self.objectives[&component].window_secs as i64;
+            let Some(objective) = self.objective(&component) else { continue };
+            let (target, window) = (objective.target, objective.window_secs as i64);
             let mut track = self.tracks.remove(&component).unwrap_or_default();
             // Forget what no window will read again.
             track.buckets.retain(|(_, start), _| *start > now - window);
-            let shares = self.shares(&component, &track, now);
+            let shares = self.shares(&track, window, now);
             let breached: BTreeMap<String, f64> = shares.into_iter().filter(|(_, s)| *s < target).collect();
             let worst = breached.values().cloned().fold(1.0_f64, f64::min);
             let severity = if worst < self.calm.major_below { Severity::Major } else { Severity::Degraded };
@@ -262,7 +316,11 @@ impl Watch {
                     }
                 }
             }
-            self.tracks.insert(component, track);
+            // A component with nothing to judge and nothing open is forgotten
+            // (destinations come and go).
+            if !(track.buckets.is_empty() && track.open.is_none() && track.breached_since.is_none()) {
+                self.tracks.insert(component, track);
+            }
         }
         out
     }
@@ -302,7 +360,7 @@ mod tests {
     fn watch() -> Watch {
         Watch::new(
             [(Component::MailboxAccess, Objective { target: 0.995, window_secs: 600 })],
-            Calm { min_events: 5, hold_secs: 60, quiet_secs: 600, major_below: 0.5 },
+            Calm { min_events: 5, min_failures: 1, hold_secs: 60, quiet_secs: 600, major_below: 0.5 },
         )
     }
 
@@ -420,5 +478,46 @@ mod tests {
             "{got:?}"
         );
         assert!(!got.iter().any(|t| matches!(t, Transition::Resolve { .. })), "{got:?}");
+    }
+
+    #[test]
+    fn destinations_share_the_any_objective_and_are_forgotten_when_idle() {
+        let mut w = Watch::new(
+            [(Component::Destination(ANY.into()), Objective { target: 0.9, window_secs: 60 })],
+            Calm { min_events: 5, min_failures: 3, hold_secs: 20, quiet_secs: 60, major_below: 0.5 },
+        );
+        let down = Component::Destination("down.example".into());
+        let fine = Component::Destination("fine.example".into());
+        let mut got = Vec::new();
+        for t in (T0..T0 + 60).step_by(10) {
+            w.observe(t, &down, "eu", 0, 2);
+            w.observe(t, &fine, "eu", 5, 0);
+            got.extend(w.evaluate(t));
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(matches!(&got[0], Transition::Open { component, .. } if *component == down));
+        assert!(w.is_open(&down) && !w.is_open(&fine));
+        // Two failures among many are below min_failures: no breach.
+        let mut w2 = Watch::new(
+            [(Component::Destination(ANY.into()), Objective { target: 0.99, window_secs: 600 })],
+            Calm::default(),
+        );
+        w2.observe(T0, &fine, "eu", 10, 2);
+        for t in (T0..=T0 + 610).step_by(10) {
+            assert!(w2.evaluate(t).is_empty());
+        }
+        // Nothing observed for a window, nothing open: forgotten.
+        assert!(w2.tracks.is_empty(), "{:?}", w2.tracks.keys().collect::<Vec<_>>());
+        // Keys round-trip.
+        for c in [
+            Component::Acceptance,
+            Component::Delivery("bulk".into()),
+            down,
+            Component::MailboxAccess,
+            Component::Storage,
+        ] {
+            assert_eq!(Component::from_key(&c.key()), Some(c));
+        }
+        assert_eq!(Component::from_key("delivery:"), None);
     }
 }

@@ -14,5 +14,8 @@
 //! (logged once when the state changes, counted every time); it never
 //! retries within a run, and a run is bounded by its timeout.
 
+pub mod alert;
 pub mod incident;
+pub mod keeper;
 pub mod probe;
+pub mod status;

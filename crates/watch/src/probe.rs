@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use facteur_types::signal::{self, Signal};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -98,15 +99,25 @@ pub async fn run_once(t: &Target, timeout: Duration) -> Result<Duration, Failure
         let mut rng = rand::rng();
         (0..20).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
     };
+    let sent = std::sync::atomic::AtomicBool::new(false);
     let run = async {
         send(t, &nonce).await.map_err(Failure::Smtp)?;
+        sent.store(true, std::sync::atomic::Ordering::Relaxed);
         read_back(t, &nonce).await.map_err(Failure::Imap)
     };
-    match tokio::time::timeout(timeout, run).await {
+    let result = match tokio::time::timeout(timeout, run).await {
         Ok(Ok(())) => Ok(started.elapsed()),
         Ok(Err(f)) => Err(f),
         Err(_) => Err(Failure::Timeout),
+    };
+    // A failed run is a user who could not send or read: counted for the
+    // step that failed (the server counts what it saw too; a success is
+    // counted there alone).
+    if let Err(f) = &result {
+        let reading = matches!(f, Failure::Imap(_)) || sent.load(std::sync::atomic::Ordering::Relaxed);
+        signal::record(if reading { Signal::MailboxAccess } else { Signal::Acceptance }, false, 1);
     }
+    result
 }
 
 /// Run every `interval` until `shutdown`; record each run, and log when

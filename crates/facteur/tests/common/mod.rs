@@ -30,6 +30,7 @@ pub struct TestServer {
     pub imaps: SocketAddr,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    pub status: SocketAddr,
 }
 
 pub fn loopback0() -> Vec<SocketAddr> {
@@ -48,6 +49,7 @@ pub fn test_config() -> Config {
     c.listen.imaps = loopback0();
     c.listen.pop3 = loopback0();
     c.listen.pop3s = loopback0();
+    c.listen.status = loopback0();
     c.smtp.trusted_networks = vec![];
     c.smtp.auth_failure_delay_secs = 0;
     // Loopback is a stranger here: without this every MX connection would
@@ -109,6 +111,7 @@ impl TestServer {
             imaps: running.imaps[0],
             pop3: running.pop3[0],
             pop3s: running.pop3s[0],
+            status: running.status[0],
             running: Some(running),
             dir,
         }

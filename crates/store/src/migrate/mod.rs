@@ -68,6 +68,8 @@ const ORDER: &[&str] = &[
     "mailbox_messages",
     "recipients",
     "attempts",
+    "incidents",
+    "incident_updates",
 ];
 
 /// What to copy where.

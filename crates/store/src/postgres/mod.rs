@@ -18,6 +18,7 @@
 
 mod check;
 mod directory;
+mod incidents;
 mod mail;
 mod queue;
 mod schema;

@@ -145,7 +145,10 @@ pub(crate) fn spawn_writers(
 async fn store_group(pool: &deadpool_postgres::Pool, group: Vec<Work>, now: i64, node: &str) {
     let jobs: Vec<&Job> = group.iter().map(|w| &w.job).collect();
     let started = std::time::Instant::now();
-    let outcome = run_jobs(pool, &jobs, now, node).await;
+    let outcome = match crate::telemetry::injected_fault() {
+        Some(fault) => Err(StoreError::Unavailable(fault)),
+        None => run_jobs(pool, &jobs, now, node).await,
+    };
     match &outcome {
         Ok(()) => crate::telemetry::committed("postgres", started, group.len()),
         Err(_) => crate::telemetry::commit_failed("postgres"),
@@ -858,14 +861,22 @@ impl Admin for PgStore {
     }
 
     async fn write_probe(&self, now: i64) -> Result<()> {
-        let c = self.client().await?;
-        execute(
-            &c,
-            "INSERT INTO write_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-            &[&now],
-        )
-        .await?;
-        Ok(())
+        // Not a group commit, but a commit the storage objective counts.
+        let written = async {
+            if let Some(fault) = crate::telemetry::injected_fault() {
+                return Err(StoreError::Unavailable(fault));
+            }
+            let c = self.client().await?;
+            execute(
+                &c,
+                "INSERT INTO write_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                &[&now],
+            )
+            .await
+        }
+        .await;
+        facteur_types::signal::record(facteur_types::signal::Signal::Storage, written.is_ok(), 1);
+        written.map(drop)
     }
 
     async fn housekeeping(&self, now: i64, finished_before: i64, from: Sweep) -> Result<Housekeeping> {

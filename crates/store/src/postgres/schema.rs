@@ -255,6 +255,34 @@ CREATE TABLE migrate_progress (
 );
 "#,
     ),
+    (
+        7,
+        r#"
+-- Incidents (crates/store/src/incidents.rs): at most one open per
+-- component, even when two nodes report it at once; each with its
+-- timeline, appended to only.
+CREATE TABLE incidents (
+    id BIGSERIAL PRIMARY KEY,
+    component TEXT NOT NULL,
+    title TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    affected TEXT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    resolved_at BIGINT
+);
+CREATE UNIQUE INDEX incidents_open ON incidents (component) WHERE resolved_at IS NULL;
+CREATE INDEX incidents_resolved ON incidents (resolved_at);
+CREATE TABLE incident_updates (
+    incident_id BIGINT NOT NULL REFERENCES incidents(id),
+    seq INTEGER NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    author TEXT NOT NULL,
+    PRIMARY KEY (incident_id, seq)
+);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -2,6 +2,7 @@
 //! one writer thread with group commit, a small pool of reader connections.
 
 mod check;
+mod incidents;
 mod mail;
 mod queue;
 mod schema;

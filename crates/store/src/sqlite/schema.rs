@@ -250,6 +250,33 @@ DROP INDEX recipients_destination;
 CREATE INDEX recipients_destination ON recipients (domain, state, class, next_attempt);
 "#,
     ),
+    (
+        10,
+        r#"
+-- Incidents (crates/store/src/incidents.rs): at most one open per
+-- component; each with its timeline, appended to only.
+CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY,
+    component TEXT NOT NULL,
+    title TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    affected TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    resolved_at INTEGER
+);
+CREATE UNIQUE INDEX incidents_open ON incidents (component) WHERE resolved_at IS NULL;
+CREATE INDEX incidents_resolved ON incidents (resolved_at);
+CREATE TABLE incident_updates (
+    incident_id INTEGER NOT NULL REFERENCES incidents(id),
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    author TEXT NOT NULL,
+    PRIMARY KEY (incident_id, seq)
+);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -58,7 +58,10 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     let jobs = batch.len();
     let completions: Vec<Completion> = batch.into_iter().map(|job| job(conn)).collect();
     tracing::trace!(jobs, "group commit");
-    let outcome = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    let outcome = match crate::telemetry::injected_fault() {
+        Some(fault) => Err(fault),
+        None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+    };
     match &outcome {
         Ok(()) => crate::telemetry::committed("sqlite", started, completions.len()),
         Err(_) => crate::telemetry::commit_failed("sqlite"),

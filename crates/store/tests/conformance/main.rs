@@ -10,6 +10,7 @@ mod cluster;
 mod concurrency;
 mod directory;
 mod fixture;
+mod incidents;
 mod mailstore;
 mod spool;
 
@@ -56,6 +57,9 @@ macro_rules! every_test {
             cluster::nodes_join_beat_and_leave,
             cluster::a_node_releases_only_its_own_leases,
             cluster::leases_of_a_stopped_node_are_reported_and_released,
+            incidents::nodes_share_one_incident_per_component,
+            incidents::operators_update_rename_and_resolve,
+            incidents::two_nodes_opening_at_once_make_one_incident,
         );
     };
 }
