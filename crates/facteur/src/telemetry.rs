@@ -106,6 +106,10 @@ fn describe() {
         "End-to-end time of a successful probe run: SMTP connection to the message read back over IMAP."
     );
     describe_gauge!("facteur_probe_up", "1 when the probe's last run succeeded, 0 when it failed.");
+    describe_counter!(
+        "facteur_alerts_total",
+        "Incident alerts sent, by channel (webhook, email) and result (ok, failed: the webhook given up)."
+    );
     describe_gauge!(
         "facteur_queue_recipients",
         "Recipients waiting, by class and state (queued: any due time; ready: due now; held)."

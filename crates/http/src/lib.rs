@@ -10,6 +10,8 @@
 //! Failure behaviour: `/readyz` answers `503` with the reason while not ready;
 //! the server never blocks on storage to answer either endpoint.
 
+pub mod bounded;
+
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -245,10 +247,6 @@ pub trait StatusPages: Send + Sync + 'static {
     fn atom(&self, base: &str) -> String;
 }
 
-/// Most requests the status listener serves at once; more wait in the
-/// kernel's backlog. Each one is a render from memory, never a storage read.
-const STATUS_CONCURRENCY: usize = 64;
-
 /// `/status`, `/status.json`, `/status.atom`, and `/` sending to `/status`.
 pub fn status_router(pages: Arc<dyn StatusPages>) -> Router {
     let html = |State(p): State<Arc<dyn StatusPages>>| async move {
@@ -275,19 +273,20 @@ pub fn status_router(pages: Arc<dyn StatusPages>) -> Router {
         .with_state(pages)
 }
 
-/// Serve the status page until `shutdown` turns true.
-pub async fn serve_status(listener: TcpListener, pages: Arc<dyn StatusPages>, mut shutdown: watch::Receiver<bool>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(STATUS_CONCURRENCY));
-    let app = status_router(pages).layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let limit = limit.clone();
-            async move {
-                let _permit = limit.acquire_owned().await;
-                next.run(req).await
-            }
-        },
-    ));
-    let r = axum::serve(listener, app)
+/// Serve the status page until `shutdown` turns true, within the default
+/// [`bounded::Bounds`]: the listener is public. Each request is a render
+/// from memory, never a storage read.
+pub async fn serve_status(listener: TcpListener, pages: Arc<dyn StatusPages>, shutdown: watch::Receiver<bool>) {
+    serve_status_within(listener, pages, bounded::Bounds::default(), shutdown).await
+}
+
+pub async fn serve_status_within(
+    listener: TcpListener,
+    pages: Arc<dyn StatusPages>,
+    bounds: bounded::Bounds,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let r = axum::serve(bounded::BoundedListener::new(listener, bounds), status_router(pages))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
