@@ -156,9 +156,6 @@ fn status_text(s: (u8, u16, u16)) -> String {
     format!("{}.{}.{}", s.0, s.1, s.2)
 }
 
-/// The class and subject of an attempt's status (RFC 3463 §3: "2.0",
-/// "4.4", "5.1", ...), a bounded label: subjects past those RFC 3463
-/// defines (0-7) are "other".
 /// How the service objectives see an attempt: a reply the destination
 /// gave for good (2xx, 5xx), a deferral by reply, or a destination that
 /// could not be reached (RFC 3463 X.4.x: network and routing).
@@ -170,6 +167,9 @@ fn delivery_signal(a: &Attempt) -> signal::Delivery {
     }
 }
 
+/// The class and subject of an attempt's status (RFC 3463 §3: "2.0",
+/// "4.4", "5.1", ...), a bounded label: subjects past those RFC 3463
+/// defines (0-7) are "other".
 fn status_class(a: &Attempt) -> String {
     let (class, subject) = match a {
         Attempt::Delivered { .. } => (2, 0),
