@@ -336,22 +336,21 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     }
     let board = Arc::new(facteur_watch::keeper::Board::default());
     let announce = start_alerts(&store, &config, &clock, &mut tasks, &mut notes);
-    if config.watch.enabled {
-        tasks.spawn(
-            facteur_watch::keeper::Keeper {
-                store: store.clone(),
-                clock: clock.clone(),
-                region: config.node.region.clone(),
-                config: config.watch.clone(),
-                board: board.clone(),
-                announce: announce.clone(),
-                down_after_secs: config.node.down_after_secs as i64,
-            }
-            .run(rx.clone()),
-        );
-    } else {
-        notes.push("watch.enabled = false: no incidents are opened by this node".into());
+    if !config.watch.enabled {
+        notes.push("watch.enabled = false: this node opens no incidents (its status page shows the others')".into());
     }
+    tasks.spawn(
+        facteur_watch::keeper::Keeper {
+            store: store.clone(),
+            clock: clock.clone(),
+            region: config.node.region.clone(),
+            config: config.watch.clone(),
+            board: board.clone(),
+            announce: announce.clone(),
+            down_after_secs: config.node.down_after_secs as i64,
+        }
+        .run(rx.clone()),
+    );
     let pages: Arc<dyn facteur_http::StatusPages> =
         Arc::new(StatusImpl { board, clock: clock.clone(), site: config.server.hostname.clone() });
     for l in status_l {

@@ -24,7 +24,8 @@ use crate::incident::{ANY, Calm, Component, Objective, Severity, Transition, Wat
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatchConfig {
-    /// Judge the objectives and open incidents on this node.
+    /// Judge the objectives and open incidents on this node (the status
+    /// page is served either way, with what storage holds).
     pub enabled: bool,
     /// Seconds between two looks.
     pub evaluate_secs: u64,
@@ -253,9 +254,17 @@ impl<S: Incidents + Cluster> Keeper<S> {
         }
     }
 
-    /// One look: count, judge, store, announce, refresh the board.
+    /// One look: judge (when enabled), then refresh the board.
     pub async fn look(&self, watch: &mut Watch, state: &mut State) {
         let now = self.clock.now();
+        if self.config.enabled {
+            self.judge(watch, state, now).await;
+        }
+        self.refresh(state, now).await;
+    }
+
+    /// Count, judge, store, announce.
+    async fn judge(&self, watch: &mut Watch, state: &mut State, now: i64) {
         let taken = signal::take();
         let region = self.region.as_str();
         for (s, c) in [
@@ -290,7 +299,6 @@ impl<S: Incidents + Cluster> Keeper<S> {
             state.pending.push_back(a);
         }
         self.store_pending(state).await;
-        self.refresh(state, now).await;
     }
 
     fn announcement(&self, t: Transition, now: i64, state: &State) -> Announcement {
