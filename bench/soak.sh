@@ -34,8 +34,12 @@ set_traps
 
 mapfile -t ports < <(free_ports 6)
 smtp="${ports[0]}" http="${ports[1]}" imaps="${ports[2]}" pop3s="${ports[3]}" status="${ports[4]}" sink="${ports[5]}"
-smtp-sink -c 127.0.0.1:"$sink" 1000 >"$scratch/sink.log" 2>&1 &
+# smtp-sink refuses to run as root without -u.
+sink_user=()
+[ "$(id -u)" -ne 0 ] || sink_user=(-u nobody)
+smtp-sink "${sink_user[@]}" -c 127.0.0.1:"$sink" 1000 >"$scratch/sink.log" 2>&1 &
 sink_pid=$!
+wait_smtp_banner "$sink" || die "smtp-sink did not start: $(cat "$scratch/sink.log")"
 cat >"$scratch/facteur.toml" <<TOML
 [server]
 hostname = "soak.bench.test"
@@ -110,9 +114,17 @@ while time.time() < end:
 print(json.dumps(n))
 PY
 elapsed_s=$(( $(date +%s) - started ))
+kill -0 "$sink_pid" 2>/dev/null || die "smtp-sink stopped during the soak: $(cat "$scratch/sink.log")"
 load="$(cat "$scratch/load.json")"
 incidents="$(facteur incident list --json)"
 count="$(printf '%s' "$incidents" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+# Nothing stays in limbo: what was relayed reaches the sink.
+for _ in $(seq 1 60); do
+    waiting="$(facteur queue list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+    [ "$waiting" = 0 ] && break
+    sleep 1
+done
+[ "$waiting" = 0 ] || die "$waiting message(s) still queued a minute after the load stopped"
 page="$(curl -fsS "http://127.0.0.1:$status/status.json" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["status"], len(j["incidents"]))')"
 stop_facteur
 cat >"$json" <<JSON
