@@ -103,7 +103,7 @@ function webhook() {
       const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(sig);
       const want = m && crypto.createHmac('sha256', SECRET).update(`${m[1]}.`).update(body).digest('hex');
       if (!m || want !== m[2]) bad.push(sig);
-      else events.push(JSON.parse(body.toString()));
+      else events.push({ ...JSON.parse(body.toString()), receivedAt: Date.now() });
       res.writeHead(204).end();
     });
   });
@@ -372,8 +372,8 @@ async function scenario({ browser, name, hooks, node, pageNode, component, publi
   const openSecs = (Date.now() - t0) / 1000;
   log(`${name}: open after ${openSecs} s: ${open.title}`);
   await look(browser, pageNode, `${name}-incident`, [open.title, ...expectOpen]);
-  await waitFor(`${name}: the webhook's open`, 30, async () => hookSaw(hooks, 'incident.opened', component));
-  const alertSecs = (Date.now() - t0) / 1000;
+  const alert = await waitFor(`${name}: the webhook's open`, 30, async () => hookSaw(hooks, 'incident.opened', component));
+  const alertSecs = (alert.receivedAt - t0) / 1000;
   const t1 = Date.now();
   await remove();
   log(`${name}: fault removed`);
