@@ -289,6 +289,9 @@ impl<S: Incidents + Cluster> Keeper<S> {
             }
         }
         for t in watch.evaluate(now) {
+            if let Transition::Resolve { component: Component::Destination(d), .. } = &t {
+                state.last_failure.remove(d);
+            }
             let a = self.announcement(t, now, state);
             if let Some(tx) = &self.announce
                 && tx.try_send(a.clone()).is_err()
@@ -296,7 +299,15 @@ impl<S: Incidents + Cluster> Keeper<S> {
                 tracing::warn!(component = %a.component, "alert queue full; this alert is dropped");
             }
             tracing::warn!(component = %a.component, kind = a.kind, text = %a.text, "incident");
+            if state.pending.len() >= MAX_PENDING {
+                tracing::error!("more than {MAX_PENDING} incident changes wait for storage; the oldest is dropped");
+                state.pending.pop_front();
+            }
             state.pending.push_back(a);
+        }
+        // Reasons of destinations that are fine again are forgotten.
+        if state.last_failure.len() > MAX_REASONS {
+            state.last_failure.retain(|d, _| watch.is_open(&Component::Destination(d.clone())));
         }
         self.store_pending(state).await;
     }
@@ -436,6 +447,11 @@ fn overlay(incidents: &mut Vec<Incident>, pending: &VecDeque<Announcement>) {
         }
     }
 }
+
+/// Most incident changes kept while storage cannot take them.
+const MAX_PENDING: usize = 1000;
+/// Most destinations whose last failed reply is remembered.
+const MAX_REASONS: usize = 1000;
 
 /// What the keeper carries from one look to the next.
 #[derive(Debug, Default)]
