@@ -372,6 +372,9 @@ impl Config {
         if !(self.watch.major_below > 0.0 && self.watch.major_below < 1.0) {
             problems.push(format!("watch.major_below = {} must be between 0 and 1", self.watch.major_below));
         }
+        if let Err(e) = self.probe.check() {
+            problems.push(e);
+        }
         if let Err(e) = self.alerts.check() {
             problems.push(e);
         }
@@ -467,6 +470,11 @@ down_after_secs = 15          # ...and counts as down after this long without
 enabled = true
 interval_secs = 60
 timeout_secs = 30
+# Echo probes: a message to each address out through the routes (or MX),
+# submitted as probe-NODE@echo_domain, whose answer must come back in.
+echo = []
+echo_domain = ""
+echo_timeout_secs = 300
 
 [watch]
 # Service objectives: a share of good events over a window, per component.

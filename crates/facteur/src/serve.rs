@@ -328,7 +328,15 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         }
     }
     if config.probe.enabled {
-        if let Some(target) = probe_target(&store, &config, &smtp, &imaps, &tls, &mut notes).await? {
+        if let Some(target) = probe_target(&store, &config, &smtp, &imaps, &submissions, &tls, &mut notes).await? {
+            for echo in &config.probe.echo {
+                if target.submissions.is_none() {
+                    notes.push("probe.echo is set but this node has no submissions listener: no echo probe".into());
+                    break;
+                }
+                let t = echo_account(&store, &config, &target).await?;
+                tasks.spawn(facteur_watch::probe::run_echo_probe(t, echo.clone(), config.probe.clone(), rx.clone()));
+            }
             tasks.spawn(facteur_watch::probe::run(target, config.probe.clone(), rx.clone()));
         }
     } else {
@@ -790,6 +798,7 @@ async fn probe_target(
     config: &Config,
     smtp: &[SocketAddr],
     imaps: &[SocketAddr],
+    submissions: &[SocketAddr],
     tls: &crate::tls::Tls,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Option<facteur_watch::probe::Target>> {
@@ -803,13 +812,7 @@ async fn probe_target(
         Err(e) => return Err(e).context("cannot make the probe's domain"),
     }
     let address = facteur_types::probe::address(store.node());
-    let password = crate::cli::generate_password();
-    let pw = password.clone();
-    let hash = tokio::task::spawn_blocking(move || facteur_store::password::hash(&pw)).await?;
-    match store.get_user(&address).await? {
-        Some(_) => store.set_password(&address, &hash).await?,
-        None => store.add_user(&address, &hash).await?,
-    }
+    let password = probe_account(store, &address).await?;
     // A listener on every address is reached on loopback.
     let near = |a: SocketAddr| match a.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
@@ -819,11 +822,43 @@ async fn probe_target(
     Ok(Some(facteur_watch::probe::Target {
         smtp: near(smtp),
         imaps: near(imaps),
+        submissions: submissions.first().map(|&a| near(a)),
         hostname: config.server.hostname.clone(),
         address,
         password,
         certificate: tls.served_certificate(),
     }))
+}
+
+/// A probe account (made, or given a new password only this process
+/// knows); its password.
+async fn probe_account(store: &AnyStore, address: &str) -> anyhow::Result<String> {
+    let password = crate::cli::generate_password();
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || facteur_store::password::hash(&pw)).await?;
+    match store.get_user(address).await? {
+        Some(_) => store.set_password(address, &hash).await?,
+        None => store.add_user(address, &hash).await?,
+    }
+    Ok(password)
+}
+
+/// The echo probes' account, `probe-NODE@` the configured local
+/// `probe.echo_domain`, where the echoes come back.
+async fn echo_account(
+    store: &AnyStore,
+    config: &Config,
+    local: &facteur_watch::probe::Target,
+) -> anyhow::Result<facteur_watch::probe::Target> {
+    let domain = config.probe.echo_domain.to_ascii_lowercase();
+    if !store.is_local_domain(&domain).await? {
+        anyhow::bail!(
+            "probe.echo_domain = {domain:?} is not a local domain (facteur domain add {domain}): the echoes could not come back"
+        );
+    }
+    let address = facteur_types::probe::address_in(store.node(), &domain);
+    let password = probe_account(store, &address).await?;
+    Ok(facteur_watch::probe::Target { address, password, ..local.clone() })
 }
 
 /// Measure the queue and the disk every second and move the door's latches;

@@ -8,12 +8,18 @@ pub const DOMAIN: &str = "facteur.invalid";
 /// The probe account of node `node`: `probe-NODE@facteur.invalid`, the
 /// node name kept to letters, digits, `-` and `.` (others become `-`).
 pub fn address(node: &str) -> String {
+    address_in(node, DOMAIN)
+}
+
+/// The same local part in `domain`: the echo probes' address, which must
+/// be reachable from outside for the answers to come back.
+pub fn address_in(node: &str, domain: &str) -> String {
     let name: String = node
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '-' })
         .collect();
     let name = name.trim_matches(['.', '-']);
-    format!("probe-{}@{DOMAIN}", if name.is_empty() { "node" } else { name })
+    format!("probe-{}@{}", if name.is_empty() { "node" } else { name }, domain.to_ascii_lowercase())
 }
 
 /// Whether `address` is a probe's (its domain is [`DOMAIN`]).

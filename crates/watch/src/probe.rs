@@ -11,6 +11,12 @@
 //! delivery counters (SMTP knows it by its sender's domain), is never
 //! relayed and asks for no notices.
 //!
+//! Echo probes (`[probe] echo`) go further: a message submitted over the
+//! node's own submissions listener as `probe-NODE@echo_domain`, out
+//! through the routes to an echo service, whose answer must come back in
+//! through the MX listener to that account's INBOX (label
+//! `probe="echo:ADDRESS"`).
+//!
 //! Metrics: `facteur_probe_runs_total{probe, result}` (`ok`, `smtp`,
 //! `imap`, `timeout`), `facteur_probe_duration_seconds{probe}` for the runs
 //! that succeeded, and `facteur_probe_up{probe}` (1 when the last run
@@ -36,11 +42,45 @@ pub struct ProbeConfig {
     pub interval_secs: u64,
     /// A run that takes longer fails as `timeout`.
     pub timeout_secs: u64,
+    /// Echo addresses (an autoresponder that sends each message back): one
+    /// probe each, out through the routes (or MX) and back in through the
+    /// MX listener. Empty: none.
+    pub echo: Vec<String>,
+    /// The local domain of the echo probes' own address
+    /// (`probe-NODE@echo_domain`), which the answers come back to.
+    pub echo_domain: String,
+    /// An echo run whose answer has not come back by then fails as `timeout`.
+    pub echo_timeout_secs: u64,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { enabled: true, interval_secs: 60, timeout_secs: 30 }
+        ProbeConfig {
+            enabled: true,
+            interval_secs: 60,
+            timeout_secs: 30,
+            echo: Vec::new(),
+            echo_domain: String::new(),
+            echo_timeout_secs: 300,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// What is wrong with the echo settings, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        if self.echo.is_empty() {
+            return Ok(());
+        }
+        if let Some(bad) =
+            self.echo.iter().find(|a| a.split_once('@').is_none_or(|(l, d)| l.is_empty() || d.is_empty()))
+        {
+            return Err(format!("probe.echo: {bad:?} is not an address"));
+        }
+        if self.echo_domain.trim().is_empty() || self.echo_domain.contains('@') {
+            return Err("probe.echo needs probe.echo_domain = \"a local domain\" (the echo probes' answers come back to probe-NODE@ it)".into());
+        }
+        Ok(())
     }
 }
 
@@ -54,6 +94,8 @@ pub struct Target {
     pub smtp: SocketAddr,
     /// The node's IMAPS listener.
     pub imaps: SocketAddr,
+    /// The node's submissions listener (echo probes submit there).
+    pub submissions: Option<SocketAddr>,
     /// Said in EHLO and as the TLS server name.
     pub hostname: String,
     pub address: String,
@@ -92,13 +134,15 @@ impl std::fmt::Display for Failure {
 
 /// One run within `timeout`: how long it took from the SMTP connection to
 /// the message read back.
+fn nonce() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..20).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
+}
+
 pub async fn run_once(t: &Target, timeout: Duration) -> Result<Duration, Failure> {
     let started = Instant::now();
-    let nonce: String = {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        (0..20).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
-    };
+    let nonce = nonce();
     let sent = std::sync::atomic::AtomicBool::new(false);
     let run = async {
         send(t, &nonce).await.map_err(Failure::Smtp)?;
@@ -120,19 +164,57 @@ pub async fn run_once(t: &Target, timeout: Duration) -> Result<Duration, Failure
     result
 }
 
-/// Run every `interval` until `shutdown`; record each run, and log when
-/// the probe starts failing (with why) and when it succeeds again.
-pub async fn run(t: Target, config: ProbeConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let name = "local";
-    let interval = Duration::from_secs(config.interval_secs.max(1));
+/// One echo run: submitted (implicit TLS, AUTH PLAIN as the echo account)
+/// to `echo`, the answer awaited in the account's INBOX (a message whose
+/// text holds the run's nonce), then removed.
+pub async fn run_echo(t: &Target, echo: &str, timeout: Duration) -> Result<Duration, Failure> {
+    let started = Instant::now();
+    let nonce = nonce();
+    let run = async {
+        submit(t, echo, &nonce).await.map_err(Failure::Smtp)?;
+        await_answer(t, &nonce).await.map_err(Failure::Imap)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(f)) => Err(f),
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+/// Run the local probe every `interval` until `shutdown`.
+pub async fn run(t: Target, config: ProbeConfig, shutdown: tokio::sync::watch::Receiver<bool>) {
     let timeout = Duration::from_secs(config.timeout_secs.max(1));
+    repeat("local".into(), &config, shutdown, || run_once(&t, timeout)).await
+}
+
+/// Run the echo probe of `echo` every `interval` until `shutdown`.
+pub async fn run_echo_probe(
+    t: Target,
+    echo: String,
+    config: ProbeConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let timeout = Duration::from_secs(config.echo_timeout_secs.max(1));
+    repeat(format!("echo:{echo}"), &config, shutdown, || run_echo(&t, &echo, timeout)).await
+}
+
+/// Run `once` every `interval` until `shutdown`; record each run, and log
+/// when the probe starts failing (with why) and when it succeeds again.
+async fn repeat<F, Fut>(name: String, config: &ProbeConfig, mut shutdown: tokio::sync::watch::Receiver<bool>, once: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Duration, Failure>>,
+{
+    let name = name.as_str();
+    let interval = Duration::from_secs(config.interval_secs.max(1));
     let mut failing = false;
     loop {
         let started = tokio::time::Instant::now();
-        let result = run_once(&t, timeout).await;
+        let result = once().await;
         let label = match &result {
             Ok(took) => {
-                metrics::histogram!("facteur_probe_duration_seconds", "probe" => name).record(took.as_secs_f64());
+                metrics::histogram!("facteur_probe_duration_seconds", "probe" => name.to_string())
+                    .record(took.as_secs_f64());
                 if failing {
                     tracing::info!(probe = name, took_ms = took.as_millis() as u64, "probe succeeds again");
                 }
@@ -141,18 +223,18 @@ pub async fn run(t: Target, config: ProbeConfig, mut shutdown: tokio::sync::watc
             }
             Err(f) => {
                 if !failing {
-                    tracing::warn!(probe = name, failure = %f, "probe failed: mail through this node's SMTP did not come back over IMAP");
+                    tracing::warn!(probe = name, failure = %f, "probe failed: its mail did not come back over IMAP");
                 }
                 failing = true;
                 f.as_str()
             }
         };
-        metrics::counter!("facteur_probe_runs_total", "probe" => name, "result" => label).increment(1);
+        metrics::counter!("facteur_probe_runs_total", "probe" => name.to_string(), "result" => label).increment(1);
         // The gauge is set again every REFRESH until the next run: the
         // exporter drops a gauge left unset for a minute.
         let up = if failing { 0.0 } else { 1.0 };
         loop {
-            metrics::gauge!("facteur_probe_up", "probe" => name).set(up);
+            metrics::gauge!("facteur_probe_up", "probe" => name.to_string()).set(up);
             let next = (tokio::time::Instant::now() + REFRESH).min(started + interval);
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -221,6 +303,65 @@ async fn send(t: &Target, nonce: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Submit the echo run's message as the echo account.
+async fn submit(t: &Target, echo: &str, nonce: &str) -> Result<(), String> {
+    use base64::Engine;
+    let addr = t.submissions.ok_or("no submissions listener on this node")?;
+    let stream = tls_connect(t, addr).await?;
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    expect(&mut r, &mut w, None, 220).await?;
+    expect(&mut r, &mut w, Some(&format!("EHLO {}", t.hostname)), 250).await?;
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{}\0{}", t.address, t.password));
+    expect(&mut r, &mut w, Some(&format!("AUTH PLAIN {plain}")), 235).await?;
+    expect(&mut r, &mut w, Some(&format!("MAIL FROM:<{}>", t.address)), 250).await?;
+    expect(&mut r, &mut w, Some(&format!("RCPT TO:<{echo}> NOTIFY=NEVER")), 250).await?;
+    expect(&mut r, &mut w, Some("DATA"), 354).await?;
+    let message = format!(
+        "From: <{a}>\r\nTo: <{echo}>\r\nSubject: facteur echo probe {nonce}\r\nX-Facteur-Probe: {nonce}\r\n\r\nAn echo probe from {h}: please send this back ({nonce}).\r\n.",
+        a = t.address,
+        h = t.hostname
+    );
+    expect(&mut r, &mut w, Some(&message), 250).await?;
+    let _ = w.write_all(b"QUIT\r\n").await;
+    Ok(())
+}
+
+/// Wait in the echo account's INBOX for a message holding `nonce` (an echo
+/// quotes what it got), looking every 2 s; remove it when found.
+async fn await_answer(t: &Target, nonce: &str) -> Result<(), String> {
+    let stream = tls_connect(t, t.imaps).await?;
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.map_err(|e| e.to_string())?;
+    imap_command(&mut r, &mut w, "e1", &format!("LOGIN \"{}\" \"{}\"", t.address, t.password)).await?;
+    imap_command(&mut r, &mut w, "e2", "SELECT INBOX").await?;
+    for n in 0u64.. {
+        let found = imap_command(&mut r, &mut w, &format!("s{n}"), &format!("UID SEARCH TEXT \"{nonce}\"")).await?;
+        let uids: Vec<&str> =
+            found.iter().filter_map(|l| l.strip_prefix("* SEARCH")).flat_map(|l| l.split_whitespace()).collect();
+        if !uids.is_empty() {
+            let set = uids.join(",");
+            imap_command(&mut r, &mut w, "e3", &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")).await?;
+            imap_command(&mut r, &mut w, "e4", "EXPUNGE").await?;
+            let _ = imap_command(&mut r, &mut w, "e5", "LOGOUT").await;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        imap_command(&mut r, &mut w, &format!("n{n}"), "NOOP").await?;
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// TLS to one of this node's own listeners, its served certificate pinned.
+async fn tls_connect(t: &Target, addr: SocketAddr) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(t.certificate.clone())));
+    let name = ServerName::try_from(t.hostname.clone()).map_err(|e| format!("server name {:?}: {e}", t.hostname))?;
+    tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))
+}
+
 /// Read tagged response `tag`'s lines; `Err` unless it is OK.
 async fn imap_command<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
@@ -249,10 +390,7 @@ async fn imap_command<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// Log in over IMAPS, find the run's message, and empty the probe mailbox.
 async fn read_back(t: &Target, nonce: &str) -> Result<(), String> {
-    let tcp = TcpStream::connect(t.imaps).await.map_err(|e| format!("cannot connect to {}: {e}", t.imaps))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(t.certificate.clone())));
-    let name = ServerName::try_from(t.hostname.clone()).map_err(|e| format!("server name {:?}: {e}", t.hostname))?;
-    let stream = tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    let stream = tls_connect(t, t.imaps).await?;
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
     let mut greeting = String::new();
