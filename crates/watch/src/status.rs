@@ -46,8 +46,11 @@ pub enum State {
 }
 
 impl State {
-    fn of_severity(s: &str) -> State {
-        if s == "major" { State::Major } else { State::Degraded }
+    /// What an open incident means for its public component: one
+    /// destination failing, however badly, leaves sending mail degraded,
+    /// not out (mail to everyone else flows).
+    fn of(i: &Incident) -> State {
+        if i.severity == "major" && !i.component.starts_with("destination:") { State::Major } else { State::Degraded }
     }
 
     pub fn key(self) -> &'static str {
@@ -89,7 +92,7 @@ impl View {
                 for i in s.incidents.iter().filter(|i| i.resolved_at.is_none() && (p.owns)(&i.component)) {
                     for r in i.regions() {
                         let e = by_region.entry(r).or_insert(State::Operational);
-                        *e = (*e).max(State::of_severity(&i.severity));
+                        *e = (*e).max(State::of(i));
                     }
                 }
                 by_region
@@ -107,7 +110,7 @@ impl View {
                     spans.push((from.max(first * 86_400), to.min(now)));
                     for d in from.div_euclid(86_400).max(first)..=to.div_euclid(86_400).min(today) {
                         let w = &mut worst[(d - first) as usize];
-                        *w = (*w).max(State::of_severity(&i.severity));
+                        *w = (*w).max(State::of(i));
                     }
                 }
                 (worst, 1.0 - covered(spans) as f64 / (now - first * 86_400).max(1) as f64)
@@ -332,7 +335,7 @@ fn incident_html(o: &mut String, i: &Incident) {
         if resolved { " resolved" } else { "" },
         esc(&i.title),
         public_component(i),
-        if resolved { "Resolved" } else { State::of_severity(&i.severity).words() },
+        if resolved { "Resolved" } else { State::of(i).words() },
         esc(&if regions.is_empty() { "all regions".to_string() } else { regions.join(", ") }),
         if resolved { String::new() } else { format!(" · since {}", human_time(i.opened_at)) },
     ));
@@ -371,7 +374,7 @@ pub fn atom(s: &Snapshot, now: i64, site: &str, base: &str) -> String {
         } else {
             format!("{base}/status#pending-{}-{}", i.component, i.opened_at)
         };
-        let state = if i.resolved_at.is_some() { "Resolved" } else { State::of_severity(&i.severity).words() };
+        let state = if i.resolved_at.is_some() { "Resolved" } else { State::of(i).words() };
         let mut text = format!("{} · {} · {}\n", public_component(i), state, i.regions().join(", "));
         for u in i.updates.iter().rev() {
             text.push_str(&format!("\n{} ({}): {}", capital(&u.kind), human_time(u.at), u.text));
@@ -478,6 +481,14 @@ mod tests {
             incident(3, "destination:example.com", "degraded", &[("n1", "eu")], NOW - 60, None),
             incident(2, "storage", "degraded", &[("n1", "eu")], NOW - 7200, Some(NOW - 3600)),
         ]);
+        // One destination down, however badly: sending is degraded, not out.
+        let mut down = s.clone();
+        down.incidents[0].severity = "major".into();
+        let j = json(&down, NOW);
+        assert_eq!(
+            (j["status"].as_str(), j["components"][1]["regions"]["eu"].as_str()),
+            (Some("degraded"), Some("degraded"))
+        );
         let a = atom(&s, NOW, "Example Mail", "http://status.example");
         assert_eq!(a.matches("<entry>").count(), 2);
         assert!(a.contains("<id>http://status.example/status#incident-3</id>"));
