@@ -73,8 +73,10 @@ pub const MAX_DESTINATIONS: usize = 200;
 /// Where destinations past [`MAX_DESTINATIONS`] are tallied.
 pub const OTHER: &str = "other";
 
-type Key = (String, String);
-static DELIVERIES: Mutex<BTreeMap<Key, Tally>> = Mutex::new(BTreeMap::new());
+/// Per class, per destination.
+type ByClass = BTreeMap<String, BTreeMap<String, Tally>>;
+/// The tallies, and how many destinations they hold in all.
+static DELIVERIES: Mutex<(ByClass, usize)> = Mutex::new((BTreeMap::new(), 0));
 static LATENCY_SECS: AtomicU64 = AtomicU64::new(300);
 
 /// The age past which a message is late (the delivery objective's
@@ -87,10 +89,24 @@ pub fn set_delivery_latency(secs: u64) {
 /// `age_secs` old.
 pub fn delivery(class: &str, destination: &str, how: Delivery, age_secs: i64, reply: Option<&str>) {
     let late = age_secs > LATENCY_SECS.load(Ordering::Relaxed) as i64;
-    let Ok(mut map) = DELIVERIES.lock() else { return };
-    let key = (class.to_string(), destination.to_string());
-    let key = if map.len() >= MAX_DESTINATIONS && !map.contains_key(&key) { (key.0, OTHER.to_string()) } else { key };
-    let t = map.entry(key).or_default();
+    let Ok(mut guard) = DELIVERIES.lock() else { return };
+    let (map, count) = &mut *guard;
+    if !map.contains_key(class) {
+        map.insert(class.to_string(), BTreeMap::new());
+    }
+    let by_dest = map.get_mut(class).expect("inserted above");
+    // Strings are made only for a pair not seen since the last take.
+    let dest = if by_dest.contains_key(destination) {
+        destination
+    } else if *count < MAX_DESTINATIONS {
+        *count += 1;
+        by_dest.insert(destination.to_string(), Tally::default());
+        destination
+    } else {
+        by_dest.entry(OTHER.to_string()).or_default();
+        OTHER
+    };
+    let t = by_dest.get_mut(dest).expect("inserted above");
     match (how, late) {
         (Delivery::Done, false) => t.done_in_time += 1,
         (Delivery::Done, true) => t.done_late += 1,
@@ -126,7 +142,11 @@ pub fn take() -> Taken {
     for (i, c) in COUNTS.iter().enumerate() {
         counts[i] = (c[0].swap(0, Ordering::Relaxed), c[1].swap(0, Ordering::Relaxed));
     }
-    let deliveries = DELIVERIES.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default();
+    let nested = DELIVERIES.lock().map(|mut m| std::mem::take(&mut *m).0).unwrap_or_default();
+    let deliveries = nested
+        .into_iter()
+        .flat_map(|(class, by_dest)| by_dest.into_iter().map(move |(d, t)| ((class.clone(), d), t)))
+        .collect();
     Taken { counts, deliveries }
 }
 

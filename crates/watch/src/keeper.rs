@@ -326,7 +326,7 @@ impl<S: Incidents + Cluster> Keeper<S> {
         if let (Component::Destination(d), Some(_)) = (&component, severity)
             && let Some(reply) = state.last_failure.get(d)
         {
-            text = format!("{} {}.", text, capitalize(destination_trouble(reply)));
+            text = format!("{} {}.", text, crate::status::capital(destination_trouble(reply)));
         }
         let title = title(&component, severity.unwrap_or(Severity::Degraded));
         Announcement {
@@ -400,11 +400,6 @@ impl<S: Incidents + Cluster> Keeper<S> {
         overlay(&mut incidents, &state.pending);
         self.board.set(Snapshot { incidents, regions, at: now, stale });
     }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// The changes not yet stored, shown as stored ones would be: on the

@@ -330,13 +330,7 @@ async fn submit(t: &Target, echo: &str, nonce: &str) -> Result<(), String> {
 /// Wait in the echo account's INBOX for a message holding `nonce` (an echo
 /// quotes what it got), looking every 2 s; remove it when found.
 async fn await_answer(t: &Target, nonce: &str) -> Result<(), String> {
-    let stream = tls_connect(t, t.imaps).await?;
-    let (r, mut w) = tokio::io::split(stream);
-    let mut r = BufReader::new(r);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).await.map_err(|e| e.to_string())?;
-    imap_command(&mut r, &mut w, "e1", &format!("LOGIN \"{}\" \"{}\"", t.address, t.password)).await?;
-    imap_command(&mut r, &mut w, "e2", "SELECT INBOX").await?;
+    let (mut r, mut w) = inbox(t).await?;
     for n in 0u64.. {
         let found = imap_command(&mut r, &mut w, &format!("s{n}"), &format!("UID SEARCH TEXT \"{nonce}\"")).await?;
         let uids: Vec<&str> =
@@ -352,6 +346,24 @@ async fn await_answer(t: &Target, nonce: &str) -> Result<(), String> {
         imap_command(&mut r, &mut w, &format!("n{n}"), "NOOP").await?;
     }
     unreachable!("the loop returns or fails")
+}
+
+type TlsRead = BufReader<tokio::io::ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>>;
+type TlsWrite = tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// An IMAPS session of `t`'s account, logged in with INBOX selected.
+async fn inbox(t: &Target) -> Result<(TlsRead, TlsWrite), String> {
+    let stream = tls_connect(t, t.imaps).await?;
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.map_err(|e| e.to_string())?;
+    if !greeting.starts_with("* OK") {
+        return Err(format!("greeting {:?}", greeting.trim_end()));
+    }
+    imap_command(&mut r, &mut w, "i1", &format!("LOGIN \"{}\" \"{}\"", t.address, t.password)).await?;
+    imap_command(&mut r, &mut w, "i2", "SELECT INBOX").await?;
+    Ok((r, w))
 }
 
 /// TLS to one of this node's own listeners, its served certificate pinned.
@@ -390,16 +402,7 @@ async fn imap_command<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// Log in over IMAPS, find the run's message, and empty the probe mailbox.
 async fn read_back(t: &Target, nonce: &str) -> Result<(), String> {
-    let stream = tls_connect(t, t.imaps).await?;
-    let (r, mut w) = tokio::io::split(stream);
-    let mut r = BufReader::new(r);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).await.map_err(|e| e.to_string())?;
-    if !greeting.starts_with("* OK") {
-        return Err(format!("greeting {:?}", greeting.trim_end()));
-    }
-    imap_command(&mut r, &mut w, "p1", &format!("LOGIN \"{}\" \"{}\"", t.address, t.password)).await?;
-    imap_command(&mut r, &mut w, "p2", "SELECT INBOX").await?;
+    let (mut r, mut w) = inbox(t).await?;
     let found = imap_command(&mut r, &mut w, "p3", &format!("UID SEARCH HEADER X-Facteur-Probe \"{nonce}\"")).await?;
     let hits = found.iter().filter_map(|l| l.strip_prefix("* SEARCH")).flat_map(|l| l.split_whitespace()).count();
     if hits == 0 {

@@ -351,7 +351,8 @@ fn incident_html(o: &mut String, i: &Incident) {
     o.push_str("</ol></article>");
 }
 
-fn capital(s: &str) -> String {
+/// `s` with its first letter in capitals.
+pub(crate) fn capital(s: &str) -> String {
     let mut c = s.chars();
     c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
