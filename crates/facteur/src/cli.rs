@@ -54,6 +54,9 @@ enum Command {
     /// Manage the domains this server receives mail for
     #[command(subcommand)]
     Domain(DomainCmd),
+    /// Aliases: addresses delivered to users, to other aliases, or forwarded elsewhere
+    #[command(subcommand)]
+    Alias(AliasCmd),
     /// Look into a user's mailboxes
     #[command(subcommand)]
     Mailbox(MailboxCmd),
@@ -87,6 +90,14 @@ enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// Queue a message from standard input, as sendmail does (for cron, PHP mail(), ...):
+    /// [-t] [-i] [-f SENDER] [-F NAME] [RCPT...]; exit codes of sysexits.h
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "SENDMAIL-ARGS")]
+        args: Vec<String>,
+    },
+    /// The queue as Postfix's mailq lists it
+    Mailq,
     /// Incidents the watch opened (and operators' updates to them)
     #[command(subcommand)]
     Incident(IncidentCmd),
@@ -221,6 +232,30 @@ enum DomainCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum AliasCmd {
+    /// Deliver ADDRESS (user@domain of a local domain, or @domain: a catch-all)
+    /// to each TARGET: local users, other aliases, addresses elsewhere (forwarded with SRS)
+    Add {
+        address: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Every alias and its targets
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Remove the given targets of ADDRESS, or the whole alias without one
+    Remove { address: String, targets: Vec<String> },
+    /// Where mail to ADDRESS goes now (aliases, +detail, role addresses, catch-all)
+    Resolve {
+        address: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum MailboxCmd {
     /// A user's mailboxes with message counts, UIDVALIDITY and UIDNEXT
     List {
@@ -351,7 +386,18 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match crate::sendmail::personality(argv.first()) {
+        Some("newaliases") => return crate::sendmail::newaliases(),
+        Some(name) => {
+            // Run as `sendmail` or `mailq` (a symlink): the system's data folder.
+            let (data, config) = crate::sendmail::default_data_dir();
+            let rest = argv[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let command = if name == "mailq" { Command::Mailq } else { Command::Sendmail { args: rest } };
+            Cli { data: Some(data), config, command }
+        }
+        None => Cli::parse(),
+    };
     if !matches!(cli.command, Command::Serve) {
         // A command's output piped into `head` or `less` that closes early
         // ends the command quietly, as with any Unix tool, instead of a
@@ -384,6 +430,19 @@ pub fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    if let Command::Sendmail { args } = &cli.command {
+        let (data, config) = match &cli.data {
+            Some(d) => (d.clone(), cli.config.clone()),
+            None => crate::sendmail::default_data_dir(),
+        };
+        let limit = config
+            .or_else(|| Some(data.join("facteur.toml")))
+            .and_then(|f| Config::load(&f).ok())
+            .unwrap_or_default()
+            .smtp
+            .max_message_size;
+        return Ok(crate::sendmail::run(&data, args, limit));
+    }
     let r = resolve(&cli)?;
     if let Command::Classify { file, from, to, auth, client, out } = &cli.command {
         return classify_cmd(&r.config, file, from, to, auth.as_deref(), *client, out.json);
@@ -411,7 +470,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let store = serve::open_store(&r.config, &r.data_dir, std::sync::Arc::new(facteur_types::SystemClock)).await?;
     let d = r.data_dir.display().to_string();
     match cli.command {
-        Command::Serve | Command::Init | Command::Classify { .. } | Command::Migrate { .. } => {
+        Command::Serve
+        | Command::Init
+        | Command::Classify { .. }
+        | Command::Migrate { .. }
+        | Command::Sendmail { .. } => {
             unreachable!("handled above")
         }
         Command::Domain(DomainCmd::Add { domain }) => {
@@ -501,6 +564,78 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Command::Alias(AliasCmd::Add { address, targets }) => {
+            for t in &targets {
+                store.add_alias(&address, t).await.map_err(friendly)?;
+            }
+            println!(
+                "{} now goes to {} (effective at once)",
+                address.to_lowercase(),
+                targets.join(", ").to_lowercase()
+            );
+        }
+        Command::Alias(AliasCmd::Remove { address, targets }) => {
+            let mut n = 0;
+            if targets.is_empty() {
+                n = store.remove_alias(&address, None).await.map_err(friendly)?;
+            }
+            for t in &targets {
+                n += store.remove_alias(&address, Some(t)).await.map_err(friendly)?;
+            }
+            println!("{n} target(s) of {} removed", address.to_lowercase());
+        }
+        Command::Alias(AliasCmd::List { out }) => {
+            let aliases = store.list_aliases().await?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&aliases)?);
+            } else if aliases.is_empty() {
+                println!("no aliases; add one with: facteur --data {d} alias add team@example.com alice@example.com");
+            } else {
+                println!("{:<40} TARGET", "ALIAS");
+                for a in aliases {
+                    println!("{:<40} {}", a.address, a.target);
+                }
+            }
+        }
+        Command::Alias(AliasCmd::Resolve { address, out }) => {
+            use facteur_spool::addressing::{Resolution, Target, resolve};
+            let address = address.to_lowercase();
+            let days = now().div_euclid(86_400);
+            let found = resolve(&store, &r.config.addressing, &address, days).await?;
+            let lines: Vec<serde_json::Value> = match &found {
+                Resolution::Remote => vec![serde_json::json!({"relay": address})],
+                Resolution::Unknown => Vec::new(),
+                Resolution::Deliver(targets) => targets
+                    .iter()
+                    .map(|t| match t {
+                        Target::Local { user, mailbox, via } => {
+                            serde_json::json!({"user": user, "mailbox": mailbox.as_deref().unwrap_or("INBOX"), "via": via})
+                        }
+                        Target::Forward { address, via } => serde_json::json!({"forward": address, "via": via}),
+                    })
+                    .collect(),
+            };
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else if found == Resolution::Unknown {
+                println!("{address}: unknown (refused with 550 5.1.1)");
+            } else {
+                for l in lines {
+                    let via = l["via"].as_array().filter(|v| !v.is_empty()).map(|v| {
+                        format!(" (via {})", v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" -> "))
+                    });
+                    match (l["user"].as_str(), l["forward"].as_str(), l["relay"].as_str()) {
+                        (Some(u), ..) => println!(
+                            "{address}: deliver to {u}, {}{}",
+                            l["mailbox"].as_str().unwrap_or("INBOX"),
+                            via.unwrap_or_default()
+                        ),
+                        (_, Some(f), _) => println!("{address}: forward to {f}{}", via.unwrap_or_default()),
+                        _ => println!("{address}: not a local domain; relayed for clients that may"),
+                    }
+                }
+            }
+        }
         Command::Mailbox(MailboxCmd::List { address, out }) => {
             let boxes = store.list_mailboxes(&address).await?;
             if boxes.is_empty() && store.get_user(&address).await?.is_none() {
@@ -550,6 +685,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{} message(s)", q.len());
             }
         }
+        Command::Mailq => crate::queueview::print_mailq(&store.queue_list().await?),
         Command::Queue(QueueCmd::Show { id, out }) => {
             let id: MessageId = id.parse()?;
             let Some(m) = store.queue_show(id).await? else {
@@ -985,6 +1121,8 @@ fn print_report(r: &CheckReport, db: &str) {
 /// database and (without --config) the default configuration file.
 async fn init_cmd(r: &mut Resolved) -> anyhow::Result<()> {
     drop(serve::init_store(&r.config, &r.data_dir).await?);
+    facteur_smtp::pickup::prepare(&r.data_dir)
+        .with_context(|| format!("cannot make the maildrop in {}", r.data_dir.display()))?;
     println!("facteur: created a new database in {}", r.data_dir.display());
     write_default_config(r)
 }

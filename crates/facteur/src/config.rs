@@ -41,6 +41,8 @@ pub struct Config {
     pub watch: facteur_watch::keeper::WatchConfig,
     /// Where incident alerts go.
     pub alerts: facteur_watch::alert::AlertConfig,
+    /// Aliases, `user+detail` and role addresses.
+    pub addressing: facteur_spool::addressing::AddressingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -497,6 +499,16 @@ destination = { target = 0.9, window_secs = 600 }      # each destination reache
 mailbox_access = { target = 0.995, window_secs = 600 } # IMAP/POP3 logins not failing for our fault
 storage = { target = 0.999, window_secs = 600 }        # commits that held
 # class.bulk = { target = 0.95, window_secs = 1800 }   # a class of its own
+
+[addressing]
+# Aliases live in the database (facteur alias add ADDRESS TARGET...).
+recipient_delimiter = "+"     # alice+lists@ goes to alice; "" turns it off
+detail_mailbox = false        # true: into her mailbox "lists" when she has one
+# postmaster@ (RFC 5321 4.5.1) and abuse@ (RFC 2142) exist in every local
+# domain that has no user or alias of that name, and go to this user
+# ("": the first user created).
+role_addresses = ["postmaster", "abuse"]
+role_recipient = ""
 
 [alerts]
 # Each incident opened, updated or resolved is POSTed here as JSON, signed

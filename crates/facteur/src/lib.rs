@@ -6,6 +6,8 @@ pub mod config;
 pub mod controls;
 pub mod incidents;
 pub mod migrate;
+pub mod queueview;
+pub mod sendmail;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

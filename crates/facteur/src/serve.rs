@@ -233,6 +233,15 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             "no local domain yet. Add one and a user:\n    facteur --data {d} domain add example.com\n    facteur --data {d} user add you@example.com"
         ));
     }
+    if !config.addressing.role_addresses.is_empty() {
+        let roles = config.addressing.role_addresses.join("@, ") + "@";
+        match facteur_spool::addressing::role_recipient(&store, &config.addressing).await? {
+            Some(user) => tracing::info!("{roles} of every local domain go to {user} (addressing.role_recipient)"),
+            None => notes.push(format!(
+                "{roles} of the local domains have nowhere to go until the first user is added (or set addressing.role_recipient)"
+            )),
+        }
+    }
     let smtp_l = bind(&config.listen.smtp, "smtp").await?;
     let sub_l = bind(&config.listen.submission, "submission").await?;
     let subs_l = bind(&config.listen.submissions, "submissions").await?;
@@ -261,6 +270,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     )
     .with_clock(clock.clone())
     .with_classify(config.classify.clone())
+    .with_addressing(config.addressing.clone())
     .with_auth_throttle(auth.clone());
     let admission = Arc::new(std::sync::Mutex::new(Admission::new(config.admission.clone())));
     ctx = ctx.with_admission(admission.clone(), data_dir.to_path_buf());
@@ -296,6 +306,10 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             tasks.spawn(facteur_smtp::serve(l, kind, smtp_rx.clone(), rx.clone()));
         }
     }
+    // Local programs' mail (`facteur sendmail`), waiting even while we were down.
+    facteur_smtp::pickup::prepare(data_dir)
+        .with_context(|| format!("cannot make the maildrop in {}", data_dir.display()))?;
+    tasks.spawn(facteur_smtp::pickup::run(smtp_rx.clone(), data_dir.to_path_buf(), rx.clone()));
     let (imap_ctx, imap_rx) = watch::channel(Arc::new(
         facteur_imap::ImapContext::new(
             store.clone(),
@@ -518,8 +532,16 @@ impl Running {
                 report.push(format!("{name}: changed"));
             }
         };
-        changed(old.smtp != new.smtp || old.classify != new.classify, "[smtp] and [classify]", &mut report);
-        let smtp = live.smtp.borrow().reconfigured(new.smtp.clone(), new.classify.clone());
+        changed(
+            old.smtp != new.smtp || old.classify != new.classify || old.addressing != new.addressing,
+            "[smtp], [classify] and [addressing]",
+            &mut report,
+        );
+        let smtp = live
+            .smtp
+            .borrow()
+            .reconfigured(new.smtp.clone(), new.classify.clone())
+            .with_addressing(new.addressing.clone());
         live.smtp.send_replace(Arc::new(smtp));
         changed(old.imap != new.imap, "[imap]", &mut report);
         let imap = live.imap.borrow().reconfigured(new.imap.clone());

@@ -432,7 +432,7 @@ async fn fill(db: &Path, n: usize, body: usize) {
                 address: "alice@example.test".into(),
                 notify: None,
                 orcpt: None,
-                route: Route::Local { user: "alice@example.test".into() },
+                route: Route::inbox("alice@example.test"),
             }];
             if i % 3 == 0 {
                 recipients.push(NewRecipient {

@@ -40,8 +40,15 @@ async fn local_delivery_lands_in_inbox_with_received_and_id() {
         let inbox = s.inbox(user).await;
         assert_eq!(inbox.len(), 1, "{user}");
         let m = &inbox[0];
+        // Final delivery (RFC 5321 §4.4): Return-Path on top; two users
+        // share one body, so neither's Delivered-To is in it.
+        let top = "Return-Path: <sender@remote.test>\r\n";
+        assert!(m.starts_with(top), "{m:?}");
         assert!(
-            m.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.example.test (facteur) with ESMTP id ")
+            m[top.len()..].starts_with(
+                "Received: from client.test ([127.0.0.1])\r\n\tby mx.example.test (facteur) with ESMTP id "
+            ),
+            "{user}: {m:?}"
         );
         assert!(m.contains(&id));
         // Two recipients: the Received field names neither.
@@ -105,7 +112,9 @@ async fn trusted_network_relays_into_the_queue() {
     assert_eq!(m.recipients[0].state, RecipientStatus::Queued);
     assert_eq!(m.recipients[0].notify.map(|n| n.to_string()).as_deref(), Some("FAILURE,DELAY"));
     assert_eq!(m.recipients[0].orcpt.as_deref(), Some("rfc822;someone@elsewhere.test"));
-    assert_eq!(m.recipients[1].state, RecipientStatus::Delivered);
+    // The local recipient got its own copy (its own Delivered-To), not a queue entry.
+    assert_eq!(m.recipients.len(), 1);
+    assert_eq!(s.inbox("alice@example.test").await.len(), 1);
 }
 
 #[tokio::test]
@@ -335,7 +344,7 @@ async fn submission_requires_tls_then_auth_and_completes_headers() {
     assert!(m.contains("with ESMTPSA id"), "{m}");
     assert!(m.contains("\r\nDate: ") && m.contains("\r\nMessage-ID: <"), "{m}");
     let q = s.store().queue_list().await.unwrap();
-    assert_eq!(q[0].recipients[1].address, "friend@elsewhere.test");
+    assert_eq!(q[0].recipients[0].address, "friend@elsewhere.test");
     assert_eq!(q[0].envelope.auth_user.as_deref(), Some("alice@example.test"));
 }
 

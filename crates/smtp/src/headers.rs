@@ -41,6 +41,19 @@ pub fn received(info: &ReceivedInfo<'_>) -> String {
     out
 }
 
+/// The `Received:` field of a message a local program handed over (the
+/// maildrop): no client, no protocol, the Unix user's id (as Postfix's
+/// "from userid").
+pub fn received_local(info: &ReceivedInfo<'_>, uid: u32) -> String {
+    let mut out = format!("Received: by {} (facteur, from userid {uid})\r\n\tid {}", info.hostname, info.id);
+    if let Some(r) = info.single_recipient {
+        let r: String = r.chars().filter(|c| !c.is_control()).collect();
+        out.push_str(&format!("\r\n\tfor <{r}>"));
+    }
+    out.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(info.unix_secs)));
+    out
+}
+
 /// The header section of a message: everything before the first empty line.
 pub fn header_section(data: &[u8]) -> &[u8] {
     if data.starts_with(b"\r\n") {

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod headers;
 pub mod limits;
+pub mod pickup;
 mod policy;
 mod repeats;
 pub mod server;

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use facteur_net::Attempt;
 use facteur_smtp_proto::{Address, AuthRequest, Reply};
-use facteur_store::{Directory, Lookup, Route, Spool, password};
+use facteur_spool::addressing::{self, Resolution, Target};
+use facteur_store::{Directory, Spool, password};
 
 use crate::server::SmtpContext;
 
@@ -27,26 +28,30 @@ pub(crate) async fn recipient_key<S: Directory + Spool>(ctx: &SmtpContext<S>, to
     Ok(format!("{}@{}", to.local, to.domain).to_lowercase())
 }
 
-/// RCPT policy: local users are accepted, unknown local users refused
-/// (`550 5.1.1` at RCPT time: never accept-then-bounce), other domains only
-/// for authenticated clients or trusted networks (`554 5.7.1`: no open relay).
+/// RCPT policy: addresses of local domains that lead somewhere (users,
+/// aliases, `+detail`, role addresses, SRS bounces; see
+/// `facteur_spool::addressing`) are accepted with where they lead, unknown
+/// ones refused (`550 5.1.1` at RCPT time: never accept-then-bounce), other
+/// domains only for authenticated clients or trusted networks (`554 5.7.1`:
+/// no open relay), as `None`: relayed as they are.
 pub(crate) async fn vet_recipient<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
     key: &str,
     authenticated: bool,
     peer: IpAddr,
-) -> Result<Route, Reply> {
-    match ctx.store.lookup_recipient(key).await.map_err(temporary)? {
-        Lookup::LocalUser(user) => Ok(Route::Local { user }),
-        Lookup::UnknownUser => Err(Reply::new(
+) -> Result<Option<Vec<Target>>, Reply> {
+    let days = ctx.clock.now_ms().div_euclid(86_400_000);
+    match addressing::resolve(&ctx.store, &ctx.addressing, key, days).await.map_err(temporary)? {
+        Resolution::Deliver(targets) => Ok(Some(targets)),
+        Resolution::Unknown => Err(Reply::new(
             550,
             (5, 1, 1),
             format!("<{key}>: Recipient address rejected: User unknown in local recipient table"),
         )),
-        Lookup::Remote if authenticated || ctx.config.trusted_networks.iter().any(|n| n.contains(&peer)) => {
-            Ok(Route::Remote)
+        Resolution::Remote if authenticated || ctx.config.trusted_networks.iter().any(|n| n.contains(&peer)) => {
+            Ok(None)
         }
-        Lookup::Remote => Err(Reply::new(554, (5, 7, 1), format!("<{key}>: Relay access denied"))),
+        Resolution::Remote => Err(Reply::new(554, (5, 7, 1), format!("<{key}>: Relay access denied"))),
     }
 }
 

@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use facteur_net::{Conn, Ended, Input};
 use facteur_smtp_proto::{Envelope, Event, Reply, Session, SessionConfig};
-use facteur_store::{Directory, NewMessage, NewRecipient, Route, Spool, StoredEnvelope};
+use facteur_store::{Directory, NewRecipient, Route, Spool, StoredEnvelope};
 use facteur_types::signal::{self, Signal};
 use facteur_types::{MessageId, Notify, Ret, SharedClock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use facteur_spool::addressing::{self, Accepted, AddressingConfig, Split, Target};
 use facteur_spool::{About, Admission, Notice, NoticeItem, Verdict, Watermarks};
 
 use crate::config::{SmtpConfig, SuccessNotices};
@@ -37,6 +38,8 @@ pub enum ListenerKind {
     Submission,
     /// Port 465 (RFC 8314): implicit TLS, AUTH required.
     Submissions,
+    /// The maildrop: local programs through `facteur sendmail` (no network).
+    Local,
 }
 
 impl ListenerKind {
@@ -45,6 +48,7 @@ impl ListenerKind {
             ListenerKind::Mx => "smtp",
             ListenerKind::Submission => "submission",
             ListenerKind::Submissions => "submissions",
+            ListenerKind::Local => "sendmail",
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct SmtpContext<S> {
     pub gate: Arc<facteur_net::Gate>,
     /// Failed logins, shared with IMAP and POP3.
     pub auth: Arc<facteur_net::AuthThrottle>,
+    /// Aliases, `+detail`, role addresses.
+    pub addressing: AddressingConfig,
 }
 
 impl<S: Directory + Spool> SmtpContext<S> {
@@ -95,6 +101,7 @@ impl<S: Directory + Spool> SmtpContext<S> {
             spool_dir: None,
             gate,
             auth: Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default())),
+            addressing: AddressingConfig::default(),
         }
     }
 
@@ -123,7 +130,13 @@ impl<S: Directory + Spool> SmtpContext<S> {
             spool_dir: self.spool_dir.clone(),
             gate: self.gate.clone(),
             auth: self.auth.clone(),
+            addressing: self.addressing.clone(),
         }
+    }
+
+    pub fn with_addressing(mut self, addressing: AddressingConfig) -> Self {
+        self.addressing = addressing;
+        self
     }
 
     /// Share the process's failed-login accounting (IMAP and POP3 use it too).
@@ -209,7 +222,7 @@ pub async fn serve<S: Directory + Spool>(
         let ctx = ctx.borrow().clone();
         Smtp {
             session: Session::new(ctx.session_config(kind)),
-            client: Client { peer, kind, routes: HashMap::new() },
+            client: Client { peer, kind, uid: None, routes: HashMap::new() },
             greeted: false,
             ctx,
         }
@@ -223,11 +236,14 @@ fn busy(why: facteur_net::Refused) -> Vec<u8> {
 }
 
 /// Per-connection state the driver keeps beside the session.
-struct Client {
-    peer: SocketAddr,
-    kind: ListenerKind,
-    /// Route decided at RCPT time, by lower-cased address.
-    routes: HashMap<String, Route>,
+pub(crate) struct Client {
+    pub(crate) peer: SocketAddr,
+    pub(crate) kind: ListenerKind,
+    /// The Unix user a maildrop file came from.
+    pub(crate) uid: Option<u32>,
+    /// Where each recipient goes, decided at RCPT time, by lower-cased
+    /// address (`None`: relayed).
+    pub(crate) routes: HashMap<String, Option<Vec<Target>>>,
 }
 
 /// One SMTP connection: the sans-IO session and what it needs answered.
@@ -405,10 +421,9 @@ async fn vet_sender<S: Directory + Spool>(
 
 /// Local recipients that asked for NOTIFY=SUCCESS (RFC 3461 §4.1): they
 /// were delivered the moment the message was stored.
-fn success_notice_items(msg: &NewMessage) -> Vec<NoticeItem> {
-    msg.recipients
+fn success_notice_items(delivered: &[NewRecipient], received_at: i64) -> Vec<NoticeItem> {
+    delivered
         .iter()
-        .filter(|r| matches!(r.route, Route::Local { .. }))
         .filter(|r| Notify::effective(r.notify).success)
         .map(|r| NoticeItem {
             address: r.address.clone(),
@@ -417,7 +432,7 @@ fn success_notice_items(msg: &NewMessage) -> Vec<NoticeItem> {
             status: (2, 0, 0),
             diagnostic: None,
             remote_mta: None,
-            last_attempt: Some(msg.received_at),
+            last_attempt: Some(received_at),
             will_retry_until: None,
         })
         .collect()
@@ -471,8 +486,30 @@ fn client_ip(ip: IpAddr) -> String {
     }
 }
 
+/// The envelope sender of each forward (by alias): SRS-rewritten, the key
+/// and the local domains read only when something is forwarded.
+async fn forward_sender<S: Directory + Spool>(
+    ctx: &SmtpContext<S>,
+    accepted: &[Accepted],
+    sender: &str,
+    secs: i64,
+) -> facteur_store::Result<impl Fn(&str) -> String + Sync + use<S>> {
+    let forwards =
+        accepted.iter().flat_map(|a| a.targets.iter().flatten()).any(|t| matches!(t, Target::Forward { .. }));
+    let (key, domains) = if forwards && !sender.is_empty() {
+        let key = ctx.store.secret("srs").await?;
+        let domains: Vec<String> = ctx.store.list_domains().await?.into_iter().map(|d| d.name).collect();
+        (key, domains)
+    } else {
+        (String::new(), Vec::new())
+    };
+    let sender = sender.to_string();
+    let days = secs.div_euclid(86_400);
+    Ok(move |alias: &str| addressing::srs_sender(&sender, alias, &domains, key.as_bytes(), days))
+}
+
 /// Prepend our header fields, commit durably, and build the final reply.
-async fn accept_message<S: Directory + Spool>(
+pub(crate) async fn accept_message<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
     client: &mut Client,
     env: Envelope,
@@ -513,14 +550,23 @@ async fn accept_message<S: Directory + Spool>(
                     Err(reply) => return reply,
                 },
             };
-            recipients.push(NewRecipient {
-                address: key,
-                notify: r.params.notify,
-                orcpt: r.params.orcpt.clone(),
-                route,
+            recipients.push(Accepted {
+                recipient: NewRecipient {
+                    address: key,
+                    notify: r.params.notify,
+                    orcpt: r.params.orcpt.clone(),
+                    route: Route::Remote,
+                },
+                targets: route,
             });
         }
-        let addresses: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
+        let delivered = addressing::delivered_to(&data);
+        if let Some(alias) = addressing::forward_loop(recipients.iter().flat_map(|a| a.targets.iter().flatten()), &delivered)
+        {
+            tracing::info!(alias, "message refused: mail forwarding loop");
+            return Reply::new(554, (5, 4, 6), format!("<{alias}>: mail forwarding loop (Delivered-To: {alias})"));
+        }
+        let addresses: Vec<String> = recipients.iter().map(|r| r.recipient.address.clone()).collect();
         let mail_from_text = env.mail_from.as_ref().map(|a| a.to_string()).unwrap_or_default();
         let identical_recent = ctx
             .repeats
@@ -558,8 +604,8 @@ async fn accept_message<S: Directory + Spool>(
         let ip = client_ip(client.peer.ip());
         let id_text = id.to_string();
         let protocol = headers::with_protocol(env.esmtp, env.tls, env.auth_user.is_some(), env.mail_params.smtputf8);
-        let single = (recipients.len() == 1).then(|| recipients[0].address.as_str());
-        let received = headers::received(&ReceivedInfo {
+        let single = (recipients.len() == 1).then(|| recipients[0].recipient.address.as_str());
+        let info = ReceivedInfo {
             helo: &env.helo,
             client_ip: &ip,
             hostname: &ctx.hostname,
@@ -567,7 +613,11 @@ async fn accept_message<S: Directory + Spool>(
             id: &id_text,
             single_recipient: single,
             unix_secs: secs,
-        });
+        };
+        let received = match client.uid {
+            Some(uid) => headers::received_local(&info, uid),
+            None => headers::received(&info),
+        };
         let mut full = Vec::with_capacity(data.len() + received.len() + 128);
         full.extend_from_slice(received.as_bytes());
         // RFC 6409 §8.2, §8.3: a submission server may complete Date and Message-ID.
@@ -594,32 +644,41 @@ async fn accept_message<S: Directory + Spool>(
             ret: env.mail_params.ret,
             envid: env.mail_params.envid.clone(),
         };
-        let remote = recipients.iter().any(|r| r.route == Route::Remote);
         let class_rule = decision.rule;
         let class = decision.class;
-        let msg = NewMessage {
+        let forward_sender = match forward_sender(ctx, &recipients, &mail_from, secs).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the SRS key or the local domains; answering 451");
+                return Reply::new(451, (4, 3, 0), "Error: temporary lookup failure, try again later");
+            }
+        };
+        let split = Split {
             id,
             received_at: secs,
-            class: decision.class,
-            envelope: stored,
-            recipients,
-            data: full,
+            class,
+            envelope: &stored,
+            data: &full,
+            new_id: &|| MessageId::new(now_ms.max(0) as u64),
+            forward_sender: &forward_sender,
         };
+        let copies = split.copies(recipients);
+        let remote = copies.messages.iter().any(|m| m.recipients.iter().any(|r| r.route == Route::Remote));
         // Not a reflector: a stranger's forged sender with NOTIFY=SUCCESS
         // and RET=FULL would have us mail its content to anyone.
         let stranger = env.auth_user.is_none() && !ctx.trusted(client.peer.ip());
         let success_notice = match (stranger, ctx.config.success_notices_for_strangers) {
             (true, SuccessNotices::None) => Vec::new(),
-            _ => success_notice_items(&msg),
+            _ => success_notice_items(&copies.delivered, secs),
         };
         let notice_about = (!success_notice.is_empty()).then(|| {
-            let mut envelope = msg.envelope.clone();
+            let mut envelope = stored.clone();
             if stranger && ctx.config.success_notices_for_strangers == SuccessNotices::Headers {
                 envelope.ret = Some(Ret::Hdrs);
             }
-            (envelope, msg.data.clone())
+            (envelope, full.clone())
         });
-        match ctx.store.store_message(msg).await {
+        match ctx.store.store_messages(copies.messages).await {
             Ok(placed) => {
                 tracing::info!(from = %mail_from, recipients = nrcpt, local = placed.len(), size, rule = %class_rule, "accepted");
                 let listener = client.kind.name();

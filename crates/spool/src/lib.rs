@@ -11,8 +11,10 @@
 //! talks to the network, and storage is reached only through the store
 //! contract.
 
+pub mod addressing;
 pub mod admission;
 pub mod notices;
+pub mod srs;
 
 pub use admission::{Admission, Load, Verdict, Watermarks};
 pub use notices::{About, Notice, NoticeItem};

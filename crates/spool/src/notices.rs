@@ -4,7 +4,7 @@
 //! (RFC 5321 §4.5.5: no notice about a notice).
 
 use facteur_dsn::{Action, DsnInput, DsnRecipient, ReturnContent};
-use facteur_store::{Directory, Lookup, NewMessage, NewRecipient, Route, StoredEnvelope};
+use facteur_store::{Directory, NewMessage, NewRecipient, Route, StoredEnvelope};
 use facteur_types::{Class, MessageId, Notify, Ret};
 
 /// Which DSN a recipient's outcome calls for (RFC 3464 §2.3.3).
@@ -62,11 +62,11 @@ pub async fn compose<S: Directory>(
     if sender.is_empty() || items.is_empty() {
         return Vec::new();
     }
-    let route = match store.lookup_recipient(sender).await {
-        Ok(Lookup::LocalUser(user)) => Route::Local { user },
-        Ok(Lookup::Remote) => Route::Remote,
-        Ok(Lookup::UnknownUser) => {
-            tracing::warn!(message_id = %about.message_id, sender, "no such local user to notify; notice dropped");
+    let days = now_ms.div_euclid(86_400_000);
+    let (to, route) = match crate::addressing::route_to(store, sender, days).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            tracing::warn!(message_id = %about.message_id, sender, "no such local address to notify; notice dropped");
             return Vec::new();
         }
         Err(e) => {
@@ -125,13 +125,16 @@ pub async fn compose<S: Directory>(
                 ..StoredEnvelope::default()
             },
             recipients: vec![NewRecipient {
-                address: sender.to_lowercase(),
+                address: to.clone(),
                 // A notice about a notice is never sent (RFC 3461 §6.2).
                 notify: Some(Notify::NEVER),
                 orcpt: None,
                 route: route.clone(),
             }],
-            data,
+            data: match &route {
+                Route::Local { user, .. } => [crate::addressing::final_delivery_fields("", user, &[]), data].concat(),
+                Route::Remote => data,
+            },
         });
     }
     out

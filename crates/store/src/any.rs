@@ -4,7 +4,7 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    Admin, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey, DeliveryJob,
+    Admin, Alias, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey, DeliveryJob,
     Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Incident, IncidentChange, Incidents, Lookup, Mailbox,
     MailboxSnapshot, Mailstore, MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats,
     QueuedMessage, RecipientUpdate, Result, Spool, Sweep, User,
@@ -78,6 +78,11 @@ impl Directory for AnyStore {
         fn grant_sender(&self, owner: &str, address: &str) -> Result<()>;
         fn revoke_sender(&self, owner: &str, address: &str) -> Result<()>;
         fn lookup_recipient(&self, address: &str) -> Result<Lookup>;
+        fn add_alias(&self, address: &str, target: &str) -> Result<()>;
+        fn remove_alias(&self, address: &str, target: Option<&str>) -> Result<u64>;
+        fn list_aliases(&self) -> Result<Vec<Alias>>;
+        fn alias_targets(&self, address: &str) -> Result<Vec<String>>;
+        fn secret(&self, name: &str) -> Result<String>;
     }
 }
 
@@ -112,6 +117,7 @@ impl Mailstore for AnyStore {
 impl Spool for AnyStore {
     forward! {
         fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>>;
+        fn store_messages(&self, msgs: Vec<NewMessage>) -> Result<Vec<Placement>>;
         fn claim_due(&self, now: i64, lease_until: i64, limit: usize, filter: ClaimFilter) -> Result<Vec<DeliveryJob>>;
         fn next_due(&self) -> Result<Option<i64>>;
         fn message_body(&self, id: MessageId) -> Result<Option<Vec<u8>>>;

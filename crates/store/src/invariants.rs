@@ -47,6 +47,33 @@ pub fn sender_grant(address: &str) -> Result<String> {
     Ok(address)
 }
 
+/// An alias key as stored: `user@domain`, or `@domain` for a catch-all;
+/// returns it with its domain.
+pub fn alias_key(address: &str) -> Result<(String, String)> {
+    let key = sender_grant(address).map_err(|_| {
+        StoreError::Invalid(format!("{address:?} is neither an address (user@domain) nor a catch-all (@domain)"))
+    })?;
+    let domain = key.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+    Ok((key, domain))
+}
+
+/// An alias target as stored: one address, `user@domain`.
+pub fn alias_target(target: &str) -> Result<String> {
+    let target = canonical_address(target);
+    if split_address(&target).is_err() || target.contains(char::is_whitespace) || target.contains(',') {
+        return Err(StoreError::Invalid(format!("alias target {target:?} is not one address (user@domain)")));
+    }
+    Ok(target)
+}
+
+/// 32 random bytes as 64 hex digits, for [`crate::Directory::secret`].
+pub fn new_secret() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Mailbox names are case-sensitive except INBOX (RFC 9051 §5.1).
 pub fn normalize_name(name: &str) -> String {
     if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() }

@@ -99,10 +99,18 @@ pub struct StoredEnvelope {
 /// Where one recipient goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// The INBOX of this local user (address in canonical lower case).
-    Local { user: String },
+    /// A mailbox of this local user (address in canonical lower case):
+    /// `mailbox` if it names one the user has, else the INBOX.
+    Local { user: String, mailbox: Option<String> },
     /// The outbound queue.
     Remote,
+}
+
+impl Route {
+    /// The INBOX of `user`.
+    pub fn inbox(user: impl Into<String>) -> Route {
+        Route::Local { user: user.into(), mailbox: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +149,17 @@ pub struct User {
     pub address: String,
     #[serde(skip)]
     pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// One target of an alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alias {
+    /// `user@domain` of a local domain, or `@domain` (every address of the
+    /// domain that is neither a user nor another alias).
+    pub address: String,
+    /// A local user, another alias, or an address elsewhere.
+    pub target: String,
     pub created_at: i64,
 }
 
@@ -221,6 +240,9 @@ pub struct FlagsChanged {
 /// What an address is to this server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
+    /// An alias (`facteur alias`): its targets, in the order added. An
+    /// alias takes precedence over a user of the same address.
+    Alias(Vec<String>),
     /// A local user; the canonical address.
     LocalUser(String),
     /// The domain is local but no such user exists.
@@ -421,9 +443,23 @@ pub trait Directory: Clone + Send + Sync + 'static {
     /// Take a grant back; `NotFound` if there was none.
     fn revoke_sender(&self, owner: &str, address: &str) -> impl Future<Output = Result<()>> + Send;
 
-    /// Classify a recipient address in one read: a local user, an unknown
-    /// user of a local domain, or not ours.
+    /// Classify a recipient address in one read: an alias, a local user,
+    /// an unknown user of a local domain, or not ours.
     fn lookup_recipient(&self, address: &str) -> impl Future<Output = Result<Lookup>> + Send;
+
+    /// Deliver `address` (of a local domain, or `@domain`) to `target` as
+    /// well; `Exists` if it already was, `NotFound` if the domain is not local.
+    fn add_alias(&self, address: &str, target: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Remove one target of an alias, or every target without one; how many
+    /// went (`NotFound` if none).
+    fn remove_alias(&self, address: &str, target: Option<&str>) -> impl Future<Output = Result<u64>> + Send;
+    /// Every alias target, by address.
+    fn list_aliases(&self) -> impl Future<Output = Result<Vec<Alias>>> + Send;
+    /// The targets of one alias key (`user@domain` or `@domain`).
+    fn alias_targets(&self, address: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// A secret shared by every node of this storage (64 hex digits), made
+    /// on first use and never changed: the SRS key is `secret("srs")`.
+    fn secret(&self, name: &str) -> impl Future<Output = Result<String>> + Send;
 }
 
 /// Users' mail: mailboxes, their messages, flags, UIDs and MODSEQs, and
@@ -506,6 +542,10 @@ pub trait Spool: Clone + Send + Sync + 'static {
     /// Commit a message durably: body once, one mailbox entry (with a fresh
     /// UID) per local recipient, one queue entry per remote recipient.
     fn store_message(&self, msg: NewMessage) -> impl Future<Output = Result<Vec<Placement>>> + Send;
+    /// Several messages in one transaction, all or none: what one SMTP
+    /// transaction became (the relayed copy, each local user's copy, each
+    /// forward).
+    fn store_messages(&self, msgs: Vec<NewMessage>) -> impl Future<Output = Result<Vec<Placement>>> + Send;
 
     /// Lease up to `limit` recipients that are due (`queued`, next attempt
     /// at or before `now`, no live lease) until `lease_until`, in this

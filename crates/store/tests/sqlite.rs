@@ -17,7 +17,7 @@ fn msg(rcpts: &[(&str, bool)]) -> NewMessage {
                 address: a.to_string(),
                 notify: None,
                 orcpt: None,
-                route: if *local { Route::Local { user: a.to_string() } } else { Route::Remote },
+                route: if *local { Route::inbox(a.to_string()) } else { Route::Remote },
             })
             .collect(),
         data: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use facteur_store::{Directory, Lookup, NewMessage, NewRecipient, Route, Spool, StoredEnvelope};
+use facteur_store::{Directory, NewMessage, NewRecipient, Route, Spool, StoredEnvelope};
 use facteur_types::{Class, MessageId, Notify, SharedClock};
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
@@ -272,15 +272,15 @@ impl<S: Spool + Directory> Alerter<S> {
     }
 
     async fn queue_email(&self, a: &Announcement) -> Result<(), String> {
-        let to = self.config.email.to_lowercase();
-        let route = match self.store.lookup_recipient(&to).await.map_err(|e| e.to_string())? {
-            Lookup::LocalUser(user) => Route::Local { user },
-            Lookup::Remote => Route::Remote,
-            Lookup::UnknownUser => return Err(format!("alerts.email {to} is a local address without a user")),
-        };
         let now_ms = self.clock.now_ms();
+        let wanted = self.config.email.to_lowercase();
+        let days = now_ms.div_euclid(86_400_000);
+        let (to, route) = facteur_spool::addressing::route_to(&self.store, &wanted, days)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("alerts.email {wanted} is a local address that leads nowhere"))?;
         let id = MessageId::new(now_ms.max(0) as u64);
-        let data = email(a, &to, &self.hostname, &format!("{id}@{}", self.hostname));
+        let data = email(a, &wanted, &self.hostname, &format!("{id}@{}", self.hostname));
         let msg = NewMessage {
             id,
             received_at: now_ms.div_euclid(1000),
@@ -291,8 +291,13 @@ impl<S: Spool + Directory> Alerter<S> {
                 client_ip: "127.0.0.1".into(),
                 ..StoredEnvelope::default()
             },
+            data: match &route {
+                Route::Local { user, .. } => {
+                    [facteur_spool::addressing::final_delivery_fields("", user, &[]), data].concat()
+                }
+                Route::Remote => data,
+            },
             recipients: vec![NewRecipient { address: to, notify: Some(Notify::NEVER), orcpt: None, route }],
-            data,
         };
         self.store.store_message(msg).await.map(drop).map_err(|e| e.to_string())
     }

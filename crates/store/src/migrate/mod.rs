@@ -57,6 +57,8 @@ const ORDER: &[&str] = &[
     "domains",
     "users",
     "sender_grants",
+    "aliases",
+    "secrets",
     "mailboxes",
     "uid_counters",
     "uidvalidity_floor",

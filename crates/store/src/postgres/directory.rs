@@ -2,7 +2,7 @@
 
 use super::{PgStore, db, execute, mail, query, query_one, query_opt};
 use crate::invariants::{self, DEFAULT_MAILBOXES, canonical_address};
-use crate::{Directory, Domain, Lookup, Result, StoreError, User};
+use crate::{Alias, Directory, Domain, Lookup, Result, StoreError, User};
 
 fn user(r: &tokio_postgres::Row) -> User {
     User { address: r.get(0), password_hash: r.get(1), created_at: r.get(2) }
@@ -32,6 +32,15 @@ impl Directory for PgStore {
         if users > 0 {
             return Err(StoreError::Invalid(format!(
                 "domain {name} still has {users} user(s); remove them first (facteur user list)"
+            )));
+        }
+        let aliases: i64 =
+            query_one(&tx, "SELECT COUNT(*) FROM aliases WHERE right(address, length($1) + 1) = '@' || $1", &[&name])
+                .await?
+                .get(0);
+        if aliases > 0 {
+            return Err(StoreError::Invalid(format!(
+                "domain {name} still has {aliases} alias target(s); remove them first (facteur alias list)"
             )));
         }
         if execute(&tx, "DELETE FROM domains WHERE name = $1", &[&name]).await? == 0 {
@@ -204,14 +213,81 @@ impl Directory for PgStore {
         let c = self.client().await?;
         let r = query_one(
             &c,
-            "SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1), EXISTS (SELECT 1 FROM users WHERE address = $2)",
+            "SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1), EXISTS (SELECT 1 FROM users WHERE address = $2),
+                    (SELECT array_agg(target ORDER BY created_at, target) FROM aliases WHERE address = $2)",
             &[&domain, &address],
         )
         .await?;
-        Ok(match (r.get(0), r.get(1)) {
-            (true, true) => Lookup::LocalUser(address),
-            (true, false) => Lookup::UnknownUser,
-            (false, _) => Lookup::Remote,
+        Ok(match (r.get(0), r.get(1), r.get::<_, Option<Vec<String>>>(2)) {
+            (true, _, Some(targets)) => Lookup::Alias(targets),
+            (true, true, None) => Lookup::LocalUser(address),
+            (true, false, None) => Lookup::UnknownUser,
+            (false, ..) => Lookup::Remote,
         })
+    }
+
+    async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
+        let (key, domain) = invariants::alias_key(address)?;
+        let target = invariants::alias_target(target)?;
+        let c = self.client().await?;
+        if query_opt(&c, "SELECT 1 FROM domains WHERE name = $1", &[&domain]).await?.is_none() {
+            return Err(StoreError::NotFound(format!("local domain {domain} (facteur domain add {domain})")));
+        }
+        let n = execute(
+            &c,
+            "INSERT INTO aliases (address, target, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&key, &target, &self.now()],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::Exists(format!("{key} already goes to {target}")));
+        }
+        Ok(())
+    }
+
+    async fn remove_alias(&self, address: &str, target: Option<&str>) -> Result<u64> {
+        let key = canonical_address(address);
+        let target = target.map(canonical_address);
+        let c = self.client().await?;
+        let n = execute(
+            &c,
+            "DELETE FROM aliases WHERE address = $1 AND ($2::TEXT IS NULL OR target = $2)",
+            &[&key, &target],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(match target {
+                Some(t) => format!("alias {key} -> {t}"),
+                None => format!("alias {key}"),
+            }));
+        }
+        Ok(n)
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<Alias>> {
+        let c = self.client().await?;
+        let rows =
+            query(&c, "SELECT address, target, created_at FROM aliases ORDER BY address, created_at, target", &[])
+                .await?;
+        Ok(rows.iter().map(|r| Alias { address: r.get(0), target: r.get(1), created_at: r.get(2) }).collect())
+    }
+
+    async fn alias_targets(&self, address: &str) -> Result<Vec<String>> {
+        let key = canonical_address(address);
+        let c = self.client().await?;
+        let rows =
+            query(&c, "SELECT target FROM aliases WHERE address = $1 ORDER BY created_at, target", &[&key]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn secret(&self, name: &str) -> Result<String> {
+        let c = self.client().await?;
+        execute(
+            &c,
+            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&name, &invariants::new_secret()],
+        )
+        .await?;
+        Ok(query_one(&c, "SELECT value FROM secrets WHERE name = $1", &[&name]).await?.get(0))
     }
 }

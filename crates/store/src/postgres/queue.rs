@@ -219,15 +219,28 @@ pub(crate) async fn insert_message<C: GenericClient>(c: &C, msg: &NewMessage, no
     // mail), then locked in id order before any UID is taken.
     let mut inboxes: Vec<(String, i64)> = Vec::new();
     for r in &msg.recipients {
-        if let Route::Local { user } = &r.route
+        if let Route::Local { user, mailbox } = &r.route
             && !inboxes.iter().any(|(u, _)| u == user)
         {
-            let id = match mail::get(c, user, "INBOX").await? {
-                Some(m) => m.id,
-                None => {
-                    tracing::error!(user, "user had no INBOX; created it");
-                    mail::create_mailbox(c, user, "INBOX", None, now).await?
-                }
+            let named = match mailbox {
+                Some(name) => query_opt(
+                    c,
+                    "SELECT id FROM mailboxes WHERE owner = $1 AND lower(name) = lower($2) ORDER BY name LIMIT 1",
+                    &[user, name],
+                )
+                .await?
+                .map(|r| r.get::<_, i64>(0)),
+                None => None,
+            };
+            let id = match named {
+                Some(id) => id,
+                None => match mail::get(c, user, "INBOX").await? {
+                    Some(m) => m.id,
+                    None => {
+                        tracing::error!(user, "user had no INBOX; created it");
+                        mail::create_mailbox(c, user, "INBOX", None, now).await?
+                    }
+                },
             };
             inboxes.push((user.clone(), id));
         }
@@ -489,16 +502,23 @@ impl PgStore {
 
 impl Spool for PgStore {
     async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
+        self.store_messages(vec![msg]).await
+    }
+
+    async fn store_messages(&self, mut msgs: Vec<NewMessage>) -> Result<Vec<Placement>> {
         let now = self.now();
-        if !has_local(&msg) {
+        if msgs.len() == 1 && !has_local(&msgs[0]) {
             // Relayed mail: stored with whatever else is being accepted
             // now, in one statement and one commit.
-            self.shared_commit(Job::Accept(msg)).await?;
+            self.shared_commit(Job::Accept(msgs.remove(0))).await?;
             return Ok(Vec::new());
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let placements = insert_message(&tx, &msg, now).await?;
+        let mut placements = Vec::new();
+        for msg in &msgs {
+            placements.extend(insert_message(&tx, msg, now).await?);
+        }
         self.announce(&tx, placements.iter().map(|p| p.mailbox_id)).await?;
         tx.commit().await.map_err(db)?;
         Ok(placements)

@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::invariants::{self, canonical_address};
 use crate::lifecycle;
 use crate::{
-    Admin, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey,
+    Admin, Alias, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey,
     DeliveryJob, Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Lookup, Mailbox, MailboxSnapshot, Mailstore,
     MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState,
     RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, Sweep,
@@ -285,8 +285,20 @@ pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage, now: i64) -> R
     for (idx, r) in msg.recipients.iter().enumerate() {
         let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
         let (state, next) = match &r.route {
-            Route::Local { user } => {
-                let mailbox_id = inbox_of(conn, user, now)?;
+            Route::Local { user, mailbox } => {
+                let named = match mailbox {
+                    Some(name) => conn
+                        .prepare_cached(
+                            "SELECT id FROM mailboxes WHERE owner = ?1 AND name = ?2 COLLATE NOCASE ORDER BY name LIMIT 1",
+                        )?
+                        .query_row(params![user, name], |r| r.get(0))
+                        .optional()?,
+                    None => None,
+                };
+                let mailbox_id = match named {
+                    Some(id) => id,
+                    None => inbox_of(conn, user, now)?,
+                };
                 // Two recipients that are the same user get one copy.
                 if !placements.iter().any(|p: &Placement| p.user == *user) {
                     let (uid, _) = mail::place(conn, mailbox_id, &id, &[], msg.received_at)?;
@@ -369,6 +381,16 @@ impl Directory for SqliteStore {
             if users > 0 {
                 return Err(StoreError::Invalid(format!(
                     "domain {name} still has {users} user(s); remove them first (facteur user list)"
+                )));
+            }
+            let aliases: i64 = c.query_row(
+                "SELECT COUNT(*) FROM aliases WHERE substr(address, length(address) - length(?1)) = '@' || ?1",
+                [&name],
+                |r| r.get(0),
+            )?;
+            if aliases > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain {name} still has {aliases} alias target(s); remove them first (facteur alias list)"
                 )));
             }
             if c.execute("DELETE FROM domains WHERE name = ?1", [&name])? == 0 {
@@ -543,16 +565,92 @@ impl Directory for SqliteStore {
         let (_, domain) = invariants::split_address(&address)?;
         let domain = domain.to_string();
         self.read(move |c| {
-            let (local, user): (bool, bool) = c
+            let (local, user, aliases): (bool, bool, Option<String>) = c
                 .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?1), EXISTS (SELECT 1 FROM users WHERE address = ?2)",
+                    "SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?1), EXISTS (SELECT 1 FROM users WHERE address = ?2),
+                            (SELECT group_concat(target, ' ') FROM (SELECT target FROM aliases WHERE address = ?2 ORDER BY created_at, target))",
                 )?
-                .query_row(params![domain, address], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(match (local, user) {
-                (true, true) => Lookup::LocalUser(address),
-                (true, false) => Lookup::UnknownUser,
-                (false, _) => Lookup::Remote,
+                .query_row(params![domain, address], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(match (local, user, aliases) {
+                (true, _, Some(targets)) => Lookup::Alias(targets.split(' ').map(str::to_string).collect()),
+                (true, true, None) => Lookup::LocalUser(address),
+                (true, false, None) => Lookup::UnknownUser,
+                (false, ..) => Lookup::Remote,
             })
+        })
+        .await
+    }
+
+    async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
+        let (key, domain) = invariants::alias_key(address)?;
+        let target = invariants::alias_target(target)?;
+        let now = self.now();
+        self.write(move |c| {
+            if c.query_row("SELECT 1 FROM domains WHERE name = ?1", [&domain], |_| Ok(())).optional()?.is_none() {
+                return Err(StoreError::NotFound(format!("local domain {domain} (facteur domain add {domain})")));
+            }
+            let n = c.execute(
+                "INSERT INTO aliases (address, target, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![key, target, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("{key} already goes to {target}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_alias(&self, address: &str, target: Option<&str>) -> Result<u64> {
+        let key = canonical_address(address);
+        let target = target.map(canonical_address);
+        self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM aliases WHERE address = ?1 AND (?2 IS NULL OR target = ?2)",
+                params![key, target],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(match target {
+                    Some(t) => format!("alias {key} -> {t}"),
+                    None => format!("alias {key}"),
+                }));
+            }
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<Alias>> {
+        self.read(|c| {
+            let mut s =
+                c.prepare("SELECT address, target, created_at FROM aliases ORDER BY address, created_at, target")?;
+            let rows =
+                s.query_map([], |r| Ok(Alias { address: r.get(0)?, target: r.get(1)?, created_at: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn alias_targets(&self, address: &str) -> Result<Vec<String>> {
+        let key = canonical_address(address);
+        self.read(move |c| {
+            let mut s =
+                c.prepare_cached("SELECT target FROM aliases WHERE address = ?1 ORDER BY created_at, target")?;
+            let rows = s.query_map([&key], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn secret(&self, name: &str) -> Result<String> {
+        let name = name.to_string();
+        let fresh = invariants::new_secret();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![name, fresh],
+            )?;
+            Ok(c.query_row("SELECT value FROM secrets WHERE name = ?1", [&name], |r| r.get(0))?)
         })
         .await
     }
@@ -686,8 +784,20 @@ impl Mailstore for SqliteStore {
 
 impl Spool for SqliteStore {
     async fn store_message(&self, msg: NewMessage) -> Result<Vec<Placement>> {
+        self.store_messages(vec![msg]).await
+    }
+
+    async fn store_messages(&self, msgs: Vec<NewMessage>) -> Result<Vec<Placement>> {
         let now = self.now();
-        let placements = self.write(move |c| insert_message(c, &msg, now)).await?;
+        let placements = self
+            .write(move |c| {
+                let mut placed = Vec::new();
+                for m in &msgs {
+                    placed.extend(insert_message(c, m, now)?);
+                }
+                Ok(placed)
+            })
+            .await?;
         self.changed(placements.iter().map(|p| p.mailbox_id));
         Ok(placements)
     }

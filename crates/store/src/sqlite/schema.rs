@@ -277,6 +277,23 @@ CREATE TABLE incident_updates (
 );
 "#,
     ),
+    (
+        11,
+        r#"
+-- Aliases (`facteur alias`): an address of a local domain, or "@domain"
+-- (a catch-all), delivered to each target (a local user, another alias,
+-- or an address elsewhere, forwarded with SRS). Resolved above the
+-- backends (facteur-spool::addressing).
+CREATE TABLE aliases (
+    address TEXT NOT NULL,
+    target TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (address, target)
+);
+-- Secrets every node shares (the SRS key), made on first use.
+CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

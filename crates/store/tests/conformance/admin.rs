@@ -14,7 +14,7 @@ fn to_alice(n: u64) -> NewMessage {
             address: "alice@example.test".into(),
             notify: None,
             orcpt: None,
-            route: Route::Local { user: "alice@example.test".into() },
+            route: Route::inbox("alice@example.test"),
         }],
         data: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
     }

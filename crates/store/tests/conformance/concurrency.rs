@@ -29,7 +29,7 @@ pub async fn two_writers_allocate_distinct_increasing_uids<S: Store>(f: Fixture<
             address: "alice@example.test".into(),
             notify: None,
             orcpt: None,
-            route: Route::Local { user: "alice@example.test".into() },
+            route: Route::inbox("alice@example.test"),
         }]
     };
     let mut tasks = Vec::new();

@@ -59,3 +59,46 @@ pub async fn sender_grants_belong_to_a_user<S: Store>(f: Fixture<S>) {
     s.add_user("alice@example.test", "h").await.unwrap();
     assert!(s.sender_grants("alice@example.test").await.unwrap().is_empty(), "grants go with the user");
 }
+
+pub async fn aliases_and_secrets<S: Store>(f: Fixture<S>) {
+    let s = f.store;
+    s.add_domain("example.test").await.unwrap();
+    s.add_user("alice@example.test", "h").await.unwrap();
+    s.add_alias("Team@Example.test", "alice@example.test").await.unwrap();
+    s.add_alias("team@example.test", "Carol@Far.test").await.unwrap();
+    s.add_alias("@example.test", "alice@example.test").await.unwrap();
+    assert!(matches!(s.add_alias("team@example.test", "carol@far.test").await, Err(StoreError::Exists(_))));
+    assert!(matches!(s.add_alias("team@nowhere.test", "x@far.test").await, Err(StoreError::NotFound(_))));
+    for bad in ["two words@far.test", "nobody", "a@b.test,c@d.test"] {
+        assert!(matches!(s.add_alias("team@example.test", bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
+    }
+    assert!(matches!(s.add_alias("no-at-sign", "x@far.test").await, Err(StoreError::Invalid(_))));
+    // An alias comes before a user of the same address.
+    s.add_alias("alice@example.test", "alice@example.test").await.unwrap();
+    assert_eq!(
+        s.lookup_recipient("TEAM@example.test").await.unwrap(),
+        Lookup::Alias(vec!["alice@example.test".into(), "carol@far.test".into()])
+    );
+    assert_eq!(
+        s.lookup_recipient("alice@example.test").await.unwrap(),
+        Lookup::Alias(vec!["alice@example.test".into()])
+    );
+    assert_eq!(s.alias_targets("@example.test").await.unwrap(), ["alice@example.test"]);
+    assert!(s.alias_targets("nobody@example.test").await.unwrap().is_empty());
+    assert_eq!(s.list_aliases().await.unwrap().len(), 4);
+    assert!(s.remove_domain("example.test").await.unwrap_err().to_string().contains("user(s)"));
+    assert_eq!(s.remove_alias("team@example.test", Some("CAROL@far.test")).await.unwrap(), 1);
+    assert!(matches!(s.remove_alias("team@example.test", Some("carol@far.test")).await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.remove_alias("alice@example.test", None).await.unwrap(), 1);
+    assert_eq!(s.lookup_recipient("alice@example.test").await.unwrap(), Lookup::LocalUser("alice@example.test".into()));
+    s.remove_user("alice@example.test").await.unwrap();
+    assert!(s.remove_domain("example.test").await.unwrap_err().to_string().contains("2 alias target(s)"));
+    s.remove_alias("team@example.test", None).await.unwrap();
+    s.remove_alias("@example.test", None).await.unwrap();
+    s.remove_domain("example.test").await.unwrap();
+    // A secret is made once and then always the same.
+    let a = s.secret("srs").await.unwrap();
+    assert_eq!(a.len(), 64);
+    assert_eq!(s.secret("srs").await.unwrap(), a);
+    assert_ne!(s.secret("other").await.unwrap(), a);
+}

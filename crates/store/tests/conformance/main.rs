@@ -32,6 +32,7 @@ macro_rules! every_test {
         conformance!($backend:
             directory::users_domains_and_errors,
             directory::sender_grants_belong_to_a_user,
+            directory::aliases_and_secrets,
             mailstore::a_new_user_gets_the_special_use_mailboxes_subscribed,
             mailstore::create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules,
             mailstore::flags_modseq_expunge_and_the_uid_floor,
@@ -40,6 +41,7 @@ macro_rules! every_test {
             mailstore::uidvalidity_comes_from_the_clock_and_never_goes_back,
             mailstore::names_that_are_not_ascii_are_listed,
             spool::one_body_many_mailboxes_and_the_queue,
+            spool::several_messages_commit_together_into_named_mailboxes,
             spool::claim_groups_by_domain_and_leases,
             spool::outcomes_and_notices_commit_together,
             spool::operator_controls_are_audited,

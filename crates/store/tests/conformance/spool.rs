@@ -83,7 +83,7 @@ pub async fn outcomes_and_notices_commit_together<S: Store>(f: Fixture<S>) {
         address: "sender@example.test".into(),
         notify: None,
         orcpt: None,
-        route: Route::Local { user: "sender@example.test".into() },
+        route: Route::inbox("sender@example.test"),
     }];
     s.complete(
         vec![
@@ -274,7 +274,7 @@ pub async fn one_body_many_mailboxes_and_the_queue<S: Store>(f: Fixture<S>) {
         address: u.to_string(),
         notify: None,
         orcpt: Some(format!("rfc822;{u}")),
-        route: Route::Local { user: u.to_string() },
+        route: Route::inbox(u.to_string()),
     };
     m.recipients.insert(0, local("alice@example.test"));
     m.recipients.insert(1, local("sender@example.test"));
@@ -392,12 +392,7 @@ pub async fn queue_depth_follows_every_move<S: Store>(f: Fixture<S>) {
 }
 
 fn local(user: &str) -> NewRecipient {
-    NewRecipient {
-        address: user.to_string(),
-        notify: None,
-        orcpt: None,
-        route: Route::Local { user: user.to_string() },
-    }
+    NewRecipient { address: user.to_string(), notify: None, orcpt: None, route: Route::inbox(user.to_string()) }
 }
 
 /// Expunge UID `uid` of `owner`'s INBOX.
@@ -493,4 +488,37 @@ pub async fn bodies_go_when_unneeded_and_records_after_their_time<S: Store>(f: F
     assert_eq!((done.records_removed, done.messages_removed, done.more), (0, 1, false));
     assert!(s.fetch_message(inbox.id, 3).await.unwrap().is_some(), "alice's INBOX keeps its message");
     healthy().await;
+}
+
+pub async fn several_messages_commit_together_into_named_mailboxes<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    s.add_user("alice@example.test", "h").await.unwrap();
+    s.create_mailbox("alice@example.test", "Lists", None).await.unwrap();
+    let to = |mailbox: Option<&str>| NewRecipient {
+        address: "alice@example.test".into(),
+        notify: None,
+        orcpt: None,
+        route: Route::Local { user: "alice@example.test".into(), mailbox: mailbox.map(str::to_string) },
+    };
+    let mut a = remote_msg(1000, &["x@remote.test"]);
+    let mut b = remote_msg(1000, &[]);
+    b.id = MessageId::first_at(1_000_001);
+    b.recipients = vec![to(Some("lists"))];
+    let mut c = remote_msg(1000, &[]);
+    c.id = MessageId::first_at(1_000_002);
+    c.recipients = vec![to(Some("No Such Box"))];
+    let placed = s.store_messages(vec![a.clone(), b.clone(), c.clone()]).await.unwrap();
+    assert_eq!(placed.len(), 2);
+    let boxes = s.list_mailboxes("alice@example.test").await.unwrap();
+    let count = |name: &str| boxes.iter().find(|m| m.name == name).unwrap().messages;
+    assert_eq!((count("Lists"), count("INBOX")), (1, 1), "the named mailbox in any case, else the INBOX");
+    assert_eq!(s.queue_list().await.unwrap().len(), 1);
+    // All or nothing: a batch whose last message cannot be stored (its id
+    // is taken) leaves none of the others.
+    a.id = MessageId::first_at(2_000_000);
+    b.id = MessageId::first_at(2_000_001);
+    assert!(s.store_messages(vec![a, b, c]).await.is_err());
+    assert_eq!(s.queue_list().await.unwrap().len(), 1);
+    let boxes = s.list_mailboxes("alice@example.test").await.unwrap();
+    assert_eq!(boxes.iter().map(|m| m.messages).sum::<u64>(), 2);
 }
