@@ -9,10 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use facteur_store::{
     Admin, CheckReport, Cluster, Directory, Incidents, Mailstore, QueuedMessage, Spool, StoreError, password,
 };
-use facteur_types::{MessageId, RecipientStatus, Severity};
+use facteur_types::{MessageId, Severity};
 
 use crate::config::{self, Config, LogFormat};
 use crate::controls::{self, Action};
+use crate::queueview::Filter;
 use crate::serve;
 
 const DEFAULT_DATA: &str = "./facteur-data";
@@ -278,14 +279,20 @@ enum MailboxCmd {
 
 #[derive(Subcommand, Debug)]
 enum QueueCmd {
-    /// Messages with recipients not yet delivered
+    /// Messages with recipients not yet delivered: age, class, each waiting
+    /// recipient's state (HELD marked), tries and last deferral reason
     List {
+        #[command(flatten)]
+        filter: Filter,
         #[command(flatten)]
         out: Output,
     },
     /// One message: envelope, the state of every recipient, every attempt
     Show {
         id: String,
+        /// Print the message itself as queued (postcat), nothing else
+        #[arg(long, conflicts_with = "json")]
+        content: bool,
         #[command(flatten)]
         out: Output,
     },
@@ -322,7 +329,8 @@ enum QueueCmd {
         #[arg(long, conflicts_with = "rate")]
         clear: bool,
     },
-    /// Queue depth and age of the oldest ready message, per class and per destination
+    /// Queue depth and age of the oldest ready message, per class and per destination,
+    /// and messages by age per destination (qshape: 0-5, 5-10, 10-20, 20-40, 40-80, 80+ minutes)
     Stats {
         #[command(flatten)]
         out: Output,
@@ -332,13 +340,20 @@ enum QueueCmd {
         #[command(flatten)]
         out: Output,
     },
-    /// Stop delivery attempts for a message until it is released
-    Hold { id: String },
-    /// Resume delivery of a held message, at once
-    Release { id: String },
-    /// Remove a message's pending recipients from the queue (audited)
+    /// Stop delivery attempts for a message, or every message a filter names, until released
+    Hold {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Resume delivery of held messages, at once
+    Release {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Remove messages' pending recipients from the queue (audited), as postsuper -d
     Delete {
-        id: String,
+        #[command(flatten)]
+        which: Which,
         /// Send the sender a non-delivery notice (DSN)
         #[arg(long)]
         bounce: bool,
@@ -346,6 +361,38 @@ enum QueueCmd {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+}
+
+/// A message by id, or every message a filter names (whole messages, as
+/// postsuper acts on queue files), or `--all`.
+#[derive(Args, Debug)]
+struct Which {
+    /// Message id (see `queue list`)
+    #[arg(required_unless_present_any = ["all", "sender", "recipient", "destination", "state", "older_than"])]
+    id: Option<String>,
+    #[command(flatten)]
+    filter: Filter,
+    /// Every message in the queue
+    #[arg(long, conflicts_with = "id")]
+    all: bool,
+}
+
+impl Which {
+    /// The messages meant, each with its waiting recipients.
+    async fn messages(&self, store: &impl Admin, now: i64) -> anyhow::Result<Vec<QueuedMessage>> {
+        if let Some(id) = &self.id {
+            if !self.filter.is_empty() {
+                bail!("name a message or a filter, not both");
+            }
+            let id: MessageId = id.parse()?;
+            return match store.queue_show(id).await? {
+                Some(m) => Ok(vec![m]),
+                None => bail!("no message with id {id}; see `facteur queue list`"),
+            };
+        }
+        let all = store.queue_list().await?;
+        Ok(all.into_iter().filter(|m| !self.filter.select(m, now).is_empty()).collect())
+    }
 }
 
 /// Where the data is and which configuration applies.
@@ -664,33 +711,30 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             use std::io::Write;
             std::io::stdout().write_all(&data)?;
         }
-        Command::Queue(QueueCmd::List { out }) => {
-            let q = store.queue_list().await?;
+        Command::Queue(QueueCmd::List { filter, out }) => {
+            let t = now();
+            let q: Vec<QueuedMessage> =
+                store.queue_list().await?.into_iter().filter(|m| !filter.select(m, t).is_empty()).collect();
             if out.json {
                 println!("{}", serde_json::to_string_pretty(&q)?);
-            } else if q.is_empty() {
-                println!("queue is empty");
             } else {
-                println!("{:<26} {:<13} {:>8} {:<32} WAITING RECIPIENTS", "ID", "CLASS", "SIZE", "FROM");
-                for m in &q {
-                    let waiting: Vec<&str> = m
-                        .recipients
-                        .iter()
-                        .filter(|r| r.state == RecipientStatus::Queued)
-                        .map(|r| r.address.as_str())
-                        .collect();
-                    let from = if m.envelope.mail_from.is_empty() { "<>" } else { &m.envelope.mail_from };
-                    println!("{:<26} {:<13} {:>8} {:<32} {}", m.id, m.class, m.size, from, waiting.join(", "));
-                }
-                println!("{} message(s)", q.len());
+                print!("{}", crate::queueview::list(&q, &filter, t));
             }
         }
         Command::Mailq => crate::queueview::print_mailq(&store.queue_list().await?),
-        Command::Queue(QueueCmd::Show { id, out }) => {
+        Command::Queue(QueueCmd::Show { id, content, out }) => {
             let id: MessageId = id.parse()?;
             let Some(m) = store.queue_show(id).await? else {
                 bail!("no message with id {id}; see `facteur --data {d} queue list`");
             };
+            if content {
+                let Some(body) = store.message_body(id).await? else {
+                    bail!("message {id} is no longer kept (delivered everywhere, or past storage.keep_finished_secs)");
+                };
+                use std::io::Write;
+                std::io::stdout().write_all(&body)?;
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
             let audit = store.audit_log(Some(id)).await?;
             if out.json {
                 let mut v = serde_json::to_value(&m)?;
@@ -735,9 +779,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let dests = store.queue_stats(t, true).await?;
             let controls = store.controls().await?;
             if out.json {
+                let ages: Vec<serde_json::Value> = crate::queueview::shape(&store.queue_list().await?, t)
+                    .into_iter()
+                    .map(|(domain, b)| serde_json::json!({"destination": domain, "minutes": crate::queueview::BUCKETS, "messages": b}))
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"now": t, "classes": classes, "destinations": dests, "controls": controls})
+                    serde_json::json!({"now": t, "classes": classes, "destinations": dests, "controls": controls, "ages": ages})
                 );
             } else {
                 let age = |o: Option<i64>| o.map(|o| format!("{}s", (t - o).max(0))).unwrap_or_else(|| "-".into());
@@ -757,6 +805,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         age(x.ready_since)
                     );
                 }
+                println!("\nmessages by age in minutes, per destination (qshape):");
+                print!("{}", crate::queueview::shape_text(&crate::queueview::shape(&store.queue_list().await?, t)));
                 for c in controls {
                     println!(
                         "control: {} = {} (by {} at {})",
@@ -797,62 +847,50 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
-        Command::Queue(QueueCmd::Hold { id }) => {
-            let id: MessageId = id.parse()?;
-            let n = store.queue_hold(id, now(), &actor()).await.map_err(friendly)?;
-            println!("{n} recipient(s) of {id} held; `facteur queue release {id}` resumes");
+        Command::Queue(QueueCmd::Hold { which }) => {
+            let (mut n, mut messages) = (0, 0);
+            for m in which.messages(&store, now()).await? {
+                n += store.queue_hold(m.id, now(), &actor()).await.map_err(friendly)?;
+                messages += 1;
+            }
+            println!("{n} recipient(s) of {messages} message(s) held; `facteur queue release` resumes");
         }
-        Command::Queue(QueueCmd::Release { id }) => {
-            let id: MessageId = id.parse()?;
-            let n = store.queue_release(id, now(), &actor()).await.map_err(friendly)?;
-            println!("{n} recipient(s) of {id} released");
+        Command::Queue(QueueCmd::Release { which }) => {
+            let (mut n, mut messages) = (0, 0);
+            for m in which.messages(&store, now()).await? {
+                n += store.queue_release(m.id, now(), &actor()).await.map_err(friendly)?;
+                messages += 1;
+            }
+            println!("{n} recipient(s) of {messages} message(s) released");
         }
-        Command::Queue(QueueCmd::Delete { id, bounce, yes }) => {
-            let id: MessageId = id.parse()?;
-            let Some(m) = store.queue_show(id).await? else {
-                bail!("no message with id {id}; see `facteur --data {d} queue list`");
-            };
-            let pending: Vec<_> = m.recipients.iter().filter(|r| !r.state.is_final()).collect();
-            if pending.is_empty() {
-                bail!("message {id} has no pending recipient; nothing to delete");
+        Command::Queue(QueueCmd::Delete { which, bounce, yes }) => {
+            let messages = which.messages(&store, now()).await?;
+            let pending: usize =
+                messages.iter().map(|m| m.recipients.iter().filter(|r| !r.state.is_final()).count()).sum();
+            if pending == 0 {
+                bail!("no pending recipient in what was named; nothing to delete");
             }
             if !yes
                 && !confirm(&format!(
-                    "delete {} pending recipient(s) of {id}{}?",
-                    pending.len(),
-                    if bounce { " and notify the sender" } else { "" }
+                    "delete {pending} pending recipient(s) of {} message(s){}?",
+                    messages.len(),
+                    if bounce { " and notify the senders" } else { "" }
                 ))?
             {
                 bail!("not deleted");
             }
-            let notices = if bounce {
-                let body = store.message_body(id).await?.unwrap_or_default();
-                let items = pending
-                    .iter()
-                    .map(|r| facteur_spool::NoticeItem {
-                        address: r.address.clone(),
-                        orcpt: r.orcpt.clone(),
-                        notice: facteur_spool::Notice::Failed,
-                        status: (5, 0, 0),
-                        diagnostic: Some("facteur: deleted from the queue by the postmaster".into()),
-                        remote_mta: None,
-                        last_attempt: None,
-                        will_retry_until: None,
-                    })
-                    .collect();
-                let about = facteur_spool::About {
-                    message_id: id,
-                    received_at: m.received_at,
-                    envelope: &m.envelope,
-                    original: &body,
-                };
-                facteur_spool::notices::compose(&store, &about, items, &r.config.server.hostname, now() * 1000).await
-            } else {
-                Vec::new()
-            };
-            let sent = !notices.is_empty();
-            let n = store.queue_delete(id, now(), &actor(), notices).await.map_err(friendly)?;
-            println!("{n} recipient(s) of {id} deleted{}", if sent { "; the sender was notified" } else { "" });
+            let (mut n, mut notified) = (0, 0);
+            for m in &messages {
+                let notices =
+                    if bounce { deletion_notices(&store, m, &r.config.server.hostname).await? } else { Vec::new() };
+                notified += usize::from(!notices.is_empty());
+                n += store.queue_delete(m.id, now(), &actor(), notices).await.map_err(friendly)?;
+            }
+            println!(
+                "{n} recipient(s) of {} message(s) deleted{}",
+                messages.len(),
+                if notified > 0 { format!("; {notified} sender(s) notified") } else { String::new() }
+            );
         }
         Command::Incident(IncidentCmd::List { out }) => {
             let list = store.incidents(now() - facteur_watch::status::DAYS * 86_400).await?;
@@ -1051,6 +1089,33 @@ pub fn generate_password() -> String {
     const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
     (0..20).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+/// The failure notice a sender gets for recipients an operator deleted.
+async fn deletion_notices(
+    store: &facteur_store::any::AnyStore,
+    m: &QueuedMessage,
+    hostname: &str,
+) -> anyhow::Result<Vec<facteur_store::NewMessage>> {
+    let body = store.message_body(m.id).await?.unwrap_or_default();
+    let items = m
+        .recipients
+        .iter()
+        .filter(|r| !r.state.is_final())
+        .map(|r| facteur_spool::NoticeItem {
+            address: r.address.clone(),
+            orcpt: r.orcpt.clone(),
+            notice: facteur_spool::Notice::Failed,
+            status: (5, 0, 0),
+            diagnostic: Some("facteur: deleted from the queue by the postmaster".into()),
+            remote_mta: None,
+            last_attempt: None,
+            will_retry_until: None,
+        })
+        .collect();
+    let about =
+        facteur_spool::About { message_id: m.id, received_at: m.received_at, envelope: &m.envelope, original: &body };
+    Ok(facteur_spool::notices::compose(store, &about, items, hostname, now() * 1000).await)
 }
 
 fn print_message(m: &QueuedMessage) {

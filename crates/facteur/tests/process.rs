@@ -479,7 +479,7 @@ async fn queue_controls_from_the_cli() {
     assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
     assert_eq!(state(d), "queued");
     let o = facteur(d, &["queue", "delete", &id, "--bounce", "--yes"]);
-    assert!(o.status.success() && text(&o).contains("the sender was notified"), "{}", text(&o));
+    assert!(o.status.success() && text(&o).contains("1 sender(s) notified"), "{}", text(&o));
     assert_eq!(state(d), "deleted");
     let o = facteur(d, &["queue", "show", &id, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
