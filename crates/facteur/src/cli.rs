@@ -198,8 +198,25 @@ enum UserCmd {
         #[command(flatten)]
         password: PasswordSource,
     },
-    /// Remove a user and their mailboxes
-    Remove { address: String },
+    /// Remove a user and their mailboxes (asks first when they hold mail)
+    Remove {
+        address: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Show a user's quota and use; --bytes/--messages set the limits ("none": no limit)
+    Quota {
+        address: String,
+        /// Octets all of the user's mailboxes may hold: 500M, 10G, 123456, or none
+        #[arg(long, value_parser = parse_limit)]
+        bytes: Option<Limit>,
+        /// Messages all of the user's mailboxes may hold, or none
+        #[arg(long, value_parser = parse_limit)]
+        messages: Option<Limit>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Addresses a user may send as besides its own (RFC 6409 §6.1)
     #[command(subcommand)]
     Sender(SenderCmd),
@@ -553,6 +570,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let (pw, generated) = obtain_password(&password)?;
             store.add_user(&address, &password::hash(&pw)).await.map_err(friendly)?;
             println!("user {} added with an INBOX", address.to_lowercase());
+            let q = &r.config.quota;
+            if q.default_bytes > 0 || q.default_messages > 0 {
+                let limit = |v: u64| (v > 0).then_some(v);
+                store.set_quota(&address, limit(q.default_bytes), limit(q.default_messages)).await.map_err(friendly)?;
+                println!(
+                    "quota: {} ([quota] default_bytes, default_messages)",
+                    quota_line(&store.quota(&address).await?.unwrap_or_default())
+                );
+            }
             if generated {
                 println!("password: {pw}");
             }
@@ -565,9 +591,44 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("password: {pw}");
             }
         }
-        Command::User(UserCmd::Remove { address }) => {
+        Command::User(UserCmd::Remove { address, yes }) => {
+            let boxes = store.list_mailboxes(&address).await?;
+            if boxes.is_empty() && store.get_user(&address).await?.is_none() {
+                bail!("no user {address}; see `facteur --data {d} user list`");
+            }
+            let messages: u64 = boxes.iter().map(|b| b.messages).sum();
+            if messages > 0
+                && !yes
+                && !confirm(&format!(
+                    "remove {} and their {messages} message(s) in {} mailbox(es)?",
+                    address.to_lowercase(),
+                    boxes.len()
+                ))?
+            {
+                bail!("not removed");
+            }
             store.remove_user(&address).await.map_err(friendly)?;
-            println!("user {} and their mailboxes removed", address.to_lowercase());
+            println!(
+                "user {} removed with {} mailbox(es) and {messages} message(s)",
+                address.to_lowercase(),
+                boxes.len()
+            );
+        }
+        Command::User(UserCmd::Quota { address, bytes, messages, out }) => {
+            let Some(mut q) = store.quota(&address).await? else {
+                bail!("no user {address}; see `facteur --data {d} user list`");
+            };
+            if bytes.is_some() || messages.is_some() {
+                let bytes = bytes.map_or(q.limit_bytes, |l| l.0);
+                let messages = messages.map_or(q.limit_messages, |l| l.0);
+                store.set_quota(&address, bytes, messages).await.map_err(friendly)?;
+                q = store.quota(&address).await?.unwrap_or_default();
+            }
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&q)?);
+            } else {
+                println!("{}: {}", address.to_lowercase(), quota_line(&q));
+            }
         }
         Command::User(UserCmd::Sender(SenderCmd::Add { user, address })) => {
             store.grant_sender(&user, &address).await.map_err(friendly)?;
@@ -1052,6 +1113,42 @@ fn admin_get(config: &Config, what: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Ask on the terminal; without one, refuse (scripts pass --yes).
+/// A quota limit from the command line: `none`, or octets/messages with an
+/// optional K, M, G or T (powers of 1024).
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") || t == "0" {
+        return Ok(Limit(None));
+    }
+    let (n, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: the unit must be K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a number, a size like 500M or 10G, or none"))?;
+    n.checked_mul(mult).map(|v| Limit(Some(v))).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `12345 of 10485760 octets (0 %), 3 messages (no limit)`.
+fn quota_line(q: &facteur_store::Quota) -> String {
+    let part = |used: u64, limit: Option<u64>, unit: &str| match limit {
+        Some(l) => format!("{used} of {l} {unit} ({:.0} %)", used as f64 * 100.0 / l.max(1) as f64),
+        None => format!("{used} {unit} (no limit)"),
+    };
+    format!("{}, {}", part(q.used_bytes, q.limit_bytes, "octets"), part(q.used_messages, q.limit_messages, "messages"))
+}
+
 fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("{question} Refusing without a terminal to ask on; pass --yes");

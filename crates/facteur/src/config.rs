@@ -43,6 +43,8 @@ pub struct Config {
     pub alerts: facteur_watch::alert::AlertConfig,
     /// Aliases, `user+detail` and role addresses.
     pub addressing: facteur_spool::addressing::AddressingConfig,
+    /// Quotas new users get, and the warning.
+    pub quota: facteur_smtp::QuotaConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -509,6 +511,15 @@ detail_mailbox = false        # true: into her mailbox "lists" when she has one
 # ("": the first user created).
 role_addresses = ["postmaster", "abuse"]
 role_recipient = ""
+origin = ""                   # the domain of `sendmail root`; "": the first local domain
+
+[quota]
+# Limits a new user gets (facteur user quota changes one user's); 0: none.
+# Over its quota a user's mail gets 452 4.2.2 (senders retry), IMAP APPEND
+# gets NO [OVERQUOTA]; IMAP clients read it with GETQUOTAROOT (RFC 9208).
+default_bytes = 0
+default_messages = 0
+warn_percent = 90             # one message to the user past this share; 0: never
 
 [alerts]
 # Each incident opened, updated or resolved is POSTed here as JSON, signed

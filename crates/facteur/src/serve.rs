@@ -271,6 +271,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     .with_clock(clock.clone())
     .with_classify(config.classify.clone())
     .with_addressing(config.addressing.clone())
+    .with_quota(config.quota.clone())
     .with_auth_throttle(auth.clone());
     let admission = Arc::new(std::sync::Mutex::new(Admission::new(config.admission.clone())));
     ctx = ctx.with_admission(admission.clone(), data_dir.to_path_buf());
@@ -533,15 +534,19 @@ impl Running {
             }
         };
         changed(
-            old.smtp != new.smtp || old.classify != new.classify || old.addressing != new.addressing,
-            "[smtp], [classify] and [addressing]",
+            old.smtp != new.smtp
+                || old.classify != new.classify
+                || old.addressing != new.addressing
+                || old.quota != new.quota,
+            "[smtp], [classify], [addressing] and [quota]",
             &mut report,
         );
         let smtp = live
             .smtp
             .borrow()
             .reconfigured(new.smtp.clone(), new.classify.clone())
-            .with_addressing(new.addressing.clone());
+            .with_addressing(new.addressing.clone())
+            .with_quota(new.quota.clone());
         live.smtp.send_replace(Arc::new(smtp));
         changed(old.imap != new.imap, "[imap]", &mut report);
         let imap = live.imap.borrow().reconfigured(new.imap.clone());

@@ -828,7 +828,7 @@ async fn sighup_reloads_configuration_and_certificate_without_dropping_sessions(
     assert!(c.ehlo().await.text().contains("SIZE 2000000"), "still the last good configuration");
     let log = server_log(d);
     assert!(
-        log.contains("configuration reloaded") && log.contains("[smtp], [classify] and [addressing]: changed"),
+        log.contains("configuration reloaded") && log.contains("[smtp], [classify], [addressing] and [quota]: changed"),
         "{log}"
     );
     assert!(log.contains("configuration reload refused") && log.contains("max_message_size"), "{log}");

@@ -135,3 +135,22 @@ impl SmtpConfig {
         )
     }
 }
+
+/// The `[quota]` section: limits new users get, and when a user is warned.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Octets a new user's mailboxes may hold together (0: no limit).
+    pub default_bytes: u64,
+    /// Messages a new user's mailboxes may hold together (0: no limit).
+    pub default_messages: u64,
+    /// A user whose use passes this share of a limit gets one message saying
+    /// so (again only after going back under it); 0: never.
+    pub warn_percent: u8,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig { default_bytes: 0, default_messages: 0, warn_percent: 90 }
+    }
+}

@@ -19,8 +19,9 @@ pub mod headers;
 pub mod limits;
 pub mod pickup;
 mod policy;
+pub mod quota;
 mod repeats;
 pub mod server;
 
-pub use config::SmtpConfig;
+pub use config::{QuotaConfig, SmtpConfig};
 pub use server::{ListenerKind, SmtpContext, serve};

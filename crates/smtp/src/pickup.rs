@@ -306,6 +306,7 @@ async fn accept_drop<S: Directory + Spool>(
         peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         kind: ListenerKind::Local,
         uid: Some(uid),
+        declared_size: 0,
         routes: HashMap::new(),
     };
     let days = ctx.clock.now_ms().div_euclid(86_400_000);

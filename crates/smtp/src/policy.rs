@@ -55,6 +55,31 @@ pub(crate) async fn vet_recipient<S: Directory + Spool>(
     }
 }
 
+/// RFC 3463 X.2.2: a recipient all of whose places are local mailboxes
+/// without room for `size` octets (the SIZE declared at MAIL, at least one)
+/// is told to come back later (`452 4.2.2`); one with any other place
+/// (another user with room, a forward) is taken.
+pub(crate) async fn vet_quota<S: Directory + Spool>(
+    ctx: &SmtpContext<S>,
+    key: &str,
+    targets: &[Target],
+    size: u64,
+) -> Result<(), Reply> {
+    let mut full = 0;
+    for t in targets {
+        let Target::Local { user, .. } = t else { return Ok(()) };
+        match ctx.store.quota(user).await.map_err(temporary)? {
+            Some(q) if !q.allows(size.max(1), 1) => full += 1,
+            _ => return Ok(()),
+        }
+    }
+    if full == 0 {
+        return Ok(());
+    }
+    tracing::debug!(recipient = key, "recipient over quota; 452");
+    Err(Reply::new(452, (4, 2, 2), format!("<{key}>: Mailbox full (over quota), try again later")))
+}
+
 /// What AUTH came to: the user or the reply, and whether the session must
 /// end (the client's address is banned for failed logins).
 pub(crate) struct AuthOutcome {

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use facteur_spool::addressing::{self, Accepted, AddressingConfig, Split, Target};
 use facteur_spool::{About, Admission, Notice, NoticeItem, Verdict, Watermarks};
 
-use crate::config::{SmtpConfig, SuccessNotices};
+use crate::config::{QuotaConfig, SmtpConfig, SuccessNotices};
 use crate::headers::{self, ReceivedInfo};
 use crate::limits::{ClientLimits, LimitConfig};
 use crate::policy;
@@ -78,6 +78,8 @@ pub struct SmtpContext<S> {
     pub auth: Arc<facteur_net::AuthThrottle>,
     /// Aliases, `+detail`, role addresses.
     pub addressing: AddressingConfig,
+    /// Quotas: the warning share.
+    pub quota: QuotaConfig,
 }
 
 impl<S: Directory + Spool> SmtpContext<S> {
@@ -102,6 +104,7 @@ impl<S: Directory + Spool> SmtpContext<S> {
             gate,
             auth: Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default())),
             addressing: AddressingConfig::default(),
+            quota: QuotaConfig::default(),
         }
     }
 
@@ -131,7 +134,13 @@ impl<S: Directory + Spool> SmtpContext<S> {
             gate: self.gate.clone(),
             auth: self.auth.clone(),
             addressing: self.addressing.clone(),
+            quota: self.quota.clone(),
         }
+    }
+
+    pub fn with_quota(mut self, quota: QuotaConfig) -> Self {
+        self.quota = quota;
+        self
     }
 
     pub fn with_addressing(mut self, addressing: AddressingConfig) -> Self {
@@ -222,7 +231,7 @@ pub async fn serve<S: Directory + Spool>(
         let ctx = ctx.borrow().clone();
         Smtp {
             session: Session::new(ctx.session_config(kind)),
-            client: Client { peer, kind, uid: None, routes: HashMap::new() },
+            client: Client { peer, kind, uid: None, declared_size: 0, routes: HashMap::new() },
             greeted: false,
             ctx,
         }
@@ -241,6 +250,8 @@ pub(crate) struct Client {
     pub(crate) kind: ListenerKind,
     /// The Unix user a maildrop file came from.
     pub(crate) uid: Option<u32>,
+    /// SIZE declared at MAIL (RFC 1870), for quotas at RCPT.
+    pub(crate) declared_size: u64,
     /// Where each recipient goes, decided at RCPT time, by lower-cased
     /// address (`None`: relayed).
     pub(crate) routes: HashMap<String, Option<Vec<Target>>>,
@@ -354,6 +365,7 @@ async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
             }
             Event::Mail { from, params } => {
                 let started = std::time::Instant::now();
+                client.declared_size = params.size.unwrap_or(0);
                 let r = vet_sender(ctx, session, client, from.as_ref(), &params).await;
                 facteur_net::command_took("smtp", "MAIL", started);
                 session.mail_result(r);
@@ -361,11 +373,20 @@ async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
             Event::Rcpt { to, .. } => {
                 let started = std::time::Instant::now();
                 let r = match policy::recipient_key(ctx, &to).await {
-                    Ok(key) => policy::vet_recipient(ctx, &key, session.auth_user().is_some(), client.peer.ip())
-                        .await
-                        .map(|route| {
-                            client.routes.insert(key, route);
-                        }),
+                    Ok(key) => {
+                        match policy::vet_recipient(ctx, &key, session.auth_user().is_some(), client.peer.ip()).await {
+                            Ok(Some(targets)) => {
+                                policy::vet_quota(ctx, &key, &targets, client.declared_size).await.map(|()| {
+                                    client.routes.insert(key, Some(targets));
+                                })
+                            }
+                            Ok(None) => {
+                                client.routes.insert(key, None);
+                                Ok(())
+                            }
+                            Err(reply) => Err(reply),
+                        }
+                    }
                     Err(reply) => Err(reply),
                 };
                 facteur_net::command_took("smtp", "RCPT", started);
@@ -484,6 +505,37 @@ fn client_ip(ip: IpAddr) -> String {
             None => format!("IPv6:{v6}"),
         },
     }
+}
+
+/// RFC 3463 X.2.2 at the end of DATA: a message only for local users none
+/// of whom has room for it is refused for now (`452 4.2.2`). When it also
+/// goes anywhere else it is delivered, and a user without room goes over
+/// by that one message (as Dovecot's quota_grace allows); their next RCPT
+/// is refused.
+async fn no_room<S: Directory + Spool>(ctx: &SmtpContext<S>, accepted: &[Accepted], size: u64) -> Option<Reply> {
+    let mut users = Vec::new();
+    for a in accepted {
+        for t in a.targets.as_ref()? {
+            match t {
+                Target::Local { user, .. } => users.push(user.as_str()),
+                Target::Forward { .. } => return None,
+            }
+        }
+    }
+    users.sort_unstable();
+    users.dedup();
+    for user in &users {
+        match ctx.store.quota(user).await {
+            Ok(Some(q)) if !q.allows(size, 1) => {}
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a quota; answering 451");
+                return Some(Reply::new(451, (4, 3, 0), "Error: temporary lookup failure, try again later"));
+            }
+        }
+    }
+    tracing::debug!(?users, size, "message refused: over quota");
+    Some(Reply::new(452, (4, 2, 2), "Error: mailbox full (over quota), try again later"))
 }
 
 /// The envelope sender of each forward (by alias): SRS-rewritten, the key
@@ -644,6 +696,9 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
             ret: env.mail_params.ret,
             envid: env.mail_params.envid.clone(),
         };
+        if let Some(reply) = no_room(ctx, &recipients, size as u64).await {
+            return reply;
+        }
         let class_rule = decision.rule;
         let class = decision.class;
         let forward_sender = match forward_sender(ctx, &recipients, &mail_from, secs).await {
@@ -663,6 +718,17 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
             forward_sender: &forward_sender,
         };
         let copies = split.copies(recipients);
+        let mut local_users: Vec<String> = copies
+            .messages
+            .iter()
+            .flat_map(|m| &m.recipients)
+            .filter_map(|r| match &r.route {
+                Route::Local { user, .. } => Some(user.clone()),
+                Route::Remote => None,
+            })
+            .collect();
+        local_users.sort_unstable();
+        local_users.dedup();
         let remote = copies.messages.iter().any(|m| m.recipients.iter().any(|r| r.route == Route::Remote));
         // Not a reflector: a stranger's forged sender with NOTIFY=SUCCESS
         // and RET=FULL would have us mail its content to anyone.
@@ -695,6 +761,10 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
                 }
                 if let Some((envelope, data)) = notice_about {
                     send_success_notice(ctx, id, secs, &envelope, &data, success_notice).await;
+                }
+                if ctx.quota.warn_percent > 0 && !local_users.is_empty() {
+                    let (store, hostname, percent) = (ctx.store.clone(), ctx.hostname.clone(), ctx.quota.warn_percent);
+                    tokio::spawn(crate::quota::warn(store, local_users, percent, hostname, now_ms));
                 }
                 Reply::new(250, (2, 0, 0), format!("Ok: queued as {id_text}"))
             }

@@ -7,7 +7,7 @@ use crate::{
     Admin, Alias, AuditRecord, ChangeFeed, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey, DeliveryJob,
     Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Incident, IncidentChange, Incidents, Lookup, Mailbox,
     MailboxSnapshot, Mailstore, MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats,
-    QueuedMessage, RecipientUpdate, Result, Spool, Sweep, User,
+    QueuedMessage, Quota, RecipientUpdate, Result, Spool, Sweep, User,
 };
 
 #[derive(Clone)]
@@ -74,6 +74,9 @@ impl Directory for AnyStore {
         fn remove_user(&self, address: &str) -> Result<()>;
         fn list_users(&self) -> Result<Vec<User>>;
         fn get_user(&self, address: &str) -> Result<Option<User>>;
+        fn quota(&self, user: &str) -> Result<Option<Quota>>;
+        fn set_quota(&self, user: &str, bytes: Option<u64>, messages: Option<u64>) -> Result<()>;
+        fn set_quota_warned(&self, user: &str, warned: bool) -> Result<()>;
         fn sender_grants(&self, owner: &str) -> Result<Vec<String>>;
         fn grant_sender(&self, owner: &str, address: &str) -> Result<()>;
         fn revoke_sender(&self, owner: &str, address: &str) -> Result<()>;

@@ -152,6 +152,36 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// A user's quota (`None`: no limit) and what counts against it: every
+/// message in every mailbox, at its size (RFC 9208 §5: STORAGE is in units
+/// of 1024 octets on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Quota {
+    pub limit_bytes: Option<u64>,
+    pub limit_messages: Option<u64>,
+    pub used_bytes: u64,
+    pub used_messages: u64,
+    /// The user was told they passed the warning share.
+    pub warned: bool,
+}
+
+impl Quota {
+    /// Whether `bytes` more in `messages` more messages still fit.
+    pub fn allows(&self, bytes: u64, messages: u64) -> bool {
+        self.limit_bytes.is_none_or(|l| self.used_bytes.saturating_add(bytes) <= l)
+            && self.limit_messages.is_none_or(|l| self.used_messages.saturating_add(messages) <= l)
+    }
+
+    /// The larger share of a limit in use (0 without limits).
+    pub fn share(&self) -> f64 {
+        let of = |used: u64, limit: Option<u64>| limit.map(|l| if l == 0 { 1.0 } else { used as f64 / l as f64 });
+        of(self.used_bytes, self.limit_bytes)
+            .into_iter()
+            .chain(of(self.used_messages, self.limit_messages))
+            .fold(0.0, f64::max)
+    }
+}
+
 /// One target of an alias.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alias {
@@ -434,6 +464,17 @@ pub trait Directory: Clone + Send + Sync + 'static {
     fn remove_user(&self, address: &str) -> impl Future<Output = Result<()>> + Send;
     fn list_users(&self) -> impl Future<Output = Result<Vec<User>>> + Send;
     fn get_user(&self, address: &str) -> impl Future<Output = Result<Option<User>>> + Send;
+    /// A user's quota and usage; `None` for no such user.
+    fn quota(&self, user: &str) -> impl Future<Output = Result<Option<Quota>>> + Send;
+    /// Set a user's limits (`None`: no limit); `NotFound` for no such user.
+    fn set_quota(
+        &self,
+        user: &str,
+        bytes: Option<u64>,
+        messages: Option<u64>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Remember whether the user was told they near their quota.
+    fn set_quota_warned(&self, user: &str, warned: bool) -> impl Future<Output = Result<()>> + Send;
 
     /// The addresses `owner` may send as besides its own (RFC 6409 §6.1):
     /// exact addresses, or `@domain` for a whole domain.

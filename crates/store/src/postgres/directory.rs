@@ -2,7 +2,7 @@
 
 use super::{PgStore, db, execute, mail, query, query_one, query_opt};
 use crate::invariants::{self, DEFAULT_MAILBOXES, canonical_address};
-use crate::{Alias, Directory, Domain, Lookup, Result, StoreError, User};
+use crate::{Alias, Directory, Domain, Lookup, Quota, Result, StoreError, User};
 
 fn user(r: &tokio_postgres::Row) -> User {
     User { address: r.get(0), password_hash: r.get(1), created_at: r.get(2) }
@@ -165,6 +165,48 @@ impl Directory for PgStore {
         )
         .await?;
         Ok(row.as_ref().map(user))
+    }
+
+    async fn quota(&self, user: &str) -> Result<Option<Quota>> {
+        let user = canonical_address(user);
+        let c = self.client().await?;
+        let row = query_opt(
+            &c,
+            "SELECT quota_bytes, quota_messages, used_bytes, used_messages, quota_warned FROM users WHERE address = $1",
+            &[&user],
+        )
+        .await?;
+        Ok(row.map(|r| Quota {
+            limit_bytes: r.get::<_, Option<i64>>(0).map(|v| v.max(0) as u64),
+            limit_messages: r.get::<_, Option<i64>>(1).map(|v| v.max(0) as u64),
+            used_bytes: r.get::<_, i64>(2).max(0) as u64,
+            used_messages: r.get::<_, i64>(3).max(0) as u64,
+            warned: r.get(4),
+        }))
+    }
+
+    async fn set_quota(&self, user: &str, bytes: Option<u64>, messages: Option<u64>) -> Result<()> {
+        let user = canonical_address(user);
+        let (bytes, messages) =
+            (bytes.map(|b| b.min(i64::MAX as u64) as i64), messages.map(|m| m.min(i64::MAX as u64) as i64));
+        let c = self.client().await?;
+        let n = execute(
+            &c,
+            "UPDATE users SET quota_bytes = $2, quota_messages = $3 WHERE address = $1",
+            &[&user, &bytes, &messages],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {user}")));
+        }
+        Ok(())
+    }
+
+    async fn set_quota_warned(&self, user: &str, warned: bool) -> Result<()> {
+        let user = canonical_address(user);
+        let c = self.client().await?;
+        execute(&c, "UPDATE users SET quota_warned = $2 WHERE address = $1", &[&user, &warned]).await?;
+        Ok(())
     }
 
     async fn sender_grants(&self, owner: &str) -> Result<Vec<String>> {

@@ -300,6 +300,39 @@ CREATE TABLE aliases (
 CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#,
     ),
+    (
+        9,
+        r#"
+-- Quotas (`facteur user quota`): limits per user (NULL: none), and what
+-- counts against them, kept by a trigger on the mailbox entries; whether
+-- the user was told they near their quota.
+ALTER TABLE users ADD COLUMN quota_bytes BIGINT;
+ALTER TABLE users ADD COLUMN quota_messages BIGINT;
+ALTER TABLE users ADD COLUMN used_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN used_messages BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN quota_warned BOOLEAN NOT NULL DEFAULT FALSE;
+UPDATE users SET
+    used_bytes = COALESCE((SELECT SUM(m.size) FROM mailbox_messages mm JOIN mailboxes b ON b.id = mm.mailbox_id
+                           JOIN messages m ON m.id = mm.message_id WHERE b.owner = users.address), 0),
+    used_messages = (SELECT COUNT(*) FROM mailbox_messages mm JOIN mailboxes b ON b.id = mm.mailbox_id
+                     WHERE b.owner = users.address);
+CREATE FUNCTION facteur_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE users SET used_bytes = used_bytes + COALESCE((SELECT size FROM messages WHERE id = NEW.message_id), 0),
+                         used_messages = used_messages + 1
+        WHERE address = (SELECT owner FROM mailboxes WHERE id = NEW.mailbox_id);
+    ELSE
+        UPDATE users SET used_bytes = used_bytes - COALESCE((SELECT size FROM messages WHERE id = OLD.message_id), 0),
+                         used_messages = used_messages - 1
+        WHERE address = (SELECT owner FROM mailboxes WHERE id = OLD.mailbox_id);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER mailbox_messages_usage AFTER INSERT OR DELETE ON mailbox_messages
+    FOR EACH ROW EXECUTE FUNCTION facteur_usage();
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

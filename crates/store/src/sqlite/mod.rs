@@ -19,9 +19,9 @@ use crate::lifecycle;
 use crate::{
     Admin, Alias, AuditRecord, ChangeFeed, ChangeHub, CheckReport, ClaimFilter, Class, Cluster, Control, ControlKey,
     DeliveryJob, Directory, Domain, FlagOp, FlagsChanged, Housekeeping, Lookup, Mailbox, MailboxSnapshot, Mailstore,
-    MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, RecipientState,
-    RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope, Sweep,
-    SystemClock, User,
+    MessageId, MessageMeta, NewMessage, NodeRecord, Park, Part, Placement, QueueStats, QueuedMessage, Quota,
+    RecipientState, RecipientStatus, RecipientUpdate, Result, Route, SharedClock, Spool, StoreError, StoredEnvelope,
+    Sweep, SystemClock, User,
 };
 
 pub(crate) use schema::current_version;
@@ -512,6 +512,52 @@ impl Directory for SqliteStore {
                     Ok(User { address: r.get(0)?, password_hash: r.get(1)?, created_at: r.get(2)? })
                 })
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn quota(&self, user: &str) -> Result<Option<Quota>> {
+        let user = canonical_address(user);
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT quota_bytes, quota_messages, used_bytes, used_messages, quota_warned FROM users WHERE address = ?1",
+            )?
+            .query_row([user], |r| {
+                Ok(Quota {
+                    limit_bytes: r.get::<_, Option<i64>>(0)?.map(|v| v.max(0) as u64),
+                    limit_messages: r.get::<_, Option<i64>>(1)?.map(|v| v.max(0) as u64),
+                    used_bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                    used_messages: r.get::<_, i64>(3)?.max(0) as u64,
+                    warned: r.get(4)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_quota(&self, user: &str, bytes: Option<u64>, messages: Option<u64>) -> Result<()> {
+        let user = canonical_address(user);
+        let (bytes, messages) =
+            (bytes.map(|b| b.min(i64::MAX as u64) as i64), messages.map(|m| m.min(i64::MAX as u64) as i64));
+        self.write(move |c| {
+            if c.execute(
+                "UPDATE users SET quota_bytes = ?2, quota_messages = ?3 WHERE address = ?1",
+                params![user, bytes, messages],
+            )? == 0
+            {
+                return Err(StoreError::NotFound(format!("user {user}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_quota_warned(&self, user: &str, warned: bool) -> Result<()> {
+        let user = canonical_address(user);
+        self.write(move |c| {
+            c.execute("UPDATE users SET quota_warned = ?2 WHERE address = ?1", params![user, warned])?;
+            Ok(())
         })
         .await
     }

@@ -294,6 +294,34 @@ CREATE TABLE aliases (
 CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#,
     ),
+    (
+        12,
+        r#"
+-- Quotas (`facteur user quota`): limits per user (NULL: none), and what
+-- counts against them, kept by triggers on the mailbox entries; whether
+-- the user was told they near their quota.
+ALTER TABLE users ADD COLUMN quota_bytes INTEGER;
+ALTER TABLE users ADD COLUMN quota_messages INTEGER;
+ALTER TABLE users ADD COLUMN used_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN used_messages INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN quota_warned INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET
+    used_bytes = COALESCE((SELECT SUM(m.size) FROM mailbox_messages mm JOIN mailboxes b ON b.id = mm.mailbox_id
+                           JOIN messages m ON m.id = mm.message_id WHERE b.owner = users.address), 0),
+    used_messages = (SELECT COUNT(*) FROM mailbox_messages mm JOIN mailboxes b ON b.id = mm.mailbox_id
+                     WHERE b.owner = users.address);
+CREATE TRIGGER mailbox_messages_usage_insert AFTER INSERT ON mailbox_messages BEGIN
+    UPDATE users SET used_bytes = used_bytes + COALESCE((SELECT size FROM messages WHERE id = NEW.message_id), 0),
+                     used_messages = used_messages + 1
+    WHERE address = (SELECT owner FROM mailboxes WHERE id = NEW.mailbox_id);
+END;
+CREATE TRIGGER mailbox_messages_usage_delete AFTER DELETE ON mailbox_messages BEGIN
+    UPDATE users SET used_bytes = used_bytes - COALESCE((SELECT size FROM messages WHERE id = OLD.message_id), 0),
+                     used_messages = used_messages - 1
+    WHERE address = (SELECT owner FROM mailboxes WHERE id = OLD.mailbox_id);
+END;
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -102,3 +102,53 @@ pub async fn aliases_and_secrets<S: Store>(f: Fixture<S>) {
     assert_eq!(s.secret("srs").await.unwrap(), a);
     assert_ne!(s.secret("other").await.unwrap(), a);
 }
+
+pub async fn quotas_count_every_mailbox<S: Store>(f: Fixture<S>) {
+    use facteur_store::{FlagOp, NewMessage, NewRecipient, Route, StoredEnvelope};
+    let s = f.store;
+    s.add_domain("example.test").await.unwrap();
+    s.add_user("alice@example.test", "h").await.unwrap();
+    let q = s.quota("alice@example.test").await.unwrap().unwrap();
+    assert_eq!((q.limit_bytes, q.limit_messages, q.used_bytes, q.used_messages, q.warned), (None, None, 0, 0, false));
+    assert!(s.quota("zed@example.test").await.unwrap().is_none());
+    assert!(matches!(s.set_quota("zed@example.test", Some(1), None).await, Err(StoreError::NotFound(_))));
+    s.set_quota("ALICE@example.test", Some(1000), Some(3)).await.unwrap();
+    let inbox = s.mailbox("alice@example.test", "INBOX").await.unwrap().unwrap();
+    // Delivered, appended, copied: each counts at its size.
+    let delivered = NewMessage {
+        id: MessageId::first_at(1_000_000),
+        received_at: 1000,
+        class: Class::Interpersonal,
+        envelope: StoredEnvelope::default(),
+        recipients: vec![NewRecipient {
+            address: "alice@example.test".into(),
+            notify: None,
+            orcpt: None,
+            route: Route::inbox("alice@example.test"),
+        }],
+        data: vec![b'x'; 100],
+    };
+    s.store_message(delivered).await.unwrap();
+    s.append_message(inbox.id, vec![b'y'; 50], vec![], 1000).await.unwrap();
+    let archive = s.mailbox("alice@example.test", "Archive").await.unwrap().unwrap();
+    s.copy_messages(inbox.id, vec![1], archive.id, false).await.unwrap();
+    let q = s.quota("alice@example.test").await.unwrap().unwrap();
+    assert_eq!((q.used_bytes, q.used_messages), (250, 3));
+    assert!(q.allows(750, 0) && !q.allows(751, 0) && !q.allows(0, 1));
+    assert!((q.share() - 1.0).abs() < 1e-9, "the message limit is reached: {}", q.share());
+    // Moving changes nothing; expunging and deleting a mailbox give room back.
+    s.copy_messages(inbox.id, vec![2], archive.id, true).await.unwrap();
+    assert_eq!(s.quota("alice@example.test").await.unwrap().unwrap().used_messages, 3);
+    s.store_flags(inbox.id, vec![1], FlagOp::Add, vec!["\\Deleted".into()], None).await.unwrap();
+    s.expunge(inbox.id, None).await.unwrap();
+    let q = s.quota("alice@example.test").await.unwrap().unwrap();
+    assert_eq!((q.used_bytes, q.used_messages), (150, 2));
+    s.delete_mailbox("alice@example.test", "Archive").await.unwrap();
+    let q = s.quota("alice@example.test").await.unwrap().unwrap();
+    assert_eq!((q.used_bytes, q.used_messages), (0, 0));
+    s.set_quota_warned("alice@example.test", true).await.unwrap();
+    assert!(s.quota("alice@example.test").await.unwrap().unwrap().warned);
+    s.set_quota("alice@example.test", None, None).await.unwrap();
+    let q = s.quota("alice@example.test").await.unwrap().unwrap();
+    assert_eq!((q.limit_bytes, q.limit_messages, q.share()), (None, None, 0.0));
+}

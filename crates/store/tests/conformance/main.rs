@@ -33,6 +33,7 @@ macro_rules! every_test {
             directory::users_domains_and_errors,
             directory::sender_grants_belong_to_a_user,
             directory::aliases_and_secrets,
+            directory::quotas_count_every_mailbox,
             mailstore::a_new_user_gets_the_special_use_mailboxes_subscribed,
             mailstore::create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules,
             mailstore::flags_modseq_expunge_and_the_uid_floor,
