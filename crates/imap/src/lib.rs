@@ -16,12 +16,16 @@
 //! - [`search`]: SEARCH keys against one message (RFC 9051 §6.4.4).
 //! - [`seqset`]: sequence and UID sets against the existing messages
 //!   (RFC 9051 §6.4.8), and compact UID sets for COPYUID/APPENDUID.
+//! - [`quota`]: QUOTA (RFC 9208): one quota root per user, its STORAGE
+//!   and MESSAGE resources as the QUOTA response shows them, and whether
+//!   an APPEND or COPY fits (pure).
 //! - [`utf7`]: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
 
 pub mod extended;
 pub mod fuzz_checks;
 pub mod mime;
 pub mod names;
+pub mod quota;
 pub mod search;
 pub mod seqset;
 pub mod server;

@@ -19,10 +19,11 @@ use imap_codec::encode::Encoder;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{IString, Literal, LiteralMode, NString, NString8, Tag, Vec1};
+use imap_codec::imap_types::core::{AString, IString, Literal, LiteralMode, NString, NString8, Tag, Vec1};
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::extensions::quota::QuotaGet;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName};
 use imap_codec::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
@@ -33,7 +34,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 
 use crate::extended::{Extension, ListOptions, SearchReturn};
 use crate::view::{Update, View};
-use crate::{mime, names, search, seqset, utf7};
+use crate::{mime, names, quota, search, seqset, utf7};
 
 /// What a session needs to know about its server.
 #[derive(Debug, Clone)]
@@ -167,6 +168,11 @@ fn store_error(e: &StoreError) -> Outcome {
             Outcome::No(Some("SERVERBUG"), "temporary storage failure, try again".into())
         }
     }
+}
+
+/// A refusal for lack of room (RFC 9208 §4.3.1: OVERQUOTA in the tagged NO).
+fn over_quota(what: &str) -> Outcome {
+    Outcome::No(Some("OVERQUOTA"), format!("{what} in your quota; delete some mail first"))
 }
 
 /// A string for the wire: quoted when it can be, else a literal.
@@ -321,6 +327,11 @@ impl<S: Directory + Mailstore> Session<S> {
             "LIST-STATUS",
             "STATUS=SIZE",
             "SEARCHRES",
+            // RFC 9208 §1, §3.1.1: QUOTA and each resource offered; no
+            // QUOTASET, as SETQUOTA is refused (§4.1.3).
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
         ]);
         c.join(" ")
     }
@@ -524,6 +535,14 @@ impl<S: Directory + Mailstore> Session<S> {
             }
             C::Status { mailbox, item_names } => {
                 (Next::Command, Some(self.status(&self.name_in(&mailbox), item_names.as_ref()).await))
+            }
+            C::GetQuotaRoot { mailbox } => (Next::Command, Some(self.get_quota_root(&self.name_in(&mailbox)).await)),
+            C::GetQuota { root } => (Next::Command, Some(self.get_quota(root.as_ref()).await)),
+            // RFC 9208 §4.1.3: SETQUOTA needs QUOTASET, which is not offered;
+            // limits are the operator's (`facteur user quota`).
+            C::SetQuota { .. } => {
+                let why = "quota limits are set by the server's operator";
+                (Next::Command, Some(Outcome::No(Some("NOPERM"), why.into())))
             }
             C::Append { mailbox, flags, date, message } => {
                 let data = match message {
@@ -940,6 +959,12 @@ impl<S: Directory + Mailstore> Session<S> {
             Ok(None) => return Outcome::No(Some("TRYCREATE"), format!("no mailbox {name}")),
             Err(e) => return store_error(&e),
         };
+        // RFC 9208 §4.3.1: a message that would pass a limit is not stored.
+        match self.store.quota(self.owner()).await {
+            Ok(q) if !quota::fits(q.as_ref(), data.len() as u64, 1) => return over_quota("the message does not fit"),
+            Ok(_) => {}
+            Err(e) => return store_error(&e),
+        }
         let flags: Vec<String> = flags.iter().map(flag_string).collect();
         match self.store.append_message(m.id, data, flags, date).await {
             Ok((uid, _)) => {
@@ -1385,6 +1410,58 @@ impl<S: Directory + Mailstore> Session<S> {
         Outcome::ok("STORE completed")
     }
 
+    /// The octets and number of the messages among `uids` in the selected
+    /// mailbox, as its view knows them.
+    fn sizes(&self, uids: &[u32]) -> (u64, u64) {
+        let Some(view) = &self.selected else { return (0, 0) };
+        uids.iter()
+            .filter_map(|u| view.seq_of(*u).and_then(|s| view.by_seq(s)))
+            .fold((0, 0), |(bytes, n), m| (bytes.saturating_add(m.size), n + 1))
+    }
+
+    /// GETQUOTAROOT (RFC 9208 §4.1.2): `* QUOTAROOT mailbox ""` and the
+    /// root's QUOTA; a user without any limit has no quota root, so the
+    /// QUOTAROOT response names none (§4.2.2 allows zero roots).
+    async fn get_quota_root(&mut self, name: &str) -> Outcome {
+        let m = match self.store.mailbox(self.owner(), name).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Outcome::No(Some("NONEXISTENT"), format!("no mailbox {name}")),
+            Err(e) => return store_error(&e),
+        };
+        let resources = match self.store.quota(self.owner()).await {
+            Ok(q) => q.as_ref().and_then(quota::resources),
+            Err(e) => return store_error(&e),
+        };
+        let roots = if resources.is_some() { format!(" {}", quote(quota::ROOT)) } else { String::new() };
+        self.line(&format!("* QUOTAROOT {}{roots}", self.name_out(&m.name)));
+        if let Some(resources) = resources {
+            self.quota_response(resources);
+        }
+        Outcome::ok("GETQUOTAROOT completed")
+    }
+
+    /// GETQUOTA (RFC 9208 §4.1.1): the user's one root, if they have limits.
+    async fn get_quota(&mut self, root: &[u8]) -> Outcome {
+        let resources = match self.store.quota(self.owner()).await {
+            Ok(q) => q.as_ref().and_then(quota::resources),
+            Err(e) => return store_error(&e),
+        };
+        match resources {
+            Some(resources) if root == quota::ROOT.as_bytes() => {
+                self.quota_response(resources);
+                Outcome::ok("GETQUOTA completed")
+            }
+            _ => Outcome::No(None, "no such quota root".into()),
+        }
+    }
+
+    /// `* QUOTA "" (…)` (RFC 9208 §4.2.1).
+    fn quota_response(&mut self, quotas: Vec1<QuotaGet<'static>>) {
+        if let Ok(root) = AString::try_from(quota::ROOT) {
+            self.data(Data::Quota { root, quotas });
+        }
+    }
+
     async fn copy(&mut self, set: &SequenceSet, target: &str, uid: bool, moving: bool) -> Outcome {
         let Some((mailbox_id, read_only)) = self.selected.as_ref().map(|v| (v.mailbox_id, v.read_only)) else {
             return Outcome::Bad("select a mailbox first".into());
@@ -1401,6 +1478,18 @@ impl<S: Directory + Mailstore> Session<S> {
             Err(e) => return store_error(&e),
         };
         let uids = self.resolve(set, uid);
+        // RFC 9208 §4.3.1: a COPY that would pass a limit copies nothing.
+        // A MOVE stays under the user's one quota root (all their mailboxes)
+        // and adds nothing to it (storage places the copies and removes the
+        // originals in one transaction), so it is never refused for quota.
+        if !moving {
+            let (bytes, count) = self.sizes(&uids);
+            match self.store.quota(self.owner()).await {
+                Ok(q) if !quota::fits(q.as_ref(), bytes, count) => return over_quota("the messages do not fit"),
+                Ok(_) => {}
+                Err(e) => return store_error(&e),
+            }
+        }
         let pairs = match self.store.copy_messages(mailbox_id, uids, dest.id, moving).await {
             Ok(p) => p,
             Err(e) => return store_error(&e),
