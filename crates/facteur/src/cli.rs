@@ -91,6 +91,27 @@ enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// The configuration in force
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Copy the database (consistent, while the server runs), configuration and certificate
+    /// into a new folder, and check the copy
+    Backup {
+        /// The folder to create
+        dest: PathBuf,
+    },
+    /// Put a backup in place of the database: checked first (integrity, schema, invariants);
+    /// the server must be stopped; the database replaced is kept beside it
+    Restore {
+        /// A backup folder (or a facteur.db file)
+        src: PathBuf,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Ask the running server to read its configuration and certificate again (SIGHUP), and
+    /// print what changed
+    Reload,
     /// Queue a message from standard input, as sendmail does (for cron, PHP mail(), ...):
     /// [-t] [-i] [-f SENDER] [-F NAME] [RCPT...]; exit codes of sysexits.h
     Sendmail {
@@ -119,6 +140,22 @@ enum Command {
         /// Rows per transaction (a chunk also ends at about 8 MiB of data)
         #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         chunk_rows: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Check the configuration file: errors (exit 1), then risky settings and the certificate's
+    /// (`--config FILE` names the file, as for every command)
+    Check {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Every setting with its value, defaults included (postconf, doveconf); secrets redacted
+    Show {
+        /// Only what differs from the defaults (postconf -n)
+        #[arg(long, short = 'n')]
+        non_default: bool,
     },
 }
 
@@ -412,6 +449,35 @@ impl Which {
     }
 }
 
+/// Run as root on a data folder another user owns (the service's, as the
+/// Debian package installs it), an admin command becomes that user first:
+/// files it creates (the database's -wal and -shm) must stay the server's.
+fn become_data_owner(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(data_dir) else { return Ok(()) };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain system calls on values read from the folder; the
+    // order (groups, gid, then uid) is the one that can succeed.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(meta.gid()) == 0 && libc::setuid(meta.uid()) == 0
+    };
+    if !ok {
+        bail!(
+            "cannot become the owner (uid {}) of {}: {}",
+            meta.uid(),
+            data_dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 /// Where the data is and which configuration applies.
 struct Resolved {
     config: Config,
@@ -421,7 +487,14 @@ struct Resolved {
 }
 
 fn resolve(cli: &Cli) -> anyhow::Result<Resolved> {
-    if let Some(file) = &cli.config {
+    // Installed as a system service (the Debian package): with neither
+    // --data nor --config, commands act on the system's server.
+    let system = Path::new(crate::sendmail::SYSTEM_CONFIG);
+    let config = match (&cli.config, &cli.data) {
+        (None, None) if system.is_file() => Some(system.to_path_buf()),
+        (c, _) => c.clone(),
+    };
+    if let Some(file) = &config {
         let config = Config::load(file)?;
         let data_dir =
             cli.data.clone().or_else(|| config.server.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA.into());
@@ -508,6 +581,21 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         return Ok(crate::sendmail::run(&data, args, limit));
     }
     let r = resolve(&cli)?;
+    match &cli.command {
+        Command::Config(ConfigCmd::Check { out }) => return check_config(&r, out.json),
+        Command::Config(ConfigCmd::Show { non_default }) => {
+            let text = r.config_file.as_ref().map(std::fs::read_to_string).transpose()?;
+            print!("{}", config::effective(text.as_deref(), &r.config.server.hostname, *non_default)?);
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Command::Reload => return crate::reload::ask(&r.data_dir),
+        Command::Backup { dest } => return backup_cmd(&r, dest),
+        Command::Restore { src, yes } => {
+            become_data_owner(&r.data_dir)?;
+            return restore_cmd(&r, src, *yes).await;
+        }
+        _ => {}
+    }
     if let Command::Classify { file, from, to, auth, client, out } = &cli.command {
         return classify_cmd(&r.config, file, from, to, auth.as_deref(), *client, out.json);
     }
@@ -531,6 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         };
         return crate::migrate::run(request).await;
     }
+    become_data_owner(&r.data_dir)?;
     let store = serve::open_store(&r.config, &r.data_dir, std::sync::Arc::new(facteur_types::SystemClock)).await?;
     let d = r.data_dir.display().to_string();
     match cli.command {
@@ -538,7 +627,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::Init
         | Command::Classify { .. }
         | Command::Migrate { .. }
-        | Command::Sendmail { .. } => {
+        | Command::Sendmail { .. }
+        | Command::Config(_)
+        | Command::Reload
+        | Command::Backup { .. }
+        | Command::Restore { .. } => {
             unreachable!("handled above")
         }
         Command::Domain(DomainCmd::Add { domain }) => {
@@ -1113,6 +1206,118 @@ fn admin_get(config: &Config, what: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Ask on the terminal; without one, refuse (scripts pass --yes).
+fn sqlite_only(r: &Resolved, what: &str) -> anyhow::Result<PathBuf> {
+    if r.config.storage.backend == config::Backend::Postgres {
+        bail!(
+            "{what} is for the embedded SQLite database; with PostgreSQL use its own tools (pg_dump, \
+             continuous archiving) on storage.url"
+        );
+    }
+    Ok(r.data_dir.join(&r.config.storage.path))
+}
+
+fn backup_cmd(r: &Resolved, dest: &Path) -> anyhow::Result<std::process::ExitCode> {
+    let db = sqlite_only(r, "facteur backup")?;
+    if !db.exists() {
+        bail!("no database at {}; nothing to back up", db.display());
+    }
+    let mut extra: Vec<PathBuf> = r.config_file.iter().cloned().collect();
+    extra.push(crate::tls::certificate_path(&r.config.tls, &r.data_dir));
+    if r.config.tls.cert.is_none() {
+        extra.push(r.data_dir.join("tls/key.pem"));
+    }
+    let w = crate::backup::backup(&db, dest, &extra, now())?;
+    println!(
+        "backed up {} ({} octets, schema version {}) to {}; checked",
+        db.display(),
+        w.bytes,
+        w.schema,
+        w.database.display()
+    );
+    for f in &w.also {
+        println!("  with {}", f.display());
+    }
+    println!(
+        "keep it elsewhere than this disk; restore with: facteur --data {} restore {}",
+        r.data_dir.display(),
+        dest.display()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn restore_cmd(r: &Resolved, src: &Path, yes: bool) -> anyhow::Result<std::process::ExitCode> {
+    let db = sqlite_only(r, "facteur restore")?;
+    let from = crate::backup::source_database(src);
+    // No server may hold the folder while its database is replaced.
+    let _lock = serve::lock_data_dir(&r.data_dir)?;
+    let schema = crate::backup::verify(&from, true)?;
+    // facteur's own invariants, on a scratch copy (checking may repair).
+    let scratch = r.data_dir.join("facteur.db.restoring");
+    let _ = std::fs::remove_file(&scratch);
+    std::fs::copy(&from, &scratch).with_context(|| format!("cannot copy {}", from.display()))?;
+    let report = {
+        let store = facteur_store::sqlite::SqliteStore::open(&scratch)?;
+        store.check(false).await?
+    };
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(r.data_dir.join(format!("facteur.db.restoring{suffix}")));
+    }
+    if !report.healthy() {
+        let _ = std::fs::remove_file(&scratch);
+        print_report(&report, &from.display().to_string());
+        bail!("{} does not pass facteur check; not restored", from.display());
+    }
+    if db.exists() && !yes && !confirm(&format!("replace {} with {} (schema {schema})?", db.display(), from.display()))?
+    {
+        let _ = std::fs::remove_file(&scratch);
+        bail!("not restored");
+    }
+    let kept = db.with_file_name(format!("facteur.db.before-restore-{}", now()));
+    if db.exists() {
+        std::fs::rename(&db, &kept).with_context(|| format!("cannot move {} aside", db.display()))?;
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", db.display()));
+            if side.exists() {
+                std::fs::rename(&side, format!("{}{suffix}", kept.display()))?;
+            }
+        }
+    }
+    std::fs::rename(&scratch, &db)?;
+    std::fs::File::open(&r.data_dir)?.sync_all()?;
+    println!(
+        "restored {} ({} mailboxes, {} messages; schema {schema}) to {}",
+        from.display(),
+        report.mailboxes,
+        report.messages,
+        db.display()
+    );
+    if kept.exists() {
+        println!("the database it replaced is kept as {}", kept.display());
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `facteur config check`: the file parsed and validated (an error ends
+/// the command before this, exit 1), then its risky settings and the
+/// certificate's; exit 0 with warnings.
+fn check_config(r: &Resolved, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    let mut risks = r.config.risks();
+    let cert = crate::tls::certificate_path(&r.config.tls, &r.data_dir);
+    if cert.exists() || r.config.tls.cert.is_some() {
+        risks.extend(crate::tls::risks(&cert, &r.config.server.hostname, now()));
+    }
+    let file = r.config_file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "(defaults)".into());
+    if json {
+        println!("{}", serde_json::json!({"file": file, "valid": true, "warnings": risks}));
+    } else {
+        println!("{file}: valid");
+        for w in &risks {
+            println!("warning: {w}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// A quota limit from the command line: `none`, or octets/messages with an
 /// optional K, M, G or T (powers of 1024).
 #[derive(Debug, Clone, Copy)]
@@ -1341,7 +1546,11 @@ async fn serve_cmd(mut r: Resolved) -> anyhow::Result<()> {
         println!("facteur: {n}");
     }
     tracing::info!(hostname = %r.config.server.hostname, "facteur serving");
+    // systemd (Type=notify): every listener is up. Without NOTIFY_SOCKET
+    // (not under systemd) this does nothing.
+    systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
     serve_until_stopped(&running, &r, signals).await;
+    systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: closing listeners, telling sessions 421/BYE");
     // Sessions get their grace (10 s at most); the whole stop has a deadline.
     if tokio::time::timeout(SHUTDOWN_DEADLINE, running.shutdown()).await.is_err() {
@@ -1390,14 +1599,23 @@ async fn serve_until_stopped(running: &serve::Running, r: &Resolved, mut signals
     }
 }
 
+/// A state for systemd's service manager, when it is listening.
+fn systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot tell systemd (NOTIFY_SOCKET)");
+    }
+}
+
 async fn reload(running: &serve::Running, r: &Resolved) {
+    let refused = |e: anyhow::Error| {
+        let why = format!("{e:#}");
+        tracing::error!(error = %why, "configuration reload refused; the running configuration stays");
+        crate::reload::write_report(&r.data_dir, false, &[why]);
+    };
     let new = match &r.config_file {
         Some(file) => match Config::load(file) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "configuration reload refused; the running configuration stays");
-                return;
-            }
+            Err(e) => return refused(e),
         },
         None => r.config.clone(),
     };
@@ -1406,9 +1624,8 @@ async fn reload(running: &serve::Running, r: &Resolved) {
             for c in &changes {
                 tracing::info!(change = %c, "configuration reloaded");
             }
+            crate::reload::write_report(&r.data_dir, true, &changes);
         }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "configuration reload refused; the running configuration stays")
-        }
+        Err(e) => refused(e),
     }
 }

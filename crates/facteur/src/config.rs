@@ -310,6 +310,45 @@ impl Config {
         w
     }
 
+    /// Settings that are valid but risky, each with why (at start and in
+    /// `facteur config check`). The certificate's are in `tls::risks`.
+    pub fn risks(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let loopback = |n: &ipnet::IpNet| match n {
+            ipnet::IpNet::V4(v4) => "127.0.0.0/8".parse::<ipnet::Ipv4Net>().is_ok_and(|l| l.contains(v4)),
+            ipnet::IpNet::V6(v6) => v6.prefix_len() == 128 && v6.addr().is_loopback(),
+        };
+        for n in self.smtp.trusted_networks.iter().filter(|n| !loopback(n)) {
+            w.push(format!(
+                "smtp.trusted_networks includes {n}: every host there may relay through this server without a \
+                 password and skips the per-client limits; keep it to hosts you run"
+            ));
+        }
+        let token = &self.admin.token;
+        if token.starts_with("change-me") {
+            w.push("admin.token is the example's: anyone who read the example can use the admin API; set a long random one".into());
+        } else if !token.is_empty() && token.len() < 16 {
+            w.push(format!("admin.token is {} characters long: use at least 16 random ones", token.len()));
+        }
+        let host = &self.server.hostname;
+        if !host.contains('.') || host.eq_ignore_ascii_case("localhost") || host.ends_with(".localdomain") {
+            w.push(format!(
+                "server.hostname = {host:?} is not a fully qualified domain name: other servers see it in the \
+                 greeting and EHLO (RFC 5321 \u{a7}4.1.1.1, \u{a7}2.3.5) and many refuse or score mail from such names"
+            ));
+        }
+        for (key, secs, min, rfc) in [
+            ("smtp.idle_timeout_secs", self.smtp.idle_timeout_secs, 300, "RFC 5321 \u{a7}4.5.3.2.7: 5 minutes"),
+            ("imap.idle_timeout_secs", self.imap.idle_timeout_secs, 1800, "RFC 9051 \u{a7}5.4: 30 minutes"),
+            ("pop3.idle_timeout_secs", self.pop3.idle_timeout_secs, 600, "RFC 1939 \u{a7}3: 10 minutes"),
+        ] {
+            if secs < min {
+                w.push(format!("{key} = {secs} is under the minimum the RFC asks for ({rfc}): clients that wait that long are cut off"));
+            }
+        }
+        w
+    }
+
     /// Checks serde cannot express; every problem is reported at once.
     fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
@@ -661,9 +700,123 @@ hysteresis = 0.1
 # tls_ca_file = "/etc/facteur/route-ca.pem"     # default: the system's authorities
 "#;
 
+/// The effective configuration as TOML: the defaults with the file's values
+/// over them (`facteur config show`, as postconf and doveconf print it);
+/// with `only_changed`, the keys that differ from the defaults (postconf -n).
+/// Secrets (tokens, passwords, keys in URLs) are shown as `<redacted>`.
+pub fn effective(file_text: Option<&str>, hostname: &str, only_changed: bool) -> anyhow::Result<String> {
+    let defaults: toml::Table = toml::from_str(&default_file(hostname))?;
+    let file: toml::Table = match file_text {
+        Some(t) => toml::from_str(t)?,
+        None => toml::Table::new(),
+    };
+    let mut out = if only_changed { toml::Table::new() } else { defaults.clone() };
+    merge(&mut out, &file, &defaults, only_changed);
+    redact(&mut out);
+    Ok(toml::to_string(&out)?)
+}
+
+fn merge(out: &mut toml::Table, file: &toml::Table, defaults: &toml::Table, only_changed: bool) {
+    for (k, v) in file {
+        let d = defaults.get(k);
+        match (v, d) {
+            (toml::Value::Table(t), Some(toml::Value::Table(dt))) => {
+                let entry = out.entry(k.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(o) = entry {
+                    merge(o, t, dt, only_changed);
+                }
+                if only_changed && entry.as_table().is_some_and(|t| t.is_empty()) {
+                    out.remove(k);
+                }
+            }
+            _ if only_changed && d == Some(v) => {}
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn redact(t: &mut toml::Table) {
+    for (k, v) in t.iter_mut() {
+        match v {
+            toml::Value::Table(inner) => redact(inner),
+            toml::Value::Array(items) => {
+                for i in items.iter_mut() {
+                    if let toml::Value::Table(inner) = i {
+                        redact(inner);
+                    }
+                }
+            }
+            toml::Value::String(s)
+                if !s.is_empty() && (k.contains("token") || k.contains("secret") || k.contains("password")) =>
+            {
+                *s = "<redacted>".into();
+            }
+            toml::Value::String(s) if s.contains("://") && s.contains('@') => {
+                // postgres://user:password@host/db: the password goes.
+                if let Some((scheme, rest)) = s.split_once("://")
+                    && let Some((cred, host)) = rest.split_once('@')
+                    && let Some((user, _)) = cred.split_once(':')
+                {
+                    *s = format!("{scheme}://{user}:<redacted>@{host}");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn risky_settings_are_named_with_why() {
+        let mut c = Config::default();
+        c.server.hostname = "mx.example.test".into();
+        c.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        assert!(c.risks().is_empty(), "{:?}", c.risks());
+        c.smtp.trusted_networks.push("10.0.0.0/8".parse().unwrap());
+        c.admin.token = "change-me-to-a-long-random-string".into();
+        c.server.hostname = "mx".into();
+        c.smtp.idle_timeout_secs = 299;
+        c.imap.idle_timeout_secs = 1800;
+        let w = c.risks().join("\n");
+        for expected in [
+            "10.0.0.0/8",
+            "admin.token is the example",
+            "\"mx\" is not a fully qualified",
+            "smtp.idle_timeout_secs = 299",
+        ] {
+            assert!(w.contains(expected), "{expected}: {w}");
+        }
+        assert!(!w.contains("imap.idle_timeout_secs"), "at the edge is fine: {w}");
+        c.admin.token = "short".into();
+        assert!(c.risks().join("\n").contains("5 characters"));
+    }
+
+    #[test]
+    fn the_effective_configuration_merges_redacts_and_shows_what_changed() {
+        let file = "[smtp]\nmax_message_size = 1234\n[admin]\ntoken = \"s3cret-token-value\"\n\
+                    [storage]\nbackend = \"postgres\"\nurl = \"postgres://facteur:pw@db.example.test/mail\"\n";
+        let all = effective(Some(file), "mx.example.test", false).unwrap();
+        let v: toml::Table = toml::from_str(&all).unwrap();
+        assert_eq!(v["smtp"]["max_message_size"].as_integer(), Some(1234));
+        assert!(v["smtp"]["max_recipients"].as_integer().is_some(), "defaults are shown");
+        assert_eq!(v["admin"]["token"].as_str(), Some("<redacted>"));
+        assert_eq!(v["storage"]["url"].as_str(), Some("postgres://facteur:<redacted>@db.example.test/mail"));
+        assert!(!all.contains("s3cret") && !all.contains(":pw@"));
+        let changed: toml::Table = toml::from_str(&effective(Some(file), "mx.example.test", true).unwrap()).unwrap();
+        assert_eq!(changed.keys().collect::<Vec<_>>(), ["admin", "smtp", "storage"]);
+        assert_eq!(changed["smtp"].as_table().unwrap().len(), 1);
+        let same = format!("[smtp]\nmax_recipients = {}\n", Config::default().smtp.max_recipients);
+        assert_eq!(
+            effective(Some(&same), "mx.example.test", true).unwrap().trim(),
+            "",
+            "a default spelled out is no change"
+        );
+    }
 
     #[test]
     fn default_file_is_the_defaults() {

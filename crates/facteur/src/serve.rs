@@ -220,6 +220,8 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         notes.push(format!("mailbox names: {n}"));
     }
     let tls = tls::load_or_create(&config.tls, data_dir, &config.server.hostname)?;
+    notes.extend(config.risks());
+    notes.extend(tls::risks(&tls.cert_path, &config.server.hostname, clock.now()));
     if let Some(dir) = &tls.generated {
         notes.push(format!(
             "generated a self-signed TLS certificate for {} in {} (set [tls] cert and key for a real one)",

@@ -134,3 +134,100 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     f.write_all(data).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// What is risky about the certificate in `path` for `hostname` at `now`
+/// (Unix seconds): expired or expiring within 14 days, or names that do not
+/// cover the host name (RFC 6125 §6.4: DNS names, one leading wildcard
+/// label). An unreadable file is reported too.
+pub fn risks(path: &Path, hostname: &str, now: i64) -> Vec<String> {
+    let first = match CertificateDer::pem_file_iter(path).ok().and_then(|mut i| i.next()) {
+        Some(Ok(c)) => c,
+        _ => return vec![format!("TLS certificate {} cannot be read as PEM", path.display())],
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(first.as_ref()) else {
+        return vec![format!("TLS certificate {} cannot be parsed", path.display())];
+    };
+    let mut w = Vec::new();
+    let until = cert.validity().not_after.timestamp();
+    let days = (until - now).div_euclid(86_400);
+    let shown = path.display();
+    if until < now {
+        w.push(format!("TLS certificate {shown} expired {} day(s) ago: clients that verify refuse it", -days));
+    } else if until - now < 14 * 86_400 {
+        w.push(format!("TLS certificate {shown} expires in {days} day(s): renew it (then SIGHUP or facteur reload)"));
+    }
+    let mut names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    x509_parser::extensions::GeneralName::DNSName(n) => Some(n.to_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names.extend(cert.subject().iter_common_name().filter_map(|c| c.as_str().ok()).map(str::to_lowercase));
+    }
+    let host = hostname.to_lowercase();
+    let covers = |n: &str| match n.strip_prefix("*.") {
+        Some(rest) => host.split_once('.').is_some_and(|(_, h)| h == rest),
+        None => n == host,
+    };
+    if !names.iter().any(|n| covers(n)) {
+        w.push(format!(
+            "TLS certificate {shown} is for {} but server.hostname is {hostname}: clients that verify the name refuse it",
+            if names.is_empty() { "no name".to_string() } else { names.join(", ") }
+        ));
+    }
+    w
+}
+
+/// The certificate file in force for `section`.
+pub fn certificate_path(section: &TlsSection, data_dir: &Path) -> PathBuf {
+    paths(section, data_dir).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(dir: &Path, names: &[&str], not_after: (i32, u8, u8)) -> PathBuf {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let path = dir.join(format!("{}-{}.pem", names.first().unwrap_or(&"none"), not_after.0));
+        std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+        path
+    }
+
+    /// 2026-12-07T00:00:00Z.
+    const NOW: i64 = 1_796_601_600;
+
+    #[test]
+    fn a_certificate_is_risky_when_expired_expiring_or_for_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(risks(&cert(dir.path(), &["mx.example.test"], (2030, 1, 1)), "mx.example.test", NOW).is_empty());
+        assert!(risks(&cert(dir.path(), &["*.example.test"], (2030, 1, 1)), "MX.example.test", NOW).is_empty());
+        let w = risks(&cert(dir.path(), &["*.example.test"], (2030, 1, 1)), "a.mx.example.test", NOW);
+        assert!(w[0].contains("is for *.example.test but server.hostname is a.mx.example.test"), "{w:?}");
+        let w = risks(&cert(dir.path(), &["mx.example.test"], (2026, 12, 1)), "mx.example.test", NOW);
+        assert!(w[0].contains("expired 6 day(s) ago"), "{w:?}");
+        let w = risks(&cert(dir.path(), &["mx.example.test"], (2026, 12, 20)), "mx.example.test", NOW);
+        assert!(w[0].contains("expires in 13 day(s)"), "at the edge: {w:?}");
+        assert!(
+            risks(&cert(dir.path(), &["mx.example.test"], (2026, 12, 22)), "mx.example.test", NOW).is_empty(),
+            "past it"
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        assert!(risks(&junk, "mx.example.test", NOW)[0].contains("cannot be read"));
+    }
+}

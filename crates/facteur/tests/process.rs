@@ -956,3 +956,110 @@ fn a_closed_output_pipe_ends_a_command_quietly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `facteur reload` asks the running server (SIGHUP) and prints what its
+/// reload did; `facteur config check` and `facteur config show` read the
+/// same file without a server.
+#[tokio::test]
+async fn reload_check_config_and_config_show_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let o = facteur(d, &["reload"]);
+    assert!(!o.status.success() && text(&o).contains("no facteur server is running"), "{}", text(&o));
+    let server = serve(d).await;
+    let cfg = d.join("test.toml");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{base}[quota]\nwarn_percent = 80\n")).unwrap();
+    let o = facteur(d, &["reload"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("reloaded") && text(&o).contains("[quota]: changed"), "{}", text(&o));
+    let o = facteur(d, &["reload"]);
+    assert!(o.status.success() && !text(&o).contains("[quota]"), "the second time nothing changed: {}", text(&o));
+    std::fs::write(&cfg, format!("{base}[quota]\nwarn_percent = \"lots\"\n")).unwrap();
+    let o = facteur(d, &["reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("reload refused") && text(&o).contains("warn_percent"), "{}", text(&o));
+    drop(server);
+
+    // The same file, read by the commands.
+    std::fs::write(&cfg, format!("{base}[admin]\ntoken = \"change-me-to-a-long-random-string\"\n")).unwrap();
+    let run =
+        |args: &[&str]| Command::new(BIN).arg("--data").arg(d).arg("--config").arg(&cfg).args(args).output().unwrap();
+    let o = run(&["config", "check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("valid") && text(&o).contains("warning: admin.token is the example"), "{}", text(&o));
+    let o = run(&["config", "show", "-n"]);
+    let shown = text(&o);
+    assert!(shown.contains("[admin]") && shown.contains("token = \"<redacted>\""), "{shown}");
+    assert!(!shown.contains("change-me") && !shown.contains("max_recipients"), "{shown}");
+    let o = run(&["config", "show"]);
+    assert!(text(&o).contains("max_recipients = "), "every default is shown");
+    std::fs::write(&cfg, "[smtp]\nmax_recipients = 5\n").unwrap();
+    let o = run(&["config", "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("RFC 5321"), "{}", text(&o));
+}
+
+/// `facteur backup` while the server takes mail, then `facteur restore`:
+/// refused while a server runs, refused for a damaged copy, and otherwise
+/// the database of the backup, with the one it replaced kept.
+#[tokio::test]
+async fn backup_while_serving_and_restore_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    provision(d);
+    let server = serve(d).await;
+    let mut c = Client::connect(server.smtp).await;
+    c.ehlo().await;
+    assert_eq!(c.send_mail("bob@remote.test", &["alice@example.test"], "Subject: kept\r\n\r\nkept").await.code, 250);
+    // Mail keeps coming while the copy is made.
+    let smtp = server.smtp;
+    let load = tokio::spawn(async move {
+        let mut c = Client::connect(smtp).await;
+        c.ehlo().await;
+        for i in 0..100 {
+            let r =
+                c.send_mail("bob@remote.test", &["alice@example.test"], &format!("Subject: during {i}\r\n\r\nx")).await;
+            assert_eq!(r.code, 250);
+        }
+    });
+    let bk = d.join("backups/monday");
+    let o = facteur(d, &["backup", bk.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("checked"), "{}", text(&o));
+    load.await.unwrap();
+    for f in ["facteur.db", "facteur.toml", "cert.pem", "key.pem", "backup.txt"] {
+        assert!(bk.join(f).is_file(), "{f} is in the backup");
+    }
+    let o = facteur(d, &["backup", bk.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("not empty"), "{}", text(&o));
+    let o = facteur(d, &["restore", bk.to_str().unwrap(), "--yes"]);
+    assert!(!o.status.success() && text(&o).contains("in use by another facteur server"), "{}", text(&o));
+    drop(server);
+
+    // After the backup: a user the restore will take away.
+    let o = facteur_stdin(d, &["user", "add", "late@example.test", "--password-stdin"], "pw\n");
+    assert!(o.status.success(), "{}", text(&o));
+    let junk = d.join("junk.db");
+    std::fs::write(&junk, b"this is not a database").unwrap();
+    let o = facteur(d, &["restore", junk.to_str().unwrap(), "--yes"]);
+    assert!(!o.status.success() && text(&o).contains("junk.db"), "{}", text(&o));
+    assert!(text(&facteur(d, &["user", "list"])).contains("late@example.test"), "nothing replaced");
+    let o = facteur(d, &["restore", bk.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("--yes"), "asks first: {}", text(&o));
+    let o = facteur(d, &["restore", bk.to_str().unwrap(), "--yes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("kept as"), "{}", text(&o));
+    assert!(!text(&facteur(d, &["user", "list"])).contains("late@example.test"));
+    assert!(facteur(d, &["check"]).status.success());
+    let o = facteur(d, &["mailbox", "fetch", "alice@example.test", "1"]);
+    assert!(text(&o).contains("Subject: kept"), "{}", text(&o));
+    let kept: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("facteur.db.before-restore-") && !n.ends_with("-wal") && !n.ends_with("-shm"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}

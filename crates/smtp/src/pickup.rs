@@ -71,7 +71,14 @@ pub fn write_drop(maildrop: &Path, drop: &Drop, message: &[u8]) -> std::io::Resu
     }
     let path = maildrop.join(&name);
     std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(maildrop)?.sync_all()?;
+    // The folder's entry too, where the caller may read the folder (root,
+    // the server's user); others (mode 1733: write only) cannot open it,
+    // and their file, itself synced, is found by name at the next look.
+    match std::fs::File::open(maildrop) {
+        Ok(dir) => dir.sync_all()?,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e),
+    }
     Ok(path)
 }
 

@@ -24,8 +24,7 @@ use crate::{
     Sweep, SystemClock, User,
 };
 
-pub(crate) use schema::current_version;
-pub use schema::latest_version;
+pub use schema::{current_version, latest_version};
 
 #[derive(Clone)]
 pub struct SqliteStore {
