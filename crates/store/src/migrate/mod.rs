@@ -55,7 +55,6 @@ const CLEARED: &[(&str, &str)] = &[("recipients", "lease_until"), ("recipients",
 /// (added by a later schema) come after, by name.
 const ORDER: &[&str] = &[
     "domains",
-    "users",
     "sender_grants",
     "aliases",
     "secrets",
@@ -68,6 +67,10 @@ const ORDER: &[&str] = &[
     "messages",
     "message_bodies",
     "mailbox_messages",
+    // After the mailbox entries: PostgreSQL's trigger adds each entry to its
+    // user's usage as it arrives, which must find no user row yet (the
+    // users come with the usage SQLite counted).
+    "users",
     "recipients",
     "attempts",
     "incidents",
