@@ -120,6 +120,10 @@ enum Command {
     },
     /// The queue as Postfix's mailq lists it
     Mailq,
+    /// Bring a user's mail from another server: a Maildir (Dovecot's Maildir++, with its folders)
+    /// or an mbox file, keeping flags, keywords and dates (docs/moving.md)
+    #[command(subcommand)]
+    Import(ImportCmd),
     /// Incidents the watch opened (and operators' updates to them)
     #[command(subcommand)]
     Incident(IncidentCmd),
@@ -140,6 +144,20 @@ enum Command {
         /// Rows per transaction (a chunk also ends at about 8 MiB of data)
         #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         chunk_rows: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCmd {
+    /// A Maildir (cur/, new/, and .Folder subfolders) into the user's mailboxes
+    Maildir { user: String, dir: PathBuf },
+    /// An mbox file into one mailbox
+    Mbox {
+        user: String,
+        file: PathBuf,
+        /// The mailbox to fill (made if missing)
+        #[arg(long, default_value = "INBOX")]
+        mailbox: String,
     },
 }
 
@@ -213,6 +231,10 @@ struct PasswordSource {
     /// (otherwise one is generated and printed)
     #[arg(long)]
     password_stdin: bool,
+    /// Keep a hash from another server: {ARGON2ID}, {BLF-CRYPT}, {SHA512-CRYPT},
+    /// {SHA256-CRYPT} as Dovecot writes them (docs/moving.md)
+    #[arg(long, value_name = "HASH", conflicts_with = "password_stdin")]
+    password_hash: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -660,8 +682,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::User(UserCmd::Add { address, password }) => {
-            let (pw, generated) = obtain_password(&password)?;
-            store.add_user(&address, &password::hash(&pw)).await.map_err(friendly)?;
+            let (hash, generated) = obtain_hash(&password)?;
+            store.add_user(&address, &hash).await.map_err(friendly)?;
             println!("user {} added with an INBOX", address.to_lowercase());
             let q = &r.config.quota;
             if q.default_bytes > 0 || q.default_messages > 0 {
@@ -672,15 +694,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     quota_line(&store.quota(&address).await?.unwrap_or_default())
                 );
             }
-            if generated {
+            if let Some(pw) = generated {
                 println!("password: {pw}");
             }
         }
         Command::User(UserCmd::Passwd { address, password }) => {
-            let (pw, generated) = obtain_password(&password)?;
-            store.set_password(&address, &password::hash(&pw)).await.map_err(friendly)?;
+            let (hash, generated) = obtain_hash(&password)?;
+            store.set_password(&address, &hash).await.map_err(friendly)?;
             println!("password of {} changed", address.to_lowercase());
-            if generated {
+            if let Some(pw) = generated {
                 println!("password: {pw}");
             }
         }
@@ -876,6 +898,19 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Mailq => crate::queueview::print_mailq(&store.queue_list().await?),
+        Command::Import(what) => {
+            let progress = std::io::stderr().is_terminal();
+            let summary = match what {
+                ImportCmd::Maildir { user, dir } => crate::import::maildir(&store, &user, &dir, progress).await?,
+                ImportCmd::Mbox { user, file, mailbox } => {
+                    crate::import::mbox(&store, &user, &file, &mailbox, progress).await?
+                }
+            };
+            println!("{summary}");
+            for s in &summary.skipped {
+                eprintln!("skipped: {s}");
+            }
+        }
         Command::Queue(QueueCmd::Show { id, content, out }) => {
             let id: MessageId = id.parse()?;
             let Some(m) = store.queue_show(id).await? else {
@@ -1367,6 +1402,15 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 /// Store errors already name the value and the fix; drop the Debug wrapping.
 fn friendly(e: StoreError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
+}
+
+/// The hash to store, and the password when one was generated (to print).
+fn obtain_hash(src: &PasswordSource) -> anyhow::Result<(String, Option<String>)> {
+    if let Some(h) = &src.password_hash {
+        return Ok((password::accepted_hash(h).map_err(|why| anyhow::anyhow!("--password-hash: {why}"))?, None));
+    }
+    let (pw, generated) = obtain_password(src)?;
+    Ok((password::hash(&pw), generated.then_some(pw)))
 }
 
 fn obtain_password(src: &PasswordSource) -> anyhow::Result<(String, bool)> {

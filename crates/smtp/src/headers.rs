@@ -54,6 +54,22 @@ pub fn received_local(info: &ReceivedInfo<'_>, uid: u32) -> String {
     out
 }
 
+/// Lines ended by LF alone (what programs and Maildir files hold) end in
+/// CRLF, as RFC 5322 §2.1 and IMAP want them; CRLF already there stays.
+pub fn crlf(data: &[u8]) -> Vec<u8> {
+    let extra = data.iter().filter(|&&b| b == b'\n').count();
+    let mut out = Vec::with_capacity(data.len() + extra);
+    let mut prev = 0u8;
+    for &b in data {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
 /// The header section of a message: everything before the first empty line.
 pub fn header_section(data: &[u8]) -> &[u8] {
     if data.starts_with(b"\r\n") {

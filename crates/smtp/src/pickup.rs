@@ -426,18 +426,9 @@ async fn bounce<S: Directory + Spool>(
     }
 }
 
-/// Lines ended by LF alone (what programs write) get CRLF; a lone CR is kept
-/// as part of its line's CRLF only.
+/// The message with CRLF line ends, ending in one (programs write LF).
 fn crlf(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 2);
-    let mut prev = 0u8;
-    for &b in message {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
+    let mut out = crate::headers::crlf(message);
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -507,6 +498,7 @@ mod tests {
     #[test]
     fn line_ends_become_crlf() {
         assert_eq!(crlf(b"a\nb\r\nc"), b"a\r\nb\r\nc\r\n");
+        assert_eq!(crlf(b"a\nb\r\nc\n\n"), b"a\r\nb\r\nc\r\n\r\n");
         assert_eq!(crlf(b""), b"\r\n");
     }
 
