@@ -314,6 +314,7 @@ async fn accept_drop<S: Directory + Spool>(
         kind: ListenerKind::Local,
         uid: Some(uid),
         declared_size: 0,
+        quotas: HashMap::new(),
         routes: HashMap::new(),
     };
     let days = ctx.clock.now_ms().div_euclid(86_400_000);

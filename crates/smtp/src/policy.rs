@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use facteur_net::Attempt;
 use facteur_smtp_proto::{Address, AuthRequest, Reply};
 use facteur_spool::addressing::{self, Resolution, Target};
-use facteur_store::{Directory, Spool, password};
+use facteur_store::{Directory, Quota, Spool, password};
 
 use crate::server::SmtpContext;
 
@@ -55,12 +55,31 @@ pub(crate) async fn vet_recipient<S: Directory + Spool>(
     }
 }
 
+/// Quotas read during one transaction, by user: read once at RCPT, used
+/// again at the end of DATA and to decide whether a warning may be due.
+pub(crate) type Quotas = std::collections::HashMap<String, Option<Quota>>;
+
+/// `user`'s quota, read once per transaction.
+pub(crate) async fn quota_of<S: Directory>(
+    store: &S,
+    seen: &mut Quotas,
+    user: &str,
+) -> facteur_store::Result<Option<Quota>> {
+    if let Some(q) = seen.get(user) {
+        return Ok(*q);
+    }
+    let q = store.quota(user).await?;
+    seen.insert(user.to_string(), q);
+    Ok(q)
+}
+
 /// RFC 3463 X.2.2: a recipient all of whose places are local mailboxes
 /// without room for `size` octets (the SIZE declared at MAIL, at least one)
 /// is told to come back later (`452 4.2.2`); one with any other place
 /// (another user with room, a forward) is taken.
 pub(crate) async fn vet_quota<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
+    seen: &mut Quotas,
     key: &str,
     targets: &[Target],
     size: u64,
@@ -68,7 +87,7 @@ pub(crate) async fn vet_quota<S: Directory + Spool>(
     let mut full = 0;
     for t in targets {
         let Target::Local { user, .. } = t else { return Ok(()) };
-        match ctx.store.quota(user).await.map_err(temporary)? {
+        match quota_of(&ctx.store, seen, user).await.map_err(temporary)? {
             Some(q) if !q.allows(size.max(1), 1) => full += 1,
             _ => return Ok(()),
         }

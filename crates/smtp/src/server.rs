@@ -231,7 +231,7 @@ pub async fn serve<S: Directory + Spool>(
         let ctx = ctx.borrow().clone();
         Smtp {
             session: Session::new(ctx.session_config(kind)),
-            client: Client { peer, kind, uid: None, declared_size: 0, routes: HashMap::new() },
+            client: Client { peer, kind, uid: None, declared_size: 0, quotas: HashMap::new(), routes: HashMap::new() },
             greeted: false,
             ctx,
         }
@@ -252,6 +252,8 @@ pub(crate) struct Client {
     pub(crate) uid: Option<u32>,
     /// SIZE declared at MAIL (RFC 1870), for quotas at RCPT.
     pub(crate) declared_size: u64,
+    /// The local users' quotas read in this transaction.
+    pub(crate) quotas: policy::Quotas,
     /// Where each recipient goes, decided at RCPT time, by lower-cased
     /// address (`None`: relayed).
     pub(crate) routes: HashMap<String, Option<Vec<Target>>>,
@@ -279,6 +281,7 @@ impl<S: Directory + Spool> facteur_net::Protocol for Smtp<S> {
         // RFC 3207 §4.2: the session forgets everything learnt before TLS.
         self.session.tls_established();
         self.client.routes.clear();
+        self.client.quotas.clear();
     }
 
     fn timeouts(&self) -> facteur_net::Timeouts {
@@ -376,7 +379,8 @@ async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
                     Ok(key) => {
                         match policy::vet_recipient(ctx, &key, session.auth_user().is_some(), client.peer.ip()).await {
                             Ok(Some(targets)) => {
-                                policy::vet_quota(ctx, &key, &targets, client.declared_size).await.map(|()| {
+                                let size = client.declared_size;
+                                policy::vet_quota(ctx, &mut client.quotas, &key, &targets, size).await.map(|()| {
                                     client.routes.insert(key, Some(targets));
                                 })
                             }
@@ -413,6 +417,7 @@ async fn vet_sender<S: Directory + Spool>(
     params: &facteur_smtp_proto::MailParams,
 ) -> Result<(), Reply> {
     client.routes.clear();
+    client.quotas.clear();
     let ip = client.peer.ip();
     // The free-disk guard needs no class: with SIZE declared, a
     // message that cannot fit is refused before its data is sent.
@@ -511,8 +516,13 @@ fn client_ip(ip: IpAddr) -> String {
 /// of whom has room for it is refused for now (`452 4.2.2`). When it also
 /// goes anywhere else it is delivered, and a user without room goes over
 /// by that one message (as Dovecot's quota_grace allows); their next RCPT
-/// is refused.
-async fn no_room<S: Directory + Spool>(ctx: &SmtpContext<S>, accepted: &[Accepted], size: u64) -> Option<Reply> {
+/// is refused. Quotas are those RCPT read (usage as of then).
+async fn no_room<S: Directory + Spool>(
+    ctx: &SmtpContext<S>,
+    seen: &mut policy::Quotas,
+    accepted: &[Accepted],
+    size: u64,
+) -> Option<Reply> {
     let mut users = Vec::new();
     for a in accepted {
         for t in a.targets.as_ref()? {
@@ -525,7 +535,7 @@ async fn no_room<S: Directory + Spool>(ctx: &SmtpContext<S>, accepted: &[Accepte
     users.sort_unstable();
     users.dedup();
     for user in &users {
-        match ctx.store.quota(user).await {
+        match policy::quota_of(&ctx.store, seen, user).await {
             Ok(Some(q)) if !q.allows(size, 1) => {}
             Ok(_) => return None,
             Err(e) => {
@@ -696,7 +706,7 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
             ret: env.mail_params.ret,
             envid: env.mail_params.envid.clone(),
         };
-        if let Some(reply) = no_room(ctx, &recipients, size as u64).await {
+        if let Some(reply) = no_room(ctx, &mut client.quotas, &recipients, size as u64).await {
             return reply;
         }
         let class_rule = decision.rule;
@@ -762,7 +772,9 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
                 if let Some((envelope, data)) = notice_about {
                     send_success_notice(ctx, id, secs, &envelope, &data, success_notice).await;
                 }
-                if ctx.quota.warn_percent > 0 && !local_users.is_empty() {
+                // A warning can only be due to a user with a limit (unread: maybe).
+                let limited = |u: &String| client.quotas.get(u).is_none_or(|q| q.is_some_and(|q| q.limited()));
+                if ctx.quota.warn_percent > 0 && local_users.iter().any(limited) {
                     let (store, hostname, percent) = (ctx.store.clone(), ctx.hostname.clone(), ctx.quota.warn_percent);
                     tokio::spawn(crate::quota::warn(store, local_users, percent, hostname, now_ms));
                 }

@@ -172,6 +172,11 @@ impl Quota {
             && self.limit_messages.is_none_or(|l| self.used_messages.saturating_add(messages) <= l)
     }
 
+    /// Whether any limit is set.
+    pub fn limited(&self) -> bool {
+        self.limit_bytes.is_some() || self.limit_messages.is_some()
+    }
+
     /// The larger share of a limit in use (0 without limits).
     pub fn share(&self) -> f64 {
         let of = |used: u64, limit: Option<u64>| limit.map(|l| if l == 0 { 1.0 } else { used as f64 / l as f64 });
