@@ -16,7 +16,17 @@
 #   MESSAGES [20000]  SESSIONS [20]  SIZE [1024]   what smtp-source sends
 #   REUSE [0]         1: keep each session's connection open for several
 #                     messages (smtp-source -d); 0: one connection per message
-#   TARGETS ["facteur postfix"]   servers to measure, in this order
+#   SIGNED [0]        1: send one DKIM-signed message (rsa-sha256, dkimpy) of
+#                     about SIZE body bytes (smtp-source -F) and add the target
+#                     facteur_auth: facteur with sender authentication on
+#                     (loopback a stranger; SPF, DKIM, DMARC against the stub
+#                     DNS server facteur-stub-dns), while "facteur" trusts
+#                     loopback and checks nothing
+#   TARGETS ["facteur postfix"; SIGNED=1: "facteur facteur_auth postfix"]
+#                     servers to measure, in this order; each one's CPU time
+#                     per message is reported (Postfix: its master and every
+#                     process it ran, delivery included)
+#   STUB_DNS_BIN      facteur-stub-dns binary; unset: build it with cargo
 #   FACTEUR_BIN       facteur binary to use; unset: build it with cargo
 #   CARGO_TARGET_DIR  [~/.cache/facteur-target]
 #   SEND_TIMEOUT [1800]      seconds allowed for one smtp-source run
@@ -36,6 +46,9 @@ BENCH_NAME=smtp-accept
 
 # MESSAGES, SESSIONS, TARGETS, SEND_TIMEOUT, DELIVERY_TIMEOUT, BENCH_TMPDIR
 # and KEEP, as in relay.sh.
+SIGNED="${SIGNED:-0}"
+zero_or_one SIGNED
+[ "$SIGNED" = 0 ] || TARGETS="${TARGETS:-facteur facteur_auth postfix}"
 bench_settings
 SIZE="${SIZE:-1024}"
 REUSE="${REUSE:-0}"
@@ -57,7 +70,9 @@ make_scratch facteur-bench
 fsync_us="$(fsync_median_us "$work")"
 
 # Called on exit, once both servers are stopped.
+stub_dns_pid=""
 on_exit() {
+    [ -z "$stub_dns_pid" ] || kill "$stub_dns_pid" 2>/dev/null || true
     if [ "$KEEP" = 1 ] || [ "$1" -ne 0 ]; then
         note "scratch directory kept: $work"
     else
@@ -71,17 +86,53 @@ set_traps
 send_to() {
     local extra=()
     [ "$REUSE" = 1 ] && extra+=(-d)
+    [ "$SIGNED" = 1 ] && extra+=(-F "$work/message")
     run_smtp_source "$1" "$SIZE" rcpt@bench.test "${extra[@]}"
 }
 
-declare -A accept_s=() deliver_s=() stored=()
+declare -A accept_s=() deliver_s=() stored=() cpu_ms=()
+
+# cpu_per_message TARGET TICKS: CPU milliseconds per message.
+cpu_per_message() {
+    cpu_ms[$1]="$(awk -v t="$2" -v hz="$(getconf CLK_TCK)" -v n="$MESSAGES" \
+        'BEGIN { printf "%.3f", t * 1000 / hz / n }')"
+}
+
+# SIGNED=1: the signed message, and its key in a stub DNS server with SPF
+# for loopback and DMARC p=reject for bench.test.
+dns_addr=""
+if [ "$SIGNED" = 1 ]; then
+    need openssl
+    /usr/bin/python3 -c 'import dkim' 2>/dev/null || die "SIGNED=1 needs dkimpy (Debian python3-dkim)"
+    dkim_record="$(/usr/bin/python3 "$repo_root/bench/lib/signed_message.py" "$work" "$SIZE" bench.test s1)" ||
+        die "could not sign the benchmark message"
+    stub_dns_bin="${STUB_DNS_BIN:-}"
+    if [ -z "$stub_dns_bin" ]; then
+        note "building facteur-stub-dns (cargo build --release -p facteur-testkit --bin facteur-stub-dns)"
+        (cd "$repo_root" && cargo build --release -p facteur-testkit --bin facteur-stub-dns) ||
+            die "could not build facteur-stub-dns"
+        stub_dns_bin="$CARGO_TARGET_DIR/release/facteur-stub-dns"
+    fi
+    "$stub_dns_bin" "txt:bench.test=v=spf1 ip4:127.0.0.1 -all" "txt:s1._domainkey.bench.test=$dkim_record" \
+        "txt:_dmarc.bench.test=v=DMARC1; p=reject" >"$work/stub-dns.log" 2>&1 &
+    stub_dns_pid=$!
+    for _ in $(seq 1 50); do
+        dns_addr="$(sed -n 's/^listening on //p' "$work/stub-dns.log")"
+        [ -n "$dns_addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$dns_addr" ] || die "facteur-stub-dns did not start: $(cat "$work/stub-dns.log")"
+    note "stub DNS on $dns_addr: SPF, DKIM key s1 and DMARC p=reject for bench.test"
+fi
 
 # --- facteur ---------------------------------------------------------------
 
+# run_facteur [facteur_auth]: the plain run, or with sender authentication.
 run_facteur() {
     prepare_facteur
 
-    local dir="$work/facteur" smtp_port http_port
+    local target="${1:-facteur}" smtp_port http_port ticks0
+    local dir="$work/$target"
     mkdir -p "$dir"
     { read -r smtp_port; read -r http_port; } < <(free_ports 2)
     [ -n "${http_port:-}" ] || die "could not pick free loopback ports"
@@ -94,24 +145,46 @@ run_facteur() {
         { cat "$dir/setup.log" >&2; die "facteur user add failed"; }
 
     facteur_config "$dir" bench.test "$smtp_port" "$http_port"
+    if [ "$target" = facteur_auth ]; then
+        # Loopback is a stranger: every message is checked (no client limits).
+        printf '%s\n' '[smtp]' 'trusted_networks = []' 'greet_pause_ms = 0' 'max_connections_per_ip = 0' \
+            'max_messages_per_minute_per_ip = 0' '[delivery]' "dns_servers = [\"$dns_addr\"]" \
+            '[sender_auth]' 'verify = true' >>"$dir/facteur.toml"
+    fi
 
-    note "starting facteur: SMTP 127.0.0.1:$smtp_port, HTTP 127.0.0.1:$http_port"
+    note "starting $target: SMTP 127.0.0.1:$smtp_port, HTTP 127.0.0.1:$http_port"
     start_facteur "$dir" "$http_port"
 
+    ticks0="$(cpu_ticks "$facteur_pid")"
     send_to "$smtp_port"
-    accept_s[facteur]="$send_s"
+    cpu_per_message "$target" "$(($(cpu_ticks "$facteur_pid") - ticks0))"
+    accept_s[$target]="$send_s"
     # Local delivery is part of the transaction acknowledged by 250.
-    deliver_s[facteur]="$send_s"
+    deliver_s[$target]="$send_s"
 
-    stored[facteur]="$(sqlite3 -bail -cmd '.timeout 10000' "$dir/data/facteur.db" \
+    stored[$target]="$(sqlite3 -bail -cmd '.timeout 10000' "$dir/data/facteur.db" \
         'select count(*) from mailbox_messages;')" ||
         die "could not count facteur's stored messages"
-    stop_facteur
-    if [ "${stored[facteur]}" != "$MESSAGES" ]; then
-        tail -n 40 "$dir/facteur.log" >&2
-        die "facteur stored ${stored[facteur]} messages, expected $MESSAGES"
+    if [ "$target" = facteur_auth ]; then
+        # What was measured must be the checks passing, not failing early.
+        local results
+        results="$(sqlite3 -bail "$dir/data/facteur.db" 'select cast(data as text) from message_bodies limit 1;' |
+            tr -d '\r' | sed -n '/^Authentication-Results:/,/^[^ \t]/p')"
+        for want in "dkim=pass" "spf=pass" "dmarc=pass"; do
+            grep -q "$want" <<<"$results" || die "facteur_auth: no $want in: $results"
+        done
     fi
-    note "facteur: $MESSAGES accepted in ${accept_s[facteur]} s, ${stored[facteur]} stored"
+    stop_facteur
+    if [ "${stored[$target]}" != "$MESSAGES" ]; then
+        tail -n 40 "$dir/facteur.log" >&2
+        die "$target stored ${stored[$target]} messages, expected $MESSAGES"
+    fi
+    note "$target: $MESSAGES accepted in ${accept_s[$target]} s, ${stored[$target]} stored, ${cpu_ms[$target]} CPU ms/msg"
+}
+
+run_facteur_auth() {
+    [ "$SIGNED" = 1 ] || die "the facteur_auth target needs SIGNED=1"
+    run_facteur facteur_auth
 }
 
 # --- postfix ---------------------------------------------------------------
@@ -125,6 +198,9 @@ run_postfix() {
 
     note "starting postfix $postfix_version: SMTP 127.0.0.1:$port (config $base/etc)"
     postfix_start "$base" "$port"
+    local master ticks0
+    master="$(head -n 1 "$base/spool/pid/master.pid" | tr -d ' ')"
+    ticks0="$(cpu_ticks "$master")"
 
     send_to "$port"
     accept_s[postfix]="$send_s"
@@ -146,6 +222,7 @@ run_postfix() {
         sleep 0.05
     done
     deliver_s[postfix]="$(elapsed "$send_start" "$EPOCHREALTIME")"
+    cpu_per_message postfix "$(($(cpu_ticks "$master") - ticks0))"
     stored[postfix]="$count"
     stop_postfix
     if [ "${stored[postfix]}" != "$MESSAGES" ]; then
@@ -172,12 +249,12 @@ done
 # --- report ----------------------------------------------------------------
 
 echo
-printf '%-8s %9s %10s %12s %12s %15s %8s\n' \
-    server messages accept_s accept_msg/s delivered_s delivered_msg/s stored
+printf '%-12s %9s %10s %12s %12s %15s %8s %11s\n' \
+    server messages accept_s accept_msg/s delivered_s delivered_msg/s stored cpu_ms/msg
 for t in $TARGETS; do
-    printf '%-8s %9s %10s %12s %12s %15s %8s\n' "$t" "$MESSAGES" \
+    printf '%-12s %9s %10s %12s %12s %15s %8s %11s\n' "$t" "$MESSAGES" \
         "${accept_s[$t]}" "$(rate "${accept_s[$t]}")" \
-        "${deliver_s[$t]}" "$(rate "${deliver_s[$t]}")" "${stored[$t]}"
+        "${deliver_s[$t]}" "$(rate "${deliver_s[$t]}")" "${stored[$t]}" "${cpu_ms[$t]}"
 done
 
 ratio_accept=""
@@ -191,6 +268,17 @@ if want_target facteur && want_target postfix; then
     echo "facteur/postfix, accepted msgs/s:  $ratio_accept"
     echo "facteur/postfix, delivered msgs/s: $ratio_deliver"
 fi
+ratio_auth=""
+auth_cpu_ms=""
+if want_target facteur_auth && want_target postfix; then
+    ratio_auth="$(awk -v f="${accept_s[facteur_auth]}" -v p="${accept_s[postfix]}" \
+        'BEGIN { printf "%.2f", p / f }')"
+    echo "facteur_auth/postfix, accepted msgs/s: $ratio_auth (SPF+DKIM+DMARC checked; bar: 2)"
+fi
+if want_target facteur_auth && want_target facteur; then
+    auth_cpu_ms="$(awk -v a="${cpu_ms[facteur_auth]}" -v f="${cpu_ms[facteur]}" 'BEGIN { printf "%.3f", a - f }')"
+    echo "sender authentication costs $auth_cpu_ms CPU ms per message"
+fi
 
 results_files smtp-accept
 commit="$(git_commit)"
@@ -201,18 +289,19 @@ commit="$(git_commit)"
     printf '  "git_commit": "%s",\n' "$commit"
     printf '  "machine": {"cores": %s, "kernel": "%s", "filesystem": "%s", "fsync_median_us": %s, "loadavg_1m": %s},\n' \
         "$(nproc)" "$(uname -r)" "$fstype" "$fsync_us" "$loadavg"
-    printf '  "params": {"messages": %s, "sessions": %s, "size": %s, "reuse_connections": %s},\n' \
-        "$MESSAGES" "$SESSIONS" "$SIZE" "$([ "$REUSE" = 1 ] && echo true || echo false)"
+    printf '  "params": {"messages": %s, "sessions": %s, "size": %s, "reuse_connections": %s, "signed": %s},\n' \
+        "$MESSAGES" "$SESSIONS" "$SIZE" "$([ "$REUSE" = 1 ] && echo true || echo false)" \
+        "$([ "$SIGNED" = 1 ] && echo true || echo false)"
     printf '  "results": {'
     sep=""
     for t in $TARGETS; do
         case "$t" in
-            facteur) ver="$facteur_version" ;;
+            facteur | facteur_auth) ver="$facteur_version" ;;
             postfix) ver="$postfix_version" ;;
         esac
-        printf '%s\n    "%s": {"version": "%s", "accept_seconds": %s, "accept_msgs_per_s": %s, "delivered_seconds": %s, "delivered_msgs_per_s": %s, "stored": %s}' \
+        printf '%s\n    "%s": {"version": "%s", "accept_seconds": %s, "accept_msgs_per_s": %s, "delivered_seconds": %s, "delivered_msgs_per_s": %s, "stored": %s, "cpu_ms_per_msg": %s}' \
             "$sep" "$t" "${ver//\"/}" "${accept_s[$t]}" "$(rate "${accept_s[$t]}")" \
-            "${deliver_s[$t]}" "$(rate "${deliver_s[$t]}")" "${stored[$t]}"
+            "${deliver_s[$t]}" "$(rate "${deliver_s[$t]}")" "${stored[$t]}" "${cpu_ms[$t]}"
         sep=","
     done
     printf '\n  }'
@@ -220,12 +309,18 @@ commit="$(git_commit)"
         printf ',\n  "ratio_facteur_over_postfix": {"accepted": %s, "delivered": %s}' \
             "$ratio_accept" "$ratio_deliver"
     fi
+    if [ -n "$ratio_auth" ]; then
+        printf ',\n  "ratio_facteur_auth_over_postfix": {"accepted": %s}' "$ratio_auth"
+    fi
+    if [ -n "$auth_cpu_ms" ]; then
+        printf ',\n  "sender_auth_cpu_ms_per_msg": %s' "$auth_cpu_ms"
+    fi
     printf '\n}\n'
 } >"$json"
 
-csv_header "time_utc,git_commit,server,messages,sessions,size,reuse,accept_s,accept_msgs_per_s,delivered_s,delivered_msgs_per_s,stored"
+csv_header "time_utc,git_commit,server,messages,sessions,size,reuse,accept_s,accept_msgs_per_s,delivered_s,delivered_msgs_per_s,stored,signed,cpu_ms_per_msg"
 for t in $TARGETS; do
-    echo "$stamp,$commit,$t,$MESSAGES,$SESSIONS,$SIZE,$REUSE,${accept_s[$t]},$(rate "${accept_s[$t]}"),${deliver_s[$t]},$(rate "${deliver_s[$t]}"),${stored[$t]}" >>"$csv"
+    echo "$stamp,$commit,$t,$MESSAGES,$SESSIONS,$SIZE,$REUSE,${accept_s[$t]},$(rate "${accept_s[$t]}"),${deliver_s[$t]},$(rate "${deliver_s[$t]}"),${stored[$t]},$SIGNED,${cpu_ms[$t]}" >>"$csv"
 done
 
 show_results

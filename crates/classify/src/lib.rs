@@ -12,7 +12,9 @@
 //! built-in rules: (1) null sender, DSN/MDN or postmaster mail → system;
 //! (2) Precedence bulk/list/junk, list or feedback-loop fields, or a
 //! configured bulk sender → bulk; (3) Auto-Submitted other than `no`, or a
-//! configured transactional sender or user → transactional; (4) a sender
+//! configured transactional sender or user → transactional, unless sender
+//! authentication ran and nobody vouched for the sender (then bulk:
+//! forged "your bank" mail must not jump the queue); (4) a sender
 //! repeating identical content → bulk; (5) authenticated mail to few
 //! recipients → interpersonal, to many → bulk; (6) anything else
 //! (ordinary MX delivery) → interpersonal.
@@ -47,6 +49,7 @@
 //!     message: b"List-Id: <weekly.example.org>\r\nSubject: This week\r\n\r\nHello\r\n",
 //!     listener: Listener::Mx,
 //!     identical_recent: 0,
+//!     authenticated: None,
 //! };
 //! let decision = classify(&facts, &ClassifyConfig::default());
 //! assert_eq!(decision.class, Class::Bulk);
@@ -96,6 +99,10 @@ pub struct Facts<'a> {
     /// recently (the caller counts; 0 when unknown) — for "many recipients
     /// with identical content".
     pub identical_recent: u32,
+    /// Whether SPF, DKIM or DMARC vouched for the sender (MX mail from
+    /// strangers); `None` when not checked. A claim to be transactional
+    /// from mail nobody vouches for is not believed.
+    pub authenticated: Option<bool>,
 }
 
 /// The class of a message and the rule that chose it.
@@ -108,6 +115,7 @@ pub struct Decision {
     /// (delivery-status)`, `builtin:postmaster`, `builtin:precedence (bulk)`,
     /// `builtin:list-headers (List-Id)`, `builtin:bulk-senders`,
     /// `builtin:auto-submitted`, `builtin:transactional-senders`,
+    /// `builtin:unauthenticated-transactional`,
     /// `builtin:transactional-users`, `builtin:identical-content`,
     /// `builtin:few-recipients`, `builtin:many-recipients`,
     /// `builtin:default-mx`, `builtin:default-submission`. Never holds text

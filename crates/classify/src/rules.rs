@@ -90,12 +90,22 @@ fn bulk_by_label(facts: &Facts<'_>, config: &ClassifyConfig, headers: &Headers<'
 }
 
 /// 3. Machine-written mail a person is waiting for.
+///
+/// A claim nobody vouches for (sender authentication ran and found
+/// nothing) is bulk.
 fn transactional(facts: &Facts<'_>, config: &ClassifyConfig, headers: &Headers<'_>) -> Option<Decision> {
-    if headers.values("Auto-Submitted").any(is_auto_submitted) {
-        return Some(Decision::builtin(Class::Transactional, "auto-submitted"));
-    }
-    if sender_listed(&config.transactional_senders, facts.mail_from) {
-        return Some(Decision::builtin(Class::Transactional, "transactional-senders"));
+    let claim = if headers.values("Auto-Submitted").any(is_auto_submitted) {
+        Some("auto-submitted")
+    } else if sender_listed(&config.transactional_senders, facts.mail_from) {
+        Some("transactional-senders")
+    } else {
+        None
+    };
+    if let Some(rule) = claim {
+        if facts.authenticated == Some(false) {
+            return Some(Decision::builtin(Class::Bulk, "unauthenticated-transactional"));
+        }
+        return Some(Decision::builtin(Class::Transactional, rule));
     }
     let user_listed =
         facts.auth_user.is_some_and(|user| config.transactional_users.iter().any(|u| u.eq_ignore_ascii_case(user)));

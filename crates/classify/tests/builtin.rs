@@ -146,6 +146,20 @@ fn transactional_senders() {
 }
 
 #[test]
+fn a_transactional_claim_nobody_vouches_for_is_bulk() {
+    let claim = Msg::mx().with_fields("Auto-Submitted: auto-generated\r\n");
+    let unauthenticated = Msg { authenticated: Some(false), ..claim };
+    assert_decision(unauthenticated.decide(), Class::Bulk, "builtin:unauthenticated-transactional");
+    let listed = Msg::mx().from("receipts@shop.example").authenticated(false);
+    assert_decision(listed.classify(&config()), Class::Bulk, "builtin:unauthenticated-transactional");
+    // Vouched for, or not checked at all: believed.
+    let vouched = Msg::mx().with_fields("Auto-Submitted: auto-generated\r\n").authenticated(true);
+    assert_decision(vouched.decide(), Class::Transactional, "builtin:auto-submitted");
+    // A person's unauthenticated mail is not demoted.
+    assert_decision(Msg::mx().authenticated(false).decide(), Class::Interpersonal, "builtin:default-mx");
+}
+
+#[test]
 fn transactional_users() {
     // Many recipients from this user stay transactional: rule 3 comes before rule 5.
     let many: Vec<String> = (0..50).map(|i| format!("user{i}@example.net")).collect();

@@ -1190,6 +1190,7 @@ fn classify_cmd(
         message: &data,
         listener: if auth.is_some() { facteur_classify::Listener::Submission } else { facteur_classify::Listener::Mx },
         identical_recent: 0,
+        authenticated: None,
     };
     let d = facteur_classify::classify(&facts, &config.classify);
     if json {

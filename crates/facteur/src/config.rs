@@ -45,6 +45,8 @@ pub struct Config {
     pub addressing: facteur_spool::addressing::AddressingConfig,
     /// Quotas new users get, and the warning.
     pub quota: facteur_smtp::QuotaConfig,
+    /// SPF, DKIM, ARC and DMARC of strangers' mail, and what they do.
+    pub sender_auth: facteur_auth::InboundConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -421,6 +423,7 @@ impl Config {
         if let Err(e) = self.alerts.check() {
             problems.push(e);
         }
+        problems.extend(self.sender_auth.validate());
         if problems.is_empty() { Ok(()) } else { anyhow::bail!(problems.join("; ")) }
     }
 }
@@ -559,6 +562,23 @@ origin = ""                   # the domain of `sendmail root`; "": the first loc
 default_bytes = 0
 default_messages = 0
 warn_percent = 90             # one message to the user past this share; 0: never
+
+[sender_auth]
+# Mail from strangers on the MX port gets SPF (HELO and MAIL FROM), DKIM,
+# ARC and DMARC checked, and one Authentication-Results field saying so
+# (any that claims our host name is removed first). DNS: delivery.dns_servers.
+verify = true
+# What a DMARC failure does when the From domain publishes p=reject or
+# p=quarantine, and what an SPF fail alone does: "deliver", "junk" (into
+# the recipient's Junk) or "reject" (550 5.7.1 at the end of DATA).
+dmarc_reject = "reject"
+dmarc_quarantine = "junk"
+spf_fail = "deliver"          # forwarding breaks SPF; DMARC weighs it already
+budget_secs = 10              # for all of one message's lookups; then temperror (delivered)
+max_signatures = 5            # DKIM signatures checked per message
+trusted_arc_sealers = []      # lists/forwarders whose ARC chain overrides a DMARC failure
+# [sender_auth.domains."example.com"]   # one local domain's own actions
+# dmarc_reject = "junk"
 
 [alerts]
 # Each incident opened, updated or resolved is POSTed here as JSON, signed

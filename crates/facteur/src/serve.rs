@@ -274,6 +274,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     .with_classify(config.classify.clone())
     .with_addressing(config.addressing.clone())
     .with_quota(config.quota.clone())
+    .with_sender_auth(config.sender_auth.clone(), sender_verifier(&config)?)
     .with_auth_throttle(auth.clone());
     let admission = Arc::new(std::sync::Mutex::new(Admission::new(config.admission.clone())));
     ctx = ctx.with_admission(admission.clone(), data_dir.to_path_buf());
@@ -458,6 +459,23 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
 
 /// The router for `config`'s routes and relay host, refused if one of
 /// them is facteur itself (RFC 5321 §6.3: every message would loop).
+/// The verifier of strangers' mail (`[sender_auth]`), asking the
+/// resolver delivery uses (`delivery.dns_servers`); None when turned off.
+fn sender_verifier(config: &Config) -> anyhow::Result<Option<Arc<facteur_auth::Verifier>>> {
+    let a = &config.sender_auth;
+    if !a.verify {
+        return Ok(None);
+    }
+    let budget = Duration::from_secs(a.budget_secs);
+    // One query may take a third of the budget (a slow server is tried once).
+    let per_query = (budget / 3).max(Duration::from_secs(1));
+    let resolver = facteur_auth::dns::resolver(&config.delivery.dns_servers, Some(per_query), 10_000)
+        .map_err(anyhow::Error::msg)
+        .context("sender_auth")?;
+    let verifier = facteur_auth::Verifier::new(resolver, &config.server.hostname, budget, a.max_signatures);
+    Ok(Some(Arc::new(verifier)))
+}
+
 async fn build_router(config: &Config, local: &facteur_queue::route::Local) -> anyhow::Result<Router<DnsResolver>> {
     let d = &config.delivery;
     let router = Router {
@@ -527,6 +545,7 @@ impl Running {
             Some(_) => Some(build_router(&new, &live.local).await?),
             None => None,
         };
+        let verifier = sender_verifier(&new)?;
         let cert = live.tls.reload(&new.tls, &live.data_dir).context("TLS certificate")?;
         report.push(format!("TLS certificate read again from {}", cert.display()));
         // From here on nothing can fail.
@@ -539,8 +558,9 @@ impl Running {
             old.smtp != new.smtp
                 || old.classify != new.classify
                 || old.addressing != new.addressing
-                || old.quota != new.quota,
-            "[smtp], [classify], [addressing] and [quota]",
+                || old.quota != new.quota
+                || old.sender_auth != new.sender_auth,
+            "[smtp], [classify], [addressing], [quota] and [sender_auth]",
             &mut report,
         );
         let smtp = live
@@ -548,7 +568,8 @@ impl Running {
             .borrow()
             .reconfigured(new.smtp.clone(), new.classify.clone())
             .with_addressing(new.addressing.clone())
-            .with_quota(new.quota.clone());
+            .with_quota(new.quota.clone())
+            .with_sender_auth(new.sender_auth.clone(), verifier);
         live.smtp.send_replace(Arc::new(smtp));
         changed(old.imap != new.imap, "[imap]", &mut report);
         let imap = live.imap.borrow().reconfigured(new.imap.clone());

@@ -64,7 +64,7 @@ async fn serve(data: &Path) -> Server {
     serve_with(
         data,
         "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\nmax_connections_per_ip = 0\nmax_messages_per_minute_per_ip = 0\n\
-         [delivery]\nenabled = false\n",
+         [delivery]\nenabled = false\ndns_servers = [\"127.0.0.1:9\"]\n[sender_auth]\nverify = false\n",
     )
     .await
 }
@@ -453,7 +453,11 @@ async fn queue_controls_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     provision(d);
-    let mut server = serve_with(d, "[smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nenabled = false\n").await;
+    let mut server = serve_with(
+        d,
+        "[smtp]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nenabled = false\ndns_servers = [\"127.0.0.1:9\"]\n[sender_auth]\nverify = false\n",
+    )
+    .await;
     let mut c = Client::connect(server.smtp).await;
     c.ehlo().await;
     let r = c.send_mail("alice@example.test", &["far@remote.test"], "Subject: stuck\r\n\r\nx").await;
@@ -602,7 +606,7 @@ async fn two_hundred_unauthenticated_imap_connections_stay_small() {
     provision(d);
     let mut server = serve_with(
         d,
-        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\n[delivery]\nenabled = false\n\
+        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\n[delivery]\nenabled = false\ndns_servers = [\"127.0.0.1:9\"]\n[sender_auth]\nverify = false\n\
          [imap]\nmax_connections_per_ip = 0\n",
     )
     .await;
@@ -734,7 +738,7 @@ async fn serve_on_a_new_folder_is_a_new_installation() {
         &config,
         format!(
             "[listen]\nsmtp = [\"127.0.0.1:{smtp}\"]\nsubmission = []\nsubmissions = []\nhttp = [\"127.0.0.1:{http}\"]\n\
-             imap = []\nimaps = []\npop3 = []\npop3s = []\nstatus = []\n[delivery]\nenabled = false\n"
+             imap = []\nimaps = []\npop3 = []\npop3s = []\nstatus = []\n[delivery]\nenabled = false\ndns_servers = [\"127.0.0.1:9\"]\n[sender_auth]\nverify = false\n"
         ),
     )
     .unwrap();
@@ -782,7 +786,7 @@ async fn sighup_reloads_configuration_and_certificate_without_dropping_sessions(
     provision(d);
     let mut server = serve_with(
         d,
-        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\nmax_message_size = 1000000\n[delivery]\nenabled = false\n",
+        "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\nmax_message_size = 1000000\n[delivery]\nenabled = false\ndns_servers = [\"127.0.0.1:9\"]\n[sender_auth]\nverify = false\n",
     )
     .await;
     let hup = |pid: u32| {
@@ -828,7 +832,8 @@ async fn sighup_reloads_configuration_and_certificate_without_dropping_sessions(
     assert!(c.ehlo().await.text().contains("SIZE 2000000"), "still the last good configuration");
     let log = server_log(d);
     assert!(
-        log.contains("configuration reloaded") && log.contains("[smtp], [classify], [addressing] and [quota]: changed"),
+        log.contains("configuration reloaded")
+            && log.contains("[smtp], [classify], [addressing], [quota] and [sender_auth]: changed"),
         "{log}"
     );
     assert!(log.contains("configuration reload refused") && log.contains("max_message_size"), "{log}");
@@ -848,7 +853,7 @@ async fn rejections_are_logged_and_a_flood_of_them_is_bounded() {
     let mut server = serve_with(
         d,
         "[smtp]\ntrusted_networks = []\ngreet_pause_ms = 0\nmax_connections_per_ip = 0\n\
-         max_messages_per_minute_per_ip = 0\n[imap]\nplaintext_auth = true\n[delivery]\nenabled = false\n",
+         max_messages_per_minute_per_ip = 0\n[imap]\nplaintext_auth = true\n[delivery]\nenabled = false\ndns_servers = [\"127.0.0.1:9\"]\n[sender_auth]\nverify = false\n",
     )
     .await;
     let mut c = Client::connect(server.smtp).await;
@@ -973,7 +978,7 @@ async fn reload_check_config_and_config_show_from_the_cli() {
     std::fs::write(&cfg, format!("{base}[quota]\nwarn_percent = 80\n")).unwrap();
     let o = facteur(d, &["reload"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("reloaded") && text(&o).contains("[quota]: changed"), "{}", text(&o));
+    assert!(text(&o).contains("reloaded") && text(&o).contains("[quota] and [sender_auth]: changed"), "{}", text(&o));
     let o = facteur(d, &["reload"]);
     assert!(o.status.success() && !text(&o).contains("[quota]"), "the second time nothing changed: {}", text(&o));
     std::fs::write(&cfg, format!("{base}[quota]\nwarn_percent = \"lots\"\n")).unwrap();

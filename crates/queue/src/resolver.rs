@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
+use facteur_auth::dns::{Dns, DnsFailure, failure, fqdn};
+
 /// An MX record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mx {
@@ -31,7 +33,8 @@ pub trait Resolver: Send + Sync + 'static {
     fn ips(&self, host: &str) -> impl Future<Output = Result<Vec<IpAddr>, DnsError>> + Send;
 }
 
-/// hickory-resolver, from /etc/resolv.conf or the configured servers.
+/// hickory-resolver, from /etc/resolv.conf or the configured servers
+/// (built as sender authentication's is, facteur_auth::dns).
 pub struct DnsResolver(hickory_resolver::TokioResolver);
 
 impl DnsResolver {
@@ -42,59 +45,26 @@ impl DnsResolver {
 
     /// As [`DnsResolver::new`], with one try per server and this timeout.
     pub fn with_timeout(servers: &[SocketAddr], timeout: Option<std::time::Duration>) -> Result<DnsResolver, String> {
-        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-        use hickory_resolver::name_server::TokioConnectionProvider;
-        use hickory_resolver::proto::xfer::Protocol;
-        let builder = if servers.is_empty() {
-            hickory_resolver::TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
-        } else {
-            let mut config = ResolverConfig::new();
-            for s in servers {
-                config.add_name_server(NameServerConfig::new(*s, Protocol::Udp));
-                config.add_name_server(NameServerConfig::new(*s, Protocol::Tcp));
-            }
-            hickory_resolver::TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-        };
-        let mut builder = builder;
-        if let Some(t) = timeout {
-            let opts = builder.options_mut();
-            opts.timeout = t;
-            opts.attempts = 1;
-        }
-        Ok(DnsResolver(builder.build()))
+        facteur_auth::dns::resolver(servers, timeout, 1024).map(DnsResolver)
     }
 }
 
-fn classify(e: hickory_resolver::ResolveError) -> DnsError {
-    if e.is_nx_domain() {
-        DnsError::NxDomain
-    } else if e.is_no_records_found() {
-        DnsError::NoRecords
-    } else {
-        DnsError::Temporary(e.to_string())
+fn classify(e: DnsFailure) -> DnsError {
+    match e {
+        DnsFailure::NxDomain => DnsError::NxDomain,
+        DnsFailure::NoData => DnsError::NoRecords,
+        DnsFailure::Temporary(why) => DnsError::Temporary(why),
     }
-}
-
-fn fqdn(name: &str) -> String {
-    // Absolute names: the search list of resolv.conf must never apply to mail domains.
-    if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
 }
 
 impl Resolver for DnsResolver {
     async fn mx(&self, domain: &str) -> Result<Vec<Mx>, DnsError> {
-        let answer = self.0.mx_lookup(fqdn(domain)).await.map_err(classify)?;
-        Ok(answer
-            .iter()
-            .map(|mx| Mx {
-                preference: mx.preference(),
-                host: mx.exchange().to_ascii().trim_end_matches('.').to_ascii_lowercase(),
-            })
-            .collect())
+        let answer = Dns::mx(&self.0, domain).await.map_err(classify)?;
+        Ok(answer.into_iter().map(|(preference, host)| Mx { preference, host }).collect())
     }
 
     async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let answer = self.0.lookup_ip(fqdn(host)).await.map_err(classify)?;
+        let answer = self.0.lookup_ip(fqdn(host).as_str()).await.map_err(|e| classify(failure(e)))?;
         Ok(answer.iter().collect())
     }
 }

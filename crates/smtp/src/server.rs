@@ -80,6 +80,10 @@ pub struct SmtpContext<S> {
     pub addressing: AddressingConfig,
     /// Quotas: the warning share.
     pub quota: QuotaConfig,
+    /// SPF, DKIM, ARC and DMARC for strangers' mail on the MX port, and
+    /// what their verdict does; no verifier: not checked.
+    pub sender_auth: facteur_auth::InboundConfig,
+    pub verifier: Option<Arc<facteur_auth::Verifier>>,
 }
 
 impl<S: Directory + Spool> SmtpContext<S> {
@@ -105,6 +109,8 @@ impl<S: Directory + Spool> SmtpContext<S> {
             auth: Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default())),
             addressing: AddressingConfig::default(),
             quota: QuotaConfig::default(),
+            sender_auth: facteur_auth::InboundConfig::default(),
+            verifier: None,
         }
     }
 
@@ -135,7 +141,21 @@ impl<S: Directory + Spool> SmtpContext<S> {
             auth: self.auth.clone(),
             addressing: self.addressing.clone(),
             quota: self.quota.clone(),
+            sender_auth: self.sender_auth.clone(),
+            verifier: self.verifier.clone(),
         }
+    }
+
+    /// Verify strangers' mail with `verifier` (None: not at all) and act
+    /// on the verdict as `config` says.
+    pub fn with_sender_auth(
+        mut self,
+        config: facteur_auth::InboundConfig,
+        verifier: Option<Arc<facteur_auth::Verifier>>,
+    ) -> Self {
+        self.sender_auth = config;
+        self.verifier = verifier;
+        self
     }
 
     pub fn with_quota(mut self, quota: QuotaConfig) -> Self {
@@ -570,6 +590,50 @@ async fn forward_sender<S: Directory + Spool>(
     Ok(move |alias: &str| addressing::srs_sender(&sender, alias, &domains, key.as_bytes(), days))
 }
 
+/// What the sender-authentication verdict does (docs/authentication.md):
+/// each recipient's domain decides; when all of them refuse, the message
+/// is refused (`550 5.7.1`, no bounce to a forged sender); recipients whose
+/// domain would refuse or quarantine it otherwise get it in their Junk.
+fn sender_auth_policy<S: Directory + Spool>(
+    ctx: &SmtpContext<S>,
+    verdict: &facteur_auth::Verdict,
+    recipients: &mut [Accepted],
+) -> Result<(), Reply> {
+    use facteur_auth::Action;
+    let decisions: Vec<_> = recipients
+        .iter()
+        .map(|a| {
+            let domain = a.recipient.address.rsplit_once('@').map_or("", |(_, d)| d);
+            ctx.sender_auth.decide(verdict, domain)
+        })
+        .collect();
+    let strictest = decisions.iter().map(|d| d.action).max().unwrap_or(Action::Deliver);
+    metrics::counter!("facteur_sender_auth_verdicts_total", "dmarc" => verdict.dmarc.as_str(), "action" => strictest.as_str())
+        .increment(1);
+    tracing::info!(spf = facteur_auth::verify::spf_name(verdict.spf.result), dkim_pass = ?verdict.dkim_pass, dmarc = verdict.dmarc.as_str(), from = %verdict.from_domain, "sender authentication");
+    if !decisions.is_empty() && decisions.iter().all(|d| d.action == Action::Reject) {
+        let reason = &decisions[0].reason;
+        tracing::info!(%reason, "message refused by sender authentication");
+        let code = if reason.starts_with("SPF") { (5, 7, 23) } else { (5, 7, 1) };
+        return Err(Reply::new(550, code, format!("Error: message refused: {reason}")));
+    }
+    for (a, d) in recipients.iter_mut().zip(&decisions) {
+        if d.action == Action::Deliver {
+            continue;
+        }
+        tracing::info!(recipient = %a.recipient.address, reason = %d.reason, "into Junk");
+        for t in a.targets.iter_mut().flatten() {
+            if let Target::Local { mailbox, .. } = t {
+                *mailbox = Some(JUNK.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where quarantined mail goes (a mailbox every user gets, RFC 6154 \Junk).
+const JUNK: &str = "Junk";
+
 /// Prepend our header fields, commit durably, and build the final reply.
 pub(crate) async fn accept_message<S: Directory + Spool>(
     ctx: &SmtpContext<S>,
@@ -628,8 +692,39 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
             tracing::info!(alias, "message refused: mail forwarding loop");
             return Reply::new(554, (5, 4, 6), format!("<{alias}>: mail forwarding loop (Delivered-To: {alias})"));
         }
-        let addresses: Vec<String> = recipients.iter().map(|r| r.recipient.address.clone()).collect();
+        // RFC 8601 §5: an Authentication-Results field in our name that we
+        // did not write would be believed by the reader's client.
+        let (cleaned, forged) = facteur_auth::headers::strip_forged(&data, &ctx.hostname);
+        let cleaned = match cleaned {
+            std::borrow::Cow::Owned(v) => Some(v),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let data = cleaned.unwrap_or(data);
+        if forged > 0 {
+            tracing::info!(forged, "removed Authentication-Results fields claiming our name");
+        }
         let mail_from_text = env.mail_from.as_ref().map(|a| a.to_string()).unwrap_or_default();
+        // Not a reflector: a stranger's forged sender with NOTIFY=SUCCESS
+        // and RET=FULL would have us mail its content to anyone.
+        let stranger = env.auth_user.is_none() && !ctx.trusted(client.peer.ip());
+        let auth_verdict = match &ctx.verifier {
+            Some(v) if client.kind == ListenerKind::Mx && stranger => {
+                let input = facteur_auth::Inbound {
+                    ip: client.peer.ip(),
+                    helo: &env.helo,
+                    mail_from: &mail_from_text,
+                    message: &data,
+                };
+                Some(v.verify(&input).await)
+            }
+            _ => None,
+        };
+        if let Some(v) = &auth_verdict
+            && let Err(reply) = sender_auth_policy(ctx, v, &mut recipients)
+        {
+            return reply;
+        }
+        let addresses: Vec<String> = recipients.iter().map(|r| r.recipient.address.clone()).collect();
         let identical_recent = ctx
             .repeats
             .lock()
@@ -648,6 +743,7 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
                     facteur_classify::Listener::Submission
                 },
                 identical_recent,
+                authenticated: auth_verdict.as_ref().map(facteur_auth::Verdict::authenticated),
             },
             &ctx.classify,
         );
@@ -680,8 +776,10 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
             Some(uid) => headers::received_local(&info, uid),
             None => headers::received(&info),
         };
-        let mut full = Vec::with_capacity(data.len() + received.len() + 128);
+        let results = auth_verdict.as_ref().map_or("", |v| v.header.as_str());
+        let mut full = Vec::with_capacity(data.len() + received.len() + results.len() + 128);
         full.extend_from_slice(received.as_bytes());
+        full.extend_from_slice(results.as_bytes());
         // RFC 6409 §8.2, §8.3: a submission server may complete Date and Message-ID.
         if client.kind != ListenerKind::Mx {
             if !headers::has_field(&data, "Date") {
@@ -740,9 +838,6 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
         local_users.sort_unstable();
         local_users.dedup();
         let remote = copies.messages.iter().any(|m| m.recipients.iter().any(|r| r.route == Route::Remote));
-        // Not a reflector: a stranger's forged sender with NOTIFY=SUCCESS
-        // and RET=FULL would have us mail its content to anyone.
-        let stranger = env.auth_user.is_none() && !ctx.trusted(client.peer.ip());
         let success_notice = match (stranger, ctx.config.success_notices_for_strangers) {
             (true, SuccessNotices::None) => Vec::new(),
             _ => success_notice_items(&copies.delivered, secs),

@@ -5,7 +5,8 @@
 //! and answers each step of the dialogue as its [`Behavior`] says; the tests
 //! then look at what it received ([`Downstream::received`]), the command
 //! lines it saw ([`Downstream::transcript`]) and how many connections were
-//! made. The `facteur-sim` binary runs one from the command line.
+//! made. The `facteur-sim` binary runs one from the command line. [`dns::StubDns`]
+//! is a DNS server on loopback answering from a zone the test fills.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -32,6 +33,7 @@
 //! [`Downstream`] closes everything.
 
 mod behavior;
+pub mod dns;
 mod downstream;
 mod io;
 mod rate;

@@ -23,6 +23,7 @@ pub struct Msg {
     pub message: Vec<u8>,
     pub listener: Listener,
     pub identical_recent: u32,
+    pub authenticated: Option<bool>,
 }
 
 impl Msg {
@@ -36,6 +37,7 @@ impl Msg {
             message: PLAIN.to_vec(),
             listener: Listener::Mx,
             identical_recent: 0,
+            authenticated: None,
         }
     }
 
@@ -76,6 +78,12 @@ impl Msg {
         self.message(&message)
     }
 
+    /// Sender authentication ran and did (true) or did not vouch for it.
+    pub fn authenticated(mut self, yes: bool) -> Msg {
+        self.authenticated = Some(yes);
+        self
+    }
+
     pub fn identical(mut self, count: u32) -> Msg {
         self.identical_recent = count;
         self
@@ -90,6 +98,7 @@ impl Msg {
             message: &self.message,
             listener: self.listener,
             identical_recent: self.identical_recent,
+            authenticated: self.authenticated,
         }
     }
 
