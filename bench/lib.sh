@@ -66,9 +66,10 @@ bench_settings() {
     for v in MESSAGES SESSIONS SEND_TIMEOUT DELIVERY_TIMEOUT; do
         positive "$v" "${!v}"
     done
-    # TARGETS names the servers to measure: facteur, postfix, or both.
+    # TARGETS names the servers to measure: facteur, postfix, or both (and
+    # what a script adds in extra_targets).
     for t in $TARGETS; do
-        case "$t" in facteur | postfix) ;; *) die "unknown target '$t'" ;; esac
+        case " facteur postfix ${extra_targets:-} " in *" $t "*) ;; *) die "unknown target '$t'" ;; esac
     done
 }
 want_target() {
@@ -214,7 +215,10 @@ send_s=""
 run_smtp_source() {
     local port="$1" size="$2" rcpt="$3" end
     shift 3
-    local args=(-s "$SESSIONS" -m "$MESSAGES" -l "$size"
+    # Size 0: the message comes from a file (-F among the extra arguments).
+    local length=()
+    [ "$size" = 0 ] || length=(-l "$size")
+    local args=(-s "$SESSIONS" -m "$MESSAGES" "${length[@]}"
         -M client.bench.test -f sender@bench.test -t "$rcpt" "$@")
     note "smtp-source ${args[*]} 127.0.0.1:$port"
     sync

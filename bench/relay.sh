@@ -23,6 +23,10 @@
 #                     load generator and the sink manage without a relay
 #   NUMBERED [1]      0: plain recipient rcpt@sink.bench.test (no -N); the
 #                     sink can then only count, not name duplicates
+#   DKIM [0]          1: facteur signs every message (ed25519 and rsa-sha256,
+#                     keys made by `facteur dkim generate bench.test`, the
+#                     senders' domain), which the sink's copies must carry;
+#                     Postfix does not sign (it has no signer of its own)
 #   FACTEUR_BIN       facteur binary to use; unset: build it with cargo
 #   CARGO_TARGET_DIR  [~/.cache/facteur-target]
 #   SEND_TIMEOUT [1800]      seconds allowed for one smtp-source run
@@ -56,6 +60,7 @@ bench_settings
 SIZES="${SIZES:-1024 10240}"
 DIRECT="${DIRECT:-1}"
 NUMBERED="${NUMBERED:-1}"
+DKIM="${DKIM:-0}"
 QUEUE_TIMEOUT="${QUEUE_TIMEOUT:-60}"
 SINK_TMPDIR="${SINK_TMPDIR:-/dev/shm}"
 
@@ -70,6 +75,7 @@ for s in $SIZES; do
 done
 zero_or_one DIRECT
 zero_or_one NUMBERED
+zero_or_one DKIM
 
 need smtp-source
 need smtp-sink
@@ -472,6 +478,12 @@ tls = "none"
 EOF
 
     node_name "$dir"
+    if [ "$DKIM" = 1 ]; then
+        "$facteur_bin" --data "$dir/data" --config "$dir/facteur.toml" init >>"$dir/facteur.log" 2>&1 &&
+            "$facteur_bin" --data "$dir/data" --config "$dir/facteur.toml" dkim generate bench.test \
+                --selector bench >>"$dir/facteur.log" 2>&1 ||
+            die "facteur dkim generate failed: $(tail -n 3 "$dir/facteur.log")"
+    fi
     note "starting facteur: SMTP 127.0.0.1:$smtp_port, HTTP 127.0.0.1:$http_port, relaying to 127.0.0.1:$sink_port"
     start_facteur "$dir" "$http_port" info
     start_more_nodes "$dir" "$smtp_port" "$http_port"
@@ -491,6 +503,12 @@ EOF
         "$(($(cpu_ticks "${db[@]}") - db0))"
     stop_more_nodes
     stop_facteur
+    if [ "$DKIM" = 1 ]; then
+        local sample
+        sample="$(find "$sink_dir/msgs" -type f -print -quit)"
+        [ "$(grep -c '^DKIM-Signature:' "$sample")" = 2 ] ||
+            [ -n "${ok:-}" ] || ok="a copy at the sink ($sample) does not carry two DKIM signatures"
+    fi
 
     # The checks the operator would make, on the stopped data directory.
     local list delivered total
@@ -657,9 +675,9 @@ results_files relay
     printf '  "crates_modified": %s,\n' "$dirty"
     printf '  "machine": {"cores": %s, "kernel": "%s", "filesystem": "%s", "sink_filesystem": "%s", "fsync_median_us": %s, "loadavg_1m": %s},\n' \
         "$(nproc)" "$(uname -r)" "$fstype" "$sink_fstype" "$fsync_us" "$loadavg"
-    printf '  "params": {"messages": %s, "sessions": %s, "sizes": [%s], "numbered_recipients": %s, "facteur_storage": "%s", "facteur_nodes": %s},\n' \
+    printf '  "params": {"messages": %s, "sessions": %s, "sizes": [%s], "numbered_recipients": %s, "facteur_storage": "%s", "facteur_nodes": %s, "facteur_dkim": %s},\n' \
         "$MESSAGES" "$SESSIONS" "$(echo "$SIZES" | tr ' ' ',')" "$([ "$NUMBERED" = 1 ] && echo true || echo false)" \
-        "$FACTEUR_STORAGE" "$NODES"
+        "$FACTEUR_STORAGE" "$NODES" "$([ "$DKIM" = 1 ] && echo true || echo false)"
     printf '  "versions": {"facteur": %s, "postfix": %s},\n' \
         "$(json_str "$facteur_version")" "$(json_str "$postfix_version")"
     printf '  "runs": ['

@@ -48,6 +48,7 @@ BENCH_NAME=smtp-accept
 # and KEEP, as in relay.sh.
 SIGNED="${SIGNED:-0}"
 zero_or_one SIGNED
+extra_targets=facteur_auth
 [ "$SIGNED" = 0 ] || TARGETS="${TARGETS:-facteur facteur_auth postfix}"
 bench_settings
 SIZE="${SIZE:-1024}"
@@ -84,10 +85,13 @@ set_traps
 # smtp-source against 127.0.0.1:$1, to the one recipient both servers know;
 # REUSE=1 sends several messages per connection (-d).
 send_to() {
-    local extra=()
+    local extra=() size="$SIZE"
     [ "$REUSE" = 1 ] && extra+=(-d)
-    [ "$SIGNED" = 1 ] && extra+=(-F "$work/message")
-    run_smtp_source "$1" "$SIZE" rcpt@bench.test "${extra[@]}"
+    if [ "$SIGNED" = 1 ]; then
+        extra+=(-F "$work/message")
+        size=0
+    fi
+    run_smtp_source "$1" "$size" rcpt@bench.test "${extra[@]}"
 }
 
 declare -A accept_s=() deliver_s=() stored=() cpu_ms=()

@@ -14,8 +14,21 @@
 pub mod dns;
 pub mod headers;
 pub mod policy;
+pub mod sign;
 pub mod spf;
 pub mod verify;
 
 pub use policy::{Action, InboundConfig};
 pub use verify::{Inbound, Verdict, Verifier};
+
+/// Messages at least this large are hashed off the async threads.
+const BLOCKING_SIZE: usize = 256 * 1024;
+
+/// Run `f`, whose work grows with a message of `len` octets (body hashes):
+/// for a large message on a multi-threaded runtime, with the thread handed
+/// over to blocking work so other connections are not held up.
+pub fn heavy<T>(len: usize, f: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if len >= BLOCKING_SIZE && multi { tokio::task::block_in_place(f) } else { f() }
+}

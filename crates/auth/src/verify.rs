@@ -119,10 +119,6 @@ pub struct Verifier {
     max_signatures: usize,
 }
 
-/// Messages at least this large are parsed (body hashes) off the async
-/// threads.
-const BLOCKING_PARSE: usize = 256 * 1024;
-
 impl Verifier {
     pub fn new(resolver: TokioResolver, hostname: &str, budget: Duration, max_signatures: usize) -> Verifier {
         Verifier {
@@ -247,16 +243,9 @@ impl Verifier {
     }
 }
 
-/// Parse for DKIM/ARC (headers, and the body hashes each signature needs);
-/// a large message on a blocking thread when the runtime has several.
+/// Parse for DKIM/ARC (headers, and the body hashes each signature needs).
 fn parse(message: &[u8]) -> Option<AuthenticatedMessage<'_>> {
-    let multi = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if message.len() >= BLOCKING_PARSE && multi {
-        tokio::task::block_in_place(|| AuthenticatedMessage::parse(message))
-    } else {
-        AuthenticatedMessage::parse(message)
-    }
+    crate::heavy(message.len(), || AuthenticatedMessage::parse(message))
 }
 
 fn dmarc_of(d: &DmarcOutput) -> Dmarc {

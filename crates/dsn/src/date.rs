@@ -33,7 +33,7 @@ pub fn rfc5322_date(unix_secs: i64) -> String {
 /// The calendar is counted in 400-year cycles of 146 097 days whose years
 /// start on 1 March, so the leap day is the last day of a cycle year and the
 /// month lengths from March on follow a fixed 153-days-per-5-months pattern.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     // Days from 0000-03-01 to 1970-01-01.
     let shifted = days + 719_468;
     let cycle = shifted.div_euclid(146_097);

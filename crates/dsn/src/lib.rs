@@ -36,7 +36,7 @@
 
 mod clean;
 mod date;
-pub use date::rfc5322_date;
+pub use date::{civil_from_days, rfc5322_date};
 mod human;
 mod original;
 mod status;

@@ -58,6 +58,9 @@ enum Command {
     /// Aliases: addresses delivered to users, to other aliases, or forwarded elsewhere
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// DKIM keys the mail of this server's users is signed with (docs/authentication.md)
+    #[command(subcommand)]
+    Dkim(crate::dkim::DkimCmd),
     /// Look into a user's mailboxes
     #[command(subcommand)]
     Mailbox(MailboxCmd),
@@ -655,6 +658,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::Backup { .. }
         | Command::Restore { .. } => {
             unreachable!("handled above")
+        }
+        Command::Dkim(cmd) => {
+            let domains: Vec<String> = store.list_domains().await?.into_iter().map(|d| d.name).collect();
+            return crate::dkim::run(&r.data_dir, cmd, &domains);
         }
         Command::Domain(DomainCmd::Add { domain }) => {
             store.add_domain(&domain).await.map_err(friendly)?;

@@ -485,6 +485,11 @@ trusted_networks = ["127.0.0.0/8", "::1/128"]
 max_connections_per_ip = 50
 max_messages_per_minute_per_ip = 300
 max_messages_per_minute_per_user = 300
+# A stolen password must not become a flood: past this many messages to
+# other domains in an hour, an account's mail is held (facteur queue list
+# --state held; release with facteur queue release) and a warning logged.
+max_messages_per_hour_per_user = 500
+max_recipients_per_message_per_user = 100   # more RCPTs from one user: 452 4.5.3
 
 [storage]
 backend = "sqlite"            # embedded, no other service needed; "postgres" for several nodes

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod controls;
+pub mod dkim;
 pub mod import;
 pub mod incidents;
 pub mod migrate;

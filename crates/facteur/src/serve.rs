@@ -275,6 +275,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
     .with_addressing(config.addressing.clone())
     .with_quota(config.quota.clone())
     .with_sender_auth(config.sender_auth.clone(), sender_verifier(&config)?)
+    .with_dkim(dkim_keys(data_dir, &mut notes)?)
     .with_auth_throttle(auth.clone());
     let admission = Arc::new(std::sync::Mutex::new(Admission::new(config.admission.clone())));
     ctx = ctx.with_admission(admission.clone(), data_dir.to_path_buf());
@@ -459,6 +460,18 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
 
 /// The router for `config`'s routes and relay host, refused if one of
 /// them is facteur itself (RFC 5321 §6.3: every message would loop).
+/// The DKIM keys in DATA/dkim (facteur dkim); which domains sign is said.
+fn dkim_keys(data_dir: &Path, notes: &mut Vec<String>) -> anyhow::Result<Arc<facteur_auth::sign::KeyRing>> {
+    let ring = facteur_auth::sign::KeyRing::load(&crate::dkim::folder(data_dir))
+        .map_err(anyhow::Error::msg)
+        .context("DKIM keys")?;
+    let signing: Vec<String> = ring.domains().map(|(d, s)| format!("{d} ({s})")).collect();
+    if !signing.is_empty() {
+        notes.push(format!("DKIM signing: {}", signing.join(", ")));
+    }
+    Ok(Arc::new(ring))
+}
+
 /// The verifier of strangers' mail (`[sender_auth]`), asking the
 /// resolver delivery uses (`delivery.dns_servers`); None when turned off.
 fn sender_verifier(config: &Config) -> anyhow::Result<Option<Arc<facteur_auth::Verifier>>> {
@@ -546,6 +559,7 @@ impl Running {
             None => None,
         };
         let verifier = sender_verifier(&new)?;
+        let dkim = dkim_keys(&live.data_dir, &mut report)?;
         let cert = live.tls.reload(&new.tls, &live.data_dir).context("TLS certificate")?;
         report.push(format!("TLS certificate read again from {}", cert.display()));
         // From here on nothing can fail.
@@ -569,7 +583,8 @@ impl Running {
             .reconfigured(new.smtp.clone(), new.classify.clone())
             .with_addressing(new.addressing.clone())
             .with_quota(new.quota.clone())
-            .with_sender_auth(new.sender_auth.clone(), verifier);
+            .with_sender_auth(new.sender_auth.clone(), verifier)
+            .with_dkim(dkim);
         live.smtp.send_replace(Arc::new(smtp));
         changed(old.imap != new.imap, "[imap]", &mut report);
         let imap = live.imap.borrow().reconfigured(new.imap.clone());

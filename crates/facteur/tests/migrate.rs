@@ -445,6 +445,7 @@ async fn fill(db: &Path, n: usize, body: usize) {
             tasks.push(tokio::spawn(async move {
                 store
                     .store_message(NewMessage {
+                        hold: false,
                         id: MessageId::new(t0 + i as u64),
                         received_at: (t0 / 1000) as i64,
                         class: Class::Interpersonal,

@@ -81,6 +81,14 @@ pub struct SmtpConfig {
     pub max_messages_per_minute_per_ip: u32,
     /// Messages per minute from one authenticated user (0: no limit).
     pub max_messages_per_minute_per_user: u32,
+    /// Messages to other domains one authenticated user may send in an
+    /// hour; past it their mail is accepted but held (`facteur queue
+    /// release`) and the operator told, so a stolen password cannot flood
+    /// (0: no limit).
+    pub max_messages_per_hour_per_user: u32,
+    /// Recipients in one message from an authenticated user; past it RCPT
+    /// gets `452 4.5.3` (0: only `max_recipients`).
+    pub max_recipients_per_message_per_user: usize,
 }
 
 impl Default for SmtpConfig {
@@ -108,11 +116,22 @@ impl Default for SmtpConfig {
             max_connections_per_ip: 50,
             max_messages_per_minute_per_ip: 300,
             max_messages_per_minute_per_user: 300,
+            max_messages_per_hour_per_user: 500,
+            max_recipients_per_message_per_user: 100,
         }
     }
 }
 
 impl SmtpConfig {
+    /// The per-client rates [`crate::limits::ClientLimits`] counts.
+    pub fn limit_config(&self) -> crate::limits::LimitConfig {
+        crate::limits::LimitConfig {
+            messages_per_minute_per_ip: self.max_messages_per_minute_per_ip,
+            messages_per_minute_per_user: self.max_messages_per_minute_per_user,
+            messages_per_hour_per_user: self.max_messages_per_hour_per_user,
+        }
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(1))
     }

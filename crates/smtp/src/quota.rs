@@ -25,6 +25,7 @@ pub async fn warn<S: Directory + Spool>(store: S, users: Vec<String>, percent: u
         if past {
             let id = MessageId::new(now_ms.max(0) as u64);
             let msg = NewMessage {
+                hold: false,
                 id,
                 received_at: now_ms.div_euclid(1000),
                 class: Class::System,

@@ -26,7 +26,7 @@ use facteur_spool::{About, Admission, Notice, NoticeItem, Verdict, Watermarks};
 
 use crate::config::{QuotaConfig, SmtpConfig, SuccessNotices};
 use crate::headers::{self, ReceivedInfo};
-use crate::limits::{ClientLimits, LimitConfig};
+use crate::limits::{ClientLimits, Outbound};
 use crate::policy;
 
 /// What a listener is for; it decides TLS and AUTH.
@@ -84,15 +84,14 @@ pub struct SmtpContext<S> {
     /// what their verdict does; no verifier: not checked.
     pub sender_auth: facteur_auth::InboundConfig,
     pub verifier: Option<Arc<facteur_auth::Verifier>>,
+    /// DKIM keys our users' mail is signed with, by From domain.
+    pub dkim: Arc<facteur_auth::sign::KeyRing>,
 }
 
 impl<S: Directory + Spool> SmtpContext<S> {
     pub fn new(store: S, config: SmtpConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let gate = facteur_net::Gate::new("smtp", config.limits().0);
-        let limits = ClientLimits::new(LimitConfig {
-            messages_per_minute_per_ip: config.max_messages_per_minute_per_ip,
-            messages_per_minute_per_user: config.max_messages_per_minute_per_user,
-        });
+        let limits = ClientLimits::new(config.limit_config());
         SmtpContext {
             store,
             config,
@@ -111,6 +110,7 @@ impl<S: Directory + Spool> SmtpContext<S> {
             quota: QuotaConfig::default(),
             sender_auth: facteur_auth::InboundConfig::default(),
             verifier: None,
+            dkim: Arc::default(),
         }
     }
 
@@ -124,10 +124,7 @@ impl<S: Directory + Spool> SmtpContext<S> {
         self.gate.reconfigure(config.limits().0);
         SmtpContext {
             store: self.store.clone(),
-            limits: self.limits.with_config(LimitConfig {
-                messages_per_minute_per_ip: config.max_messages_per_minute_per_ip,
-                messages_per_minute_per_user: config.max_messages_per_minute_per_user,
-            }),
+            limits: self.limits.with_config(config.limit_config()),
             config,
             hostname: self.hostname.clone(),
             tls: self.tls.clone(),
@@ -143,7 +140,14 @@ impl<S: Directory + Spool> SmtpContext<S> {
             quota: self.quota.clone(),
             sender_auth: self.sender_auth.clone(),
             verifier: self.verifier.clone(),
+            dkim: self.dkim.clone(),
         }
+    }
+
+    /// Sign what our users send with these keys.
+    pub fn with_dkim(mut self, keys: Arc<facteur_auth::sign::KeyRing>) -> Self {
+        self.dkim = keys;
+        self
     }
 
     /// Verify strangers' mail with `verifier` (None: not at all) and act
@@ -395,7 +399,16 @@ async fn drive<S: Directory + Spool, IO: facteur_net::Stream>(
             }
             Event::Rcpt { to, .. } => {
                 let started = std::time::Instant::now();
+                let per_user = ctx.config.max_recipients_per_message_per_user;
                 let r = match policy::recipient_key(ctx, &to).await {
+                    // RFC 5321 §4.5.3.1.10: 452 asks for the rest in another message.
+                    Ok(_) if per_user > 0 && session.auth_user().is_some() && client.routes.len() >= per_user => {
+                        Err(Reply::new(
+                            452,
+                            (4, 5, 3),
+                            format!("Error: too many recipients in one message from this account (at most {per_user})"),
+                        ))
+                    }
                     Ok(key) => {
                         match policy::vet_recipient(ctx, &key, session.auth_user().is_some(), client.peer.ip()).await {
                             Ok(Some(targets)) => {
@@ -790,6 +803,20 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
             }
         }
         full.extend_from_slice(&data);
+        // RFC 6376: what our users send leaves signed by their From domain.
+        if !stranger && !ctx.dkim.is_empty() {
+            let signed = &full[received.len() + results.len()..];
+            let signatures = facteur_auth::sign::from_domain(signed)
+                .map(|domain| facteur_auth::heavy(signed.len(), || ctx.dkim.sign(&domain, signed)));
+            match signatures {
+                Some(Ok(fields)) if !fields.is_empty() => {
+                    let at = received.len();
+                    full.splice(at..at, fields.bytes());
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "DKIM signing failed; the message leaves unsigned"),
+                _ => {}
+            }
+        }
         let size = full.len();
         let nrcpt = recipients.len();
         let mail_from = env.mail_from.as_ref().map(|a| a.to_string()).unwrap_or_default();
@@ -825,7 +852,28 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
             new_id: &|| MessageId::new(now_ms.max(0) as u64),
             forward_sender: &forward_sender,
         };
-        let copies = split.copies(recipients);
+        let mut copies = split.copies(recipients);
+        if let Some(user) = env.auth_user.as_deref()
+            && copies.messages.iter().any(|m| m.recipients.iter().any(|r| r.route == Route::Remote))
+            && let Outbound::Hold { first, sent } = ctx.limits.outbound(user, now_ms)
+        {
+            let limit = ctx.config.max_messages_per_hour_per_user;
+            metrics::counter!("facteur_smtp_messages_held_total", "reason" => "user_hourly_limit").increment(1);
+            if first {
+                metrics::counter!("facteur_smtp_users_over_limit_total").increment(1);
+                tracing::warn!(
+                    target: "facteur::abuse",
+                    %user,
+                    sent,
+                    limit,
+                    "account over its hourly sending limit (a stolen password?): its mail to other domains is held; \
+                     see facteur queue list --state held --sender {user}, then release or delete it"
+                );
+            }
+            for m in &mut copies.messages {
+                m.hold = true;
+            }
+        }
         let mut local_users: Vec<String> = copies
             .messages
             .iter()
@@ -876,9 +924,14 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
                 Reply::new(250, (2, 0, 0), format!("Ok: queued as {id_text}"))
             }
             Err(e) => {
-                tracing::error!(error = %e, "storage failed; message refused with 451, the client will retry");
                 metrics::counter!("facteur_smtp_storage_failures_total", "listener" => client.kind.name()).increment(1);
                 signal::record(Signal::Acceptance, false, 1);
+                // Never 250: the client keeps the message and tries again.
+                if let facteur_store::StoreError::Full(_) = e {
+                    tracing::error!(error = %e, "storage full; message refused with 452, the client will retry");
+                    return Reply::new(452, (4, 3, 1), "Error: insufficient system storage, try again later");
+                }
+                tracing::error!(error = %e, "storage failed; message refused with 451, the client will retry");
                 Reply::new(451, (4, 3, 0), "Error: temporary storage failure, try again later")
             }
         }

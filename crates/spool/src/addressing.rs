@@ -377,7 +377,7 @@ impl Split<'_> {
         recipients: Vec<NewRecipient>,
         data: Vec<u8>,
     ) -> NewMessage {
-        NewMessage { id, received_at: self.received_at, class: self.class, envelope, recipients, data }
+        NewMessage { hold: false, id, received_at: self.received_at, class: self.class, envelope, recipients, data }
     }
 }
 

@@ -114,6 +114,7 @@ pub async fn compose<S: Directory>(
         tracing::info!(message_id = %about.message_id, notice = %id, kind = ?kind, to = sender, "notice to the sender");
         metrics::counter!("facteur_dsn_generated_total", "kind" => action(kind).as_str()).increment(1);
         out.push(NewMessage {
+            hold: false,
             id,
             received_at: now_ms.div_euclid(1000),
             // DSNs are system mail: they flow first under pressure.

@@ -54,7 +54,7 @@ pub use incidents::{Incident, IncidentChange, IncidentUpdate};
 pub use invariants::DEFAULT_MAILBOXES;
 pub use lifecycle::{Housekeeping, Sweep};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend failed a statement (details from its driver).
     #[error("database error: {0}")]
@@ -74,6 +74,10 @@ pub enum StoreError {
     Preflight(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The disk (or the database server's) is full: nothing was written;
+    /// it works again once there is room (SMTP answers `452 4.3.1`).
+    #[error("storage is full: {0}")]
+    Full(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -134,6 +138,16 @@ pub struct NewMessage {
     pub envelope: StoredEnvelope,
     pub recipients: Vec<NewRecipient>,
     pub data: Vec<u8>,
+    /// Its recipients elsewhere wait held (`facteur queue release`) instead
+    /// of queued: an account over its sending limit.
+    pub hold: bool,
+}
+
+impl NewMessage {
+    /// The state a recipient in another domain starts in, and when it is due.
+    pub fn remote_state(&self) -> (RecipientStatus, Option<i64>) {
+        if self.hold { (RecipientStatus::Held, None) } else { (RecipientStatus::Queued, Some(self.received_at)) }
+    }
 }
 
 /// Where a committed message landed, per local recipient.

@@ -7,6 +7,7 @@ use facteur_store::{NewMessage, NewRecipient, Route, StoredEnvelope, prelude::*}
 
 fn msg(rcpts: &[(&str, bool)]) -> NewMessage {
     NewMessage {
+        hold: false,
         id: MessageId::new(1_700_000_000_000),
         received_at: 1_700_000_000,
         class: Class::Interpersonal,

@@ -282,6 +282,7 @@ impl<S: Spool + Directory> Alerter<S> {
         let id = MessageId::new(now_ms.max(0) as u64);
         let data = email(a, &wanted, &self.hostname, &format!("{id}@{}", self.hostname));
         let msg = NewMessage {
+            hold: false,
             id,
             received_at: now_ms.div_euclid(1000),
             class: Class::System,

@@ -84,6 +84,10 @@ impl Drop for Inner {
 /// message when it gave one; a lost or refused connection is `Unavailable`.
 pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // SQLSTATE 53100 disk_full: the server could not write.
+        Some(d) if d.code() == &tokio_postgres::error::SqlState::DISK_FULL => {
+            StoreError::Full(format!("PostgreSQL: {}", d.message()))
+        }
         Some(d) => StoreError::Backend(format!("{}: {}", d.severity(), d.message())),
         None if e.is_closed() => StoreError::Unavailable(format!("PostgreSQL connection lost: {e}")),
         None => StoreError::Unavailable(format!("PostgreSQL: {e}")),

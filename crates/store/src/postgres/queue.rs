@@ -50,7 +50,7 @@ pub(crate) async fn insert_rows<C: GenericClient>(c: &C, msgs: &[&NewMessage]) -
             orcpt.push(r.orcpt.as_deref());
             let (s, t) = match r.route {
                 Route::Local { .. } => (RecipientStatus::Delivered, None),
-                Route::Remote => (RecipientStatus::Queued, Some(msg.received_at)),
+                Route::Remote => msg.remote_state(),
             };
             state.push(s.as_str());
             next.push(t);

@@ -44,6 +44,10 @@ struct Inner {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        // SQLite reports a write that met ENOSPC as SQLITE_FULL.
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return StoreError::Full(e.to_string());
+        }
         StoreError::Backend(e.to_string())
     }
 }
@@ -305,7 +309,7 @@ pub(crate) fn insert_message(conn: &Connection, msg: &NewMessage, now: i64) -> R
                 }
                 (RecipientStatus::Delivered, None)
             }
-            Route::Remote => (RecipientStatus::Queued, Some(msg.received_at)),
+            Route::Remote => msg.remote_state(),
         };
         conn.prepare_cached(
             "INSERT INTO recipients (message_id, idx, address, domain, notify, orcpt, state, next_attempt, class)

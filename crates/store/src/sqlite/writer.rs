@@ -6,8 +6,18 @@
 //! the WAL covers every message of the batch (`synchronous=FULL`). Only after
 //! the commit returns are the callers answered — so an SMTP `250` is never
 //! sent for a message that is not on disk. If the commit fails, every job of
-//! the batch gets an error (the SMTP layer answers `451 4.3.0`, the client
-//! retries); a failed commit is never retried and then trusted.
+//! the batch gets an error (the SMTP layer answers `451 4.3.0`, or `452
+//! 4.3.1` when the disk is full, and the client retries); a failed commit is
+//! never retried and then trusted.
+//!
+//! A disk that is full (SQLITE_FULL: ENOSPC) is a passing state: the
+//! transaction is rolled back and writes succeed again once there is room.
+//! A disk that fails (SQLITE_IOERR: EIO from write or fsync) is not: after a
+//! failed fsync the kernel may have dropped the dirty pages and marked them
+//! clean, so what this process reads back can differ from what is on disk
+//! ("fsyncgate"). The writer then stops the process (exit 74, EX_IOERR),
+//! loudly; everything acknowledged was committed before, and the restart
+//! recovers from the WAL's last durable commit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -17,7 +27,7 @@ use rusqlite::Connection;
 use crate::{Result, StoreError};
 
 /// Called with the outcome of the commit that covered the job.
-pub type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+pub type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// Runs inside the batch transaction; returns how to answer its caller.
 pub type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
@@ -43,12 +53,33 @@ pub fn spawn(mut conn: Connection, commits: Arc<AtomicU64>) -> std::io::Result<m
     Ok(tx)
 }
 
+/// The disk failed under a write or an fsync: nothing this process holds
+/// can be trusted any more (see the module's documentation).
+fn disk_failed(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure)
+}
+
+/// Stop the process: a restart recovers from what is durable.
+fn stop_on_disk_failure(e: &rusqlite::Error) -> ! {
+    crate::telemetry::commit_failed("sqlite");
+    let msg = format!(
+        "storage I/O error ({e}): the disk failed a write or an fsync, so the database as this process sees \
+         it may differ from what is on disk; stopping now (exit 74). Nothing acknowledged is lost: restart \
+         facteur once the disk is checked, and it recovers from the last durable commit"
+    );
+    tracing::error!("{msg}");
+    eprintln!("facteur: fatal: {msg}");
+    std::process::exit(74);
+}
+
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     let started = std::time::Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if disk_failed(&e) {
+            stop_on_disk_failure(&e);
+        }
         crate::telemetry::commit_failed("sqlite");
-        let msg = e.to_string();
-        tracing::error!(error = %msg, "cannot begin a write transaction");
+        tracing::error!(error = %e, "cannot begin a write transaction");
         for job in batch {
             // The job is dropped unrun; its caller sees the writer error.
             drop(job);
@@ -59,15 +90,23 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     let completions: Vec<Completion> = batch.into_iter().map(|job| job(conn)).collect();
     tracing::trace!(jobs, "group commit");
     let outcome = match crate::telemetry::injected_fault() {
-        Some(fault) => Err(fault),
-        None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+        Some(fault) => Err(StoreError::Internal(format!("commit failed: {fault}"))),
+        None => conn.execute_batch("COMMIT").map_err(|e| {
+            if disk_failed(&e) {
+                stop_on_disk_failure(&e);
+            }
+            match StoreError::from(e) {
+                StoreError::Full(m) => StoreError::Full(format!("commit failed: {m}")),
+                other => StoreError::Internal(format!("commit failed: {other}")),
+            }
+        }),
     };
     match &outcome {
         Ok(()) => crate::telemetry::committed("sqlite", started, completions.len()),
         Err(_) => crate::telemetry::commit_failed("sqlite"),
     }
-    if let Err(msg) = &outcome {
-        tracing::error!(error = %msg, jobs = completions.len(), "commit failed; every write of the batch is reported failed");
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, jobs = completions.len(), "commit failed; every write of the batch is reported failed");
         let _ = conn.execute_batch("ROLLBACK");
     }
     for c in completions {
@@ -99,8 +138,7 @@ pub fn job<R: Send + 'static>(
         let res = in_savepoint(conn, f);
         Box::new(move |commit| {
             let out = match (res, commit) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Err(m)) => Err(StoreError::Internal(format!("commit failed: {m}"))),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
                 (Ok(r), Ok(())) => Ok(r),
             };
             let _ = reply.send(out);

@@ -6,6 +6,7 @@ use crate::fixture::Fixture;
 
 fn to_alice(n: u64) -> NewMessage {
     NewMessage {
+        hold: false,
         id: MessageId::new(1_700_000_000_000 + n),
         received_at: 1_700_000_000,
         class: Class::Interpersonal,

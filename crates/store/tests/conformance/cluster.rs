@@ -10,6 +10,7 @@ use crate::fixture::Fixture;
 /// Message `n`, received at 1000, for one remote recipient.
 fn relayed(n: u64, address: &str) -> NewMessage {
     NewMessage {
+        hold: false,
         id: MessageId::new(1_700_000_000_000 + n),
         received_at: 1000,
         class: Class::Interpersonal,

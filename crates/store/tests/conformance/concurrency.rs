@@ -10,6 +10,7 @@ use crate::fixture::Fixture;
 
 fn message(n: u64, recipients: Vec<NewRecipient>) -> NewMessage {
     NewMessage {
+        hold: false,
         id: MessageId::new(1_700_000_000_000 + n),
         received_at: 1_700_000_000,
         class: Class::Interpersonal,

@@ -116,6 +116,7 @@ pub async fn quotas_count_every_mailbox<S: Store>(f: Fixture<S>) {
     let inbox = s.mailbox("alice@example.test", "INBOX").await.unwrap().unwrap();
     // Delivered, appended, copied: each counts at its size.
     let delivered = NewMessage {
+        hold: false,
         id: MessageId::first_at(1_000_000),
         received_at: 1000,
         class: Class::Interpersonal,

@@ -44,6 +44,7 @@ macro_rules! every_test {
             spool::one_body_many_mailboxes_and_the_queue,
             spool::several_messages_commit_together_into_named_mailboxes,
             spool::claim_groups_by_domain_and_leases,
+            spool::a_held_message_waits_unclaimed_until_released,
             spool::outcomes_and_notices_commit_together,
             spool::operator_controls_are_audited,
             spool::delivered_is_the_truth_even_after_an_operator_delete,

@@ -11,6 +11,7 @@ use crate::fixture::Fixture;
 
 pub fn remote_msg(at: i64, rcpts: &[&str]) -> NewMessage {
     NewMessage {
+        hold: false,
         // Not `MessageId::new`, which keeps ids increasing across the whole
         // process: these tests need ids of their reception time.
         id: MessageId::first_at(at as u64 * 1000),
@@ -46,6 +47,21 @@ fn update(id: MessageId, idx: u32, state: NewState, at: i64, outcome: Outcome) -
         last_error: Some(format!("reply for {outcome}")),
         delay_notified: false,
     }
+}
+
+/// A message stored held (an account over its sending limit) is never
+/// claimed, and is queued when an operator releases it.
+pub async fn a_held_message_waits_unclaimed_until_released<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    let held = NewMessage { hold: true, ..remote_msg(1000, &["a@one.test"]) };
+    let id = held.id;
+    s.store_message(held).await.unwrap();
+    let shown = s.queue_show(id).await.unwrap().unwrap();
+    assert_eq!(shown.recipients[0].state, RecipientStatus::Held);
+    assert!(s.claim_due(1_000_000, 1_000_100, 100, ClaimFilter::default()).await.unwrap().is_empty());
+    assert_eq!(s.queue_release(id, 2000, "operator").await.unwrap(), 1);
+    let jobs = s.claim_due(2000, 2100, 100, ClaimFilter::default()).await.unwrap();
+    assert_eq!(jobs.len(), 1);
 }
 
 pub async fn claim_groups_by_domain_and_leases<S: Store>(f: Fixture<S>) {
