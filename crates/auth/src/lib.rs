@@ -12,6 +12,7 @@
 //! RFC 7208 §4.6.4's limits are counted before each query goes out.
 
 pub mod dns;
+pub mod fuzz_checks;
 pub mod headers;
 pub mod policy;
 pub mod sign;

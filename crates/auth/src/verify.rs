@@ -11,8 +11,8 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcOutput, DmarcResult, MessageAuthenticator, SpfOutput,
-    SpfResult,
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
+    MessageAuthenticator, SpfOutput, SpfResult,
 };
 
 use crate::spf::{self, Check, Identity, SpfVerdict};
@@ -174,7 +174,6 @@ impl Verifier {
             Err(_) => (out_of_time(input.helo), out_of_time(mail_from_domain), true),
         };
         let spf_output = SpfOutput::new(spf.domain.clone()).with_result(spf.result);
-        let helo_output = SpfOutput::new(helo.domain.clone()).with_result(helo.result);
         let auth = &self.authenticator;
         let rest = async {
             let dkim = auth.verify_dkim(&message).await;
@@ -183,46 +182,24 @@ impl Verifier {
             (dkim, arc, dmarc)
         };
         let rest = tokio::time::timeout_at(deadline, rest).await;
-        let from = message.from.first().cloned().unwrap_or_default();
-        let mut results = AuthenticationResults::new(&self.hostname);
-        if let Ok((dkim, _, _)) = &rest {
-            results = results.with_dkim_results(dkim, &from);
-        }
-        if !input.mail_from.is_empty() {
-            results = results.with_spf_ehlo_result(&helo_output, input.ip, input.helo);
-        }
-        results = results.with_spf_mailfrom_result(&spf_output, input.ip, input.mail_from, input.helo);
         let (dmarc, from_domain) = match &rest {
-            Ok((_, arc, dmarc)) => {
-                results = results.with_arc_result(arc, input.ip);
-                (dmarc_of(dmarc), dmarc.domain().to_ascii_lowercase())
-            }
+            Ok((_, _, dmarc)) => (dmarc_of(dmarc), dmarc.domain().to_ascii_lowercase()),
             Err(_) => {
                 timed_out = true;
                 extra.push("dkim=temperror reason=\"time budget spent\"".into());
                 (Dmarc::TempError, String::new())
             }
         };
-        // mail-auth writes dmarc=none when nothing aligned; RFC 7489 §11.2
-        // says fail, so this part is ours.
-        if !from_domain.is_empty() {
-            let policy = match dmarc {
-                Dmarc::Fail(Requested::Reject) => " policy.dmarc=reject",
-                Dmarc::Fail(Requested::Quarantine) => " policy.dmarc=quarantine",
-                Dmarc::Fail(Requested::None) => " policy.dmarc=none",
-                _ => "",
-            };
-            extra.push(format!("dmarc={} header.from={}{policy}", dmarc.as_str(), pvalue(&from_domain)));
-        }
-        let mut header = results.to_header();
-        if !extra.is_empty() {
-            header.truncate(header.trim_end().len());
-            for r in &extra {
-                header.push_str(";\r\n\t");
-                header.push_str(r);
-            }
-            header.push_str("\r\n");
-        }
+        let found = Found {
+            dkim: rest.as_ref().map_or(&[][..], |(dkim, _, _)| dkim.as_slice()),
+            arc: rest.as_ref().ok().map(|(_, arc, _)| arc),
+            helo: &helo,
+            spf: &spf,
+            dmarc,
+            from_domain: &from_domain,
+            extra: &extra,
+        };
+        let header = results_field(&self.hostname, input, &found);
         let (dkim_pass, arc) = match &rest {
             Ok((dkim, arc, _)) => (
                 dkim.iter()
@@ -241,6 +218,59 @@ impl Verifier {
         };
         Verdict { header, spf, dkim_pass, from_domain, dmarc, arc, timed_out }
     }
+}
+
+/// What the checks found, for [`results_field`].
+pub struct Found<'a, 'x> {
+    pub dkim: &'a [DkimOutput<'x>],
+    pub arc: Option<&'a ArcOutput<'x>>,
+    pub helo: &'a SpfVerdict,
+    pub spf: &'a SpfVerdict,
+    pub dmarc: Dmarc,
+    /// The From domain DMARC was evaluated for ("": none).
+    pub from_domain: &'a str,
+    /// Results mail-auth does not write (`dkim=policy`, `temperror`).
+    pub extra: &'a [String],
+}
+
+/// The Authentication-Results field (RFC 8601) for what was found: the
+/// methods mail-auth knows written by it, then ours; one field, folded,
+/// ending in CRLF. Pure, and fuzzed (`fuzz_checks::auth_results`): the
+/// HELO name, the sender and the From domain are the client's words.
+pub fn results_field(hostname: &str, input: &Inbound<'_>, found: &Found<'_, '_>) -> String {
+    let from = found.from_domain;
+    let spf_output = SpfOutput::new(found.spf.domain.clone()).with_result(found.spf.result);
+    let helo_output = SpfOutput::new(found.helo.domain.clone()).with_result(found.helo.result);
+    let mut results = AuthenticationResults::new(hostname).with_dkim_results(found.dkim, from);
+    if !input.mail_from.is_empty() {
+        results = results.with_spf_ehlo_result(&helo_output, input.ip, input.helo);
+    }
+    results = results.with_spf_mailfrom_result(&spf_output, input.ip, input.mail_from, input.helo);
+    if let Some(arc) = found.arc {
+        results = results.with_arc_result(arc, input.ip);
+    }
+    let mut extra: Vec<String> = found.extra.to_vec();
+    // mail-auth writes dmarc=none when nothing aligned; RFC 7489 §11.2
+    // says fail, so this part is ours.
+    if !from.is_empty() {
+        let policy = match found.dmarc {
+            Dmarc::Fail(Requested::Reject) => " policy.dmarc=reject",
+            Dmarc::Fail(Requested::Quarantine) => " policy.dmarc=quarantine",
+            Dmarc::Fail(Requested::None) => " policy.dmarc=none",
+            _ => "",
+        };
+        extra.push(format!("dmarc={} header.from={}{policy}", found.dmarc.as_str(), pvalue(from)));
+    }
+    let mut header = results.to_header();
+    if !extra.is_empty() {
+        header.truncate(header.trim_end().len());
+        for r in &extra {
+            header.push_str(";\r\n\t");
+            header.push_str(r);
+        }
+        header.push_str("\r\n");
+    }
+    header
 }
 
 /// Parse for DKIM/ARC (headers, and the body hashes each signature needs).

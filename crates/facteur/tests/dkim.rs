@@ -46,7 +46,6 @@ async fn submit(server: &TestServer, body: &str) -> String {
 
 /// dkimpy's verdict on each signature of `message`, with `zone` as DNS.
 fn dkimpy_verify(message: &str, zone: &[(String, String)]) -> String {
-    common::require("/usr/bin/python3");
     let script = r#"
 import json, sys, dkim
 zone = json.loads(sys.argv[1])
@@ -65,18 +64,7 @@ print(" ".join("pass" if ok else "fail" for ok in out))
 "#;
     let zone: serde_json::Map<String, serde_json::Value> =
         zone.iter().map(|(n, t)| (n.clone(), serde_json::Value::String(t.clone()))).collect();
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script, &serde_json::Value::Object(zone).to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "dkimpy: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    common::python(script, &[&serde_json::Value::Object(zone).to_string()], message.as_bytes()).trim().to_string()
 }
 
 #[tokio::test]

@@ -211,3 +211,53 @@ async fn verification_can_be_turned_off() {
     assert!(!server.inbox("alice@example.test").await[0].contains("Authentication-Results: mx.example.test"));
     assert_eq!(world.dns.queries(), 0);
 }
+
+/// `message` signed by dkimpy (Debian's python3-dkim, an independent
+/// implementation) with a new RSA key, `algorithm` rsa-sha256 or
+/// rsa-sha1; with the key's TXT record.
+fn dkimpy_sign(message: &str, algorithm: &str) -> (String, String) {
+    common::require("openssl");
+    let script = r#"
+import base64, subprocess, sys, dkim
+key = subprocess.run(["openssl", "genrsa", "2048"], check=True, capture_output=True).stdout
+der = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=key, check=True, capture_output=True).stdout
+msg = sys.stdin.buffer.read()
+sig = dkim.sign(msg, b"py", b"bank.example", key, include_headers=[b"from", b"to", b"subject"],
+                signature_algorithm=sys.argv[1].encode())
+sys.stdout.buffer.write(b"v=DKIM1; k=rsa; p=" + base64.b64encode(der) + b"\n" + sig + msg)
+"#;
+    let out = common::python(script, &[algorithm], message.as_bytes());
+    let (record, signed) = out.split_once('\n').unwrap();
+    (signed.to_string(), record.to_string())
+}
+
+#[tokio::test]
+async fn dkimpy_signatures_verify_and_rsa_sha1_is_not_accepted() {
+    let world = World::new("v=spf1 ip4:192.0.2.1 -all", "v=DMARC1; p=reject").await;
+    let server = world.server(|_| {}).await;
+    let (signed, record) = dkimpy_sign(MESSAGE, "rsa-sha256");
+    world.dns.txt("py._domainkey.bank.example", &record);
+    // SPF fails; DMARC passes through dkimpy's aligned signature.
+    let reply = send(&server, "alerts@bank.example", &signed).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let r = results(&server.inbox("alice@example.test").await[0]);
+    assert!(r.contains("dkim=pass header.i=@bank.example header.s=py"), "{r}");
+    assert!(r.contains("dmarc=pass"), "{r}");
+    // RFC 8301: an rsa-sha1 signature counts for nothing, so the same
+    // message fails DMARC and p=reject refuses it.
+    let (signed, record) = dkimpy_sign(MESSAGE, "rsa-sha1");
+    world.dns.txt("py._domainkey.bank.example", &record);
+    let reply = send(&server, "alerts@bank.example", &signed).await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+}
+
+#[tokio::test]
+async fn an_rsa_sha1_signature_is_reported_as_refused_by_policy() {
+    let world = World::new("v=spf1 ip4:127.0.0.1 -all", "").await;
+    let server = world.server(|_| {}).await;
+    let (signed, record) = dkimpy_sign(MESSAGE, "rsa-sha1");
+    world.dns.txt("py._domainkey.bank.example", &record);
+    assert_eq!(send(&server, "alerts@bank.example", &signed).await.code, 250);
+    let r = results(&server.inbox("alice@example.test").await[0]);
+    assert!(r.contains("dkim=policy reason=\"rsa-sha1 (RFC 8301)\" header.d=bank.example header.s=py"), "{r}");
+}

@@ -317,6 +317,26 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// An interop tool the test needs: a missing one fails the test, naming the
 /// Debian package to install (a green test run means the interop ran).
+/// Run a Python script with Debian's interpreter (its dkimpy), `input` on
+/// its standard input; its standard output, or a failure with its errors.
+pub fn python(script: &str, args: &[&str], input: &[u8]) -> String {
+    require("/usr/bin/python3");
+    use std::io::Write;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "python: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 pub fn require(tool: &str) {
     let found = std::process::Command::new("sh")
         .arg("-c")
