@@ -19,6 +19,7 @@ pub mod sign;
 pub mod spf;
 pub mod verify;
 
+pub use mail_auth::SpfResult;
 pub use policy::{Action, InboundConfig};
 pub use verify::{Inbound, Verdict, Verifier};
 

@@ -309,6 +309,14 @@ enum DomainCmd {
     },
     /// Stop receiving mail for this domain (it must have no users)
     Remove { domain: String },
+    /// What DOMAIN's DNS should hold for this server (MX, SPF, DKIM, DMARC,
+    /// MTA-STS, TLS-RPT, reverse names) next to what it holds; exit 1 when
+    /// something must change
+    Check {
+        domain: String,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -674,6 +682,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Domain(DomainCmd::Remove { domain }) => {
             store.remove_domain(&domain).await.map_err(friendly)?;
             println!("domain {} removed", domain.to_lowercase());
+        }
+        Command::Domain(DomainCmd::Check { domain, out }) => {
+            return crate::domaincheck::run(&r.config, &r.data_dir, &domain, out.json).await;
         }
         Command::Domain(DomainCmd::List { out }) => {
             let domains = store.list_domains().await?;

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod controls;
 pub mod dkim;
+pub mod domaincheck;
 pub mod import;
 pub mod incidents;
 pub mod migrate;
