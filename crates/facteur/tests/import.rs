@@ -411,14 +411,17 @@ fn nobody() -> (u32, u32) {
 }
 
 /// The message file under `root` whose content holds `needle`.
+/// The message file (in a `cur` or `new` folder) holding `needle`: not
+/// Dovecot's index cache, which holds headers too and changes later.
 fn find_file(root: &Path, needle: &str) -> PathBuf {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
+        let in_maildir = d.file_name().is_some_and(|n| n == "cur" || n == "new");
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if std::fs::read(&p).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)) {
+            } else if in_maildir && std::fs::read(&p).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)) {
                 return p;
             }
         }
