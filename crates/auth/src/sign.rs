@@ -343,6 +343,11 @@ impl KeyRing {
         self.domains.is_empty()
     }
 
+    /// Mail From `from_domain` would be signed.
+    pub fn covers(&self, from_domain: &str) -> bool {
+        self.signer_for(&from_domain.to_ascii_lowercase()).is_some()
+    }
+
     /// The domains that sign, with their active selector.
     pub fn domains(&self) -> impl Iterator<Item = (&str, &str)> {
         self.domains.iter().map(|(d, k)| (d.as_str(), k.selector.as_str()))

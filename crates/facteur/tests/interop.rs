@@ -108,15 +108,21 @@ async fn python_smtplib_delivers() {
     assert!(bob[1].contains("Subject: smtplib submission") && bob[1].contains("Message-ID: <"));
 }
 
-/// A server that relays for loopback clients along `route`, on a manual
-/// clock, whose delivery engine the test drives with `run_once`.
-async fn relay_server(route: facteur::config::RouteConfig) -> TestServer {
+/// The configuration of [`relay_server`].
+fn relay_config(route: facteur::config::RouteConfig) -> facteur::config::Config {
     let mut config = common::test_config();
     config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
     config.delivery.enabled = true;
     config.delivery.connect_timeout_secs = 5;
     config.delivery.command_timeout_secs = 10;
     config.route = vec![route];
+    config
+}
+
+/// A server that relays for loopback clients along `route`, on a manual
+/// clock, whose delivery engine the test drives with `run_once`.
+async fn relay_server(route: facteur::config::RouteConfig) -> TestServer {
+    let config = relay_config(route);
     TestServer::start_opts(
         config,
         facteur::serve::StartOptions {
@@ -295,5 +301,133 @@ async fn delivers_to_a_real_postfix() {
     }
     // Postfix took NOTIFY=SUCCESS, so the success notice is its to send.
     assert!(s.inbox("alice@example.test").await.is_empty(), "no notice from facteur");
+    s.stop().await;
+}
+
+/// OpenDKIM as a milter (`Mode v`), its DNS through libunbound forwarded to
+/// `dns` (`.test` is one of unbound's default local zones: opened up);
+/// killed on drop.
+struct OpenDkim {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OpenDkim {
+    fn start(dns: std::net::SocketAddr) -> OpenDkim {
+        require("opendkim");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let unbound = dir.path().join("unbound.conf");
+        std::fs::write(
+            &unbound,
+            format!(
+                "server:\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n\
+                 forward-zone:\n  name: \".\"\n  forward-addr: {}@{}\n",
+                dns.ip(),
+                dns.port()
+            ),
+        )
+        .unwrap();
+        let conf = dir.path().join("opendkim.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Mode v\nSocket inet:{port}@127.0.0.1\nResolverConfiguration {}\nBackground no\nSyslog no\n\
+                 AuthservID postfix.pf.test\nPidFile {}\n",
+                unbound.display(),
+                dir.path().join("opendkim.pid").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("opendkim").arg("-f").arg("-x").arg(&conf).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "opendkim did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        OpenDkim { child, _dir: dir, port }
+    }
+}
+
+impl Drop for OpenDkim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real peer checks facteur's DKIM signatures: Postfix with OpenDKIM as
+/// its milter, fetching the keys `facteur dkim` made from the stub DNS,
+/// finds both the ed25519 and the rsa-sha256 signature good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a Postfix master and OpenDKIM, which needs root: bash .ci/run does"]
+async fn postfix_with_opendkim_verifies_facteurs_signatures() {
+    use std::time::Duration;
+
+    use facteur::config::RouteConfig;
+    require("postfix");
+    require("postconf");
+    require_root();
+    let dns = facteur_testkit::dns::StubDns::start().await.unwrap();
+    let opendkim = OpenDkim::start(dns.addr);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let peer = PostfixPeer::start(port, "pf.test");
+    let etc = peer.dir.path().join("etc");
+    run(Command::new("postconf")
+        .arg("-c")
+        .arg(&etc)
+        .arg("-e")
+        .arg(format!("smtpd_milters=inet:127.0.0.1:{}", opendkim.port))
+        .arg("milter_default_action=tempfail"));
+    run(Command::new("postfix").arg("-c").arg(&etc).arg("reload"));
+
+    let route = RouteConfig {
+        domain: "pf.test".into(),
+        via: format!("127.0.0.1:{port}"),
+        tls: facteur_queue::TlsPolicy::Opportunistic,
+        ..Default::default()
+    };
+    let config = relay_config(route);
+    let mut s = TestServer::start_opts(
+        config.clone(),
+        facteur::serve::StartOptions {
+            clock: std::sync::Arc::new(facteur_store::ManualClock::new(1_800_000_000)),
+            delivery_loop: false,
+        },
+    )
+    .await;
+    let keys = facteur_auth::sign::generate(&s.dir.path().join("dkim"), "example.test", "s1", 2048).unwrap();
+    for k in &keys {
+        dns.txt(k.name().trim_end_matches('.'), &k.record);
+    }
+    s.running.as_ref().unwrap().reload(config).await.unwrap();
+
+    let mut c = common::Client::connect(s.smtp).await;
+    c.ehlo().await;
+    // No Date or Message-ID: facteur adds them before it signs (else Postfix
+    // would add them for a local client, after the signature).
+    let body = "From: Alice <alice@example.test>\r\nTo: someone@pf.test\r\nSubject: signed for OpenDKIM\r\n\r\nHello.";
+    let r = c.send_mail("alice@example.test", &["someone@pf.test"], body).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    tokio::time::timeout(Duration::from_secs(60), s.engine().run_once()).await.expect("delivery within 60 s");
+    let mut files = peer.delivered("pf.test");
+    for _ in 0..200 {
+        if !files.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        files = peer.delivered("pf.test");
+    }
+    assert_eq!(files.len(), 1, "Postfix's Maildir: {files:?}");
+    let f = files[0].replace("\n\t", " ");
+    let results =
+        f.lines().find(|l| l.starts_with("Authentication-Results: postfix.pf.test")).unwrap_or_else(|| panic!("{f}"));
+    for a in ["ed25519-sha256", "rsa-sha256"] {
+        assert!(
+            results.split("dkim=").any(|m| m.starts_with("pass") && m.contains(&format!("header.a={a}"))),
+            "OpenDKIM on {a}: {results}"
+        );
+    }
     s.stop().await;
 }

@@ -793,8 +793,15 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
         let mut full = Vec::with_capacity(data.len() + received.len() + results.len() + 128);
         full.extend_from_slice(received.as_bytes());
         full.extend_from_slice(results.as_bytes());
-        // RFC 6409 §8.2, §8.3: a submission server may complete Date and Message-ID.
-        if client.kind != ListenerKind::Mx {
+        // The From domain we sign for, if any: our users' mail (not strangers').
+        let dkim_domain = (!stranger && !ctx.dkim.is_empty())
+            .then(|| facteur_auth::sign::from_domain(&data))
+            .flatten()
+            .filter(|d| ctx.dkim.covers(d));
+        // RFC 6409 §8.2, §8.3: a submission server may complete Date and
+        // Message-ID; so do we for mail we sign, as its first server, or the
+        // next one would add them (RFC 5321 §6.4) under our signature.
+        if client.kind != ListenerKind::Mx || dkim_domain.is_some() {
             if !headers::has_field(&data, "Date") {
                 full.extend_from_slice(format!("Date: {}\r\n", headers::rfc5322_date(secs)).as_bytes());
             }
@@ -804,17 +811,14 @@ pub(crate) async fn accept_message<S: Directory + Spool>(
         }
         full.extend_from_slice(&data);
         // RFC 6376: what our users send leaves signed by their From domain.
-        if !stranger && !ctx.dkim.is_empty() {
+        if let Some(domain) = &dkim_domain {
             let signed = &full[received.len() + results.len()..];
-            let signatures = facteur_auth::sign::from_domain(signed)
-                .map(|domain| facteur_auth::heavy(signed.len(), || ctx.dkim.sign(&domain, signed)));
-            match signatures {
-                Some(Ok(fields)) if !fields.is_empty() => {
+            match facteur_auth::heavy(signed.len(), || ctx.dkim.sign(domain, signed)) {
+                Ok(fields) => {
                     let at = received.len();
                     full.splice(at..at, fields.bytes());
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "DKIM signing failed; the message leaves unsigned"),
-                _ => {}
+                Err(e) => tracing::warn!(error = %e, "DKIM signing failed; the message leaves unsigned"),
             }
         }
         let size = full.len();
