@@ -25,13 +25,6 @@ pub enum DnsFailure {
     Temporary(String),
 }
 
-impl DnsFailure {
-    /// RFC 7208 §4.6.4: a void lookup answered with no records.
-    pub fn is_void(&self) -> bool {
-        matches!(self, DnsFailure::NxDomain | DnsFailure::NoData)
-    }
-}
-
 pub type Answer<T> = Result<Vec<T>, DnsFailure>;
 
 /// The lookups SPF and DMARC need. Names are absolute (a trailing dot is

@@ -89,6 +89,9 @@ pub struct Decision {
     pub action: Action,
     /// For the log and the 550 reply; empty when delivered.
     pub reason: String,
+    /// The enhanced status of a refusal: 5.7.1 for DMARC, 5.7.23 for SPF
+    /// (RFC 7372 §3.2).
+    pub status: (u8, u16, u16),
 }
 
 impl InboundConfig {
@@ -113,7 +116,7 @@ impl InboundConfig {
     pub fn decide(&self, verdict: &Verdict, domain: &str) -> Decision {
         let local = self.domains.get(&domain.to_ascii_lowercase());
         let pick = |own: Option<Action>, default: Action| own.unwrap_or(default);
-        let mut decision = Decision { action: Action::Deliver, reason: String::new() };
+        let mut decision = Decision { action: Action::Deliver, reason: String::new(), status: (5, 7, 1) };
         if let Dmarc::Fail(requested) = verdict.dmarc {
             let action = match requested {
                 Requested::Reject => pick(local.and_then(|l| l.dmarc_reject), self.dmarc_reject),
@@ -132,6 +135,7 @@ impl InboundConfig {
                         "DMARC policy of {} (p={p}): not authenticated (SPF and DKIM fail or are not aligned)",
                         verdict.from_domain
                     ),
+                    status: (5, 7, 1),
                 };
             }
         }
@@ -140,7 +144,8 @@ impl InboundConfig {
             if action > decision.action {
                 let why =
                     verdict.spf.explanation.clone().unwrap_or_else(|| "the client is not one of its senders".into());
-                decision = Decision { action, reason: format!("SPF of {} fails: {why}", verdict.spf.domain) };
+                let reason = format!("SPF of {} fails: {why}", verdict.spf.domain);
+                decision = Decision { action, reason, status: (5, 7, 23) };
             }
         }
         decision
@@ -161,7 +166,6 @@ mod tests {
             from_domain: "bank.example".into(),
             dmarc,
             arc,
-            timed_out: false,
         }
     }
 

@@ -31,8 +31,6 @@ pub struct Verdict {
     pub dmarc: Dmarc,
     /// The ARC chain's result and the domain of its latest seal.
     pub arc: Arc,
-    /// The checks ran out of their time budget; what finished is kept.
-    pub timed_out: bool,
 }
 
 /// DMARC's answer (RFC 7489 §6.6.2), reduced to what policy needs.
@@ -129,10 +127,6 @@ impl Verifier {
         }
     }
 
-    pub fn hostname(&self) -> &str {
-        &self.hostname
-    }
-
     /// Every check, within the time budget. What the budget cuts short
     /// is a temperror (RFC 8601 §2.7.1), never a failure.
     pub async fn verify(&self, input: &Inbound<'_>) -> Verdict {
@@ -169,9 +163,9 @@ impl Verifier {
             explanation: None,
             problem: Some("time budget spent".into()),
         };
-        let (helo, spf, mut timed_out) = match tokio::time::timeout_at(deadline, spf_work).await {
-            Ok((helo, spf)) => (helo, spf, false),
-            Err(_) => (out_of_time(input.helo), out_of_time(mail_from_domain), true),
+        let (helo, spf) = match tokio::time::timeout_at(deadline, spf_work).await {
+            Ok(done) => done,
+            Err(_) => (out_of_time(input.helo), out_of_time(mail_from_domain)),
         };
         let spf_output = SpfOutput::new(spf.domain.clone()).with_result(spf.result);
         let auth = &self.authenticator;
@@ -185,7 +179,6 @@ impl Verifier {
         let (dmarc, from_domain) = match &rest {
             Ok((_, _, dmarc)) => (dmarc_of(dmarc), dmarc.domain().to_ascii_lowercase()),
             Err(_) => {
-                timed_out = true;
                 extra.push("dkim=temperror reason=\"time budget spent\"".into());
                 (Dmarc::TempError, String::new())
             }
@@ -216,7 +209,7 @@ impl Verifier {
             ),
             Err(_) => (Vec::new(), Arc::None),
         };
-        Verdict { header, spf, dkim_pass, from_domain, dmarc, arc, timed_out }
+        Verdict { header, spf, dkim_pass, from_domain, dmarc, arc }
     }
 }
 

@@ -36,7 +36,8 @@ impl Hourly {
         if elapsed >= 2 * HOUR_MS {
             *self = Hourly { start_ms: now_ms, ..Hourly::default() };
         } else if elapsed >= HOUR_MS {
-            *self = Hourly { start_ms: self.start_ms + HOUR_MS, previous: self.count, ..*self };
+            self.start_ms += HOUR_MS;
+            self.previous = self.count;
             self.count = 0;
         }
         self.count += 1;
@@ -132,10 +133,10 @@ impl ClientLimits {
     /// Count a message `user` sends to other domains (once accepted).
     pub fn outbound(&self, user: &str, now_ms: i64) -> Outbound {
         let limit = self.config.messages_per_hour_per_user;
-        let Ok(mut s) = self.state.lock() else { return Outbound::Send };
         if limit == 0 {
             return Outbound::Send;
         }
+        let Ok(mut s) = self.state.lock() else { return Outbound::Send };
         if s.user_hours.len() > MAX_TRACKED {
             s.user_hours.retain(|_, h| now_ms - h.start_ms < 2 * HOUR_MS);
         }

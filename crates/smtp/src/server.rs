@@ -612,7 +612,7 @@ fn sender_auth_policy<S: Directory + Spool>(
     verdict: &facteur_auth::Verdict,
     recipients: &mut [Accepted],
 ) -> Result<(), Reply> {
-    use facteur_auth::Action;
+    use facteur_auth::{Action, policy::Decision};
     let decisions: Vec<_> = recipients
         .iter()
         .map(|a| {
@@ -625,10 +625,9 @@ fn sender_auth_policy<S: Directory + Spool>(
         .increment(1);
     tracing::info!(spf = facteur_auth::verify::spf_name(verdict.spf.result), dkim_pass = ?verdict.dkim_pass, dmarc = verdict.dmarc.as_str(), from = %verdict.from_domain, "sender authentication");
     if !decisions.is_empty() && decisions.iter().all(|d| d.action == Action::Reject) {
-        let reason = &decisions[0].reason;
+        let Decision { reason, status, .. } = &decisions[0];
         tracing::info!(%reason, "message refused by sender authentication");
-        let code = if reason.starts_with("SPF") { (5, 7, 23) } else { (5, 7, 1) };
-        return Err(Reply::new(550, code, format!("Error: message refused: {reason}")));
+        return Err(Reply::new(550, *status, format!("Error: message refused: {reason}")));
     }
     for (a, d) in recipients.iter_mut().zip(&decisions) {
         if d.action == Action::Deliver {

@@ -105,20 +105,7 @@ impl StubDns {
 
     /// A PTR record for `ip` (its in-addr.arpa / ip6.arpa name).
     pub fn ptr(&self, ip: std::net::IpAddr, host: &str) -> &Self {
-        let reverse = match ip {
-            std::net::IpAddr::V4(v4) => {
-                let o = v4.octets();
-                format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-            }
-            std::net::IpAddr::V6(v6) => {
-                let mut s = String::new();
-                for b in v6.octets().iter().rev() {
-                    s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
-                }
-                s + "ip6.arpa"
-            }
-        };
-        self.add(&reverse, RData::PTR(PTR(fqdn(host))))
+        self.add(&Name::from(ip).to_ascii(), RData::PTR(PTR(fqdn(host))))
     }
 
     /// Any record (TLSA, CNAME, ...).
