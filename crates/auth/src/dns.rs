@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 
 /// Why a lookup gave no records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +41,23 @@ pub trait Dns: Send + Sync {
     fn ptr(&self, ip: IpAddr) -> impl Future<Output = Answer<String>> + Send;
 }
 
+/// A hickory resolver's builder: `servers` empty means the system
+/// configuration, otherwise those servers (UDP, then TCP).
+pub fn builder(servers: &[SocketAddr]) -> Result<ResolverBuilder<TokioRuntimeProvider>, String> {
+    if servers.is_empty() {
+        return TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system DNS configuration: {e}"));
+    }
+    let mut config = ResolverConfig::from_name_servers(Vec::new());
+    for s in servers {
+        let mut udp = ConnectionConfig::udp();
+        udp.port = s.port();
+        let mut tcp = ConnectionConfig::tcp();
+        tcp.port = s.port();
+        config.add_name_server(NameServerConfig::new(s.ip(), true, vec![udp, tcp]));
+    }
+    Ok(TokioResolver::builder_with_config(config, Default::default()))
+}
+
 /// A hickory resolver: `servers` empty means the system configuration.
 /// `timeout` is per query (one try per server); the resolver caches
 /// answers by their TTL, `cache_entries` at most.
@@ -48,19 +66,7 @@ pub fn resolver(
     timeout: Option<Duration>,
     cache_entries: u64,
 ) -> Result<TokioResolver, String> {
-    let mut builder = if servers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
-    } else {
-        let mut config = ResolverConfig::from_name_servers(Vec::new());
-        for s in servers {
-            let mut udp = ConnectionConfig::udp();
-            udp.port = s.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = s.port();
-            config.add_name_server(NameServerConfig::new(s.ip(), true, vec![udp, tcp]));
-        }
-        TokioResolver::builder_with_config(config, Default::default())
-    };
+    let mut builder = builder(servers)?;
     let opts = builder.options_mut();
     // Absolute names only: a mail domain never takes the search list.
     opts.ndots = 0;

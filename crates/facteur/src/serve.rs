@@ -284,9 +284,11 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
         listeners: smtp.iter().chain(&submission).chain(&submissions).copied().collect(),
         interfaces: facteur_net::local::interface_addresses(),
     };
+    // MTA-STS policies outlive reloads and restarts (RFC 8461 §5.1).
+    let mta_sts = Arc::new(facteur_queue::mta_sts::MtaSts::new(Some(data_dir.join("mta-sts")), clock.clone()));
     let engine = if config.delivery.enabled {
         let d = &config.delivery;
-        let router = build_router(&config, &local).await?;
+        let router = build_router(&config, &local, &mta_sts).await?;
         notes.extend(insecure_tls_notes(&config));
         let engine = Engine::new(store.clone(), router, clock.clone(), d.clone(), config.server.hostname.clone());
         ctx = ctx.with_queue_waker(engine.waker());
@@ -452,6 +454,7 @@ pub async fn start_with(config: Config, data_dir: &Path, options: StartOptions) 
             auth,
             admission,
             local,
+            mta_sts,
             engine,
         },
         _lock: lock,
@@ -489,7 +492,11 @@ fn sender_verifier(config: &Config) -> anyhow::Result<Option<Arc<facteur_auth::V
     Ok(Some(Arc::new(verifier)))
 }
 
-async fn build_router(config: &Config, local: &facteur_queue::route::Local) -> anyhow::Result<Router<DnsResolver>> {
+async fn build_router(
+    config: &Config,
+    local: &facteur_queue::route::Local,
+    mta_sts: &Arc<facteur_queue::mta_sts::MtaSts>,
+) -> anyhow::Result<Router<DnsResolver>> {
     let d = &config.delivery;
     let router = Router {
         resolver: DnsResolver::new(&d.dns_servers).map_err(anyhow::Error::msg)?,
@@ -501,6 +508,18 @@ async fn build_router(config: &Config, local: &facteur_queue::route::Local) -> a
         tls_ca_file: d.tls_ca_file.clone(),
         tls_insecure_skip_verify: d.tls_insecure_skip_verify,
         mx_port: d.mx_port,
+        mta_sts: d.mta_sts.then(|| {
+            mta_sts.reload_tls();
+            mta_sts.clone()
+        }),
+        mta_sts_port: d.mta_sts_port,
+        dane: match d.dane {
+            true => Some(Arc::new(
+                facteur_queue::dane::Dane::new(&d.dns_servers, d.dnssec_trust_anchor_file.as_deref())
+                    .map_err(anyhow::Error::msg)?,
+            )),
+            false => None,
+        },
     };
     let loops = router.loops_in_config().await;
     if !loops.is_empty() {
@@ -538,6 +557,7 @@ struct Live {
     auth: Arc<facteur_net::AuthThrottle>,
     admission: Arc<std::sync::Mutex<Admission>>,
     local: facteur_queue::route::Local,
+    mta_sts: Arc<facteur_queue::mta_sts::MtaSts>,
     engine: Option<Arc<Engine<AnyStore, DnsResolver>>>,
 }
 
@@ -555,7 +575,7 @@ impl Running {
         fit_connection_caps(&mut new, &mut report);
         let old = live.config.lock().map_err(|_| anyhow::anyhow!("configuration state poisoned"))?.clone();
         let router = match &live.engine {
-            Some(_) => Some(build_router(&new, &live.local).await?),
+            Some(_) => Some(build_router(&new, &live.local, &live.mta_sts).await?),
             None => None,
         };
         let verifier = sender_verifier(&new)?;

@@ -51,6 +51,15 @@ pub struct ClientSettings {
     pub command_timeout: Duration,
 }
 
+/// A TLS handshake that failed (the certificate included): RFC 3463's
+/// "cryptographic failure".
+const TLS_FAILED: (u8, u16, u16) = (4, 7, 5);
+
+/// "mta-sts" or "dane", from a policy's description.
+fn policy_kind(policy: &str) -> &'static str {
+    if policy.starts_with("DANE") { "dane" } else { "mta-sts" }
+}
+
 fn io_error(host: &str, what: &str, e: impl std::fmt::Display) -> ConnectError {
     ConnectError { host: host.into(), permanent: false, status: (4, 4, 1), text: format!("{what} {host}: {e}") }
 }
@@ -116,15 +125,34 @@ impl Connection {
         // Credentials and verified TLS never fall back to plaintext.
         let may_fall_back =
             target.tls == TlsPolicy::Opportunistic && target.auth.is_none() && target.verify == Verify::No;
-        match Self::open_once(target, s, target.tls != TlsPolicy::None).await {
+        let result = match Self::open_once(target, s, target.tls != TlsPolicy::None).await {
             // Opportunistic TLS that failed in the handshake: Postfix's "may"
             // falls back to plaintext, and so do we.
-            Err(e) if may_fall_back && e.text.contains("TLS handshake") => {
+            Err(e) if may_fall_back && e.status == TLS_FAILED => {
                 tracing::warn!(host = %target.host, error = %e.text, "STARTTLS failed; retrying without TLS");
                 Self::open_once(target, s, false).await
             }
             other => other,
-        }
+        };
+        let Some(policy) = &target.required_by else { return result };
+        // What a TLS-RPT report (RFC 8460) would count, per policy.
+        let tls_failed = result.as_ref().err().is_some_and(|e| e.status.1 == 7);
+        let outcome = if result.is_ok() {
+            "success"
+        } else if tls_failed {
+            "failure"
+        } else {
+            "unreachable"
+        };
+        metrics::counter!("facteur_delivery_tls_policy_total", "policy" => policy_kind(policy), "result" => outcome)
+            .increment(1);
+        result.map_err(|e| {
+            if e.status.1 == 7 {
+                ConnectError { text: format!("{}; {policy} requires verified TLS", e.text), ..e }
+            } else {
+                e
+            }
+        })
     }
 
     async fn open_once(target: &Target, s: &ClientSettings, try_tls: bool) -> Result<Connection, ConnectError> {
@@ -168,16 +196,31 @@ impl Connection {
         if try_tls && c.caps.starttls {
             let r = c.command("STARTTLS").await.map_err(fail)?;
             if r.code == 220 {
-                c.start_tls(target, s).await.map_err(fail)?;
+                c.start_tls(target, s).await.map_err(|text| ConnectError {
+                    host: host.clone(),
+                    permanent: false,
+                    status: TLS_FAILED,
+                    text,
+                })?;
                 // RFC 3207 §4.2: forget what was learnt before TLS.
                 c.ehlo(&s.helo_name).await.map_err(fail)?;
             } else if needs_tls {
-                return Err(fail(format!("{host} refused STARTTLS: {r}")));
+                return Err(ConnectError {
+                    host: host.clone(),
+                    permanent: false,
+                    status: (4, 7, 10),
+                    text: format!("{host} refused STARTTLS: {r}"),
+                });
             }
         }
         if needs_tls && !c.tls {
-            let why =
-                if target.auth.is_some() { "we never send credentials without TLS" } else { "this route requires TLS" };
+            let why = if target.auth.is_some() {
+                "we never send credentials without TLS"
+            } else if target.required_by.is_some() {
+                "TLS is required"
+            } else {
+                "this route requires TLS"
+            };
             return Err(ConnectError {
                 host: host.clone(),
                 permanent: false,
@@ -210,6 +253,11 @@ impl Connection {
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
                     .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(target.addr.ip().into()));
                 (s.tls.clone(), name)
+            }
+            Verify::Dane(tlsa) => {
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| format!("TLS handshake with {host} failed: {host:?} is not a host name"))?;
+                (crate::dane::client_config(tlsa.clone())?, name)
             }
             Verify::Chain(ca_file) => {
                 let config = s.verified.get(ca_file.as_deref())?;
@@ -331,7 +379,7 @@ impl VerifiedTls {
         }
     }
 
-    fn get(&self, ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    pub(crate) fn get(&self, ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
         let key = ca_file.map(Path::to_path_buf);
         if let Some(c) = self.configs.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(c);

@@ -106,6 +106,18 @@ pub struct DeliveryConfig {
     pub dns_servers: Vec<std::net::SocketAddr>,
     /// Port of MX hosts: 25 (another value only makes sense in a lab).
     pub mx_port: u16,
+    /// Honour recipient domains' MTA-STS policies (RFC 8461): under
+    /// `mode: enforce`, only the MX hosts named and only over TLS with a
+    /// verified certificate, deferred otherwise.
+    pub mta_sts: bool,
+    /// Port of MTA-STS policy hosts: 443 (another only in a lab).
+    pub mta_sts_port: u16,
+    /// DANE (RFC 7672): MX hosts with DNSSEC-secure TLSA records get TLS
+    /// matched against them or no mail; facteur validates DNSSEC itself.
+    pub dane: bool,
+    /// DNSSEC trust anchors (DNSKEY records in zone-file form, as
+    /// /usr/share/dns/root.key); default: the IANA root keys built in.
+    pub dnssec_trust_anchor_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DeliveryConfig {
@@ -143,6 +155,10 @@ impl Default for DeliveryConfig {
             weights: crate::fair::Weights::default(),
             dns_servers: Vec::new(),
             mx_port: 25,
+            mta_sts: true,
+            mta_sts_port: 443,
+            dane: true,
+            dnssec_trust_anchor_file: None,
         }
     }
 }
@@ -198,6 +214,9 @@ impl DeliveryConfig {
         }
         if let Some(f) = &self.tls_ca_file {
             p.extend(crate::client::ca_file_problem(f).map(|e| format!("delivery.tls_ca_file: {e}")));
+        }
+        if let Some(f) = &self.dnssec_trust_anchor_file {
+            p.extend(crate::dane::anchor_file_problem(f).map(|e| format!("delivery.dnssec_trust_anchor_file: {e}")));
         }
         if let Some(h) = &self.relay_host
             && crate::route::parse_host_port(h).is_none()

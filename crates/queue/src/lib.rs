@@ -15,8 +15,10 @@
 
 pub mod client;
 pub mod config;
+pub mod dane;
 pub mod engine;
 pub mod fair;
+pub mod mta_sts;
 pub mod outcome;
 pub mod resolver;
 pub mod route;

@@ -31,6 +31,8 @@ pub enum DnsError {
 pub trait Resolver: Send + Sync + 'static {
     fn mx(&self, domain: &str) -> impl Future<Output = Result<Vec<Mx>, DnsError>> + Send;
     fn ips(&self, host: &str) -> impl Future<Output = Result<Vec<IpAddr>, DnsError>> + Send;
+    /// TXT records, each with its strings joined (MTA-STS discovery).
+    fn txt(&self, name: &str) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send;
 }
 
 /// hickory-resolver, from /etc/resolv.conf or the configured servers
@@ -67,6 +69,11 @@ impl Resolver for DnsResolver {
         let answer = self.0.lookup_ip(fqdn(host).as_str()).await.map_err(|e| classify(failure(e)))?;
         Ok(answer.iter().collect())
     }
+
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let answer = Dns::txt(&self.0, name).await.map_err(classify)?;
+        Ok(answer.into_iter().map(|t| String::from_utf8_lossy(&t).into_owned()).collect())
+    }
 }
 
 /// A fixed table: MX records and addresses by name. Names missing from
@@ -75,6 +82,7 @@ impl Resolver for DnsResolver {
 pub struct StaticResolver {
     pub mx: Mutex<HashMap<String, Vec<Mx>>>,
     pub ips: Mutex<HashMap<String, Vec<IpAddr>>>,
+    pub txt: Mutex<HashMap<String, Vec<String>>>,
     pub fail: Mutex<Vec<String>>,
 }
 
@@ -93,9 +101,17 @@ impl StaticResolver {
         self
     }
 
+    pub fn with_txt(self, name: &str, text: &str) -> Self {
+        if let Ok(mut m) = self.txt.lock() {
+            m.entry(name.to_string()).or_default().push(text.to_string());
+        }
+        self
+    }
+
     fn known(&self, name: &str) -> bool {
         self.mx.lock().map(|m| m.contains_key(name)).unwrap_or(false)
             || self.ips.lock().map(|m| m.contains_key(name)).unwrap_or(false)
+            || self.txt.lock().map(|m| m.contains_key(name)).unwrap_or(false)
     }
 
     fn failing(&self, name: &str) -> bool {
@@ -122,6 +138,17 @@ impl Resolver for StaticResolver {
         match self.ips.lock().ok().and_then(|m| m.get(host).cloned()) {
             Some(v) => Ok(v),
             None if self.known(host) => Err(DnsError::NoRecords),
+            None => Err(DnsError::NxDomain),
+        }
+    }
+
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        if self.failing(name) {
+            return Err(DnsError::Temporary("SERVFAIL (static table)".into()));
+        }
+        match self.txt.lock().ok().and_then(|m| m.get(name).cloned()) {
+            Some(v) => Ok(v),
+            None if self.known(name) => Err(DnsError::NoRecords),
             None => Err(DnsError::NxDomain),
         }
     }

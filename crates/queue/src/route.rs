@@ -3,8 +3,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{RouteAuth, RouteConfig, TlsPolicy};
+use crate::dane::{Dane, Lookup, Tlsa};
+use crate::mta_sts::{Applied, Fetcher, Mode, MtaSts};
 use crate::resolver::{DnsError, Resolver};
 
 /// One address to try, with how to talk to it.
@@ -16,6 +19,9 @@ pub struct Target {
     pub tls: TlsPolicy,
     pub auth: Option<RouteAuth>,
     pub verify: Verify,
+    /// What requires verified TLS here beyond the configuration (an
+    /// MTA-STS policy in enforce mode), named in every failure's reason.
+    pub required_by: Option<Arc<str>>,
 }
 
 /// How a target's TLS certificate is checked.
@@ -26,6 +32,8 @@ pub enum Verify {
     No,
     /// Name and chain, against these authorities (`None`: the system's).
     Chain(Option<PathBuf>),
+    /// Against the MX host's DNSSEC-secure TLSA records (RFC 7672).
+    Dane(Arc<[Tlsa]>),
 }
 
 impl Verify {
@@ -114,6 +122,59 @@ pub struct Router<R> {
     pub tls_insecure_skip_verify: bool,
     /// Port of MX hosts (25; other values only for test setups).
     pub mx_port: u16,
+    /// MTA-STS policies (RFC 8461) for MX delivery, None when turned off;
+    /// the cache outlives configuration reloads.
+    pub mta_sts: Option<Arc<MtaSts>>,
+    /// Port of MTA-STS policy hosts (443; others only for test setups).
+    pub mta_sts_port: u16,
+    /// DANE (RFC 7672) for MX delivery, None when turned off.
+    pub dane: Option<Arc<Dane>>,
+}
+
+/// How TLS to one MX host is decided.
+#[derive(Debug, Clone)]
+enum HostTls {
+    /// As configured (`delivery.tls`).
+    Configured,
+    /// Required and verified by name and chain (MTA-STS enforce).
+    Verified(Arc<str>),
+    /// Required and matched against TLSA records (DANE).
+    Dane(Arc<[Tlsa]>, Arc<str>),
+    /// Required, not authenticated (DANE with no usable record, §2.2).
+    Encrypted(Arc<str>),
+}
+
+/// What an MTA-STS policy makes of a domain's MX hosts (RFC 8461 §4.1,
+/// §5.1): under `enforce`, a name for the requirement of verified TLS, or
+/// a deferral when it allows none of them; under `testing`, a warning for
+/// each host it would not allow, and nothing required.
+fn sts_allows(sts: Option<&Applied>, domain: &str, hosts: &[String]) -> Result<HostTls, RouteFailure> {
+    let Some(a) = sts else { return Ok(HostTls::Configured) };
+    let refused: Vec<&String> = hosts.iter().filter(|h| !a.policy.allows(h)).collect();
+    match a.policy.mode {
+        Mode::Enforce if refused.len() == hosts.len() => Err(RouteFailure::temporary(
+            (4, 7, 5),
+            format!(
+                "{} allows mx {} but the MX hosts of {domain} are {}",
+                a.describe(),
+                a.policy.mx.join(", "),
+                hosts.join(", ")
+            ),
+        )),
+        Mode::Enforce => {
+            for h in refused {
+                tracing::warn!(domain, host = %h, policy = %a.describe(), "MX host not allowed by the MTA-STS policy; skipped");
+            }
+            Ok(HostTls::Verified(Arc::from(a.describe())))
+        }
+        Mode::Testing => {
+            for h in refused {
+                tracing::warn!(domain, host = %h, policy = %a.describe(), "MX host not allowed by the MTA-STS policy (testing mode: used anyway)");
+            }
+            Ok(HostTls::Configured)
+        }
+        Mode::None => Ok(HostTls::Configured),
+    }
 }
 
 fn route_matches(pattern: &str, domain: &str) -> bool {
@@ -198,6 +259,7 @@ impl<R: Resolver> Router<R> {
                 tls,
                 auth: auth.clone(),
                 verify: verify.clone(),
+                required_by: None,
             })
             .collect())
     }
@@ -222,11 +284,13 @@ impl<R: Resolver> Router<R> {
             Ok(r) => r,
             // RFC 5321 §5.1: no MX, the domain itself is the implicit MX.
             Err(DnsError::NoRecords) => {
+                let sts = self.sts_policy(domain).await;
+                let how = sts_allows(sts.as_ref(), domain, &[domain.to_string()])?;
                 let ips = self
                     .addresses(domain)
                     .await
                     .map_err(|f| RouteFailure { text: format!("{domain} has no MX and no address record"), ..f })?;
-                return Ok(self.targets(domain, ips));
+                return Ok(self.targets(domain, ips, &how));
             }
             Err(DnsError::NxDomain) => {
                 return Err(RouteFailure::permanent((5, 1, 2), format!("domain {domain} does not exist (NXDOMAIN)")));
@@ -240,6 +304,19 @@ impl<R: Resolver> Router<R> {
             return Err(RouteFailure::permanent((5, 1, 10), format!("{domain} accepts no mail (null MX, RFC 7505)")));
         }
         records.retain(|r| !r.host.is_empty());
+        // DANE first: where an MX host has secure TLSA records, MTA-STS
+        // does not apply (RFC 8461 §2).
+        let dane = self.dane_lookups(domain, &records).await;
+        let mut how = HostTls::Configured;
+        if !dane.iter().any(|(_, l)| matches!(l, Lookup::Secure(_))) {
+            let sts = self.sts_policy(domain).await;
+            let hosts: Vec<String> = records.iter().map(|r| r.host.clone()).collect();
+            how = sts_allows(sts.as_ref(), domain, &hosts)?;
+            if let Some(a) = sts.as_ref().filter(|a| a.policy.mode == Mode::Enforce) {
+                records.retain(|r| a.policy.allows(&r.host));
+            }
+        }
+        let mut dane_failure = None;
         // Lowest preference first; equal preferences in random order (RFC 5321 §5.1).
         {
             use rand::seq::SliceRandom;
@@ -248,7 +325,22 @@ impl<R: Resolver> Router<R> {
         records.sort_by_key(|r| r.preference);
         let mut resolved = Vec::with_capacity(records.len());
         for r in &records {
-            resolved.push((r.preference, self.addresses(&r.host).await.map(|ips| self.targets(&r.host, ips))));
+            let host_tls = match dane.iter().find(|(h, _)| *h == r.host).map(|(_, l)| l) {
+                Some(Lookup::Secure(tlsa)) => {
+                    let why: Arc<str> = Arc::from(format!("DANE TLSA at _{}._tcp.{}", self.mx_port, r.host));
+                    let usable: Vec<Tlsa> = tlsa.iter().filter(|t| t.usable()).cloned().collect();
+                    if usable.is_empty() { HostTls::Encrypted(why) } else { HostTls::Dane(usable.into(), why) }
+                }
+                // §2.2: a host whose TLSA records cannot be had is not used.
+                Some(Lookup::Failed(why)) => {
+                    tracing::warn!(domain, host = %r.host, why, "MX host skipped: DANE");
+                    dane_failure = Some(why.clone());
+                    continue;
+                }
+                _ => how.clone(),
+            };
+            let targets = self.addresses(&r.host).await.map(|ips| self.targets(&r.host, ips, &host_tls));
+            resolved.push((r.preference, targets));
         }
         // RFC 5321 §5.1: a client that finds itself among the MX hosts
         // discards every host of its own preference or a greater one.
@@ -275,6 +367,9 @@ impl<R: Resolver> Router<R> {
             if let Some(t) = temporary {
                 return Err(t);
             }
+            if let Some(why) = dane_failure {
+                return Err(RouteFailure::temporary((4, 7, 5), format!("no usable MX host of {domain}: {why}")));
+            }
             if let Some(m) = mine {
                 return Err(RouteFailure::permanent(
                     (5, 4, 6),
@@ -286,17 +381,55 @@ impl<R: Resolver> Router<R> {
         Ok(targets)
     }
 
-    fn targets(&self, host: &str, ips: Vec<IpAddr>) -> Vec<Target> {
-        let verify = Verify::for_target(self.tls, false, self.tls_ca_file.as_ref(), self.tls_insecure_skip_verify);
+    /// Targets for an MX host, with TLS as its policy says.
+    fn targets(&self, host: &str, ips: Vec<IpAddr>, how: &HostTls) -> Vec<Target> {
+        let (tls, verify, required_by) = match how {
+            HostTls::Configured => {
+                let v = Verify::for_target(self.tls, false, self.tls_ca_file.as_ref(), self.tls_insecure_skip_verify);
+                (self.tls, v, None)
+            }
+            HostTls::Verified(why) => {
+                let tls = TlsPolicy::Require;
+                let v = Verify::for_target(tls, false, self.tls_ca_file.as_ref(), self.tls_insecure_skip_verify);
+                (tls, v, Some(why.clone()))
+            }
+            HostTls::Dane(tlsa, why) => (TlsPolicy::Require, Verify::Dane(tlsa.clone()), Some(why.clone())),
+            HostTls::Encrypted(why) => (TlsPolicy::Require, Verify::No, Some(why.clone())),
+        };
         ips.into_iter()
             .map(|ip| Target {
                 host: host.to_string(),
                 addr: SocketAddr::new(ip, self.mx_port),
-                tls: self.tls,
+                tls,
                 auth: None,
                 verify: verify.clone(),
+                required_by: required_by.clone(),
             })
             .collect()
+    }
+
+    /// Each MX host's TLSA lookup, when DANE is on and the MX records are
+    /// DNSSEC-secure (RFC 7672 §2.2.1); empty otherwise.
+    async fn dane_lookups(&self, domain: &str, records: &[crate::resolver::Mx]) -> Vec<(String, Lookup)> {
+        let Some(dane) = &self.dane else { return Vec::new() };
+        if !dane.mx_secure(domain).await {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push((r.host.clone(), dane.tlsa(&r.host, self.mx_port).await));
+        }
+        out
+    }
+
+    async fn sts_policy(&self, domain: &str) -> Option<Applied> {
+        let sts = self.mta_sts.as_ref()?;
+        let fetcher = Fetcher {
+            port: self.mta_sts_port,
+            ca_file: self.tls_ca_file.clone(),
+            timeout: crate::mta_sts::FETCH_TIMEOUT,
+        };
+        sts.policy(&self.resolver, &fetcher, domain).await
     }
 }
 
@@ -316,6 +449,9 @@ mod tests {
             tls_ca_file: None,
             tls_insecure_skip_verify: false,
             mx_port: 25,
+            mta_sts: None,
+            mta_sts_port: 443,
+            dane: None,
         }
     }
 

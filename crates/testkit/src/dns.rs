@@ -22,6 +22,8 @@ struct Zone {
     records: HashMap<String, Vec<RData>>,
     silent: Vec<String>,
     servfail: Vec<String>,
+    /// TTL of every answer (60 unless a test changes records as it runs).
+    ttl: Option<u32>,
 }
 
 /// The running server; dropping it stops it.
@@ -60,9 +62,11 @@ impl StubDns {
                 Ok(tcp) => {
                     let zone = Arc::new(Mutex::new(Zone::default()));
                     let queries = Arc::new(AtomicU64::new(0));
+                    let z = zone.clone();
+                    let respond: Respond = Arc::new(move |q| answer(&z, q).map(|out| (out, 512)));
                     let tasks = vec![
-                        tokio::spawn(serve_udp(udp, zone.clone(), queries.clone())),
-                        tokio::spawn(serve_tcp(tcp, zone.clone(), queries.clone())),
+                        tokio::spawn(serve_udp(udp, respond.clone(), queries.clone())),
+                        tokio::spawn(serve_tcp(tcp, respond, queries.clone())),
                     ];
                     return Ok(StubDns { addr: bound, zone, queries, tasks });
                 }
@@ -113,6 +117,23 @@ impl StubDns {
         self.add(name, data)
     }
 
+    /// Answers carry this TTL from now on (0: resolvers do not cache them,
+    /// for tests that change records while they run).
+    pub fn ttl(&self, ttl: u32) -> &Self {
+        if let Ok(mut z) = self.zone.lock() {
+            z.ttl = Some(ttl);
+        }
+        self
+    }
+
+    /// Forget every record at `name` (it no longer exists).
+    pub fn remove(&self, name: &str) -> &Self {
+        if let Ok(mut z) = self.zone.lock() {
+            z.records.remove(&key(name));
+        }
+        self
+    }
+
     /// Queries for `name` are never answered.
     pub fn silent(&self, name: &str) -> &Self {
         if let Ok(mut z) = self.zone.lock() {
@@ -156,7 +177,7 @@ fn answer(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
     match zone.records.get(&name) {
         None => {
             reply.metadata.response_code = ResponseCode::NXDomain;
-            reply.add_authority(soa());
+            reply.add_authority(soa(zone.ttl.unwrap_or(60)));
         }
         Some(records) => {
             let wanted = q.query_type();
@@ -164,30 +185,33 @@ fn answer(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
             for r in records {
                 let rtype = r.record_type();
                 if rtype == wanted || rtype == RecordType::CNAME {
-                    reply.add_answer(Record::from_rdata(q.name().clone(), 60, r.clone()));
+                    reply.add_answer(Record::from_rdata(q.name().clone(), zone.ttl.unwrap_or(60), r.clone()));
                     any = true;
                 }
             }
             if !any {
-                reply.add_authority(soa());
+                reply.add_authority(soa(zone.ttl.unwrap_or(60)));
             }
         }
     }
     reply.to_vec().ok()
 }
 
-fn soa() -> Record {
-    let soa = SOA::new(fqdn("ns.stub.test"), fqdn("hostmaster.stub.test"), 1, 3600, 600, 86400, 60);
-    Record::from_rdata(fqdn("stub.test"), 60, RData::SOA(soa))
+fn soa(ttl: u32) -> Record {
+    let soa = SOA::new(fqdn("ns.stub.test"), fqdn("hostmaster.stub.test"), 1, 3600, 600, 86400, ttl);
+    Record::from_rdata(fqdn("stub.test"), ttl, RData::SOA(soa))
 }
 
-async fn serve_udp(socket: UdpSocket, zone: Arc<Mutex<Zone>>, queries: Arc<AtomicU64>) {
+/// Answers one query: the reply and the most octets it may take over UDP.
+pub(crate) type Respond = Arc<dyn Fn(&[u8]) -> Option<(Vec<u8>, usize)> + Send + Sync>;
+
+pub(crate) async fn serve_udp(socket: UdpSocket, respond: Respond, queries: Arc<AtomicU64>) {
     let mut buf = vec![0u8; 4096];
     while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
         queries.fetch_add(1, Ordering::Relaxed);
-        if let Some(mut out) = answer(&zone, &buf[..n]) {
-            // RFC 1035 §4.2.1: over 512 octets, truncate; the client asks again over TCP.
-            if out.len() > 512
+        if let Some((mut out, max)) = respond(&buf[..n]) {
+            // RFC 1035 §4.2.1: too long, truncate; the client asks again over TCP.
+            if out.len() > max
                 && let Ok(mut m) = Message::from_vec(&out)
             {
                 m.answers.clear();
@@ -200,9 +224,9 @@ async fn serve_udp(socket: UdpSocket, zone: Arc<Mutex<Zone>>, queries: Arc<Atomi
     }
 }
 
-async fn serve_tcp(listener: TcpListener, zone: Arc<Mutex<Zone>>, queries: Arc<AtomicU64>) {
+pub(crate) async fn serve_tcp(listener: TcpListener, respond: Respond, queries: Arc<AtomicU64>) {
     while let Ok((mut stream, _)) = listener.accept().await {
-        let (zone, queries) = (zone.clone(), queries.clone());
+        let (respond, queries) = (respond.clone(), queries.clone());
         tokio::spawn(async move {
             loop {
                 let mut len = [0u8; 2];
@@ -214,7 +238,7 @@ async fn serve_tcp(listener: TcpListener, zone: Arc<Mutex<Zone>>, queries: Arc<A
                     return;
                 }
                 queries.fetch_add(1, Ordering::Relaxed);
-                let Some(out) = answer(&zone, &query) else { continue };
+                let Some((out, _)) = respond(&query) else { continue };
                 let mut framed = (out.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&out);
                 if stream.write_all(&framed).await.is_err() {

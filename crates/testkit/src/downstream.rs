@@ -70,7 +70,7 @@ impl Downstream {
     }
 
     /// The self-signed certificate STARTTLS presents (PEM; names
-    /// `localhost`, `sim.invalid` and 127.0.0.1), for a client that verifies
+    /// `localhost`, `sim.invalid`, `*.sim.test` and 127.0.0.1), for a client that verifies
     /// with it as its authority.
     pub fn certificate_pem(&self) -> String {
         match self.shared.tls() {

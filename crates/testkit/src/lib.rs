@@ -34,7 +34,9 @@
 
 mod behavior;
 pub mod dns;
+pub mod dnssec;
 mod downstream;
+pub mod https;
 mod io;
 mod rate;
 mod session;

@@ -7,10 +7,11 @@ use rustls::ServerConfig;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A server configuration with a fresh self-signed certificate for
-/// `localhost`, `sim.invalid` and 127.0.0.1 (ECDSA P-256, made with ring),
+/// `localhost`, `sim.invalid`, `*.sim.test` (MX host names of the tests
+/// that verify it) and 127.0.0.1 (ECDSA P-256, made with ring),
 /// and that certificate in PEM (a client verifies with it as its CA).
 pub(crate) fn self_signed_config() -> io::Result<(Arc<ServerConfig>, String)> {
-    let names = vec!["localhost".to_string(), "sim.invalid".to_string(), "127.0.0.1".to_string()];
+    let names = ["localhost", "sim.invalid", "*.sim.test", "127.0.0.1"].map(String::from).to_vec();
     let certified = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -156,6 +156,14 @@ impl TestServer {
             r.shutdown().await;
         }
     }
+
+    /// Stop, and start again on the same data folder.
+    #[allow(dead_code)]
+    pub async fn restart_opts(&mut self, config: Config, options: serve::StartOptions) {
+        self.stop().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        *self = Self::serve_in(dir, config, options).await;
+    }
 }
 
 /// The server's self-signed certificate is accepted without verification
