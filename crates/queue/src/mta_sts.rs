@@ -319,14 +319,19 @@ impl MtaSts {
                 // A still valid cached policy (an older id) goes on
                 // applying; without one, deliver as without a policy and
                 // try again after the recheck interval.
-                match self.get(&domain) {
-                    Some(Known::Policy(mut e)) => {
-                        let p = Policy::parse(&e.text).ok().filter(|p| e.fetched + p.max_age as i64 > now)?;
+                let valid = match self.get(&domain) {
+                    Some(Known::Policy(e)) => {
+                        Policy::parse(&e.text).ok().filter(|p| e.fetched + p.max_age as i64 > now).map(|p| (e, p))
+                    }
+                    _ => None,
+                };
+                match valid {
+                    Some((mut e, p)) => {
                         e.checked = now;
                         self.put(&domain, Known::Policy(e.clone()));
                         Some(applied(&e, &p))
                     }
-                    _ => {
+                    None => {
                         self.put(&domain, Known::Nothing { checked: now });
                         None
                     }
