@@ -218,6 +218,45 @@ impl PostfixPeer {
         peer
     }
 
+    /// Stop the instance, change its main.cf (`postconf -e` of each of
+    /// `main`) and master.cf (`postconf -M` of each of `master`), start it
+    /// again on `port`, and go through one whole session (greeting, QUIT).
+    ///
+    /// Not `postfix reload`: it does not wait, and the smtpd that answered
+    /// the start's probe (idle) may still take the next client with the old
+    /// settings. And one session first, alone: OpenDKIM sets its resolver
+    /// up on its first milter connections without a lock, and libunbound's
+    /// configuration parser is not thread-safe, so two sessions at once can
+    /// both be refused (451 4.7.1 at CONNECT).
+    fn restart_with(&self, port: u16, main: &[String], master: &[&str]) {
+        use std::io::{BufRead, Write};
+        use std::time::{Duration, Instant};
+        run(Command::new(PEER_SCRIPT).arg("stop").arg(self.dir.path()));
+        let etc = self.dir.path().join("etc");
+        run(Command::new("postconf").arg("-c").arg(&etc).arg("-e").args(main));
+        for service in master {
+            run(Command::new("postconf").arg("-c").arg(&etc).arg("-M").arg(service));
+        }
+        run(Command::new("postfix").arg("-c").arg(&etc).arg("start"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut session = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(e) => assert!(Instant::now() < deadline, "Postfix did not listen on {port} again: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        session.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut replies = std::io::BufReader::new(session.try_clone().unwrap());
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        assert!(line.starts_with("220 "), "Postfix's greeting: {line:?}");
+        session.write_all(b"QUIT\r\n").unwrap();
+        line.clear();
+        replies.read_line(&mut line).unwrap();
+        assert!(line.starts_with("221 "), "Postfix's reply to QUIT: {line:?}");
+    }
+
     /// The files delivered to the catch-all mailbox of `domain`.
     fn delivered(&self, domain: &str) -> Vec<String> {
         let new = self.dir.path().join("mail").join(domain).join("catchall/new");
@@ -304,9 +343,9 @@ async fn delivers_to_a_real_postfix() {
     s.stop().await;
 }
 
-/// OpenDKIM as a milter (`Mode v`), its DNS through libunbound forwarded to
-/// `dns` (`.test` is one of unbound's default local zones: opened up);
-/// killed on drop.
+/// OpenDKIM as a milter (`Mode v`, or what [`OpenDkim::start_with`] is
+/// given), its DNS through libunbound forwarded to `dns` (`.test` is one of
+/// unbound's default local zones: opened up); killed on drop.
 struct OpenDkim {
     child: std::process::Child,
     _dir: tempfile::TempDir,
@@ -315,6 +354,11 @@ struct OpenDkim {
 
 impl OpenDkim {
     fn start(dns: std::net::SocketAddr) -> OpenDkim {
+        Self::start_with(dns, "Mode v\nAuthservID postfix.pf.test\n")
+    }
+
+    /// With `settings` (lines of opendkim.conf: the mode and what it needs).
+    fn start_with(dns: std::net::SocketAddr, settings: &str) -> OpenDkim {
         require("opendkim");
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -333,8 +377,8 @@ impl OpenDkim {
         std::fs::write(
             &conf,
             format!(
-                "Mode v\nSocket inet:{port}@127.0.0.1\nResolverConfiguration {}\nBackground no\nSyslog no\n\
-                 AuthservID postfix.pf.test\nPidFile {}\n",
+                "{settings}Socket inet:{port}@127.0.0.1\nResolverConfiguration {}\nBackground no\nSyslog no\n\
+                 PidFile {}\n",
                 unbound.display(),
                 dir.path().join("opendkim.pid").display()
             ),
@@ -429,5 +473,162 @@ async fn postfix_with_opendkim_verifies_facteurs_signatures() {
             "OpenDKIM on {a}: {results}"
         );
     }
+    s.stop().await;
+}
+
+/// A new 2048-bit RSA key in `dir/NAME.pem` (mode 0600) and its DKIM TXT
+/// record.
+fn rsa_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    use base64::Engine;
+    require("openssl");
+    let path = dir.join(format!("{name}.pem"));
+    run(Command::new("openssl").arg("genrsa").arg("-out").arg(&path).arg("2048"));
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut public = Command::new("openssl");
+    let der = public.arg("rsa").arg("-in").arg(&path).args(["-pubout", "-outform", "DER"]).output().unwrap();
+    assert!(der.status.success(), "openssl rsa -pubout: {}", String::from_utf8_lossy(&der.stderr));
+    (path, format!("v=DKIM1; k=rsa; p={}", base64::engine::general_purpose::STANDARD.encode(&der.stdout)))
+}
+
+/// The Authentication-Results field facteur (mx.example.test) wrote into a
+/// stored message, unfolded.
+fn our_results(message: &str) -> String {
+    let start = message.find("Authentication-Results: mx.example.test").unwrap_or_else(|| panic!("{message}"));
+    let rest = &message[start..];
+    let mut end = 0;
+    for line in rest.split_inclusive("\r\n") {
+        if end > 0 && !line.starts_with([' ', '\t']) {
+            break;
+        }
+        end += line.len();
+    }
+    rest[..end].replace("\r\n\t", " ").trim_end().to_string()
+}
+
+/// The other way: Postfix with OpenDKIM as its milter (`Mode s`) signs
+/// sender.test's mail (rsa-sha256, OpenDKIM's default simple/simple) and
+/// relays it to facteur's MX port, where sender authentication checks it
+/// against the stub DNS: the published key passes, and a signature whose
+/// published key is another one fails, which under `p=reject` (with no SPF
+/// to vouch for the null sender) is refused with 550 5.7.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a Postfix master and OpenDKIM, which needs root: bash .ci/run does"]
+async fn postfix_with_opendkim_signs_mail_facteur_verifies() {
+    use std::time::Duration;
+
+    require("postfix");
+    require("postconf");
+    require_root();
+    let dns = facteur_testkit::dns::StubDns::start().await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (signing, published) = rsa_key(keys.path(), "s1");
+    let (_, another) = rsa_key(keys.path(), "another");
+    dns.txt("s1._domainkey.sender.test", &published);
+    // s2 signs with the same key as s1, but DNS has another key for it.
+    dns.txt("s2._domainkey.sender.test", &another);
+    dns.txt("sender.test", "v=spf1 ip4:127.0.0.1 -all");
+    dns.txt("_dmarc.sender.test", "v=DMARC1; p=reject");
+    let key_table = keys.path().join("KeyTable");
+    std::fs::write(&key_table, format!("s1 sender.test:s1:{k}\ns2 sender.test:s2:{k}\n", k = signing.display()))
+        .unwrap();
+    let signing_table = keys.path().join("SigningTable");
+    std::fs::write(&signing_table, "liar@sender.test s2\nsender.test s1\n").unwrap();
+    let opendkim = OpenDkim::start_with(
+        dns.addr,
+        &format!(
+            // RequireSafeKeys checks every folder up to the key: /tmp is
+            // writable by all, so every key in a temporary folder is "unsafe".
+            "Mode s\nKeyTable {}\nSigningTable {}\nSignatureAlgorithm rsa-sha256\nRequireSafeKeys no\n",
+            key_table.display(),
+            signing_table.display()
+        ),
+    );
+
+    let mut config = common::test_config();
+    config.delivery.dns_servers = vec![dns.addr];
+    config.sender_auth.verify = true;
+    config.sender_auth.budget_secs = 5;
+    let mut s = TestServer::start_with(config).await;
+
+    // Postfix signs what its loopback clients send (OpenDKIM's default
+    // InternalHosts) and relays everything not @sender.test to facteur's
+    // MX port by address: no DNS.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let peer = PostfixPeer::start(port, "sender.test");
+    peer.restart_with(
+        port,
+        &[
+            format!("smtpd_milters=inet:127.0.0.1:{}", opendkim.port),
+            "milter_default_action=tempfail".into(),
+            format!("default_transport=smtp:[127.0.0.1]:{}", s.smtp.port()),
+            "smtp_tls_security_level=none".into(),
+        ],
+        &["smtp/unix=smtp unix - - n - - smtp"],
+    );
+
+    let sent = [
+        ("news@sender.test", "news@sender.test", "signed with the published key"),
+        ("liar@sender.test", "liar@sender.test", "signed with another key"),
+        ("", "liar@sender.test", "another key and the null sender"),
+    ];
+    let mut c = common::Client::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+    c.ehlo().await;
+    for (n, (mail_from, from, subject)) in sent.iter().enumerate() {
+        let body = format!(
+            "From: <{from}>\r\nTo: <alice@example.test>\r\nSubject: {subject}\r\n\
+             Date: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <m{n}@sender.test>\r\n\r\nHello from Postfix.\r\n"
+        );
+        let r = c.send_mail(mail_from, &["alice@example.test"], body.trim_end_matches("\r\n")).await;
+        assert_eq!(r.code, 250, "Postfix took {subject:?}: {r:?}");
+    }
+    c.ok("QUIT", 221).await;
+
+    // Two delivered, one refused (in Postfix's log: facteur's reply).
+    let maillog = peer.dir.path().join("log/maillog");
+    let log = || std::fs::read_to_string(&maillog).unwrap_or_default();
+    let mut inbox = Vec::new();
+    for _ in 0..600 {
+        inbox = s.inbox("alice@example.test").await;
+        if inbox.len() == sent.len() || inbox.len() == 2 && log().contains("said: 550") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = log();
+    assert_eq!(inbox.len(), 2, "facteur's INBOX after 60 s: {inbox:#?}\nPostfix's log:\n{log}");
+    let find = |subject: &str| {
+        inbox
+            .iter()
+            .find(|m| m.contains(&format!("Subject: {subject}\r\n")))
+            .unwrap_or_else(|| panic!("{subject}: {inbox:#?}"))
+    };
+
+    let good = find(sent[0].2);
+    let r = our_results(good);
+    assert!(r.contains("dkim=pass header.d=sender.test header.s=s1"), "{r}");
+    assert!(r.contains("spf=pass") && r.contains("smtp.mailfrom=news@sender.test"), "{r}");
+    assert!(r.contains("dmarc=pass header.from=sender.test"), "{r}");
+    assert_eq!(good.matches("Authentication-Results: ").count(), 1, "{good}");
+    // What OpenDKIM signed with: rsa-sha256, d=sender.test, s=s1.
+    let signature = good.replace("\r\n\t", " ");
+    let signature = signature.lines().find(|l| l.starts_with("DKIM-Signature: ")).unwrap_or_else(|| panic!("{good}"));
+    for tag in ["a=rsa-sha256;", "d=sender.test;", "s=s1;"] {
+        assert!(signature.contains(tag), "{tag} in {signature}");
+    }
+
+    // SPF still vouches for liar@sender.test (DMARC passes), but the
+    // signature does not verify against the key DNS has for s2.
+    let r = our_results(find(sent[1].2));
+    assert!(r.contains("dkim=fail") && r.contains("header.d=sender.test header.s=s2"), "{r}");
+    assert!(!r.contains("dkim=pass"), "{r}");
+    assert!(r.contains("dmarc=pass header.from=sender.test"), "{r}");
+
+    // With the null sender nothing else vouches for From: sender.test:
+    // facteur refuses it at the end of DATA, and Postfix logs why.
+    let refused = log.lines().find(|l| l.contains("said: 550")).unwrap_or_else(|| panic!("{log}"));
+    assert!(refused.contains("550 5.7.1") && refused.contains("DMARC policy of sender.test (p=reject)"), "{refused}");
+    let queue_id = refused.split(": ").nth(1).unwrap_or_else(|| panic!("{refused}"));
+    assert!(log.contains(&format!("{queue_id}: from=<>,")), "{queue_id} is the null sender's: {log}");
+    assert!(inbox.iter().all(|m| !m.contains(sent[2].2)), "{inbox:#?}");
     s.stop().await;
 }
