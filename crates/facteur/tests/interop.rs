@@ -417,14 +417,11 @@ async fn postfix_with_opendkim_verifies_facteurs_signatures() {
     let opendkim = OpenDkim::start(dns.addr);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let peer = PostfixPeer::start(port, "pf.test");
-    let etc = peer.dir.path().join("etc");
-    run(Command::new("postconf")
-        .arg("-c")
-        .arg(&etc)
-        .arg("-e")
-        .arg(format!("smtpd_milters=inet:127.0.0.1:{}", opendkim.port))
-        .arg("milter_default_action=tempfail"));
-    run(Command::new("postfix").arg("-c").arg(&etc).arg("reload"));
+    peer.restart_with(
+        port,
+        &[format!("smtpd_milters=inet:127.0.0.1:{}", opendkim.port), "milter_default_action=tempfail".into()],
+        &[],
+    );
 
     let route = RouteConfig {
         domain: "pf.test".into(),
