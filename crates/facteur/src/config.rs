@@ -617,6 +617,12 @@ command_timeout_secs = 300              # RFC 5321 §4.5.3.2
 lease_secs = 900                        # how long a message in delivery is reserved to this node
 dns_servers = []                        # empty: /etc/resolv.conf
 mx_port = 25
+# Recipient domains' TLS policies, for mail delivered by MX: MTA-STS
+# (RFC 8461) and DANE (RFC 7672; facteur validates DNSSEC itself). Under
+# either, mail goes only over TLS whose certificate checks out, or waits.
+mta_sts = true
+dane = true
+# dnssec_trust_anchor_file = "/usr/share/dns/root.key"  # default: the IANA root keys built in
 # max_rate = 500.0                      # messages per second for the whole node (default: unlimited)
 
 [delivery.shaping]

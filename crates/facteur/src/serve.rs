@@ -651,7 +651,10 @@ impl Running {
 /// The [delivery] keys the router is made of.
 fn routing(c: &Config) -> impl PartialEq + '_ {
     let d = &c.delivery;
-    (&d.relay_host, &d.relay_auth, d.tls, &d.tls_ca_file, d.tls_insecure_skip_verify, &d.dns_servers, d.mx_port)
+    (
+        (&d.relay_host, &d.relay_auth, d.tls, &d.tls_ca_file, d.tls_insecure_skip_verify, &d.dns_servers, d.mx_port),
+        (d.mta_sts, d.mta_sts_port, d.dane, &d.dnssec_trust_anchor_file),
+    )
 }
 
 /// [delivery] without what the router takes (those apply at a reload).
@@ -665,6 +668,10 @@ fn without_routing(d: &facteur_queue::DeliveryConfig) -> facteur_queue::Delivery
         tls_insecure_skip_verify: base.tls_insecure_skip_verify,
         dns_servers: base.dns_servers,
         mx_port: base.mx_port,
+        mta_sts: base.mta_sts,
+        mta_sts_port: base.mta_sts_port,
+        dane: base.dane,
+        dnssec_trust_anchor_file: base.dnssec_trust_anchor_file,
         ..d.clone()
     }
 }
