@@ -258,10 +258,10 @@ impl MtaSts {
         let domain = domain.to_ascii_lowercase();
         let now = self.clock.now();
         let cached = match self.get(&domain) {
+            Some(Known::Nothing { checked }) if now - checked < RECHECK_SECS => return None,
             Some(Known::Policy(e)) => {
                 Policy::parse(&e.text).ok().filter(|p| e.fetched + p.max_age as i64 > now).map(|p| (e, p))
             }
-            Some(Known::Nothing { checked }) if now - checked < RECHECK_SECS => return None,
             _ => None,
         };
         let applied = |e: &Entry, p: &Policy| Applied { domain: domain.clone(), id: e.id.clone(), policy: p.clone() };
@@ -270,72 +270,43 @@ impl MtaSts {
         {
             return Some(applied(e, p));
         }
-        let announced = match resolver.txt(&format!("_mta-sts.{domain}")).await {
-            Ok(records) => announced_id(&records).map_err(|why| (false, why)),
-            Err(DnsError::NoRecords | DnsError::NxDomain) => Err((false, "no _mta-sts TXT record".to_string())),
-            Err(DnsError::Temporary(e)) => Err((true, e)),
-        };
-        let id = match (announced, cached) {
-            (Ok(id), Some((mut e, p))) if id == e.id => {
-                e.checked = now;
-                self.put(&domain, Known::Policy(e.clone()));
-                return Some(applied(&e, &p));
-            }
-            (Ok(id), _) => id,
-            // No (valid) announcement: a cached policy still applies until
-            // it expires (§5.1, so that blocking DNS does not downgrade).
-            (Err((_, why)), Some((mut e, p))) => {
-                tracing::debug!(domain, why, "MTA-STS TXT not usable; the cached policy applies");
-                e.checked = now;
-                self.put(&domain, Known::Policy(e.clone()));
-                return Some(applied(&e, &p));
-            }
-            (Err((temporary, why)), None) => {
-                if temporary {
-                    tracing::info!(domain, why, "MTA-STS discovery failed; delivering as without a policy");
+        let fresh = match resolver.txt(&format!("_mta-sts.{domain}")).await.map(|r| announced_id(&r)) {
+            Ok(Ok(id)) if cached.as_ref().is_some_and(|(e, _)| e.id == id) => None,
+            Ok(Ok(id)) => match self.fetch(resolver, fetcher, &domain).await {
+                Ok((text, policy)) => {
+                    let e = Entry { id, text, fetched: now, checked: now };
+                    self.persist(&domain, &e);
+                    let mode = policy.mode.as_str();
+                    tracing::info!(domain, id = e.id, mode, max_age = policy.max_age, "MTA-STS policy fetched");
+                    metrics::counter!("facteur_delivery_mta_sts_fetches_total", "result" => "ok").increment(1);
+                    Some((e, policy))
                 }
+                Err(why) => {
+                    // A still valid cached policy (an older id) goes on
+                    // applying; without one, deliver as without a policy.
+                    metrics::counter!("facteur_delivery_mta_sts_fetches_total", "result" => "failed").increment(1);
+                    tracing::warn!(domain, id, error = %why, "MTA-STS policy announced but not fetched");
+                    None
+                }
+            },
+            // No usable announcement: a cached policy still applies until it
+            // expires (§5.1: blocking the TXT lookup must not downgrade).
+            Ok(Err(_)) | Err(DnsError::NoRecords | DnsError::NxDomain) => None,
+            Err(DnsError::Temporary(why)) => {
+                tracing::info!(domain, why, cached = cached.is_some(), "MTA-STS discovery failed");
+                None
+            }
+        };
+        match fresh.or(cached) {
+            Some((mut e, p)) => {
+                e.checked = now;
+                let a = applied(&e, &p);
+                self.put(&domain, Known::Policy(e));
+                Some(a)
+            }
+            None => {
                 self.put(&domain, Known::Nothing { checked: now });
-                return None;
-            }
-        };
-        match self.fetch(resolver, fetcher, &domain).await {
-            Ok((text, policy)) => {
-                let e = Entry { id: id.clone(), text, fetched: now, checked: now };
-                self.persist(&domain, &e);
-                tracing::info!(
-                    domain,
-                    id,
-                    mode = policy.mode.as_str(),
-                    max_age = policy.max_age,
-                    "MTA-STS policy fetched"
-                );
-                metrics::counter!("facteur_delivery_mta_sts_fetches_total", "result" => "ok").increment(1);
-                self.put(&domain, Known::Policy(e.clone()));
-                Some(applied(&e, &policy))
-            }
-            Err(why) => {
-                metrics::counter!("facteur_delivery_mta_sts_fetches_total", "result" => "failed").increment(1);
-                tracing::warn!(domain, id, error = %why, "MTA-STS policy announced but not fetched");
-                // A still valid cached policy (an older id) goes on
-                // applying; without one, deliver as without a policy and
-                // try again after the recheck interval.
-                let valid = match self.get(&domain) {
-                    Some(Known::Policy(e)) => {
-                        Policy::parse(&e.text).ok().filter(|p| e.fetched + p.max_age as i64 > now).map(|p| (e, p))
-                    }
-                    _ => None,
-                };
-                match valid {
-                    Some((mut e, p)) => {
-                        e.checked = now;
-                        self.put(&domain, Known::Policy(e.clone()));
-                        Some(applied(&e, &p))
-                    }
-                    None => {
-                        self.put(&domain, Known::Nothing { checked: now });
-                        None
-                    }
-                }
+                None
             }
         }
     }
