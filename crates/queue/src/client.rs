@@ -146,9 +146,10 @@ impl Connection {
         };
         metrics::counter!("facteur_delivery_tls_policy_total", "policy" => policy_kind(policy), "result" => outcome)
             .increment(1);
+        let needs = if target.verify == Verify::No { "TLS" } else { "verified TLS" };
         result.map_err(|e| {
             if e.status.1 == 7 {
-                ConnectError { text: format!("{}; {policy} requires verified TLS", e.text), ..e }
+                ConnectError { text: format!("{}; {policy} requires {needs}", e.text), ..e }
             } else {
                 e
             }
@@ -326,8 +327,8 @@ impl Connection {
 
 /// Opportunistic TLS does not authenticate the server (as Postfix's "may"
 /// and "encrypt" levels): it protects against passive eavesdropping only.
-/// Routes with credentials or `tls = "require"` verify (see [`VerifiedTls`]);
-/// DANE and MTA-STS come later.
+/// Routes with credentials or `tls = "require"` verify (see [`VerifiedTls`]),
+/// and so do MX hosts under an MTA-STS policy or DANE (`crate::dane`).
 #[derive(Debug)]
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
 
