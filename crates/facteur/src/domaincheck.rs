@@ -213,6 +213,52 @@ pub async fn check<D: Dns>(dns: &D, domain: &str, hostname: &str, keys: &[facteu
     rows
 }
 
+/// An announced MTA-STS policy, fetched as senders will (RFC 8461 §3.3):
+/// served, valid, and naming this server among its MX hosts.
+async fn sts_policy_row(config: &crate::config::Config, domain: &str, txt: String) -> Row {
+    use facteur_queue::mta_sts::{Fetcher, Mode};
+    let url = format!("https://mta-sts.{domain}/.well-known/mta-sts.txt");
+    let d = &config.delivery;
+    let fetcher = Fetcher {
+        port: d.mta_sts_port,
+        ca_file: d.tls_ca_file.clone(),
+        timeout: facteur_queue::mta_sts::FETCH_TIMEOUT,
+    };
+    let fetched = match facteur_queue::DnsResolver::new(&d.dns_servers) {
+        Ok(r) => facteur_queue::mta_sts::fetch(&r, &Default::default(), &fetcher, domain).await,
+        Err(e) => Err(e),
+    };
+    let host = &config.server.hostname;
+    match fetched {
+        Err(e) => row(
+            "MTA-STS",
+            Status::Fix,
+            format!("{txt}; policy not served: {e}"),
+            vec![format!(
+                "serve the policy at {url} (HTTPS with a certificate for mta-sts.{domain}, text/plain, no redirect), or remove _mta-sts.{domain}"
+            )],
+        ),
+        Ok((_, p)) if p.mode != Mode::None && !p.allows(host) => row(
+            "MTA-STS",
+            Status::Fix,
+            format!("{txt}; policy mode {} allows mx {}", p.mode.as_str(), p.mx.join(", ")),
+            vec![format!("add \"mx: {host}\" to {url}, then change the id in _mta-sts.{domain}")],
+        ),
+        Ok((_, p)) if p.mode == Mode::Enforce => row(
+            "MTA-STS",
+            Status::Ok,
+            format!("{txt}; policy enforce, mx {}, max_age {}", p.mx.join(", "), p.max_age),
+            vec![],
+        ),
+        Ok((_, p)) => row(
+            "MTA-STS",
+            Status::Advice,
+            format!("{txt}; policy mode {}", p.mode.as_str()),
+            vec![format!("once TLS reports show no failures, set \"mode: enforce\" at {url} and change the id")],
+        ),
+    }
+}
+
 /// The command: print the rows (or JSON); exit 1 when something must change.
 pub async fn run(
     config: &crate::config::Config,
@@ -224,7 +270,10 @@ pub async fn run(
     let resolver = facteur_auth::dns::resolver(&config.delivery.dns_servers, Some(Duration::from_secs(5)), 1024)
         .map_err(anyhow::Error::msg)?;
     let keys = facteur_auth::sign::list(&crate::dkim::folder(data_dir)).map_err(anyhow::Error::msg)?;
-    let rows = check(&resolver, &domain, &config.server.hostname, &keys).await;
+    let mut rows = check(&resolver, &domain, &config.server.hostname, &keys).await;
+    if let Some(sts) = rows.iter_mut().find(|r| r.check == "MTA-STS" && r.status == Status::Ok) {
+        *sts = sts_policy_row(config, &domain, std::mem::take(&mut sts.found)).await;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use facteur_testkit::dns::StubDns;
+use facteur_testkit::https::{Answer, HttpsServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_facteur");
 
@@ -17,16 +18,23 @@ fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// A data folder whose configuration names mx.example.test and asks `dns`.
-fn data_folder(dns: &StubDns) -> tempfile::TempDir {
+/// A data folder whose configuration names mx.example.test, asks `dns`,
+/// and fetches MTA-STS policies from `https` (trusting its certificate).
+fn data_folder(dns: &StubDns, https: &HttpsServer) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert!(facteur(d, &["init"]).status.success());
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, https.certificate_pem()).unwrap();
     let toml = d.join("facteur.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     let text = text
         .replacen("hostname = \"", "hostname = \"mx.example.test\" # was \"", 1)
-        .replace("dns_servers = []", &format!("dns_servers = [\"{}\"]", dns.addr));
+        .replace("dns_servers = []", &format!("dns_servers = [\"{}\"]", dns.addr))
+        .replace(
+            "mta_sts = true",
+            &format!("mta_sts = true\nmta_sts_port = {}\ntls_ca_file = \"{}\"", https.addr().port(), ca.display()),
+        );
     std::fs::write(&toml, text).unwrap();
     dir
 }
@@ -34,7 +42,12 @@ fn data_folder(dns: &StubDns) -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_set_up_right_passes_and_a_bare_one_is_told_what_to_publish() {
     let dns = StubDns::start().await.unwrap();
-    let dir = data_folder(&dns);
+    let https = HttpsServer::start(&["mta-sts.example.test"]).await.unwrap();
+    https.set(
+        "mta-sts.example.test",
+        Answer::text("version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 604800\n"),
+    );
+    let dir = data_folder(&dns, &https);
     let d = dir.path();
     // example.test: all there. (The CLI blocks; the stub answers on its own task.)
     let keys = facteur_auth::sign::generate(&d.join("dkim"), "example.test", "s1", 2048).unwrap();
@@ -44,6 +57,7 @@ async fn a_domain_set_up_right_passes_and_a_bare_one_is_told_what_to_publish() {
         .txt("example.test", "v=spf1 mx -all")
         .txt("_dmarc.example.test", "v=DMARC1; p=reject; rua=mailto:dmarc@example.test")
         .txt("_mta-sts.example.test", "v=STSv1; id=2026")
+        .a("mta-sts.example.test", "127.0.0.1")
         .txt("_smtp._tls.example.test", "v=TLSRPTv1; rua=mailto:tls@example.test");
     for k in &keys {
         dns.txt(k.name().trim_end_matches('.'), &k.record);
@@ -60,6 +74,26 @@ async fn a_domain_set_up_right_passes_and_a_bare_one_is_told_what_to_publish() {
         assert!(out.lines().any(|l| l.starts_with("ok") && l.contains(check)), "{check}: {out}");
     }
     assert_eq!(out.lines().filter(|l| l.starts_with("ok") && l.contains("DKIM")).count(), 2, "{out}");
+    assert!(out.contains("policy enforce, mx mx.example.test, max_age 604800"), "{out}");
+    assert_eq!(https.requests(), 1, "the policy was fetched");
+
+    // A policy that leaves this server out, or is not served, must be fixed.
+    let check = |answer: Answer| {
+        https.set("mta-sts.example.test", answer);
+        let d = d.to_path_buf();
+        tokio::task::spawn_blocking(move || facteur(&d, &["domain", "check", "example.test"]))
+    };
+    let o =
+        check(Answer::text("version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 604800\n")).await.unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FIX    MTA-STS") && out.contains("add \"mx: mx.example.test\""), "{out}");
+    let o = check(Answer { status: "404 Not Found".into(), ..Answer::text("") }).await.unwrap();
+    let out = text(&o);
+    assert!(out.contains("FIX    MTA-STS") && out.contains("policy not served") && out.contains("404"), "{out}");
+    let o = check(Answer::text("version: STSv1\nmode: testing\nmx: mx.example.test\nmax_age: 86400\n")).await.unwrap();
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("advice MTA-STS") && out.contains("mode: enforce"), "{out}");
 
     // bare.test: nothing published, and a DKIM record with another key.
     facteur_auth::sign::generate(&d.join("dkim"), "bare.test", "s1", 2048).unwrap();

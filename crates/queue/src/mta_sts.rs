@@ -272,7 +272,7 @@ impl MtaSts {
         }
         let fresh = match resolver.txt(&format!("_mta-sts.{domain}")).await.map(|r| announced_id(&r)) {
             Ok(Ok(id)) if cached.as_ref().is_some_and(|(e, _)| e.id == id) => None,
-            Ok(Ok(id)) => match self.fetch(resolver, fetcher, &domain).await {
+            Ok(Ok(id)) => match fetch(resolver, &self.tls, fetcher, &domain).await {
                 Ok((text, policy)) => {
                     let e = Entry { id, text, fetched: now, checked: now };
                     self.persist(&domain, &e);
@@ -323,78 +323,81 @@ impl MtaSts {
             tracing::warn!(domain, dir = %dir.display(), error = %err, "cannot keep the MTA-STS policy on disk");
         }
     }
+}
 
-    /// §3.3: GET over HTTPS, certificate verified for `mta-sts.DOMAIN`, no
-    /// redirects, `200` with `text/plain`, bounded in size and time.
-    async fn fetch<R: Resolver>(&self, resolver: &R, f: &Fetcher, domain: &str) -> Result<(String, Policy), String> {
-        let host = format!("mta-sts.{domain}");
-        let work = async {
-            let ips = resolver.ips(&host).await.map_err(|e| format!("{host}: {e}"))?;
-            let mut last = format!("{host} has no address");
-            for ip in ips {
-                match self.get_policy(&host, std::net::SocketAddr::new(ip, f.port), f).await {
-                    Ok(text) => {
-                        let policy = Policy::parse(&text).map_err(|e| format!("policy from {host}: {e}"))?;
-                        return Ok((text, policy));
-                    }
-                    Err(e) => last = e,
+/// §3.3: GET over HTTPS, certificate verified for `mta-sts.DOMAIN`, no
+/// redirects, `200` with `text/plain`, bounded in size and time.
+pub async fn fetch<R: Resolver>(
+    resolver: &R,
+    tls: &VerifiedTls,
+    f: &Fetcher,
+    domain: &str,
+) -> Result<(String, Policy), String> {
+    let host = format!("mta-sts.{domain}");
+    let work = async {
+        let ips = resolver.ips(&host).await.map_err(|e| format!("{host}: {e}"))?;
+        let mut last = format!("{host} has no address");
+        for ip in ips {
+            match get_policy(tls, &host, std::net::SocketAddr::new(ip, f.port), f).await {
+                Ok(text) => {
+                    let policy = Policy::parse(&text).map_err(|e| format!("policy from {host}: {e}"))?;
+                    return Ok((text, policy));
                 }
+                Err(e) => last = e,
             }
-            Err(last)
-        };
-        tokio::time::timeout(f.timeout, work)
-            .await
-            .map_err(|_| format!("fetching https://{host}/.well-known/mta-sts.txt took over {:?}", f.timeout))?
-    }
-
-    async fn get_policy(&self, host: &str, addr: std::net::SocketAddr, f: &Fetcher) -> Result<String, String> {
-        let url = format!("https://{host}/.well-known/mta-sts.txt");
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("{url}: connect {addr}: {e}"))?;
-        let config = self.tls.get(f.ca_file.as_deref())?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("{url}: TLS: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        let driver = tokio::spawn(conn);
-        let request = hyper::Request::get("/.well-known/mta-sts.txt")
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::USER_AGENT, concat!("facteur/", env!("CARGO_PKG_VERSION")))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let result = async {
-            let response = sender.send_request(request).await.map_err(|e| format!("{url}: {e}"))?;
-            // §3.3: a redirect is not followed; anything but 200 is no policy.
-            if response.status() != hyper::StatusCode::OK {
-                return Err(format!("{url} answered {}", response.status()));
-            }
-            let media = response
-                .headers()
-                .get(hyper::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if media != "text/plain" {
-                return Err(format!("{url} is served as {media:?}, not text/plain"));
-            }
-            let body = Limited::new(response.into_body(), MAX_POLICY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("{url}: body: {e} (at most {MAX_POLICY_BYTES} bytes)"))?
-                .to_bytes();
-            String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
         }
-        .await;
-        driver.abort();
-        result
+        Err(last)
+    };
+    tokio::time::timeout(f.timeout, work)
+        .await
+        .map_err(|_| format!("fetching https://{host}/.well-known/mta-sts.txt took over {:?}", f.timeout))?
+}
+
+async fn get_policy(tls: &VerifiedTls, host: &str, addr: std::net::SocketAddr, f: &Fetcher) -> Result<String, String> {
+    let url = format!("https://{host}/.well-known/mta-sts.txt");
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("{url}: connect {addr}: {e}"))?;
+    let config = tls.get(f.ca_file.as_deref())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+    let tls =
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("{url}: TLS: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get("/.well-known/mta-sts.txt")
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, concat!("facteur/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let response = sender.send_request(request).await.map_err(|e| format!("{url}: {e}"))?;
+        // §3.3: a redirect is not followed; anything but 200 is no policy.
+        if response.status() != hyper::StatusCode::OK {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let media = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if media != "text/plain" {
+            return Err(format!("{url} is served as {media:?}, not text/plain"));
+        }
+        let body = Limited::new(response.into_body(), MAX_POLICY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: body: {e} (at most {MAX_POLICY_BYTES} bytes)"))?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
     }
+    .await;
+    driver.abort();
+    result
 }
 
 #[cfg(test)]
