@@ -303,6 +303,24 @@ async fn mailboxes_append_copy_move_and_status() {
     assert!(size > 0, "{r:?}");
     let r = c.ok("x5 LIST \"\" Archive RETURN (STATUS (SIZE DELETED))").await;
     assert_eq!(r[1], format!("* STATUS \"Archive\" (SIZE {size} DELETED 0)"), "the same from LIST-STATUS");
+    // Several patterns in one LIST (RFC 5258 §3), each name once.
+    let r = c.ok("x6 LIST \"\" (Archive \"Work*\" Arch%)").await;
+    let listed: Vec<&String> = r.iter().filter(|l| l.starts_with("* LIST ")).collect();
+    assert_eq!(listed.len(), 3, "Archive, Work, Work/Facteur: {r:?}");
+    assert!(has(&r, "\"Archive\"") && has(&r, "\"Work\"") && has(&r, "\"Work/Facteur\""), "{r:?}");
+    let r = c.ok("x7 LIST (SUBSCRIBED) \"\" (INBOX Work/*) RETURN (CHILDREN)").await;
+    assert!(has(&r, "\"Work/Facteur\"") && !has(&r, "\"Archive\""), "{r:?}");
+    // RECURSIVEMATCH alone and unknown RETURN options are BAD (RFC 5258 §3, §3.1).
+    for bad in ["x8 LIST (RECURSIVEMATCH) \"\" *", "x9 LIST \"\" * RETURN (NONSENSE)", "xa LIST \"\" ()"] {
+        let r = c.cmd(bad).await;
+        let tag = bad.split(' ').next().unwrap();
+        assert!(r.last().unwrap().starts_with(&format!("{tag} BAD")), "{bad}: {r:?}");
+    }
+    // LSUB with %: Work is not subscribed but Work/Facteur is (RFC 3501 §6.3.9).
+    let r = c.ok("xb LSUB \"\" %").await;
+    assert!(has(&r, "* LSUB (\\Noselect) \"/\" \"Work\""), "{r:?}");
+    let r = c.ok("xc LSUB \"\" *").await;
+    assert!(has(&r, "\"Work/Facteur\"") && !has(&r, "\"Work\""), "* matches the child itself: {r:?}");
     let r = c.ok("x NAMESPACE").await;
     assert_eq!(r[0], "* NAMESPACE ((\"\" \"/\")) NIL NIL");
     let r = c.ok("y ID (\"name\" \"test\")").await;

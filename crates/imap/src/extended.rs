@@ -38,6 +38,37 @@ pub struct ListOptions {
     pub return_children: bool,
     pub return_special_use: bool,
     pub return_status: Option<String>,
+    /// `LIST ref (pat1 pat2 ...)` (RFC 5258 §3): every pattern, as sent
+    /// (quotes and escapes removed); empty for the one-pattern form.
+    pub patterns: Vec<Vec<u8>>,
+}
+
+/// Most patterns one LIST may give (each costs a pass over the names).
+pub const MAX_LIST_PATTERNS: usize = 32;
+
+/// One astring or list-mailbox at the start of `s` (a quoted string with
+/// its escapes resolved, or the characters up to a space): it and the rest.
+fn astring(s: &str) -> Option<(Vec<u8>, &str)> {
+    if let Some(quoted) = s.strip_prefix('"') {
+        let mut out = Vec::new();
+        let mut chars = quoted.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => out.extend_from_slice(chars.next()?.1.to_string().as_bytes()),
+                '"' => return Some((out, &quoted[i + 1..])),
+                c => out.extend_from_slice(c.to_string().as_bytes()),
+            }
+        }
+        return None;
+    }
+    let end = s.find([' ', ')']).unwrap_or(s.len());
+    (end > 0).then(|| (s.as_bytes()[..end].to_vec(), &s[end..]))
+}
+
+/// A pattern as a quoted string for the codec's one-pattern LIST.
+fn quoted(p: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(p).ok()?;
+    Some(format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +191,10 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         }
         args = rest.trim_start();
         extended = true;
+        // RFC 5258 §3.1: RECURSIVEMATCH only modifies another selection option.
+        if o.recursive_match && !(o.select_subscribed || o.select_special_use) {
+            return None;
+        }
     }
     // RETURN (...) at the end of the line.
     let upper = args.to_ascii_uppercase();
@@ -183,15 +218,36 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
                         ws.next();
                     }
                 }
-                _ => {}
+                // RFC 5258 §3: an unknown return option is BAD (the codec says it).
+                _ => return None,
             }
         }
         args = &args[..at];
         extended = true;
     }
+    // Several patterns: `reference (pattern ...)`; the codec gets the first.
+    let mut plain = args.to_string();
+    let (reference, after) = astring(args)?;
+    if let Some((inside, tail)) = paren(after.trim_start()) {
+        if !tail.trim().is_empty() {
+            return None;
+        }
+        let mut rest = inside.trim_start();
+        while !rest.is_empty() {
+            let (p, r) = astring(rest)?;
+            o.patterns.push(p);
+            rest = r.trim_start();
+        }
+        if o.patterns.is_empty() || o.patterns.len() > MAX_LIST_PATTERNS {
+            return None;
+        }
+        plain = format!("{} {}", quoted(&reference)?, quoted(&o.patterns[0])?);
+        extended = true;
+    }
     if !extended {
         return None;
     }
+    let args = plain;
     let mut out = format!("{tag} LIST {args}").into_bytes();
     out.extend_from_slice(rest_of_message);
     Some((out, Extension::List(o)))
@@ -241,6 +297,21 @@ mod tests {
         assert_eq!(o.return_status.as_deref(), Some("MESSAGES UNSEEN"));
         assert!(rw("d LIST \"\" *\r\n").is_none());
         assert!(rw("e LIST (NONSENSE) \"\" *\r\n").is_none());
+        // RFC 5258 §3: several patterns; the codec sees the first.
+        let (cmd, ext) = rw("f LIST \"\" (INBOX \"Work/%\" \"a\\\"b\")\r\n").unwrap();
+        assert_eq!(cmd, "f LIST \"\" \"INBOX\"\r\n");
+        let Extension::List(o) = ext else { panic!() };
+        assert_eq!(o.patterns, [b"INBOX".to_vec(), b"Work/%".to_vec(), b"a\"b".to_vec()]);
+        let (cmd, ext) = rw("g LIST (SUBSCRIBED) Work (* %) RETURN (CHILDREN)\r\n").unwrap();
+        assert_eq!(cmd, "g LIST \"Work\" \"*\"\r\n");
+        assert!(matches!(ext, Extension::List(ListOptions { select_subscribed: true, return_children: true, .. })));
+        assert!(rw("h LIST \"\" ()\r\n").is_none(), "no pattern: BAD");
+        assert!(rw("h LIST \"\" (a b\r\n").is_none());
+        let many = vec!["x"; MAX_LIST_PATTERNS + 1].join(" ");
+        assert!(rw(&format!("i LIST \"\" ({many})\r\n")).is_none(), "over the bound: BAD");
+        // RECURSIVEMATCH alone, an unknown RETURN option: BAD (the codec).
+        assert!(rw("j LIST (RECURSIVEMATCH) \"\" *\r\n").is_none());
+        assert!(rw("k LIST \"\" * RETURN (NONSENSE)\r\n").is_none());
         assert!(rw("garbage").is_none() && rw("").is_none() && rw("x\u{0}y LIST (").is_none());
     }
 

@@ -821,16 +821,22 @@ impl<S: Directory + Mailstore> Session<S> {
             ListMailbox::Token(t) => t.as_ref(),
             ListMailbox::String(s) => s.as_ref(),
         };
-        let pattern = self.name_from_wire(pattern);
         let verb = if lsub { "LSUB" } else { "LIST" };
-        if pattern.is_empty() {
+        // RFC 5258 §3: `LIST ref (p1 p2 ...)` lists what any pattern matches.
+        let patterns: Vec<String> = match opts.as_ref().filter(|o| !o.patterns.is_empty()) {
+            Some(o) => o.patterns.iter().map(|p| self.name_from_wire(p)).collect(),
+            None => vec![self.name_from_wire(pattern)],
+        };
+        if let [only] = patterns.as_slice()
+            && only.is_empty()
+        {
             // RFC 9051 §6.3.9: the hierarchy delimiter and root.
             self.line(&format!("* {verb} (\\Noselect) \"/\" \"\""));
             return Outcome::ok(&format!("{verb} completed"));
         }
-        let full = format!("{reference}{pattern}");
+        let fulls: Vec<String> = patterns.iter().map(|p| format!("{reference}{p}")).collect();
         // Bounded work per command: matching costs the pattern times each name.
-        if full.len() > names::MAX_PATTERN_OCTETS {
+        if fulls.iter().any(|f| f.len() > names::MAX_PATTERN_OCTETS) {
             return Outcome::No(Some("LIMIT"), format!("mailbox pattern over {} octets", names::MAX_PATTERN_OCTETS));
         }
         let mailboxes = match self.store.list_mailboxes(self.owner()).await {
@@ -843,20 +849,35 @@ impl<S: Directory + Mailstore> Session<S> {
         };
         let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
         let matches = |name: &str| {
-            // INBOX matches case-insensitively.
-            let name_cmp = if name == "INBOX" { "INBOX".to_string() } else { name.to_string() };
-            let pat = if full.to_ascii_uppercase().starts_with("INBOX") && name == "INBOX" {
-                format!("INBOX{}", &full[5..])
-            } else {
-                full.clone()
-            };
-            names::wildcard_match(pat.as_bytes(), name_cmp.as_bytes())
+            fulls.iter().any(|full| {
+                // INBOX matches case-insensitively.
+                let pat = if full.to_ascii_uppercase().starts_with("INBOX") && name == "INBOX" {
+                    format!("INBOX{}", &full[5..])
+                } else {
+                    full.clone()
+                };
+                names::wildcard_match(pat.as_bytes(), name.as_bytes())
+            })
         };
         if lsub {
             for name in subscribed.iter().filter(|n| matches(n)) {
                 let exists = names.contains(&name.as_str());
                 let attrs = if exists { "" } else { "\\Noselect" };
                 self.line(&format!("* LSUB ({attrs}) \"/\" {}", self.name_out(name)));
+            }
+            // RFC 3501 §6.3.9: a subscribed name the pattern does not reach
+            // (`%` stops at the delimiter) shows as its parent, \Noselect,
+            // when the parent is not subscribed itself.
+            let mut parents: Vec<&str> = subscribed
+                .iter()
+                .filter(|n| !matches(n))
+                .flat_map(|n| n.match_indices('/').map(move |(i, _)| &n[..i]))
+                .filter(|p| !subscribed.iter().any(|s| s == p) && matches(p))
+                .collect();
+            parents.sort_unstable();
+            parents.dedup();
+            for p in parents {
+                self.line(&format!("* LSUB (\\Noselect) \"/\" {}", self.name_out(p)));
             }
         } else {
             let o = opts.unwrap_or_default();
