@@ -364,6 +364,35 @@ async fn condstore_modseq_and_unchangedsince() {
     assert_eq!(r[0], "* SEARCH 1 2", "{r:?}");
     let r = c.ok("j SEARCH MODSEQ 1").await;
     assert!(r[0].starts_with("* SEARCH 1 2 (MODSEQ "), "{r:?}");
+    // RFC 7162 §3.1.5: with RETURN (MIN) or (MAX) alone, the MODSEQ of the
+    // message returned; otherwise the highest of all that match.
+    let r = c.ok("j1 FETCH 1:2 (MODSEQ)").await;
+    let modseq = |n: usize| -> u64 {
+        let l = r.iter().find(|l| l.starts_with(&format!("* {n} FETCH"))).unwrap();
+        l.split("MODSEQ (").nth(1).and_then(|x| x.split(')').next()).unwrap().parse().unwrap()
+    };
+    let (m1, m2) = (modseq(1), modseq(2));
+    assert!(m1 < m2, "message 2 changed last: {r:?}");
+    let r = c.ok("j2 SEARCH RETURN (MIN) MODSEQ 1").await;
+    assert_eq!(r[0], format!("* ESEARCH (TAG \"j2\") MIN 1 MODSEQ {m1}"));
+    let r = c.ok("j3 SEARCH RETURN (MAX) MODSEQ 1").await;
+    assert_eq!(r[0], format!("* ESEARCH (TAG \"j3\") MAX 2 MODSEQ {m2}"));
+    let r = c.ok("j4 SEARCH RETURN (MIN COUNT) MODSEQ 1").await;
+    assert_eq!(r[0], format!("* ESEARCH (TAG \"j4\") MIN 1 COUNT 2 MODSEQ {m2}"));
+    // RFC 7162 §3.1: CONDSTORE turned on by a command while a mailbox is
+    // selected sends HIGHESTMODSEQ at once (once).
+    let mut c2 = Imap::connect(s.imap).await;
+    c2.login("alice@example.test").await;
+    c2.ok("s1 SELECT INBOX").await;
+    let r = c2.ok("s2 FETCH 1 (MODSEQ)").await;
+    assert_eq!(r[0], format!("* OK [HIGHESTMODSEQ {m2}] highest"), "{r:?}");
+    let r = c2.ok("s3 FETCH 2 (MODSEQ)").await;
+    assert!(r[0].starts_with("* 2 FETCH"), "only the first time: {r:?}");
+    let mut c3 = Imap::connect(s.imap).await;
+    c3.login("alice@example.test").await;
+    c3.ok("t1 SELECT INBOX").await;
+    let r = c3.ok("t2 ENABLE CONDSTORE").await;
+    assert_eq!(r[..2], [format!("* OK [HIGHESTMODSEQ {m2}] highest"), "* ENABLED CONDSTORE".to_string()], "{r:?}");
     // Selecting again closes the mailbox first, and says so.
     let r = c.ok("k EXAMINE INBOX").await;
     assert_eq!(r[0], "* OK [CLOSED] previous mailbox closed", "{r:?}");

@@ -457,7 +457,7 @@ impl<S: Directory + Mailstore> Session<S> {
                     match c {
                         // RFC 5161 §3.2: ENABLED lists what this command enabled.
                         CapabilityEnable::CondStore if !self.condstore => {
-                            self.condstore = true;
+                            self.condstore_on();
                             on.push("CONDSTORE".to_string());
                         }
                         other if !self.rev2 && other.to_string().eq_ignore_ascii_case("IMAP4rev2") => {
@@ -633,6 +633,22 @@ impl<S: Directory + Mailstore> Session<S> {
         match m {
             Mailbox::Inbox => "INBOX".into(),
             Mailbox::Other(o) => self.name_from_wire(o.as_ref()),
+        }
+    }
+
+    /// CONDSTORE turned on by a command (RFC 7162 §3.1): with a mailbox
+    /// selected, the client learns its HIGHESTMODSEQ at once, as at SELECT.
+    fn condstore_on(&mut self) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        let highest = self
+            .selected
+            .as_ref()
+            .map(|v| v.synced().unwrap_or_else(|| v.messages().iter().map(|m| m.modseq).max().unwrap_or(0)));
+        if let Some(highest) = highest {
+            self.line(&format!("* OK [HIGHESTMODSEQ {highest}] highest"));
         }
     }
 
@@ -1056,7 +1072,6 @@ impl<S: Directory + Mailstore> Session<S> {
         let part = criteria.iter().map(search::needs).max().flatten();
         let (max_seq, max_uid) = (view.len(), view.messages().last().map_or(0, |m| m.uid));
         let mut hits = Vec::new();
-        let mut top_modseq = 0;
         // Messages are read (when a key needs them) as FETCH reads them: in
         // batches, and only the header when no key looks further.
         for (n, chunk) in view.messages().chunks(FETCH_PIECE_MESSAGES).enumerate() {
@@ -1075,8 +1090,7 @@ impl<S: Directory + Mailstore> Session<S> {
                     raw: &raw,
                 };
                 if candidate(m.uid) && criteria.iter().all(|k| search::matches(k, &c, max_seq, max_uid)) {
-                    hits.push((m.uid, seq));
-                    top_modseq = top_modseq.max(m.modseq);
+                    hits.push((m.uid, seq, m.modseq));
                 }
             }
         }
@@ -1095,7 +1109,16 @@ impl<S: Directory + Mailstore> Session<S> {
                 view.saved = saved;
             }
         }
-        let hits: Vec<u32> = hits.into_iter().map(|(u, seq)| if uid { u } else { seq }).collect();
+        // RFC 7162 §3.1.5: the highest MODSEQ of the messages returned —
+        // with only MIN and/or MAX asked, of those one or two.
+        let top_modseq = match &ret {
+            Some(r) if (r.min || r.max) && !r.all && !r.count => {
+                let ends = [r.min.then(|| hits.first()), r.max.then(|| hits.last())];
+                ends.into_iter().flatten().flatten().map(|h| h.2).max().unwrap_or(0)
+            }
+            _ => hits.iter().map(|h| h.2).max().unwrap_or(0),
+        };
+        let hits: Vec<u32> = hits.into_iter().map(|(u, seq, _)| if uid { u } else { seq }).collect();
         let uses_modseq = criteria.iter().any(search::uses_modseq);
         if let Some(r) = ret {
             if r.save && !(r.min || r.max || r.all || r.count) {
@@ -1160,7 +1183,7 @@ impl<S: Directory + Mailstore> Session<S> {
             names.push(MessageDataItemName::ModSeq);
         }
         if names.contains(&MessageDataItemName::ModSeq) {
-            self.condstore = true;
+            self.condstore_on();
         }
         if let Some(bad) = self.seqs_past_the_end(set, uid) {
             return Some(bad);
@@ -1396,7 +1419,7 @@ impl<S: Directory + Mailstore> Session<S> {
             Err(e) => return store_error(&e),
         };
         if unchanged_since.is_some() {
-            self.condstore = true;
+            self.condstore_on();
         }
         let silent = response == StoreResponse::Silent;
         let Some(mut view) = self.selected.take() else { return Outcome::Bad("select a mailbox first".into()) };
