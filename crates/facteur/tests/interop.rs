@@ -487,21 +487,6 @@ fn rsa_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
     (path, format!("v=DKIM1; k=rsa; p={}", base64::engine::general_purpose::STANDARD.encode(&der.stdout)))
 }
 
-/// The Authentication-Results field facteur (mx.example.test) wrote into a
-/// stored message, unfolded.
-fn our_results(message: &str) -> String {
-    let start = message.find("Authentication-Results: mx.example.test").unwrap_or_else(|| panic!("{message}"));
-    let rest = &message[start..];
-    let mut end = 0;
-    for line in rest.split_inclusive("\r\n") {
-        if end > 0 && !line.starts_with([' ', '\t']) {
-            break;
-        }
-        end += line.len();
-    }
-    rest[..end].replace("\r\n\t", " ").trim_end().to_string()
-}
-
 /// The other way: Postfix with OpenDKIM as its milter (`Mode s`) signs
 /// sender.test's mail (rsa-sha256, OpenDKIM's default simple/simple) and
 /// relays it to facteur's MX port, where sender authentication checks it
@@ -601,7 +586,7 @@ async fn postfix_with_opendkim_signs_mail_facteur_verifies() {
     };
 
     let good = find(sent[0].2);
-    let r = our_results(good);
+    let r = common::our_results(good);
     assert!(r.contains("dkim=pass header.d=sender.test header.s=s1"), "{r}");
     assert!(r.contains("spf=pass") && r.contains("smtp.mailfrom=news@sender.test"), "{r}");
     assert!(r.contains("dmarc=pass header.from=sender.test"), "{r}");
@@ -615,7 +600,7 @@ async fn postfix_with_opendkim_signs_mail_facteur_verifies() {
 
     // SPF still vouches for liar@sender.test (DMARC passes), but the
     // signature does not verify against the key DNS has for s2.
-    let r = our_results(find(sent[1].2));
+    let r = common::our_results(find(sent[1].2));
     assert!(r.contains("dkim=fail") && r.contains("header.d=sender.test header.s=s2"), "{r}");
     assert!(!r.contains("dkim=pass"), "{r}");
     assert!(r.contains("dmarc=pass header.from=sender.test"), "{r}");

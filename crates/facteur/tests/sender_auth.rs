@@ -78,20 +78,6 @@ async fn mailbox(server: &TestServer, user: &str, name: &str) -> Vec<String> {
     out
 }
 
-/// The Authentication-Results field of a stored message, unfolded.
-fn results(message: &str) -> String {
-    let start = message.find("Authentication-Results: mx.example.test").expect("our Authentication-Results");
-    let rest = &message[start..];
-    let mut end = 0;
-    for line in rest.split_inclusive("\r\n") {
-        if end > 0 && !line.starts_with([' ', '\t']) {
-            break;
-        }
-        end += line.len();
-    }
-    rest[..end].replace("\r\n\t", " ").trim_end().to_string()
-}
-
 #[tokio::test]
 async fn aligned_mail_passes_and_forged_results_in_our_name_are_removed() {
     let world = World::new("v=spf1 ip4:127.0.0.1 -all", "v=DMARC1; p=reject").await;
@@ -103,7 +89,7 @@ Authentication-Results: relay.example.net; spf=pass\r\n";
     assert_eq!(reply.code, 250, "{reply:?}");
     let inbox = server.inbox("alice@example.test").await;
     assert_eq!(inbox.len(), 1);
-    let r = results(&inbox[0]);
+    let r = common::our_results(&inbox[0]);
     assert!(r.contains("dkim=pass header.d=bank.example header.s=s1"), "{r}");
     assert!(r.contains("spf=pass"), "{r}");
     assert!(r.contains("smtp.mailfrom=bounces@bank.example"), "{r}");
@@ -141,7 +127,7 @@ async fn a_dmarc_failure_under_p_quarantine_goes_to_junk() {
     assert!(server.inbox("alice@example.test").await.is_empty());
     let junk = mailbox(&server, "alice@example.test", "Junk").await;
     assert_eq!(junk.len(), 1);
-    let r = results(&junk[0]);
+    let r = common::our_results(&junk[0]);
     assert!(r.contains("dmarc=fail header.from=bank.example policy.dmarc=quarantine"), "{r}");
     assert!(r.contains("spf=fail"), "{r}");
 }
@@ -152,7 +138,7 @@ async fn an_spf_fail_alone_is_delivered_unless_configured_and_per_domain_setting
     let server = world.server(|_| {}).await;
     assert_eq!(send(&server, "alerts@bank.example", MESSAGE).await.code, 250);
     let inbox = server.inbox("alice@example.test").await;
-    assert!(results(&inbox[0]).contains("spf=fail"), "{}", inbox[0]);
+    assert!(common::our_results(&inbox[0]).contains("spf=fail"), "{}", inbox[0]);
     drop(server);
 
     let strict = world.server(|c| c.sender_auth.spf_fail = facteur_auth::Action::Reject).await;
@@ -188,7 +174,7 @@ async fn a_dns_server_that_never_answers_costs_the_budget_and_delivers_with_temp
     assert_eq!(reply.code, 250, "{reply:?}");
     assert!(took < Duration::from_secs(6), "the budget bounds the wait: {took:?}");
     let inbox = server.inbox("alice@example.test").await;
-    assert!(results(&inbox[0]).contains("temperror"), "{}", inbox[0]);
+    assert!(common::our_results(&inbox[0]).contains("temperror"), "{}", inbox[0]);
 }
 
 #[tokio::test]
@@ -240,7 +226,7 @@ async fn dkimpy_signatures_verify_and_rsa_sha1_is_not_accepted() {
     // SPF fails; DMARC passes through dkimpy's aligned signature.
     let reply = send(&server, "alerts@bank.example", &signed).await;
     assert_eq!(reply.code, 250, "{reply:?}");
-    let r = results(&server.inbox("alice@example.test").await[0]);
+    let r = common::our_results(&server.inbox("alice@example.test").await[0]);
     assert!(r.contains("dkim=pass header.i=@bank.example header.s=py"), "{r}");
     assert!(r.contains("dmarc=pass"), "{r}");
     // RFC 8301: an rsa-sha1 signature counts for nothing, so the same
@@ -258,6 +244,6 @@ async fn an_rsa_sha1_signature_is_reported_as_refused_by_policy() {
     let (signed, record) = dkimpy_sign(MESSAGE, "rsa-sha1");
     world.dns.txt("py._domainkey.bank.example", &record);
     assert_eq!(send(&server, "alerts@bank.example", &signed).await.code, 250);
-    let r = results(&server.inbox("alice@example.test").await[0]);
+    let r = common::our_results(&server.inbox("alice@example.test").await[0]);
     assert!(r.contains("dkim=policy reason=\"rsa-sha1 (RFC 8301)\" header.d=bank.example header.s=py"), "{r}");
 }

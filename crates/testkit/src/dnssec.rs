@@ -6,8 +6,7 @@
 //! NODATA and NXDOMAIN (RFC 4035 §3.1.3). Optionally:
 //! - an unsigned child zone delegated without DS (the parent's signed NSEC
 //!   at the cut lists NS and no DS): its answers are provably insecure;
-//! - corrupted RRSIGs for chosen RRsets: bogus;
-//! - negative answers without their NSEC proof: bogus.
+//! - corrupted RRSIGs for chosen RRsets: bogus.
 //!
 //! A name tells nothing of the stub's other behaviour ([`crate::dns::StubDns`]
 //! is the unsigned one); answers honour the EDNS payload size and copy
@@ -42,8 +41,6 @@ struct Zone {
     unsigned: BTreeMap<Name, Rrsets>,
     /// RRsets (owner, type) whose RRSIG is corrupted.
     corrupt: HashSet<(Name, RecordType)>,
-    /// Names whose negative answers carry no NSEC (a stripped proof).
-    strip_nsec: HashSet<Name>,
 }
 
 pub struct SignedDns {
@@ -87,13 +84,7 @@ impl SignedDns {
         root.insert(RecordType::NS, vec![RData::NS(NS(fqdn("ns.root-servers.test")))]);
         root.insert(RecordType::DNSKEY, vec![RData::DNSSEC(DNSSECRData::DNSKEY(dnskey))]);
 
-        let zone = Arc::new(Mutex::new(Zone {
-            signer,
-            signed,
-            unsigned: BTreeMap::new(),
-            corrupt: HashSet::new(),
-            strip_nsec: HashSet::new(),
-        }));
+        let zone = Arc::new(Mutex::new(Zone { signer, signed, unsigned: BTreeMap::new(), corrupt: HashSet::new() }));
         let udp = UdpSocket::bind("127.0.0.1:0").await?;
         let addr = udp.local_addr()?;
         let tcp = TcpListener::bind(addr).await?;
@@ -163,12 +154,6 @@ impl SignedDns {
         self.zone.lock().unwrap().corrupt.insert((fqdn(name), rtype));
         self
     }
-
-    /// Answer negative queries for `name` without the NSEC proof.
-    pub fn strip_nsec(&self, name: &str) -> &Self {
-        self.zone.lock().unwrap().strip_nsec.insert(fqdn(name));
-        self
-    }
 }
 
 impl Zone {
@@ -230,9 +215,6 @@ impl Zone {
         }
         if nxdomain {
             reply.metadata.response_code = ResponseCode::NXDomain;
-        }
-        if self.strip_nsec.contains(qname) {
-            return;
         }
         let mut owners = vec![if self.signed.contains_key(qname) { qname.clone() } else { self.covering(qname) }];
         if nxdomain {

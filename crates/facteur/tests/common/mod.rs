@@ -552,3 +552,18 @@ impl Drop for PrivatePg {
         };
     }
 }
+
+/// The Authentication-Results field facteur (mx.example.test) wrote into a
+/// stored message, unfolded.
+pub fn our_results(message: &str) -> String {
+    let start = message.find("Authentication-Results: mx.example.test").unwrap_or_else(|| panic!("{message}"));
+    let rest = &message[start..];
+    let mut end = 0;
+    for line in rest.split_inclusive("\r\n") {
+        if end > 0 && !line.starts_with([' ', '\t']) {
+            break;
+        }
+        end += line.len();
+    }
+    rest[..end].replace("\r\n\t", " ").trim_end().to_string()
+}
