@@ -321,6 +321,24 @@ async fn mailboxes_append_copy_move_and_status() {
     assert!(has(&r, "* LSUB (\\Noselect) \"/\" \"Work\""), "{r:?}");
     let r = c.ok("xc LSUB \"\" *").await;
     assert!(has(&r, "\"Work/Facteur\"") && !has(&r, "\"Work\""), "* matches the child itself: {r:?}");
+    // RECURSIVEMATCH: Work is listed for its subscribed child with
+    // CHILDINFO (RFC 5258 §3.5), but not when * lists the child itself.
+    let r = c.ok("xd LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (CHILDREN)").await;
+    assert!(has(&r, "* LIST (\\HasChildren) \"/\" \"Work\" (\"CHILDINFO\" (\"SUBSCRIBED\"))"), "{r:?}");
+    assert!(has(&r, "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"INBOX\"") && !has(&r, "\"Work/Facteur\""), "{r:?}");
+    let r = c.ok("xe LIST (SUBSCRIBED RECURSIVEMATCH) \"\" *").await;
+    assert!(has(&r, "\"Work/Facteur\"") && !has(&r, "\"Work\"") && !has(&r, "CHILDINFO"), "{r:?}");
+    let r = c.ok("xf LIST (SUBSCRIBED) \"\" %").await;
+    assert!(!has(&r, "\"Work\"") && !has(&r, "CHILDINFO"), "no CHILDINFO without RECURSIVEMATCH: {r:?}");
+    // A subscribed name under parents that do not exist (RFC 9051 §6.3.9.5).
+    c.ok("xg1 CREATE Gone/Deep/Box").await;
+    c.ok("xg2 SUBSCRIBE Gone/Deep/Box").await;
+    for (tag, name) in [("xg3", "Gone/Deep/Box"), ("xg4", "Gone/Deep"), ("xg5", "Gone")] {
+        c.ok(&format!("{tag} DELETE {name}")).await;
+    }
+    let r = c.ok("xh LIST (SUBSCRIBED RECURSIVEMATCH) \"\" Gone/%").await;
+    assert_eq!(r[0], "* LIST (\\NonExistent) \"/\" \"Gone/Deep\" (\"CHILDINFO\" (\"SUBSCRIBED\"))", "{r:?}");
+    c.ok("xi UNSUBSCRIBE Gone/Deep/Box").await;
     let r = c.ok("x NAMESPACE").await;
     assert_eq!(r[0], "* NAMESPACE ((\"\" \"/\")) NIL NIL");
     let r = c.ok("y ID (\"name\" \"test\")").await;
@@ -439,6 +457,24 @@ async fn sessions_on_one_mailbox_tell_each_others_changes() {
     assert_eq!(r.len(), 1, "told once: {r:?}");
     let r = a.ok("a10 FETCH 1:* (UID)").await;
     assert_eq!(r.len(), 3, "{r:?}");
+
+    // A new keyword: FLAGS and PERMANENTFLAGS again before the message that
+    // carries it, in both sessions (RFC 9051 §7.3.5); once, whatever its case.
+    const SYSTEM: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+    let r = a.ok("a11 STORE 1 +FLAGS ($Work)").await;
+    assert_eq!(r[0], format!("* FLAGS ({SYSTEM} $Work)"), "{r:?}");
+    assert_eq!(r[1], format!("* OK [PERMANENTFLAGS ({SYSTEM} $Work \\*)] flags are kept"), "{r:?}");
+    assert!(r[2].starts_with("* 1 FETCH (FLAGS (\\Flagged $Work)"), "{r:?}");
+    let r = b.ok("b6 NOOP").await;
+    assert_eq!(r[0], format!("* FLAGS ({SYSTEM} $Work)"), "{r:?}");
+    assert!(
+        r[1].starts_with("* OK [PERMANENTFLAGS (") && r[2].starts_with("* 1 FETCH (FLAGS (\\Flagged $Work)"),
+        "{r:?}"
+    );
+    let r = a.ok("a12 STORE 2 +FLAGS ($work)").await;
+    assert!(!has(&r, "* FLAGS") && r[0].starts_with("* 2 FETCH"), "a keyword's case is not a new one: {r:?}");
+    let r = b.ok("b7 EXAMINE INBOX").await;
+    assert!(has(&r, &format!("* FLAGS ({SYSTEM} $Work)")) && has(&r, "* OK [PERMANENTFLAGS ()]"), "{r:?}");
 }
 
 /// Mailbox names: modified UTF-7 for IMAP4rev1 clients (RFC 3501 §5.1.3),
@@ -545,8 +581,13 @@ async fn binary_fetches_decoded_parts() {
     let r = c.until_tagged("b").await;
     assert!(r.last().unwrap().starts_with("b OK [APPENDUID "), "{r:?}");
     c.ok("c SELECT INBOX").await;
-    let r = c.ok("d FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[1]<1.1>)").await;
-    assert_eq!(r[0], "* 1 FETCH (BINARY[1] ~{5}\r\nA\0B\r\n BINARY.SIZE[1] 5 BINARY[1] ~{1}\r\n\0)", "{r:?}");
+    // A partial answer names its origin (RFC 3516 §4.2, RFC 9051 §7.5.2).
+    let r = c.ok("d FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[1]<1.1> ENVELOPE BINARY.PEEK[1]<0.3>)").await;
+    assert!(
+        r[0].starts_with("* 1 FETCH (BINARY[1] ~{5}\r\nA\0B\r\n BINARY.SIZE[1] 5 BINARY[1]<1> ~{1}\r\n\0 ENVELOPE ("),
+        "{r:?}"
+    );
+    assert!(r[0].ends_with(" BINARY[1]<0> ~{3}\r\nA\0B)"), "{r:?}");
     let r = c.ok("e FETCH 1 (FLAGS)").await;
     assert!(!has(&r, "\\Seen"), "PEEK leaves \\Seen alone: {r:?}");
     let r = c.ok("f FETCH 1 (BINARY[1])").await;

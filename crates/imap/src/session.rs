@@ -15,7 +15,7 @@ use facteur_store::{Directory, FlagOp, Mailstore, MessageMeta, Part, StoreError}
 use facteur_types::fault::{self, Fault};
 use facteur_types::signal::{self, Signal};
 use imap_codec::ResponseCodec;
-use imap_codec::encode::Encoder;
+use imap_codec::encode::{Encoder, Fragment};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
@@ -372,6 +372,29 @@ impl<S: Directory + Mailstore> Session<S> {
     fn data(&mut self, d: Data<'_>) {
         let bytes = ResponseCodec::new().encode(&Response::Data(d)).dump();
         self.out.extend_from_slice(&bytes);
+    }
+
+    /// A FETCH response whose BINARY items (in order) answer partial
+    /// requests at `origins`: RFC 3516 §4.2 and RFC 9051 §7.5.2 give such an
+    /// item as `BINARY[section]<origin>`, which the codec does not write, so
+    /// the origin goes in before the item's literal8 (`~{n}`), which always
+    /// ends the line fragment that names it.
+    fn fetch_data(&mut self, seq: NonZeroU32, items: Vec1<MessageDataItem<'_>>, origins: &[Option<u32>]) {
+        let response = Response::Data(Data::Fetch { seq, items });
+        let mut origins = origins.iter();
+        for fragment in ResponseCodec::new().encode(&response) {
+            match fragment {
+                Fragment::Line { mut data } => {
+                    if let Some(at) = literal8_at_end(&data)
+                        && let Some(Some(origin)) = origins.next()
+                    {
+                        data.splice(at..at, format!("<{origin}>").into_bytes());
+                    }
+                    self.out.extend_from_slice(&data);
+                }
+                Fragment::Literal { data, .. } => self.out.extend_from_slice(&data),
+            }
+        }
     }
 
     /// Handle one command in an extended form (see `extended`).
@@ -768,8 +791,12 @@ impl<S: Directory + Mailstore> Session<S> {
         // Unchanged HIGHESTMODSEQ: nothing to tell, no listing read.
         let Ok(Some(fresh)) = self.store.mailbox_snapshot(id, known).await else { return };
         let condstore = self.condstore;
-        let Some(view) = self.selected.as_mut() else { return };
+        let Some(mut view) = self.selected.take() else { return };
         let updates = view.refresh(fresh, expunges);
+        if view.take_new_keywords() {
+            self.flags_lines(&view);
+        }
+        self.selected = Some(view);
         for u in updates {
             match u {
                 Update::Expunge(seq) => self.line(&format!("* {seq} EXPUNGE")),
@@ -802,12 +829,7 @@ impl<S: Directory + Mailstore> Session<S> {
         let view = View::new(mailbox.id, mailbox.uidvalidity, read_only, snapshot);
         self.line(&format!("* {} EXISTS", view.len()));
         self.line("* 0 RECENT");
-        self.line("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
-        if read_only {
-            self.line("* OK [PERMANENTFLAGS ()] read-only");
-        } else {
-            self.line("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags are kept");
-        }
+        self.flags_lines(&view);
         if let Some(first) = view.messages().iter().position(|m| !m.flags.iter().any(|f| f == "\\Seen")) {
             self.line(&format!("* OK [UNSEEN {}] first unseen", first + 1));
         }
@@ -820,6 +842,23 @@ impl<S: Directory + Mailstore> Session<S> {
             Outcome::Ok(Some("READ-ONLY".into()), "EXAMINE completed".into())
         } else {
             Outcome::Ok(Some("READ-WRITE".into()), "SELECT completed".into())
+        }
+    }
+
+    /// FLAGS and PERMANENTFLAGS of the selected mailbox: the system flags
+    /// and every keyword its messages carry (RFC 9051 §7.3.5, §7.1), at
+    /// SELECT and again whenever a new keyword appears.
+    fn flags_lines(&mut self, view: &View) {
+        let mut flags = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+        for k in view.keywords() {
+            flags.push(' ');
+            flags.push_str(k);
+        }
+        self.line(&format!("* FLAGS ({flags})"));
+        if view.read_only {
+            self.line("* OK [PERMANENTFLAGS ()] read-only");
+        } else {
+            self.line(&format!("* OK [PERMANENTFLAGS ({flags} \\*)] flags are kept"));
         }
     }
 
@@ -898,9 +937,24 @@ impl<S: Directory + Mailstore> Session<S> {
         } else {
             let o = opts.unwrap_or_default();
             let show_subscribed = o.return_subscribed || o.select_subscribed;
+            // RFC 5258 §3.5 (RFC 9051 §6.3.9.5's table): with RECURSIVEMATCH,
+            // a name the patterns match that has a subscribed descendant they
+            // do not match is listed with CHILDINFO, even when it is not
+            // subscribed (or does not exist) itself. A descendant that is
+            // listed on its own gives no CHILDINFO, as Dovecot answers.
+            let childinfo = |name: &str| {
+                let prefix = format!("{name}/");
+                o.recursive_match
+                    && o.select_subscribed
+                    && subscribed.iter().any(|s| s.starts_with(&prefix) && !matches(s))
+            };
+            const CHILDINFO: &str = " (\"CHILDINFO\" (\"SUBSCRIBED\"))";
             for m in mailboxes.iter().filter(|m| matches(&m.name)) {
                 let is_subscribed = subscribed.contains(&m.name);
-                if (o.select_subscribed && !is_subscribed) || (o.select_special_use && m.special_use.is_none()) {
+                let info = if childinfo(&m.name) { CHILDINFO } else { "" };
+                if (o.select_subscribed && !is_subscribed && info.is_empty())
+                    || (o.select_special_use && m.special_use.is_none())
+                {
                     continue;
                 }
                 let prefix = format!("{}/", m.name);
@@ -915,7 +969,7 @@ impl<S: Directory + Mailstore> Session<S> {
                 if show_subscribed && is_subscribed {
                     attrs.push("\\Subscribed");
                 }
-                self.line(&format!("* LIST ({}) \"/\" {}", attrs.join(" "), self.name_out(&m.name)));
+                self.line(&format!("* LIST ({}) \"/\" {}{info}", attrs.join(" "), self.name_out(&m.name)));
                 if o.return_status.is_some() {
                     self.list_status(m, o.return_status.as_deref().unwrap_or_default()).await;
                 }
@@ -923,7 +977,20 @@ impl<S: Directory + Mailstore> Session<S> {
             // Subscribed names that no longer exist (RFC 5258 §3.1).
             if o.select_subscribed {
                 for name in subscribed.iter().filter(|n| matches(n) && !names.contains(&n.as_str())) {
-                    self.line(&format!("* LIST (\\NonExistent \\Subscribed) \"/\" {}", self.name_out(name)));
+                    let info = if childinfo(name) { CHILDINFO } else { "" };
+                    self.line(&format!("* LIST (\\NonExistent \\Subscribed) \"/\" {}{info}", self.name_out(name)));
+                }
+                // Parents that neither exist nor are subscribed, listed only
+                // for the CHILDINFO of a subscribed descendant.
+                let mut parents: Vec<&str> = subscribed
+                    .iter()
+                    .flat_map(|n| n.match_indices('/').map(move |(i, _)| &n[..i]))
+                    .filter(|p| !names.contains(p) && !subscribed.iter().any(|s| s == p) && matches(p) && childinfo(p))
+                    .collect();
+                parents.sort_unstable();
+                parents.dedup();
+                for p in parents {
+                    self.line(&format!("* LIST (\\NonExistent) \"/\" {}{CHILDINFO}", self.name_out(p)));
                 }
             }
         }
@@ -1288,6 +1355,14 @@ impl<S: Directory + Mailstore> Session<S> {
             .collect();
         job.next += piece.len();
         let mut bodies = self.read_messages(view.mailbox_id, piece.clone(), part).await.map_err(|e| store_error(&e))?;
+        let origins: Vec<Option<u32>> = job
+            .names
+            .iter()
+            .filter_map(|n| match n {
+                MessageDataItemName::Binary { partial, .. } => Some(partial.map(|p| p.0)),
+                _ => None,
+            })
+            .collect();
         for u in piece {
             let Some(seq) = view.seq_of(u) else { continue };
             let Some(meta) = view.by_seq(seq) else { continue };
@@ -1307,7 +1382,7 @@ impl<S: Directory + Mailstore> Session<S> {
                 items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
             }
             if let (Some(seq), Ok(items)) = (NonZeroU32::new(seq), Vec1::try_from(items)) {
-                self.data(Data::Fetch { seq, items });
+                self.fetch_data(seq, items, &origins);
             }
         }
         Ok(job.next >= job.uids.len())
@@ -1366,7 +1441,8 @@ impl<S: Directory + Mailstore> Session<S> {
                 MessageDataItemName::BodyStructure => Some(MessageDataItem::BodyStructure(p.body_structure(true))),
                 MessageDataItemName::Body => Some(MessageDataItem::Body(p.body_structure(false))),
                 // RFC 9051 §6.4.5 (from RFC 3516): decoded, in a literal8
-                // since it may hold NUL; no <origin> in the answer (§9).
+                // since it may hold NUL; a partial one's origin is added
+                // by `fetch_data`.
                 MessageDataItemName::Binary { section, partial, .. } => {
                     let data = p.binary(section)?;
                     Some(MessageDataItem::Binary {
@@ -1428,6 +1504,11 @@ impl<S: Directory + Mailstore> Session<S> {
         }
         for (u, f, m) in r.changed.iter().chain(r.unchanged.iter()) {
             view.set_flags(*u, f.clone(), *m);
+        }
+        if view.take_new_keywords() {
+            self.flags_lines(&view);
+        }
+        for (u, f, m) in r.changed.iter().chain(r.unchanged.iter()) {
             // .SILENT still reports MODSEQ under CONDSTORE (RFC 7162 §3.1.3).
             if silent && !self.condstore {
                 continue;
@@ -1562,6 +1643,16 @@ impl<S: Directory + Mailstore> Session<S> {
     }
 }
 
+/// Where a line fragment that ends in a BINARY item's literal8 header
+/// (`…] ~{n}\r\n`) has that item's closing bracket end: the place of its
+/// `<origin>`.
+fn literal8_at_end(line: &[u8]) -> Option<usize> {
+    let head = line.strip_suffix(b"}\r\n")?;
+    let digits = head.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let head = &head[..head.len() - digits];
+    (digits > 0 && head.ends_with(b"] ~{")).then(|| head.len() - 3)
+}
+
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
         if let (Some(slots), Some(user)) = (&self.slots, &self.user) {
@@ -1579,5 +1670,14 @@ mod tests {
         assert_eq!(quote("Sent"), "\"Sent\"");
         assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(quote("é"), "{2}\r\né");
+    }
+
+    #[test]
+    fn a_binary_literal8_is_found_at_the_end_of_its_line() {
+        assert_eq!(literal8_at_end(b"* 1 FETCH (BINARY[1.2] ~{17}\r\n"), Some(22));
+        assert_eq!(literal8_at_end(b"* 1 FETCH (BINARY[] ~{0}\r\n"), Some(19));
+        assert_eq!(literal8_at_end(b"* 1 FETCH (BODY[1] {17}\r\n"), None);
+        assert_eq!(literal8_at_end(b"ENVELOPE (\"] ~{\" NIL) BODY[] {3}\r\n"), None);
+        assert_eq!(literal8_at_end(b"x] ~{}\r\n"), None);
     }
 }

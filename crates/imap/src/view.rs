@@ -33,18 +33,43 @@ pub struct View {
     /// The saved search result `$` (RFC 5182, RFC 9051 §6.4.4.1): UIDs,
     /// empty at SELECT; it goes with the mailbox.
     pub saved: Vec<u32>,
+    /// The keywords the client was told in FLAGS (RFC 9051 §7.3.5), by
+    /// their lowercase form (keywords are case-insensitive, §2.3.2), as
+    /// first seen; one removed from every message stays, as in Dovecot.
+    keywords: std::collections::BTreeMap<String, String>,
+    /// A keyword appeared that the client has not been told of yet.
+    new_keywords: bool,
 }
 
 impl View {
     pub fn new(mailbox_id: i64, uidvalidity: u32, read_only: bool, snapshot: MailboxSnapshot) -> View {
-        View {
+        let mut view = View {
             mailbox_id,
             read_only,
             uidvalidity,
-            messages: snapshot.messages,
+            messages: Vec::new(),
             synced: Some(snapshot.highest_modseq),
             saved: Vec::new(),
+            keywords: Default::default(),
+            new_keywords: false,
+        };
+        for m in &snapshot.messages {
+            note_keywords(&mut view.keywords, &mut view.new_keywords, &m.flags);
         }
+        view.messages = snapshot.messages;
+        view.new_keywords = false;
+        view
+    }
+
+    /// Every keyword of the mailbox as this view knows them, sorted.
+    pub fn keywords(&self) -> impl Iterator<Item = &str> {
+        self.keywords.values().map(String::as_str)
+    }
+
+    /// Whether a keyword appeared since the last call (or SELECT): the
+    /// client must be sent FLAGS again before it sees one (RFC 9051 §7.3.5).
+    pub fn take_new_keywords(&mut self) -> bool {
+        std::mem::take(&mut self.new_keywords)
     }
 
     /// The HIGHESTMODSEQ this view is known to reflect (see `synced`).
@@ -79,6 +104,7 @@ impl View {
 
     /// Replace one message's flags after this session's own STORE.
     pub fn set_flags(&mut self, uid: u32, flags: Vec<String>, modseq: u64) {
+        note_keywords(&mut self.keywords, &mut self.new_keywords, &flags);
         if let Ok(i) = self.messages.binary_search_by_key(&uid, |m| m.uid) {
             self.messages[i].flags = flags;
             self.messages[i].modseq = modseq;
@@ -125,6 +151,7 @@ impl View {
             };
             let f = &fresh[j];
             if f.modseq != m.modseq || f.flags != m.flags {
+                note_keywords(&mut self.keywords, &mut self.new_keywords, &f.flags);
                 m.flags = f.flags.clone();
                 m.modseq = f.modseq;
                 out.push(Update::Flags { seq: 0, uid: m.uid, flags: f.flags.clone(), modseq: f.modseq });
@@ -132,6 +159,9 @@ impl View {
         }
         let last = self.messages.last().map_or(0, |m| m.uid);
         let before = self.messages.len();
+        for m in fresh.iter().filter(|m| m.uid > last) {
+            note_keywords(&mut self.keywords, &mut self.new_keywords, &m.flags);
+        }
         self.messages.extend(fresh.into_iter().filter(|m| m.uid > last));
         if self.messages.len() != before {
             out.push(Update::Exists(self.len()));
@@ -162,6 +192,17 @@ impl View {
             }
         }
         seqs
+    }
+}
+
+/// Remember the keywords among `flags` (system flags start with `\\`),
+/// setting `new` when one was not known.
+fn note_keywords(keywords: &mut std::collections::BTreeMap<String, String>, new: &mut bool, flags: &[String]) {
+    for f in flags.iter().filter(|f| !f.starts_with('\\')) {
+        if let std::collections::btree_map::Entry::Vacant(e) = keywords.entry(f.to_lowercase()) {
+            e.insert(f.clone());
+            *new = true;
+        }
     }
 }
 
@@ -212,6 +253,22 @@ mod tests {
         assert_eq!(v.refresh(snap(3, vec![meta(2, &[], 2)]), true), [Update::Expunge(1)]);
         assert_eq!(v.synced(), Some(3));
         assert!(v.refresh(snap(3, vec![meta(2, &[], 2)]), true).is_empty(), "nothing twice");
+    }
+
+    #[test]
+    fn keywords_are_collected_and_new_ones_flagged() {
+        let mut v = View::new(1, 7, false, snap(2, vec![meta(1, &["\\Seen", "$Label"], 1), meta(2, &["$label"], 2)]));
+        assert_eq!(v.keywords().collect::<Vec<_>>(), ["$Label"], "case-insensitive, as first seen");
+        assert!(!v.take_new_keywords(), "SELECT sends them");
+        v.set_flags(1, vec!["\\Flagged".into()], 3);
+        assert!(!v.take_new_keywords(), "a system flag is no keyword");
+        v.set_flags(1, vec!["Work".into()], 4);
+        assert!(v.take_new_keywords() && !v.take_new_keywords());
+        // Another session's flag change and an arrival each bring one.
+        let fresh = vec![meta(1, &["Work"], 4), meta(2, &["Todo"], 5), meta(3, &["$Junk"], 6)];
+        v.refresh(snap(6, fresh), true);
+        assert!(v.take_new_keywords());
+        assert_eq!(v.keywords().collect::<Vec<_>>(), ["$Junk", "$Label", "Todo", "Work"]);
     }
 
     #[test]
