@@ -754,3 +754,50 @@ async fn limits_answer_with_standard_replies() {
     let l = c.line().await;
     assert!(l.starts_with("* BYE idle for too long"), "{l}");
 }
+
+/// Message structure as Dovecot 2.3 shows it (compared by hand): comments
+/// in addresses are neither names nor addresses, a group with only a
+/// comment is empty, a source route is the address's adl (RFC 9051
+/// §7.5.2, RFC 5322 §3.4, §4.4); SEARCH finds an address written with
+/// comments; TEXT of an encapsulated multipart keeps its epilogue.
+#[tokio::test]
+async fn envelope_addresses_and_nested_text_as_written() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let msg = "From: Joe <@relay.example,@hub.example:joe@b.example>\r\n\
+To: x@y.example (Comment), \"Q (not) \" (c) <q@r.example>, (c1) k (c2) @ (c3) l.example (c4)\r\n\
+Cc: undisclosed-recipients: (none);\r\n\
+Bcc: g: a@b.example (A), c@d.example;, (only comment)\r\n\
+Subject: t\r\n\
+Content-Type: message/rfc822\r\n\r\n\
+Subject: inner\r\nContent-Type: multipart/alternative; boundary=YY\r\n\r\n\
+--YY\r\n\r\nplain\r\n--YY--\r\ninner epilogue\r\n";
+    c.send(format!("a APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
+    c.until_tagged("a").await;
+    c.ok("b SELECT INBOX").await;
+    let r = c.ok("c FETCH 1 ENVELOPE").await;
+    let route = "((\"Joe\" \"@relay.example,@hub.example\" \"joe\" \"b.example\"))";
+    assert_eq!(
+        r[0],
+        format!(
+            "* 1 FETCH (ENVELOPE (NIL \"t\" {route} {route} {route} \
+((\"Comment\" NIL \"x\" \"y.example\")(\"Q (not)\" NIL \"q\" \"r.example\")(\"c4\" NIL \"k\" \"l.example\")) \
+((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) \
+((NIL NIL \"g\" NIL)(\"A\" NIL \"a\" \"b.example\")(NIL NIL \"c\" \"d.example\")(NIL NIL NIL NIL)) NIL NIL))"
+        ),
+        "{r:?}"
+    );
+    for (tag, key, hit) in [
+        ("d", "FROM joe@b.example", true),
+        ("e", "TO \"k@l.example\"", true),
+        ("f", "TO c4", true),
+        ("g", "TO Comment", true),
+        ("h", "TO nobody@l.example", false),
+    ] {
+        let r = c.ok(&format!("{tag} SEARCH {key}")).await;
+        assert_eq!(r[0], if hit { "* SEARCH 1" } else { "* SEARCH" }, "{key}: {r:?}");
+    }
+    let r = c.ok("i FETCH 1 BODY.PEEK[1.TEXT]").await;
+    assert!(r[0].ends_with("--YY--\r\ninner epilogue\r\n)"), "{r:?}");
+}

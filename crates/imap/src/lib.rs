@@ -13,6 +13,8 @@
 //!   updates that bring a client up to date (pure).
 //! - [`mime`]: ENVELOPE, BODY/BODYSTRUCTURE and `BODY[section]<partial>`
 //!   from the raw message (RFC 9051 §6.4.5, §7.5.2).
+//! - [`address`]: address fields as RFC 5322 writes them (comments,
+//!   groups, source routes) for ENVELOPE and SEARCH (pure).
 //! - [`search`]: SEARCH keys against one message (RFC 9051 §6.4.4).
 //! - [`seqset`]: sequence and UID sets against the existing messages
 //!   (RFC 9051 §6.4.8), and compact UID sets for COPYUID/APPENDUID.
@@ -21,6 +23,7 @@
 //!   an APPEND or COPY fits (pure).
 //! - [`utf7`]: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
 
+pub mod address;
 pub mod extended;
 pub mod fuzz_checks;
 pub mod mime;

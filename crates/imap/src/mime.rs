@@ -20,6 +20,7 @@
 
 use std::num::NonZeroU32;
 
+use crate::address;
 use imap_codec::imap_types::{
     body::{
         BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
@@ -29,7 +30,7 @@ use imap_codec::imap_types::{
     envelope::{Address, Envelope},
     fetch::{Part, Section},
 };
-use mail_parser::{Addr, ContentType, Header, HeaderName, HeaderValue, Message, MessageParser, MessagePart, PartType};
+use mail_parser::{ContentType, Header, HeaderName, HeaderValue, Message, MessageParser, MessagePart, PartType};
 
 /// Deepest part nesting described; deeper parts are reported as leaves, so a
 /// hostile message cannot exhaust the stack.
@@ -159,7 +160,14 @@ impl<'a> Mime<'a> {
             Section::HeaderFieldsNot(part, names) => {
                 header_of(message, part.as_ref()).map(|header| return_fields(header, names.as_ref(), false))
             }
-            Section::Text(part) => encapsulated(message, part.as_ref()).and_then(root).map(|node| node.body().to_vec()),
+            Section::Text(None) => root(message).map(|node| node.body().to_vec()),
+            // The encapsulated message's body as its enclosing part holds
+            // it: the inner parse can end a multipart at its close
+            // delimiter and drop the epilogue (RFC 2046 §5.1.1).
+            Section::Text(Some(part)) => resolve(message, part).and_then(|node| {
+                let header = root(node.encapsulated()?)?.header();
+                Some(node.body().strip_prefix(header).unwrap_or_default().to_vec())
+            }),
             Section::Mime(part) => resolve(message, part).map(|node| node.header().to_vec()),
             Section::Part(part) => resolve(message, part).map(|node| node.body().to_vec()),
         };
@@ -397,7 +405,7 @@ fn envelope_of(message: &Message<'_>) -> Envelope<'static> {
     let Some(top) = root(message) else {
         return empty_envelope();
     };
-    let list = |name| top.field(name).map(|f| addresses(&f.value)).unwrap_or_default();
+    let list = |name| top.raw_value(name).map(|v| addresses(&v)).unwrap_or_default();
     let from = list(HeaderName::From);
     let or_from = |list: Vec<Address<'static>>| if list.is_empty() { from.clone() } else { list };
     // Date, In-Reply-To and Message-ID are sent as written; the subject
@@ -420,46 +428,26 @@ fn envelope_of(message: &Message<'_>) -> Envelope<'static> {
     }
 }
 
-/// Address structures of an address field. A named group is framed by
-/// `(NIL NIL "name" NIL)` and `(NIL NIL NIL NIL)` (RFC 9051 §7.5.2).
-fn addresses(value: &HeaderValue<'_>) -> Vec<Address<'static>> {
-    let mut out = Vec::new();
-    match value {
-        HeaderValue::Address(mail_parser::Address::List(list)) => {
-            out.extend(list.iter().filter_map(address));
-        }
-        HeaderValue::Address(mail_parser::Address::Group(groups)) => {
-            for group in groups {
-                let Some(name) = group.name.as_deref() else {
-                    out.extend(group.addresses.iter().filter_map(address));
-                    continue;
-                };
-                out.push(Address {
-                    name: NString::NIL,
-                    adl: NString::NIL,
-                    mailbox: nstr(Some(name)),
-                    host: NString::NIL,
-                });
-                out.extend(group.addresses.iter().filter_map(address));
-                out.push(Address { name: NString::NIL, adl: NString::NIL, mailbox: NString::NIL, host: NString::NIL });
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
-/// One address: personal name, NIL source route, local part and domain. An
-/// address without a domain gets an empty host, since a NIL host would mark
-/// a group; a lone word (`Bcc: nodomain`) is taken as such a local part.
-fn address(addr: &Addr<'_>) -> Option<Address<'static>> {
-    let (name, address) = match (addr.name.as_deref(), addr.address.as_deref()) {
-        (name, Some(address)) => (name, address),
-        (Some(word), None) => (None, word),
-        (None, None) => return None,
-    };
-    let (mailbox, host) = address.rsplit_once('@').unwrap_or((address, ""));
-    Some(Address { name: nstr(name), adl: NString::NIL, mailbox: nstr(Some(mailbox)), host: nstr(Some(host)) })
+/// Address structures of an address field (read by `address`). A group is
+/// framed by `(NIL NIL "name" NIL)` and `(NIL NIL NIL NIL)` (RFC 9051
+/// §7.5.2). An address without a domain gets an empty host, since a NIL
+/// host would mark a group; a lone word (`Bcc: nodomain`) is taken as such
+/// a local part.
+fn addresses(value: &str) -> Vec<Address<'static>> {
+    let nil = || Address { name: NString::NIL, adl: NString::NIL, mailbox: NString::NIL, host: NString::NIL };
+    address::parse(value.as_bytes())
+        .into_iter()
+        .map(|item| match item {
+            address::Item::GroupStart(name) => Address { mailbox: nstr(Some(&name)), ..nil() },
+            address::Item::GroupEnd => nil(),
+            address::Item::Mailbox(m) => Address {
+                name: nstr(m.name.as_deref()),
+                adl: nstr(m.route.as_deref()),
+                mailbox: nstr(Some(&m.local)),
+                host: nstr(Some(&m.domain)),
+            },
+        })
+        .collect()
 }
 
 // ----------------------------------------------------------- BODYSTRUCTURE
@@ -999,6 +987,41 @@ NIL (\"attachment\" (\"filename\" \"a.pdf\")) (\"en\" \"fr\") \"http://example.o
         }
         assert_eq!(sec(MIXED, Section::Header(Some(part(&[1])))), "");
         assert_eq!(sec(MIXED, Section::Text(Some(part(&[3])))), "");
+    }
+
+    #[test]
+    fn text_of_an_encapsulated_multipart_keeps_its_epilogue() {
+        let raw = b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n\
+Content-Type: message/rfc822\r\n\r\n\
+Subject: inner\r\nContent-Type: multipart/alternative; boundary=YY\r\n\r\n\
+inner preamble\r\n--YY\r\n\r\nplain\r\n--YY--\r\ninner epilogue\r\n\
+\r\n--XX--\r\n";
+        let text = sec(raw, Section::Text(Some(part(&[1]))));
+        assert_eq!(text, "inner preamble\r\n--YY\r\n\r\nplain\r\n--YY--\r\ninner epilogue\r\n");
+        let whole = sec(raw, Section::Part(part(&[1])));
+        assert!(whole.ends_with("--YY--\r\ninner epilogue\r\n"), "{whole:?}");
+        // The same, as the only part of a message inside a message.
+        let raw = b"Content-Type: message/rfc822\r\n\r\n\
+Subject: inner\r\nContent-Type: multipart/alternative; boundary=YY\r\n\r\n\
+--YY\r\n\r\nplain\r\n--YY--\r\ninner epilogue\r\n";
+        assert_eq!(sec(raw, Section::Text(Some(part(&[1])))), "--YY\r\n\r\nplain\r\n--YY--\r\ninner epilogue\r\n");
+        assert!(sec(raw, Section::Part(part(&[1]))).ends_with("--YY--\r\ninner epilogue\r\n"));
+        let raw = b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n\
+Content-Type: multipart/alternative; boundary=YY\r\n\r\n\
+--YY\r\n\r\nplain\r\n--YY--\r\nnested epilogue\r\n--XX--\r\nouter epilogue\r\n";
+        assert_eq!(sec(raw, Section::Part(part(&[1]))), "--YY\r\n\r\nplain\r\n--YY--\r\nnested epilogue");
+        let text = sec(raw, Section::Text(None));
+        assert!(text.ends_with("--XX--\r\nouter epilogue\r\n"), "{text:?}");
+    }
+
+    #[test]
+    fn groups_with_comments_and_source_routes() {
+        // RFC 5322 §3.4: a group with only a comment (CFWS) is empty.
+        let e = env(b"To: undisclosed-recipients: (none);\r\nFrom: a@b.example\r\n\r\n");
+        assert!(e.contains("((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))"), "{e}");
+        // RFC 5322 §4.4 obs-route: the route goes to the adl, not the mailbox.
+        let e = env(b"From: Joe <@relay.example,@hub.example:joe@b.example>\r\n\r\n");
+        assert!(e.contains("((\"Joe\" \"@relay.example,@hub.example\" \"joe\" \"b.example\"))"), "{e}");
     }
 
     #[test]

@@ -139,10 +139,10 @@ impl Eval<'_, '_> {
             // no per-flag modseq, so the entry name is not looked at.
             SearchKey::ModSequence { modseq, .. } => c.modseq >= *modseq,
 
-            SearchKey::From(s) => self.field_contains("From", s),
-            SearchKey::To(s) => self.field_contains("To", s),
-            SearchKey::Cc(s) => self.field_contains("Cc", s),
-            SearchKey::Bcc(s) => self.field_contains("Bcc", s),
+            SearchKey::From(s) => self.address_contains("From", s),
+            SearchKey::To(s) => self.address_contains("To", s),
+            SearchKey::Cc(s) => self.address_contains("Cc", s),
+            SearchKey::Bcc(s) => self.address_contains("Bcc", s),
             SearchKey::Subject(s) => self.field_contains("Subject", s),
             SearchKey::Header(name, s) => match std::str::from_utf8(name.as_ref()) {
                 Ok(name) => self.field_contains(name, s),
@@ -174,6 +174,24 @@ impl Eval<'_, '_> {
     /// empty needle matches any message that has the field.
     fn field_contains(&self, name: &str, needle: &AString<'_>) -> bool {
         self.message().is_some_and(|m| fields_contain(m, Some(name), &text(needle)))
+    }
+
+    /// FROM, TO, CC, BCC: the field as written (decoded) holds `needle`, or
+    /// one of its addresses does as `name <local@domain>` read without its
+    /// comments, so `k@l.example` finds `k (c) @ l.example` (RFC 5322 §3.4).
+    fn address_contains(&self, name: &str, needle: &AString<'_>) -> bool {
+        let Some(m) = self.message() else { return false };
+        let needle = text(needle);
+        fields_contain(m, Some(name), &needle)
+            || field_values(m, name).any(|value| {
+                crate::address::parse(value).iter().any(|item| match item {
+                    crate::address::Item::Mailbox(mb) => {
+                        let written = format!("{} <{}>", mb.name.as_deref().unwrap_or_default(), mb.addr_spec());
+                        contains(&written, &needle)
+                    }
+                    _ => false,
+                })
+            })
     }
 }
 
@@ -211,6 +229,17 @@ fn fields_contain(message: &Message<'_>, name: Option<&str>, needle: &str) -> bo
             Some(_) => contains(&value, needle),
             None => contains(&format!("{field_name}: {value}"), needle),
         }
+    })
+}
+
+/// The raw values of the top-level fields called `name`.
+fn field_values<'m>(message: &'m Message<'_>, name: &'m str) -> impl Iterator<Item = &'m [u8]> {
+    let raw = &message.raw_message;
+    message.parts.first().into_iter().flat_map(move |root| {
+        root.headers.iter().filter(|f| f.name.as_str().eq_ignore_ascii_case(name)).map(move |f| {
+            let start = (f.offset_start as usize).min(raw.len());
+            &raw[start..(f.offset_end as usize).clamp(start, raw.len())]
+        })
     })
 }
 
@@ -316,6 +345,12 @@ Content-Type: text/html\r\n\
         assert!(check(SearchKey::To(astr("team"))));
         assert!(check(SearchKey::Cc(astr("carol"))));
         assert!(!check(SearchKey::Bcc(astr(""))));
+        // Comments inside an address do not hide it (RFC 5322 §3.4.1).
+        let raw = b"From: (c1) k (c2) @ (c3) l.example (c4)\r\nTo: \"Team\" (ops) <team@example.net>\r\n\r\nx\r\n";
+        let flags = flags();
+        let key = |k: SearchKey<'static>| matches(&k, &candidate(&flags, raw), 5, 50);
+        assert!(key(SearchKey::From(astr("k@l.example"))) && key(SearchKey::From(astr("c4"))));
+        assert!(key(SearchKey::To(astr("Team <team@example.net>"))) && !key(SearchKey::To(astr("k@l.example"))));
         assert!(check(SearchKey::Subject(astr("quartalsbericht q3"))));
         assert!(check(SearchKey::Header(astr("x-priority"), astr("high"))));
         assert!(check(SearchKey::Header(astr("X-Priority"), astr(""))));
