@@ -117,14 +117,17 @@ pub async fn maildir<S: Mailstore + Directory>(
             }
         }
         files.sort();
+        let mut last = None;
         for (_, name, path) in files {
             bar.inc(1);
             let flags = maildir_flags(&name, &keywords);
             let Some((data, internal_date)) = read_maildir_file(&path, &mut summary.skipped).await else { continue };
-            store_one(store, &mailbox, &known, data, flags, internal_date, &mut summary)
+            last = store_one(store, &mailbox, &known, data, flags, internal_date, &mut summary)
                 .await
-                .with_context(|| format!("storing {} into {}", path.display(), folder.name))?;
+                .with_context(|| format!("storing {} into {}", path.display(), folder.name))?
+                .or(last);
         }
+        not_recent(store, &mailbox, last).await?;
         bar.set_message(format!("{} imported", summary.messages));
     }
     bar.finish_and_clear();
@@ -163,6 +166,7 @@ pub async fn mbox<S: Mailstore + Directory>(
     let mut summary = Summary { mailboxes: 1, ..Summary::default() };
     let bar = progress_bar(progress, meta.len(), "{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {msg}");
     bar.set_prefix(name.clone());
+    let mut last = None;
     while let Some(item) = next {
         bar.set_position(reader.offset);
         match item {
@@ -172,14 +176,16 @@ pub async fn mbox<S: Mailstore + Directory>(
             MboxItem::Internal => {}
             MboxItem::Message(m) => {
                 let date = m.date.unwrap_or(fallback_date);
-                store_one(store, &target, &known, m.data, m.flags, date, &mut summary)
+                last = store_one(store, &target, &known, m.data, m.flags, date, &mut summary)
                     .await
-                    .with_context(|| format!("storing the message at line {} of {}", m.line, file.display()))?;
+                    .with_context(|| format!("storing the message at line {} of {}", m.line, file.display()))?
+                    .or(last);
                 bar.set_message(format!("{} messages", summary.messages));
             }
         }
         next = reader.next().await.with_context(|| format!("reading {}", file.display()))?;
     }
+    not_recent(store, &target, last).await?;
     bar.finish_and_clear();
     Ok(summary)
 }
@@ -262,7 +268,22 @@ async fn existing_keys<S: Mailstore>(store: &S, mailbox: &facteur_store::Mailbox
     Ok(keys)
 }
 
-/// Store one message unless the mailbox had it before the import.
+/// Imported mail is not `\Recent` (RFC 3501 §2.3.2): it arrived before
+/// the move, and the user's clients saw it on the old server. The messages
+/// up to `last` (the last UID stored) are claimed as if a session had seen them.
+async fn not_recent<S: Mailstore>(
+    store: &S,
+    mailbox: &facteur_store::Mailbox,
+    last: Option<u32>,
+) -> anyhow::Result<()> {
+    if let Some(last) = last {
+        store.recent_from(mailbox.id, Some(last)).await?;
+    }
+    Ok(())
+}
+
+/// Store one message unless the mailbox had it before the import: its UID
+/// if it was stored.
 async fn store_one<S: Mailstore>(
     store: &S,
     mailbox: &facteur_store::Mailbox,
@@ -271,16 +292,16 @@ async fn store_one<S: Mailstore>(
     flags: Vec<String>,
     internal_date: i64,
     summary: &mut Summary,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<u32>> {
     if !known.is_empty() && message_key(&data).is_some_and(|k| known.contains(&k)) {
         summary.duplicates += 1;
-        return Ok(());
+        return Ok(None);
     }
     let size = data.len() as u64;
-    store.append_message(mailbox.id, data, flags, internal_date).await?;
+    let (uid, _) = store.append_message(mailbox.id, data, flags, internal_date).await?;
     summary.messages += 1;
     summary.bytes += size;
-    Ok(())
+    Ok(Some(uid))
 }
 
 /// The duplicate-check key of a message: its Message-ID and Date fields,

@@ -170,7 +170,7 @@ async fn select_fetch_store_search_expunge() {
     assert!(r.last().unwrap().starts_with("a OK [READ-WRITE]"), "{r:?}");
 
     let r = c.ok("b FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])").await;
-    assert!(has(&r, "* 1 FETCH (UID 1 FLAGS () RFC822.SIZE "), "{r:?}");
+    assert!(has(&r, "* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE "), "first to see it (RFC 3501 §2.3.2): {r:?}");
     assert!(has(&r, "ENVELOPE (NIL \"first\" ((\"Sender\" NIL \"sender\" \"remote.test\"))"), "envelope: {r:?}");
     assert!(has(&r, "BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7BIT\" 13 2"), "{r:?}");
     assert!(has(&r, "Subject: second"), "{r:?}");
@@ -439,11 +439,11 @@ async fn sessions_on_one_mailbox_tell_each_others_changes() {
     b.ok("b2 STORE 2 +FLAGS.SILENT (\\Flagged)").await;
     let r = a.ok("a4 NOOP").await;
     assert_eq!(r.len(), 2, "{r:?}");
-    assert!(r[0].starts_with("* 2 FETCH (FLAGS (\\Flagged)"), "{r:?}");
+    assert!(r[0].starts_with("* 2 FETCH (FLAGS (\\Flagged \\Recent)"), "A selected first: {r:?}");
     // A STORE first tells what changed before it (FLAGS, not EXPUNGE).
     b.ok("b3 STORE 3 +FLAGS.SILENT (\\Answered)").await;
     let r = a.ok("a5 STORE 1 -FLAGS.SILENT (\\Seen)").await;
-    assert!(has(&r, "* 3 FETCH (FLAGS (\\Answered)"), "{r:?}");
+    assert!(has(&r, "* 3 FETCH (FLAGS (\\Answered \\Recent)"), "{r:?}");
     assert_eq!(a.ok("a6 NOOP").await.len(), 1);
 
     // B expunges message 1: A's FETCH does not say so, its NOOP does, once.
@@ -464,7 +464,7 @@ async fn sessions_on_one_mailbox_tell_each_others_changes() {
     let r = a.ok("a11 STORE 1 +FLAGS ($Work)").await;
     assert_eq!(r[0], format!("* FLAGS ({SYSTEM} $Work)"), "{r:?}");
     assert_eq!(r[1], format!("* OK [PERMANENTFLAGS ({SYSTEM} $Work \\*)] flags are kept"), "{r:?}");
-    assert!(r[2].starts_with("* 1 FETCH (FLAGS (\\Flagged $Work)"), "{r:?}");
+    assert!(r[2].starts_with("* 1 FETCH (FLAGS (\\Flagged $Work \\Recent)"), "{r:?}");
     let r = b.ok("b6 NOOP").await;
     assert_eq!(r[0], format!("* FLAGS ({SYSTEM} $Work)"), "{r:?}");
     assert!(
@@ -622,7 +622,7 @@ async fn idle_sees_an_smtp_delivery_within_a_second() {
     assert!(c.line().await.starts_with("+ "));
     other.ok("y STORE 1 +FLAGS (\\Flagged)").await;
     let l = tokio::time::timeout(Duration::from_secs(1), c.line()).await.expect("no FETCH within a second");
-    assert!(l.starts_with("* 1 FETCH (FLAGS (\\Flagged)"), "{l}");
+    assert!(l.starts_with("* 1 FETCH (FLAGS (\\Flagged \\Recent)"), "{l}");
     c.send(b"DONE\r\n").await;
     c.until_tagged("c").await;
 }
@@ -800,4 +800,62 @@ Subject: inner\r\nContent-Type: multipart/alternative; boundary=YY\r\n\r\n\
     }
     let r = c.ok("i FETCH 1 BODY.PEEK[1.TEXT]").await;
     assert!(r[0].ends_with("--YY--\r\ninner epilogue\r\n)"), "{r:?}");
+}
+
+/// `\Recent` for IMAP4rev1 sessions (RFC 3501 §2.3.2): a message is recent
+/// in exactly one session, the first told of it; EXAMINE and STATUS see
+/// what nobody claimed without claiming it; NEW, OLD and RECENT search it;
+/// an IMAP4rev2 session has none and leaves the messages to others.
+#[tokio::test]
+async fn recent_belongs_to_the_first_session_told() {
+    let s = server().await;
+    for subject in ["one", "two"] {
+        deliver(&s, "bob@example.test", subject, "x\r\n").await;
+    }
+    let mut rev2 = Imap::connect(s.imap).await;
+    rev2.login("bob@example.test").await;
+    rev2.ok("r1 ENABLE IMAP4rev2").await;
+    let r = rev2.ok("r2 SELECT INBOX").await;
+    assert!(has(&r, "* 0 RECENT"), "{r:?}");
+    let mut peek = Imap::connect(s.imap).await;
+    peek.login("bob@example.test").await;
+    let r = peek.ok("p1 STATUS INBOX (MESSAGES RECENT)").await;
+    assert!(has(&r, "(MESSAGES 2 RECENT 2)"), "the rev2 session claimed nothing: {r:?}");
+    let r = peek.ok("p2 EXAMINE INBOX").await;
+    assert!(has(&r, "* 2 RECENT"), "{r:?}");
+    let r = peek.ok("p3 FETCH 1:* FLAGS").await;
+    assert!(r[0].contains("(FLAGS (\\Recent))") && r[1].contains("(FLAGS (\\Recent))"), "{r:?}");
+
+    let mut a = Imap::connect(s.imap).await;
+    a.login("bob@example.test").await;
+    let r = a.ok("a1 SELECT INBOX").await;
+    assert!(has(&r, "* 2 RECENT"), "EXAMINE claimed nothing: {r:?}");
+    let r = a.ok("a2 FETCH 1 (FLAGS)").await;
+    assert!(r[0].starts_with("* 1 FETCH (FLAGS (\\Recent))"), "{r:?}");
+    let r = a.ok("a3 FETCH 1 (BODY[])").await;
+    assert!(has(&r, "FLAGS (\\Seen \\Recent)"), "{r:?}");
+    let r = a.ok("a4 SEARCH NEW").await;
+    assert_eq!(r[0], "* SEARCH 2", "NEW is RECENT UNSEEN: {r:?}");
+    let r = a.ok("a5 SEARCH RECENT").await;
+    assert_eq!(r[0], "* SEARCH 1 2", "{r:?}");
+
+    let mut b = Imap::connect(s.imap).await;
+    b.login("bob@example.test").await;
+    let r = b.ok("b1 SELECT INBOX").await;
+    assert!(has(&r, "* 0 RECENT"), "A was told first: {r:?}");
+    let r = b.ok("b2 SEARCH OLD").await;
+    assert_eq!(r[0], "* SEARCH 1 2", "{r:?}");
+    let r = peek.ok("p4 STATUS INBOX (RECENT)").await;
+    assert!(has(&r, "(RECENT 0)"), "{r:?}");
+
+    // A new message: recent for whichever session hears of it first.
+    deliver(&s, "bob@example.test", "three", "x\r\n").await;
+    let r = b.ok("b3 NOOP").await;
+    assert!(has(&r, "* 3 EXISTS") && has(&r, "* 1 RECENT"), "{r:?}");
+    let r = a.ok("a6 NOOP").await;
+    assert!(has(&r, "* 3 EXISTS") && has(&r, "* 2 RECENT"), "A keeps its own two: {r:?}");
+    let r = b.ok("b4 FETCH 3 FLAGS").await;
+    assert!(r[0].contains("\\Recent"), "{r:?}");
+    let r = rev2.ok("r3 FETCH 1:* FLAGS").await;
+    assert!(!has(&r, "\\Recent"), "{r:?}");
 }

@@ -239,7 +239,9 @@ async fn imap_view(addr: std::net::SocketAddr, user: &str) -> Vec<String> {
     out.extend(c.until("d ").await);
     for line in list.iter().filter(|l| l.starts_with("* LIST")) {
         let name = line.rsplit(' ').next().unwrap().trim_matches('"').to_string();
-        c.send(format!("e SELECT \"{name}\"\r\n").as_bytes()).await;
+        // EXAMINE: reading claims no \Recent (RFC 3501 §6.3.2), so the view
+        // taken before the move and the one after see the same.
+        c.send(format!("e EXAMINE \"{name}\"\r\n").as_bytes()).await;
         out.push(format!("-- {name}"));
         out.extend(c.until("e ").await);
         c.send(b"zz9 UID FETCH 1:* (FLAGS MODSEQ RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n").await;

@@ -8,9 +8,9 @@
 //! key needs it; [`needs`] tells the caller how much of the message to
 //! load (nothing, the header, or all of it).
 //!
-//! facteur keeps no `\Recent` flag (IMAP4rev2 dropped it, RFC 9051
-//! Appendix E), so for IMAP4rev1 clients RECENT and NEW match no message
-//! and OLD every message.
+//! RECENT, NEW and OLD read the session's `\Recent` (RFC 3501 §2.3.2),
+//! which only IMAP4rev1 sessions have (IMAP4rev2 dropped it, RFC 9051
+//! Appendix E): for the others no message is recent.
 
 use std::cell::OnceCell;
 
@@ -34,6 +34,8 @@ pub struct Candidate<'a> {
     /// RFC822.SIZE.
     pub size: u64,
     pub modseq: u64,
+    /// `\Recent` for this session.
+    pub recent: bool,
     /// The message, or as much of it as [`needs`] said (maybe nothing).
     pub raw: &'a [u8],
 }
@@ -119,9 +121,10 @@ impl Eval<'_, '_> {
             SearchKey::Unseen => !self.has_flag("\\Seen"),
             SearchKey::Keyword(k) => self.has_flag(k.as_ref()),
             SearchKey::Unkeyword(k) => !self.has_flag(k.as_ref()),
-            // No \Recent in facteur (see the module documentation).
-            SearchKey::New | SearchKey::Recent => false,
-            SearchKey::Old => true,
+            // RFC 3501 §6.4.4: NEW is RECENT UNSEEN.
+            SearchKey::Recent => c.recent,
+            SearchKey::New => c.recent && !self.has_flag("\\Seen"),
+            SearchKey::Old => !c.recent,
 
             // RFC 9051 §6.4.4: internal date, disregarding time and timezone
             // (facteur takes the date in UTC).
@@ -301,6 +304,7 @@ Content-Type: text/html\r\n\
             internal_date: 1_672_547_400,
             size: 2000,
             modseq: 17,
+            recent: false,
             raw,
         }
     }
@@ -334,6 +338,11 @@ Content-Type: text/html\r\n\
         assert!(!check(SearchKey::Keyword("$Other".try_into().unwrap())));
         assert!(check(SearchKey::Unkeyword("$Other".try_into().unwrap())));
         assert!(!check(SearchKey::Recent) && !check(SearchKey::New) && check(SearchKey::Old));
+        let (seen, unseen) = (flags(), vec!["$Label".to_string()]);
+        let recent = |flags| Candidate { recent: true, ..candidate(flags, RAW) };
+        let key = |k: SearchKey<'static>, c: &Candidate<'_>| matches(&k, c, 5, 50);
+        assert!(key(SearchKey::Recent, &recent(&seen)) && !key(SearchKey::Old, &recent(&seen)));
+        assert!(!key(SearchKey::New, &recent(&seen)) && key(SearchKey::New, &recent(&unseen)));
     }
 
     #[test]

@@ -188,12 +188,28 @@ fn flag_string(f: &Flag) -> String {
     f.to_string()
 }
 
+/// FLAGS as the untagged lines of STORE and NOOP write them.
+fn flags_text(flags: &[String], recent: bool) -> String {
+    let mut text = flags.join(" ");
+    if recent {
+        text.push_str(if text.is_empty() { "\\Recent" } else { " \\Recent" });
+    }
+    text
+}
+
 fn system_or_keyword(s: &str) -> Option<Flag<'static>> {
     Flag::try_from(s).ok().map(IntoStatic::into_static)
 }
 
-fn fetch_flags(flags: &[String]) -> Vec<FlagFetch<'static>> {
-    flags.iter().filter_map(|f| system_or_keyword(f)).map(FlagFetch::Flag).collect()
+/// FLAGS of a message as FETCH shows it, `\Recent` added when the
+/// message is recent for the session (RFC 3501 §2.3.2).
+fn fetch_flags(flags: &[String], recent: bool) -> Vec<FlagFetch<'static>> {
+    let mut out: Vec<FlagFetch<'static>> =
+        flags.iter().filter_map(|f| system_or_keyword(f)).map(FlagFetch::Flag).collect();
+    if recent {
+        out.push(FlagFetch::Recent);
+    }
+    out
 }
 
 /// What of the stored message a FETCH item needs: nothing (it is in the
@@ -485,6 +501,9 @@ impl<S: Directory + Mailstore> Session<S> {
                         }
                         other if !self.rev2 && other.to_string().eq_ignore_ascii_case("IMAP4rev2") => {
                             self.rev2 = true;
+                            if let Some(view) = self.selected.as_mut() {
+                                view.forget_recent();
+                            }
                             on.push("IMAP4rev2".into());
                         }
                         _ => {}
@@ -796,16 +815,47 @@ impl<S: Directory + Mailstore> Session<S> {
         if view.take_new_keywords() {
             self.flags_lines(&view);
         }
-        self.selected = Some(view);
+        if updates.iter().any(|u| matches!(u, Update::Exists(_))) {
+            self.claim_recent(&mut view).await;
+        }
         for u in updates {
             match u {
                 Update::Expunge(seq) => self.line(&format!("* {seq} EXPUNGE")),
-                Update::Exists(n) => self.line(&format!("* {n} EXISTS")),
+                Update::Exists(n) => {
+                    self.line(&format!("* {n} EXISTS"));
+                    // RFC 3501 §7.3.2: RECENT goes with EXISTS.
+                    if !self.rev2 {
+                        self.line(&format!("* {} RECENT", view.recent_count()));
+                    }
+                }
                 Update::Flags { seq, uid, flags, modseq } => {
                     let m = if condstore { format!(" MODSEQ ({modseq})") } else { String::new() };
-                    self.line(&format!("* {seq} FETCH (FLAGS ({}) UID {uid}{m})", flags.join(" ")));
+                    let flags = flags_text(&flags, view.is_recent(uid));
+                    self.line(&format!("* {seq} FETCH (FLAGS ({flags}) UID {uid}{m})"));
                 }
             }
+        }
+        self.selected = Some(view);
+    }
+
+    /// `\Recent` for an IMAP4rev1 session (RFC 3501 §2.3.2): the messages
+    /// of the view no session was told of yet become this session's recent
+    /// ones, claimed in storage so no other session gets them. A read-only
+    /// session (EXAMINE) claims nothing (§6.3.2) and sees as recent what
+    /// nobody has claimed. IMAP4rev2 sessions have no `\Recent` (RFC 9051
+    /// Appendix E) and leave the messages to IMAP4rev1 sessions.
+    async fn claim_recent(&mut self, view: &mut View) {
+        let last = view.last_uid();
+        if self.rev2 || last == 0 {
+            return;
+        }
+        let from = match self.store.recent_from(view.mailbox_id, None).await {
+            Ok(from) if from <= last && !view.read_only => self.store.recent_from(view.mailbox_id, Some(last)).await,
+            other => other,
+        };
+        match from {
+            Ok(from) => view.mark_recent(from),
+            Err(e) => tracing::warn!(error = %e, "IMAP: \\Recent not read; no message shown recent"),
         }
     }
 
@@ -826,9 +876,10 @@ impl<S: Directory + Mailstore> Session<S> {
             Err(e) => return store_error(&e),
         };
         let highest_modseq = snapshot.highest_modseq;
-        let view = View::new(mailbox.id, mailbox.uidvalidity, read_only, snapshot);
+        let mut view = View::new(mailbox.id, mailbox.uidvalidity, read_only, snapshot);
+        self.claim_recent(&mut view).await;
         self.line(&format!("* {} EXISTS", view.len()));
-        self.line("* 0 RECENT");
+        self.line(&format!("* {} RECENT", view.recent_count()));
         self.flags_lines(&view);
         if let Some(first) = view.messages().iter().position(|m| !m.flags.iter().any(|f| f == "\\Seen")) {
             self.line(&format!("* OK [UNSEEN {}] first unseen", first + 1));
@@ -997,19 +1048,32 @@ impl<S: Directory + Mailstore> Session<S> {
         Outcome::ok(&format!("{verb} completed"))
     }
 
-    /// The STATUS line of a mailbox (RFC 9051 §6.3.11, §7.2.4); RECENT is
-    /// always 0. SIZE, DELETED and DELETED-STORAGE read the message list.
+    /// The STATUS line of a mailbox (RFC 9051 §6.3.11, §7.2.4). RECENT,
+    /// SIZE, DELETED and DELETED-STORAGE read the message list.
     async fn status_line(&mut self, m: &facteur_store::Mailbox, items: &[StatusDataItemName]) {
         let needs_list = items.iter().any(|i| {
-            matches!(i, StatusDataItemName::Deleted | StatusDataItemName::Size | StatusDataItemName::DeletedStorage)
+            matches!(
+                i,
+                StatusDataItemName::Deleted
+                    | StatusDataItemName::Size
+                    | StatusDataItemName::DeletedStorage
+                    | StatusDataItemName::Recent
+            )
         });
         let list = if needs_list { self.store.mailbox_messages(m.id).await.unwrap_or_default() } else { Vec::new() };
+        // RFC 3501 §6.3.10: RECENT counts what no session has claimed yet.
+        let recent = if items.contains(&StatusDataItemName::Recent) && !self.rev2 {
+            let from = self.store.recent_from(m.id, None).await.unwrap_or(u32::MAX);
+            list.iter().filter(|x| x.uid >= from).count()
+        } else {
+            0
+        };
         let deleted = || list.iter().filter(|x| x.flags.iter().any(|f| f == "\\Deleted"));
         let parts: Vec<String> = items
             .iter()
             .map(|i| match i {
                 StatusDataItemName::Messages => format!("MESSAGES {}", m.messages),
-                StatusDataItemName::Recent => "RECENT 0".into(),
+                StatusDataItemName::Recent => format!("RECENT {recent}"),
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", m.uidnext),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", m.uidvalidity),
                 StatusDataItemName::Unseen => format!("UNSEEN {}", m.unseen),
@@ -1154,6 +1218,7 @@ impl<S: Directory + Mailstore> Session<S> {
                     internal_date: m.internal_date,
                     size: m.size,
                     modseq: m.modseq,
+                    recent: view.is_recent(m.uid),
                     raw: &raw,
                 };
                 if candidate(m.uid) && criteria.iter().all(|k| search::matches(k, &c, max_seq, max_uid)) {
@@ -1374,12 +1439,12 @@ impl<S: Directory + Mailstore> Session<S> {
                 None if part.is_some() => continue, // expunged meanwhile
                 None => Vec::new(),
             };
-            let mut items = match self.items(meta, &raw, &job.names) {
+            let mut items = match self.items(meta, view.is_recent(u), &raw, &job.names) {
                 Ok(items) => items,
                 Err(mime::UnknownCte(why)) => return Err(Outcome::No(Some("UNKNOWN-CTE"), why)),
             };
             if job.seen_now.contains(&u) && !job.names.contains(&MessageDataItemName::Flags) {
-                items.push(MessageDataItem::Flags(fetch_flags(&meta.flags)));
+                items.push(MessageDataItem::Flags(fetch_flags(&meta.flags, view.is_recent(u))));
             }
             if let (Some(seq), Ok(items)) = (NonZeroU32::new(seq), Vec1::try_from(items)) {
                 self.fetch_data(seq, items, &origins);
@@ -1393,6 +1458,7 @@ impl<S: Directory + Mailstore> Session<S> {
     fn items(
         &self,
         m: &MessageMeta,
+        recent: bool,
         raw: &[u8],
         names: &[MessageDataItemName<'_>],
     ) -> Result<Vec<MessageDataItem<'static>>, mime::UnknownCte> {
@@ -1410,7 +1476,7 @@ impl<S: Directory + Mailstore> Session<S> {
         for n in names {
             let item = match n {
                 MessageDataItemName::Uid => NonZeroU32::new(m.uid).map(MessageDataItem::Uid),
-                MessageDataItemName::Flags => Some(MessageDataItem::Flags(fetch_flags(&m.flags))),
+                MessageDataItemName::Flags => Some(MessageDataItem::Flags(fetch_flags(&m.flags, recent))),
                 MessageDataItemName::InternalDate => imap_date(m.internal_date).map(MessageDataItem::InternalDate),
                 MessageDataItemName::Rfc822Size => Some(MessageDataItem::Rfc822Size(m.size as u32)),
                 MessageDataItemName::ModSeq => std::num::NonZeroU64::new(m.modseq).map(MessageDataItem::ModSeq),
@@ -1520,7 +1586,7 @@ impl<S: Directory + Mailstore> Session<S> {
                 // Only UID and MODSEQ, one space between them.
                 self.line(&format!("* {seq} FETCH ({})", format!("{uid_part}{modseq}").trim_start()));
             } else {
-                self.line(&format!("* {seq} FETCH (FLAGS ({}){uid_part}{modseq})", f.join(" ")));
+                self.line(&format!("* {seq} FETCH (FLAGS ({}){uid_part}{modseq})", flags_text(f, view.is_recent(*u))));
             }
         }
         let modified: Vec<u32> =

@@ -39,6 +39,9 @@ pub struct View {
     keywords: std::collections::BTreeMap<String, String>,
     /// A keyword appeared that the client has not been told of yet.
     new_keywords: bool,
+    /// The UIDs that are `\Recent` for this session (RFC 3501 §2.3.2),
+    /// ascending: those it was the first to be told of. IMAP4rev1 only.
+    recent: Vec<u32>,
 }
 
 impl View {
@@ -52,6 +55,7 @@ impl View {
             saved: Vec::new(),
             keywords: Default::default(),
             new_keywords: false,
+            recent: Vec::new(),
         };
         for m in &snapshot.messages {
             note_keywords(&mut view.keywords, &mut view.new_keywords, &m.flags);
@@ -64,6 +68,33 @@ impl View {
     /// Every keyword of the mailbox as this view knows them, sorted.
     pub fn keywords(&self) -> impl Iterator<Item = &str> {
         self.keywords.values().map(String::as_str)
+    }
+
+    /// The messages from UID `from` on are recent for this session (those
+    /// it claimed, or, read-only, those nobody has claimed yet).
+    pub fn mark_recent(&mut self, from: u32) {
+        let last = self.recent.last().copied().unwrap_or(0);
+        let new = self.messages.iter().map(|m| m.uid).filter(|u| *u >= from && *u > last);
+        self.recent.extend(new);
+    }
+
+    /// No message is recent any more (the session enabled IMAP4rev2).
+    pub fn forget_recent(&mut self) {
+        self.recent.clear();
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        self.recent.binary_search(&uid).is_ok()
+    }
+
+    /// How many messages in the view are recent (the RECENT response).
+    pub fn recent_count(&self) -> usize {
+        self.messages.iter().filter(|m| self.is_recent(m.uid)).count()
+    }
+
+    /// The highest UID in the view, 0 for none.
+    pub fn last_uid(&self) -> u32 {
+        self.messages.last().map_or(0, |m| m.uid)
     }
 
     /// Whether a keyword appeared since the last call (or SELECT): the
@@ -269,6 +300,20 @@ mod tests {
         v.refresh(snap(6, fresh), true);
         assert!(v.take_new_keywords());
         assert_eq!(v.keywords().collect::<Vec<_>>(), ["$Junk", "$Label", "Todo", "Work"]);
+    }
+
+    #[test]
+    fn recent_messages_are_those_claimed() {
+        let mut v = View::new(1, 7, false, snap(3, vec![meta(1, &[], 1), meta(4, &[], 2), meta(6, &[], 3)]));
+        v.mark_recent(4);
+        assert!(!v.is_recent(1) && v.is_recent(4) && v.is_recent(6));
+        assert_eq!(v.recent_count(), 2);
+        v.refresh(snap(5, vec![meta(4, &[], 2), meta(6, &[], 3), meta(8, &[], 5)]), true);
+        assert_eq!(v.recent_count(), 2, "an expunged recent message no longer counts");
+        v.mark_recent(9);
+        assert!(!v.is_recent(8), "claimed by another session");
+        v.mark_recent(2);
+        assert!(v.is_recent(8) && v.recent_count() == 3, "an earlier mark adds only what is newer");
     }
 
     #[test]

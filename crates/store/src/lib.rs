@@ -582,6 +582,13 @@ pub trait Mailstore: Clone + Send + Sync + 'static {
         flags: Vec<String>,
         unchanged_since: Option<u64>,
     ) -> impl Future<Output = Result<FlagsChanged>> + Send;
+    /// `\Recent` (RFC 3501 §2.3.2): the first UID of the mailbox that no
+    /// session has been told of as recent. With `claim_up_to`, the caller
+    /// takes the messages from that UID up to `claim_up_to` as its own
+    /// recent ones and the mark moves past them, atomically: two sessions
+    /// never both get one. Without, it only reads. A mailbox that does not
+    /// exist has none (`u32::MAX`).
+    fn recent_from(&self, mailbox_id: i64, claim_up_to: Option<u32>) -> impl Future<Output = Result<u32>> + Send;
     /// Remove the messages flagged `\Deleted` (among `only`); their UIDs.
     fn expunge(&self, mailbox_id: i64, only: Option<Vec<u32>>) -> impl Future<Output = Result<Vec<u32>>> + Send;
     /// Copy (or move) messages; (source UID, new UID) pairs.

@@ -524,6 +524,21 @@ impl Mailstore for PgStore {
         Ok(out)
     }
 
+    async fn recent_from(&self, mailbox_id: i64, claim_up_to: Option<u32>) -> Result<u32> {
+        let c = self.client().await?;
+        let row = match claim_up_to {
+            // The row lock makes two claims take turns: each sees the other's mark.
+            Some(up_to) => {
+                let sql = "UPDATE mailboxes m SET recent_uid = GREATEST(o.recent_uid, $2)
+                           FROM (SELECT id, recent_uid FROM mailboxes WHERE id = $1 FOR UPDATE) o
+                           WHERE m.id = o.id RETURNING o.recent_uid";
+                query_opt(&c, sql, &[&mailbox_id, &(i64::from(up_to) + 1)]).await?
+            }
+            None => query_opt(&c, "SELECT recent_uid FROM mailboxes WHERE id = $1", &[&mailbox_id]).await?,
+        };
+        Ok(row.map_or(u32::MAX, |r| r.get::<_, i64>(0).clamp(0, i64::from(u32::MAX)) as u32))
+    }
+
     async fn expunge(&self, mailbox_id: i64, only: Option<Vec<u32>>) -> Result<Vec<u32>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;

@@ -342,6 +342,17 @@ pub(crate) fn store_flags(
     Ok(out)
 }
 
+/// See `Mailstore::recent_from`; the writer's transaction makes the claim atomic.
+pub(crate) fn recent_from(c: &Connection, mailbox_id: i64, claim_up_to: Option<u32>) -> Result<u32> {
+    let from: Option<u32> =
+        c.query_row("SELECT recent_uid FROM mailboxes WHERE id = ?1", [mailbox_id], |r| r.get(0)).optional()?;
+    let Some(from) = from else { return Ok(u32::MAX) };
+    if let Some(up_to) = claim_up_to.filter(|u| *u >= from) {
+        c.execute("UPDATE mailboxes SET recent_uid = ?2 WHERE id = ?1", params![mailbox_id, i64::from(up_to) + 1])?;
+    }
+    Ok(from)
+}
+
 /// EXPUNGE (RFC 9051 §6.4.3) or UID EXPUNGE (RFC 4315 §2.1): remove the
 /// messages flagged \Deleted (among `only`, if given). Returns their UIDs.
 pub(crate) fn expunge(c: &Connection, mailbox_id: i64, only: Option<&[u32]>) -> Result<Vec<u32>> {

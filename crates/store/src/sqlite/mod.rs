@@ -810,6 +810,13 @@ impl Mailstore for SqliteStore {
         Ok(r)
     }
 
+    async fn recent_from(&self, mailbox_id: i64, claim_up_to: Option<u32>) -> Result<u32> {
+        match claim_up_to {
+            Some(up_to) => self.write(move |c| mail::recent_from(c, mailbox_id, Some(up_to))).await,
+            None => self.read(move |c| mail::recent_from(c, mailbox_id, None)).await,
+        }
+    }
+
     async fn expunge(&self, mailbox_id: i64, only: Option<Vec<u32>>) -> Result<Vec<u32>> {
         let r = self.write(move |c| mail::expunge(c, mailbox_id, only.as_deref())).await?;
         if !r.is_empty() {

@@ -322,6 +322,15 @@ CREATE TRIGGER mailbox_messages_usage_delete AFTER DELETE ON mailbox_messages BE
 END;
 "#,
     ),
+    (
+        13,
+        r#"
+-- \Recent (RFC 3501 §2.3.2): the first UID no IMAP4rev1 session has been
+-- told of as recent yet. Mail already stored at the upgrade is not recent.
+ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
+UPDATE mailboxes SET recent_uid = COALESCE((SELECT MAX(uid) + 1 FROM mailbox_messages WHERE mailbox_id = mailboxes.id), 0);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

@@ -132,6 +132,31 @@ pub async fn flags_modseq_expunge_and_the_uid_floor<S: Store>(f: Fixture<S>) {
     assert!(report.healthy(), "{report:?}");
 }
 
+/// `\Recent` (RFC 3501 §2.3.2): each message is claimed by one session only.
+pub async fn recent_messages_are_claimed_once<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    for n in 0..2 {
+        s.append_message(inbox.id, format!("Subject: {n}\r\n\r\nx\r\n").into_bytes(), vec![], 1000).await.unwrap();
+    }
+    assert_eq!(s.recent_from(inbox.id, None).await.unwrap(), 0, "a new mailbox: everything is recent");
+    assert_eq!(s.recent_from(inbox.id, None).await.unwrap(), 0, "reading claims nothing");
+    assert_eq!(s.recent_from(inbox.id, Some(2)).await.unwrap(), 0, "the first session gets 1 and 2");
+    assert_eq!(s.recent_from(inbox.id, Some(2)).await.unwrap(), 3, "the second gets none");
+    s.append_message(inbox.id, b"Subject: 3\r\n\r\nx\r\n".to_vec(), vec![], 1000).await.unwrap();
+    assert_eq!(s.recent_from(inbox.id, None).await.unwrap(), 3);
+    assert_eq!(s.recent_from(inbox.id, Some(3)).await.unwrap(), 3, "3 goes to whoever claims it first");
+    assert_eq!(s.recent_from(inbox.id, Some(1)).await.unwrap(), 4, "a claim below the mark leaves it");
+    assert_eq!(s.recent_from(inbox.id, None).await.unwrap(), 4);
+    assert_eq!(s.recent_from(inbox.id + 1000, Some(5)).await.unwrap(), u32::MAX, "no such mailbox");
+    // Two sessions claiming at once never both get a message.
+    s.append_message(inbox.id, b"Subject: 4\r\n\r\nx\r\n".to_vec(), vec![], 1000).await.unwrap();
+    let (a, b) = tokio::join!(s.recent_from(inbox.id, Some(4)), s.recent_from(inbox.id, Some(4)));
+    let mut got = [a.unwrap(), b.unwrap()];
+    got.sort_unstable();
+    assert_eq!(got, [4, 5], "one of them got 4, the other nothing");
+}
+
 pub async fn copy_and_move_give_new_uids_in_order<S: Store>(f: Fixture<S>) {
     let s = setup(f.store).await;
     let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
