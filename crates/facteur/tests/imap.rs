@@ -137,6 +137,9 @@ async fn login_needs_tls_unless_configured() {
     assert!(r[0].starts_with("* ID (\"name\" \"facteur\""), "{r:?}");
     let caps = c.ok("a CAPABILITY").await;
     assert!(has(&caps, "STARTTLS") && has(&caps, "LOGINDISABLED"), "{caps:?}");
+    // CHECK belongs to the selected state (RFC 3501 §6.4.1), as Dovecot answers.
+    let r = c.cmd("a1 CHECK").await;
+    assert_eq!(r, ["a1 BAD log in first"], "{r:?}");
     let r = c.cmd(&format!("b LOGIN alice@example.test {PASSWORD}")).await;
     assert!(r[0].starts_with("b NO [PRIVACYREQUIRED]"), "{r:?}");
     let mut c = c.starttls().await;
@@ -195,6 +198,8 @@ async fn select_fetch_store_search_expunge() {
         assert!(r[0].starts_with(&format!("{tag} BAD message sequence number past the last")), "{r:?}");
     }
     assert_eq!(c.ok("p4 UID FETCH 9 (UID)").await.len(), 1);
+    let r = c.ok("f2 CHECK").await;
+    assert_eq!(r, ["f2 OK CHECK completed"], "{r:?}");
     let r = c.ok("g SEARCH OR SUBJECT first SUBJECT nothing").await;
     assert!(r[0] == "* SEARCH 1", "{r:?}");
     // ESEARCH (RFC 4731, RFC 9051 §6.4.4) with RETURN, and for IMAP4rev2 clients always.
@@ -289,6 +294,8 @@ async fn mailboxes_append_copy_move_and_status() {
     c.ok("v UNSELECT").await;
     let r = c.cmd("w FETCH 1 FLAGS").await;
     assert!(r[0].starts_with("w BAD"), "not selected: {r:?}");
+    let r = c.cmd("w2 CHECK").await;
+    assert_eq!(r, ["w2 BAD select a mailbox first"], "{r:?}");
     // LIST-EXTENDED (RFC 5258) and SPECIAL-USE selection (RFC 6154).
     let r = c.ok("x1 LIST (SPECIAL-USE) \"\" *").await;
     assert_eq!(r.len(), 6, "the five special-use mailboxes: {r:?}");
@@ -409,6 +416,8 @@ async fn condstore_modseq_and_unchangedsince() {
     let mut c3 = Imap::connect(s.imap).await;
     c3.login("alice@example.test").await;
     c3.ok("t1 SELECT INBOX").await;
+    // RFC 5161 §3.1 lets a server take ENABLE with a mailbox selected (as
+    // Dovecot does), and RFC 7162 §3.1 says what CONDSTORE does then.
     let r = c3.ok("t2 ENABLE CONDSTORE").await;
     assert_eq!(r[..2], [format!("* OK [HIGHESTMODSEQ {m2}] highest"), "* ENABLED CONDSTORE".to_string()], "{r:?}");
     // Selecting again closes the mailbox first, and says so.

@@ -442,7 +442,7 @@ impl<S: Directory + Mailstore> Session<S> {
                 self.line(&format!("* CAPABILITY {caps}"));
                 (Next::Command, Some(Outcome::ok("CAPABILITY completed")))
             }
-            C::Noop | C::Check => {
+            C::Noop => {
                 self.poll(true).await;
                 (Next::Command, Some(Outcome::ok("NOOP completed")))
             }
@@ -601,6 +601,13 @@ impl<S: Directory + Mailstore> Session<S> {
                 (Next::Idle, None)
             }
             _ if !selected => (Next::Command, Some(Outcome::Bad("select a mailbox first".into()))),
+            // RFC 3501 §6.4.1: CHECK is a selected-state command (IMAP4rev2
+            // dropped it, RFC 9051 Appendix E); storage is always durable,
+            // so it is a NOOP there.
+            C::Check => {
+                self.poll(true).await;
+                (Next::Command, Some(Outcome::ok("CHECK completed")))
+            }
             C::Close => {
                 if let Some(v) = self.selected.take()
                     && !v.read_only
