@@ -868,3 +868,79 @@ async fn recent_belongs_to_the_first_session_told() {
     let r = rev2.ok("r3 FETCH 1:* FLAGS").await;
     assert!(!has(&r, "\\Recent"), "{r:?}");
 }
+
+/// SORT and THREAD (RFC 5256, RFC 5957 SORT=DISPLAY): the answers Dovecot
+/// 2.3 gave for the same seven messages, appended the same way (compared
+/// by hand over Python's imaplib).
+#[tokio::test]
+async fn sort_and_thread_answer_as_dovecot_does() {
+    const MESSAGES: [(&str, &str); 7] = [
+        (
+            "03-Jan-2020 10:00:00 +0000",
+            "From: Zed <z@x.test>\r\nSubject: Re: Hello\r\nDate: Fri, 03 Jan 2020 10:00:00 +0000\r\nMessage-ID: <a3@x.test>\r\nIn-Reply-To: <a1@x.test>\r\n\r\nbody one\r\n",
+        ),
+        (
+            "01-Jan-2020 10:00:00 +0000",
+            "From: alice <a@x.test>\r\nTo: Team <t@x.test>\r\nSubject: Hello\r\nDate: Wed, 01 Jan 2020 10:00:00 +0000\r\nMessage-ID: <a1@x.test>\r\n\r\nb\r\n",
+        ),
+        (
+            "02-Jan-2020 10:00:00 +0000",
+            "From: bob@x.test\r\nCc: c@x.test\r\nSubject: [list] Other topic (fwd)\r\nDate: Thu, 02 Jan 2020 10:00:00 +0000\r\nMessage-ID: <b1@x.test>\r\n\r\nbody three is longer\r\n",
+        ),
+        (
+            "04-Jan-2020 10:00:00 +0000",
+            "From: =?UTF-8?Q?=C3=89mile?= <e@x.test>\r\nSubject: Fwd: hello\r\nDate: Sat, 04 Jan 2020 10:00:00 +0000\r\nMessage-ID: <a4@x.test>\r\nReferences: <a1@x.test> <a3@x.test>\r\n\r\nb4\r\n",
+        ),
+        (
+            "05-Jan-2020 10:00:00 +0000",
+            "From: dave@x.test\r\nSubject: other topic\r\nMessage-ID: <b2@x.test>\r\nIn-Reply-To: <b1@x.test>\r\n\r\nb5\r\n",
+        ),
+        (
+            "06-Jan-2020 10:00:00 +0000",
+            "From: (c) k@x.test\r\nTo: alice <a@x.test>\r\nSubject: Unrelated\r\nDate: Tue, 31 Dec 2019 10:00:00 +0000\r\nMessage-ID: <c1@x.test>\r\nReferences: <missing@x.test>\r\n\r\nb6\r\n",
+        ),
+        (
+            "07-Jan-2020 10:00:00 +0000",
+            "From: Carl <carl@x.test>\r\nSubject: Re: Unrelated\r\nDate: Tue, 07 Jan 2020 10:00:00 +0000\r\nMessage-ID: <c2@x.test>\r\nReferences: <missing@x.test>\r\n\r\nb7\r\n",
+        ),
+    ];
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let caps = c.ok("a CAPABILITY").await;
+    assert!(has(&caps, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
+    c.ok("b CREATE S").await;
+    for (date, msg) in MESSAGES {
+        c.send(format!("c APPEND S \"{date}\" {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
+        let r = c.until_tagged("c").await;
+        assert!(r.last().unwrap().starts_with("c OK"), "{r:?}");
+    }
+    c.ok("d SELECT S").await;
+    for (command, answer) in [
+        ("SORT (SUBJECT) UTF-8 ALL", "* SORT 1 2 4 3 5 6 7"),
+        ("SORT (REVERSE DATE) UTF-8 ALL", "* SORT 7 5 4 1 3 2 6"),
+        ("SORT (FROM) UTF-8 ALL", "* SORT 2 3 7 5 4 6 1"),
+        ("SORT (DISPLAYFROM) UTF-8 ALL", "* SORT 2 3 7 5 4 6 1"),
+        ("SORT (TO) UTF-8 ALL", "* SORT 1 3 4 5 7 6 2"),
+        ("SORT (CC) UTF-8 ALL", "* SORT 1 2 4 5 6 7 3"),
+        ("SORT (REVERSE ARRIVAL) UTF-8 ALL", "* SORT 7 6 5 4 1 3 2"),
+        ("SORT (SIZE) UTF-8 ALL", "* SORT 5 2 1 7 3 6 4"),
+        ("SORT (SUBJECT REVERSE DATE) UTF-8 ALL", "* SORT 4 1 2 5 3 7 6"),
+        ("SORT (DATE) UTF-8 FROM x.test NOT SUBJECT unrelated", "* SORT 2 3 1 4 5"),
+        ("THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (6 7)(2 (1)(4))(3 5)"),
+        ("THREAD REFERENCES UTF-8 ALL", "* THREAD ((6)(7))(2 1 4)(3 5)"),
+        ("UID SORT (SUBJECT) US-ASCII SUBJECT nothing", "* SORT"),
+    ] {
+        let r = c.ok(&format!("e {command}")).await;
+        assert_eq!(r[0], answer, "{command}: {r:?}");
+    }
+    // UIDs after an expunge; an unknown charset and algorithm.
+    c.ok("f STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    c.ok("g EXPUNGE").await;
+    let r = c.ok("h UID THREAD REFERENCES UTF-8 ALL").await;
+    assert_eq!(r[0], "* THREAD ((6)(7))(3 5)(1 4)", "Dovecot gives the same: {r:?}");
+    let r = c.cmd("i SORT (SUBJECT) ISO-8859-99 ALL").await;
+    assert!(r[0].starts_with("i NO [BADCHARSET (UTF-8 US-ASCII)]"), "{r:?}");
+    let r = c.cmd("j THREAD REFS UTF-8 ALL").await;
+    assert!(r[0].starts_with("j BAD"), "{r:?}");
+}

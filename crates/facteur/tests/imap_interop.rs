@@ -1,4 +1,5 @@
 //! IMAP interop with real clients from Debian packages: Python's imaplib,
+//! Mail::IMAPClient (SORT, THREAD),
 //! mbsync (isync) and offlineimap (offlineimap3), against a facteur holding
 //! a few hundred messages delivered over SMTP. Each asserts on what the
 //! client ended up with.
@@ -252,4 +253,73 @@ async fn offlineimap_syncs_an_account_both_ways() {
     assert_eq!(seen, ["Subject: message 42"], "{out}");
     let flagged: Vec<u32> = msgs.iter().filter(|m| m.flags.iter().any(|f| f == "\\Flagged")).map(|m| m.uid).collect();
     assert_eq!(flagged, [uid17], "{out}");
+}
+
+/// Mail::IMAPClient (Debian's libmail-imapclient-perl), a client with its
+/// own SORT and THREAD parsers (RFC 5256): a discussion delivered over SMTP
+/// with Message-ID/References, sorted and threaded, by UID too.
+const IMAPCLIENT: &str = r#"
+use strict; use warnings;
+use Mail::IMAPClient;
+my ($port, $pw) = @ARGV;
+my $imap = Mail::IMAPClient->new(Server => '127.0.0.1', Port => $port, Ssl => [SSL_verify_mode => 0],
+    User => 'alice@example.test', Password => $pw) or die "connect: $@";
+$imap->has_capability('SORT') or die 'no SORT';
+$imap->has_capability('THREAD=REFERENCES') or die 'no THREAD=REFERENCES';
+$imap->select('INBOX') or die $imap->LastError;
+my @by_date = $imap->sort('REVERSE DATE', 'UTF-8', 'ALL');
+print "date @by_date\n";
+my @by_subject = $imap->sort('SUBJECT', 'UTF-8', 'ALL');
+print "subject @by_subject\n";
+sub flat { my $t = shift; ref $t ? '(' . join(' ', map { flat($_) } @$t) . ')' : $t }
+my $threads = $imap->thread('REFERENCES', 'UTF-8', 'ALL') or die $imap->LastError;
+print 'references ', join(' ', map { flat($_) } @$threads), "\n";
+$threads = $imap->thread('ORDEREDSUBJECT', 'UTF-8', 'ALL') or die $imap->LastError;
+print 'orderedsubject ', join(' ', map { flat($_) } @$threads), "\n";
+$imap->Uid(1);
+my @uids = $imap->sort('SUBJECT', 'UTF-8', 'SUBJECT', 'plan');
+print "uids @uids\n";
+$imap->logout;
+print "ok\n";
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_imapclient_sorts_and_threads() {
+    require("perl");
+    let module = Command::new("perl").args(["-MMail::IMAPClient::Thread", "-e1"]).status().unwrap();
+    assert!(module.success(), "missing Perl module Mail::IMAPClient (package libmail-imapclient-perl)");
+    let s = TestServer::start().await;
+    // 1 "Plan" (Jan 1), 2 "Re: Plan" replying to 1 (Jan 3), 3 "Lunch"
+    // (Jan 2), 4 "Re: Re: Plan" replying to 2 (Jan 4), 5 "Re: Lunch"
+    // replying to 3 (Jan 5): delivered in that order.
+    let mails = [
+        ("Plan", "Wed, 01 Jan 2020 10:00:00 +0000", "<p1@remote.test>", ""),
+        ("Re: Plan", "Fri, 03 Jan 2020 10:00:00 +0000", "<p2@remote.test>", "<p1@remote.test>"),
+        ("Lunch", "Thu, 02 Jan 2020 10:00:00 +0000", "<l1@remote.test>", ""),
+        ("Re: Re: Plan", "Sat, 04 Jan 2020 10:00:00 +0000", "<p3@remote.test>", "<p1@remote.test> <p2@remote.test>"),
+        ("Re: Lunch", "Sun, 05 Jan 2020 10:00:00 +0000", "<l2@remote.test>", "<l1@remote.test>"),
+    ];
+    let mut c = Client::connect(s.smtp).await;
+    c.ehlo().await;
+    for (subject, date, id, refs) in mails {
+        let refs = if refs.is_empty() { String::new() } else { format!("References: {refs}\r\n") };
+        let body = format!(
+            "From: <sender@remote.test>\r\nTo: <alice@example.test>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: {id}\r\n{refs}\r\nx\r\n"
+        );
+        assert_eq!(c.send_mail("sender@remote.test", &["alice@example.test"], &body).await.code, 250);
+    }
+    let port = s.imaps.port().to_string();
+    let out = tokio::task::spawn_blocking(move || run(Command::new("perl").args(["-e", IMAPCLIENT, &port, PASSWORD])))
+        .await
+        .unwrap();
+    assert!(out.trim_end().ends_with("ok"), "{out}");
+    for line in [
+        "date 5 4 2 3 1",
+        "subject 3 5 1 2 4",
+        "references (1 2 4) (3 5)",
+        "orderedsubject (1 (2) (4)) (3 5)",
+        "uids 1 2 4",
+    ] {
+        assert!(out.lines().any(|l| l == line), "want {line:?} in:\n{out}");
+    }
 }

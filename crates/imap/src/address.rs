@@ -24,6 +24,8 @@ pub struct Mailbox {
     /// The display name, encoded words decoded (RFC 2047), or the last
     /// comment when there is none.
     pub name: Option<String>,
+    /// `name` is the display name (a phrase), not a comment.
+    pub phrase: bool,
     /// The source route, `@relay.example,@hub.example` (RFC 9051 §7.5.2 adl).
     pub route: Option<String>,
     pub local: String,
@@ -223,7 +225,8 @@ fn mailbox(tokens: &[&Token]) -> Option<Mailbox> {
     if local.is_empty() && domain.is_empty() && name.is_none() {
         return None;
     }
-    Some(Mailbox { name: name.or(last_comment), route, local, domain })
+    let phrase = name.is_some();
+    Some(Mailbox { name: name.or(last_comment), phrase, route, local, domain })
 }
 
 /// Tokens of an addr-spec or route written back without spaces.
@@ -244,6 +247,7 @@ mod tests {
 
     fn mb(name: Option<&str>, route: Option<&str>, local: &str, domain: &str) -> Item {
         Item::Mailbox(Mailbox {
+            phrase: name.is_some(),
             name: name.map(String::from),
             route: route.map(String::from),
             local: local.into(),
@@ -251,15 +255,23 @@ mod tests {
         })
     }
 
+    /// A mailbox whose name is its last comment.
+    fn commented(item: Item) -> Item {
+        match item {
+            Item::Mailbox(m) => Item::Mailbox(Mailbox { phrase: false, ..m }),
+            other => other,
+        }
+    }
+
     #[test]
     fn plain_named_and_commented_mailboxes() {
         assert_eq!(parse(b"a@b.example"), [mb(None, None, "a", "b.example")]);
         assert_eq!(parse(b"Fred Foo <fred@b.example>"), [mb(Some("Fred Foo"), None, "fred", "b.example")]);
-        assert_eq!(parse(b"x@y.example (Comment)"), [mb(Some("Comment"), None, "x", "y.example")]);
+        assert_eq!(parse(b"x@y.example (Comment)"), [commented(mb(Some("Comment"), None, "x", "y.example"))]);
         assert_eq!(parse(b"\"Q (not) \" (c) <q@r.example>"), [mb(Some("Q (not)"), None, "q", "r.example")]);
         assert_eq!(
             parse(b"(c1) k (c2) @ (c3) l . example (c4)"),
-            [mb(Some("c4"), None, "k", "l.example")],
+            [commented(mb(Some("c4"), None, "k", "l.example"))],
             "comments anywhere in an addr-spec (RFC 5322 §3.4.1 CFWS)"
         );
         assert_eq!(parse(b"John Q. Public <jqp@b.example>"), [mb(Some("John Q. Public"), None, "jqp", "b.example")]);
@@ -290,7 +302,7 @@ mod tests {
             parse(b"g: a@b.example (A), c@d.example;, x@y.example"),
             [
                 Item::GroupStart("g".into()),
-                mb(Some("A"), None, "a", "b.example"),
+                commented(mb(Some("A"), None, "a", "b.example")),
                 mb(None, None, "c", "d.example"),
                 Item::GroupEnd,
                 mb(None, None, "x", "y.example"),

@@ -18,7 +18,7 @@ use imap_codec::{
     },
 };
 
-use crate::{extended, mime, seqset, utf7};
+use crate::{address, extended, mime, seqset, thread, utf7};
 
 /// The wire form of one FETCH item: what the server would send.
 fn wire(item: MessageDataItem<'static>) -> Vec<u8> {
@@ -128,6 +128,42 @@ fn partial(data: &[u8], origin: u32, length: u32) {
 /// A command message: `rewrite` never panics, and what it rewrites keeps
 /// the tag and everything after the first line, and grows by at most two
 /// octets (`$` becomes `ALL` as a first search key, `1` as a message set).
+/// An address field and a header block from the network: `address::parse`
+/// never panics, its groups are balanced and nothing it returns is longer
+/// than the input; the SORT/THREAD summary of the input as a header never
+/// panics, and sorting and threading it with copies of itself gives every
+/// message once.
+pub fn headers(raw: &[u8]) {
+    let items = address::parse(raw);
+    let mut open = 0i32;
+    for item in &items {
+        match item {
+            address::Item::GroupStart(name) => {
+                assert_eq!(open, 0, "groups do not nest");
+                assert!(name.len() <= raw.len() * 3);
+                open += 1;
+            }
+            address::Item::GroupEnd => open -= 1,
+            address::Item::Mailbox(m) => {
+                let len = m.local.len() + m.domain.len() + m.route.as_ref().map_or(0, String::len);
+                assert!(len <= raw.len() * 3, "{m:?} from {} octets", raw.len());
+            }
+        }
+        assert!((0..=1).contains(&open), "{items:?}");
+    }
+    assert_eq!(open, 0, "every group closed: {items:?}");
+    let msgs: Vec<thread::Summary> = (1..=3).map(|n| thread::Summary::from_header(n, n, 0, 1, raw)).collect();
+    let mut order = thread::sort(&msgs, &[]);
+    order.sort_unstable();
+    assert_eq!(order, [0, 1, 2]);
+    for trees in [thread::ordered_subject(&msgs), thread::references(&msgs)] {
+        let shown = thread::render(&trees, |i| msgs[i].seq);
+        let mut seqs: Vec<&str> = shown.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, ["1", "2", "3"], "{shown}");
+    }
+}
+
 pub fn extended(message: &[u8]) {
     let Some((plain, ext)) = extended::rewrite(message) else { return };
     assert!(
@@ -378,6 +414,44 @@ mod tests {
         let minimal: &[&[u8]] = &[b"\n\r\n\r\n", b"\r\r\n\r\n", b"\t\r\n\r\n", b"Subject: a\n\r\nbody\r\n\r\nmore"];
         for raw in minimal.iter().map(|m| m.to_vec()).chain(mime_inputs()) {
             mime(&raw);
+        }
+    }
+
+    #[test]
+    fn header_checks_hold() {
+        let seeds: &[&[u8]] = &[
+            b"From: Joe <@relay.example,@hub.example:joe@b.example>\r\nSubject: Re: [x] Fwd: hi (fwd)\r\n",
+            b"To: undisclosed-recipients: (none);, a@b (c (d) e), \"Q \\\" x\" <q@r>\r\n",
+            b"Message-ID: <a@b>\r\nReferences: <a@b> <c@d>\r\nIn-Reply-To: <e@f>\r\n",
+        ];
+        let pieces: &[&[u8]] = &[
+            b"(",
+            b")",
+            b"\"",
+            b"\\",
+            b"<",
+            b">",
+            b"@",
+            b",",
+            b";",
+            b":",
+            b".",
+            b"[",
+            b"]",
+            b" ",
+            b"\r\n",
+            b"\r\n ",
+            b"a",
+            b"Re:",
+            b"[fwd:",
+            b"=?UTF-8?Q?=C3=A9?=",
+            b"From: ",
+            b"Subject: ",
+            b"References: ",
+            b"\xc3",
+        ];
+        for raw in inputs(0x5151_7c7c_3b3b_2d2d, 3000, seeds, pieces, 40) {
+            headers(&raw);
         }
     }
 

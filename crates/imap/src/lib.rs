@@ -21,6 +21,10 @@
 //! - [`quota`]: QUOTA (RFC 9208): one quota root per user, its STORAGE
 //!   and MESSAGE resources as the QUOTA response shows them, and whether
 //!   an APPEND or COPY fits (pure).
+//! - [`thread`]: SORT and THREAD (RFC 5256, and SORT=DISPLAY, RFC 5957):
+//!   sort keys from a message's header, the base subject, the
+//!   ORDEREDSUBJECT and REFERENCES algorithms and the THREAD response
+//!   (pure).
 //! - [`utf7`]: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
 
 pub mod address;
@@ -33,6 +37,7 @@ pub mod search;
 pub mod seqset;
 pub mod server;
 pub mod session;
+pub mod thread;
 pub mod utf7;
 pub mod view;
 

@@ -24,6 +24,8 @@ use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::extensions::quota::QuotaGet;
+use imap_codec::imap_types::extensions::sort::SortCriterion;
+use imap_codec::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName};
 use imap_codec::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
@@ -34,7 +36,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 
 use crate::extended::{Extension, ListOptions, SearchReturn};
 use crate::view::{Update, View};
-use crate::{mime, names, quota, search, seqset, utf7};
+use crate::{mime, names, quota, search, seqset, thread, utf7};
 
 /// What a session needs to know about its server.
 #[derive(Debug, Clone)]
@@ -182,6 +184,21 @@ pub(crate) fn quote(s: &str) -> String {
     } else {
         format!("{{{}}}\r\n{s}", s.len())
     }
+}
+
+/// RFC 9051 §6.4.4 (and RFC 5256 §3 for SORT and THREAD): US-ASCII and
+/// UTF-8 (strings are compared as UTF-8); any other charset is refused
+/// with the list.
+fn unsupported_charset(charset: Option<&str>) -> Option<Outcome> {
+    let cs = charset?.to_ascii_uppercase();
+    (cs != "UTF-8" && cs != "US-ASCII")
+        .then(|| Outcome::No(Some("BADCHARSET (UTF-8 US-ASCII)"), format!("charset {cs} is not supported")))
+}
+
+/// What SORT or THREAD does with the messages a search found.
+enum Ordering {
+    Sort(Vec<SortCriterion>),
+    Thread(ThreadingAlgorithm<'static>),
 }
 
 fn flag_string(f: &Flag) -> String {
@@ -343,6 +360,11 @@ impl<S: Directory + Mailstore> Session<S> {
             "LIST-STATUS",
             "STATUS=SIZE",
             "SEARCHRES",
+            // RFC 5256 §1, RFC 5957 §3.
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
             // RFC 9208 §1, §3.1.1: QUOTA and each resource offered; no
             // QUOTASET, as SETQUOTA is refused (§4.1.3).
             "QUOTA",
@@ -629,14 +651,8 @@ impl<S: Directory + Mailstore> Session<S> {
                 (Next::Command, Some(self.expunge(Some(uids)).await))
             }
             C::Search { criteria, uid, charset } => {
-                // RFC 9051 §6.4.4: US-ASCII and UTF-8 (strings are compared
-                // as UTF-8); any other charset is refused with the list.
-                if let Some(cs) = charset.as_ref().map(|c| c.as_ref().to_ascii_uppercase())
-                    && cs != "UTF-8"
-                    && cs != "US-ASCII"
-                {
-                    let why = format!("charset {cs} is not supported");
-                    return (Next::Command, Some(Outcome::No(Some("BADCHARSET (UTF-8 US-ASCII)"), why)));
+                if let Some(refusal) = unsupported_charset(charset.as_ref().map(|c| c.as_ref())) {
+                    return (Next::Command, Some(refusal));
                 }
                 let (ret, saved_key) = match self.extension.take() {
                     Some(Extension::Search(r)) => (Some(r), false),
@@ -645,6 +661,14 @@ impl<S: Directory + Mailstore> Session<S> {
                 };
                 let ret = ret.or_else(|| self.rev2.then(|| SearchReturn { all: true, ..Default::default() }));
                 (Next::Command, Some(self.search(tag, criteria.as_ref(), uid, ret, saved_key).await))
+            }
+            C::Sort { sort_criteria, charset, search_criteria, uid } => {
+                let how = Ordering::Sort(sort_criteria.into_inner());
+                (Next::Command, Some(self.sort_or_thread(how, charset.as_ref(), search_criteria.as_ref(), uid).await))
+            }
+            C::Thread { algorithm, charset, search_criteria, uid } => {
+                let how = Ordering::Thread(algorithm.into_static());
+                (Next::Command, Some(self.sort_or_thread(how, charset.as_ref(), search_criteria.as_ref(), uid).await))
             }
             C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 let changed_since = modifiers.iter().find_map(|m| match m {
@@ -1203,37 +1227,9 @@ impl<S: Directory + Mailstore> Session<S> {
         ret: Option<SearchReturn>,
         saved_key: bool,
     ) -> Outcome {
-        self.poll(false).await;
-        let Some(view) = self.selected.as_ref() else { return Outcome::Bad("select a mailbox first".into()) };
-        // `$` as the first key: only the saved result's messages are candidates.
-        let candidate = |u: u32| !saved_key || view.saved.binary_search(&u).is_ok();
-        let part = criteria.iter().map(search::needs).max().flatten();
-        let (max_seq, max_uid) = (view.len(), view.messages().last().map_or(0, |m| m.uid));
-        let mut hits = Vec::new();
-        // Messages are read (when a key needs them) as FETCH reads them: in
-        // batches, and only the header when no key looks further.
-        for (n, chunk) in view.messages().chunks(FETCH_PIECE_MESSAGES).enumerate() {
-            let uids = chunk.iter().map(|m| m.uid).collect();
-            let mut raws = self.read_messages(view.mailbox_id, uids, part).await.unwrap_or_default();
-            for (j, m) in chunk.iter().enumerate() {
-                let seq = (n * FETCH_PIECE_MESSAGES + j) as u32 + 1;
-                let raw = raws.remove(&m.uid).unwrap_or_default();
-                let c = search::Candidate {
-                    seq,
-                    uid: m.uid,
-                    flags: &m.flags,
-                    internal_date: m.internal_date,
-                    size: m.size,
-                    modseq: m.modseq,
-                    recent: view.is_recent(m.uid),
-                    raw: &raw,
-                };
-                if candidate(m.uid) && criteria.iter().all(|k| search::matches(k, &c, max_seq, max_uid)) {
-                    hits.push((m.uid, seq, m.modseq));
-                }
-            }
-        }
-        // RETURN (SAVE) keeps the result as `$` (RFC 5182 §2.1): only the
+        let Some(hits) = self.search_hits(criteria, saved_key).await else {
+            return Outcome::Bad("select a mailbox first".into());
+        }; // RETURN (SAVE) keeps the result as `$` (RFC 5182 §2.1): only the
         // minimum and maximum when just those were asked besides SAVE.
         if let Some(r) = ret.as_ref().filter(|r| r.save) {
             let saved: Vec<u32> = if (r.min || r.max) && !r.all && !r.count {
@@ -1295,6 +1291,106 @@ impl<S: Directory + Mailstore> Session<S> {
         }
         self.line(&line);
         Outcome::ok("SEARCH completed")
+    }
+
+    /// The messages of the selected mailbox that match `criteria` (after
+    /// the updates SEARCH may send, RFC 9051 §7.4.1), as (UID, sequence
+    /// number, MODSEQ) in sequence order; `None` with no mailbox selected.
+    async fn search_hits(&mut self, criteria: &[SearchKey<'_>], saved_key: bool) -> Option<Vec<(u32, u32, u64)>> {
+        self.poll(false).await;
+        let view = self.selected.as_ref()?;
+        // `$` as the first key: only the saved result's messages are candidates.
+        let candidate = |u: u32| !saved_key || view.saved.binary_search(&u).is_ok();
+        let part = criteria.iter().map(search::needs).max().flatten();
+        let (max_seq, max_uid) = (view.len(), view.messages().last().map_or(0, |m| m.uid));
+        let mut hits = Vec::new();
+        // Messages are read (when a key needs them) as FETCH reads them: in
+        // batches, and only the header when no key looks further.
+        for (n, chunk) in view.messages().chunks(FETCH_PIECE_MESSAGES).enumerate() {
+            let uids = chunk.iter().map(|m| m.uid).collect();
+            let mut raws = self.read_messages(view.mailbox_id, uids, part).await.unwrap_or_default();
+            for (j, m) in chunk.iter().enumerate() {
+                let seq = (n * FETCH_PIECE_MESSAGES + j) as u32 + 1;
+                let raw = raws.remove(&m.uid).unwrap_or_default();
+                let c = search::Candidate {
+                    seq,
+                    uid: m.uid,
+                    flags: &m.flags,
+                    internal_date: m.internal_date,
+                    size: m.size,
+                    modseq: m.modseq,
+                    recent: view.is_recent(m.uid),
+                    raw: &raw,
+                };
+                if candidate(m.uid) && criteria.iter().all(|k| search::matches(k, &c, max_seq, max_uid)) {
+                    hits.push((m.uid, seq, m.modseq));
+                }
+            }
+        }
+        Some(hits)
+    }
+
+    /// SORT and THREAD (RFC 5256 §3, RFC 5957): the messages SEARCH would
+    /// find, their headers read in batches as SEARCH reads them, sorted or
+    /// threaded off the async runtime's threads (a large mailbox costs
+    /// real CPU time), then `* SORT …` or `* THREAD …` with sequence
+    /// numbers or UIDs.
+    async fn sort_or_thread(&mut self, how: Ordering, charset: &str, criteria: &[SearchKey<'_>], uid: bool) -> Outcome {
+        if let Some(refusal) = unsupported_charset(Some(charset)) {
+            return refusal;
+        }
+        let saved_key = matches!(self.extension.take(), Some(Extension::Saved(_)));
+        let Some(hits) = self.search_hits(criteria, saved_key).await else {
+            return Outcome::Bad("select a mailbox first".into());
+        };
+        let Some(view) = self.selected.as_ref() else { return Outcome::Bad("select a mailbox first".into()) };
+        let mut summaries = Vec::with_capacity(hits.len());
+        for chunk in hits.chunks(FETCH_PIECE_MESSAGES) {
+            let uids = chunk.iter().map(|h| h.0).collect();
+            let headers = match self.read_messages(view.mailbox_id, uids, Some(Part::Header)).await {
+                Ok(h) => h,
+                Err(e) => return store_error(&e),
+            };
+            let metas: Vec<(u32, u32, i64, u64)> = chunk
+                .iter()
+                .filter_map(|&(u, seq, _)| view.by_seq(seq).map(|m| (u, seq, m.internal_date, m.size)))
+                .collect();
+            let parsed = tokio::task::spawn_blocking(move || {
+                metas
+                    .into_iter()
+                    .map(|(u, seq, date, size)| {
+                        let header = headers.get(&u).map(Vec::as_slice).unwrap_or_default();
+                        thread::Summary::from_header(seq, u, date, size, header)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            match parsed {
+                Ok(p) => summaries.extend(p),
+                Err(e) => return Outcome::No(Some("SERVERBUG"), format!("reading the headers failed: {e}")),
+            }
+        }
+        let id = move |s: &thread::Summary| if uid { s.uid } else { s.seq };
+        let line = tokio::task::spawn_blocking(move || match how {
+            Ordering::Sort(criteria) => {
+                let order = thread::sort(&summaries, &criteria);
+                let ids: Vec<String> = order.iter().map(|&i| id(&summaries[i]).to_string()).collect();
+                Some(format!("* SORT {}", ids.join(" ")).trim_end().to_string())
+            }
+            Ordering::Thread(algorithm) => {
+                let trees = thread::thread(&summaries, &algorithm)?;
+                Some(format!("* THREAD {}", thread::render(&trees, |i| id(&summaries[i]))).trim_end().to_string())
+            }
+        })
+        .await;
+        match line {
+            Ok(Some(line)) => {
+                self.line(&line);
+                Outcome::ok(if line.starts_with("* SORT") { "SORT completed" } else { "THREAD completed" })
+            }
+            Ok(None) => Outcome::Bad("unknown threading algorithm".into()),
+            Err(e) => Outcome::No(Some("SERVERBUG"), format!("sorting failed: {e}")),
+        }
     }
 
     /// FETCH (RFC 9051 §6.4.5): `None` when the first piece is in the
