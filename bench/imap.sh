@@ -3,7 +3,11 @@
 # mailbox (MESSAGES distinct messages in INBOX) and the same load: CLIENTS
 # concurrent clients, each doing ROUNDS sessions of LOGIN, SELECT, FETCH of
 # every message's headers, FETCH of BODIES whole messages, two STOREs,
-# LOGOUT (bench/lib/imapload.py). See bench/README.md.
+# LOGOUT (bench/lib/imapload.py). Then, unless SORT_STEP=0, SORT and THREAD
+# (RFC 5256, SORT=DISPLAY) on a second mailbox of SORT_MESSAGES discussions,
+# the same for both: SORT_REPS timed runs of six commands on one connection,
+# median and p90 per server, the answers compared, facteur's peak RSS
+# (bench/lib/imapsort.py). See bench/README.md.
 set -euo pipefail
 BENCH_NAME=imap
 # shellcheck source=bench/lib.sh
@@ -16,11 +20,18 @@ BODIES="${BODIES:-50}"
 TARGETS="${TARGETS:-facteur dovecot}"
 BENCH_TMPDIR="${BENCH_TMPDIR:-/var/tmp}"
 KEEP="${KEEP:-0}"
+SORT_STEP="${SORT_STEP:-1}"
+SORT_MESSAGES="${SORT_MESSAGES:-10000}"
+SORT_REPS="${SORT_REPS:-20}"
+SORT_TIMEOUT="${SORT_TIMEOUT:-900}"
+SORT_RSS_MAX_MB="${SORT_RSS_MAX_MB:-512}"
+SORT_MAILBOX="SortBench"
 PASSWORD="bench-pass-1"
 USER_ADDR="bench@bench.test"
-for v in MESSAGES CLIENTS ROUNDS BODIES; do
+for v in MESSAGES CLIENTS ROUNDS BODIES SORT_MESSAGES SORT_REPS SORT_TIMEOUT SORT_RSS_MAX_MB; do
     positive "$v" "${!v}"
 done
+zero_or_one SORT_STEP
 [ "$BODIES" -le "$MESSAGES" ] || die "BODIES=$BODIES must be at most MESSAGES=$MESSAGES"
 for t in $TARGETS; do
     case "$t" in facteur | dovecot) ;; *) die "unknown target '$t'" ;; esac
@@ -48,6 +59,7 @@ on_exit() {
 set_traps
 make_scratch imap
 note "$MESSAGES messages in INBOX; $CLIENTS clients x $ROUNDS sessions; $BODIES bodies per session; servers: $TARGETS"
+[ "$SORT_STEP" = 0 ] || note "then SORT and THREAD: $SORT_MESSAGES messages in $SORT_MAILBOX, $SORT_REPS runs of each command"
 note "machine: $(nproc) cores, $(uname -sr), data on $fstype ($work)"
 note_disk_and_load "$(fsync_median_us "$work")"
 commit="$(git_commit)"
@@ -69,7 +81,27 @@ for i in range(1, n + 1):
         f.write(msg.encode())
 PY
 
+# The SORT/THREAD mailbox, the same for both: discussions of 1 to 30
+# messages with their References, list tags, Re:/Fwd: prefixes, display
+# names, some Date fields missing (bench/lib/imapsort.py gen).
+if [ "$SORT_STEP" = 1 ]; then
+    note "SORT/THREAD mailbox: $(python3 "$bench_dir/lib/imapsort.py" gen "$work/sort-messages" "$SORT_MESSAGES")"
+fi
+
 declare -A fig=()
+
+# sort_time NAME PORT [--rss-pid PID | --rss-peer]: the timed SORT/THREAD
+# runs on SORT_MAILBOX, on one connection; figures in $work/sort-NAME.json,
+# answers in $work/sort-answers-NAME.json.
+sort_time() {
+    local name="$1" port="$2" out
+    shift 2
+    out="$(timeout "$SORT_TIMEOUT" python3 "$bench_dir/lib/imapsort.py" time 127.0.0.1 "$port" "$USER_ADDR" "$PASSWORD" \
+        "$SORT_MAILBOX" "$work/sort-messages" "$SORT_REPS" "$work/sort-answers-$name.json" "$@")" ||
+        die "$name: the SORT/THREAD runs failed or took more than SORT_TIMEOUT=${SORT_TIMEOUT}s"
+    echo "$out" >"$work/sort-$name.json"
+    note "$name: SORT/THREAD: $(python3 "$bench_dir/lib/imapsort.py" summary "$work/sort-$name.json")"
+}
 
 # The user, made by facteur: its Argon2id hash (PHC string) is given to
 # Dovecot too, so a LOGIN costs both servers the same hashing work.
@@ -123,6 +155,14 @@ PY
     python3 "$bench_dir/lib/imapload.py" 127.0.0.1 "$port" "$USER_ADDR" "$PASSWORD" 1 1 "$MESSAGES" "$BODIES" >/dev/null
     fig[facteur]="$(python3 "$bench_dir/lib/imapload.py" 127.0.0.1 "$port" "$USER_ADDR" "$PASSWORD" "$CLIENTS" "$ROUNDS" "$MESSAGES" "$BODIES")"
     note "facteur: ${fig[facteur]}"
+    if [ "$SORT_STEP" = 1 ]; then
+        note "facteur: APPEND of $SORT_MESSAGES messages to $SORT_MAILBOX"
+        timeout "$SORT_TIMEOUT" python3 "$bench_dir/lib/imapsort.py" append 127.0.0.1 "$port" "$USER_ADDR" "$PASSWORD" \
+            "$SORT_MAILBOX" "$work/sort-messages" --rss-pid "$facteur_pid" >"$work/sort-load-facteur.json" ||
+            die "facteur: APPEND to $SORT_MAILBOX failed or took more than SORT_TIMEOUT=${SORT_TIMEOUT}s"
+        note "facteur: $(cat "$work/sort-load-facteur.json")"
+        sort_time facteur "$port" --rss-pid "$facteur_pid"
+    fi
     stop_facteur
 fi
 
@@ -188,6 +228,16 @@ EOF
     python3 "$bench_dir/lib/imapload.py" 127.0.0.1 "$port" "$USER_ADDR" "$PASSWORD" 1 1 "$MESSAGES" "$BODIES" >/dev/null
     fig[dovecot]="$(python3 "$bench_dir/lib/imapload.py" 127.0.0.1 "$port" "$USER_ADDR" "$PASSWORD" "$CLIENTS" "$ROUNDS" "$MESSAGES" "$BODIES")"
     note "dovecot: ${fig[dovecot]}"
+    if [ "$SORT_STEP" = 1 ]; then
+        # A Maildir++ folder, as the INBOX was made: files with the internal
+        # date as their time. Dovecot indexes it at the first SELECT, and
+        # the warm-up rounds fill its cache before the timed ones.
+        python3 "$bench_dir/lib/imapsort.py" maildir "$work/sort-messages" "$dir/mail/$USER_ADDR/.$SORT_MAILBOX" \
+            >"$work/sort-load-dovecot.json"
+        chown -R mail:mail "$dir/mail/$USER_ADDR/.$SORT_MAILBOX"
+        note "dovecot: $SORT_MAILBOX: $(cat "$work/sort-load-dovecot.json")"
+        sort_time dovecot "$port" --rss-peer
+    fi
     doveadm -c "$dovecot_conf" stop >/dev/null 2>&1 || true
     dovecot_conf=""
 fi
@@ -204,7 +254,13 @@ results_files imap
         printf '%s"%s": %s' "$sep" "$t" "${fig[$t]}"
         sep=", "
     done
-    printf '}}\n'
+    printf '}, "sort": '
+    if [ "$SORT_STEP" = 1 ]; then
+        python3 "$bench_dir/lib/imapsort.py" report "$work/sort-messages" "$work" "$SORT_RSS_MAX_MB"
+    else
+        printf 'null'
+    fi
+    printf '}\n'
 } | python3 -m json.tool >"$json"
 python3 - "$json" <<'PY'
 import json, sys
@@ -228,3 +284,19 @@ print(",".join(str(x) for x in [r["time_utc"], r["git_commit"], sys.argv[2], p["
 PY
 done
 note "results written to $json, appended to $csv"
+if [ "$SORT_STEP" = 1 ]; then
+    python3 "$bench_dir/lib/imapsort.py" table "$json"
+    csv="$RESULTS_DIR/imap-sort.csv"
+    csv_header "time_utc,git_commit,server,messages,reps,command,median_ms,p90_ms,answered"
+    python3 - "$json" >>"$csv" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); s = r["sort"]
+for name, run in s["runs"].items():
+    for cmd, f in run["commands"].items():
+        print(",".join(str(x) for x in [r["time_utc"], r["git_commit"], name, s["messages"], run["reps"], cmd,
+                                        f["median_ms"], f["p90_ms"], f["messages"]]))
+PY
+    note "SORT/THREAD figures appended to $csv"
+    problems="$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["sort"]["problems"]))' "$json")"
+    [ "$problems" = 0 ] || die "SORT/THREAD: $problems problem(s), listed above and in $json"
+fi

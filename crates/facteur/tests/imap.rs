@@ -944,3 +944,68 @@ async fn sort_and_thread_answer_as_dovecot_does() {
     let r = c.cmd("j THREAD REFS UTF-8 ALL").await;
     assert!(r[0].starts_with("j BAD"), "{r:?}");
 }
+
+/// QRESYNC (RFC 7162 §3.2): a client that knew the mailbox at some MODSEQ
+/// reconnects and gets exactly what vanished (VANISHED (EARLIER)) and what
+/// changed (FETCH) since; once enabled, expunges are told as VANISHED.
+#[tokio::test]
+async fn qresync_resynchronizes_and_reports_vanished() {
+    let s = server().await;
+    for n in 1..=6 {
+        deliver(&s, "bob@example.test", &format!("m{n}"), "x\r\n").await;
+    }
+    let number = |lines: &[String], code: &str| -> u64 {
+        let line = lines.iter().find(|l| l.contains(&format!("[{code} "))).expect(code);
+        line.split(&format!("[{code} ")).nth(1).unwrap().split(']').next().unwrap().parse().unwrap()
+    };
+    let mut a = Imap::connect(s.imap).await;
+    a.login("bob@example.test").await;
+    let r = a.cmd("a0 SELECT INBOX (QRESYNC (1 1))").await;
+    assert!(r.last().unwrap().starts_with("a0 BAD"), "QRESYNC needs ENABLE first: {r:?}");
+    let r = a.ok("a1 ENABLE QRESYNC").await;
+    assert_eq!(r[0], "* ENABLED QRESYNC", "{r:?}");
+    let r = a.ok("a2 SELECT INBOX").await;
+    let (validity, known) = (number(&r, "UIDVALIDITY"), number(&r, "HIGHESTMODSEQ"));
+    a.ok("a3 LOGOUT").await;
+
+    // Meanwhile: a flag, two expunges, an arrival.
+    let mut b = Imap::connect(s.imap).await;
+    b.login("bob@example.test").await;
+    b.ok("b1 SELECT INBOX").await;
+    b.ok("b2 STORE 2 +FLAGS.SILENT (\\Flagged)").await;
+    b.ok("b3 STORE 3,5 +FLAGS.SILENT (\\Deleted)").await;
+    b.ok("b4 EXPUNGE").await;
+    deliver(&s, "bob@example.test", "m7", "x\r\n").await;
+
+    let mut a = Imap::connect(s.imap).await;
+    a.login("bob@example.test").await;
+    a.ok("a4 ENABLE QRESYNC").await;
+    let r = a.ok(&format!("a5 SELECT INBOX (QRESYNC ({validity} {known}))")).await;
+    let vanished = r.iter().position(|l| l == "* VANISHED (EARLIER) 3,5").expect("VANISHED (EARLIER)");
+    let fetches: Vec<&String> = r.iter().filter(|l| l.contains(" FETCH ")).collect();
+    assert_eq!(fetches.len(), 2, "the flagged message and the new one: {r:?}");
+    assert!(fetches[0].starts_with("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("), "{r:?}");
+    assert!(fetches[1].starts_with("* 5 FETCH (UID 7 FLAGS ("), "{r:?}");
+    assert!(r.iter().position(|l| l == fetches[0]).unwrap() > vanished, "VANISHED first (§3.2.5.1): {r:?}");
+    assert!(!has(&r, "EXPUNGE"), "{r:?}");
+    // Known UIDs narrow VANISHED; another UIDVALIDITY gets no resync at all.
+    let r = a.ok(&format!("a6 EXAMINE INBOX (QRESYNC ({validity} {known} 1:4))")).await;
+    assert!(has(&r, "* VANISHED (EARLIER) 3") && !has(&r, "3,5"), "{r:?}");
+    let r = a.ok(&format!("a7 SELECT INBOX (QRESYNC ({} {known}))", validity + 1)).await;
+    assert!(!has(&r, "VANISHED") && !has(&r, " FETCH "), "{r:?}");
+
+    // Selected under QRESYNC: another session's expunge and its own are VANISHED.
+    b.ok("b5 STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    b.ok("b6 EXPUNGE").await;
+    let r = a.ok("a8 NOOP").await;
+    assert_eq!(r[0], "* VANISHED 1", "{r:?}");
+    a.ok("a9 STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    let r = a.ok("a10 EXPUNGE").await;
+    assert_eq!(r[0], "* VANISHED 2", "{r:?}");
+    // UID FETCH … (CHANGEDSINCE n VANISHED) (§3.2.6).
+    let r = a.ok(&format!("a11 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {known} VANISHED)")).await;
+    assert_eq!(r[0], "* VANISHED (EARLIER) 1:3,5", "{r:?}");
+    assert!(r[1].starts_with("* 3 FETCH (UID 7 FLAGS ("), "{r:?}");
+    let r = a.cmd("a12 UID FETCH 1:* (FLAGS) (VANISHED)").await;
+    assert!(r.last().unwrap().starts_with("a12 BAD"), "VANISHED without CHANGEDSINCE: {r:?}");
+}

@@ -18,7 +18,7 @@ use imap_codec::ResponseCodec;
 use imap_codec::encode::{Encoder, Fragment};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
-use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::command::{Command, CommandBody, SelectParameter};
 use imap_codec::imap_types::core::{AString, IString, Literal, LiteralMode, NString, NString8, Tag, Vec1};
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
@@ -127,6 +127,8 @@ pub struct Session<S> {
     condstore: bool,
     /// ENABLE IMAP4rev2: SEARCH answers with ESEARCH (RFC 9051 §7.3.4).
     rev2: bool,
+    /// ENABLE QRESYNC (RFC 7162 §3.2.3): expunges are told as VANISHED.
+    qresync: bool,
     /// Options of the extended form of the command being handled.
     extension: Option<Extension>,
     /// AUTHENTICATE waiting for its data line.
@@ -193,6 +195,13 @@ fn unsupported_charset(charset: Option<&str>) -> Option<Outcome> {
     let cs = charset?.to_ascii_uppercase();
     (cs != "UTF-8" && cs != "US-ASCII")
         .then(|| Outcome::No(Some("BADCHARSET (UTF-8 US-ASCII)"), format!("charset {cs} is not supported")))
+}
+
+/// `SELECT … (QRESYNC (uidvalidity modseq [known-uids]))` (RFC 7162 §3.2.5).
+struct Resync {
+    uidvalidity: u32,
+    modseq: u64,
+    known_uids: Option<SequenceSet>,
 }
 
 /// What SORT or THREAD does with the messages a search found.
@@ -273,6 +282,7 @@ impl<S: Directory + Mailstore> Session<S> {
             selected: None,
             condstore: false,
             rev2: false,
+            qresync: false,
             extension: None,
             auth_tag: None,
             idle_tag: None,
@@ -351,6 +361,7 @@ impl<S: Directory + Mailstore> Session<S> {
             "MOVE",
             "ID",
             "CONDSTORE",
+            "QRESYNC",
             "SPECIAL-USE",
             "CHILDREN",
             "BINARY",
@@ -521,6 +532,12 @@ impl<S: Directory + Mailstore> Session<S> {
                             self.condstore_on();
                             on.push("CONDSTORE".to_string());
                         }
+                        // RFC 7162 §3.2.3: QRESYNC turns CONDSTORE on too.
+                        other if !self.qresync && other.to_string().eq_ignore_ascii_case("QRESYNC") => {
+                            self.qresync = true;
+                            self.condstore_on();
+                            on.push("QRESYNC".into());
+                        }
                         other if !self.rev2 && other.to_string().eq_ignore_ascii_case("IMAP4rev2") => {
                             self.rev2 = true;
                             if let Some(view) = self.selected.as_mut() {
@@ -535,12 +552,10 @@ impl<S: Directory + Mailstore> Session<S> {
                 (Next::Command, Some(Outcome::ok("ENABLE completed")))
             }
             C::Select { mailbox, parameters } => {
-                self.condstore |= !parameters.is_empty();
-                (Next::Command, Some(self.select(&self.name_in(&mailbox), false).await))
+                (Next::Command, Some(self.select_cmd(&mailbox, &parameters, false).await))
             }
             C::Examine { mailbox, parameters } => {
-                self.condstore |= !parameters.is_empty();
-                (Next::Command, Some(self.select(&self.name_in(&mailbox), true).await))
+                (Next::Command, Some(self.select_cmd(&mailbox, &parameters, true).await))
             }
             C::Create { mailbox } => {
                 let name = match self.new_name_in(&mailbox) {
@@ -671,10 +686,22 @@ impl<S: Directory + Mailstore> Session<S> {
                 (Next::Command, Some(self.sort_or_thread(how, charset.as_ref(), search_criteria.as_ref(), uid).await))
             }
             C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
+                use imap_codec::imap_types::command::FetchModifier;
                 let changed_since = modifiers.iter().find_map(|m| match m {
-                    imap_codec::imap_types::command::FetchModifier::ChangedSince(n) => Some(n.get()),
+                    FetchModifier::ChangedSince(n) => Some(n.get()),
                     _ => None,
                 });
+                // RFC 7162 §3.2.6: VANISHED needs UID FETCH, CHANGEDSINCE and
+                // ENABLE QRESYNC; the UIDs of the set expunged since come first.
+                if modifiers.contains(&FetchModifier::Vanished) {
+                    let Some(since) = changed_since.filter(|_| uid && self.qresync) else {
+                        let why = "VANISHED needs UID FETCH with CHANGEDSINCE after ENABLE QRESYNC (RFC 7162 §3.2.6)";
+                        return (Next::Command, Some(Outcome::Bad(why.into())));
+                    };
+                    if let Some(refusal) = self.vanished_earlier(&sequence_set, since).await {
+                        return (Next::Command, Some(refusal));
+                    }
+                }
                 match self.fetch(tag, &sequence_set, macro_or_item_names, uid, changed_since).await {
                     Some(outcome) => (Next::Command, Some(outcome)),
                     None => (Next::More, None),
@@ -849,9 +876,21 @@ impl<S: Directory + Mailstore> Session<S> {
         if updates.iter().any(|u| matches!(u, Update::Exists(_))) {
             self.claim_recent(&mut view).await;
         }
+        // Expunges come first; under QRESYNC they are told in one VANISHED
+        // before anything numbered after them (RFC 7162 §3.2.10).
+        let mut vanished = Vec::new();
         for u in updates {
+            if !matches!(u, Update::Expunge { .. }) {
+                self.vanished(&mut vanished);
+            }
             match u {
-                Update::Expunge(seq) => self.line(&format!("* {seq} EXPUNGE")),
+                Update::Expunge { seq, uid } => {
+                    if self.qresync {
+                        vanished.push(uid);
+                    } else {
+                        self.line(&format!("* {seq} EXPUNGE"));
+                    }
+                }
                 Update::Exists(n) => {
                     self.line(&format!("* {n} EXISTS"));
                     // RFC 3501 §7.3.2: RECENT goes with EXISTS.
@@ -866,7 +905,33 @@ impl<S: Directory + Mailstore> Session<S> {
                 }
             }
         }
+        self.vanished(&mut vanished);
         self.selected = Some(view);
+    }
+
+    /// `* VANISHED (EARLIER) uids`: the UIDs of `set` expunged after
+    /// `modseq` (RFC 7162 §3.2.6); a storage failure is the refusal.
+    async fn vanished_earlier(&mut self, set: &SequenceSet, modseq: u64) -> Option<Outcome> {
+        let view = self.selected.as_ref()?;
+        let vanished = match self.store.vanished_since(view.mailbox_id, modseq).await {
+            Ok(v) => v,
+            Err(e) => return Some(store_error(&e)),
+        };
+        let largest = vanished.last().copied().unwrap_or(0).max(view.last_uid());
+        let vanished: Vec<u32> = vanished.into_iter().filter(|u| seqset::contains(set, *u, largest)).collect();
+        if !vanished.is_empty() {
+            self.line(&format!("* VANISHED (EARLIER) {}", seqset::compress(&vanished)));
+        }
+        None
+    }
+
+    /// `* VANISHED uids` (RFC 7162 §3.2.10) for the UIDs gathered, if any.
+    fn vanished(&mut self, uids: &mut Vec<u32>) {
+        if !uids.is_empty() {
+            uids.sort_unstable();
+            self.line(&format!("* VANISHED {}", seqset::compress(uids)));
+            uids.clear();
+        }
     }
 
     /// `\Recent` for an IMAP4rev1 session (RFC 3501 §2.3.2): the messages
@@ -890,7 +955,33 @@ impl<S: Directory + Mailstore> Session<S> {
         }
     }
 
-    async fn select(&mut self, name: &str, read_only: bool) -> Outcome {
+    /// SELECT or EXAMINE with their parameters: CONDSTORE (RFC 7162 §3.1.8)
+    /// and QRESYNC (§3.2.5), which needs ENABLE QRESYNC first.
+    async fn select_cmd(&mut self, mailbox: &Mailbox<'_>, parameters: &[SelectParameter], read_only: bool) -> Outcome {
+        let mut resync = None;
+        for p in parameters {
+            match p {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { uid_validity, mod_sequence_value, known_uids, .. } => {
+                    if !self.qresync {
+                        return Outcome::Bad(
+                            "the QRESYNC parameter needs ENABLE QRESYNC first (RFC 7162 §3.2.5)".into(),
+                        );
+                    }
+                    // The sequence match data is not needed: every expunge
+                    // is remembered with its MODSEQ.
+                    resync = Some(Resync {
+                        uidvalidity: uid_validity.get(),
+                        modseq: mod_sequence_value.get(),
+                        known_uids: known_uids.clone(),
+                    });
+                }
+            }
+        }
+        self.select(&self.name_in(mailbox), read_only, resync).await
+    }
+
+    async fn select(&mut self, name: &str, read_only: bool, resync: Option<Resync>) -> Outcome {
         // RFC 9051 §6.3.2: the mailbox selected before is closed, and said so
         // (the CLOSED code of RFC 7162 §3.2.11), whether this one opens or not.
         if self.selected.take().is_some() {
@@ -919,7 +1010,33 @@ impl<S: Directory + Mailstore> Session<S> {
         self.line(&format!("* OK [UIDNEXT {}] predicted next UID", mailbox.uidnext));
         self.line(&format!("* OK [HIGHESTMODSEQ {highest_modseq}] highest"));
         self.line(&format!("* LIST () \"/\" {}", self.name_out(&mailbox.name)));
+        // RFC 7162 §3.2.5.1: with the UIDVALIDITY the client knew, what
+        // vanished and what changed since its MODSEQ; otherwise nothing (the
+        // client resynchronizes in full).
+        let changed: Vec<String> = match &resync {
+            Some(r) if r.uidvalidity == mailbox.uidvalidity => view
+                .messages()
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.modseq > r.modseq)
+                .map(|(i, m)| {
+                    let flags = flags_text(&m.flags, view.is_recent(m.uid));
+                    format!("* {} FETCH (UID {} FLAGS ({flags}) MODSEQ ({}))", i + 1, m.uid, m.modseq)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         self.selected = Some(view);
+        if let Some(r) = resync.filter(|r| r.uidvalidity == mailbox.uidvalidity) {
+            let all = SequenceSet::try_from("1:*").expect("a valid set");
+            if let Some(refusal) = self.vanished_earlier(r.known_uids.as_ref().unwrap_or(&all), r.modseq).await {
+                self.selected = None;
+                return refusal;
+            }
+            for line in changed {
+                self.line(&line);
+            }
+        }
         if read_only {
             Outcome::Ok(Some("READ-ONLY".into()), "EXAMINE completed".into())
         } else {
@@ -1198,6 +1315,22 @@ impl<S: Directory + Mailstore> Session<S> {
         }
     }
 
+    /// This session's own expunge (EXPUNGE, UID EXPUNGE, MOVE) of `uids`:
+    /// out of the view, told as EXPUNGEs or, under QRESYNC, one VANISHED.
+    fn expunged(&mut self, uids: &[u32]) {
+        let Some(view) = self.selected.as_mut() else { return };
+        // Only those the view had: the others were told already.
+        let mut known: Vec<u32> = uids.iter().copied().filter(|u| view.seq_of(*u).is_some()).collect();
+        let seqs = view.remove(uids);
+        if self.qresync {
+            self.vanished(&mut known);
+        } else {
+            for s in seqs {
+                self.line(&format!("* {s} EXPUNGE"));
+            }
+        }
+    }
+
     async fn expunge(&mut self, only: Option<Vec<u32>>) -> Outcome {
         let Some(view) = &self.selected else { return Outcome::Bad("select a mailbox first".into()) };
         if view.read_only {
@@ -1206,10 +1339,7 @@ impl<S: Directory + Mailstore> Session<S> {
         let id = view.mailbox_id;
         match self.store.expunge(id, only).await {
             Ok(uids) => {
-                let seqs = self.selected.as_mut().map(|v| v.remove(&uids)).unwrap_or_default();
-                for s in seqs {
-                    self.line(&format!("* {s} EXPUNGE"));
-                }
+                self.expunged(&uids);
                 self.poll(true).await;
                 Outcome::ok("EXPUNGE completed")
             }
@@ -1798,10 +1928,7 @@ impl<S: Directory + Mailstore> Session<S> {
         if moving {
             // RFC 6851 §4.3: COPYUID in an untagged OK before the expunges.
             self.line(&format!("* OK [{code}] moved"));
-            let seqs = self.selected.as_mut().map(|v| v.remove(&src)).unwrap_or_default();
-            for s in seqs {
-                self.line(&format!("* {s} EXPUNGE"));
-            }
+            self.expunged(&src);
             self.poll(true).await;
             return Outcome::ok("MOVE completed");
         }

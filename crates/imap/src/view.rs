@@ -12,8 +12,9 @@ use facteur_store::{MailboxSnapshot, MessageMeta};
 /// One untagged update for the client, in the order to send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
-    /// The message with this sequence number is gone; later ones shift down.
-    Expunge(u32),
+    /// The message with this sequence number (and UID, for VANISHED) is
+    /// gone; later ones shift down.
+    Expunge { seq: u32, uid: u32 },
     /// The mailbox now holds this many messages.
     Exists(u32),
     /// The flags (and MODSEQ) of a message changed.
@@ -167,7 +168,7 @@ impl View {
                 let uid = self.messages[i].uid;
                 if fresh.binary_search_by_key(&uid, |m| m.uid).is_err() {
                     self.messages.remove(i);
-                    out.push(Update::Expunge(i as u32 + 1));
+                    out.push(Update::Expunge { seq: i as u32 + 1, uid });
                 } else {
                     i += 1;
                 }
@@ -266,7 +267,7 @@ mod tests {
         assert_eq!(
             u,
             [
-                Update::Expunge(1),
+                Update::Expunge { seq: 1, uid: 1 },
                 Update::Flags { seq: 2, uid: 5, flags: vec!["\\Seen".into()], modseq: 4 },
                 Update::Exists(4),
             ]
@@ -281,7 +282,7 @@ mod tests {
         assert_eq!(v.refresh(snap(3, vec![meta(2, &[], 2)]), false), []);
         assert_eq!(v.len(), 2, "still there for the client");
         assert_eq!(v.synced(), None, "the expunge is still to be told, whatever storage's MODSEQ");
-        assert_eq!(v.refresh(snap(3, vec![meta(2, &[], 2)]), true), [Update::Expunge(1)]);
+        assert_eq!(v.refresh(snap(3, vec![meta(2, &[], 2)]), true), [Update::Expunge { seq: 1, uid: 1 }]);
         assert_eq!(v.synced(), Some(3));
         assert!(v.refresh(snap(3, vec![meta(2, &[], 2)]), true).is_empty(), "nothing twice");
     }

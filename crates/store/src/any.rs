@@ -105,6 +105,7 @@ impl Mailstore for AnyStore {
         fn mailbox_snapshot(&self, mailbox_id: i64, known: Option<u64>) -> Result<Option<MailboxSnapshot>>;
         fn append_message(&self, mailbox_id: i64, data: Vec<u8>, flags: Vec<String>, internal_date: i64) -> Result<(u32, u64)>;
         fn store_flags(&self, mailbox_id: i64, uids: Vec<u32>, op: FlagOp, flags: Vec<String>, unchanged_since: Option<u64>) -> Result<FlagsChanged>;
+        fn vanished_since(&self, mailbox_id: i64, modseq: u64) -> Result<Vec<u32>>;
         fn recent_from(&self, mailbox_id: i64, claim_up_to: Option<u32>) -> Result<u32>;
         fn expunge(&self, mailbox_id: i64, only: Option<Vec<u32>>) -> Result<Vec<u32>>;
         fn copy_messages(&self, from: i64, uids: Vec<u32>, to: i64, moving: bool) -> Result<Vec<(u32, u32)>>;

@@ -582,6 +582,9 @@ pub trait Mailstore: Clone + Send + Sync + 'static {
         flags: Vec<String>,
         unchanged_since: Option<u64>,
     ) -> impl Future<Output = Result<FlagsChanged>> + Send;
+    /// QRESYNC (RFC 7162 §3.2.5): the UIDs expunged from the mailbox after
+    /// `modseq`, ascending. Expunges are remembered while the mailbox lives.
+    fn vanished_since(&self, mailbox_id: i64, modseq: u64) -> impl Future<Output = Result<Vec<u32>>> + Send;
     /// `\Recent` (RFC 3501 §2.3.2): the first UID of the mailbox that no
     /// session has been told of as recent. With `claim_up_to`, the caller
     /// takes the messages from that UID up to `claim_up_to` as its own

@@ -197,7 +197,15 @@ async fn remove<C: GenericClient>(c: &C, mailbox_id: i64, uids: &[u32]) -> Resul
         &[&mailbox_id, &(max as i64)],
     )
     .await?;
-    next_modseq(c, mailbox_id).await?;
+    let modseq = next_modseq(c, mailbox_id).await?;
+    // For QRESYNC: what vanished, and when.
+    execute(
+        c,
+        "INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, $3 FROM UNNEST($2::BIGINT[]) AS u
+         ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq",
+        &[&mailbox_id, &uids, &(modseq as i64)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -522,6 +530,18 @@ impl Mailstore for PgStore {
         }
         tx.commit().await.map_err(db)?;
         Ok(out)
+    }
+
+    async fn vanished_since(&self, mailbox_id: i64, modseq: u64) -> Result<Vec<u32>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid",
+                &[&mailbox_id, &(modseq.min(i64::MAX as u64) as i64)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u32).collect())
     }
 
     async fn recent_from(&self, mailbox_id: i64, claim_up_to: Option<u32>) -> Result<u32> {

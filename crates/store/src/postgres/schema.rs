@@ -342,6 +342,21 @@ ALTER TABLE mailboxes ADD COLUMN recent_uid BIGINT NOT NULL DEFAULT 0;
 UPDATE mailboxes SET recent_uid = COALESCE((SELECT MAX(uid) + 1 FROM mailbox_messages WHERE mailbox_id = mailboxes.id), 0);
 "#,
     ),
+    (
+        11,
+        r#"
+-- QRESYNC (RFC 7162 §3.2.5, §3.2.10): each expunged UID with the MODSEQ of
+-- its expunge, kept while the mailbox lives, so a client reconnecting with
+-- the MODSEQ it knew gets exactly the UIDs that vanished since.
+CREATE TABLE expunged (
+    mailbox_id BIGINT NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uid BIGINT NOT NULL,
+    modseq BIGINT NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

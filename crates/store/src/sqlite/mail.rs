@@ -383,8 +383,20 @@ pub(crate) fn remove(c: &Connection, mailbox_id: i64, uids: &[u32]) -> Result<()
         "UPDATE mailboxes SET expunged_uid_max = MAX(expunged_uid_max, ?2) WHERE id = ?1",
         params![mailbox_id, max],
     )?;
-    next_modseq(c, mailbox_id)?;
+    let modseq = next_modseq(c, mailbox_id)?;
+    // For QRESYNC: what vanished, and when.
+    let mut note = c.prepare_cached("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?1, ?2, ?3)")?;
+    for uid in uids {
+        note.execute(params![mailbox_id, uid, modseq as i64])?;
+    }
     Ok(())
+}
+
+/// See `Mailstore::vanished_since`.
+pub(crate) fn vanished_since(c: &Connection, mailbox_id: i64, modseq: u64) -> Result<Vec<u32>> {
+    let mut q = c.prepare_cached("SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid")?;
+    let uids = q.query_map(params![mailbox_id, modseq as i64], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(uids)
 }
 
 /// COPY (RFC 9051 §6.4.7) or MOVE (RFC 6851): the same stored message gets

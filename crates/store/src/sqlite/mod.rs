@@ -810,6 +810,10 @@ impl Mailstore for SqliteStore {
         Ok(r)
     }
 
+    async fn vanished_since(&self, mailbox_id: i64, modseq: u64) -> Result<Vec<u32>> {
+        self.read(move |c| mail::vanished_since(c, mailbox_id, modseq)).await
+    }
+
     async fn recent_from(&self, mailbox_id: i64, claim_up_to: Option<u32>) -> Result<u32> {
         match claim_up_to {
             Some(up_to) => self.write(move |c| mail::recent_from(c, mailbox_id, Some(up_to))).await,

@@ -331,6 +331,24 @@ ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
 UPDATE mailboxes SET recent_uid = COALESCE((SELECT MAX(uid) + 1 FROM mailbox_messages WHERE mailbox_id = mailboxes.id), 0);
 "#,
     ),
+    (
+        14,
+        r#"
+-- QRESYNC (RFC 7162 §3.2.5, §3.2.10): each expunged UID with the MODSEQ of
+-- its expunge, kept while the mailbox lives, so a client reconnecting with
+-- the MODSEQ it knew gets exactly the UIDs that vanished since.
+CREATE TABLE expunged (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+CREATE TRIGGER mailboxes_expunged_delete AFTER DELETE ON mailboxes BEGIN
+    DELETE FROM expunged WHERE mailbox_id = OLD.id;
+END;
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

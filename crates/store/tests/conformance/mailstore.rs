@@ -132,6 +132,32 @@ pub async fn flags_modseq_expunge_and_the_uid_floor<S: Store>(f: Fixture<S>) {
     assert!(report.healthy(), "{report:?}");
 }
 
+/// QRESYNC (RFC 7162 §3.2.5): each expunge is remembered with its MODSEQ
+/// (EXPUNGE and MOVE alike) while the mailbox lives.
+pub async fn expunged_uids_are_remembered_with_their_modseq<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    let work = s.create_mailbox(ALICE, "Work", None).await.unwrap();
+    let archive = s.mailbox(ALICE, "Archive").await.unwrap().unwrap();
+    for n in 0..5 {
+        s.append_message(work.id, format!("Subject: {n}\r\n\r\nx\r\n").into_bytes(), vec![], 1000).await.unwrap();
+    }
+    let before = s.mailbox(ALICE, "Work").await.unwrap().unwrap().highest_modseq;
+    assert!(s.vanished_since(work.id, 0).await.unwrap().is_empty());
+    s.store_flags(work.id, vec![2, 4], FlagOp::Add, flags(&["\\Deleted"]), None).await.unwrap();
+    assert_eq!(s.expunge(work.id, None).await.unwrap(), [2, 4]);
+    let middle = s.mailbox(ALICE, "Work").await.unwrap().unwrap().highest_modseq;
+    s.copy_messages(work.id, vec![5], archive.id, true).await.unwrap();
+    assert_eq!(s.vanished_since(work.id, before).await.unwrap(), [2, 4, 5]);
+    assert_eq!(s.vanished_since(work.id, middle).await.unwrap(), [5], "only what vanished after");
+    assert!(s.vanished_since(work.id, middle + 1).await.unwrap().is_empty());
+    assert!(s.vanished_since(archive.id, 0).await.unwrap().is_empty(), "a move's target lost nothing");
+    // A deleted mailbox takes its history along: a new one starts clean.
+    s.delete_mailbox(ALICE, "Work").await.unwrap();
+    let again = s.create_mailbox(ALICE, "Work", None).await.unwrap();
+    assert!(s.vanished_since(work.id, 0).await.unwrap().is_empty());
+    assert!(s.vanished_since(again.id, 0).await.unwrap().is_empty());
+}
+
 /// `\Recent` (RFC 3501 §2.3.2): each message is claimed by one session only.
 pub async fn recent_messages_are_claimed_once<S: Store>(f: Fixture<S>) {
     let s = setup(f.store).await;
