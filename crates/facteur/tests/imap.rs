@@ -328,6 +328,18 @@ async fn mailboxes_append_copy_move_and_status() {
     assert!(has(&r, "* LSUB (\\Noselect) \"/\" \"Work\""), "{r:?}");
     let r = c.ok("xc LSUB \"\" *").await;
     assert!(has(&r, "\"Work/Facteur\"") && !has(&r, "\"Work\""), "* matches the child itself: {r:?}");
+    // CREATE-SPECIAL-USE (RFC 6154 §3).
+    let r = c.ok("xu1 CREATE Receipts (USE (\\Archive))").await;
+    assert_eq!(r, ["xu1 OK CREATE completed"], "{r:?}");
+    let r = c.ok("xu2 LIST \"\" Receipts").await;
+    assert_eq!(r[0], "* LIST (\\HasNoChildren \\Archive) \"/\" \"Receipts\"", "{r:?}");
+    for (tag, bad) in [("xu3", "(USE (\\Bogus))"), ("xu4", "(USE (\\Sent \\Junk))")] {
+        let r = c.cmd(&format!("{tag} CREATE Other {bad}")).await;
+        assert!(r[0].starts_with(&format!("{tag} NO [USEATTR]")), "{r:?}");
+    }
+    let r = c.cmd("xu5 LIST \"\" Other").await;
+    assert_eq!(r.len(), 1, "nothing was created: {r:?}");
+    c.ok("xu6 DELETE Receipts").await;
     // RECURSIVEMATCH: Work is listed for its subscribed child with
     // CHILDINFO (RFC 5258 §3.5), but not when * lists the child itself.
     let r = c.ok("xd LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (CHILDREN)").await;
@@ -697,13 +709,20 @@ async fn limits_answer_with_standard_replies() {
     c.send(format!("{body}\r\n").as_bytes()).await;
     assert!(c.until_tagged("a").await[0].starts_with("a OK"));
     c.ok("a2 SELECT INBOX").await;
+    // The limit is announced (RFC 7889 §2); an APPEND past it is a NO
+    // (§4), another command's literal a BAD.
+    let caps = c.ok("a3 CAPABILITY").await;
+    assert!(caps[0].ends_with(" APPENDLIMIT=1000"), "{caps:?}");
     c.send(b"b APPEND INBOX {1001}\r\n").await;
     let r = c.line().await;
-    assert!(r.starts_with("b BAD [TOOBIG]"), "{r}");
+    assert!(r.starts_with("b NO [TOOBIG]"), "{r}");
+    c.send(b"b2 SEARCH SUBJECT {1001}\r\n").await;
+    let r = c.line().await;
+    assert!(r.starts_with("b2 BAD [TOOBIG]"), "{r}");
     // A non-synchronising one over the limit: its octets are read and dropped.
     c.send(format!("c APPEND INBOX {{1001+}}\r\n{}x\r\nd NOOP\r\n", body).as_bytes()).await;
     let r = c.until_tagged("d").await;
-    assert!(r[0].starts_with("c BAD [TOOBIG]") && r[1].starts_with("d OK"), "{r:?}");
+    assert!(r[0].starts_with("c NO [TOOBIG]") && r[1].starts_with("d OK"), "{r:?}");
     // Before login a whole command, literals included, may be no longer
     // than max_preauth_command (250 here): 18 + 229 + 3 octets.
     let mut pre = Imap::connect(s.imap).await;

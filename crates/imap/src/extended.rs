@@ -79,6 +79,9 @@ pub enum Extension {
     /// codec) or its first search key (replaced by `ALL`) is the saved
     /// result; a SEARCH also carries its RETURN options, if any.
     Saved(Option<SearchReturn>),
+    /// `CREATE name (USE (attrs))` (RFC 6154 §3): the special-use
+    /// attributes asked for, as written.
+    CreateUse(Vec<String>),
 }
 
 /// A parenthesized list starting at `s[0] == '('`: its inside and the rest.
@@ -111,6 +114,25 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 fn words(s: &str) -> Vec<String> {
     s.split_ascii_whitespace().map(|w| w.to_ascii_uppercase()).collect()
+}
+
+/// `CREATE name (USE (\\Sent …))` (RFC 6154 §3, CREATE-SPECIAL-USE): the
+/// plain CREATE and the attributes. Only a name on the first line (quoted
+/// or an atom) takes parameters here.
+fn create_use(tag: &str, args: &str, rest_of_message: &[u8]) -> Option<(Vec<u8>, Extension)> {
+    let (_, after_name) = astring(args)?;
+    let name = &args[..args.len() - after_name.len()];
+    let (inside, after) = paren(after_name.trim_start())?;
+    if !after.trim().is_empty() {
+        return None;
+    }
+    let (attrs, tail) = paren(strip_prefix_ci(inside.trim_start(), "USE")?.trim_start())?;
+    if !tail.trim().is_empty() {
+        return None;
+    }
+    let mut out = format!("{tag} CREATE {name}").into_bytes();
+    out.extend_from_slice(rest_of_message);
+    Some((out, Extension::CreateUse(attrs.split_ascii_whitespace().map(String::from).collect())))
 }
 
 /// Rewrite a command message if it uses an extended form. Returns the plain
@@ -173,6 +195,9 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         let mut out = format!("{tag} {prefix}{verb} 1{rest}").into_bytes();
         out.extend_from_slice(rest_of_message);
         return Some((out, Extension::Saved(None)));
+    }
+    if let Some(args) = strip_prefix_ci(head, "CREATE ").filter(|_| prefix.is_empty()) {
+        return create_use(tag, args, rest_of_message);
     }
     let list_args = strip_prefix_ci(head, "LIST ").filter(|_| prefix.is_empty())?;
     let mut args = list_args.trim_start();
@@ -313,6 +338,19 @@ mod tests {
         assert!(rw("j LIST (RECURSIVEMATCH) \"\" *\r\n").is_none());
         assert!(rw("k LIST \"\" * RETURN (NONSENSE)\r\n").is_none());
         assert!(rw("garbage").is_none() && rw("").is_none() && rw("x\u{0}y LIST (").is_none());
+    }
+
+    #[test]
+    fn create_with_a_special_use() {
+        let (cmd, ext) = rw("a CREATE Sent2 (USE (\\Sent))\r\n").unwrap();
+        assert_eq!((cmd.as_str(), ext), ("a CREATE Sent2\r\n", Extension::CreateUse(vec!["\\Sent".into()])));
+        let (cmd, ext) = rw("b create \"My (old) mail\" (use (\\Archive \\Junk))\r\n").unwrap();
+        assert_eq!(cmd, "b CREATE \"My (old) mail\"\r\n");
+        assert_eq!(ext, Extension::CreateUse(vec!["\\Archive".into(), "\\Junk".into()]));
+        assert!(rw("c CREATE Plain\r\n").is_none(), "plain CREATE stays as it is");
+        for bad in ["d CREATE x (USE (\\Sent)\r\n", "e CREATE x (OTHER (a))\r\n", "f CREATE x (USE (\\Sent)) y\r\n"] {
+            assert!(rw(bad).is_none(), "{bad}: left to the codec, which answers BAD");
+        }
     }
 
     #[test]

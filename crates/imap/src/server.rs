@@ -117,8 +117,12 @@ pub struct ImapContext<S> {
 
 impl<S: Directory + Mailstore> ImapContext<S> {
     pub fn new(store: S, config: ImapConfig, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
-        let session =
-            Arc::new(SessionConfig { hostname, plaintext_auth: config.plaintext_auth, starttls: tls.is_some() });
+        let session = Arc::new(SessionConfig {
+            hostname,
+            plaintext_auth: config.plaintext_auth,
+            starttls: tls.is_some(),
+            append_limit: config.max_literal,
+        });
         let slots = Arc::new(UserSlots::new(config.max_connections_per_user));
         let gate = facteur_net::Gate::new("imap", config.limits().0);
         let auth = Arc::new(facteur_net::AuthThrottle::new(facteur_net::AuthPolicy::default()));
@@ -137,7 +141,11 @@ impl<S: Directory + Mailstore> ImapContext<S> {
     pub fn reconfigured(&self, config: ImapConfig) -> Self {
         self.gate.reconfigure(config.limits().0);
         self.slots.set_max(config.max_connections_per_user);
-        let session = Arc::new(SessionConfig { plaintext_auth: config.plaintext_auth, ..(*self.session).clone() });
+        let session = Arc::new(SessionConfig {
+            plaintext_auth: config.plaintext_auth,
+            append_limit: config.max_literal,
+            ..(*self.session).clone()
+        });
         ImapContext {
             store: self.store.clone(),
             config,
@@ -403,7 +411,7 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                             let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
                             if literal_refused {
                                 let why = format!("literal over {limit} octets");
-                                session.bad_syntax_code(tag.as_deref(), "TOOBIG", &why);
+                                session.too_big(tag.as_deref(), is_append(fz.message_bytes()), &why);
                             } else {
                                 session
                                     .bad_syntax(tag.as_deref(), &format!("command line over {} octets", cfg.max_line));
@@ -430,7 +438,8 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
         if line_too_long || literal_refused {
             let tag = fz.decode_tag().map(|t| t.as_ref().to_string());
             if literal_refused {
-                session.bad_syntax_code(tag.as_deref(), "TOOBIG", &format!("literal over {} octets", cfg.max_literal));
+                let why = format!("literal over {} octets", cfg.max_literal);
+                session.too_big(tag.as_deref(), is_append(fz.message_bytes()), &why);
             } else {
                 session.bad_syntax(tag.as_deref(), &format!("command line over {} octets", cfg.max_line));
             }
@@ -512,4 +521,13 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
             }
         }
     }
+}
+
+/// Whether a command (as read so far) is an APPEND: one over the limit is
+/// refused with NO [TOOBIG] (RFC 7889 §4, RFC 9051 §7.1), other commands
+/// with BAD [TOOBIG].
+fn is_append(message: &[u8]) -> bool {
+    let mut words = message.split(|&b| b == b' ');
+    words.next();
+    words.next().is_some_and(|verb| verb.eq_ignore_ascii_case(b"APPEND"))
 }

@@ -46,6 +46,9 @@ pub struct SessionConfig {
     pub plaintext_auth: bool,
     /// STARTTLS is offered (a certificate is configured).
     pub starttls: bool,
+    /// The largest message APPEND takes (`imap.max_literal`), announced as
+    /// APPENDLIMIT (RFC 7889).
+    pub append_limit: u32,
 }
 
 /// What the connection must do after a command.
@@ -203,6 +206,10 @@ struct Resync {
     modseq: u64,
     known_uids: Option<SequenceSet>,
 }
+
+/// The special-use attributes of RFC 6154 §2 (and \Important, RFC 8457).
+const SPECIAL_USES: [&str; 8] =
+    ["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash", "\\Important"];
 
 /// What SORT or THREAD does with the messages a search found.
 enum Ordering {
@@ -363,6 +370,7 @@ impl<S: Directory + Mailstore> Session<S> {
             "CONDSTORE",
             "QRESYNC",
             "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
             "CHILDREN",
             "BINARY",
             // In IMAP4rev2, named for IMAP4rev1 clients that look for them.
@@ -382,7 +390,8 @@ impl<S: Directory + Mailstore> Session<S> {
             "QUOTA=RES-STORAGE",
             "QUOTA=RES-MESSAGE",
         ]);
-        c.join(" ")
+        // RFC 7889 §2: one limit for every mailbox.
+        format!("{} APPENDLIMIT={}", c.join(" "), self.cfg.append_limit)
     }
 
     fn finish(&mut self, tag: &Tag, outcome: Outcome) {
@@ -399,6 +408,13 @@ impl<S: Directory + Mailstore> Session<S> {
     /// A command that did not parse: `BAD` with the tag if there is one.
     pub fn bad_syntax(&mut self, tag: Option<&str>, why: &str) {
         self.line(&format!("{} BAD {why}", tag.unwrap_or("*")));
+    }
+
+    /// A literal over the limit: `NO [TOOBIG]` for an APPEND (RFC 7889 §4),
+    /// `BAD [TOOBIG]` for any other command.
+    pub fn too_big(&mut self, tag: Option<&str>, append: bool, why: &str) {
+        let kind = if append { "NO" } else { "BAD" };
+        self.line(&format!("{} {kind} [TOOBIG] {why}", tag.unwrap_or("*")));
     }
 
     /// A command refused before it was decoded, with a response code.
@@ -562,7 +578,25 @@ impl<S: Directory + Mailstore> Session<S> {
                     Ok(n) => n,
                     Err(refusal) => return (Next::Command, Some(refusal)),
                 };
-                let r = self.store.create_mailbox(self.owner(), &name, None).await;
+                // RFC 6154 §3 CREATE-SPECIAL-USE: one known attribute per
+                // mailbox (storage keeps one); anything else is USEATTR.
+                let special_use = match self.extension.take() {
+                    Some(Extension::CreateUse(attrs)) => match attrs.as_slice() {
+                        [one] => match SPECIAL_USES.iter().find(|u| u.eq_ignore_ascii_case(one)) {
+                            Some(known) => Some(*known),
+                            None => {
+                                let why = format!("{one} is not a special use facteur knows");
+                                return (Next::Command, Some(Outcome::No(Some("USEATTR"), why)));
+                            }
+                        },
+                        _ => {
+                            let why = "a mailbox takes one special use";
+                            return (Next::Command, Some(Outcome::No(Some("USEATTR"), why.into())));
+                        }
+                    },
+                    _ => None,
+                };
+                let r = self.store.create_mailbox(self.owner(), &name, special_use).await;
                 (Next::Command, Some(r.map_or_else(|e| store_error(&e), |_| Outcome::ok("CREATE completed"))))
             }
             C::Delete { mailbox } => {
