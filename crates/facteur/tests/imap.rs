@@ -396,6 +396,12 @@ async fn condstore_modseq_and_unchangedsince() {
     assert!(r[0].starts_with("* 2 FETCH (MODSEQ (") && r[0].ends_with("))"), "{r:?}");
     let r = c.ok("h UID STORE 2 -FLAGS.SILENT (\\Seen)").await;
     assert!(r[0].starts_with("* 2 FETCH (UID 2 MODSEQ ("), "{r:?}");
+    // Each message a STORE changes gets a MODSEQ of its own (RFC 7162 §3.1.3).
+    let r = c.ok("h2 STORE 1:2 +FLAGS.SILENT ($Both)").await;
+    let modseq =
+        |l: &str| l.split("MODSEQ (").nth(1).and_then(|x| x.split(')').next()).unwrap().parse::<u64>().unwrap();
+    let fetched: Vec<&String> = r.iter().filter(|l| l.contains(" FETCH ")).collect();
+    assert_eq!(modseq(fetched[1]), modseq(fetched[0]) + 1, "{r:?}");
     // MODSEQ in the answer only for a MODSEQ search key, not for the word.
     let r = c.ok("i SEARCH OR SUBJECT ModSequence ALL").await;
     assert_eq!(r[0], "* SEARCH 1 2", "{r:?}");

@@ -1832,7 +1832,7 @@ impl<S: Directory + Mailstore> Session<S> {
         }
         let silent = response == StoreResponse::Silent;
         let Some(mut view) = self.selected.take() else { return Outcome::Bad("select a mailbox first".into()) };
-        if let Some((_, _, m)) = r.changed.first() {
+        for (_, _, m) in &r.changed {
             view.own_change(*m);
         }
         for (u, f, m) in r.changed.iter().chain(r.unchanged.iter()) {

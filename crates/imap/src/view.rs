@@ -143,10 +143,11 @@ impl View {
         }
     }
 
-    /// This session's own STORE took `modseq` (one per command) and its
-    /// changes are applied with `set_flags`. If that MODSEQ directly follows
-    /// the one the view reflects, no other change came between, and the
-    /// view is still in step without listing the mailbox again.
+    /// This session's own STORE gave a changed message `modseq` (each its
+    /// own, told here in order) and its changes are applied with
+    /// `set_flags`. If that MODSEQ directly follows the one the view
+    /// reflects, no other change came between, and the view is still in
+    /// step without listing the mailbox again.
     pub fn own_change(&mut self, modseq: u64) {
         if self.synced.is_some_and(|s| s + 1 == modseq) {
             self.synced = Some(modseq);

@@ -105,10 +105,15 @@ async fn allocate_uid<C: GenericClient>(c: &C, mailbox_id: i64) -> Result<u32> {
 }
 
 async fn next_modseq<C: GenericClient>(c: &C, mailbox_id: i64) -> Result<u64> {
+    next_modseqs(c, mailbox_id, 1).await
+}
+
+/// `count` new MODSEQs of a mailbox at once: the last of them.
+async fn next_modseqs<C: GenericClient>(c: &C, mailbox_id: i64, count: usize) -> Result<u64> {
     let r = query_opt(
         c,
-        "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = $1 RETURNING highest_modseq",
-        &[&mailbox_id],
+        "UPDATE mailboxes SET highest_modseq = highest_modseq + $2 WHERE id = $1 RETURNING highest_modseq",
+        &[&mailbox_id, &(count as i64)],
     )
     .await?;
     r.map(|r| r.get::<_, i64>(0) as u64).ok_or_else(|| StoreError::NotFound(format!("mailbox id {mailbox_id}")))
@@ -500,8 +505,7 @@ impl Mailstore for PgStore {
         let current: std::collections::HashMap<u32, (String, u64)> =
             rows.iter().map(|r| (r.get::<_, i64>(0) as u32, (r.get(1), r.get::<_, i64>(2) as u64))).collect();
         let mut out = FlagsChanged::default();
-        // One MODSEQ for the whole command (RFC 7162 §3.1), taken at its first change.
-        let mut this_store: Option<u64> = None;
+        let mut changes = Vec::new();
         for uid in uids {
             let Some((now_flags, modseq)) = current.get(&uid) else { continue };
             if unchanged_since.is_some_and(|u| *modseq > u) {
@@ -513,17 +517,21 @@ impl Mailstore for PgStore {
                 out.unchanged.push((uid, now_flags, *modseq));
                 continue;
             };
-            let modseq = match this_store {
-                Some(m) => m,
-                None => *this_store.insert(next_modseq(&tx, mailbox_id).await?),
-            };
-            execute(
-                &tx,
-                "UPDATE mailbox_messages SET flags = $3, modseq = $4 WHERE mailbox_id = $1 AND uid = $2",
-                &[&mailbox_id, &(uid as i64), &new.join(" "), &(modseq as i64)],
-            )
-            .await?;
-            out.changed.push((uid, new, modseq));
+            changes.push((uid, new));
+        }
+        // RFC 7162 §3.1.3: each message changed gets a MODSEQ of its own, in
+        // the order of the set (taken in one step).
+        if !changes.is_empty() {
+            let first = next_modseqs(&tx, mailbox_id, changes.len()).await? + 1 - changes.len() as u64;
+            for ((uid, new), modseq) in changes.into_iter().zip(first..) {
+                execute(
+                    &tx,
+                    "UPDATE mailbox_messages SET flags = $3, modseq = $4 WHERE mailbox_id = $1 AND uid = $2",
+                    &[&mailbox_id, &(uid as i64), &new.join(" "), &(modseq as i64)],
+                )
+                .await?;
+                out.changed.push((uid, new, modseq));
+            }
         }
         if !out.changed.is_empty() {
             self.announce(&tx, [mailbox_id]).await?;

@@ -250,11 +250,16 @@ fn read_header(blob: &mut rusqlite::blob::Blob<'_>) -> Result<Vec<u8>> {
 
 /// The next MODSEQ of a mailbox, taken now.
 pub(crate) fn next_modseq(c: &Connection, mailbox_id: i64) -> Result<u64> {
+    next_modseqs(c, mailbox_id, 1)
+}
+
+/// `count` new MODSEQs of a mailbox at once: the last of them.
+pub(crate) fn next_modseqs(c: &Connection, mailbox_id: i64, count: usize) -> Result<u64> {
     let v: Option<i64> = c
         .prepare_cached(
-            "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = ?1 RETURNING highest_modseq",
+            "UPDATE mailboxes SET highest_modseq = highest_modseq + ?2 WHERE id = ?1 RETURNING highest_modseq",
         )?
-        .query_row([mailbox_id], |r| r.get(0))
+        .query_row(params![mailbox_id, count as i64], |r| r.get(0))
         .optional()?;
     v.map(|v| v as u64).ok_or_else(|| StoreError::NotFound(format!("mailbox id {mailbox_id}")))
 }
@@ -309,9 +314,7 @@ pub(crate) fn store_flags(
     unchanged_since: Option<u64>,
 ) -> Result<FlagsChanged> {
     let mut out = FlagsChanged::default();
-    // One MODSEQ for the whole command, taken at its first change: RFC 7162
-    // §3.1 asks a different one for each STORE, not for each message.
-    let mut this_store: Option<u64> = None;
+    let mut changes = Vec::new();
     let mut read = c.prepare_cached("SELECT flags, modseq FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?;
     let mut write =
         c.prepare_cached("UPDATE mailbox_messages SET flags = ?3, modseq = ?4 WHERE mailbox_id = ?1 AND uid = ?2")?;
@@ -332,12 +335,16 @@ pub(crate) fn store_flags(
             out.unchanged.push((uid, current, modseq));
             continue;
         };
-        let modseq = match this_store {
-            Some(m) => m,
-            None => *this_store.insert(next_modseq(c, mailbox_id)?),
-        };
-        write.execute(params![mailbox_id, uid, new.join(" "), modseq as i64])?;
-        out.changed.push((uid, new, modseq));
+        changes.push((uid, new));
+    }
+    // RFC 7162 §3.1.3: each message changed gets a MODSEQ of its own, in
+    // the order of the set (taken in one step).
+    if !changes.is_empty() {
+        let first = next_modseqs(c, mailbox_id, changes.len())? + 1 - changes.len() as u64;
+        for ((uid, new), modseq) in changes.into_iter().zip(first..) {
+            write.execute(params![mailbox_id, uid, new.join(" "), modseq as i64])?;
+            out.changed.push((uid, new, modseq));
+        }
     }
     Ok(out)
 }

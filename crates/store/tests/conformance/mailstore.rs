@@ -101,6 +101,9 @@ pub async fn flags_modseq_expunge_and_the_uid_floor<S: Store>(f: Fixture<S>) {
     // Add, remove, replace; a change takes the next MODSEQ, a no-op none.
     let r = s.store_flags(inbox.id, vec![1, 2], FlagOp::Add, flags(&["\\Deleted", "$Work"]), None).await.unwrap();
     assert_eq!(r.changed.len(), 2);
+    assert_eq!(r.changed[1].2, r.changed[0].2 + 1, "a MODSEQ per message changed, in order (RFC 7162 §3.1.3)");
+    let highest = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap().highest_modseq;
+    assert_eq!(highest, r.changed[1].2);
     assert!(r.changed.iter().all(|(_, f, m)| f.contains(&"$Work".to_string()) && *m > before.highest_modseq));
     let again = s.store_flags(inbox.id, vec![1], FlagOp::Add, flags(&["\\deleted"]), None).await.unwrap();
     assert!(again.changed.is_empty() && again.unchanged.len() == 1, "flags compare case-insensitively: {again:?}");
