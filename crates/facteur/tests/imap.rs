@@ -933,7 +933,7 @@ async fn sort_and_thread_answer_as_dovecot_does() {
     let mut c = Imap::connect(s.imap).await;
     c.login("alice@example.test").await;
     let caps = c.ok("a CAPABILITY").await;
-    assert!(has(&caps, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
+    assert!(has(&caps, " SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
     c.ok("b CREATE S").await;
     for (date, msg) in MESSAGES {
         c.send(format!("c APPEND S \"{date}\" {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
@@ -955,6 +955,13 @@ async fn sort_and_thread_answer_as_dovecot_does() {
         ("THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (6 7)(2 (1)(4))(3 5)"),
         ("THREAD REFERENCES UTF-8 ALL", "* THREAD ((6)(7))(2 1 4)(3 5)"),
         ("UID SORT (SUBJECT) US-ASCII SUBJECT nothing", "* SORT"),
+        // ESORT (RFC 5267 §3).
+        (
+            "SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL",
+            "* ESEARCH (TAG \"e\") MIN 1 MAX 7 ALL 1:2,4,3,5:7 COUNT 7",
+        ),
+        ("UID SORT RETURN (COUNT) (DATE) UTF-8 SUBJECT nothing", "* ESEARCH (TAG \"e\") UID COUNT 0"),
+        ("SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL", "* ESEARCH (TAG \"e\") ALL 7,6,5,4,1,3,2"),
     ] {
         let r = c.ok(&format!("e {command}")).await;
         assert_eq!(r[0], answer, "{command}: {r:?}");

@@ -196,6 +196,25 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         out.extend_from_slice(rest_of_message);
         return Some((out, Extension::Saved(None)));
     }
+    // ESORT (RFC 5267 §3): `SORT RETURN (...) (criteria) charset keys`.
+    if let Some(after) = strip_prefix_ci(head, "SORT ")
+        && let Some(options) = strip_prefix_ci(after.trim_start(), "RETURN ")
+    {
+        let (inside, rest) = paren(options.trim_start())?;
+        let mut r = SearchReturn::default();
+        for w in words(inside) {
+            match w.as_str() {
+                "MIN" => r.min = true,
+                "MAX" => r.max = true,
+                "ALL" => r.all = true,
+                "COUNT" => r.count = true,
+                _ => return None,
+            }
+        }
+        let mut out = format!("{tag} {prefix}SORT {}", rest.trim_start()).into_bytes();
+        out.extend_from_slice(rest_of_message);
+        return Some((out, Extension::Search(r.normalized())));
+    }
     if let Some(args) = strip_prefix_ci(head, "CREATE ").filter(|_| prefix.is_empty()) {
         return create_use(tag, args, rest_of_message);
     }
@@ -338,6 +357,18 @@ mod tests {
         assert!(rw("j LIST (RECURSIVEMATCH) \"\" *\r\n").is_none());
         assert!(rw("k LIST \"\" * RETURN (NONSENSE)\r\n").is_none());
         assert!(rw("garbage").is_none() && rw("").is_none() && rw("x\u{0}y LIST (").is_none());
+    }
+
+    #[test]
+    fn sort_return_is_taken_out() {
+        let (cmd, ext) = rw("a UID SORT RETURN (MIN COUNT) (DATE) UTF-8 ALL\r\n").unwrap();
+        assert_eq!(cmd, "a UID SORT (DATE) UTF-8 ALL\r\n");
+        assert_eq!(ext, Extension::Search(SearchReturn { min: true, count: true, ..Default::default() }));
+        let (cmd, ext) = rw("b sort return () (subject) UTF-8 ALL\r\n").unwrap();
+        assert_eq!(cmd, "b SORT (subject) UTF-8 ALL\r\n");
+        assert_eq!(ext, Extension::Search(SearchReturn { all: true, ..Default::default() }));
+        assert!(rw("c SORT (DATE) UTF-8 ALL\r\n").is_none(), "plain SORT stays as it is");
+        assert!(rw("d SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n").is_none(), "no SAVE for SORT: BAD");
     }
 
     #[test]

@@ -211,6 +211,36 @@ struct Resync {
 const SPECIAL_USES: [&str; 8] =
     ["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash", "\\Important"];
 
+/// The ESEARCH answer of `SORT RETURN (...)` (RFC 5267 §3.2): MIN and MAX
+/// are the first and last in the sort order, ALL the whole order (a range
+/// only where it ascends by one, so the order survives), COUNT the number.
+fn esort(head: String, r: &SearchReturn, order: &[u32]) -> String {
+    let mut line = head;
+    if let (true, Some(first)) = (r.min, order.first()) {
+        line.push_str(&format!(" MIN {first}"));
+    }
+    if let (true, Some(last)) = (r.max, order.last()) {
+        line.push_str(&format!(" MAX {last}"));
+    }
+    if r.all && !order.is_empty() {
+        let mut parts: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && order[j + 1] == order[j].wrapping_add(1) {
+                j += 1;
+            }
+            parts.push(if j > i { format!("{}:{}", order[i], order[j]) } else { order[i].to_string() });
+            i = j + 1;
+        }
+        line.push_str(&format!(" ALL {}", parts.join(",")));
+    }
+    if r.count {
+        line.push_str(&format!(" COUNT {}", order.len()));
+    }
+    line
+}
+
 /// What SORT or THREAD does with the messages a search found.
 enum Ordering {
     Sort(Vec<SortCriterion>),
@@ -382,6 +412,7 @@ impl<S: Directory + Mailstore> Session<S> {
             // RFC 5256 §1, RFC 5957 §3.
             "SORT",
             "SORT=DISPLAY",
+            "ESORT",
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
             // RFC 9208 §1, §3.1.1: QUOTA and each resource offered; no
@@ -713,11 +744,17 @@ impl<S: Directory + Mailstore> Session<S> {
             }
             C::Sort { sort_criteria, charset, search_criteria, uid } => {
                 let how = Ordering::Sort(sort_criteria.into_inner());
-                (Next::Command, Some(self.sort_or_thread(how, charset.as_ref(), search_criteria.as_ref(), uid).await))
+                (
+                    Next::Command,
+                    Some(self.sort_or_thread(tag, how, charset.as_ref(), search_criteria.as_ref(), uid).await),
+                )
             }
             C::Thread { algorithm, charset, search_criteria, uid } => {
                 let how = Ordering::Thread(algorithm.into_static());
-                (Next::Command, Some(self.sort_or_thread(how, charset.as_ref(), search_criteria.as_ref(), uid).await))
+                (
+                    Next::Command,
+                    Some(self.sort_or_thread(tag, how, charset.as_ref(), search_criteria.as_ref(), uid).await),
+                )
             }
             C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 use imap_codec::imap_types::command::FetchModifier;
@@ -1499,11 +1536,22 @@ impl<S: Directory + Mailstore> Session<S> {
     /// threaded off the async runtime's threads (a large mailbox costs
     /// real CPU time), then `* SORT …` or `* THREAD …` with sequence
     /// numbers or UIDs.
-    async fn sort_or_thread(&mut self, how: Ordering, charset: &str, criteria: &[SearchKey<'_>], uid: bool) -> Outcome {
+    async fn sort_or_thread(
+        &mut self,
+        tag: &Tag<'_>,
+        how: Ordering,
+        charset: &str,
+        criteria: &[SearchKey<'_>],
+        uid: bool,
+    ) -> Outcome {
         if let Some(refusal) = unsupported_charset(Some(charset)) {
             return refusal;
         }
-        let saved_key = matches!(self.extension.take(), Some(Extension::Saved(_)));
+        let (saved_key, ret) = match self.extension.take() {
+            Some(Extension::Saved(_)) => (true, None),
+            Some(Extension::Search(r)) => (false, Some(r)),
+            _ => (false, None),
+        };
         let Some(hits) = self.search_hits(criteria, saved_key).await else {
             return Outcome::Bad("select a mailbox first".into());
         };
@@ -1535,11 +1583,19 @@ impl<S: Directory + Mailstore> Session<S> {
             }
         }
         let id = move |s: &thread::Summary| if uid { s.uid } else { s.seq };
+        let esearch =
+            ret.map(|r| (r, format!("* ESEARCH (TAG {}){}", quote(tag.as_ref()), if uid { " UID" } else { "" })));
+        let verb = if matches!(how, Ordering::Sort(_)) { "SORT" } else { "THREAD" };
         let line = tokio::task::spawn_blocking(move || match how {
             Ordering::Sort(criteria) => {
-                let order = thread::sort(&summaries, &criteria);
-                let ids: Vec<String> = order.iter().map(|&i| id(&summaries[i]).to_string()).collect();
-                Some(format!("* SORT {}", ids.join(" ")).trim_end().to_string())
+                let order: Vec<u32> = thread::sort(&summaries, &criteria).iter().map(|&i| id(&summaries[i])).collect();
+                Some(match esearch {
+                    Some((r, head)) => esort(head, &r, &order),
+                    None => {
+                        let ids: Vec<String> = order.iter().map(u32::to_string).collect();
+                        format!("* SORT {}", ids.join(" ")).trim_end().to_string()
+                    }
+                })
             }
             Ordering::Thread(algorithm) => {
                 let trees = thread::thread(&summaries, &algorithm)?;
@@ -1550,7 +1606,7 @@ impl<S: Directory + Mailstore> Session<S> {
         match line {
             Ok(Some(line)) => {
                 self.line(&line);
-                Outcome::ok(if line.starts_with("* SORT") { "SORT completed" } else { "THREAD completed" })
+                Outcome::ok(&format!("{verb} completed"))
             }
             Ok(None) => Outcome::Bad("unknown threading algorithm".into()),
             Err(e) => Outcome::No(Some("SERVERBUG"), format!("sorting failed: {e}")),
@@ -2000,6 +2056,17 @@ mod tests {
         assert_eq!(quote("Sent"), "\"Sent\"");
         assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(quote("é"), "{2}\r\né");
+    }
+
+    #[test]
+    fn esort_keeps_the_sort_order() {
+        let all = SearchReturn { min: true, max: true, all: true, count: true, save: false };
+        let line = esort("* ESEARCH (TAG \"a\")".into(), &all, &[7, 3, 4, 5, 1, 9]);
+        assert_eq!(line, "* ESEARCH (TAG \"a\") MIN 7 MAX 9 ALL 7,3:5,1,9 COUNT 6");
+        let count = SearchReturn { count: true, ..Default::default() };
+        assert_eq!(esort("* ESEARCH (TAG \"b\") UID".into(), &count, &[]), "* ESEARCH (TAG \"b\") UID COUNT 0");
+        let ends = SearchReturn { min: true, max: true, ..Default::default() };
+        assert_eq!(esort("* ESEARCH (TAG \"c\")".into(), &ends, &[]), "* ESEARCH (TAG \"c\")");
     }
 
     #[test]
