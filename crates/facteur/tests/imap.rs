@@ -1041,3 +1041,39 @@ async fn qresync_resynchronizes_and_reports_vanished() {
     let r = a.cmd("a12 UID FETCH 1:* (FLAGS) (VANISHED)").await;
     assert!(r.last().unwrap().starts_with("a12 BAD"), "VANISHED without CHANGEDSINCE: {r:?}");
 }
+
+/// MULTIAPPEND (RFC 3502): several messages in one APPEND, each with its
+/// flags and date, stored together with APPENDUID naming them all; one bad
+/// message refuses the whole command and stores nothing.
+#[tokio::test]
+async fn multiappend_stores_all_or_nothing() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let caps = c.ok("a CAPABILITY").await;
+    assert!(has(&caps, " MULTIAPPEND "), "{caps:?}");
+    c.ok("b SELECT Drafts").await;
+    let (one, two, three) = ("Subject: one\r\n\r\n1\r\n", "Subject: two\r\n\r\n2\r\n", "Subject: three\r\n\r\n3\r\n");
+    // Synchronising literals: a continuation for each.
+    c.send(format!("c APPEND Drafts (\\Seen) {{{}}}\r\n", one.len()).as_bytes()).await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(format!("{one} (\\Draft $Todo) \" 2-Jan-2020 10:00:00 +0000\" {{{}}}\r\n", two.len()).as_bytes()).await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(format!("{two} {{{}+}}\r\n{three}\r\n", three.len()).as_bytes()).await;
+    let r = c.until_tagged("c").await;
+    assert!(r.last().unwrap().starts_with("c OK [APPENDUID ") && r.last().unwrap().contains(" 1:3]"), "{r:?}");
+    assert!(has(&r, "* 3 EXISTS"), "{r:?}");
+    let r = c.ok("d FETCH 1:3 (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])").await;
+    assert!(r[0].starts_with("* 1 FETCH (FLAGS (\\Seen \\Recent)") && r[0].contains("Subject: one"), "{r:?}");
+    assert!(
+        r[1].contains("FLAGS (\\Draft $Todo \\Recent)") && r[1].contains("\"02-Jan-2020 10:00:00 +0000\""),
+        "{r:?}"
+    );
+    assert!(r[2].contains("Subject: three"), "{r:?}");
+    // A bad date in the second message: nothing at all is stored.
+    let r =
+        c.cmd(&format!("e APPEND Drafts {{{}+}}\r\n{one} \"yesterday\" {{{}+}}\r\n{two}", one.len(), two.len())).await;
+    assert!(r.last().unwrap().starts_with("e BAD"), "{r:?}");
+    let r = c.ok("f STATUS Drafts (MESSAGES)").await;
+    assert!(has(&r, "(MESSAGES 3)"), "{r:?}");
+}

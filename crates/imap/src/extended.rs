@@ -82,6 +82,98 @@ pub enum Extension {
     /// `CREATE name (USE (attrs))` (RFC 6154 §3): the special-use
     /// attributes asked for, as written.
     CreateUse(Vec<String>),
+    /// MULTIAPPEND (RFC 3502): the messages after the first, which the
+    /// codec reads as a plain APPEND.
+    MultiAppend(Vec<AppendPart>),
+}
+
+/// One message of a MULTIAPPEND: its flags and date as written, its octets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendPart {
+    pub flags: Vec<String>,
+    pub date: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// `tag APPEND mailbox [flags] [date] literal {SP [flags] [date] literal}`
+/// (RFC 3502 §6.3.11) with more than one message: the first as a plain
+/// APPEND, the others aside. The mailbox must be an atom or a quoted
+/// string; literals may be `{n}`, `{n+}` or `~{n}`.
+fn multiappend(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
+    let mut at = message.iter().position(|&b| b == b' ')? + 1;
+    let verb = b"APPEND ";
+    if !message.get(at..at + verb.len())?.eq_ignore_ascii_case(verb) {
+        return None;
+    }
+    at += verb.len();
+    // The mailbox.
+    if message.get(at) == Some(&b'"') {
+        at += 1;
+        loop {
+            match *message.get(at)? {
+                b'\\' => at += 2,
+                b'"' => break,
+                _ => at += 1,
+            }
+        }
+        at += 1;
+    } else {
+        while !matches!(message.get(at)?, b' ' | b'{' | b'\r') {
+            at += 1;
+        }
+    }
+    let mut parts = Vec::new();
+    let mut first_end = 0;
+    while message.get(at) == Some(&b' ') {
+        at += 1;
+        let mut flags = Vec::new();
+        if message.get(at) == Some(&b'(') {
+            let close = at + message[at..].iter().position(|&b| b == b')')?;
+            let inside = std::str::from_utf8(&message[at + 1..close]).ok()?;
+            flags = inside.split_ascii_whitespace().map(String::from).collect();
+            at = close + 1;
+            if message.get(at) == Some(&b' ') {
+                at += 1;
+            }
+        }
+        let mut date = None;
+        if message.get(at) == Some(&b'"') {
+            let close = at + 1 + message[at + 1..].iter().position(|&b| b == b'"')?;
+            date = Some(std::str::from_utf8(&message[at + 1..close]).ok()?.to_string());
+            at = close + 1;
+            if message.get(at) == Some(&b' ') {
+                at += 1;
+            }
+        }
+        if message.get(at) == Some(&b'~') {
+            at += 1;
+        }
+        if message.get(at) != Some(&b'{') {
+            return None;
+        }
+        let close = at + message[at..].iter().position(|&b| b == b'}')?;
+        let digits = std::str::from_utf8(&message[at + 1..close]).ok()?;
+        let len: usize = digits.strip_suffix('+').unwrap_or(digits).parse().ok()?;
+        if message.get(close + 1..close + 3)? != b"\r\n" {
+            return None;
+        }
+        let start = close + 3;
+        let data = message.get(start..start.checked_add(len)?)?.to_vec();
+        at = start + len;
+        if parts.is_empty() && first_end == 0 {
+            first_end = at;
+            // The first message stays in the command the codec reads.
+            parts.push(None);
+        } else {
+            parts.push(Some(AppendPart { flags, date, data }));
+        }
+    }
+    if parts.len() < 2 || message.get(at..)? != b"\r\n" {
+        return None;
+    }
+    let mut plain = message[..first_end].to_vec();
+    plain.extend_from_slice(b"\r\n");
+    Some((plain, Extension::MultiAppend(parts.into_iter().flatten().collect())))
 }
 
 /// A parenthesized list starting at `s[0] == '('`: its inside and the rest.
@@ -140,6 +232,9 @@ fn create_use(tag: &str, args: &str, rest_of_message: &[u8]) -> Option<(Vec<u8>,
 /// message is then decoded as it is). A malformed extended form is left to
 /// the codec, which answers BAD.
 pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
+    if let Some(multi) = multiappend(message) {
+        return Some(multi);
+    }
     let end = message.windows(2).position(|w| w == b"\r\n").unwrap_or(message.len());
     let first = std::str::from_utf8(&message[..end]).ok()?;
     let rest_of_message = &message[end..];
@@ -369,6 +464,26 @@ mod tests {
         assert_eq!(ext, Extension::Search(SearchReturn { all: true, ..Default::default() }));
         assert!(rw("c SORT (DATE) UTF-8 ALL\r\n").is_none(), "plain SORT stays as it is");
         assert!(rw("d SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n").is_none(), "no SAVE for SORT: BAD");
+    }
+
+    #[test]
+    fn multiappend_keeps_the_first_message_for_the_codec() {
+        let m = b"a APPEND \"Sent Items\" (\\Seen) \" 1-Jan-2020 10:00:00 +0000\" {3}\r\none (\\Draft $X) ~{4+}\r\nt\x00wo {5}\r\nthree\r\n";
+        let (plain, ext) = rewrite(m).unwrap();
+        assert_eq!(plain, b"a APPEND \"Sent Items\" (\\Seen) \" 1-Jan-2020 10:00:00 +0000\" {3}\r\none\r\n");
+        let Extension::MultiAppend(parts) = ext else { panic!("{ext:?}") };
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].flags.clone(), parts[0].date.clone()), (vec!["\\Draft".to_string(), "$X".into()], None));
+        assert_eq!(parts[0].data, b"t\x00wo");
+        assert_eq!((parts[1].flags.len(), parts[1].data.as_slice()), (0, &b"three"[..]));
+        assert!(rewrite(b"b APPEND INBOX {3}\r\none\r\n").is_none(), "one message: a plain APPEND");
+        for bad in [
+            &b"c APPEND INBOX {3}\r\none {9}\r\nshort\r\n"[..],
+            b"d APPEND INBOX {3}\r\none junk\r\n",
+            b"e APPEND INBOX {3}\r\none {x}\r\n\r\n",
+        ] {
+            assert!(rewrite(bad).is_none(), "{:?}: left to the codec, which answers BAD", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -207,6 +207,32 @@ struct Resync {
     known_uids: Option<SequenceSet>,
 }
 
+/// Most messages one MULTIAPPEND may carry (each costs a storage write in
+/// the one transaction; the command's size is bounded too).
+const MAX_MULTIAPPEND: usize = 1000;
+
+/// A MULTIAPPEND message after the first: its flags (system flags or
+/// keywords) and date-time (RFC 9051 §9 `date-time`) checked as the codec
+/// checks the first's; a bad one is BAD for the whole command.
+fn append_part(part: crate::extended::AppendPart, now: i64) -> Result<(Vec<u8>, Vec<String>, i64), Outcome> {
+    let mut flags = Vec::new();
+    for f in &part.flags {
+        match Flag::try_from(f.as_str()) {
+            // `\Recent` and other flags that are not system flags.
+            Ok(Flag::Extension(_)) => return Err(Outcome::Bad(format!("{f} cannot be set by APPEND"))),
+            Ok(flag) => flags.push(flag_string(&flag)),
+            Err(_) => return Err(Outcome::Bad(format!("{f:?} is not a flag"))),
+        }
+    }
+    let date = match &part.date {
+        Some(d) => chrono::DateTime::parse_from_str(d.trim_start(), "%d-%b-%Y %H:%M:%S %z")
+            .map_err(|_| Outcome::Bad(format!("{d:?} is not an IMAP date-time")))?
+            .timestamp(),
+        None => now,
+    };
+    Ok((part.data, flags, date))
+}
+
 /// The special-use attributes of RFC 6154 §2 (and \Important, RFC 8457).
 const SPECIAL_USES: [&str; 8] =
     ["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash", "\\Important"];
@@ -396,6 +422,7 @@ impl<S: Directory + Mailstore> Session<S> {
             "UNSELECT",
             "UIDPLUS",
             "MOVE",
+            "MULTIAPPEND",
             "ID",
             "CONDSTORE",
             "QRESYNC",
@@ -693,8 +720,23 @@ impl<S: Directory + Mailstore> Session<S> {
                     LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
                     LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
                 };
-                let date = date.map(|d| d.as_ref().timestamp()).unwrap_or_else(|| chrono::Utc::now().timestamp());
-                (Next::Command, Some(self.append(&self.name_in(&mailbox), flags, date, data).await))
+                let now = chrono::Utc::now().timestamp();
+                let date = date.map(|d| d.as_ref().timestamp()).unwrap_or(now);
+                let mut messages = vec![(data, flags.iter().map(flag_string).collect(), date)];
+                // MULTIAPPEND (RFC 3502): the other messages, read the same way.
+                if let Some(Extension::MultiAppend(parts)) = self.extension.take() {
+                    if parts.len() >= MAX_MULTIAPPEND {
+                        let why = format!("at most {MAX_MULTIAPPEND} messages in one APPEND");
+                        return (Next::Command, Some(Outcome::No(Some("LIMIT"), why)));
+                    }
+                    for part in parts {
+                        match append_part(part, now) {
+                            Ok(m) => messages.push(m),
+                            Err(refusal) => return (Next::Command, Some(refusal)),
+                        }
+                    }
+                }
+                (Next::Command, Some(self.append(&self.name_in(&mailbox), messages).await))
             }
             C::Idle => {
                 self.idle_tag = Some(tag.clone());
@@ -1340,23 +1382,36 @@ impl<S: Directory + Mailstore> Session<S> {
         Outcome::ok("STATUS completed")
     }
 
-    async fn append(&mut self, name: &str, flags: Vec<Flag<'_>>, date: i64, data: Vec<u8>) -> Outcome {
+    /// APPEND of one message or, with MULTIAPPEND (RFC 3502 §6.3.11), of
+    /// several: all stored in one step, or none.
+    async fn append(&mut self, name: &str, messages: Vec<(Vec<u8>, Vec<String>, i64)>) -> Outcome {
         let m = match self.store.mailbox(self.owner(), name).await {
             Ok(Some(m)) => m,
             Ok(None) => return Outcome::No(Some("TRYCREATE"), format!("no mailbox {name}")),
             Err(e) => return store_error(&e),
         };
-        // RFC 9208 §4.3.1: a message that would pass a limit is not stored.
+        // RFC 9208 §4.3.1: messages that would pass a limit are not stored.
+        let bytes = messages.iter().map(|m| m.0.len() as u64).sum();
         match self.store.quota(self.owner()).await {
-            Ok(q) if !quota::fits(q.as_ref(), data.len() as u64, 1) => return over_quota("the message does not fit"),
+            Ok(q) if !quota::fits(q.as_ref(), bytes, messages.len() as u64) => {
+                return over_quota("the message does not fit");
+            }
             Ok(_) => {}
             Err(e) => return store_error(&e),
         }
-        let flags: Vec<String> = flags.iter().map(flag_string).collect();
-        match self.store.append_message(m.id, data, flags, date).await {
-            Ok((uid, _)) => {
+        let r = if messages.len() == 1 {
+            let (data, flags, date) = messages.into_iter().next().unwrap_or_default();
+            self.store.append_message(m.id, data, flags, date).await.map(|placed| vec![placed])
+        } else {
+            self.store.append_messages(m.id, messages).await
+        };
+        match r {
+            Ok(placed) => {
                 self.poll(true).await;
-                Outcome::Ok(Some(format!("APPENDUID {} {uid}", m.uidvalidity)), "APPEND completed".into())
+                // RFC 4315 §3: with MULTIAPPEND, the UIDs as a set.
+                let uids: Vec<u32> = placed.iter().map(|p| p.0).collect();
+                let code = format!("APPENDUID {} {}", m.uidvalidity, seqset::compress(&uids));
+                Outcome::Ok(Some(code), "APPEND completed".into())
             }
             Err(e) => store_error(&e),
         }

@@ -104,6 +104,7 @@ impl Mailstore for AnyStore {
         fn mailbox_messages(&self, mailbox_id: i64) -> Result<Vec<MessageMeta>>;
         fn mailbox_snapshot(&self, mailbox_id: i64, known: Option<u64>) -> Result<Option<MailboxSnapshot>>;
         fn append_message(&self, mailbox_id: i64, data: Vec<u8>, flags: Vec<String>, internal_date: i64) -> Result<(u32, u64)>;
+        fn append_messages(&self, mailbox_id: i64, messages: Vec<(Vec<u8>, Vec<String>, i64)>) -> Result<Vec<(u32, u64)>>;
         fn store_flags(&self, mailbox_id: i64, uids: Vec<u32>, op: FlagOp, flags: Vec<String>, unchanged_since: Option<u64>) -> Result<FlagsChanged>;
         fn vanished_since(&self, mailbox_id: i64, modseq: u64) -> Result<Vec<u32>>;
         fn recent_from(&self, mailbox_id: i64, claim_up_to: Option<u32>) -> Result<u32>;

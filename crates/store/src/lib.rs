@@ -574,6 +574,14 @@ pub trait Mailstore: Clone + Send + Sync + 'static {
         flags: Vec<String>,
         internal_date: i64,
     ) -> impl Future<Output = Result<(u32, u64)>> + Send;
+    /// Store several messages into a mailbox, all or none (MULTIAPPEND,
+    /// RFC 3502 §6.3.11): each (data, flags, internal date) gets its (UID,
+    /// MODSEQ), in order.
+    fn append_messages(
+        &self,
+        mailbox_id: i64,
+        messages: Vec<(Vec<u8>, Vec<String>, i64)>,
+    ) -> impl Future<Output = Result<Vec<(u32, u64)>>> + Send;
     fn store_flags(
         &self,
         mailbox_id: i64,

@@ -464,24 +464,38 @@ impl Mailstore for PgStore {
         flags: Vec<String>,
         internal_date: i64,
     ) -> Result<(u32, u64)> {
-        let id = MessageId::new(self.inner.clock.now_ms().max(0) as u64).to_string();
+        let r = self.append_messages(mailbox_id, vec![(data, flags, internal_date)]).await?;
+        r.into_iter().next().ok_or_else(|| StoreError::Internal("APPEND stored nothing".into()))
+    }
+
+    async fn append_messages(
+        &self,
+        mailbox_id: i64,
+        messages: Vec<(Vec<u8>, Vec<String>, i64)>,
+    ) -> Result<Vec<(u32, u64)>> {
         let now = self.now();
         let envelope = serde_json::to_string(&crate::StoredEnvelope::default())
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        execute(
-            &tx,
-            "INSERT INTO messages (id, received_at, size, envelope, class) VALUES ($1, $2, $3, $4, 'interpersonal')",
-            &[&id, &now, &(data.len() as i64), &envelope],
-        )
-        .await?;
-        execute(&tx, "INSERT INTO message_bodies (message_id, data) VALUES ($1, $2)", &[&id, &data]).await?;
-        lock(&tx, vec![mailbox_id]).await?;
-        let r = place(&tx, mailbox_id, &id, &flags, internal_date).await?;
+        let mut placed = Vec::with_capacity(messages.len());
+        for (i, (data, flags, internal_date)) in messages.iter().enumerate() {
+            let id = MessageId::new(self.inner.clock.now_ms().max(0) as u64).to_string();
+            execute(
+                &tx,
+                "INSERT INTO messages (id, received_at, size, envelope, class) VALUES ($1, $2, $3, $4, 'interpersonal')",
+                &[&id, &now, &(data.len() as i64), &envelope],
+            )
+            .await?;
+            execute(&tx, "INSERT INTO message_bodies (message_id, data) VALUES ($1, $2)", &[&id, data]).await?;
+            if i == 0 {
+                lock(&tx, vec![mailbox_id]).await?;
+            }
+            placed.push(place(&tx, mailbox_id, &id, flags, *internal_date).await?);
+        }
         self.announce(&tx, [mailbox_id]).await?;
         tx.commit().await.map_err(db)?;
-        Ok(r)
+        Ok(placed)
     }
 
     async fn store_flags(

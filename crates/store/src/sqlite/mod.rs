@@ -795,6 +795,28 @@ impl Mailstore for SqliteStore {
         Ok(r)
     }
 
+    async fn append_messages(
+        &self,
+        mailbox_id: i64,
+        messages: Vec<(Vec<u8>, Vec<String>, i64)>,
+    ) -> Result<Vec<(u32, u64)>> {
+        let ids: Vec<MessageId> =
+            messages.iter().map(|_| MessageId::new(self.inner.clock.now_ms().max(0) as u64)).collect();
+        let now = self.now();
+        // One job of the writer: its SAVEPOINT makes it all or nothing.
+        let r = self
+            .write(move |c| {
+                messages
+                    .iter()
+                    .zip(ids)
+                    .map(|((data, flags, date), id)| mail::append(c, mailbox_id, id, data, flags, *date, now))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        self.changed([mailbox_id]);
+        Ok(r)
+    }
+
     async fn store_flags(
         &self,
         mailbox_id: i64,

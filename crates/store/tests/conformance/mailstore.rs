@@ -161,6 +161,26 @@ pub async fn expunged_uids_are_remembered_with_their_modseq<S: Store>(f: Fixture
     assert!(s.vanished_since(again.id, 0).await.unwrap().is_empty());
 }
 
+/// MULTIAPPEND (RFC 3502): several messages in one step, UIDs in order, or
+/// none at all.
+pub async fn several_messages_append_together_or_not_at_all<S: Store>(f: Fixture<S>) {
+    let s = setup(f.store).await;
+    let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
+    let three =
+        (1..=3).map(|n| (format!("Subject: {n}\r\n\r\nx\r\n").into_bytes(), flags(&["\\Seen"]), 1000 + n)).collect();
+    let placed = s.append_messages(inbox.id, three).await.unwrap();
+    assert_eq!(placed.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(placed.windows(2).all(|w| w[1].1 > w[0].1), "a MODSEQ each: {placed:?}");
+    let listed = s.mailbox_messages(inbox.id).await.unwrap();
+    assert_eq!(listed.iter().map(|m| m.internal_date).collect::<Vec<_>>(), [1001, 1002, 1003]);
+    let before = s.quota(ALICE).await.unwrap().unwrap();
+    let two = vec![(b"Subject: a\r\n\r\nx\r\n".to_vec(), vec![], 1), (b"Subject: b\r\n\r\nx\r\n".to_vec(), vec![], 2)];
+    assert!(s.append_messages(inbox.id + 1000, two).await.is_err(), "no such mailbox");
+    assert_eq!(s.quota(ALICE).await.unwrap().unwrap(), before, "nothing stored");
+    let report = s.check(false).await.unwrap();
+    assert!(report.healthy(), "no message left without a mailbox: {report:?}");
+}
+
 /// `\Recent` (RFC 3501 §2.3.2): each message is claimed by one session only.
 pub async fn recent_messages_are_claimed_once<S: Store>(f: Fixture<S>) {
     let s = setup(f.store).await;

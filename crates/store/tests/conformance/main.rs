@@ -39,6 +39,7 @@ macro_rules! every_test {
             mailstore::flags_modseq_expunge_and_the_uid_floor,
             mailstore::copy_and_move_give_new_uids_in_order,
             mailstore::recent_messages_are_claimed_once,
+            mailstore::several_messages_append_together_or_not_at_all,
             mailstore::expunged_uids_are_remembered_with_their_modseq,
             mailstore::header_reads_stop_at_the_empty_line,
             mailstore::uidvalidity_comes_from_the_clock_and_never_goes_back,
