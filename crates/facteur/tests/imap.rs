@@ -1077,3 +1077,24 @@ async fn multiappend_stores_all_or_nothing() {
     let r = c.ok("f STATUS Drafts (MESSAGES)").await;
     assert!(has(&r, "(MESSAGES 3)"), "{r:?}");
 }
+
+/// NUL octets (RFC 9051 §4.3.1: binary strings only in literal8, and only
+/// in APPEND and BINARY answers): a `{n}` literal holding one is a syntax
+/// error; a literal8 APPEND keeps it; BINARY gives it back as it is, in a
+/// literal8; BODY[] cannot carry it and shows it as a space.
+#[tokio::test]
+async fn nul_octets_only_travel_in_literal8() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let msg = "Subject: nul\r\n\r\nA\0B\r\n";
+    c.send(format!("a APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
+    let r = c.until_tagged("a").await;
+    assert!(r.last().unwrap().starts_with("a BAD"), "{r:?}");
+    c.send(format!("b APPEND INBOX ~{{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
+    let r = c.until_tagged("b").await;
+    assert!(r.last().unwrap().starts_with("b OK [APPENDUID "), "{r:?}");
+    c.ok("c SELECT INBOX").await;
+    let r = c.ok("d FETCH 1 (RFC822.SIZE BINARY.PEEK[1] BODY.PEEK[TEXT])").await;
+    assert_eq!(r[0], "* 1 FETCH (RFC822.SIZE 21 BINARY[1] ~{5}\r\nA\0B\r\n BODY[TEXT] {5}\r\nA B\r\n)", "{r:?}");
+}
