@@ -6,8 +6,8 @@
 //! are set aside, not read as names or addresses; a group holding only a
 //! comment is empty (`undisclosed-recipients: (none);`); an obsolete source
 //! route (§4.4 obs-route, `<@relay,@hub:user@host>`) is kept apart from the
-//! mailbox. A mailbox without a display name takes its last comment as
-//! the name (`user@host (Name)`), as Dovecot shows it.
+//! mailbox. A mailbox without a display name takes a comment written after
+//! it as the name (`user@host (Name)`), as Dovecot shows and sorts it.
 
 /// One element of an address list, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,11 +21,9 @@ pub enum Item {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mailbox {
-    /// The display name, encoded words decoded (RFC 2047), or the last
-    /// comment when there is none.
+    /// The display name, encoded words decoded (RFC 2047), or when there is
+    /// none a comment after the address (`user@host (Name)`).
     pub name: Option<String>,
-    /// `name` is the display name (a phrase), not a comment.
-    pub phrase: bool,
     /// The source route, `@relay.example,@hub.example` (RFC 9051 §7.5.2 adl).
     pub route: Option<String>,
     pub local: String,
@@ -196,10 +194,12 @@ fn decode_words(s: &str) -> String {
 
 /// One mailbox from its tokens; `None` for nothing but comments.
 fn mailbox(tokens: &[&Token]) -> Option<Mailbox> {
-    let last_comment = tokens.iter().rev().find_map(|t| match t {
-        Token::Comment(c) if !c.is_empty() => Some(c.clone()),
+    // The old `user@host (Name)` form: a comment after the address.
+    let last_comment = tokens.iter().rev().map_while(|t| match t {
+        Token::Comment(c) => Some(c),
         _ => None,
     });
+    let last_comment = last_comment.filter(|c| !c.is_empty()).last().cloned();
     let spec: Vec<&Token> = tokens.iter().copied().filter(|t| !matches!(t, Token::Comment(_))).collect();
     if spec.is_empty() {
         return None;
@@ -225,8 +225,7 @@ fn mailbox(tokens: &[&Token]) -> Option<Mailbox> {
     if local.is_empty() && domain.is_empty() && name.is_none() {
         return None;
     }
-    let phrase = name.is_some();
-    Some(Mailbox { name: name.or(last_comment), phrase, route, local, domain })
+    Some(Mailbox { name: name.or(last_comment), route, local, domain })
 }
 
 /// Tokens of an addr-spec or route written back without spaces.
@@ -247,7 +246,6 @@ mod tests {
 
     fn mb(name: Option<&str>, route: Option<&str>, local: &str, domain: &str) -> Item {
         Item::Mailbox(Mailbox {
-            phrase: name.is_some(),
             name: name.map(String::from),
             route: route.map(String::from),
             local: local.into(),
@@ -255,23 +253,15 @@ mod tests {
         })
     }
 
-    /// A mailbox whose name is its last comment.
-    fn commented(item: Item) -> Item {
-        match item {
-            Item::Mailbox(m) => Item::Mailbox(Mailbox { phrase: false, ..m }),
-            other => other,
-        }
-    }
-
     #[test]
     fn plain_named_and_commented_mailboxes() {
         assert_eq!(parse(b"a@b.example"), [mb(None, None, "a", "b.example")]);
         assert_eq!(parse(b"Fred Foo <fred@b.example>"), [mb(Some("Fred Foo"), None, "fred", "b.example")]);
-        assert_eq!(parse(b"x@y.example (Comment)"), [commented(mb(Some("Comment"), None, "x", "y.example"))]);
+        assert_eq!(parse(b"x@y.example (Comment)"), [(mb(Some("Comment"), None, "x", "y.example"))]);
         assert_eq!(parse(b"\"Q (not) \" (c) <q@r.example>"), [mb(Some("Q (not)"), None, "q", "r.example")]);
         assert_eq!(
             parse(b"(c1) k (c2) @ (c3) l . example (c4)"),
-            [commented(mb(Some("c4"), None, "k", "l.example"))],
+            [(mb(Some("c4"), None, "k", "l.example"))],
             "comments anywhere in an addr-spec (RFC 5322 §3.4.1 CFWS)"
         );
         assert_eq!(parse(b"John Q. Public <jqp@b.example>"), [mb(Some("John Q. Public"), None, "jqp", "b.example")]);
@@ -279,6 +269,8 @@ mod tests {
         assert_eq!(parse(b"\"a b\"@c.example"), [mb(None, None, "a b", "c.example")]);
         assert_eq!(parse(b"u@[192.0.2.1]"), [mb(None, None, "u", "[192.0.2.1]")]);
         assert_eq!(parse(b"nodomain"), [mb(None, None, "nodomain", "")]);
+        assert_eq!(parse(b"(c) k@x.example"), [mb(None, None, "k", "x.example")], "a comment before is no name");
+        assert_eq!(parse(b"k@x.example (one) (two)"), [mb(Some("one"), None, "k", "x.example")], "the first after it");
         assert_eq!(parse(b"(only a comment)"), []);
         assert_eq!(parse(b""), []);
     }
@@ -302,7 +294,7 @@ mod tests {
             parse(b"g: a@b.example (A), c@d.example;, x@y.example"),
             [
                 Item::GroupStart("g".into()),
-                commented(mb(Some("A"), None, "a", "b.example")),
+                (mb(Some("A"), None, "a", "b.example")),
                 mb(None, None, "c", "d.example"),
                 Item::GroupEnd,
                 mb(None, None, "x", "y.example"),

@@ -1610,17 +1610,24 @@ impl<S: Directory + Mailstore> Session<S> {
         let Some(hits) = self.search_hits(criteria, saved_key).await else {
             return Outcome::Bad("select a mailbox first".into());
         };
-        let Some(view) = self.selected.as_ref() else { return Outcome::Bad("select a mailbox first".into()) };
-        let mut summaries = Vec::with_capacity(hits.len());
-        for chunk in hits.chunks(FETCH_PIECE_MESSAGES) {
+        let Some(mut view) = self.selected.take() else { return Outcome::Bad("select a mailbox first".into()) };
+        // The headers of messages not summarized yet, read and parsed in
+        // batches; the summaries stay with the view for the next SORT.
+        let missing: Vec<(u32, u32)> =
+            hits.iter().filter(|h| !view.sort_keys.contains_key(&h.0)).map(|h| (h.0, h.1)).collect();
+        let mut fresh = std::collections::HashMap::with_capacity(missing.len());
+        for chunk in missing.chunks(FETCH_PIECE_MESSAGES) {
             let uids = chunk.iter().map(|h| h.0).collect();
             let headers = match self.read_messages(view.mailbox_id, uids, Some(Part::Header)).await {
                 Ok(h) => h,
-                Err(e) => return store_error(&e),
+                Err(e) => {
+                    self.selected = Some(view);
+                    return store_error(&e);
+                }
             };
             let metas: Vec<(u32, u32, i64, u64)> = chunk
                 .iter()
-                .filter_map(|&(u, seq, _)| view.by_seq(seq).map(|m| (u, seq, m.internal_date, m.size)))
+                .filter_map(|&(u, seq)| view.by_seq(seq).map(|m| (u, seq, m.internal_date, m.size)))
                 .collect();
             let parsed = tokio::task::spawn_blocking(move || {
                 metas
@@ -1633,10 +1640,22 @@ impl<S: Directory + Mailstore> Session<S> {
             })
             .await;
             match parsed {
-                Ok(p) => summaries.extend(p),
-                Err(e) => return Outcome::No(Some("SERVERBUG"), format!("reading the headers failed: {e}")),
+                Ok(p) => fresh.extend(p.into_iter().map(|s| (s.uid, std::sync::Arc::new(s)))),
+                Err(e) => {
+                    self.selected = Some(view);
+                    return Outcome::No(Some("SERVERBUG"), format!("reading the headers failed: {e}"));
+                }
             }
         }
+        let summaries: Vec<thread::Summary> = hits
+            .iter()
+            .filter_map(|&(u, seq, _)| {
+                let known = fresh.get(&u).or_else(|| view.sort_keys.get(&u));
+                known.map(|s| thread::Summary { seq, ..(**s).clone() })
+            })
+            .collect();
+        view.remember_sort_keys(fresh);
+        self.selected = Some(view);
         let id = move |s: &thread::Summary| if uid { s.uid } else { s.seq };
         let esearch =
             ret.map(|r| (r, format!("* ESEARCH (TAG {}){}", quote(tag.as_ref()), if uid { " UID" } else { "" })));

@@ -167,10 +167,8 @@ impl FirstAddress {
 fn first_address(raw: &str) -> Option<FirstAddress> {
     crate::address::parse(raw.as_bytes()).into_iter().find_map(|item| match item {
         crate::address::Item::GroupStart(name) => Some(FirstAddress { name: None, mailbox: name, host: String::new() }),
-        // RFC 5957 §3: the display name; a comment is none.
-        crate::address::Item::Mailbox(m) => {
-            Some(FirstAddress { name: m.name.filter(|_| m.phrase), mailbox: m.local, host: m.domain })
-        }
+        // RFC 5957 §3: the display name (or `user@host (Name)`'s, as Dovecot reads it).
+        crate::address::Item::Mailbox(m) => Some(FirstAddress { name: m.name, mailbox: m.local, host: m.domain }),
         crate::address::Item::GroupEnd => None,
     })
 }

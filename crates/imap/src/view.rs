@@ -43,7 +43,14 @@ pub struct View {
     /// The UIDs that are `\Recent` for this session (RFC 3501 §2.3.2),
     /// ascending: those it was the first to be told of. IMAP4rev1 only.
     recent: Vec<u32>,
+    /// What SORT and THREAD read of each message's header, by UID, kept
+    /// for the next SORT (a header never changes); at most
+    /// [`MAX_SORT_KEYS`] messages, so memory stays bounded.
+    pub sort_keys: std::collections::HashMap<u32, std::sync::Arc<crate::thread::Summary>>,
 }
+
+/// Most messages whose sort keys a session keeps (about 300 octets each).
+pub const MAX_SORT_KEYS: usize = 100_000;
 
 impl View {
     pub fn new(mailbox_id: i64, uidvalidity: u32, read_only: bool, snapshot: MailboxSnapshot) -> View {
@@ -57,6 +64,7 @@ impl View {
             keywords: Default::default(),
             new_keywords: false,
             recent: Vec::new(),
+            sort_keys: Default::default(),
         };
         for m in &snapshot.messages {
             note_keywords(&mut view.keywords, &mut view.new_keywords, &m.flags);
@@ -77,6 +85,22 @@ impl View {
         let last = self.recent.last().copied().unwrap_or(0);
         let new = self.messages.iter().map(|m| m.uid).filter(|u| *u >= from && *u > last);
         self.recent.extend(new);
+    }
+
+    /// Keep the sort keys of these messages; past [`MAX_SORT_KEYS`], those
+    /// of messages no longer in the view go first, then all.
+    pub fn remember_sort_keys(
+        &mut self,
+        summaries: std::collections::HashMap<u32, std::sync::Arc<crate::thread::Summary>>,
+    ) {
+        if self.sort_keys.len() + summaries.len() > MAX_SORT_KEYS {
+            let messages = &self.messages;
+            self.sort_keys.retain(|uid, _| messages.binary_search_by_key(uid, |m| m.uid).is_ok());
+            if self.sort_keys.len() + summaries.len() > MAX_SORT_KEYS {
+                self.sort_keys.clear();
+            }
+        }
+        self.sort_keys.extend(summaries.into_iter().take(MAX_SORT_KEYS));
     }
 
     /// No message is recent any more (the session enabled IMAP4rev2).
@@ -316,6 +340,23 @@ mod tests {
         assert!(!v.is_recent(8), "claimed by another session");
         v.mark_recent(2);
         assert!(v.is_recent(8) && v.recent_count() == 3, "an earlier mark adds only what is newer");
+    }
+
+    #[test]
+    fn sort_keys_stay_bounded() {
+        let mut v = View::new(1, 7, false, snap(1, vec![meta(1, &[], 1), meta(2, &[], 1)]));
+        let keys = |uids: std::ops::Range<u32>| {
+            uids.map(|u| (u, std::sync::Arc::new(crate::thread::Summary { uid: u, ..Default::default() }))).collect()
+        };
+        v.remember_sort_keys(keys(1..5));
+        assert_eq!(v.sort_keys.len(), 4);
+        // Past the bound, keys of messages gone from the view (3, 4) go first...
+        v.remember_sort_keys(keys(10..MAX_SORT_KEYS as u32 + 8));
+        assert_eq!(v.sort_keys.len(), MAX_SORT_KEYS, "1 and 2 kept, 3 and 4 dropped");
+        assert!(v.sort_keys.contains_key(&1) && !v.sort_keys.contains_key(&3));
+        // ...then all.
+        v.remember_sort_keys(keys(1_000_000..1_000_010));
+        assert!(v.sort_keys.len() <= MAX_SORT_KEYS);
     }
 
     #[test]

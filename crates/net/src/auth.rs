@@ -119,10 +119,12 @@ pub struct AuthThrottle {
     tables: Mutex<Tables>,
 }
 
-/// What [`AuthThrottle::attempt`] reserved, to give back at the answer.
+/// What [`AuthThrottle::attempt`] reserved, to give back at the answer:
+/// an attempt in flight on the address and on the account (not for an
+/// address known to the account).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Reserved {
-    account: bool,
+    in_flight: bool,
 }
 
 fn doubling(base: Duration, max: Duration, steps: u32) -> Duration {
@@ -192,16 +194,19 @@ impl AuthThrottle {
     }
 
     /// The verdict; with `reserve`, an attempt let through counts as in
-    /// flight (on the address, and on the account unless this address is
-    /// known to it) until [`AuthThrottle::answered`].
+    /// flight (on the address and on the account, unless this address is
+    /// known to the account) until [`AuthThrottle::answered`].
     fn judge(&self, ip: IpAddr, account: &str, now: Instant, reserve: bool) -> (Before, Reserved) {
         let p = self.policy();
-        let none = Reserved { account: false };
+        let none = Reserved { in_flight: false };
         let Ok(mut t) = self.tables.lock() else { return (Before::Check(p.max_delay), none) };
         let (ip, account) = (client_key(ip), account_key(account));
         let known = t.known.contains_key(&(account.clone(), ip));
         let r = t.ips.entry(ip).or_insert(Record::fresh(now));
-        let seen = r.seen(now, p.ban_for);
+        // An address that has logged in to this account before is not
+        // guessing at it: its other attempts in flight (a client opening
+        // several sessions at once) do not count against it, only failures.
+        let seen = if known { r.seen(now, p.ban_for).min(r.failures) } else { r.seen(now, p.ban_for) };
         if r.until.is_some_and(|u| now < u) {
             return (Before::Refuse { ban: true }, none);
         }
@@ -229,10 +234,13 @@ impl AuthThrottle {
                 a.pending += 1;
             }
         }
-        if reserve && let Some(r) = t.ips.get_mut(&ip) {
+        if reserve
+            && !known
+            && let Some(r) = t.ips.get_mut(&ip)
+        {
             r.pending += 1;
         }
-        (Before::Check(delay), Reserved { account: reserve && !known })
+        (Before::Check(delay), Reserved { in_flight: reserve && !known })
     }
 
     /// The answer to an attempt [`AuthThrottle::judge`] let through:
@@ -254,7 +262,9 @@ impl AuthThrottle {
         prune(&mut t.accounts, now, p.ban_for);
         let mut banned = None;
         if let Some(rec) = t.ips.get_mut(&key) {
-            rec.pending = rec.pending.saturating_sub(1);
+            if r.in_flight {
+                rec.pending = rec.pending.saturating_sub(1);
+            }
             if outcome == Some(false) {
                 rec.failures += 1;
                 rec.last = now;
@@ -265,10 +275,10 @@ impl AuthThrottle {
             }
         }
         if let Some(a) = t.accounts.get_mut(&account) {
-            if r.account {
+            if r.in_flight {
                 a.pending = a.pending.saturating_sub(1);
             }
-            if outcome == Some(false) && r.account {
+            if outcome == Some(false) && r.in_flight {
                 a.failures += 1;
                 a.last = now;
                 if let Some(steps) = a.failures.checked_sub(p.account_free_failures) {
@@ -445,6 +455,25 @@ mod tests {
         }
         assert_eq!(checked.load(std::sync::atomic::Ordering::Relaxed), 10, "ban_after guesses at most");
         assert_eq!(t.before(ip(9), "alice@x", Instant::now()), Before::Refuse { ban: true });
+    }
+
+    /// A client opening many sessions at once (8 in bench/imap.sh) from an
+    /// address that logged in to the account before is not slowed down:
+    /// its logins in flight are not guesses. An unknown address's are.
+    #[test]
+    fn parallel_logins_of_a_known_address_are_not_delayed() {
+        let t = AuthThrottle::new(AuthPolicy::default());
+        let now = Instant::now();
+        t.succeeded(ip(1), "alice@x", now);
+        let verdicts: Vec<Before> = (0..8).map(|_| t.judge(ip(1), "alice@x", now, true).0).collect();
+        assert!(verdicts.iter().all(|v| *v == Before::Check(Duration::ZERO)), "{verdicts:?}");
+        let verdicts: Vec<Before> = (0..6).map(|_| t.judge(ip(2), "alice@x", now, true).0).collect();
+        assert_eq!(verdicts[3..], [1, 2, 4].map(|s| Before::Check(Duration::from_secs(s))), "{verdicts:?}");
+        // A known address's failures still count.
+        for _ in 0..4 {
+            t.failed(ip(1), "alice@x", now);
+        }
+        assert_eq!(t.before(ip(1), "alice@x", now), Before::Check(Duration::from_secs(2)));
     }
 
     #[test]
