@@ -229,16 +229,15 @@ fn msg_id(chars: &mut std::str::Chars<'_>) -> Option<String> {
 /// The i;unicode-casemap collation (RFC 5051), which RFC 5256 uses for
 /// every string key: strings are folded, then compared octet by octet.
 /// RFC 5051 §2 maps each character to its titlecase and normalizes to NFKD;
-/// this lowercases, normalizes to NFKD and lowercases again (what NFKD
-/// decomposed may be uppercase, as ℌ is H). The two foldings put the same
-/// strings together except for rare characters whose lowercase and
-/// titlecase forms differ in what else they equal.
+/// this uppercases (titlecase for all but a few digraphs, and the same
+/// order against `[`, `_` and the other ASCII marks as Dovecot), normalizes
+/// to NFKD and uppercases again (what NFKD decomposed may be lowercase).
 pub fn casemap(s: &str) -> String {
     if s.is_ascii() {
-        return s.to_ascii_lowercase();
+        return s.to_ascii_uppercase();
     }
-    let lower = s.to_lowercase();
-    icu_normalizer::DecomposingNormalizerBorrowed::new_nfkd().normalize(&lower).to_lowercase()
+    let upper = s.to_uppercase();
+    icu_normalizer::DecomposingNormalizerBorrowed::new_nfkd().normalize(&upper).to_uppercase()
 }
 
 /// The base subject of a decoded subject (RFC 5256 §2.1), as written (fold

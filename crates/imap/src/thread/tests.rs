@@ -100,10 +100,12 @@ fn base_subject_folds_whitespace() {
 
 #[test]
 fn casemap_folds_case_and_compatibility_forms() {
-    assert_eq!(casemap("HeLLo"), "hello");
+    assert_eq!(casemap("HeLLo"), "HELLO");
     assert_eq!(casemap("ÉCOLE"), casemap("école"));
-    assert_eq!(casemap("ﬁle"), "file");
-    assert_eq!(casemap("ℌ"), "h");
+    assert_eq!(casemap("ﬁle"), "FILE");
+    assert_eq!(casemap("ℌ"), "H");
+    // As RFC 5051's titlecase: `[` and `_` sort after letters, as in Dovecot.
+    assert!(casemap("budget") < casemap("[patch]") && casemap("Zed") < casemap("_x"));
     assert_ne!(casemap("école"), casemap("ecole"));
 }
 
@@ -112,12 +114,12 @@ fn casemap_folds_case_and_compatibility_forms() {
 #[test]
 fn summary_decodes_the_subject() {
     let s = summary("Subject: =?UTF-8?Q?R=C3=A9union?=\r\n\r\n");
-    assert_eq!(s.subject, "re\u{301}union");
+    assert_eq!(s.subject, "RE\u{301}UNION");
     assert_eq!((s.subject, s.subject_is_reply), (casemap("réunion"), false));
     let s = summary("Subject: =?UTF-8?Q?Re=3A_R=C3=89UNION?=\r\n\r\n");
     assert_eq!((s.subject, s.subject_is_reply), (casemap("réunion"), true));
     let s = summary("Subject: Re: [list]\r\n\tHello\r\n World\r\n\r\n");
-    assert_eq!((s.subject.as_str(), s.subject_is_reply), ("hello world", true));
+    assert_eq!((s.subject.as_str(), s.subject_is_reply), ("HELLO WORLD", true));
 }
 
 #[test]
@@ -139,14 +141,14 @@ fn summary_reads_the_first_addresses() {
         "Cc: =?UTF-8?Q?J=C3=B6rg?= <Joerg@x>\r\n",
         "\r\n",
     ));
-    assert_eq!((s.from.as_str(), s.display_from.as_str()), ("john.doe", "doe, john"));
+    assert_eq!((s.from.as_str(), s.display_from.as_str()), ("JOHN.DOE", "DOE, JOHN"));
     // RFC 5957 §3: no display name, the addr-spec.
-    assert_eq!((s.to.as_str(), s.display_to.as_str()), ("alice", "alice@x.org"));
-    assert_eq!(s.cc, "joerg");
+    assert_eq!((s.to.as_str(), s.display_to.as_str()), ("ALICE", "ALICE@X.ORG"));
+    assert_eq!(s.cc, "JOERG");
     let s = summary("From: =?UTF-8?Q?Andr=C3=A9?= <z@x>\r\nTo: undisclosed-recipients:;\r\n\r\n");
-    assert_eq!((s.from, s.display_from), ("z".into(), casemap("André")));
+    assert_eq!((s.from, s.display_from), ("Z".into(), casemap("André")));
     // A group shows as its name, as in ENVELOPE.
-    assert_eq!((s.to.as_str(), s.display_to.as_str()), ("undisclosed-recipients", "undisclosed-recipients"));
+    assert_eq!((s.to.as_str(), s.display_to.as_str()), ("UNDISCLOSED-RECIPIENTS", "UNDISCLOSED-RECIPIENTS"));
     let s = summary("Subject: x\r\n\r\n");
     assert_eq!((s.from.as_str(), s.to.as_str(), s.cc.as_str()), ("", "", ""));
     assert_eq!((s.display_from.as_str(), s.display_to.as_str()), ("", ""));
@@ -186,7 +188,7 @@ fn summary_of_no_header_is_empty() {
     let s = Summary::from_header(3, 7, 42, 100, b"");
     assert_eq!(s, Summary { seq: 3, uid: 7, internal_date: 42, size: 100, ..Summary::default() });
     // A header without its blank line is read all the same.
-    assert_eq!(summary("Subject: Re: x").subject, "x");
+    assert_eq!(summary("Subject: Re: x").subject, "X");
 }
 
 // ------------------------------------------------------------------ SORT
