@@ -18,21 +18,29 @@ thread it (RFC 5256, with the DISPLAYFROM key of RFC 5957).
   imapsort.py time HOST PORT USER PASSWORD MAILBOX DIR REPS ANSWERS
                    [--rss-pid PID | --rss-peer]
       One connection: LOGIN, SELECT, a check that the mailbox holds the
-      messages of DIR in order with their internal dates, WARMUP rounds
-      of every command, then REPS rounds of every command (round-robin),
-      each timed from the command's first octet to its tagged OK. The
-      answers go to the file ANSWERS; figures as one JSON object on stdout.
+      messages of DIR in order with their internal dates, SORT_WARMUP
+      (environment, default 2) untimed rounds of every command, then REPS
+      rounds of every command (round-robin), each timed from the command
+      sent to its tagged OK read. The answers go to the file ANSWERS;
+      figures as one JSON object on stdout.
       --rss-pid samples VmRSS of that process every 20 ms throughout;
       --rss-peer samples the process holding the server end of the
       connection (Dovecot's imap process).
-  imapsort.py report DIR FACTEUR.json|- DOVECOT.json|- FACTEUR_ANSWERS DOVECOT_ANSWERS RSS_MAX_MB
-      Compares the two servers' answers and prints one JSON object: the
-      figures of both, ratios, and the differences.
+  imapsort.py report DIR WORK RSS_MAX_MB
+      Reads WORK/sort-{facteur,dovecot}.json (figures of `time`),
+      WORK/sort-load-*.json (of `append` and `maildir`) and
+      WORK/sort-answers-*.json, compares the two servers' answers and prints
+      one JSON object: the figures, the ratios Dovecot/facteur, the
+      differences, and "problems" (a wrong count, a peak RSS of facteur
+      above RSS_MAX_MB) that fail the run.
+  imapsort.py summary FIGURES.json      one line of `time` figures
+  imapsort.py table RESULTS.json        the table bench/imap.sh prints
 
 Python standard library only; plain TCP on loopback.
 """
+import base64
+import bisect
 import datetime
-import email.utils
 import json
 import os
 import random
@@ -43,6 +51,7 @@ import statistics
 import sys
 import threading
 import time
+import unicodedata
 
 COMMANDS = [
     "SORT (REVERSE ARRIVAL) UTF-8 ALL",
@@ -72,29 +81,38 @@ LAST_U = ["Álvarez", "Müller", "Ødegård", "Gómez", "Nuñez", "Strauß", "H�
 DOMAINS = ["example.org", "example.com", "mail.example.net", "corp.example", "uni.example.edu",
            "isp.example", "remote.test", "bench.test"]
 LISTS = ["dev", "users", "announce", "infra", "security", "docs"]
+# A few subjects come back in unrelated discussions (REFERENCES gathers
+# those under one root, ORDEREDSUBJECT groups them); most are their own.
+GENERIC = ["Hello", "Question", "Update", "Meeting notes", "Weekly report", "help", "Urgent",
+           "Quick question", "Welcome", "Holiday schedule", "Can't log in", "Réunion", "Hi", "test"]
 TOPICS = [
-    "Build failing on {p}", "Question about {t}", "Release {v} planning", "Proposal: drop {t}",
-    "Patch: fix {t} in {p}", "Meeting notes", "Weekly report", "Hello", "Question", "Update",
-    "Invoice {n}", "Your order {n}", "Lunch on {d}?", "Holiday schedule", "{t} is slow again",
-    "Can't log in", "Migration to {p}", "Review request: {t}", "Welcome", "Minutes of {d}",
-    "Outage on {d}", "Re-think {t}", "Security advisory for {t}", "{t} vs {t2}", "help",
-    "Budget {v}", "Travel to {c}", "Call for papers: {c} {y}", "Urgent", "Quick question",
+    "Build failing on {p} with {t}", "Question about {t} in {v}", "Release {v} planning: {t}",
+    "Proposal: drop {t} from {v}", "Patch {n}/{m}: fix {t} on {p}", "Invoice {k}", "Your order {k}",
+    "Lunch on {d}?", "{t} is slow again on {p}", "Migration of {t} to {t2}", "Review request: {t} #{k}",
+    "Minutes of {d} ({c})", "Outage on {d}: {t}", "Security advisory for {t} {v}", "{t} vs {t2}",
+    "Budget {v} for {t}", "Travel to {c} on {d}", "Call for papers: {c} {y}", "Ticket #{k}: {t} broken",
+    "[PATCH v{m}] {t}: handle {p}", "Bug {k} - {t} crashes on {p}", "Offsite in {c}, {y}",
 ]
 TOPICS_U = [
-    "Réunion de {d}", "Über die Zustellung", "Ça ne marche plus", "Привет из {c}",
-    "日本語のテスト", "Zoë's patch for {t}", "Café à {c}", "Straße gesperrt", "Ødelagt bygg på {p}",
-    "Çalışma planı", "Año nuevo", "Naïve question about {t}",
+    "Réunion de {d} à {c}", "Über die Zustellung von {t}", "Ça ne marche plus ({k})", "Привет из {c}",
+    "日本語のテスト {k}", "Zoë's patch for {t}", "Café à {c} {d}", "Straße gesperrt in {c}",
+    "Ødelagt bygg på {p}", "Çalışma planı {y}", "Año nuevo en {c}", "Naïve question about {t}",
+    "Årsmøte {y}", "Ärger mit {t}", "Élection du bureau {y}",
 ]
 FILL = {
-    "p": ["arm64", "Debian", "macOS", "Windows", "FreeBSD", "CI", "the mirror", "staging"],
+    "p": ["arm64", "Debian", "macOS", "Windows", "FreeBSD", "CI", "the mirror", "staging", "riscv64",
+          "Alpine", "Fedora", "the cluster"],
     "t": ["the queue", "IMAP SORT", "DKIM", "the parser", "TLS", "quotas", "backups", "logging",
-          "the API", "search", "Unicode", "the scheduler", "SPF", "greylisting"],
-    "t2": ["cron", "systemd", "Postfix", "Dovecot", "SQLite", "PostgreSQL"],
-    "v": ["1.0", "1.2", "2.0", "2.1", "3.0", "2024", "2025"],
-    "n": [str(x) for x in range(1000, 1040)],
-    "d": ["Monday", "Tuesday", "Friday", "the 3rd", "March 12", "next week"],
-    "c": ["Lyon", "Berlin", "Oslo", "Montréal", "Kyoto", "Porto", "Zürich"],
-    "y": ["2019", "2021", "2023", "2025"],
+          "the API", "search", "Unicode", "the scheduler", "SPF", "greylisting", "ARC", "LMTP",
+          "the web UI", "POP3", "MTA-STS", "DMARC reports", "bounces", "the spool", "sieve"],
+    "t2": ["cron", "systemd", "Postfix", "Dovecot", "SQLite", "PostgreSQL", "Kubernetes", "Nomad"],
+    "v": ["1.0", "1.2", "2.0", "2.1", "3.0", "2024", "2025", "0.9", "1.5", "4.0"],
+    "n": ["1", "2", "3", "4", "5"],
+    "m": ["2", "3", "5", "7", "9"],
+    "k": [str(x) for x in range(1000, 10000, 7)],
+    "d": ["Monday", "Tuesday", "Friday", "the 3rd", "March 12", "next week", "June 1", "the 21st"],
+    "c": ["Lyon", "Berlin", "Oslo", "Montréal", "Kyoto", "Porto", "Zürich", "Gdańsk", "Nantes"],
+    "y": ["2017", "2019", "2021", "2023", "2025"],
 }
 WORDS = ("mail server queue delivery people first outage backlog pace letter stamp post office "
          "thread reply sort message header date subject we should could the a to of and is it "
@@ -109,7 +127,6 @@ def qp_word(s, rnd):
     """An RFC 2047 encoded-word, Q or B."""
     b = s.encode()
     if rnd.random() < 0.5:
-        import base64
         return "=?UTF-8?B?" + base64.b64encode(b).decode() + "?="
     out = []
     for c in b:
@@ -124,7 +141,6 @@ def qp_word(s, rnd):
 
 
 def ascii_fold(s):
-    import unicodedata
     s = s.translate(str.maketrans({"ø": "o", "Ø": "O", "ß": "ss", "ł": "l", "Ł": "L"}))
     return "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
 
@@ -185,7 +201,10 @@ class Person:
 
 
 def make_subject(rnd):
-    if rnd.random() < 0.12:
+    r = rnd.random()
+    if r < 0.12:
+        return rnd.choice(GENERIC)
+    if r < 0.24:
         t = rnd.choice(TOPICS_U)
     else:
         t = rnd.choice(TOPICS)
@@ -258,7 +277,7 @@ def gen(outdir, n):
     while len(msgs) < n:
         stats["threads"] += 1
         r = rnd.random()
-        size = 1 if r < 0.45 else 2 + int(28 * rnd.random() ** 2.5)
+        size = 1 if r < 0.45 else 2 + int(29 * rnd.random() ** 2.5)
         stats["thread_sizes"][size] = stats["thread_sizes"].get(size, 0) + 1
         tag = rnd.choice(LISTS) if rnd.random() < 0.4 else None
         base = make_subject(rnd)
@@ -737,6 +756,7 @@ def timing(args):
     mem = rss.finish()
     mem["after_warmup_mb"] = round(rss_rounds[WARMUP - 1] / 1024, 1) if WARMUP and rss_rounds and rss_rounds[WARMUP - 1] else None
     mem["after_last_round_mb"] = round(rss_rounds[-1] / 1024, 1) if rss_rounds and rss_rounds[-1] else None
+    mem["per_round_mb"] = [round(v / 1024, 1) if v else None for v in rss_rounds]
     answers = {}
     figures = {}
     for cmd in COMMANDS:
@@ -789,6 +809,18 @@ def thread_shape(threads):
     return parent, group, order
 
 
+def longest_increasing(xs):
+    """The length of the longest increasing subsequence (patience sorting)."""
+    tops = []
+    for x in xs:
+        i = bisect.bisect_left(tops, x)
+        if i == len(tops):
+            tops.append(x)
+        else:
+            tops[i] = x
+    return len(tops)
+
+
 def first_number(x):
     while isinstance(x, list):
         x = x[0]
@@ -805,13 +837,19 @@ def subject_of(d, seq, field):
 
 
 def report(args):
-    d, ffile, dfile, fans, dans, rss_max = args
+    d, work, rss_max = args
     rss_max = float(rss_max)
     man = load_manifest(d)
     runs = {}
-    for name, path in (("facteur", ffile), ("dovecot", dfile)):
-        if path != "-" and os.path.exists(path):
+    for name in ("facteur", "dovecot"):
+        path = os.path.join(work, f"sort-{name}.json")
+        if os.path.exists(path):
             runs[name] = json.load(open(path))
+            load = os.path.join(work, f"sort-load-{name}.json")
+            if os.path.exists(load):
+                runs[name]["load"] = json.load(open(load))
+    fans = os.path.join(work, "sort-answers-facteur.json")
+    dans = os.path.join(work, "sort-answers-dovecot.json")
     out = {"messages": man["expected"]["all"], "expected_since_2020": man["expected"]["since"],
            "mailbox": man["stats"], "runs": runs, "ratios": {}, "compare": {}, "problems": [], "warnings": []}
     for name, r in runs.items():
@@ -822,7 +860,9 @@ def report(args):
             if f["answers_varied"]:
                 out["warnings"].append(f"{name}: {cmd} gave a different answer in {f['answers_varied']} of its runs")
     if "facteur" in runs:
-        peak = runs["facteur"]["rss"].get("peak_mb")
+        peaks = [runs["facteur"]["rss"].get("peak_mb"), runs["facteur"].get("load", {}).get("rss", {}).get("peak_mb")]
+        peak = max((p for p in peaks if p is not None), default=None)
+        runs["facteur"]["rss"]["step_peak_mb"] = peak
         if peak is not None and peak > rss_max:
             out["problems"].append(f"facteur: peak RSS {peak} MB above SORT_RSS_MAX_MB={rss_max:g}")
     if "facteur" in runs and "dovecot" in runs:
@@ -838,17 +878,29 @@ def report(args):
                 if len(a) != len(b):
                     out["problems"].append(f"{cmd}: facteur answered {len(a)} messages, dovecot {len(b)}")
                 if diff:
-                    i = diff[0]
                     field = {"SUBJECT": "Subject", "DISPLAYFROM": "From", "DATE": "Date", "ARRIVAL": "Date"}[
                         re.search(r"\((?:REVERSE )?(\w+)\)", cmd).group(1)]
-                    cmp["first_difference"] = {
-                        "position": i + 1,
-                        "facteur": {"seq": a[i], field: subject_of(d, a[i], field)},
-                        "dovecot": {"seq": b[i], field: subject_of(d, b[i], field)}}
+                    # One message put elsewhere shifts every position after
+                    # it: also count the fewest messages that would have to
+                    # move to turn one order into the other (the length
+                    # less the longest common subsequence), and show the
+                    # first pairs the two servers order differently.
+                    where = {x: i for i, x in enumerate(b)}
+                    common = [where[x] for x in a if x in where]
+                    cmp["messages_out_of_place"] = len(a) - longest_increasing(common)
+                    examples = []
+                    for i in range(len(a) - 1):
+                        x, y = a[i], a[i + 1]
+                        if x in where and y in where and where[x] > where[y]:
+                            examples.append([subject_of(d, x, field), subject_of(d, y, field)])
+                            if len(examples) == 3:
+                                break
+                    cmp["first_difference"] = {"position": diff[0] + 1, "field": field,
+                                               "facteur_before_dovecot_after": examples}
+                    shown = "; ".join(f"{x!r} before {y!r}" for x, y in examples)
                     out["warnings"].append(
-                        f"{cmd}: the orders differ at {len(diff)} of {len(a)} positions; first at {i + 1}: "
-                        f"facteur {a[i]} ({field}: {cmp['first_difference']['facteur'][field]!r}), "
-                        f"dovecot {b[i]} ({field}: {cmp['first_difference']['dovecot'][field]!r})")
+                        f"{cmd}: the orders differ at {len(diff)} of {len(a)} positions ({cmp['messages_out_of_place']} "
+                        f"messages out of place), first at {diff[0] + 1}. facteur puts ({field}) {shown}; dovecot the other way")
             else:
                 pa, ga, oa = thread_shape(a)
                 pb, gb, ob = thread_shape(b)
@@ -875,7 +927,68 @@ def report(args):
     print(json.dumps(out))
 
 
+def short(cmd):
+    return cmd.replace(" UTF-8", "")
+
+
+def summary(args):
+    r = json.load(open(args[0]))
+    parts = [f"{short(c)} {f['median_ms']}/{f['p90_ms']}" for c, f in r["commands"].items()]
+    rss = r["rss"]
+    mem = f"; RSS {rss['before_mb']} -> peak {rss['peak_mb']} MB" if rss.get("pid") else ""
+    print("median/p90 ms: " + "; ".join(parts) + mem)
+
+
+def table(args):
+    r = json.load(open(args[0]))
+    s = r["sort"]
+    runs = s["runs"]
+    names = list(runs)
+    print()
+    print(f"imap sort/thread: {s['messages']} messages ({s['mailbox']['threads']} discussions), one connection after "
+          f"SELECT, {next(iter(runs.values()))['reps']} timed runs of each command after "
+          f"{next(iter(runs.values()))['warmup_rounds']} warm-up rounds; latency in ms")
+    head = f"{'command':<42}" + "".join(f"{n + ' med':>13}{n + ' p90':>13}" for n in names)
+    if len(names) == 2:
+        head += f"{'ratio med':>11}{'ratio p90':>11}  answers"
+    print(head)
+    for cmd in COMMANDS:
+        line = f"{short(cmd):<42}" + "".join(
+            f"{runs[n]['commands'][cmd]['median_ms']:>13}{runs[n]['commands'][cmd]['p90_ms']:>13}" for n in names)
+        if len(names) == 2:
+            ra, c = s["ratios"][cmd], s["compare"][cmd]
+            if cmd.startswith("SORT"):
+                ans = (f"{runs['facteur']['commands'][cmd]['messages']} each, "
+                       if c["same_count"] else "COUNTS DIFFER, ") + (
+                    "same order" if not c["positions_differ"] else
+                    f"{c['positions_differ']} positions differ, {c['messages_out_of_place']} msgs out of place")
+            else:
+                ans = f"{c['threads'][0]}/{c['threads'][1]} threads, " + (
+                    "identical" if c["identical"] else
+                    f"{c['messages_in_another_thread']} msgs grouped differently, "
+                    f"{c['messages_with_another_parent']} other parent")
+            line += f"{ra['median']:>11}{ra['p90']:>11}  {ans}"
+        print(line)
+    if len(names) == 2:
+        print("ratio: dovecot/facteur latency (above 1: facteur answers faster)")
+    for n in names:
+        run = runs[n]
+        load = run.get("load", {})
+        how = (f"APPEND {load['appended']} in {load['seconds']} s (RSS {load['rss']['before_mb']} -> "
+               f"{load['rss']['end_mb']} MB, peak {load['rss']['peak_mb']})" if "appended" in load else
+               f"Maildir copy {load.get('copied')} in {load.get('seconds')} s" if load else "")
+        rss = run["rss"]
+        print(f"{n}: {how}; first SELECT {run['select_ms']} ms; "
+              f"RSS of the {'facteur process' if n == 'facteur' else 'imap process'}: "
+              f"{rss.get('before_mb')} MB at LOGIN, {rss.get('after_warmup_mb')} after warm-up, "
+              f"{rss.get('after_last_round_mb')} after the last run, peak {rss.get('peak_mb')}")
+    for w in s["warnings"]:
+        print(f"imap: WARNING: {w}")
+    for p in s["problems"]:
+        print(f"imap: PROBLEM: {p}")
+
+
 if __name__ == "__main__":
     what, rest = sys.argv[1], sys.argv[2:]
     {"gen": lambda a: gen(a[0], int(a[1])), "append": append, "maildir": maildir, "time": timing,
-     "report": report}[what](rest)
+     "report": report, "summary": summary, "table": table}[what](rest)
