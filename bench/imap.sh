@@ -7,7 +7,8 @@
 # (RFC 5256, SORT=DISPLAY) on a second mailbox of SORT_MESSAGES discussions,
 # the same for both: SORT_REPS timed runs of six commands on one connection,
 # median and p90 per server, the answers compared, facteur's peak RSS
-# (bench/lib/imapsort.py). See bench/README.md.
+# (bench/lib/imapsort.py), and a QRESYNC reconnect after RESYNC_CHANGES
+# changes against a full resync (bench/lib/imapresync.py). See bench/README.md.
 set -euo pipefail
 BENCH_NAME=imap
 # shellcheck source=bench/lib.sh
@@ -21,6 +22,10 @@ TARGETS="${TARGETS:-facteur dovecot}"
 BENCH_TMPDIR="${BENCH_TMPDIR:-/var/tmp}"
 KEEP="${KEEP:-0}"
 SORT_STEP="${SORT_STEP:-1}"
+# After SORT/THREAD, on the same mailbox: a QRESYNC reconnect after
+# RESYNC_CHANGES changes against a full resync (bench/lib/imapresync.py).
+RESYNC_STEP="${RESYNC_STEP:-$SORT_STEP}"
+RESYNC_CHANGES="${RESYNC_CHANGES:-1000}"
 SORT_MESSAGES="${SORT_MESSAGES:-10000}"
 SORT_REPS="${SORT_REPS:-20}"
 SORT_TIMEOUT="${SORT_TIMEOUT:-900}"
@@ -32,6 +37,8 @@ for v in MESSAGES CLIENTS ROUNDS BODIES SORT_MESSAGES SORT_REPS SORT_TIMEOUT SOR
     positive "$v" "${!v}"
 done
 zero_or_one SORT_STEP
+zero_or_one RESYNC_STEP
+[ "$RESYNC_STEP" = 0 ] || [ "$SORT_STEP" = 1 ] || die "RESYNC_STEP=1 needs SORT_STEP=1 (it uses the SORT mailbox)"
 [ "$BODIES" -le "$MESSAGES" ] || die "BODIES=$BODIES must be at most MESSAGES=$MESSAGES"
 for t in $TARGETS; do
     case "$t" in facteur | dovecot) ;; *) die "unknown target '$t'" ;; esac
@@ -103,6 +110,16 @@ sort_time() {
     note "$name: SORT/THREAD: $(python3 "$bench_dir/lib/imapsort.py" summary "$work/sort-$name.json")"
 }
 
+# resync_time NAME PORT: the QRESYNC reconnect on SORT_MAILBOX after
+# RESYNC_CHANGES changes, against a full resync; figures in $work/resync-NAME.json.
+resync_time() {
+    local name="$1" port="$2" out
+    out="$(timeout "$SORT_TIMEOUT" python3 "$bench_dir/lib/imapresync.py" 127.0.0.1 "$port" "$USER_ADDR" "$PASSWORD" \
+        "$SORT_MAILBOX" "$RESYNC_CHANGES" 7)" || die "$name: the QRESYNC reconnect failed: $out"
+    echo "$out" >"$work/resync-$name.json"
+    note "$name: QRESYNC reconnect after $RESYNC_CHANGES changes: $out"
+}
+
 # The user, made by facteur: its Argon2id hash (PHC string) is given to
 # Dovecot too, so a LOGIN costs both servers the same hashing work.
 prepare_facteur
@@ -162,6 +179,7 @@ PY
             die "facteur: APPEND to $SORT_MAILBOX failed or took more than SORT_TIMEOUT=${SORT_TIMEOUT}s"
         note "facteur: $(cat "$work/sort-load-facteur.json")"
         sort_time facteur "$port" --rss-pid "$facteur_pid"
+        [ "$RESYNC_STEP" = 0 ] || resync_time facteur "$port"
     fi
     stop_facteur
 fi
@@ -237,6 +255,7 @@ EOF
         chown -R mail:mail "$dir/mail/$USER_ADDR/.$SORT_MAILBOX"
         note "dovecot: $SORT_MAILBOX: $(cat "$work/sort-load-dovecot.json")"
         sort_time dovecot "$port" --rss-peer
+        [ "$RESYNC_STEP" = 0 ] || resync_time dovecot "$port"
     fi
     doveadm -c "$dovecot_conf" stop >/dev/null 2>&1 || true
     dovecot_conf=""
@@ -260,7 +279,15 @@ results_files imap
     else
         printf 'null'
     fi
-    printf '}\n'
+    printf ', "resync": {'
+    sep=""
+    for t in $TARGETS; do
+        if [ -f "$work/resync-$t.json" ]; then
+            printf '%s"%s": %s' "$sep" "$t" "$(cat "$work/resync-$t.json")"
+            sep=", "
+        fi
+    done
+    printf '}}\n'
 } | python3 -m json.tool >"$json"
 python3 - "$json" <<'PY'
 import json, sys
@@ -299,4 +326,18 @@ PY
     note "SORT/THREAD figures appended to $csv"
     problems="$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["sort"]["problems"]))' "$json")"
     [ "$problems" = 0 ] || die "SORT/THREAD: $problems problem(s), listed above and in $json"
+fi
+if [ "$RESYNC_STEP" = 1 ]; then
+    python3 - "$json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["resync"]
+print()
+print("imap resync: a client comes back after changes to the SORT mailbox (9 in 10 a flag set, 1 in 10 an expunge)")
+print(f"{'server':<9}{'changes':>8}{'QRESYNC ms':>12}{'octets':>10}{'full ms':>10}{'octets':>10}{'octets x':>10}{'time x':>8}")
+for name, f in r.items():
+    ch = f["changes"]["flagged"] + f["changes"]["expunged"]
+    print(f"{name:<9}{ch:>8}{f['qresync']['ms']:>12}{f['qresync']['octets']:>10}{f['full']['ms']:>10}"
+          f"{f['full']['octets']:>10}{f['octets_ratio']:>10}{f['time_ratio']:>8}")
+print("x: the full resync over the QRESYNC one (above 1: QRESYNC costs less)")
+PY
 fi
