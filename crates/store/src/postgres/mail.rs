@@ -585,6 +585,8 @@ impl Mailstore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         lock(&tx, vec![mailbox_id]).await?;
+        // A set: a UID EXPUNGE of many UIDs on a large mailbox stays linear.
+        let only: Option<std::collections::HashSet<u32>> = only.map(|o| o.into_iter().collect());
         let uids: Vec<u32> = messages(&tx, mailbox_id)
             .await?
             .into_iter()

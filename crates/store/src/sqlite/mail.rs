@@ -363,11 +363,13 @@ pub(crate) fn recent_from(c: &Connection, mailbox_id: i64, claim_up_to: Option<u
 /// EXPUNGE (RFC 9051 §6.4.3) or UID EXPUNGE (RFC 4315 §2.1): remove the
 /// messages flagged \Deleted (among `only`, if given). Returns their UIDs.
 pub(crate) fn expunge(c: &Connection, mailbox_id: i64, only: Option<&[u32]>) -> Result<Vec<u32>> {
+    // A set: a UID EXPUNGE of many UIDs on a large mailbox stays linear.
+    let only: Option<std::collections::HashSet<u32>> = only.map(|o| o.iter().copied().collect());
     let uids: Vec<u32> = messages(c, mailbox_id)?
         .into_iter()
         .filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")))
         .map(|m| m.uid)
-        .filter(|u| only.is_none_or(|o| o.contains(u)))
+        .filter(|u| only.as_ref().is_none_or(|o| o.contains(u)))
         .collect();
     remove(c, mailbox_id, &uids)?;
     Ok(uids)
