@@ -95,6 +95,25 @@ pub struct AppendPart {
     pub data: Vec<u8>,
 }
 
+/// The `(MIN MAX ALL COUNT [SAVE])` after RETURN of SEARCH (RFC 4731,
+/// RFC 5182) or SORT (RFC 5267 §3, no SAVE), and what follows it; `None`
+/// for an option not taken (the codec then answers BAD).
+fn return_options(options: &str, save: bool) -> Option<(SearchReturn, &str)> {
+    let (inside, rest) = paren(options.trim_start())?;
+    let mut r = SearchReturn::default();
+    for w in words(inside) {
+        match w.as_str() {
+            "MIN" => r.min = true,
+            "MAX" => r.max = true,
+            "ALL" => r.all = true,
+            "COUNT" => r.count = true,
+            "SAVE" if save => r.save = true,
+            _ => return None,
+        }
+    }
+    Some((r.normalized(), rest.trim_start()))
+}
+
 /// `tag APPEND mailbox [flags] [date] literal {SP [flags] [date] literal}`
 /// (RFC 3502 §6.3.11) with more than one message: the first as a plain
 /// APPEND, the others aside. The mailbox must be an atom or a quoted
@@ -249,20 +268,9 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         let mut criteria = after.trim_start();
         let mut ret = None;
         if let Some(options) = strip_prefix_ci(criteria, "RETURN ") {
-            let (inside, rest) = paren(options.trim_start())?;
-            let mut r = SearchReturn::default();
-            for w in words(inside) {
-                match w.as_str() {
-                    "MIN" => r.min = true,
-                    "MAX" => r.max = true,
-                    "ALL" => r.all = true,
-                    "COUNT" => r.count = true,
-                    "SAVE" => r.save = true,
-                    _ => return None,
-                }
-            }
-            ret = Some(r.normalized());
-            criteria = rest.trim_start();
+            let (r, rest) = return_options(options, true)?;
+            ret = Some(r);
+            criteria = rest;
         }
         let saved = match criteria.strip_prefix('$') {
             Some(rest) if rest.is_empty() || rest.starts_with(' ') => Some(format!("ALL{rest}")),
@@ -295,20 +303,10 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
     if let Some(after) = strip_prefix_ci(head, "SORT ")
         && let Some(options) = strip_prefix_ci(after.trim_start(), "RETURN ")
     {
-        let (inside, rest) = paren(options.trim_start())?;
-        let mut r = SearchReturn::default();
-        for w in words(inside) {
-            match w.as_str() {
-                "MIN" => r.min = true,
-                "MAX" => r.max = true,
-                "ALL" => r.all = true,
-                "COUNT" => r.count = true,
-                _ => return None,
-            }
-        }
-        let mut out = format!("{tag} {prefix}SORT {}", rest.trim_start()).into_bytes();
+        let (r, rest) = return_options(options, false)?;
+        let mut out = format!("{tag} {prefix}SORT {rest}").into_bytes();
         out.extend_from_slice(rest_of_message);
-        return Some((out, Extension::Search(r.normalized())));
+        return Some((out, Extension::Search(r)));
     }
     if let Some(args) = strip_prefix_ci(head, "CREATE ").filter(|_| prefix.is_empty()) {
         return create_use(tag, args, rest_of_message);

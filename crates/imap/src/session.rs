@@ -1126,19 +1126,6 @@ impl<S: Directory + Mailstore> Session<S> {
         // RFC 7162 §3.2.5.1: with the UIDVALIDITY the client knew, what
         // vanished and what changed since its MODSEQ; otherwise nothing (the
         // client resynchronizes in full).
-        let changed: Vec<String> = match &resync {
-            Some(r) if r.uidvalidity == mailbox.uidvalidity => view
-                .messages()
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.modseq > r.modseq)
-                .map(|(i, m)| {
-                    let flags = flags_text(&m.flags, view.is_recent(m.uid));
-                    format!("* {} FETCH (UID {} FLAGS ({flags}) MODSEQ ({}))", i + 1, m.uid, m.modseq)
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
         self.selected = Some(view);
         if let Some(r) = resync.filter(|r| r.uidvalidity == mailbox.uidvalidity) {
             let all = SequenceSet::try_from("1:*").expect("a valid set");
@@ -1146,6 +1133,16 @@ impl<S: Directory + Mailstore> Session<S> {
                 self.selected = None;
                 return refusal;
             }
+            let changed: Vec<String> = self
+                .selected
+                .iter()
+                .flat_map(|view| {
+                    view.messages().iter().enumerate().filter(|(_, m)| m.modseq > r.modseq).map(|(i, m)| {
+                        let flags = flags_text(&m.flags, view.is_recent(m.uid));
+                        format!("* {} FETCH (UID {} FLAGS ({flags}) MODSEQ ({}))", i + 1, m.uid, m.modseq)
+                    })
+                })
+                .collect();
             for line in changed {
                 self.line(&line);
             }
