@@ -1098,3 +1098,107 @@ async fn nul_octets_only_travel_in_literal8() {
     let r = c.ok("d FETCH 1 (RFC822.SIZE BINARY.PEEK[1] BODY.PEEK[TEXT])").await;
     assert_eq!(r[0], "* 1 FETCH (RFC822.SIZE 21 BINARY[1] ~{5}\r\nA\0B\r\n BODY[TEXT] {5}\r\nA B\r\n)", "{r:?}");
 }
+
+/// CATENATE (RFC 4469): a message made of text sent and parts of stored
+/// messages named by IMAP URLs, relative or naming this server and user;
+/// a URL that cannot be followed is `NO [BADURL url]` and stores nothing.
+#[tokio::test]
+async fn catenate_joins_text_and_stored_parts() {
+    let mut cfg = test_config();
+    cfg.imap.plaintext_auth = true;
+    cfg.imap.max_literal = 4096;
+    let s = TestServer::start_with(cfg).await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let caps = c.ok("a CAPABILITY").await;
+    assert!(has(&caps, " CATENATE "), "{caps:?}");
+    let draft = "Subject: draft\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                 Content-Type: text/plain\r\n\r\nfirst part\r\n--b\r\nContent-Type: text/x-two\r\n\r\nsecond\r\n--b--\r\n";
+    c.send(format!("b APPEND Drafts {{{}+}}\r\n{draft}\r\n", draft.len()).as_bytes()).await;
+    let r = c.until_tagged("b").await;
+    let uidvalidity = r.last().unwrap().split(' ').nth(3).unwrap().to_string();
+    assert!(r.last().unwrap().starts_with("b OK [APPENDUID "), "{r:?}");
+
+    // The header of the draft, new text, its second part's MIME header and
+    // body, and a slice of its first part, in order.
+    let text = "\r\n--b\r\n";
+    let tail = "\r\n--b--\r\n";
+    let cmd = format!(
+        "c APPEND INBOX (\\Seen) CATENATE (URL \"/Drafts;UIDVALIDITY={uidvalidity}/;UID=1/;SECTION=HEADER\" \
+         TEXT {{{}+}}\r\n{text} URL \"imap://alice%40example.test@mx.example.test/Drafts/;UID=1/;SECTION=2.MIME\" \
+         URL /Drafts/;UID=1/;SECTION=2 TEXT {{{}+}}\r\n{tail} URL \"/Drafts/;UID=1/;SECTION=1/;PARTIAL=6.4\")",
+        text.len(),
+        tail.len()
+    );
+    let r = c.cmd(&cmd).await;
+    assert!(r.last().unwrap().starts_with("c OK [APPENDUID "), "{r:?}");
+    c.ok("d SELECT INBOX").await;
+    let r = c.ok("e FETCH 1 (FLAGS BODY.PEEK[])").await;
+    let expected = "Subject: draft\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                    \r\n--b\r\nContent-Type: text/x-two\r\n\r\nsecond\r\n--b--\r\npart";
+    assert_eq!(r[0], format!("* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[] {{{}}}\r\n{expected})", expected.len()));
+
+    // Synchronising literals inside CATENATE get their continuations.
+    c.send(b"f APPEND INBOX CATENATE (TEXT {14}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(b"Subject: two\r\n URL \"/Drafts/;UID=1/;SECTION=TEXT\")\r\n").await;
+    let r = c.until_tagged("f").await;
+    assert!(r.last().unwrap().starts_with("f OK [APPENDUID "), "{r:?}");
+
+    // URLs that cannot be followed: BADURL with the URL, nothing stored.
+    for (url, why) in [
+        ("/Drafts;UIDVALIDITY=1/;UID=1".to_string(), "UIDVALIDITY"),
+        ("/Drafts/;UID=9".into(), "no message with UID 9"),
+        ("/Nowhere/;UID=1".into(), "no mailbox"),
+        ("imap://bob%40example.test@mx.example.test/INBOX/;UID=1".into(), "another user"),
+        ("imap://alice@elsewhere.test/INBOX/;UID=1".into(), "another server"),
+        ("/Drafts/;UID=1/;SECTION=NOPE".into(), "not a message section"),
+        ("/Drafts/;UID=1;URLAUTH=anonymous:internal:0123".into(), "URLAUTH"),
+        ("/Drafts".into(), "no UID"),
+    ] {
+        let r = c.cmd(&format!("g APPEND INBOX CATENATE (TEXT {{2+}}\r\nhi URL \"{url}\")")).await;
+        let last = r.last().unwrap();
+        assert!(last.starts_with(&format!("g NO [BADURL {url}] ")) && last.contains(why), "{url}: {r:?}");
+    }
+    // Past APPENDLIMIT once joined: TOOBIG. Syntax errors: BAD.
+    let big = "x".repeat(4096 / 2 + 1);
+    let r =
+        c.cmd(&format!("h APPEND INBOX CATENATE (TEXT {{{n}+}}\r\n{big} TEXT {{{n}+}}\r\n{big})", n = big.len())).await;
+    assert!(r.last().unwrap().starts_with("h NO [TOOBIG]"), "{:?}", r.last());
+    for bad in ["i APPEND INBOX CATENATE ()", "i APPEND INBOX CATENATE (URL)", "i APPEND INBOX CATENATE (BODY x)"] {
+        let r = c.cmd(bad).await;
+        assert!(r.last().unwrap().starts_with("i BAD"), "{bad}: {r:?}");
+    }
+    let r = c.ok("j STATUS INBOX (MESSAGES)").await;
+    assert!(has(&r, "(MESSAGES 2)"), "{r:?}");
+    // The destination is checked first.
+    let r = c.cmd("k APPEND Nowhere CATENATE (URL /Drafts/;UID=1)").await;
+    assert!(r.last().unwrap().starts_with("k NO [TRYCREATE]"), "{r:?}");
+}
+
+/// RFC 9051 §2.3.1.1: a client that knew a name with a UIDVALIDITY sees a
+/// greater one there after a RENAME onto it, never an older one.
+#[tokio::test]
+async fn rename_onto_a_former_name_raises_uidvalidity() {
+    let s = server().await;
+    let mut c = Imap::connect(s.imap).await;
+    c.login("alice@example.test").await;
+    let uidvalidity = |r: &[String]| -> u64 {
+        let l = r.iter().find(|l| l.contains("[UIDVALIDITY ")).unwrap();
+        l.split("[UIDVALIDITY ").nth(1).unwrap().split(']').next().unwrap().parse().unwrap()
+    };
+    c.ok("a CREATE Old").await;
+    c.ok("b CREATE Reports").await;
+    let old = uidvalidity(&c.ok("c EXAMINE Old").await);
+    let reports = uidvalidity(&c.ok("d EXAMINE Reports").await);
+    assert!(reports > old);
+    c.ok("e UNSELECT").await;
+    c.ok("f DELETE Reports").await;
+    c.ok("g RENAME Old Reports").await;
+    let now = uidvalidity(&c.ok("h EXAMINE Reports").await);
+    assert!(now > reports, "{now} after {reports}");
+    // A rename onto a name never used keeps the UIDVALIDITY.
+    c.ok("i UNSELECT").await;
+    c.ok("j RENAME Reports Fresh").await;
+    assert_eq!(uidvalidity(&c.ok("k EXAMINE Fresh").await), now);
+}

@@ -82,18 +82,34 @@ pub enum Extension {
     /// `CREATE name (USE (attrs))` (RFC 6154 §3): the special-use
     /// attributes asked for, as written.
     CreateUse(Vec<String>),
-    /// MULTIAPPEND (RFC 3502): the messages after the first, which the
-    /// codec reads as a plain APPEND.
-    MultiAppend(Vec<AppendPart>),
+    /// MULTIAPPEND (RFC 3502) and CATENATE (RFC 4469). The codec reads
+    /// the first message as a plain APPEND; if it is catenated, its literal
+    /// is empty there and `first` holds its parts. `rest` holds the
+    /// messages after the first.
+    Append {
+        first: Option<Vec<CatPart>>,
+        rest: Vec<AppendPart>,
+    },
 }
 
-/// One message of a MULTIAPPEND: its flags and date as written, its octets.
+/// One message of an APPEND: its flags and date as written, its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendPart {
     pub flags: Vec<String>,
     pub date: Option<String>,
-    pub data: Vec<u8>,
+    pub data: Vec<CatPart>,
 }
+
+/// A piece of a message: octets sent, or a part of a stored message an
+/// IMAP URL names (RFC 4469 §3). A plain APPEND's message is one `Text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatPart {
+    Text(Vec<u8>),
+    Url(String),
+}
+
+/// Most parts one CATENATE may join; past it the command is BAD.
+pub const MAX_CATENATE_PARTS: usize = 256;
 
 /// The `(MIN MAX ALL COUNT [SAVE])` after RETURN of SEARCH (RFC 4731,
 /// RFC 5182) or SORT (RFC 5267 §3, no SAVE), and what follows it; `None`
@@ -114,11 +130,12 @@ fn return_options(options: &str, save: bool) -> Option<(SearchReturn, &str)> {
     Some((r.normalized(), rest.trim_start()))
 }
 
-/// `tag APPEND mailbox [flags] [date] literal {SP [flags] [date] literal}`
-/// (RFC 3502 §6.3.11) with more than one message: the first as a plain
-/// APPEND, the others aside. The mailbox must be an atom or a quoted
-/// string; literals may be `{n}`, `{n+}` or `~{n}`.
-fn multiappend(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
+/// `tag APPEND mailbox {SP [flags] [date] message}` where a message is a
+/// literal (`{n}`, `{n+}` or `~{n}`) or `CATENATE (parts)` (RFC 4469 §5),
+/// with several messages (MULTIAPPEND, RFC 3502 §6.3.11) or at least one
+/// CATENATE: the first as a plain APPEND (its literal empty if catenated),
+/// the rest aside. The mailbox must be an atom or a quoted string.
+fn append(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
     let mut at = message.iter().position(|&b| b == b' ')? + 1;
     let verb = b"APPEND ";
     if !message.get(at..at + verb.len())?.eq_ignore_ascii_case(verb) {
@@ -141,8 +158,9 @@ fn multiappend(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
             at += 1;
         }
     }
-    let mut parts = Vec::new();
-    let mut first_end = 0;
+    let mut plain = None;
+    let mut first = None;
+    let mut rest = Vec::new();
     while message.get(at) == Some(&b' ') {
         at += 1;
         let mut flags = Vec::new();
@@ -164,35 +182,106 @@ fn multiappend(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
                 at += 1;
             }
         }
-        if message.get(at) == Some(&b'~') {
-            at += 1;
-        }
-        if message.get(at) != Some(&b'{') {
-            return None;
-        }
-        let close = at + message[at..].iter().position(|&b| b == b'}')?;
-        let digits = std::str::from_utf8(&message[at + 1..close]).ok()?;
-        let len: usize = digits.strip_suffix('+').unwrap_or(digits).parse().ok()?;
-        if message.get(close + 1..close + 3)? != b"\r\n" {
-            return None;
-        }
-        let start = close + 3;
-        let data = message.get(start..start.checked_add(len)?)?.to_vec();
-        at = start + len;
-        if parts.is_empty() && first_end == 0 {
-            first_end = at;
-            // The first message stays in the command the codec reads.
-            parts.push(None);
+        let data_at = at;
+        let catenated = message.get(at..at + 10).is_some_and(|w| w.eq_ignore_ascii_case(b"CATENATE ("));
+        let data = if catenated {
+            let (cat, end) = catenate(message, at + 10)?;
+            at = end;
+            cat
         } else {
-            parts.push(Some(AppendPart { flags, date, data }));
+            let (text, end) = literal(message, at)?;
+            at = end;
+            vec![CatPart::Text(text)]
+        };
+        if plain.is_some() {
+            rest.push(AppendPart { flags, date, data });
+            continue;
         }
+        // The first message stays in the command the codec reads, with an
+        // empty literal if it is catenated.
+        let mut p = message[..data_at].to_vec();
+        if catenated {
+            p.extend_from_slice(b"{0}\r\n");
+            first = Some(data);
+        } else {
+            p.extend_from_slice(&message[data_at..at]);
+        }
+        p.extend_from_slice(b"\r\n");
+        plain = Some(p);
     }
-    if parts.len() < 2 || message.get(at..)? != b"\r\n" {
+    if message.get(at..)? != b"\r\n" || (first.is_none() && rest.is_empty()) {
         return None;
     }
-    let mut plain = message[..first_end].to_vec();
-    plain.extend_from_slice(b"\r\n");
-    Some((plain, Extension::MultiAppend(parts.into_iter().flatten().collect())))
+    Some((plain?, Extension::Append { first, rest }))
+}
+
+/// A literal (`{n}`, `{n+}`, `~{n}`) at `at`: its octets and where the
+/// command goes on.
+fn literal(message: &[u8], mut at: usize) -> Option<(Vec<u8>, usize)> {
+    if message.get(at) == Some(&b'~') {
+        at += 1;
+    }
+    if message.get(at) != Some(&b'{') {
+        return None;
+    }
+    let close = at + message[at..].iter().position(|&b| b == b'}')?;
+    let digits = std::str::from_utf8(&message[at + 1..close]).ok()?;
+    let len: usize = digits.strip_suffix('+').unwrap_or(digits).parse().ok()?;
+    if message.get(close + 1..close + 3)? != b"\r\n" {
+        return None;
+    }
+    let start = close + 3;
+    let end = start.checked_add(len)?;
+    Some((message.get(start..end)?.to_vec(), end))
+}
+
+/// The parts of `CATENATE (` from `at` to its `)` (RFC 4469 §5):
+/// `TEXT literal` or `URL astring`; they and where the command goes on.
+fn catenate(message: &[u8], mut at: usize) -> Option<(Vec<CatPart>, usize)> {
+    let mut parts = Vec::new();
+    loop {
+        match message.get(at)? {
+            b')' if !parts.is_empty() => return Some((parts, at + 1)),
+            b' ' if !parts.is_empty() => at += 1,
+            _ if parts.is_empty() => {}
+            _ => return None,
+        }
+        let word = message.get(at..at + 4)?;
+        if word.eq_ignore_ascii_case(b"TEXT") && message.get(at + 4) == Some(&b' ') {
+            let (text, end) = literal(message, at + 5)?;
+            parts.push(CatPart::Text(text));
+            at = end;
+        } else if word.eq_ignore_ascii_case(b"URL ") {
+            at += 4;
+            let (url, end) = match message.get(at)? {
+                b'{' | b'~' => literal(message, at)?,
+                b'"' => {
+                    let (mut url, mut i) = (Vec::new(), at + 1);
+                    loop {
+                        match *message.get(i)? {
+                            b'\\' => url.push(*message.get(i + 1)?),
+                            b'"' => break,
+                            b'\r' | b'\n' => return None,
+                            b => url.push(b),
+                        }
+                        i += if message[i] == b'\\' { 2 } else { 1 };
+                    }
+                    (url, i + 1)
+                }
+                _ => {
+                    let len = message[at..].iter().position(|&b| matches!(b, b' ' | b')' | b'\r'))?;
+                    (message[at..at + len].to_vec(), at + len)
+                }
+            };
+            parts.push(CatPart::Url(String::from_utf8(url).ok()?));
+            at = end;
+        } else {
+            return None;
+        }
+        if parts.len() > MAX_CATENATE_PARTS {
+            return None;
+        }
+    }
 }
 
 /// A parenthesized list starting at `s[0] == '('`: its inside and the rest.
@@ -251,8 +340,8 @@ fn create_use(tag: &str, args: &str, rest_of_message: &[u8]) -> Option<(Vec<u8>,
 /// message is then decoded as it is). A malformed extended form is left to
 /// the codec, which answers BAD.
 pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
-    if let Some(multi) = multiappend(message) {
-        return Some(multi);
+    if let Some(append) = append(message) {
+        return Some(append);
     }
     let end = message.windows(2).position(|w| w == b"\r\n").unwrap_or(message.len());
     let first = std::str::from_utf8(&message[..end]).ok()?;
@@ -464,16 +553,25 @@ mod tests {
         assert!(rw("d SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n").is_none(), "no SAVE for SORT: BAD");
     }
 
+    fn texts(data: &[CatPart]) -> Vec<&[u8]> {
+        data.iter()
+            .map(|p| match p {
+                CatPart::Text(t) => t.as_slice(),
+                CatPart::Url(u) => u.as_bytes(),
+            })
+            .collect()
+    }
+
     #[test]
     fn multiappend_keeps_the_first_message_for_the_codec() {
         let m = b"a APPEND \"Sent Items\" (\\Seen) \" 1-Jan-2020 10:00:00 +0000\" {3}\r\none (\\Draft $X) ~{4+}\r\nt\x00wo {5}\r\nthree\r\n";
         let (plain, ext) = rewrite(m).unwrap();
         assert_eq!(plain, b"a APPEND \"Sent Items\" (\\Seen) \" 1-Jan-2020 10:00:00 +0000\" {3}\r\none\r\n");
-        let Extension::MultiAppend(parts) = ext else { panic!("{ext:?}") };
+        let Extension::Append { first: None, rest: parts } = ext else { panic!("{ext:?}") };
         assert_eq!(parts.len(), 2);
         assert_eq!((parts[0].flags.clone(), parts[0].date.clone()), (vec!["\\Draft".to_string(), "$X".into()], None));
-        assert_eq!(parts[0].data, b"t\x00wo");
-        assert_eq!((parts[1].flags.len(), parts[1].data.as_slice()), (0, &b"three"[..]));
+        assert_eq!(texts(&parts[0].data), [b"t\x00wo"]);
+        assert_eq!((parts[1].flags.len(), texts(&parts[1].data)), (0, vec![&b"three"[..]]));
         assert!(rewrite(b"b APPEND INBOX {3}\r\none\r\n").is_none(), "one message: a plain APPEND");
         for bad in [
             &b"c APPEND INBOX {3}\r\none {9}\r\nshort\r\n"[..],
@@ -481,6 +579,47 @@ mod tests {
             b"e APPEND INBOX {3}\r\none {x}\r\n\r\n",
         ] {
             assert!(rewrite(bad).is_none(), "{:?}: left to the codec, which answers BAD", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn catenate_parts_are_taken_out() {
+        let m = b"a APPEND Drafts (\\Draft) CATENATE (URL \"/Drafts;UIDVALIDITY=7/;UID=2/;SECTION=HEADER\" TEXT {4}\r\n\r\nhi url /INBOX/;UID=1 TEXT ~{2+}\r\n\x00\n URL {13}\r\n/INBOX/;UID=1)\r\n";
+        let (plain, ext) = rewrite(m).unwrap();
+        assert_eq!(plain, b"a APPEND Drafts (\\Draft) {0}\r\n\r\n");
+        let Extension::Append { first: Some(first), rest } = ext else { panic!("{ext:?}") };
+        assert!(rest.is_empty());
+        assert_eq!(
+            texts(&first),
+            [
+                &b"/Drafts;UIDVALIDITY=7/;UID=2/;SECTION=HEADER"[..],
+                b"\r\nhi",
+                b"/INBOX/;UID=1",
+                b"\x00\n",
+                b"/INBOX/;UID=1"
+            ]
+        );
+        assert!(matches!(first[1], CatPart::Text(_)) && matches!(first[2], CatPart::Url(_)));
+        // With MULTIAPPEND: a plain first message, a catenated second.
+        let m = b"b APPEND INBOX {3}\r\none \"1-Jan-2020 10:00:00 +0000\" CATENATE (TEXT {3}\r\ntwo)\r\n";
+        let (plain, ext) = rewrite(m).unwrap();
+        assert_eq!(plain, b"b APPEND INBOX {3}\r\none\r\n");
+        let Extension::Append { first: None, rest } = ext else { panic!("{ext:?}") };
+        assert_eq!(
+            (rest[0].date.as_deref(), texts(&rest[0].data)),
+            (Some("1-Jan-2020 10:00:00 +0000"), vec![&b"two"[..]])
+        );
+        let many = vec!["URL /INBOX/;UID=1"; MAX_CATENATE_PARTS + 1].join(" ");
+        for bad in [
+            "c APPEND INBOX CATENATE ()\r\n".to_string(),
+            "d APPEND INBOX CATENATE (TEXT)\r\n".into(),
+            "e APPEND INBOX CATENATE (URL /x/;UID=1\r\n".into(),
+            "f APPEND INBOX CATENATE (BODY {1}\r\nx)\r\n".into(),
+            "g APPEND INBOX CATENATE (URL \"/x\r\n\")\r\n".into(),
+            "h APPEND INBOX CATENATE (TEXT {1}\r\nx)junk\r\n".into(),
+            format!("i APPEND INBOX CATENATE ({many})\r\n"),
+        ] {
+            assert!(rewrite(bad.as_bytes()).is_none(), "{bad:?}: left to the codec, which answers BAD");
         }
     }
 

@@ -166,6 +166,23 @@ pub fn headers(raw: &[u8]) {
 
 pub fn extended(message: &[u8]) {
     let Some((plain, ext)) = extended::rewrite(message) else { return };
+    let tag = message.split(|&b| b == b' ').next().unwrap_or_default();
+    assert!(plain.starts_with(tag) && plain.get(tag.len()) == Some(&b' '), "the tag is kept");
+    if let extended::Extension::Append { first, rest } = &ext {
+        // The codec reads the first message: the command up to its end,
+        // with an empty literal if it is catenated; every URL parses or not.
+        let cut = match first {
+            Some(_) => plain.strip_suffix(b"{0}\r\n\r\n"),
+            None => plain.strip_suffix(b"\r\n"),
+        };
+        assert!(cut.is_some_and(|cut| message.starts_with(cut)), "{:?}", String::from_utf8_lossy(&plain));
+        for part in first.iter().flatten().chain(rest.iter().flat_map(|m| &m.data)) {
+            if let extended::CatPart::Url(url) = part {
+                let _ = crate::url::MessageUrl::parse(url);
+            }
+        }
+        return;
+    }
     assert!(
         plain.len() <= message.len() + 2,
         "rewritten from {} to {} octets: {:?}",
@@ -175,8 +192,6 @@ pub fn extended(message: &[u8]) {
     );
     let end = message.windows(2).position(|w| w == b"\r\n").unwrap_or(message.len());
     assert!(plain.ends_with(&message[end..]), "the rest of the message is kept");
-    let tag = message.split(|&b| b == b' ').next().unwrap_or_default();
-    assert!(plain.starts_with(tag) && plain.get(tag.len()) == Some(&b' '), "the tag is kept");
     let returned = match ext {
         extended::Extension::Search(r) | extended::Extension::Saved(Some(r)) => Some(r),
         _ => None,
@@ -492,6 +507,9 @@ Content-Type:message/rfc822\n\n\n--XX--",
         b"g FETCH 1:3 (FLAGS)\r\n",
         b"h FETCH $1 (FLAGS)\r\n",
         b"i EXPUNGE\r\n",
+        b"a APPEND INBOX {3}\r\none (\\Draft) ~{3+}\r\ntwo\r\n",
+        b"b APPEND Drafts (\\Seen) CATENATE (URL \"/Drafts;UIDVALIDITY=7/;UID=2/;SECTION=1.MIME\" TEXT {2}\r\nhi)\r\n",
+        b"c APPEND x CATENATE (URL {13}\r\n/INBOX/;UID=1) CATENATE (URL imap://u;AUTH=*@h:1/a%20b/;UID=3/;PARTIAL=1.2)\r\n",
     ];
 
     /// Words of the extended forms.
@@ -522,6 +540,15 @@ Content-Type:message/rfc822\n\n\n--XX--",
         b"\t",
         b"\r\n",
         b"{3}\r\n",
+        b"APPEND ",
+        b"CATENATE (",
+        b"TEXT ",
+        b"URL ",
+        b"/;UID=1",
+        b";UIDVALIDITY=",
+        b"/;SECTION=",
+        b"%",
+        b"~{1+}\r\n",
     ];
 
     /// Starts of command lines that take an extended form.
@@ -533,6 +560,8 @@ Content-Type:message/rfc822\n\n\n--XX--",
         b"a LIST (",
         b"a FETCH $",
         b"a UID EXPUNGE $",
+        b"a APPEND INBOX {1}\r\nx ",
+        b"a APPEND INBOX CATENATE (",
     ];
 
     fn extended_inputs(pieces: &[&[u8]]) -> Vec<Vec<u8>> {

@@ -38,6 +38,7 @@ pub mod seqset;
 pub mod server;
 pub mod session;
 pub mod thread;
+pub mod url;
 pub mod utf7;
 pub mod view;
 

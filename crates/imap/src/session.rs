@@ -34,7 +34,8 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 
-use crate::extended::{Extension, ListOptions, SearchReturn};
+use crate::extended::{CatPart, Extension, ListOptions, SearchReturn};
+use crate::url::MessageUrl;
 use crate::view::{Update, View};
 use crate::{mime, names, quota, search, seqset, thread, utf7};
 
@@ -72,6 +73,8 @@ pub enum Next {
 enum Outcome {
     Ok(Option<String>, String),
     No(Option<&'static str>, String),
+    /// `NO [BADURL url] why` (RFC 4469 §5): a CATENATE URL not taken.
+    BadUrl(String, String),
     Bad(String),
 }
 
@@ -211,10 +214,14 @@ struct Resync {
 /// the one transaction; the command's size is bounded too).
 const MAX_MULTIAPPEND: usize = 1000;
 
+/// A message of an APPEND: its parts (one literal, or CATENATE's), flags
+/// and internal date.
+type NewMessage = (Vec<CatPart>, Vec<String>, i64);
+
 /// A MULTIAPPEND message after the first: its flags (system flags or
 /// keywords) and date-time (RFC 9051 §9 `date-time`) checked as the codec
 /// checks the first's; a bad one is BAD for the whole command.
-fn append_part(part: crate::extended::AppendPart, now: i64) -> Result<(Vec<u8>, Vec<String>, i64), Outcome> {
+fn append_part(part: crate::extended::AppendPart, now: i64) -> Result<NewMessage, Outcome> {
     let mut flags = Vec::new();
     for f in &part.flags {
         match Flag::try_from(f.as_str()) {
@@ -231,6 +238,29 @@ fn append_part(part: crate::extended::AppendPart, now: i64) -> Result<(Vec<u8>, 
         None => now,
     };
     Ok((part.data, flags, date))
+}
+
+/// An IMAP URL's section (RFC 5092 `enc-section`, decoded) as FETCH's
+/// grammar reads it between `BODY[` and `]` (RFC 9051 §6.4.5).
+fn fetch_section(section: &str) -> Option<imap_codec::imap_types::fetch::Section<'static>> {
+    use imap_codec::CommandCodec;
+    use imap_codec::decode::Decoder;
+    if section.contains(['[', ']', '\r', '\n']) {
+        return None;
+    }
+    let line = format!("s FETCH 1 BODY.PEEK[{section}]\r\n");
+    let (rest, command) = CommandCodec::new().decode(line.as_bytes()).ok()?;
+    let CommandBody::Fetch { macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(names), .. } =
+        command.body
+    else {
+        return None;
+    };
+    match (rest.is_empty(), names.as_slice()) {
+        (true, [MessageDataItemName::BodyExt { section: Some(sec), partial: None, .. }]) => {
+            Some(sec.clone().into_static())
+        }
+        _ => None,
+    }
 }
 
 /// The special-use attributes of RFC 6154 §2 (and \Important, RFC 8457).
@@ -423,6 +453,7 @@ impl<S: Directory + Mailstore> Session<S> {
             "UIDPLUS",
             "MOVE",
             "MULTIAPPEND",
+            "CATENATE",
             "ID",
             "CONDSTORE",
             "QRESYNC",
@@ -459,6 +490,11 @@ impl<S: Directory + Mailstore> Session<S> {
             Outcome::Ok(None, text) => self.line(&format!("{tag} OK {text}")),
             Outcome::No(Some(code), text) => self.line(&format!("{tag} NO [{code}] {text}")),
             Outcome::No(None, text) => self.line(&format!("{tag} NO {text}")),
+            Outcome::BadUrl(url, why) => {
+                // `url-resp-text` holds no `]`, CR or LF.
+                let url: String = url.chars().filter(|c| !matches!(c, ']' | '\r' | '\n')).collect();
+                self.line(&format!("{tag} NO [BADURL {url}] {why}"))
+            }
             Outcome::Bad(text) => self.line(&format!("{tag} BAD {text}")),
         }
     }
@@ -722,18 +758,22 @@ impl<S: Directory + Mailstore> Session<S> {
                 };
                 let now = chrono::Utc::now().timestamp();
                 let date = date.map(|d| d.as_ref().timestamp()).unwrap_or(now);
-                let mut messages = vec![(data, flags.iter().map(flag_string).collect(), date)];
+                let (first, rest) = match self.extension.take() {
+                    Some(Extension::Append { first, rest }) => (first, rest),
+                    _ => (None, Vec::new()),
+                };
+                // CATENATE (RFC 4469): the first message's parts.
+                let first = first.unwrap_or_else(|| vec![CatPart::Text(data)]);
+                let mut messages = vec![(first, flags.iter().map(flag_string).collect(), date)];
                 // MULTIAPPEND (RFC 3502): the other messages, read the same way.
-                if let Some(Extension::MultiAppend(parts)) = self.extension.take() {
-                    if parts.len() >= MAX_MULTIAPPEND {
-                        let why = format!("at most {MAX_MULTIAPPEND} messages in one APPEND");
-                        return (Next::Command, Some(Outcome::No(Some("LIMIT"), why)));
-                    }
-                    for part in parts {
-                        match append_part(part, now) {
-                            Ok(m) => messages.push(m),
-                            Err(refusal) => return (Next::Command, Some(refusal)),
-                        }
+                if rest.len() >= MAX_MULTIAPPEND {
+                    let why = format!("at most {MAX_MULTIAPPEND} messages in one APPEND");
+                    return (Next::Command, Some(Outcome::No(Some("LIMIT"), why)));
+                }
+                for part in rest {
+                    match append_part(part, now) {
+                        Ok(m) => messages.push(m),
+                        Err(refusal) => return (Next::Command, Some(refusal)),
                     }
                 }
                 (Next::Command, Some(self.append(&self.name_in(&mailbox), messages).await))
@@ -1381,12 +1421,20 @@ impl<S: Directory + Mailstore> Session<S> {
 
     /// APPEND of one message or, with MULTIAPPEND (RFC 3502 §6.3.11), of
     /// several: all stored in one step, or none.
-    async fn append(&mut self, name: &str, messages: Vec<(Vec<u8>, Vec<String>, i64)>) -> Outcome {
+    async fn append(&mut self, name: &str, messages: Vec<NewMessage>) -> Outcome {
         let m = match self.store.mailbox(self.owner(), name).await {
             Ok(Some(m)) => m,
             Ok(None) => return Outcome::No(Some("TRYCREATE"), format!("no mailbox {name}")),
             Err(e) => return store_error(&e),
         };
+        let mut joined = Vec::with_capacity(messages.len());
+        for (parts, flags, date) in messages {
+            match self.catenate(parts).await {
+                Ok(data) => joined.push((data, flags, date)),
+                Err(refusal) => return refusal,
+            }
+        }
+        let messages = joined;
         // RFC 9208 §4.3.1: messages that would pass a limit are not stored.
         let bytes = messages.iter().map(|m| m.0.len() as u64).sum();
         match self.store.quota(self.owner()).await {
@@ -1412,6 +1460,84 @@ impl<S: Directory + Mailstore> Session<S> {
             }
             Err(e) => store_error(&e),
         }
+    }
+
+    /// A message made of its parts (RFC 4469 §3): the octets sent, and the
+    /// parts of stored messages the URLs name, in order. A URL that names
+    /// another server or user, a mailbox that does not exist or has another
+    /// UIDVALIDITY, or a UID not there is `NO [BADURL]`; a result past
+    /// APPENDLIMIT is `NO [TOOBIG]`.
+    async fn catenate(&self, parts: Vec<CatPart>) -> Result<Vec<u8>, Outcome> {
+        if let [CatPart::Text(_)] = parts.as_slice() {
+            let Some(CatPart::Text(data)) = parts.into_iter().next() else { unreachable!() };
+            return Ok(data);
+        }
+        let limit = self.cfg.append_limit as usize;
+        let too_big = || Outcome::No(Some("TOOBIG"), format!("the message would be over {limit} octets"));
+        let mut out = Vec::new();
+        for part in parts {
+            let piece = match part {
+                CatPart::Text(text) => text,
+                CatPart::Url(url) => self.url_part(&url).await.map_err(|why| Outcome::BadUrl(url, why))?,
+            };
+            if out.len() + piece.len() > limit {
+                return Err(too_big());
+            }
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
+    }
+
+    /// The octets an IMAP URL names in this user's mail (RFC 5092, as
+    /// FETCH BODY.PEEK[section]<partial> would give them), or why not.
+    async fn url_part(&self, url: &str) -> Result<Vec<u8>, String> {
+        let u = MessageUrl::parse(url)?;
+        if u.host.as_deref().is_some_and(|h| !h.eq_ignore_ascii_case(&self.cfg.hostname)) {
+            return Err("the URL names another server".into());
+        }
+        if u.user.as_deref().is_some_and(|user| !user.eq_ignore_ascii_case(self.owner())) {
+            return Err("the URL names another user".into());
+        }
+        let section = match &u.section {
+            Some(s) => Some(fetch_section(s).ok_or_else(|| format!("{s:?} is not a message section"))?),
+            None => None,
+        };
+        let m = match self.store.mailbox(self.owner(), &u.mailbox).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(format!("no mailbox {}", u.mailbox)),
+            Err(e) => {
+                tracing::error!(error = %e, "IMAP CATENATE failed in storage");
+                return Err("temporary storage failure, try again".into());
+            }
+        };
+        if u.uidvalidity.is_some_and(|v| v != m.uidvalidity) {
+            return Err(format!("{} has UIDVALIDITY {} now", u.mailbox, m.uidvalidity));
+        }
+        let raw = match self.store.fetch_messages(m.id, vec![u.uid], Part::Whole).await {
+            Ok(found) => found.into_iter().next().map(|(_, raw)| raw),
+            Err(e) => {
+                tracing::error!(error = %e, "IMAP CATENATE failed in storage");
+                return Err("temporary storage failure, try again".into());
+            }
+        };
+        let raw = raw.ok_or_else(|| format!("no message with UID {} in {}", u.uid, u.mailbox))?;
+        let partial = u.partial;
+        // Parsing a large message is not for the runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            let data = match &section {
+                Some(sec) => mime::section(&raw, Some(sec)),
+                None => raw,
+            };
+            match partial {
+                None => data,
+                Some((offset, length)) => {
+                    let length = length.and_then(NonZeroU32::new).unwrap_or(NonZeroU32::MAX);
+                    mime::partial(&data, Some((offset, length))).to_vec()
+                }
+            }
+        })
+        .await
+        .map_err(|e| format!("reading the part failed: {e}"))
     }
 
     /// A tagged BAD for a message sequence number past the last message

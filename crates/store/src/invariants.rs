@@ -164,6 +164,17 @@ pub fn next_uidvalidity(now: i64, highest_before: Option<i64>) -> u32 {
     (now & 0xFFFF_FFFF).max(highest_before.unwrap_or(0) + 1).clamp(1, u32::MAX as i64) as u32
 }
 
+/// Whether a mailbox renamed onto a name that last held `former` (its
+/// UIDVALIDITY when that mailbox was deleted or renamed away) must take a
+/// fresh UIDVALIDITY: a client may have cached the name with `former`, and
+/// RFC 9051 §2.3.1.1 wants it to see a greater value, not an older one.
+/// An owner's UIDVALIDITYs are never given twice, so an equal one is the
+/// same mailbox coming back to its name, UIDs and all. Most renames keep
+/// theirs.
+pub fn renamed_needs_new_uidvalidity(former: Option<u32>, uidvalidity: u32) -> bool {
+    former.is_some_and(|f| f > uidvalidity)
+}
+
 /// The next UID of a mailbox, given its stored counter (`uidnext`) and the
 /// highest UID it holds or ever expunged. The counter is never trusted
 /// alone: if it is missing or not above the data, the UID comes from the
@@ -195,6 +206,10 @@ mod tests {
         assert_eq!(next_uidvalidity(1_700_000_000, Some(1_700_000_000)), 1_700_000_001);
         assert_eq!(next_uidvalidity(5, Some(1_700_000_000)), 1_700_000_001, "a clock set back");
         assert_eq!(next_uidvalidity(0, None), 1, "never 0");
+        assert!(!renamed_needs_new_uidvalidity(None, 7), "a name never used");
+        assert!(!renamed_needs_new_uidvalidity(Some(6), 7), "the name had an older one");
+        assert!(!renamed_needs_new_uidvalidity(Some(7), 7), "the same mailbox back at its name");
+        assert!(renamed_needs_new_uidvalidity(Some(8), 7), "the name had a newer one");
     }
 
     #[test]

@@ -141,6 +141,12 @@ impl Directory for PgStore {
         mail::drop_unneeded(&tx, &held).await?;
         for sql in [
             "DELETE FROM uid_counters WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = $1)",
+            // The floor covers every name: an account made again later
+            // starts above all the UIDVALIDITYs this one had.
+            "INSERT INTO uidvalidity_floor (owner, value)
+             SELECT owner, MAX(uidvalidity) FROM mailboxes WHERE owner = $1 GROUP BY owner
+             ON CONFLICT (owner) DO UPDATE SET value = GREATEST(uidvalidity_floor.value, excluded.value)",
+            "DELETE FROM former_names WHERE owner = $1",
             "DELETE FROM mailboxes WHERE owner = $1",
             "DELETE FROM sender_grants WHERE owner = $1",
         ] {

@@ -46,6 +46,32 @@ async fn require<C: GenericClient>(c: &C, owner: &str, name: &str) -> Result<Mai
     get(c, owner, name).await?.ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))
 }
 
+/// A UIDVALIDITY above every one the owner's mailboxes have or had
+/// ([`invariants::next_uidvalidity`]).
+async fn fresh_uidvalidity<C: GenericClient>(c: &C, owner: &str, now: i64) -> Result<i64> {
+    // The owner's floor row is locked (made if missing) so two nodes
+    // creating mailboxes for one owner take UIDVALIDITYs in turn.
+    execute(c, "INSERT INTO uidvalidity_floor (owner, value) VALUES ($1, 0) ON CONFLICT DO NOTHING", &[&owner]).await?;
+    let floor: i64 =
+        query_one(c, "SELECT value FROM uidvalidity_floor WHERE owner = $1 FOR UPDATE", &[&owner]).await?.get(0);
+    let live: Option<i64> =
+        query_one(c, "SELECT MAX(uidvalidity) FROM mailboxes WHERE owner = $1", &[&owner]).await?.get(0);
+    Ok(invariants::next_uidvalidity(now, Some(live.unwrap_or(0).max(floor))) as i64)
+}
+
+/// Remember the UIDVALIDITY a name had when its mailbox left it (deleted or
+/// renamed away), the greatest if it left several times.
+async fn vacate<C: GenericClient>(c: &C, owner: &str, name: &str, uidvalidity: i64) -> Result<()> {
+    execute(
+        c,
+        "INSERT INTO former_names (owner, name, uidvalidity) VALUES ($1, $2, $3)
+         ON CONFLICT (owner, name) DO UPDATE SET uidvalidity = GREATEST(former_names.uidvalidity, excluded.uidvalidity)",
+        &[&owner, &name, &uidvalidity],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Create one mailbox with a fresh UIDVALIDITY; its id.
 pub(crate) async fn create_mailbox<C: GenericClient>(
     c: &C,
@@ -54,14 +80,7 @@ pub(crate) async fn create_mailbox<C: GenericClient>(
     special_use: Option<&str>,
     now: i64,
 ) -> Result<i64> {
-    // The owner's floor row is locked (made if missing) so two nodes
-    // creating mailboxes for one owner take UIDVALIDITYs in turn.
-    execute(c, "INSERT INTO uidvalidity_floor (owner, value) VALUES ($1, 0) ON CONFLICT DO NOTHING", &[&owner]).await?;
-    let floor: i64 =
-        query_one(c, "SELECT value FROM uidvalidity_floor WHERE owner = $1 FOR UPDATE", &[&owner]).await?.get(0);
-    let live: Option<i64> =
-        query_one(c, "SELECT MAX(uidvalidity) FROM mailboxes WHERE owner = $1", &[&owner]).await?.get(0);
-    let uidvalidity = invariants::next_uidvalidity(now, Some(live.unwrap_or(0).max(floor))) as i64;
+    let uidvalidity = fresh_uidvalidity(c, owner, now).await?;
     let id: i64 = query_one(
         c,
         "INSERT INTO mailboxes (owner, name, uidvalidity, special_use, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -339,6 +358,7 @@ impl Mailstore for PgStore {
             &[&owner, &(m.uidvalidity as i64)],
         )
         .await?;
+        vacate(&tx, &owner, &m.name, m.uidvalidity as i64).await?;
         self.announce(&tx, [m.id]).await?;
         tx.commit().await.map_err(db)?;
         Ok(())
@@ -370,13 +390,31 @@ impl Mailstore for PgStore {
                 create(&tx, &owner, parent, None, now).await?;
             }
             let children = format!("{from}/");
-            for table in ["mailboxes", "subscriptions"] {
+            let moved: Vec<(i64, String, i64)> = query(
+                &tx,
+                "SELECT id, name, uidvalidity FROM mailboxes WHERE owner = $1 AND (name = $2 OR substr(name, 1, $3) = $4)",
+                &[&owner, &from, &(children.chars().count() as i32), &children],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+            for (_, name, uidvalidity) in &moved {
+                vacate(&tx, &owner, name, *uidvalidity).await?;
+            }
+            // A subscription outlives its mailbox (RFC 9051 §6.3.7), so one
+            // may wait at a new name already: it stays, once.
+            for sql in [
+                "DELETE FROM subscriptions WHERE owner = $1 AND NOT (name = $2 OR substr(name, 1, $5) = $6) AND name IN
+                 (SELECT $3 || substr(name, $4) FROM subscriptions
+                  WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6))",
+                "UPDATE mailboxes SET name = $3 || substr(name, $4) WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)",
+                "UPDATE subscriptions SET name = $3 || substr(name, $4)
+                 WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)",
+            ] {
                 execute(
                     &tx,
-                    &format!(
-                        "UPDATE {table} SET name = $3 || substr(name, $4)
-                         WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)"
-                    ),
+                    sql,
                     // substr counts characters, not bytes.
                     &[
                         &owner,
@@ -388,6 +426,22 @@ impl Mailstore for PgStore {
                     ],
                 )
                 .await?;
+            }
+            // RFC 9051 §2.3.1.1: a client that knew a name with a
+            // UIDVALIDITY must see a greater one there, never a smaller.
+            for (id, name, uidvalidity) in moved {
+                let new_name = format!("{to}{}", &name[from.len()..]);
+                let former: Option<i64> = query_opt(
+                    &tx,
+                    "SELECT uidvalidity FROM former_names WHERE owner = $1 AND name = $2",
+                    &[&owner, &new_name],
+                )
+                .await?
+                .map(|r| r.get(0));
+                if invariants::renamed_needs_new_uidvalidity(former.map(|f| f as u32), uidvalidity as u32) {
+                    let fresh = fresh_uidvalidity(&tx, &owner, now).await?;
+                    execute(&tx, "UPDATE mailboxes SET uidvalidity = $2 WHERE id = $1", &[&id, &fresh]).await?;
+                }
             }
             vec![src.id]
         };

@@ -357,6 +357,28 @@ CREATE TABLE expunged (
 CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
 "#,
     ),
+    (
+        12,
+        r#"
+-- RFC 9051 §2.3.1.1: the UIDVALIDITY each name had when its mailbox left
+-- it (deleted or renamed away), so a mailbox renamed onto the name takes a
+-- greater one if its own is older. UIDVALIDITY may now grow while the
+-- mailbox lives (such a rename), never go down.
+CREATE TABLE former_names (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uidvalidity BIGINT NOT NULL,
+    PRIMARY KEY (owner, name)
+);
+CREATE OR REPLACE FUNCTION facteur_uidvalidity_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.uidvalidity < OLD.uidvalidity THEN
+        RAISE EXCEPTION 'UIDVALIDITY of a live mailbox must not go down';
+    END IF;
+    RETURN NEW;
+END $$;
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {

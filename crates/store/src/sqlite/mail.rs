@@ -6,15 +6,17 @@
 //! decisions in [`crate::invariants`]:
 //! - a UID is never reused in a mailbox: `allocate_uid` stays above the
 //!   stored UIDs, the counter and the highest UID ever expunged;
-//! - UIDVALIDITY never changes while a mailbox lives (a trigger), and a
-//!   mailbox created again under an old name gets a greater one;
+//! - UIDVALIDITY never goes down while a mailbox lives (a trigger); a
+//!   mailbox created again under an old name gets a greater one, and so
+//!   does one renamed onto a name that had a greater one
+//!   (`former_names`);
 //! - every change to a message (arrival, flags, expunge) takes the next
 //!   MODSEQ of its mailbox, so HIGHESTMODSEQ only grows.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{allocate_uid, create_mailbox, parsed};
-use crate::invariants::{apply_flags, mailbox_name, normalize_name, parse_flags};
+use super::{allocate_uid, create_mailbox, fresh_uidvalidity, parsed};
+use crate::invariants::{self, apply_flags, mailbox_name, normalize_name, parse_flags};
 use crate::{FlagOp, FlagsChanged, Mailbox, MailboxSnapshot, MessageId, MessageMeta, Part, Result, StoreError};
 
 const MAILBOX_COLUMNS: &str = "m.id, m.owner, m.name, m.uidvalidity,
@@ -86,7 +88,19 @@ pub(crate) fn delete(c: &Connection, owner: &str, name: &str) -> Result<i64> {
          ON CONFLICT (owner) DO UPDATE SET value = MAX(value, excluded.value)",
         params![owner, m.uidvalidity],
     )?;
+    vacate(c, owner, &m.name, m.uidvalidity)?;
     Ok(m.id)
+}
+
+/// Remember the UIDVALIDITY a name had when its mailbox left it (deleted or
+/// renamed away), the greatest if it left several times.
+fn vacate(c: &Connection, owner: &str, name: &str, uidvalidity: u32) -> Result<()> {
+    c.execute(
+        "INSERT INTO former_names (owner, name, uidvalidity) VALUES (?1, ?2, ?3)
+         ON CONFLICT (owner, name) DO UPDATE SET uidvalidity = MAX(uidvalidity, excluded.uidvalidity)",
+        params![owner, name, uidvalidity],
+    )?;
+    Ok(())
 }
 
 /// Rename a mailbox and its children. Renaming INBOX moves its messages to
@@ -114,16 +128,47 @@ pub(crate) fn rename(c: &Connection, owner: &str, from: &str, to: &str, now: i64
         create(c, owner, parent, None, now)?;
     }
     let children = format!("{from}/");
-    c.execute(
-        "UPDATE mailboxes SET name = ?3 || substr(name, ?4)
-         WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6)",
-        params![owner, from, to, from.chars().count() as i64 + 1, children.chars().count() as i64, children],
-    )?;
-    c.execute(
+    let moved: Vec<(i64, String, u32)> = c
+        .prepare(
+            "SELECT id, name, uidvalidity FROM mailboxes WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?3) = ?4)",
+        )?
+        .query_map(params![owner, from, children.chars().count() as i64, children], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (_, name, uidvalidity) in &moved {
+        vacate(c, owner, name, *uidvalidity)?;
+    }
+    // A subscription outlives its mailbox (RFC 9051 §6.3.7), so one may
+    // wait at a new name already: it stays, once.
+    for sql in [
+        "DELETE FROM subscriptions WHERE owner = ?1 AND NOT (name = ?2 OR substr(name, 1, ?5) = ?6) AND name IN
+         (SELECT ?3 || substr(name, ?4) FROM subscriptions WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6))",
+        "UPDATE mailboxes SET name = ?3 || substr(name, ?4) WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6)",
         "UPDATE subscriptions SET name = ?3 || substr(name, ?4)
          WHERE owner = ?1 AND (name = ?2 OR substr(name, 1, ?5) = ?6)",
-        params![owner, from, to, from.chars().count() as i64 + 1, children.chars().count() as i64, children],
-    )?;
+    ] {
+        c.execute(
+            sql,
+            params![owner, from, to, from.chars().count() as i64 + 1, children.chars().count() as i64, children],
+        )?;
+    }
+    // RFC 9051 §2.3.1.1: a client that knew a name with a UIDVALIDITY must
+    // see a greater one there, never the same or a smaller.
+    for (id, name, uidvalidity) in moved {
+        let new_name = format!("{to}{}", &name[from.len()..]);
+        let former: Option<u32> = c
+            .query_row(
+                "SELECT uidvalidity FROM former_names WHERE owner = ?1 AND name = ?2",
+                params![owner, new_name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if invariants::renamed_needs_new_uidvalidity(former, uidvalidity) {
+            let fresh = fresh_uidvalidity(c, owner, now)?;
+            c.execute("UPDATE mailboxes SET uidvalidity = ?2 WHERE id = ?1", params![id, fresh])?;
+        }
+    }
     Ok(vec![src.id])
 }
 

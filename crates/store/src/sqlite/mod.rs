@@ -224,13 +224,7 @@ pub(crate) fn create_mailbox(
     special_use: Option<&str>,
     now: i64,
 ) -> Result<i64> {
-    let prev: Option<i64> = conn.query_row(
-        "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM mailboxes WHERE owner = ?1
-                             UNION ALL SELECT value FROM uidvalidity_floor WHERE owner = ?1)",
-        [owner],
-        |r| r.get(0),
-    )?;
-    let uidvalidity = invariants::next_uidvalidity(now, prev);
+    let uidvalidity = fresh_uidvalidity(conn, owner, now)?;
     conn.execute(
         "INSERT INTO mailboxes (owner, name, uidvalidity, special_use, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![owner, name, uidvalidity, special_use, now],
@@ -238,6 +232,18 @@ pub(crate) fn create_mailbox(
     let id = conn.last_insert_rowid();
     conn.execute("INSERT INTO uid_counters (mailbox_id, uidnext) VALUES (?1, 1)", [id])?;
     Ok(id)
+}
+
+/// A UIDVALIDITY above every one the owner's mailboxes have or had
+/// ([`invariants::next_uidvalidity`]).
+pub(crate) fn fresh_uidvalidity(conn: &Connection, owner: &str, now: i64) -> Result<u32> {
+    let prev: Option<i64> = conn.query_row(
+        "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM mailboxes WHERE owner = ?1
+                             UNION ALL SELECT value FROM uidvalidity_floor WHERE owner = ?1)",
+        [owner],
+        |r| r.get(0),
+    )?;
+    Ok(invariants::next_uidvalidity(now, prev))
 }
 
 /// The next UID of a mailbox, in the caller's transaction
@@ -490,6 +496,15 @@ impl Directory for SqliteStore {
                 "DELETE FROM uid_counters WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE owner = ?1)",
                 [&address],
             )?;
+            // The floor covers every name: an account made again later
+            // starts above all the UIDVALIDITYs this one had.
+            c.execute(
+                "INSERT INTO uidvalidity_floor (owner, value)
+                 SELECT owner, MAX(uidvalidity) FROM mailboxes WHERE owner = ?1 GROUP BY owner
+                 ON CONFLICT (owner) DO UPDATE SET value = MAX(value, excluded.value)",
+                [&address],
+            )?;
+            c.execute("DELETE FROM former_names WHERE owner = ?1", [&address])?;
             c.execute("DELETE FROM mailboxes WHERE owner = ?1", [&address])?;
             c.execute("DELETE FROM sender_grants WHERE owner = ?1", [&address])?;
             Ok(())

@@ -349,6 +349,25 @@ CREATE TRIGGER mailboxes_expunged_delete AFTER DELETE ON mailboxes BEGIN
 END;
 "#,
     ),
+    (
+        15,
+        r#"
+-- RFC 9051 §2.3.1.1: the UIDVALIDITY each name had when its mailbox left
+-- it (deleted or renamed away), so a mailbox renamed onto the name takes a
+-- greater one if its own is older. UIDVALIDITY may now grow while the
+-- mailbox lives (such a rename), never go down.
+CREATE TABLE former_names (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    PRIMARY KEY (owner, name)
+) WITHOUT ROWID;
+DROP TRIGGER mailboxes_uidvalidity_immutable;
+CREATE TRIGGER mailboxes_uidvalidity_ascends BEFORE UPDATE OF uidvalidity ON mailboxes
+WHEN NEW.uidvalidity < OLD.uidvalidity
+BEGIN SELECT RAISE(ABORT, 'UIDVALIDITY of a live mailbox must not go down'); END;
+"#,
+    ),
 ];
 
 pub fn latest_version() -> u32 {
@@ -429,12 +448,13 @@ mod tests {
     }
 
     #[test]
-    fn uidvalidity_is_immutable() {
+    fn uidvalidity_never_goes_down() {
         let mut c = Connection::open_in_memory().unwrap();
         preflight_and_migrate(&mut c).unwrap();
         c.execute("INSERT INTO mailboxes (owner, name, uidvalidity, created_at) VALUES ('a', 'INBOX', 5, 0)", [])
             .unwrap();
-        assert!(c.execute("UPDATE mailboxes SET uidvalidity = 6", []).is_err());
+        assert!(c.execute("UPDATE mailboxes SET uidvalidity = 4", []).is_err());
         c.execute("UPDATE mailboxes SET uidvalidity = 5, name = 'INBOX'", []).unwrap();
+        c.execute("UPDATE mailboxes SET uidvalidity = 6", []).unwrap();
     }
 }

@@ -55,9 +55,17 @@ pub async fn sender_grants_belong_to_a_user<S: Store>(f: Fixture<S>) {
     assert_eq!(s.sender_grants("ALICE@example.test").await.unwrap(), ["@alias.test", "sales@example.test"]);
     s.revoke_sender("alice@example.test", "SALES@example.test").await.unwrap();
     assert!(matches!(s.revoke_sender("alice@example.test", "sales@example.test").await, Err(StoreError::NotFound(_))));
+    // The clock stands still, so these UIDVALIDITYs run ahead of it.
+    let mut highest = 0;
+    for name in ["a", "b", "c"] {
+        highest = highest.max(s.create_mailbox("alice@example.test", name, None).await.unwrap().uidvalidity);
+    }
     s.remove_user("alice@example.test").await.unwrap();
     s.add_user("alice@example.test", "h").await.unwrap();
     assert!(s.sender_grants("alice@example.test").await.unwrap().is_empty(), "grants go with the user");
+    // RFC 9051 §2.3.1.1: the account made again starts above the old one.
+    let again = s.create_mailbox("alice@example.test", "c", None).await.unwrap();
+    assert!(again.uidvalidity > highest, "{} after {highest}", again.uidvalidity);
 }
 
 pub async fn aliases_and_secrets<S: Store>(f: Fixture<S>) {

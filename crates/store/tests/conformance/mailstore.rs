@@ -72,6 +72,47 @@ pub async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules<S: St
     assert!(matches!(s.rename_mailbox(ALICE, "Work", "Sent").await, Err(StoreError::Exists(_))));
     assert!(matches!(s.rename_mailbox(ALICE, "Work", "Work/Inner").await, Err(StoreError::Invalid(_))));
 
+    // Renamed onto a name whose earlier mailbox had a greater UIDVALIDITY
+    // (deleted, or renamed away): a fresh one above it, children too, so a
+    // client that knew the name sees it grow (RFC 9051 §2.3.1.1).
+    let older = s.create_mailbox(ALICE, "Older/Leaf", None).await.unwrap();
+    let older_parent = s.mailbox(ALICE, "Older").await.unwrap().unwrap();
+    let newer = s.create_mailbox(ALICE, "Newer", None).await.unwrap();
+    let newer_leaf = s.create_mailbox(ALICE, "Newer/Leaf", None).await.unwrap();
+    assert!(newer.uidvalidity > older_parent.uidvalidity && newer_leaf.uidvalidity > older.uidvalidity);
+    s.delete_mailbox(ALICE, "Newer/Leaf").await.unwrap();
+    s.rename_mailbox(ALICE, "Newer", "Newest").await.unwrap();
+    s.rename_mailbox(ALICE, "Older", "Newer").await.unwrap();
+    let (now, now_leaf) =
+        (s.mailbox(ALICE, "Newer").await.unwrap().unwrap(), s.mailbox(ALICE, "Newer/Leaf").await.unwrap().unwrap());
+    assert_eq!((now.id, now_leaf.id), (older_parent.id, older.id));
+    assert!(now.uidvalidity > newer.uidvalidity, "{} after {}", now.uidvalidity, newer.uidvalidity);
+    assert!(now_leaf.uidvalidity > newer_leaf.uidvalidity);
+    assert_ne!(now.uidvalidity, now_leaf.uidvalidity);
+    // Back to its own name, or onto a name whose mailbox was older: kept.
+    s.rename_mailbox(ALICE, "Newest", "Newer-again").await.unwrap();
+    s.rename_mailbox(ALICE, "Newer-again", "Newest").await.unwrap();
+    assert_eq!(s.mailbox(ALICE, "Newest").await.unwrap().unwrap().uidvalidity, newer.uidvalidity);
+    let gone = s.create_mailbox(ALICE, "Gone", None).await.unwrap();
+    s.delete_mailbox(ALICE, "Gone").await.unwrap();
+    s.rename_mailbox(ALICE, "Newest", "Gone").await.unwrap();
+    let kept = s.mailbox(ALICE, "Gone").await.unwrap().unwrap();
+    assert!(gone.uidvalidity > newer.uidvalidity);
+    assert!(kept.uidvalidity > gone.uidvalidity && kept.id == newer.id, "a fresh one: Gone's was newer");
+    let subscribed = s.subscriptions(ALICE).await.unwrap();
+    assert_eq!(
+        subscribed.iter().filter(|n| *n == "Gone").count(),
+        1,
+        "Gone's subscription outlived it: {subscribed:?}"
+    );
+    let fresh = s.create_mailbox(ALICE, "Fresh", None).await.unwrap();
+    s.rename_mailbox(ALICE, "Gone", "Fresh2").await.unwrap();
+    s.delete_mailbox(ALICE, "Fresh").await.unwrap();
+    let younger = s.create_mailbox(ALICE, "Younger", None).await.unwrap();
+    s.rename_mailbox(ALICE, "Younger", "Fresh").await.unwrap();
+    assert!(younger.uidvalidity > fresh.uidvalidity);
+    assert_eq!(s.mailbox(ALICE, "Fresh").await.unwrap().unwrap().uidvalidity, younger.uidvalidity, "kept");
+
     // Renaming INBOX moves its messages and leaves it empty.
     let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
     s.append_message(inbox.id, b"Subject: one\r\n\r\nx\r\n".to_vec(), vec![], 1).await.unwrap();
