@@ -933,7 +933,7 @@ async fn sort_and_thread_answer_as_dovecot_does() {
     let mut c = Imap::connect(s.imap).await;
     c.login("alice@example.test").await;
     let caps = c.ok("a CAPABILITY").await;
-    assert!(has(&caps, " SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
+    assert!(has(&caps, " SORT SORT=DISPLAY ESORT CONTEXT=SEARCH THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
     c.ok("b CREATE S").await;
     for (date, msg) in MESSAGES {
         c.send(format!("c APPEND S \"{date}\" {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
@@ -1201,4 +1201,100 @@ async fn rename_onto_a_former_name_raises_uidvalidity() {
     c.ok("i UNSELECT").await;
     c.ok("j RENAME Reports Fresh").await;
     assert_eq!(uidvalidity(&c.ok("k EXAMINE Fresh").await), now);
+}
+
+/// CONTEXT=SEARCH (RFC 5267 §4): PARTIAL windows of SEARCH and SORT
+/// results, and searches kept up to date with ADDTO and REMOVEFROM as
+/// another session and this one change the mailbox; the lines are those
+/// Dovecot 2.3 sends for the same steps.
+#[tokio::test]
+async fn search_contexts_update_and_partial() {
+    let s = server().await;
+    let (mut a, mut b) = (Imap::connect(s.imap).await, Imap::connect(s.imap).await);
+    a.login("alice@example.test").await;
+    b.login("alice@example.test").await;
+    let caps = a.ok("c CAPABILITY").await;
+    assert!(has(&caps, " CONTEXT=SEARCH "), "{caps:?}");
+    a.ok("c CREATE Ctx").await;
+    for i in 0..6 {
+        let m = format!("Subject: m{i}\r\n\r\nbody {i}\r\n");
+        a.send(format!("a{i} APPEND Ctx {{{}+}}\r\n{m}\r\n", m.len()).as_bytes()).await;
+        a.until_tagged(&format!("a{i}")).await;
+    }
+    a.ok("s SELECT Ctx").await;
+    b.ok("s SELECT Ctx").await;
+    a.ok("f STORE 2,4 +FLAGS.SILENT (\\Flagged)").await;
+    let esearch = |r: &[String]| -> Vec<String> {
+        r.iter().filter(|l| l.starts_with("* ESEARCH") || l.ends_with(" EXPUNGE")).cloned().collect()
+    };
+    for (cmd, want) in [
+        ("p1 SEARCH RETURN (PARTIAL 1:2) ALL", "* ESEARCH (TAG \"p1\") PARTIAL (1:2 1:2)"),
+        ("p2 UID SEARCH RETURN (PARTIAL 2:10 COUNT) ALL", "* ESEARCH (TAG \"p2\") UID PARTIAL (2:10 2:6) COUNT 6"),
+        ("p3 SEARCH RETURN (PARTIAL 7:9) ALL", "* ESEARCH (TAG \"p3\") PARTIAL (7:9 NIL)"),
+        ("p5 SEARCH RETURN (PARTIAL 3:1) ALL", "* ESEARCH (TAG \"p5\") PARTIAL (1:3 1:3)"),
+        ("p8 SEARCH RETURN (MIN PARTIAL 2:3 MAX) ALL", "* ESEARCH (TAG \"p8\") MIN 1 MAX 6 PARTIAL (2:3 2:3)"),
+        // Positions in the sort order.
+        ("p7 SORT RETURN (PARTIAL 1:2) (REVERSE SUBJECT) UTF-8 ALL", "* ESEARCH (TAG \"p7\") PARTIAL (1:2 6,5)"),
+        ("u1 UID SEARCH RETURN (UPDATE) FLAGGED", "* ESEARCH (TAG \"u1\") UID"),
+        ("u2 SEARCH RETURN (UPDATE COUNT) UNFLAGGED", "* ESEARCH (TAG \"u2\") COUNT 4"),
+        ("u3 SEARCH RETURN (CONTEXT) ALL", "* ESEARCH (TAG \"u3\") ALL 1:6"),
+        ("u4 SEARCH RETURN (UPDATE SAVE) ALL", "* ESEARCH (TAG \"u4\")"),
+    ] {
+        assert_eq!(esearch(&a.ok(cmd).await), [want], "{cmd}");
+    }
+    for bad in ["p4 SEARCH RETURN (PARTIAL 1:2 ALL) ALL", "p6 SEARCH RETURN (PARTIAL -1:-2) ALL"] {
+        assert!(a.cmd(bad).await.last().unwrap().starts_with(&bad[..3]), "{bad}");
+        assert!(a.cmd(bad).await.last().unwrap().contains(" BAD "), "{bad}");
+    }
+    let r = a.cmd("u2 SEARCH RETURN (UPDATE) ALL").await;
+    assert!(r.last().unwrap().starts_with("u2 BAD"), "a tag names one context: {r:?}");
+
+    b.ok("b1 STORE 1 +FLAGS (\\Flagged)").await;
+    let r = a.ok("n1 NOOP").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"u1\") UID ADDTO (0 1)", "* ESEARCH (TAG \"u2\") REMOVEFROM (0 1)"]);
+    b.ok("b2 STORE 2 -FLAGS (\\Flagged)").await;
+    b.ok("b3 STORE 3 +FLAGS (\\Deleted)").await;
+    b.ok("b4 EXPUNGE").await;
+    let r = a.ok("n2 NOOP").await;
+    assert_eq!(
+        esearch(&r),
+        [
+            "* ESEARCH (TAG \"u2\") REMOVEFROM (0 3)",
+            "* ESEARCH (TAG \"u4\") REMOVEFROM (0 3)",
+            "* 3 EXPUNGE",
+            "* ESEARCH (TAG \"u1\") UID REMOVEFROM (0 2)",
+            "* ESEARCH (TAG \"u2\") ADDTO (0 2)",
+        ],
+        "{r:?}"
+    );
+    let m = "Subject: new\r\n\r\nnew\r\n";
+    b.send(format!("b5 APPEND Ctx (\\Flagged) {{{}+}}\r\n{m}\r\n", m.len()).as_bytes()).await;
+    b.until_tagged("b5").await;
+    let r = a.ok("n3 NOOP").await;
+    let exists = r.iter().position(|l| l == "* 6 EXISTS").expect("EXISTS");
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"u1\") UID ADDTO (0 7)", "* ESEARCH (TAG \"u4\") ADDTO (0 6)"]);
+    assert!(r.iter().position(|l| l.contains("ADDTO")).unwrap() > exists, "ADDTO after EXISTS: {r:?}");
+    a.ok("x1 CANCELUPDATE \"u1\"").await;
+    assert!(a.cmd("x2 CANCELUPDATE \"nope\"").await.last().unwrap().starts_with("x2 NO"));
+    b.ok("b6 STORE 1:* +FLAGS (\\Flagged)").await;
+    let r = a.ok("n4 NOOP").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"u2\") REMOVEFROM (0 2,4:5)"], "{r:?}");
+    // This session's own STORE tells it in the STORE's answer.
+    let r = a.ok("f2 STORE 5 -FLAGS (\\Flagged)").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"u2\") ADDTO (0 5)"], "{r:?}");
+    // SORT answers but keeps nothing (CONTEXT=SORT is not offered).
+    let r = a.ok("u5 UID SORT RETURN (UPDATE) (SUBJECT) UTF-8 ALL").await;
+    assert!(has(&r, "* NO [NOUPDATE \"u5\"]") && has(&r, "* ESEARCH (TAG \"u5\") UID"), "{r:?}");
+    // At most 8 contexts: the ninth is answered, not kept.
+    for i in 0..6 {
+        a.ok(&format!("k{i} SEARCH RETURN (UPDATE) ALL")).await;
+    }
+    let r = a.ok("k9 SEARCH RETURN (UPDATE COUNT) ALL").await;
+    assert!(has(&r, "* NO [NOUPDATE \"k9\"]") && has(&r, "COUNT 6"), "{r:?}");
+    // Contexts end with the selection.
+    a.ok("s2 SELECT Ctx").await;
+    b.ok("b7 STORE 1:* -FLAGS (\\Flagged)").await;
+    let r = a.ok("n5 NOOP").await;
+    assert!(esearch(&r).is_empty(), "{r:?}");
+    assert!(a.cmd("x3 CANCELUPDATE \"u2\"").await.last().unwrap().starts_with("x3 NO"));
 }

@@ -8,7 +8,7 @@
 //! Pure: the options are taken out of the command's first line, the rest is
 //! the plain command the codec knows, and the options travel beside it.
 
-/// What SEARCH ... RETURN asked for (RFC 9051 §6.4.4.1).
+/// What SEARCH ... RETURN asked for (RFC 9051 §6.4.4.1, RFC 5267 §4).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchReturn {
     pub min: bool,
@@ -16,16 +16,32 @@ pub struct SearchReturn {
     pub all: bool,
     pub count: bool,
     pub save: bool,
+    /// `PARTIAL low:high` (RFC 5267 §4.4): the results at these positions
+    /// (1-based, low ≤ high).
+    pub partial: Option<(u32, u32)>,
+    /// `UPDATE` (RFC 5267 §4.3): keep the result and tell its changes.
+    pub update: bool,
 }
 
 impl SearchReturn {
-    /// `RETURN ()` means ALL (RFC 9051 §6.4.4.1).
+    /// `RETURN ()` means ALL (RFC 9051 §6.4.4.1); so does `RETURN
+    /// (CONTEXT)`, CONTEXT being a hint only (RFC 5267 §4.2). UPDATE alone
+    /// returns nothing now, as Dovecot answers.
     fn normalized(mut self) -> Self {
-        if !(self.min || self.max || self.all || self.count || self.save) {
+        if !(self.min || self.max || self.all || self.count || self.save || self.update) && self.partial.is_none() {
             self.all = true;
         }
         self
     }
+}
+
+/// `n:m` of PARTIAL (RFC 5267 §5 `partial-range`, nz-numbers; `m:n` is the
+/// same range).
+fn partial_range(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once(':')?;
+    let n = |x: &str| x.bytes().all(|c| c.is_ascii_digit()).then(|| x.parse::<u32>().ok()).flatten().filter(|&v| v > 0);
+    let (a, b) = (n(a)?, n(b)?);
+    Some((a.min(b), a.max(b)))
 }
 
 /// LIST selection and return options (RFC 5258 §3, RFC 6154 §2).
@@ -90,6 +106,9 @@ pub enum Extension {
         first: Option<Vec<CatPart>>,
         rest: Vec<AppendPart>,
     },
+    /// `CANCELUPDATE "tag" …` (RFC 5267 §4.3.5), read by the codec as NOOP:
+    /// the tags whose updates end.
+    CancelUpdate(Vec<String>),
 }
 
 /// One message of an APPEND: its flags and date as written, its parts.
@@ -117,15 +136,23 @@ pub const MAX_CATENATE_PARTS: usize = 256;
 fn return_options(options: &str, save: bool) -> Option<(SearchReturn, &str)> {
     let (inside, rest) = paren(options.trim_start())?;
     let mut r = SearchReturn::default();
-    for w in words(inside) {
+    let mut words = words(inside).into_iter();
+    while let Some(w) = words.next() {
         match w.as_str() {
             "MIN" => r.min = true,
             "MAX" => r.max = true,
             "ALL" => r.all = true,
             "COUNT" => r.count = true,
             "SAVE" if save => r.save = true,
+            "PARTIAL" if r.partial.is_none() => r.partial = Some(partial_range(&words.next()?)?),
+            "UPDATE" => r.update = true,
+            "CONTEXT" => {}
             _ => return None,
         }
+    }
+    // RFC 5267 §4.4: one PARTIAL or one ALL, not both.
+    if r.all && r.partial.is_some() {
+        return None;
     }
     Some((r.normalized(), rest.trim_start()))
 }
@@ -375,6 +402,30 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         out.extend_from_slice(rest_of_message);
         return Some((out, ext));
     }
+    // RFC 5267 §4.3.5 `CANCELUPDATE 1*(SP quoted)`: a NOOP that also ends
+    // the updates of the searches tagged so.
+    if let Some(mut args) = strip_prefix_ci(head, "CANCELUPDATE ").filter(|_| prefix.is_empty()) {
+        let mut tags = Vec::new();
+        while !args.is_empty() {
+            if !args.starts_with('"') || tags.len() >= MAX_LIST_PATTERNS {
+                return None;
+            }
+            let (t, rest) = astring(args)?;
+            tags.push(String::from_utf8(t).ok()?);
+            args = match rest.strip_prefix(' ') {
+                Some(more) if !more.is_empty() => more,
+                Some(_) => return None,
+                None if rest.is_empty() => rest,
+                None => return None,
+            };
+        }
+        if tags.is_empty() {
+            return None;
+        }
+        let mut out = format!("{tag} NOOP").into_bytes();
+        out.extend_from_slice(rest_of_message);
+        return Some((out, Extension::CancelUpdate(tags)));
+    }
     // `$` as the message set of a command that takes one.
     let (verb, args) = head.split_once(' ').unwrap_or((head, ""));
     let takes_set = ["FETCH", "STORE", "COPY", "MOVE"].iter().any(|v| verb.eq_ignore_ascii_case(v))
@@ -551,6 +602,41 @@ mod tests {
         assert_eq!(ext, Extension::Search(SearchReturn { all: true, ..Default::default() }));
         assert!(rw("c SORT (DATE) UTF-8 ALL\r\n").is_none(), "plain SORT stays as it is");
         assert!(rw("d SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n").is_none(), "no SAVE for SORT: BAD");
+    }
+
+    #[test]
+    fn context_options_partial_update_and_cancelupdate() {
+        let (cmd, ext) = rw("a UID SEARCH RETURN (PARTIAL 500:1 COUNT) UNSEEN\r\n").unwrap();
+        assert_eq!(cmd, "a UID SEARCH UNSEEN\r\n");
+        assert_eq!(ext, Extension::Search(SearchReturn { partial: Some((1, 500)), count: true, ..Default::default() }));
+        let (_, ext) = rw("b SORT RETURN (update partial 1:10) (DATE) UTF-8 ALL\r\n").unwrap();
+        assert_eq!(ext, Extension::Search(SearchReturn { partial: Some((1, 10)), update: true, ..Default::default() }));
+        // CONTEXT is a hint: alone it is ALL; UPDATE alone returns nothing.
+        let (_, ext) = rw("c SEARCH RETURN (CONTEXT) ALL\r\n").unwrap();
+        assert_eq!(ext, Extension::Search(SearchReturn { all: true, ..Default::default() }));
+        let (_, ext) = rw("d SEARCH RETURN (UPDATE) FLAGGED\r\n").unwrap();
+        assert_eq!(ext, Extension::Search(SearchReturn { update: true, ..Default::default() }));
+        for bad in [
+            "e SEARCH RETURN (PARTIAL 1:2 ALL) ALL\r\n",
+            "e SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL\r\n",
+            "e SEARCH RETURN (PARTIAL) ALL\r\n",
+            "e SEARCH RETURN (PARTIAL 0:3) ALL\r\n",
+            "e SEARCH RETURN (PARTIAL -1:-3) ALL\r\n",
+            "e SEARCH RETURN (PARTIAL 1:*) ALL\r\n",
+            "e SEARCH RETURN (PARTIAL 1) ALL\r\n",
+        ] {
+            assert!(rw(bad).is_none(), "{bad}: BAD");
+        }
+        let (cmd, ext) = rw("f CANCELUPDATE \"a1\" \"b 2\"\r\n").unwrap();
+        assert_eq!((cmd.as_str(), ext), ("f NOOP\r\n", Extension::CancelUpdate(vec!["a1".into(), "b 2".into()])));
+        for bad in [
+            "g CANCELUPDATE\r\n",
+            "g CANCELUPDATE a1\r\n",
+            "g CANCELUPDATE \"a1\" \r\n",
+            "g UID CANCELUPDATE \"a\"\r\n",
+        ] {
+            assert!(rw(bad).is_none(), "{bad}: BAD");
+        }
     }
 
     fn texts(data: &[CatPart]) -> Vec<&[u8]> {

@@ -197,7 +197,10 @@ pub fn extended(message: &[u8]) {
         _ => None,
     };
     if let Some(r) = returned {
-        assert!(r.min || r.max || r.all || r.count || r.save, "RETURN () means ALL");
+        let partial = r.partial.is_some();
+        assert!(r.min || r.max || r.all || r.count || r.save || r.update || partial, "RETURN () means ALL");
+        assert!(!(r.all && partial), "PARTIAL and ALL together are BAD");
+        assert!(r.partial.is_none_or(|(low, high)| 1 <= low && low <= high), "{:?}", r.partial);
     }
 }
 
@@ -507,6 +510,9 @@ Content-Type:message/rfc822\n\n\n--XX--",
         b"g FETCH 1:3 (FLAGS)\r\n",
         b"h FETCH $1 (FLAGS)\r\n",
         b"i EXPUNGE\r\n",
+        b"a UID SEARCH RETURN (PARTIAL 9:1 UPDATE CONTEXT COUNT) UNSEEN\r\n",
+        b"b SORT RETURN (PARTIAL 1:10) (DATE) UTF-8 ALL\r\n",
+        b"c CANCELUPDATE \"a\" \"b\"\r\n",
         b"a APPEND INBOX {3}\r\none (\\Draft) ~{3+}\r\ntwo\r\n",
         b"b APPEND Drafts (\\Seen) CATENATE (URL \"/Drafts;UIDVALIDITY=7/;UID=2/;SECTION=1.MIME\" TEXT {2}\r\nhi)\r\n",
         b"c APPEND x CATENATE (URL {13}\r\n/INBOX/;UID=1) CATENATE (URL imap://u;AUTH=*@h:1/a%20b/;UID=3/;PARTIAL=1.2)\r\n",
@@ -540,6 +546,11 @@ Content-Type:message/rfc822\n\n\n--XX--",
         b"\t",
         b"\r\n",
         b"{3}\r\n",
+        b"PARTIAL ",
+        b"1:5",
+        b"UPDATE",
+        b"CANCELUPDATE ",
+        b"\"t\"",
         b"APPEND ",
         b"CATENATE (",
         b"TEXT ",

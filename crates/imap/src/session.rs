@@ -36,7 +36,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 
 use crate::extended::{CatPart, Extension, ListOptions, SearchReturn};
 use crate::url::MessageUrl;
-use crate::view::{Update, View};
+use crate::view::{MAX_SEARCH_CONTEXTS, SearchContext, Update, View};
 use crate::{mime, names, quota, search, seqset, thread, utf7};
 
 /// What a session needs to know about its server.
@@ -279,22 +279,50 @@ fn esort(head: String, r: &SearchReturn, order: &[u32]) -> String {
         line.push_str(&format!(" MAX {last}"));
     }
     if r.all && !order.is_empty() {
-        let mut parts: Vec<String> = Vec::new();
-        let mut i = 0;
-        while i < order.len() {
-            let mut j = i;
-            while j + 1 < order.len() && order[j + 1] == order[j].wrapping_add(1) {
-                j += 1;
-            }
-            parts.push(if j > i { format!("{}:{}", order[i], order[j]) } else { order[i].to_string() });
-            i = j + 1;
-        }
-        line.push_str(&format!(" ALL {}", parts.join(",")));
+        line.push_str(&format!(" ALL {}", ordered_set(order)));
+    }
+    if let Some((low, high)) = r.partial {
+        line.push_str(&partial_item(low, high, order, ordered_set));
     }
     if r.count {
         line.push_str(&format!(" COUNT {}", order.len()));
     }
     line
+}
+
+/// Numbers in the order given, with a range only where they ascend by one
+/// (RFC 5267 §3.2).
+fn ordered_set(order: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && order[j + 1] == order[j].wrapping_add(1) {
+            j += 1;
+        }
+        parts.push(if j > i { format!("{}:{}", order[i], order[j]) } else { order[i].to_string() });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// ` PARTIAL (low:high set)` (RFC 5267 §4.4): the results at those
+/// positions, `NIL` when there are none.
+fn partial_item(low: u32, high: u32, results: &[u32], set: fn(&[u32]) -> String) -> String {
+    let from = (low as usize - 1).min(results.len());
+    let to = (high as usize).min(results.len());
+    let within = &results[from..to];
+    let shown = if within.is_empty() { "NIL".to_string() } else { set(within) };
+    format!(" PARTIAL ({low}:{high} {shown})")
+}
+
+/// `* ESEARCH (TAG "t") [UID] ADDTO|REMOVEFROM (0 set)` (RFC 5267 §4.3.3–4):
+/// a search context's result grew or shrank; position 0 as for every
+/// SEARCH context (its results are in mailbox order).
+fn context_line(ctx: &SearchContext, item: &str, ids: &mut [u32]) -> String {
+    ids.sort_unstable();
+    let uid = if ctx.uid { " UID" } else { "" };
+    format!("* ESEARCH (TAG {}){uid} {item} (0 {})", quote(&ctx.tag), seqset::compress(ids))
 }
 
 /// What SORT or THREAD does with the messages a search found.
@@ -471,6 +499,8 @@ impl<S: Directory + Mailstore> Session<S> {
             "SORT",
             "SORT=DISPLAY",
             "ESORT",
+            // RFC 5267 §4: UPDATE for SEARCH; PARTIAL for SEARCH and SORT.
+            "CONTEXT=SEARCH",
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
             // RFC 9208 §1, §3.1.1: QUOTA and each resource offered; no
@@ -586,6 +616,23 @@ impl<S: Directory + Mailstore> Session<S> {
                 (Next::Command, Some(Outcome::ok("CAPABILITY completed")))
             }
             C::Noop => {
+                // CANCELUPDATE (RFC 5267 §4.3.5) comes as a NOOP.
+                if let Some(Extension::CancelUpdate(tags)) = self.extension.take() {
+                    let Some(view) = self.selected.as_mut() else {
+                        return (Next::Command, Some(Outcome::Bad("select a mailbox first".into())));
+                    };
+                    let before = view.contexts.len();
+                    view.contexts.retain(|c| !tags.contains(&c.tag));
+                    let unknown = tags.len() > before - view.contexts.len();
+                    self.poll(true).await;
+                    return (
+                        Next::Command,
+                        Some(match unknown {
+                            true => Outcome::No(None, "a tag names no search kept up to date".into()),
+                            false => Outcome::ok("CANCELUPDATE completed"),
+                        }),
+                    );
+                }
                 self.poll(true).await;
                 (Next::Command, Some(Outcome::ok("NOOP completed")))
             }
@@ -1022,9 +1069,33 @@ impl<S: Directory + Mailstore> Session<S> {
         let Ok(Some(fresh)) = self.store.mailbox_snapshot(id, known).await else { return };
         let condstore = self.condstore;
         let Some(mut view) = self.selected.take() else { return };
+        let last_known = view.last_uid();
         let updates = view.refresh(fresh, expunges);
         if view.take_new_keywords() {
             self.flags_lines(&view);
+        }
+        // Search contexts lose expunged messages before the EXPUNGEs, with
+        // the numbers the client has now: the updates number each expunge
+        // after the ones before it, lowest first.
+        let gone: Vec<(u32, u32)> = updates
+            .iter()
+            .filter_map(|u| match u {
+                Update::Expunge { seq, uid } => Some((*uid, *seq)),
+                _ => None,
+            })
+            .enumerate()
+            .map(|(k, (uid, seq))| (uid, seq + k as u32))
+            .collect();
+        self.contexts_lose(&mut view, &gone);
+        // What the contexts must look at again: flags changed, and arrivals.
+        let mut changed: Vec<u32> = Vec::new();
+        if !view.contexts.is_empty() {
+            let flagged = updates.iter().filter_map(|u| match u {
+                Update::Flags { uid, .. } => Some(*uid),
+                _ => None,
+            });
+            let arrived = view.messages().iter().rev().map(|m| m.uid).take_while(|u| *u > last_known);
+            changed = flagged.chain(arrived).collect();
         }
         if updates.iter().any(|u| matches!(u, Update::Exists(_))) {
             self.claim_recent(&mut view).await;
@@ -1060,6 +1131,70 @@ impl<S: Directory + Mailstore> Session<S> {
         }
         self.vanished(&mut vanished);
         self.selected = Some(view);
+        changed.sort_unstable();
+        changed.dedup();
+        self.contexts_recheck(changed).await;
+    }
+
+    /// REMOVEFROM for messages about to be told expunged, `gone` as (UID,
+    /// sequence number now): RFC 5267 §4.3.4 wants it before the EXPUNGE,
+    /// while those numbers still hold.
+    fn contexts_lose(&mut self, view: &mut View, gone: &[(u32, u32)]) {
+        if gone.is_empty() || view.contexts.is_empty() {
+            return;
+        }
+        let gone_uids: std::collections::HashSet<u32> = gone.iter().map(|g| g.0).collect();
+        let mut lines = Vec::new();
+        for ctx in &mut view.contexts {
+            let mut ids: Vec<u32> = gone
+                .iter()
+                .filter(|(u, _)| ctx.result.binary_search(u).is_ok())
+                .map(|&(u, seq)| if ctx.uid { u } else { seq })
+                .collect();
+            if !ids.is_empty() {
+                ctx.result.retain(|u| !gone_uids.contains(u));
+                lines.push(context_line(ctx, "REMOVEFROM", &mut ids));
+            }
+        }
+        for l in lines {
+            self.line(&l);
+        }
+    }
+
+    /// ADDTO and REMOVEFROM (RFC 5267 §4.3.3–4) for the messages among
+    /// `uids` (sorted) that arrived or whose flags changed: each search
+    /// context's program is run on those messages alone.
+    async fn contexts_recheck(&mut self, uids: Vec<u32>) {
+        let count = self.selected.as_ref().map_or(0, |v| v.contexts.len());
+        if uids.is_empty() || count == 0 {
+            return;
+        }
+        for i in 0..count {
+            let Some(ctx) = self.selected.as_ref().and_then(|v| v.contexts.get(i)).cloned() else { return };
+            let Some(hits) = self.matching(&ctx.criteria, ctx.saved_key, Some(&uids)).await else { return };
+            let Some(view) = self.selected.as_mut() else { return };
+            let hit: std::collections::HashSet<u32> = hits.iter().map(|h| h.0).collect();
+            let id = |u: u32, seq: u32| if ctx.uid { u } else { seq };
+            let known = |u: &u32| ctx.result.binary_search(u).is_ok();
+            let to_add: Vec<(u32, u32)> = hits.iter().filter(|h| !known(&h.0)).map(|h| (h.0, h.1)).collect();
+            let to_remove: std::collections::HashSet<u32> =
+                uids.iter().copied().filter(|u| !hit.contains(u) && known(u)).collect();
+            let mut added: Vec<u32> = to_add.iter().map(|&(u, seq)| id(u, seq)).collect();
+            let mut removed: Vec<u32> =
+                to_remove.iter().filter_map(|&u| view.seq_of(u).map(|seq| id(u, seq))).collect();
+            let result = &mut view.contexts[i].result;
+            result.retain(|u| !to_remove.contains(u));
+            if !to_add.is_empty() {
+                result.extend(to_add.iter().map(|a| a.0));
+                result.sort_unstable();
+            }
+            if !removed.is_empty() {
+                self.line(&context_line(&ctx, "REMOVEFROM", &mut removed));
+            }
+            if !added.is_empty() {
+                self.line(&context_line(&ctx, "ADDTO", &mut added));
+            }
+        }
     }
 
     /// `* VANISHED (EARLIER) uids`: the UIDs of `set` expunged after
@@ -1567,10 +1702,13 @@ impl<S: Directory + Mailstore> Session<S> {
     /// This session's own expunge (EXPUNGE, UID EXPUNGE, MOVE) of `uids`:
     /// out of the view, told as EXPUNGEs or, under QRESYNC, one VANISHED.
     fn expunged(&mut self, uids: &[u32]) {
-        let Some(view) = self.selected.as_mut() else { return };
+        let Some(mut view) = self.selected.take() else { return };
+        let gone: Vec<(u32, u32)> = uids.iter().filter_map(|&u| view.seq_of(u).map(|seq| (u, seq))).collect();
+        self.contexts_lose(&mut view, &gone);
         // Only those the view had: the others were told already.
-        let mut known: Vec<u32> = uids.iter().copied().filter(|u| view.seq_of(*u).is_some()).collect();
+        let mut known: Vec<u32> = gone.iter().map(|g| g.0).collect();
         let seqs = view.remove(uids);
+        self.selected = Some(view);
         if self.qresync {
             self.vanished(&mut known);
         } else {
@@ -1632,10 +1770,30 @@ impl<S: Directory + Mailstore> Session<S> {
             }
             _ => hits.iter().map(|h| h.2).max().unwrap_or(0),
         };
+        if ret.as_ref().is_some_and(|r| r.update) {
+            let tag = tag.as_ref();
+            let Some(view) = self.selected.as_mut() else { return Outcome::Bad("select a mailbox first".into()) };
+            if view.contexts.iter().any(|c| c.tag == tag) {
+                // RFC 5267 §4.3: a tag names one context.
+                return Outcome::Bad(format!("tag {tag} already names a search kept up to date"));
+            }
+            if view.contexts.len() >= MAX_SEARCH_CONTEXTS {
+                let why = format!("at most {MAX_SEARCH_CONTEXTS} searches are kept up to date");
+                self.line(&format!("* NO [NOUPDATE {}] {why}", quote(tag)));
+            } else {
+                view.contexts.push(SearchContext {
+                    tag: tag.to_string(),
+                    uid,
+                    criteria: criteria.iter().map(|k| k.clone().into_static()).collect(),
+                    saved_key,
+                    result: hits.iter().map(|h| h.0).collect(),
+                });
+            }
+        }
         let hits: Vec<u32> = hits.into_iter().map(|(u, seq, _)| if uid { u } else { seq }).collect();
         let uses_modseq = criteria.iter().any(search::uses_modseq);
         if let Some(r) = ret {
-            if r.save && !(r.min || r.max || r.all || r.count) {
+            if r.save && !(r.min || r.max || r.all || r.count || r.update || r.partial.is_some()) {
                 // SAVE alone answers nothing but the OK (RFC 5182 §2.1).
                 return Outcome::ok("SEARCH completed");
             }
@@ -1651,6 +1809,9 @@ impl<S: Directory + Mailstore> Session<S> {
             }
             if r.all && !hits.is_empty() {
                 line.push_str(&format!(" ALL {}", seqset::compress(&hits)));
+            }
+            if let Some((low, high)) = r.partial {
+                line.push_str(&partial_item(low, high, &hits, seqset::compress));
             }
             if r.count {
                 line.push_str(&format!(" COUNT {}", hits.len()));
@@ -1677,19 +1838,36 @@ impl<S: Directory + Mailstore> Session<S> {
     /// number, MODSEQ) in sequence order; `None` with no mailbox selected.
     async fn search_hits(&mut self, criteria: &[SearchKey<'_>], saved_key: bool) -> Option<Vec<(u32, u32, u64)>> {
         self.poll(false).await;
+        self.matching(criteria, saved_key, None).await
+    }
+
+    /// The messages of the selected mailbox (or of those among `only`, a
+    /// sorted list of UIDs) that match `criteria`, as `search_hits` gives
+    /// them; nothing is polled.
+    async fn matching(
+        &self,
+        criteria: &[SearchKey<'_>],
+        saved_key: bool,
+        only: Option<&[u32]>,
+    ) -> Option<Vec<(u32, u32, u64)>> {
         let view = self.selected.as_ref()?;
         // `$` as the first key: only the saved result's messages are candidates.
         let candidate = |u: u32| !saved_key || view.saved.binary_search(&u).is_ok();
         let part = criteria.iter().map(search::needs).max().flatten();
         let (max_seq, max_uid) = (view.len(), view.messages().last().map_or(0, |m| m.uid));
+        let wanted: Vec<(u32, &MessageMeta)> = match only {
+            None => view.messages().iter().enumerate().map(|(i, m)| (i as u32 + 1, m)).collect(),
+            Some(uids) => {
+                uids.iter().filter_map(|&u| view.seq_of(u).and_then(|s| Some((s, view.by_seq(s)?)))).collect()
+            }
+        };
         let mut hits = Vec::new();
         // Messages are read (when a key needs them) as FETCH reads them: in
         // batches, and only the header when no key looks further.
-        for (n, chunk) in view.messages().chunks(FETCH_PIECE_MESSAGES).enumerate() {
-            let uids = chunk.iter().map(|m| m.uid).collect();
+        for chunk in wanted.chunks(FETCH_PIECE_MESSAGES) {
+            let uids = chunk.iter().map(|(_, m)| m.uid).collect();
             let mut raws = self.read_messages(view.mailbox_id, uids, part).await.unwrap_or_default();
-            for (j, m) in chunk.iter().enumerate() {
-                let seq = (n * FETCH_PIECE_MESSAGES + j) as u32 + 1;
+            for &(seq, m) in chunk {
                 let raw = raws.remove(&m.uid).unwrap_or_default();
                 let c = search::Candidate {
                     seq,
@@ -1780,6 +1958,11 @@ impl<S: Directory + Mailstore> Session<S> {
         view.remember_sort_keys(fresh);
         self.selected = Some(view);
         let id = move |s: &thread::Summary| if uid { s.uid } else { s.seq };
+        if ret.as_ref().is_some_and(|r| r.update) {
+            // CONTEXT=SORT is not offered: the order is answered, not kept.
+            let why = "only SEARCH results are kept up to date";
+            self.line(&format!("* NO [NOUPDATE {}] {why}", quote(tag.as_ref())));
+        }
         let esearch =
             ret.map(|r| (r, format!("* ESEARCH (TAG {}){}", quote(tag.as_ref()), if uid { " UID" } else { "" })));
         let verb = if matches!(how, Ordering::Sort(_)) { "SORT" } else { "THREAD" };
@@ -1876,6 +2059,9 @@ impl<S: Directory + Mailstore> Session<S> {
                 }
             }
         }
+        let mut seen: Vec<u32> = seen_now.iter().copied().collect();
+        seen.sort_unstable();
+        self.contexts_recheck(seen).await;
         let job = PendingFetch { tag: tag.clone(), uids, next: 0, names, changed_since, seen_now };
         self.fetch_piece(job).await
     }
@@ -2112,6 +2298,9 @@ impl<S: Directory + Mailstore> Session<S> {
         let modified: Vec<u32> =
             if uid { r.modified.clone() } else { r.modified.iter().filter_map(|u| view.seq_of(*u)).collect() };
         self.selected = Some(view);
+        let mut changed: Vec<u32> = r.changed.iter().map(|c| c.0).collect();
+        changed.sort_unstable();
+        self.contexts_recheck(changed).await;
         if !modified.is_empty() {
             return Outcome::Ok(
                 Some(format!("MODIFIED {}", seqset::compress(&modified))),
@@ -2257,7 +2446,7 @@ mod tests {
 
     #[test]
     fn esort_keeps_the_sort_order() {
-        let all = SearchReturn { min: true, max: true, all: true, count: true, save: false };
+        let all = SearchReturn { min: true, max: true, all: true, count: true, ..Default::default() };
         let line = esort("* ESEARCH (TAG \"a\")".into(), &all, &[7, 3, 4, 5, 1, 9]);
         assert_eq!(line, "* ESEARCH (TAG \"a\") MIN 7 MAX 9 ALL 7,3:5,1,9 COUNT 6");
         let count = SearchReturn { count: true, ..Default::default() };

@@ -47,7 +47,28 @@ pub struct View {
     /// for the next SORT (a header never changes); at most
     /// [`MAX_SORT_KEYS`] messages, so memory stays bounded.
     pub sort_keys: std::collections::HashMap<u32, std::sync::Arc<crate::thread::Summary>>,
+    /// The searches kept up to date for the client (RFC 5267 §4.3); they
+    /// end with the selection, as `saved` does.
+    pub contexts: Vec<SearchContext>,
 }
+
+/// A SEARCH or UID SEARCH with `RETURN (UPDATE)` (RFC 5267 §4.3): its
+/// program and result, so what changes can be told as ADDTO and REMOVEFROM.
+#[derive(Debug, Clone)]
+pub struct SearchContext {
+    pub tag: String,
+    /// Results as UIDs (UID SEARCH) or sequence numbers (§4.3.2).
+    pub uid: bool,
+    pub criteria: Vec<imap_codec::imap_types::search::SearchKey<'static>>,
+    /// The program started with `$` (RFC 5182).
+    pub saved_key: bool,
+    /// The UIDs of the messages that match, ascending.
+    pub result: Vec<u32>,
+}
+
+/// Most searches one session keeps up to date; past it an UPDATE is
+/// refused with NOUPDATE (RFC 5267 §4.3.1, which asks for at least one).
+pub const MAX_SEARCH_CONTEXTS: usize = 8;
 
 /// Most messages whose sort keys a session keeps (about 300 octets each).
 pub const MAX_SORT_KEYS: usize = 100_000;
@@ -65,6 +86,7 @@ impl View {
             new_keywords: false,
             recent: Vec::new(),
             sort_keys: Default::default(),
+            contexts: Vec::new(),
         };
         for m in &snapshot.messages {
             note_keywords(&mut view.keywords, &mut view.new_keywords, &m.flags);
