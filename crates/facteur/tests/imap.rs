@@ -933,7 +933,7 @@ async fn sort_and_thread_answer_as_dovecot_does() {
     let mut c = Imap::connect(s.imap).await;
     c.login("alice@example.test").await;
     let caps = c.ok("a CAPABILITY").await;
-    assert!(has(&caps, " SORT SORT=DISPLAY ESORT CONTEXT=SEARCH THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
+    assert!(has(&caps, " SORT SORT=DISPLAY ESORT CONTEXT=SEARCH CONTEXT=SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
     c.ok("b CREATE S").await;
     for (date, msg) in MESSAGES {
         c.send(format!("c APPEND S \"{date}\" {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
@@ -1282,11 +1282,12 @@ async fn search_contexts_update_and_partial() {
     // This session's own STORE tells it in the STORE's answer.
     let r = a.ok("f2 STORE 5 -FLAGS (\\Flagged)").await;
     assert_eq!(esearch(&r), ["* ESEARCH (TAG \"u2\") ADDTO (0 5)"], "{r:?}");
-    // SORT answers but keeps nothing (CONTEXT=SORT is not offered).
+    // A SORT is kept too (CONTEXT=SORT; positions in its own test).
     let r = a.ok("u5 UID SORT RETURN (UPDATE) (SUBJECT) UTF-8 ALL").await;
-    assert!(has(&r, "* NO [NOUPDATE \"u5\"]") && has(&r, "* ESEARCH (TAG \"u5\") UID"), "{r:?}");
-    // At most 8 contexts: the ninth is answered, not kept.
-    for i in 0..6 {
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"u5\") UID"]);
+    // At most 8 contexts (u2, u4, u5 and five more): the ninth is
+    // answered, not kept.
+    for i in 0..5 {
         a.ok(&format!("k{i} SEARCH RETURN (UPDATE) ALL")).await;
     }
     let r = a.ok("k9 SEARCH RETURN (UPDATE COUNT) ALL").await;
@@ -1297,4 +1298,68 @@ async fn search_contexts_update_and_partial() {
     let r = a.ok("n5 NOOP").await;
     assert!(esearch(&r).is_empty(), "{r:?}");
     assert!(a.cmd("x3 CANCELUPDATE \"u2\"").await.last().unwrap().starts_with("x3 NO"));
+}
+
+/// CONTEXT=SORT (RFC 5267 §4.3): a SORT kept up to date gives positions in
+/// its order, each pair applying to the result as the pairs before it
+/// left it; REMOVEFROM before the EXPUNGE, ADDTO after the EXISTS.
+#[tokio::test]
+async fn sort_contexts_name_positions() {
+    let s = server().await;
+    let (mut a, mut b) = (Imap::connect(s.imap).await, Imap::connect(s.imap).await);
+    a.login("alice@example.test").await;
+    b.login("alice@example.test").await;
+    let caps = a.ok("c CAPABILITY").await;
+    assert!(has(&caps, " CONTEXT=SORT "), "{caps:?}");
+    let msg = |subject: &str| format!("Subject: {subject}\r\n\r\nx\r\n");
+    let append = |subjects: &[&str]| {
+        let parts: Vec<String> = subjects.iter().map(|s| format!("{{{}+}}\r\n{}", msg(s).len(), msg(s))).collect();
+        format!("ap APPEND Srt {}\r\n", parts.join(" "))
+    };
+    a.ok("c CREATE Srt").await;
+    a.send(append(&["c", "a", "e"]).as_bytes()).await;
+    a.until_tagged("ap").await;
+    a.ok("s SELECT Srt").await;
+    b.ok("s SELECT Srt").await;
+    let esearch = |r: &[String]| -> Vec<String> {
+        r.iter()
+            .filter(|l| l.starts_with("* ESEARCH") || l.ends_with(" EXPUNGE") || l.ends_with(" EXISTS"))
+            .cloned()
+            .collect()
+    };
+    let r = a.ok("s1 UID SORT RETURN (UPDATE ALL) (SUBJECT) UTF-8 ALL").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"s1\") UID ALL 2,1,3"]);
+    let r = a.ok("s2 SORT RETURN (UPDATE) (REVERSE SUBJECT) UTF-8 UNFLAGGED").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"s2\")"]);
+
+    b.send(append(&["b"]).as_bytes()).await;
+    b.until_tagged("ap").await;
+    let r = a.ok("n1 NOOP").await;
+    assert_eq!(
+        esearch(&r),
+        ["* 4 EXISTS", "* ESEARCH (TAG \"s1\") UID ADDTO (2 4)", "* ESEARCH (TAG \"s2\") ADDTO (3 4)"]
+    );
+    b.ok("b1 STORE 2 +FLAGS (\\Flagged)").await;
+    let r = a.ok("n2 NOOP").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"s2\") REMOVEFROM (4 2)"]);
+    b.ok("b2 STORE 1 +FLAGS (\\Deleted)").await;
+    b.ok("b3 EXPUNGE").await;
+    let r = a.ok("n3 NOOP").await;
+    assert_eq!(
+        esearch(&r),
+        ["* ESEARCH (TAG \"s1\") UID REMOVEFROM (3 1)", "* ESEARCH (TAG \"s2\") REMOVEFROM (2 1)", "* 1 EXPUNGE"]
+    );
+    b.send(append(&["d", "0"]).as_bytes()).await;
+    b.until_tagged("ap").await;
+    let r = a.ok("n4 NOOP").await;
+    assert_eq!(
+        esearch(&r),
+        ["* 5 EXISTS", "* ESEARCH (TAG \"s1\") UID ADDTO (3 5 1 6)", "* ESEARCH (TAG \"s2\") ADDTO (2 4 4 5)"]
+    );
+    // The kept order is the order a new SORT gives.
+    let r = a.ok("s3 UID SORT RETURN (ALL) (SUBJECT) UTF-8 ALL").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"s3\") UID ALL 6,2,4:5,3"]);
+    let r = a.ok("s4 SORT RETURN (PARTIAL 1:9) (REVERSE SUBJECT) UTF-8 UNFLAGGED").await;
+    assert_eq!(esearch(&r), ["* ESEARCH (TAG \"s4\") PARTIAL (1:9 2,4,3,5)"]);
+    a.ok("x CANCELUPDATE \"s1\" \"s2\"").await;
 }

@@ -325,6 +325,31 @@ fn context_line(ctx: &SearchContext, item: &str, ids: &mut [u32]) -> String {
     format!("* ESEARCH (TAG {}){uid} {item} (0 {})", quote(&ctx.tag), seqset::compress(ids))
 }
 
+/// Sort keys by UID.
+type Summaries = std::collections::HashMap<u32, std::sync::Arc<thread::Summary>>;
+
+/// Take the messages `gone` (UID, number to tell) out of a SORT context's
+/// result: (position, number) pairs, each position as the result stood
+/// when that message was removed (RFC 5267 §4.3.4).
+fn remove_sorted(ctx: &mut SearchContext, gone: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
+    let mut pairs = Vec::new();
+    for (u, seq) in gone {
+        if let Some(at) = ctx.result.iter().position(|r| *r == u) {
+            ctx.result.remove(at);
+            pairs.push((at as u32 + 1, if ctx.uid { u } else { seq }));
+        }
+    }
+    pairs
+}
+
+/// `* ESEARCH (TAG "t") [UID] ADDTO|REMOVEFROM (pos n pos n …)` for a SORT
+/// context (RFC 5267 §4.3.3–4): pairs in the order they apply.
+fn sorted_context_line(ctx: &SearchContext, item: &str, pairs: &[(u32, u32)]) -> String {
+    let uid = if ctx.uid { " UID" } else { "" };
+    let pairs: Vec<String> = pairs.iter().map(|(at, n)| format!("{at} {n}")).collect();
+    format!("* ESEARCH (TAG {}){uid} {item} ({})", quote(&ctx.tag), pairs.join(" "))
+}
+
 /// What SORT or THREAD does with the messages a search found.
 enum Ordering {
     Sort(Vec<SortCriterion>),
@@ -499,8 +524,9 @@ impl<S: Directory + Mailstore> Session<S> {
             "SORT",
             "SORT=DISPLAY",
             "ESORT",
-            // RFC 5267 §4: UPDATE for SEARCH; PARTIAL for SEARCH and SORT.
+            // RFC 5267 §4: PARTIAL and UPDATE for SEARCH and SORT.
             "CONTEXT=SEARCH",
+            "CONTEXT=SORT",
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
             // RFC 9208 §1, §3.1.1: QUOTA and each resource offered; no
@@ -1136,6 +1162,75 @@ impl<S: Directory + Mailstore> Session<S> {
         self.contexts_recheck(changed).await;
     }
 
+    /// A SORT context's part of `contexts_recheck`: the messages among
+    /// `uids` that left the result are removed where they stand, then those
+    /// that joined are inserted where the sort order puts them, each told
+    /// as a (position, number) pair in the order applied (RFC 5267 §4.3.3–4).
+    async fn recheck_sorted(&mut self, i: usize, uids: &[u32], hits: Vec<(u32, u32, u64)>) {
+        let Some(ctx) = self.selected.as_ref().and_then(|v| v.contexts.get(i)) else { return };
+        let hit: std::collections::HashSet<u32> = hits.iter().map(|h| h.0).collect();
+        let members: std::collections::HashSet<u32> = ctx.result.iter().copied().collect();
+        let leaving: Vec<u32> = uids.iter().copied().filter(|u| !hit.contains(u) && members.contains(u)).collect();
+        let joining: Vec<(u32, u32)> = hits.iter().filter(|h| !members.contains(&h.0)).map(|h| (h.0, h.1)).collect();
+        if leaving.is_empty() && joining.is_empty() {
+            return;
+        }
+        // The sort keys of the result and of the messages joining it.
+        let mut wanted: Vec<(u32, u32)> = joining.clone();
+        if !joining.is_empty() {
+            let Some(view) = self.selected.as_ref() else { return };
+            wanted.extend(ctx.result.iter().filter_map(|&u| view.seq_of(u).map(|seq| (u, seq))));
+        }
+        let keys = match self.summarize(&wanted).await {
+            Ok(keys) => keys,
+            Err(_) => {
+                tracing::warn!("IMAP: a SORT context's new messages could not be read; its updates stop");
+                if let Some(view) = self.selected.as_mut() {
+                    view.contexts.remove(i);
+                }
+                return;
+            }
+        };
+        let Some(view) = self.selected.as_mut() else { return };
+        let seqs: Vec<(u32, u32)> = leaving.iter().filter_map(|&u| view.seq_of(u).map(|seq| (u, seq))).collect();
+        let ctx = &mut view.contexts[i];
+        let removed = remove_sorted(ctx, seqs.into_iter());
+        let criteria = ctx.sort.clone().unwrap_or_default();
+        let mut added = Vec::new();
+        for (u, seq) in joining {
+            let Some(new) = keys.get(&u) else { continue };
+            let at = ctx
+                .result
+                .partition_point(|r| keys.get(r).is_some_and(|old| thread::in_sort_order(old, new, &criteria).is_lt()));
+            ctx.result.insert(at, u);
+            added.push((at as u32 + 1, if ctx.uid { u } else { seq }));
+        }
+        let ctx = ctx.clone();
+        if !removed.is_empty() {
+            self.line(&sorted_context_line(&ctx, "REMOVEFROM", &removed));
+        }
+        if !added.is_empty() {
+            self.line(&sorted_context_line(&ctx, "ADDTO", &added));
+        }
+    }
+
+    /// Keep a search up to date (RFC 5267 §4.3): `BAD` if its tag already
+    /// names one; past [`MAX_SEARCH_CONTEXTS`], `* NO [NOUPDATE]` and the
+    /// command goes on (§4.3.1).
+    fn keep_context(&mut self, ctx: SearchContext) -> Option<Outcome> {
+        let Some(view) = self.selected.as_mut() else { return Some(Outcome::Bad("select a mailbox first".into())) };
+        if view.contexts.iter().any(|c| c.tag == ctx.tag) {
+            return Some(Outcome::Bad(format!("tag {} already names a search kept up to date", ctx.tag)));
+        }
+        if view.contexts.len() >= MAX_SEARCH_CONTEXTS {
+            let why = format!("at most {MAX_SEARCH_CONTEXTS} searches are kept up to date");
+            self.line(&format!("* NO [NOUPDATE {}] {why}", quote(&ctx.tag)));
+        } else {
+            view.contexts.push(ctx);
+        }
+        None
+    }
+
     /// REMOVEFROM for messages about to be told expunged, `gone` as (UID,
     /// sequence number now): RFC 5267 §4.3.4 wants it before the EXPUNGE,
     /// while those numbers still hold.
@@ -1146,6 +1241,13 @@ impl<S: Directory + Mailstore> Session<S> {
         let gone_uids: std::collections::HashSet<u32> = gone.iter().map(|g| g.0).collect();
         let mut lines = Vec::new();
         for ctx in &mut view.contexts {
+            if ctx.sort.is_some() {
+                let pairs = remove_sorted(ctx, gone.iter().copied());
+                if !pairs.is_empty() {
+                    lines.push(sorted_context_line(ctx, "REMOVEFROM", &pairs));
+                }
+                continue;
+            }
             let mut ids: Vec<u32> = gone
                 .iter()
                 .filter(|(u, _)| ctx.result.binary_search(u).is_ok())
@@ -1172,6 +1274,10 @@ impl<S: Directory + Mailstore> Session<S> {
         for i in 0..count {
             let Some(ctx) = self.selected.as_ref().and_then(|v| v.contexts.get(i)).cloned() else { return };
             let Some(hits) = self.matching(&ctx.criteria, ctx.saved_key, Some(&uids)).await else { return };
+            if ctx.sort.is_some() {
+                self.recheck_sorted(i, &uids, hits).await;
+                continue;
+            }
             let Some(view) = self.selected.as_mut() else { return };
             let hit: std::collections::HashSet<u32> = hits.iter().map(|h| h.0).collect();
             let id = |u: u32, seq: u32| if ctx.uid { u } else { seq };
@@ -1771,23 +1877,16 @@ impl<S: Directory + Mailstore> Session<S> {
             _ => hits.iter().map(|h| h.2).max().unwrap_or(0),
         };
         if ret.as_ref().is_some_and(|r| r.update) {
-            let tag = tag.as_ref();
-            let Some(view) = self.selected.as_mut() else { return Outcome::Bad("select a mailbox first".into()) };
-            if view.contexts.iter().any(|c| c.tag == tag) {
-                // RFC 5267 §4.3: a tag names one context.
-                return Outcome::Bad(format!("tag {tag} already names a search kept up to date"));
-            }
-            if view.contexts.len() >= MAX_SEARCH_CONTEXTS {
-                let why = format!("at most {MAX_SEARCH_CONTEXTS} searches are kept up to date");
-                self.line(&format!("* NO [NOUPDATE {}] {why}", quote(tag)));
-            } else {
-                view.contexts.push(SearchContext {
-                    tag: tag.to_string(),
-                    uid,
-                    criteria: criteria.iter().map(|k| k.clone().into_static()).collect(),
-                    saved_key,
-                    result: hits.iter().map(|h| h.0).collect(),
-                });
+            let ctx = SearchContext {
+                tag: tag.as_ref().to_string(),
+                uid,
+                criteria: criteria.iter().map(|k| k.clone().into_static()).collect(),
+                saved_key,
+                sort: None,
+                result: hits.iter().map(|h| h.0).collect(),
+            };
+            if let Some(refusal) = self.keep_context(ctx) {
+                return refusal;
             }
         }
         let hits: Vec<u32> = hits.into_iter().map(|(u, seq, _)| if uid { u } else { seq }).collect();
@@ -1887,6 +1986,43 @@ impl<S: Directory + Mailstore> Session<S> {
         Some(hits)
     }
 
+    /// The sort keys of the messages `wanted` (UID, sequence number), by
+    /// UID: those the view keeps, and the others' headers read and parsed
+    /// in batches, off the runtime's threads (then kept, up to the bound).
+    async fn summarize(&mut self, wanted: &[(u32, u32)]) -> Result<Summaries, Outcome> {
+        let Some(view) = self.selected.as_ref() else { return Err(Outcome::Bad("select a mailbox first".into())) };
+        let mut all: Summaries =
+            wanted.iter().filter_map(|(u, _)| view.sort_keys.get(u).map(|s| (*u, s.clone()))).collect();
+        let missing: Vec<(u32, u32)> = wanted.iter().filter(|h| !all.contains_key(&h.0)).copied().collect();
+        let mut fresh = std::collections::HashMap::with_capacity(missing.len());
+        for chunk in missing.chunks(FETCH_PIECE_MESSAGES) {
+            let uids = chunk.iter().map(|h| h.0).collect();
+            let headers =
+                self.read_messages(view.mailbox_id, uids, Some(Part::Header)).await.map_err(|e| store_error(&e))?;
+            let metas: Vec<(u32, u32, i64, u64)> = chunk
+                .iter()
+                .filter_map(|&(u, seq)| view.by_seq(seq).map(|m| (u, seq, m.internal_date, m.size)))
+                .collect();
+            let parsed = tokio::task::spawn_blocking(move || {
+                metas
+                    .into_iter()
+                    .map(|(u, seq, date, size)| {
+                        let header = headers.get(&u).map(Vec::as_slice).unwrap_or_default();
+                        thread::Summary::from_header(seq, u, date, size, header)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| Outcome::No(Some("SERVERBUG"), format!("reading the headers failed: {e}")))?;
+            fresh.extend(parsed.into_iter().map(|s| (s.uid, std::sync::Arc::new(s))));
+        }
+        all.extend(fresh.iter().map(|(u, s)| (*u, s.clone())));
+        if let Some(view) = self.selected.as_mut() {
+            view.remember_sort_keys(fresh);
+        }
+        Ok(all)
+    }
+
     /// SORT and THREAD (RFC 5256 §3, RFC 5957): the messages SEARCH would
     /// find, their headers read in batches as SEARCH reads them, sorted or
     /// threaded off the async runtime's threads (a large mailbox costs
@@ -1911,80 +2047,56 @@ impl<S: Directory + Mailstore> Session<S> {
         let Some(hits) = self.search_hits(criteria, saved_key).await else {
             return Outcome::Bad("select a mailbox first".into());
         };
-        let Some(mut view) = self.selected.take() else { return Outcome::Bad("select a mailbox first".into()) };
-        // The headers of messages not summarized yet, read and parsed in
-        // batches; the summaries stay with the view for the next SORT.
-        let missing: Vec<(u32, u32)> =
-            hits.iter().filter(|h| !view.sort_keys.contains_key(&h.0)).map(|h| (h.0, h.1)).collect();
-        let mut fresh = std::collections::HashMap::with_capacity(missing.len());
-        for chunk in missing.chunks(FETCH_PIECE_MESSAGES) {
-            let uids = chunk.iter().map(|h| h.0).collect();
-            let headers = match self.read_messages(view.mailbox_id, uids, Some(Part::Header)).await {
-                Ok(h) => h,
-                Err(e) => {
-                    self.selected = Some(view);
-                    return store_error(&e);
-                }
-            };
-            let metas: Vec<(u32, u32, i64, u64)> = chunk
-                .iter()
-                .filter_map(|&(u, seq)| view.by_seq(seq).map(|m| (u, seq, m.internal_date, m.size)))
-                .collect();
-            let parsed = tokio::task::spawn_blocking(move || {
-                metas
-                    .into_iter()
-                    .map(|(u, seq, date, size)| {
-                        let header = headers.get(&u).map(Vec::as_slice).unwrap_or_default();
-                        thread::Summary::from_header(seq, u, date, size, header)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await;
-            match parsed {
-                Ok(p) => fresh.extend(p.into_iter().map(|s| (s.uid, std::sync::Arc::new(s)))),
-                Err(e) => {
-                    self.selected = Some(view);
-                    return Outcome::No(Some("SERVERBUG"), format!("reading the headers failed: {e}"));
-                }
-            }
-        }
+        let wanted: Vec<(u32, u32)> = hits.iter().map(|h| (h.0, h.1)).collect();
+        let known = match self.summarize(&wanted).await {
+            Ok(known) => known,
+            Err(refusal) => return refusal,
+        };
         let summaries: Vec<thread::Summary> = hits
             .iter()
-            .filter_map(|&(u, seq, _)| {
-                let known = fresh.get(&u).or_else(|| view.sort_keys.get(&u));
-                known.map(|s| thread::Summary { seq, ..(**s).clone() })
-            })
+            .filter_map(|&(u, seq, _)| known.get(&u).map(|s| thread::Summary { seq, ..(**s).clone() }))
             .collect();
-        view.remember_sort_keys(fresh);
-        self.selected = Some(view);
+        drop(known);
         let id = move |s: &thread::Summary| if uid { s.uid } else { s.seq };
-        if ret.as_ref().is_some_and(|r| r.update) {
-            // CONTEXT=SORT is not offered: the order is answered, not kept.
-            let why = "only SEARCH results are kept up to date";
-            self.line(&format!("* NO [NOUPDATE {}] {why}", quote(tag.as_ref())));
-        }
+        let update = ret.as_ref().is_some_and(|r| r.update);
+        let program: Vec<SearchKey<'static>> = match update {
+            true => criteria.iter().map(|k| k.clone().into_static()).collect(),
+            false => Vec::new(),
+        };
         let esearch =
             ret.map(|r| (r, format!("* ESEARCH (TAG {}){}", quote(tag.as_ref()), if uid { " UID" } else { "" })));
         let verb = if matches!(how, Ordering::Sort(_)) { "SORT" } else { "THREAD" };
         let line = tokio::task::spawn_blocking(move || match how {
             Ordering::Sort(criteria) => {
-                let order: Vec<u32> = thread::sort(&summaries, &criteria).iter().map(|&i| id(&summaries[i])).collect();
-                Some(match esearch {
+                let sorted = thread::sort(&summaries, &criteria);
+                let order: Vec<u32> = sorted.iter().map(|&i| id(&summaries[i])).collect();
+                let line = match esearch {
                     Some((r, head)) => esort(head, &r, &order),
                     None => {
                         let ids: Vec<String> = order.iter().map(u32::to_string).collect();
                         format!("* SORT {}", ids.join(" ")).trim_end().to_string()
                     }
-                })
+                };
+                // CONTEXT=SORT: the result kept, as UIDs in this order.
+                let kept = update.then(|| (criteria, sorted.iter().map(|&i| summaries[i].uid).collect::<Vec<_>>()));
+                Some((line, kept))
             }
             Ordering::Thread(algorithm) => {
                 let trees = thread::thread(&summaries, &algorithm)?;
-                Some(format!("* THREAD {}", thread::render(&trees, |i| id(&summaries[i]))).trim_end().to_string())
+                let line = format!("* THREAD {}", thread::render(&trees, |i| id(&summaries[i]))).trim_end().to_string();
+                Some((line, None))
             }
         })
         .await;
         match line {
-            Ok(Some(line)) => {
+            Ok(Some((line, kept))) => {
+                if let Some((sort, result)) = kept {
+                    let tag = tag.as_ref().to_string();
+                    let ctx = SearchContext { tag, uid, criteria: program, saved_key, sort: Some(sort), result };
+                    if let Some(refusal) = self.keep_context(ctx) {
+                        return refusal;
+                    }
+                }
                 self.line(&line);
                 Outcome::ok(&format!("{verb} completed"))
             }

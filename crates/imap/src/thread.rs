@@ -352,6 +352,19 @@ pub fn sort(msgs: &[Summary], criteria: &[SortCriterion]) -> Vec<usize> {
 }
 
 fn compare(a: &Summary, b: &Summary, criteria: &[SortCriterion]) -> Ordering {
+    // RFC 5256 §3: messages equal by every criterion stay in mailbox order
+    // (an implicit last criterion, the sequence number; never reversed).
+    by_criteria(a, b, criteria).then(a.seq.cmp(&b.seq))
+}
+
+/// The SORT order of two messages whose summaries may have been read at
+/// different times (their sequence numbers then need not be current): ties
+/// go by UID, which orders messages as sequence numbers do.
+pub fn in_sort_order(a: &Summary, b: &Summary, criteria: &[SortCriterion]) -> Ordering {
+    by_criteria(a, b, criteria).then(a.uid.cmp(&b.uid))
+}
+
+fn by_criteria(a: &Summary, b: &Summary, criteria: &[SortCriterion]) -> Ordering {
     criteria
         .iter()
         .map(|criterion| {
@@ -360,10 +373,7 @@ fn compare(a: &Summary, b: &Summary, criteria: &[SortCriterion]) -> Ordering {
             if criterion.reverse { order.reverse() } else { order }
         })
         .find(|order| order.is_ne())
-        // RFC 5256 §3: messages equal by every criterion stay in mailbox
-        // order (an implicit last criterion, the sequence number; never
-        // reversed).
-        .unwrap_or_else(|| a.seq.cmp(&b.seq))
+        .unwrap_or(Ordering::Equal)
 }
 
 fn compare_key(a: &Summary, b: &Summary, key: &SortKey) -> Ordering {

@@ -52,8 +52,9 @@ pub struct View {
     pub contexts: Vec<SearchContext>,
 }
 
-/// A SEARCH or UID SEARCH with `RETURN (UPDATE)` (RFC 5267 §4.3): its
-/// program and result, so what changes can be told as ADDTO and REMOVEFROM.
+/// A SEARCH, UID SEARCH, SORT or UID SORT with `RETURN (UPDATE)` (RFC 5267
+/// §4.3): its program and result, so what changes can be told as ADDTO and
+/// REMOVEFROM.
 #[derive(Debug, Clone)]
 pub struct SearchContext {
     pub tag: String,
@@ -62,7 +63,11 @@ pub struct SearchContext {
     pub criteria: Vec<imap_codec::imap_types::search::SearchKey<'static>>,
     /// The program started with `$` (RFC 5182).
     pub saved_key: bool,
-    /// The UIDs of the messages that match, ascending.
+    /// SORT's criteria (RFC 5267 §4.3, CONTEXT=SORT): the result is kept
+    /// in that order and updates name positions in it; `None` for SEARCH.
+    pub sort: Option<Vec<imap_codec::imap_types::extensions::sort::SortCriterion>>,
+    /// The UIDs of the messages that match: ascending for SEARCH, in the
+    /// sort order for SORT.
     pub result: Vec<u32>,
 }
 
