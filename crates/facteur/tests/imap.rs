@@ -99,6 +99,15 @@ impl Imap {
         r
     }
 
+    /// The next line if one comes within `ms` milliseconds.
+    async fn line_within(&mut self, ms: u64) -> Option<String> {
+        let mut l = String::new();
+        match tokio::time::timeout(Duration::from_millis(ms), self.io.read_line(&mut l)).await {
+            Ok(Ok(n)) if n > 0 => Some(l.trim_end_matches("\r\n").to_string()),
+            _ => None,
+        }
+    }
+
     async fn login(&mut self, user: &str) {
         self.ok(&format!("l1 LOGIN {user} {PASSWORD}")).await;
     }
@@ -933,7 +942,10 @@ async fn sort_and_thread_answer_as_dovecot_does() {
     let mut c = Imap::connect(s.imap).await;
     c.login("alice@example.test").await;
     let caps = c.ok("a CAPABILITY").await;
-    assert!(has(&caps, " SORT SORT=DISPLAY ESORT CONTEXT=SEARCH CONTEXT=SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES "), "{caps:?}");
+    assert!(
+        has(&caps, " SORT SORT=DISPLAY ESORT CONTEXT=SEARCH CONTEXT=SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES "),
+        "{caps:?}"
+    );
     c.ok("b CREATE S").await;
     for (date, msg) in MESSAGES {
         c.send(format!("c APPEND S \"{date}\" {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes()).await;
@@ -1362,4 +1374,97 @@ async fn sort_contexts_name_positions() {
     let r = a.ok("s4 SORT RETURN (PARTIAL 1:9) (REVERSE SUBJECT) UTF-8 UNFLAGGED").await;
     assert_eq!(esearch(&r), ["* ESEARCH (TAG \"s4\") PARTIAL (1:9 2,4,3,5)"]);
     a.ok("x CANCELUPDATE \"s1\" \"s2\"").await;
+}
+
+/// NOTIFY (RFC 5465): what the client asked for is pushed between
+/// commands, without IDLE: the selected mailbox's EXISTS (with the FETCH
+/// items MessageNew names), flag changes and EXPUNGE (held for a command
+/// with selected-delayed), and a STATUS for other mailboxes; NOTIFY NONE
+/// stops it. Refusals as RFC 5465 §3.1 and §5 say.
+#[tokio::test]
+async fn notify_pushes_what_was_asked() {
+    let s = server().await;
+    let (mut a, mut b) = (Imap::connect(s.imap).await, Imap::connect(s.imap).await);
+    a.login("alice@example.test").await;
+    b.login("alice@example.test").await;
+    let caps = a.ok("c CAPABILITY").await;
+    assert!(has(&caps, " NOTIFY "), "{caps:?}");
+    b.ok("c CREATE Other").await;
+    a.ok("s SELECT INBOX").await;
+    // b keeps INBOX unselected while appending, so \\Recent is a's.
+    b.ok("s SELECT Other").await;
+    for (cmd, answer) in [
+        ("n SET (selected (MessageNew))", "n BAD"),
+        ("n SET (selected (FlagChange))", "n BAD"),
+        ("n SET (selected (MessageNew MessageExpunge)) (selected-delayed (MessageNew MessageExpunge))", "n BAD"),
+        ("n SET (selected (MessageNew MessageExpunge MailboxName))", "n BAD"),
+        ("n SET ()", "n BAD"),
+        (
+            "n SET (selected (MessageNew MessageExpunge AnnotationChange))",
+            "n NO [BADEVENT (MessageNew MessageExpunge FlagChange)]",
+        ),
+        ("n SET (personal (MailboxName))", "n NO [BADEVENT (MessageNew MessageExpunge FlagChange)]"),
+    ] {
+        let r = a.cmd(&cmd.replacen("n ", "n NOTIFY ", 1)).await;
+        assert!(r.last().unwrap().starts_with(answer), "{cmd}: {r:?}");
+    }
+    let r = a
+        .ok("n1 NOTIFY SET STATUS (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge FlagChange)) \
+             (personal (MessageNew MessageExpunge FlagChange))")
+        .await;
+    let uv = |r: &[String], name: &str| -> String {
+        let l = r.iter().find(|l| l.starts_with(&format!("* STATUS {name} "))).unwrap_or_else(|| panic!("{r:?}"));
+        l.split("UIDVALIDITY ").nth(1).unwrap().split(' ').next().unwrap().to_string()
+    };
+    let other = uv(&r, "\"Other\"");
+    assert!(has(&r, &format!("* STATUS \"Other\" (MESSAGES 0 UIDNEXT 1 UIDVALIDITY {other} UNSEEN 0)")), "{r:?}");
+    assert!(has(&r, "* STATUS \"Drafts\" ") && !has(&r, "* STATUS \"INBOX\""), "the selected one has none: {r:?}");
+
+    // Pushed without a command: the new message and the items asked for.
+    let m = "Subject: pushed\r\n\r\nx\r\n";
+    b.send(format!("b1 APPEND INBOX {{{}+}}\r\n{m}\r\n", m.len()).as_bytes()).await;
+    b.until_tagged("b1").await;
+    assert_eq!(a.line().await, "* 1 EXISTS");
+    assert_eq!(a.line().await, "* 1 RECENT");
+    let fetch = a.line().await;
+    assert!(
+        fetch.starts_with("* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {") && fetch.contains("Subject: pushed"),
+        "{fetch}"
+    );
+    b.send(format!("b2 APPEND Other {{{}+}}\r\n{m}\r\n", m.len()).as_bytes()).await;
+    b.until_tagged("b2").await;
+    assert_eq!(a.line().await, format!("* STATUS \"Other\" (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {other} UNSEEN 1)"));
+    b.ok("s SELECT INBOX").await;
+    b.ok("b3 STORE 1 +FLAGS (\\Flagged)").await;
+    assert_eq!(a.line().await, "* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)");
+    b.ok("b4 STORE 1 +FLAGS (\\Deleted)").await;
+    assert_eq!(a.line().await, "* 1 FETCH (FLAGS (\\Flagged \\Deleted \\Recent) UID 1)");
+    b.ok("b5 EXPUNGE").await;
+    assert_eq!(a.line().await, "* 1 EXPUNGE");
+    // Nothing else was pushed; a command still works in between.
+    assert_eq!(a.line_within(300).await, None);
+    a.ok("a1 NOOP").await;
+
+    // selected-delayed: arrivals pushed, expunges wait for a command.
+    a.ok("n2 NOTIFY SET (selected-delayed (MessageNew MessageExpunge))").await;
+    b.ok("s SELECT Other").await;
+    b.send(format!("b6 APPEND INBOX {{{}+}}\r\n{m}\r\n", m.len()).as_bytes()).await;
+    b.until_tagged("b6").await;
+    assert_eq!(a.line().await, "* 1 EXISTS");
+    assert_eq!(a.line().await, "* 1 RECENT");
+    b.ok("s SELECT INBOX").await;
+    b.ok("b7 STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    b.ok("b8 EXPUNGE").await;
+    let pushed = a.line_within(500).await;
+    assert!(pushed.as_deref().is_none_or(|l| !l.contains("EXPUNGE")), "{pushed:?}");
+    let r = a.ok("a2 NOOP").await;
+    assert!(has(&r, "* 1 EXPUNGE"), "{r:?}");
+
+    // NOTIFY NONE: nothing is pushed; NOOP tells.
+    a.ok("n3 NOTIFY NONE").await;
+    b.send(format!("b9 APPEND INBOX {{{}+}}\r\n{m}\r\n", m.len()).as_bytes()).await;
+    b.until_tagged("b9").await;
+    assert_eq!(a.line_within(500).await, None);
+    let r = a.ok("a3 NOOP").await;
+    assert!(has(&r, "* 1 EXISTS"), "{r:?}");
 }

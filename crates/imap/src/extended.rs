@@ -109,6 +109,8 @@ pub enum Extension {
     /// `CANCELUPDATE "tag" …` (RFC 5267 §4.3.5), read by the codec as NOOP:
     /// the tags whose updates end.
     CancelUpdate(Vec<String>),
+    /// `NOTIFY …` (RFC 5465), read by the codec as NOOP.
+    Notify(crate::notify::Notify),
 }
 
 /// One message of an APPEND: its flags and date as written, its parts.
@@ -401,6 +403,13 @@ pub fn rewrite(message: &[u8]) -> Option<(Vec<u8>, Extension)> {
         let mut out = format!("{tag} {prefix}SEARCH {criteria}").into_bytes();
         out.extend_from_slice(rest_of_message);
         return Some((out, ext));
+    }
+    // NOTIFY (RFC 5465) is read here and done by the session as a NOOP
+    // that sets what to push (§3.1: NOTIFY SET implies a NOOP).
+    if let Some(args) = strip_prefix_ci(head, "NOTIFY ").filter(|_| prefix.is_empty()) {
+        let mut out = format!("{tag} NOOP").into_bytes();
+        out.extend_from_slice(rest_of_message);
+        return Some((out, Extension::Notify(crate::notify::parse(args))));
     }
     // RFC 5267 §4.3.5 `CANCELUPDATE 1*(SP quoted)`: a NOOP that also ends
     // the updates of the searches tagged so.

@@ -32,6 +32,7 @@ pub mod extended;
 pub mod fuzz_checks;
 pub mod mime;
 pub mod names;
+pub mod notify;
 pub mod quota;
 pub mod search;
 pub mod seqset;

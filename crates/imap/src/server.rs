@@ -322,19 +322,25 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                 conn.progressed();
             }
             let now = tokio::time::Instant::now();
-            if mode != Mode::Idle {
+            // In IDLE, and between commands once NOTIFY asked for pushes
+            // (RFC 5465), changes are listened for too.
+            let listening = mode == Mode::Idle || (session.notifying() && !partial);
+            if !listening {
                 last_input = now;
             }
-            // In IDLE, the autologout from the client's last bytes; else the
-            // connection's own idle (or pre-login) timeout.
-            let idle_for = (mode == Mode::Idle).then(|| (last_input + idle_timeout).saturating_duration_since(now));
-            // Wait for bytes; in IDLE also for changes to the selected mailbox.
-            let woke = if mode == Mode::Idle {
+            // Then the autologout counts from the client's last bytes; else
+            // the connection's own idle (or pre-login) timeout applies.
+            let idle_for = listening.then(|| (last_input + idle_timeout).saturating_duration_since(now));
+            let woke = if listening {
                 conn.read_or(&mut buf, partial, idle_for, changes.next()).await?
             } else {
                 Wake::Input(conn.read(&mut buf, partial, None).await?)
             };
             let input = match woke {
+                Wake::Other(c) if session.notifying() => {
+                    session.notify_change(c).await;
+                    continue;
+                }
                 Wake::Other(c) => {
                     match c {
                         Changed::Mailbox(id) if Some(id) == session.selected_mailbox() => session.poll(true).await,

@@ -37,7 +37,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use crate::extended::{CatPart, Extension, ListOptions, SearchReturn};
 use crate::url::MessageUrl;
 use crate::view::{MAX_SEARCH_CONTEXTS, SearchContext, Update, View};
-use crate::{mime, names, quota, search, seqset, thread, utf7};
+use crate::{mime, names, notify, quota, search, seqset, thread, utf7};
 
 /// What a session needs to know about its server.
 #[derive(Debug, Clone)]
@@ -148,7 +148,30 @@ pub struct Session<S> {
     pub banned: bool,
     /// The FETCH being sent, between two pieces (`Next::More`).
     pending: Option<PendingFetch>,
+    /// What NOTIFY SET asked to be pushed (RFC 5465); `None` before it and
+    /// after NOTIFY NONE.
+    notify: Option<NotifyState>,
     out: Vec<u8>,
+}
+
+/// A session's NOTIFY (RFC 5465): the events to push as they happen.
+struct NotifyState {
+    /// Message events for the selected mailbox (`selected` or
+    /// `selected-delayed`); `None` when not asked (§3.1: as `SELECTED
+    /// NONE`), and then the mailbox is told of changes at commands only.
+    selected: Option<SelectedEvents>,
+    /// The groups for other mailboxes, in the order given.
+    others: Vec<notify::Group>,
+    /// The mailboxes those groups give message events for: id and name,
+    /// read at NOTIFY SET (the first group naming a mailbox decides).
+    watched: std::collections::HashMap<i64, String>,
+}
+
+struct SelectedEvents {
+    /// `selected-delayed`: expunges wait for a command that may tell them.
+    delayed: bool,
+    /// MessageNew's FETCH items, sent after the EXISTS for each new message.
+    fetch: Vec<MessageDataItemName<'static>>,
 }
 
 /// A FETCH under way: what it asked and the messages still to send.
@@ -238,6 +261,30 @@ fn append_part(part: crate::extended::AppendPart, now: i64) -> Result<NewMessage
         None => now,
     };
     Ok((part.data, flags, date))
+}
+
+/// FETCH items as a FETCH command writes them between its parentheses
+/// (NOTIFY's MessageNew, RFC 5465 §5.2), read by FETCH's own grammar.
+fn fetch_items(items: &str) -> Option<Vec<MessageDataItemName<'static>>> {
+    use imap_codec::CommandCodec;
+    use imap_codec::decode::Decoder;
+    if items.contains(['\r', '\n', '{']) {
+        return None;
+    }
+    let line = format!("f UID FETCH 1 ({items})\r\n");
+    let (rest, command) = CommandCodec::new().decode(line.as_bytes()).ok()?;
+    let CommandBody::Fetch { macro_or_item_names, .. } = command.body else { return None };
+    if !rest.is_empty() {
+        return None;
+    }
+    let mut names: Vec<MessageDataItemName<'static>> = match macro_or_item_names {
+        MacroOrMessageDataItemNames::Macro(m) => m.expand().into_iter().map(IntoStatic::into_static).collect(),
+        MacroOrMessageDataItemNames::MessageDataItemNames(n) => n.into_iter().map(IntoStatic::into_static).collect(),
+    };
+    if !names.contains(&MessageDataItemName::Uid) {
+        names.insert(0, MessageDataItemName::Uid);
+    }
+    Some(names)
 }
 
 /// An IMAP URL's section (RFC 5092 `enc-section`, decoded) as FETCH's
@@ -435,6 +482,7 @@ impl<S: Directory + Mailstore> Session<S> {
             auth: None,
             banned: false,
             pending: None,
+            notify: None,
             out: Vec::new(),
         }
     }
@@ -507,6 +555,7 @@ impl<S: Directory + Mailstore> Session<S> {
             "MOVE",
             "MULTIAPPEND",
             "CATENATE",
+            "NOTIFY",
             "ID",
             "CONDSTORE",
             "QRESYNC",
@@ -640,6 +689,10 @@ impl<S: Directory + Mailstore> Session<S> {
                 let caps = self.capabilities();
                 self.line(&format!("* CAPABILITY {caps}"));
                 (Next::Command, Some(Outcome::ok("CAPABILITY completed")))
+            }
+            C::Noop if matches!(self.extension, Some(Extension::Notify(_))) => {
+                let Some(Extension::Notify(n)) = self.extension.take() else { unreachable!() };
+                (Next::Command, Some(self.notify_cmd(n).await))
             }
             C::Noop => {
                 // CANCELUPDATE (RFC 5267 §4.3.5) comes as a NOOP.
@@ -1085,6 +1138,186 @@ impl<S: Directory + Mailstore> Session<S> {
     pub fn idle_done(&mut self) {
         if let Some(tag) = self.idle_tag.take() {
             self.finish(&tag, Outcome::ok("IDLE terminated"));
+        }
+    }
+
+    /// NOTIFY (RFC 5465 §3.1): NONE stops the pushes; SET reads which
+    /// mailboxes are watched, tells what changed in the selected one (an
+    /// implicit NOOP) and, with STATUS, the state of each watched one.
+    async fn notify_cmd(&mut self, n: notify::Notify) -> Outcome {
+        let (status, groups) = match n {
+            notify::Notify::None => {
+                self.notify = None;
+                self.poll(true).await;
+                return Outcome::ok("NOTIFY completed");
+            }
+            notify::Notify::Bad(why) => return Outcome::Bad(why),
+            notify::Notify::BadEvent => {
+                let why = "only these events are pushed".to_string();
+                return Outcome::No(Some(notify::BADEVENT), why);
+            }
+            notify::Notify::Set { status, groups } => (status, groups),
+        };
+        let mut selected = None;
+        let mut others = Vec::new();
+        for g in groups {
+            match g.filter {
+                notify::Filter::Selected | notify::Filter::SelectedDelayed => {
+                    if !g.events.messages {
+                        continue;
+                    }
+                    let fetch = match g.events.fetch.as_deref().map(fetch_items) {
+                        Some(Some(items)) => items,
+                        Some(None) => return Outcome::Bad("MessageNew's FETCH items do not parse".into()),
+                        None => Vec::new(),
+                    };
+                    selected = Some(SelectedEvents { delayed: g.filter == notify::Filter::SelectedDelayed, fetch });
+                }
+                _ => others.push(g),
+            }
+        }
+        let watched = match self.watched(&others).await {
+            Ok(w) => w,
+            Err(e) => return store_error(&e),
+        };
+        self.notify = Some(NotifyState { selected, others, watched });
+        self.poll(true).await;
+        if status {
+            // §3.1: for each watched mailbox but the selected one.
+            let selected = self.selected_mailbox();
+            let mut ids: Vec<i64> = self
+                .notify
+                .as_ref()
+                .map(|n| n.watched.keys().copied().filter(|id| Some(*id) != selected).collect())
+                .unwrap_or_default();
+            ids.sort_unstable();
+            for id in ids {
+                self.push_status(id).await;
+            }
+        }
+        Outcome::ok("NOTIFY completed")
+    }
+
+    /// The mailboxes `groups` give message events for (RFC 5465 §6), by id.
+    async fn watched(&self, groups: &[notify::Group]) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+        use notify::Filter as F;
+        if groups.is_empty() {
+            return Ok(Default::default());
+        }
+        let boxes = self.store.list_mailboxes(self.owner()).await?;
+        let subscribed: Vec<String> = match groups.iter().any(|g| g.filter == F::Subscribed) {
+            true => self.store.subscriptions(self.owner()).await?,
+            false => Vec::new(),
+        };
+        let named = |names: &[Vec<u8>]| -> Vec<String> { names.iter().map(|n| self.name_from_wire(n)).collect() };
+        let groups: Vec<(&notify::Group, Vec<String>)> = groups
+            .iter()
+            .map(|g| match &g.filter {
+                F::Subtree(n) | F::Mailboxes(n) => (g, named(n)),
+                _ => (g, Vec::new()),
+            })
+            .collect();
+        let mut out = std::collections::HashMap::new();
+        for m in boxes {
+            let covers = |(g, names): &&(&notify::Group, Vec<String>)| match g.filter {
+                // §6.3: INBOX is the one mailbox mail is delivered to.
+                F::Inboxes => m.name == "INBOX",
+                F::Personal => true,
+                F::Subscribed => subscribed.contains(&m.name),
+                F::Subtree(_) => names.iter().any(|n| m.name == *n || m.name.starts_with(&format!("{n}/"))),
+                F::Mailboxes(_) => names.contains(&m.name),
+                F::Selected | F::SelectedDelayed => false,
+            };
+            if groups.iter().find(covers).is_some_and(|(g, _)| g.events.messages) {
+                out.insert(m.id, m.name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether NOTIFY asked for anything to be pushed: the connection then
+    /// listens for changes between commands too.
+    pub fn notifying(&self) -> bool {
+        self.notify.as_ref().is_some_and(|n| n.selected.is_some() || !n.watched.is_empty())
+    }
+
+    /// A change the connection heard of while NOTIFY is on (RFC 5465 §5):
+    /// the selected mailbox's EXISTS, EXPUNGE (not with selected-delayed)
+    /// and FETCH, or another watched mailbox's STATUS.
+    pub async fn notify_change(&mut self, change: facteur_store::Changed) {
+        let selected = self.selected_mailbox();
+        let ids: Vec<i64> = match change {
+            facteur_store::Changed::Mailbox(id) => vec![id],
+            facteur_store::Changed::Unknown => {
+                // Changes were missed: the watched list is read again too.
+                let others = self.notify.as_ref().map(|n| n.others.clone()).unwrap_or_default();
+                if let (Ok(watched), Some(n)) = (self.watched(&others).await, self.notify.as_mut()) {
+                    n.watched = watched;
+                }
+                let mut all: Vec<i64> =
+                    self.notify.as_ref().map(|n| n.watched.keys().copied().collect()).unwrap_or_default();
+                all.sort_unstable();
+                all.extend(selected);
+                all
+            }
+        };
+        for id in ids {
+            if Some(id) == selected {
+                self.push_selected().await;
+            } else if self.notify.as_ref().is_some_and(|n| n.watched.contains_key(&id)) {
+                self.push_status(id).await;
+            }
+        }
+    }
+
+    /// The selected mailbox's changes, pushed (RFC 5465 §5.1–5.3): what a
+    /// NOOP would tell (expunges held with selected-delayed), then the
+    /// FETCH items MessageNew asked for, for each new message.
+    async fn push_selected(&mut self) {
+        let Some((delayed, fetch)) =
+            self.notify.as_ref().and_then(|n| n.selected.as_ref()).map(|s| (s.delayed, s.fetch.clone()))
+        else {
+            return;
+        };
+        let before = self.selected.as_ref().map_or(0, |v| v.last_uid());
+        self.poll(!delayed).await;
+        let Some(view) = self.selected.take() else { return };
+        let new: Vec<u32> = view.messages().iter().rev().map(|m| m.uid).take_while(|u| *u > before).collect();
+        if !fetch.is_empty() && !new.is_empty() {
+            let mut uids = new;
+            uids.reverse();
+            let tag = Tag::try_from("notify").expect("a valid tag");
+            let mut job =
+                PendingFetch { tag, uids, next: 0, names: fetch, changed_since: None, seen_now: Default::default() };
+            while let Ok(false) = self.fetch_from(&view, &mut job).await {}
+        }
+        self.selected = Some(view);
+    }
+
+    /// `* STATUS name (MESSAGES UIDNEXT UIDVALIDITY UNSEEN [HIGHESTMODSEQ])`
+    /// for a watched mailbox (RFC 5465 §5.1–5.3, the items Dovecot sends);
+    /// one that is gone stops being watched.
+    async fn push_status(&mut self, id: i64) {
+        let Some(name) = self.notify.as_ref().and_then(|n| n.watched.get(&id)).cloned() else { return };
+        match self.store.mailbox(self.owner(), &name).await {
+            Ok(Some(m)) if m.id == id => {
+                let mut items = vec![
+                    StatusDataItemName::Messages,
+                    StatusDataItemName::UidNext,
+                    StatusDataItemName::UidValidity,
+                    StatusDataItemName::Unseen,
+                ];
+                if self.condstore {
+                    items.push(StatusDataItemName::HighestModSeq);
+                }
+                self.status_line(&m, &items).await;
+            }
+            Ok(_) => {
+                if let Some(n) = self.notify.as_mut() {
+                    n.watched.remove(&id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "IMAP NOTIFY: a mailbox's STATUS could not be read"),
         }
     }
 
