@@ -1401,9 +1401,12 @@ async fn notify_pushes_what_was_asked() {
         ("n SET ()", "n BAD"),
         (
             "n SET (selected (MessageNew MessageExpunge AnnotationChange))",
-            "n NO [BADEVENT (MessageNew MessageExpunge FlagChange)]",
+            "n NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)]",
         ),
-        ("n SET (personal (MailboxName))", "n NO [BADEVENT (MessageNew MessageExpunge FlagChange)]"),
+        (
+            "n SET (personal (MailboxMetadataChange))",
+            "n NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)]",
+        ),
     ] {
         let r = a.cmd(&cmd.replacen("n ", "n NOTIFY ", 1)).await;
         assert!(r.last().unwrap().starts_with(answer), "{cmd}: {r:?}");
@@ -1467,4 +1470,45 @@ async fn notify_pushes_what_was_asked() {
     assert_eq!(a.line_within(500).await, None);
     let r = a.ok("a3 NOOP").await;
     assert!(has(&r, "* 1 EXISTS"), "{r:?}");
+}
+
+/// NOTIFY's MailboxName and SubscriptionChange (RFC 5465 §5.4–5.5): another
+/// session's CREATE, RENAME, UNSUBSCRIBE and DELETE come as LIST responses;
+/// a mailbox created after NOTIFY SET is watched too; this session's own
+/// changes are not pushed back.
+#[tokio::test]
+async fn notify_pushes_mailbox_names_and_subscriptions() {
+    let s = server().await;
+    let (mut a, mut b) = (Imap::connect(s.imap).await, Imap::connect(s.imap).await);
+    a.login("alice@example.test").await;
+    b.login("alice@example.test").await;
+    a.ok("n1 NOTIFY SET (personal (MessageNew MessageExpunge MailboxName SubscriptionChange))").await;
+    b.ok("c1 CREATE Neu").await;
+    // CREATE subscribes the new mailbox too.
+    assert_eq!(a.line().await, "* LIST () \"/\" \"Neu\"");
+    assert_eq!(a.line().await, "* LIST (\\Subscribed) \"/\" \"Neu\"");
+    b.ok("c2 RENAME Neu Neuer").await;
+    assert_eq!(a.line().await, "* LIST () \"/\" \"Neuer\" (\"OLDNAME\" (\"Neu\"))");
+    assert_eq!(a.line().await, "* LIST (\\NonExistent) \"/\" \"Neu\"");
+    assert_eq!(a.line().await, "* LIST (\\Subscribed) \"/\" \"Neuer\"");
+    b.ok("c3 UNSUBSCRIBE Neuer").await;
+    assert_eq!(a.line().await, "* LIST () \"/\" \"Neuer\"");
+    // A mailbox made after NOTIFY SET is watched.
+    let m = "Subject: x\r\n\r\nx\r\n";
+    b.send(format!("b1 APPEND Neuer {{{}+}}\r\n{m}\r\n", m.len()).as_bytes()).await;
+    b.until_tagged("b1").await;
+    let status = a.line().await;
+    assert!(status.starts_with("* STATUS \"Neuer\" (MESSAGES 1 UIDNEXT 2 UIDVALIDITY "), "{status}");
+    b.ok("c4 DELETE Neuer").await;
+    assert_eq!(a.line().await, "* LIST (\\NonExistent) \"/\" \"Neuer\"");
+    assert_eq!(a.line_within(300).await, None);
+    // This session's own changes are not pushed back.
+    a.ok("c5 CREATE Mine").await;
+    a.ok("c6 UNSUBSCRIBE Mine").await;
+    assert_eq!(a.line_within(500).await, None);
+    // Another user's changes are not this session's business.
+    let mut bob = Imap::connect(s.imap).await;
+    bob.login("bob@example.test").await;
+    bob.ok("c7 CREATE Bobs").await;
+    assert_eq!(a.line_within(500).await, None);
 }

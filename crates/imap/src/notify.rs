@@ -6,7 +6,7 @@
 
 /// The refusal's code for an event this server does not push: it lists
 /// those it does (RFC 5465 §3.1).
-pub const BADEVENT: &str = "BADEVENT (MessageNew MessageExpunge FlagChange)";
+pub const BADEVENT: &str = "BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)";
 
 /// Most event groups, and mailboxes named in one group.
 pub const MAX_GROUPS: usize = 32;
@@ -31,6 +31,10 @@ pub struct Events {
     /// MessageNew and MessageExpunge (always together, §5).
     pub messages: bool,
     pub flags: bool,
+    /// MailboxName (§5.4): creations, deletions, renames.
+    pub names: bool,
+    /// SubscriptionChange (§5.5).
+    pub subscriptions: bool,
     /// MessageNew's FETCH attributes, as written between its parentheses.
     pub fetch: Option<String>,
 }
@@ -224,6 +228,7 @@ impl Reader<'_> {
             };
         }
         let (mut new, mut expunge, mut flags, mut annotations, mut unsupported) = (false, false, false, false, false);
+        let (mut names, mut subscriptions) = (false, false);
         let mut fetch = None;
         loop {
             let w = self.word().to_string();
@@ -238,6 +243,12 @@ impl Reader<'_> {
                 "messageexpunge" => expunge = true,
                 "flagchange" => flags = true,
                 "annotationchange" => (annotations, unsupported) = (true, true),
+                "mailboxname" | "subscriptionchange" if selected => {
+                    // §6.1: only message events apply to the selected mailbox.
+                    return bad("only message events apply to the selected mailbox");
+                }
+                "mailboxname" => names = true,
+                "subscriptionchange" => subscriptions = true,
                 "" => return bad("an empty event list"),
                 other => {
                     // Mailbox events with the selected mailbox are an error
@@ -267,7 +278,7 @@ impl Reader<'_> {
         if unsupported {
             return Err(Refusal::BadEvent);
         }
-        Ok(Events { messages: new, flags, fetch })
+        Ok(Events { messages: new, flags, names, subscriptions, fetch })
     }
 
     /// A balanced parenthesized list at `(`: what is inside.
@@ -313,8 +324,15 @@ mod tests {
         assert_eq!(groups[0].filter, Filter::Selected);
         assert_eq!(
             groups[0].events,
-            Events { messages: true, flags: true, fetch: Some("UID BODY.PEEK[HEADER.FIELDS (From Subject)]".into()) }
+            Events {
+                messages: true,
+                flags: true,
+                fetch: Some("UID BODY.PEEK[HEADER.FIELDS (From Subject)]".into()),
+                ..Default::default()
+            }
         );
+        let (_, groups) = set("SET (personal (MailboxName SubscriptionChange))");
+        assert!(groups[0].events.names && groups[0].events.subscriptions && !groups[0].events.messages);
         assert_eq!(groups[1].filter, Filter::Subtree(vec![b"Lists".to_vec(), b"Team A".to_vec()]));
         assert_eq!(groups[2], Group { filter: Filter::Mailboxes(vec![b"Drafts".to_vec()]), events: Events::default() });
         assert!(groups[3].events.messages && !groups[3].events.flags);
@@ -347,8 +365,6 @@ mod tests {
         }
         for unsupported in [
             "SET (selected (MessageNew MessageExpunge AnnotationChange))",
-            "SET (personal (MailboxName))",
-            "SET (personal (SubscriptionChange MessageNew MessageExpunge))",
             "SET (personal (ServerMetadataChange))",
             "SET (inboxes (SomethingNew))",
         ] {

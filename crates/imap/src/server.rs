@@ -345,7 +345,7 @@ async fn drive<S: Directory + Mailstore, IO: facteur_net::Stream>(
                     match c {
                         Changed::Mailbox(id) if Some(id) == session.selected_mailbox() => session.poll(true).await,
                         Changed::Unknown => session.poll(true).await,
-                        Changed::Mailbox(_) => {}
+                        Changed::Mailbox(_) | Changed::Names(_) => {}
                     }
                     continue;
                 }

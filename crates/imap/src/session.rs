@@ -163,8 +163,19 @@ struct NotifyState {
     /// The groups for other mailboxes, in the order given.
     others: Vec<notify::Group>,
     /// The mailboxes those groups give message events for: id and name,
-    /// read at NOTIFY SET (the first group naming a mailbox decides).
+    /// read at NOTIFY SET and whenever names change (the first group
+    /// covering a mailbox decides).
     watched: std::collections::HashMap<i64, String>,
+    /// The owner's mailboxes and subscriptions as the client knows them,
+    /// when a group asks for MailboxName or SubscriptionChange.
+    names: Option<Names>,
+}
+
+/// The owner's mailboxes (id → name) and subscribed names.
+#[derive(Clone, Default)]
+struct Names {
+    boxes: std::collections::BTreeMap<i64, String>,
+    subscribed: std::collections::BTreeSet<String>,
 }
 
 struct SelectedEvents {
@@ -672,7 +683,16 @@ impl<S: Directory + Mailstore> Session<S> {
     /// Handle one command; the output holds what to send.
     pub async fn handle(&mut self, cmd: Command<'static>) -> Next {
         let tag = cmd.tag.clone();
+        use CommandBody as C;
+        let names_cmd = matches!(
+            cmd.body,
+            C::Create { .. } | C::Delete { .. } | C::Rename { .. } | C::Subscribe { .. } | C::Unsubscribe { .. }
+        );
         let (next, outcome) = self.dispatch(&tag, cmd.body).await;
+        if names_cmd && matches!(outcome, Some(Outcome::Ok(..))) && self.notify.is_some() {
+            // RFC 5465 §5: this session's own changes are not pushed back.
+            self.names_changed(false).await;
+        }
         if let Some(o) = outcome {
             self.finish(&tag, o);
         }
@@ -1176,11 +1196,12 @@ impl<S: Directory + Mailstore> Session<S> {
                 _ => others.push(g),
             }
         }
-        let watched = match self.watched(&others).await {
-            Ok(w) => w,
+        let wants_names = others.iter().any(|g| g.events.names || g.events.subscriptions);
+        let (watched, names) = match self.read_names(&others).await {
+            Ok((w, n)) => (w, wants_names.then_some(n)),
             Err(e) => return store_error(&e),
         };
-        self.notify = Some(NotifyState { selected, others, watched });
+        self.notify = Some(NotifyState { selected, others, watched, names });
         self.poll(true).await;
         if status {
             // §3.1: for each watched mailbox but the selected one.
@@ -1198,47 +1219,108 @@ impl<S: Directory + Mailstore> Session<S> {
         Outcome::ok("NOTIFY completed")
     }
 
-    /// The mailboxes `groups` give message events for (RFC 5465 §6), by id.
-    async fn watched(&self, groups: &[notify::Group]) -> Result<std::collections::HashMap<i64, String>, StoreError> {
-        use notify::Filter as F;
-        if groups.is_empty() {
-            return Ok(Default::default());
-        }
+    /// The owner's mailboxes and subscriptions, and those of the mailboxes
+    /// `groups` give message events for (RFC 5465 §6), by id.
+    async fn read_names(
+        &self,
+        groups: &[notify::Group],
+    ) -> Result<(std::collections::HashMap<i64, String>, Names), StoreError> {
         let boxes = self.store.list_mailboxes(self.owner()).await?;
-        let subscribed: Vec<String> = match groups.iter().any(|g| g.filter == F::Subscribed) {
-            true => self.store.subscriptions(self.owner()).await?,
-            false => Vec::new(),
+        let names = Names {
+            boxes: boxes.into_iter().map(|m| (m.id, m.name)).collect(),
+            subscribed: self.store.subscriptions(self.owner()).await?.into_iter().collect(),
         };
-        let named = |names: &[Vec<u8>]| -> Vec<String> { names.iter().map(|n| self.name_from_wire(n)).collect() };
-        let groups: Vec<(&notify::Group, Vec<String>)> = groups
+        let watched = names
+            .boxes
             .iter()
-            .map(|g| match &g.filter {
-                F::Subtree(n) | F::Mailboxes(n) => (g, named(n)),
-                _ => (g, Vec::new()),
-            })
+            .filter(|(_, name)| self.covering(groups, name, &names).is_some_and(|g| g.events.messages))
+            .map(|(id, name)| (*id, name.clone()))
             .collect();
-        let mut out = std::collections::HashMap::new();
-        for m in boxes {
-            let covers = |(g, names): &&(&notify::Group, Vec<String>)| match g.filter {
-                // §6.3: INBOX is the one mailbox mail is delivered to.
-                F::Inboxes => m.name == "INBOX",
-                F::Personal => true,
-                F::Subscribed => subscribed.contains(&m.name),
-                F::Subtree(_) => names.iter().any(|n| m.name == *n || m.name.starts_with(&format!("{n}/"))),
-                F::Mailboxes(_) => names.contains(&m.name),
-                F::Selected | F::SelectedDelayed => false,
-            };
-            if groups.iter().find(covers).is_some_and(|(g, _)| g.events.messages) {
-                out.insert(m.id, m.name);
+        Ok((watched, names))
+    }
+
+    /// The first group that covers the mailbox `name` (RFC 5465 §6).
+    fn covering<'g>(&self, groups: &'g [notify::Group], name: &str, names: &Names) -> Option<&'g notify::Group> {
+        use notify::Filter as F;
+        let named = |list: &[Vec<u8>]| list.iter().map(|n| self.name_from_wire(n)).collect::<Vec<_>>();
+        groups.iter().find(|g| match &g.filter {
+            // §6.3: INBOX is the one mailbox mail is delivered to.
+            F::Inboxes => name == "INBOX",
+            F::Personal => true,
+            F::Subscribed => names.subscribed.contains(name),
+            F::Subtree(list) => named(list).iter().any(|n| name == n || name.starts_with(&format!("{n}/"))),
+            F::Mailboxes(list) => named(list).iter().any(|n| n == name),
+            F::Selected | F::SelectedDelayed => false,
+        })
+    }
+
+    /// The owner's names or subscriptions changed: the watched mailboxes
+    /// are read again and, when `tell`, the changes the groups ask for are
+    /// sent as LIST responses (RFC 5465 §5.4–5.5): a new mailbox `()`, a
+    /// deleted one `(\NonExistent)`, a renamed one under its new name with
+    /// `("OLDNAME" (old))`, a subscription change with or without
+    /// `\Subscribed`. This session's own changes are not told (§5).
+    async fn names_changed(&mut self, tell: bool) {
+        let Some(others) = self.notify.as_ref().map(|n| n.others.clone()) else { return };
+        let (watched, fresh) = match self.read_names(&others).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP NOTIFY: the mailbox list could not be read");
+                return;
+            }
+        };
+        let Some(n) = self.notify.as_mut() else { return };
+        n.watched = watched;
+        let Some(old) = n.names.replace(fresh.clone()) else { return };
+        if !tell {
+            return;
+        }
+        let wants = |g: Option<&notify::Group>, names: bool| {
+            g.is_some_and(|g| if names { g.events.names } else { g.events.subscriptions })
+        };
+        let mut lines = Vec::new();
+        for (id, name) in &fresh.boxes {
+            match old.boxes.get(id) {
+                Some(was)
+                    if was != name
+                        && (wants(self.covering(&others, name, &fresh), true)
+                            || wants(self.covering(&others, was, &old), true)) =>
+                {
+                    let (new, was) = (self.name_out(name), self.name_out(was));
+                    lines.push(format!("* LIST () \"/\" {new} (\"OLDNAME\" ({was}))"));
+                }
+                None if wants(self.covering(&others, name, &fresh), true) => {
+                    lines.push(format!("* LIST () \"/\" {}", self.name_out(name)));
+                }
+                _ => {}
             }
         }
-        Ok(out)
+        for (id, was) in &old.boxes {
+            if !fresh.boxes.contains_key(id) && wants(self.covering(&others, was, &old), true) {
+                lines.push(format!("* LIST (\\NonExistent) \"/\" {}", self.name_out(was)));
+            }
+        }
+        for name in fresh.subscribed.symmetric_difference(&old.subscribed) {
+            if wants(self.covering(&others, name, &fresh), false) {
+                let mut attrs = Vec::new();
+                if fresh.subscribed.contains(name) {
+                    attrs.push("\\Subscribed");
+                }
+                if !fresh.boxes.values().any(|b| b == name) {
+                    attrs.push("\\NonExistent");
+                }
+                lines.push(format!("* LIST ({}) \"/\" {}", attrs.join(" "), self.name_out(name)));
+            }
+        }
+        for l in lines {
+            self.line(&l);
+        }
     }
 
     /// Whether NOTIFY asked for anything to be pushed: the connection then
     /// listens for changes between commands too.
     pub fn notifying(&self) -> bool {
-        self.notify.as_ref().is_some_and(|n| n.selected.is_some() || !n.watched.is_empty())
+        self.notify.as_ref().is_some_and(|n| n.selected.is_some() || !n.watched.is_empty() || n.names.is_some())
     }
 
     /// A change the connection heard of while NOTIFY is on (RFC 5465 §5):
@@ -1248,12 +1330,15 @@ impl<S: Directory + Mailstore> Session<S> {
         let selected = self.selected_mailbox();
         let ids: Vec<i64> = match change {
             facteur_store::Changed::Mailbox(id) => vec![id],
-            facteur_store::Changed::Unknown => {
-                // Changes were missed: the watched list is read again too.
-                let others = self.notify.as_ref().map(|n| n.others.clone()).unwrap_or_default();
-                if let (Ok(watched), Some(n)) = (self.watched(&others).await, self.notify.as_mut()) {
-                    n.watched = watched;
+            facteur_store::Changed::Names(key) => {
+                if key == facteur_store::names_key(self.owner()) {
+                    self.names_changed(true).await;
                 }
+                return;
+            }
+            facteur_store::Changed::Unknown => {
+                // Changes were missed: names are read again too.
+                self.names_changed(true).await;
                 let mut all: Vec<i64> =
                     self.notify.as_ref().map(|n| n.watched.keys().copied().collect()).unwrap_or_default();
                 all.sort_unstable();

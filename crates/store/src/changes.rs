@@ -15,6 +15,22 @@ pub enum Changed {
     /// Changes were missed (the watcher fell behind): any mailbox may have
     /// changed, look again.
     Unknown,
+    /// The mailbox names or subscriptions of the owner whose
+    /// [`names_key`] this is changed (a mailbox created, deleted or
+    /// renamed; a subscription changed). Keys of two owners may collide:
+    /// a watcher then looks for nothing.
+    Names(i64),
+}
+
+/// The key announcing that an owner's mailbox names or subscriptions
+/// changed: a negative number (mailbox ids are positive), the same on
+/// every node (FNV-1a of the canonical address), never [`UNKNOWN`].
+pub fn names_key(owner: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in owner.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    -((h >> 2) as i64) - 2
 }
 
 /// Sent in place of a mailbox id: look at everything.
@@ -60,6 +76,7 @@ impl ChangeFeed {
     pub async fn next(&mut self) -> Changed {
         match self.0.recv().await {
             Ok(UNKNOWN) => Changed::Unknown,
+            Ok(key) if key < 0 => Changed::Names(key),
             Ok(id) => Changed::Mailbox(id),
             Err(broadcast::error::RecvError::Lagged(_)) => Changed::Unknown,
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
@@ -77,6 +94,10 @@ mod tests {
         let mut feed = hub.subscribe();
         hub.publish([7]);
         assert_eq!(feed.next().await, Changed::Mailbox(7));
+        let key = names_key("alice@example.test");
+        assert!(key < -1 && key != UNKNOWN && key != names_key("bob@example.test"));
+        hub.publish([key]);
+        assert_eq!(feed.next().await, Changed::Names(key));
         hub.publish(0..2000);
         assert_eq!(feed.next().await, Changed::Unknown);
         drop(hub);

@@ -45,7 +45,7 @@ mod telemetry;
 
 use serde::{Deserialize, Serialize};
 
-pub use changes::{ChangeFeed, ChangeHub, Changed};
+pub use changes::{ChangeFeed, ChangeHub, Changed, names_key};
 pub use facteur_types::{
     BodyType, Class, Clock, ControlKey, ManualClock, MessageId, Notify, Outcome, RecipientStatus, Ret, Severity,
     SharedClock, SystemClock,

@@ -330,7 +330,9 @@ impl Mailstore for PgStore {
     async fn create_mailbox(&self, owner: &str, name: &str, special_use: Option<&str>) -> Result<Mailbox> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let m = create(&tx, &canonical_address(owner), name, special_use, self.now()).await?;
+        let owner = canonical_address(owner);
+        let m = create(&tx, &owner, name, special_use, self.now()).await?;
+        self.announce(&tx, [crate::names_key(&owner)]).await?;
         tx.commit().await.map_err(db)?;
         Ok(m)
     }
@@ -359,7 +361,7 @@ impl Mailstore for PgStore {
         )
         .await?;
         vacate(&tx, &owner, &m.name, m.uidvalidity as i64).await?;
-        self.announce(&tx, [m.id]).await?;
+        self.announce(&tx, [m.id, crate::names_key(&owner)]).await?;
         tx.commit().await.map_err(db)?;
         Ok(())
     }
@@ -445,7 +447,7 @@ impl Mailstore for PgStore {
             }
             vec![src.id]
         };
-        self.announce(&tx, changed).await?;
+        self.announce(&tx, changed.into_iter().chain([crate::names_key(&owner)])).await?;
         tx.commit().await.map_err(db)?;
         Ok(())
     }
@@ -466,7 +468,8 @@ impl Mailstore for PgStore {
         } else {
             execute(&c, "DELETE FROM subscriptions WHERE owner = $1 AND name = $2", &[&owner, &name]).await?;
         }
-        Ok(())
+        // Outside a transaction: the notice goes at once.
+        self.announce(&c, [crate::names_key(&owner)]).await
     }
 
     async fn non_ascii_mailboxes(&self) -> Result<Vec<(String, String)>> {

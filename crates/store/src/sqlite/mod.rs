@@ -750,27 +750,35 @@ impl Mailstore for SqliteStore {
     async fn create_mailbox(&self, owner: &str, name: &str, special_use: Option<&str>) -> Result<Mailbox> {
         let (owner, name, su) = (canonical_address(owner), name.to_string(), special_use.map(str::to_string));
         let now = self.now();
-        self.write(move |c| mail::create(c, &owner, &name, su.as_deref(), now)).await
+        let key = crate::names_key(&owner);
+        let created = self.write(move |c| mail::create(c, &owner, &name, su.as_deref(), now)).await?;
+        self.changed([key]);
+        Ok(created)
     }
 
     async fn delete_mailbox(&self, owner: &str, name: &str) -> Result<()> {
         let (owner, name) = (canonical_address(owner), name.to_string());
+        let key = crate::names_key(&owner);
         let id = self.write(move |c| mail::delete(c, &owner, &name)).await?;
-        self.changed([id]);
+        self.changed([id, key]);
         Ok(())
     }
 
     async fn rename_mailbox(&self, owner: &str, from: &str, to: &str) -> Result<()> {
         let (owner, from, to) = (canonical_address(owner), from.to_string(), to.to_string());
         let now = self.now();
+        let key = crate::names_key(&owner);
         let ids = self.write(move |c| mail::rename(c, &owner, &from, &to, now)).await?;
-        self.changed(ids);
+        self.changed(ids.into_iter().chain([key]));
         Ok(())
     }
 
     async fn subscribe(&self, owner: &str, name: &str, on: bool) -> Result<()> {
         let (owner, name) = (canonical_address(owner), name.to_string());
-        self.write(move |c| mail::set_subscribed(c, &owner, &name, on)).await
+        let key = crate::names_key(&owner);
+        self.write(move |c| mail::set_subscribed(c, &owner, &name, on)).await?;
+        self.changed([key]);
+        Ok(())
     }
 
     async fn non_ascii_mailboxes(&self) -> Result<Vec<(String, String)>> {

@@ -35,11 +35,27 @@ pub struct Fixture<S> {
     _keep: Box<dyn Any + Send + Sync>,
 }
 
-/// The next mailbox change, within a few seconds.
+/// The next change to a mailbox's content, within a few seconds (notices
+/// that names changed are passed over).
 pub async fn mailbox_changed(feed: &mut ChangeFeed) -> i64 {
-    match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
-        Ok(Changed::Mailbox(id)) => id,
-        other => panic!("expected a mailbox change, got {other:?}"),
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
+            Ok(Changed::Mailbox(id)) => return id,
+            Ok(Changed::Names(_)) => continue,
+            other => panic!("expected a mailbox change, got {other:?}"),
+        }
+    }
+}
+
+/// The next notice that an owner's names changed (its key), within a few
+/// seconds; content changes are passed over.
+pub async fn names_changed(feed: &mut ChangeFeed) -> i64 {
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
+            Ok(Changed::Names(key)) => return key,
+            Ok(Changed::Mailbox(_)) => continue,
+            other => panic!("expected a names change, got {other:?}"),
+        }
     }
 }
 

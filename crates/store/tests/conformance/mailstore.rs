@@ -5,7 +5,7 @@
 
 use facteur_store::{FlagOp, Part, StoreError, prelude::*};
 
-use crate::fixture::{Fixture, mailbox_changed};
+use crate::fixture::{Fixture, mailbox_changed, names_changed};
 
 const ALICE: &str = "alice@example.test";
 
@@ -45,7 +45,14 @@ pub async fn a_new_user_gets_the_special_use_mailboxes_subscribed<S: Store>(f: F
 
 pub async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules<S: Store>(f: Fixture<S>) {
     let s = setup(f.store).await;
+    // Every change to the names or subscriptions is announced with the
+    // owner's key (IMAP NOTIFY's MailboxName and SubscriptionChange).
+    let mut changes = s.mailbox_changes();
+    let key = facteur_store::names_key(ALICE);
     let leaf = s.create_mailbox(ALICE, "Projects/2026/Q4", None).await.unwrap();
+    assert_eq!(names_changed(&mut changes).await, key);
+    s.subscribe(ALICE, "Projects/2026/Q4", false).await.unwrap();
+    assert_eq!(names_changed(&mut changes).await, key);
     assert!(s.mailbox(ALICE, "Projects").await.unwrap().is_some(), "parents are created");
     assert!(s.mailbox(ALICE, "Projects/2026").await.unwrap().is_some());
     assert!(matches!(s.create_mailbox(ALICE, "Projects/2026/Q4", None).await, Err(StoreError::Exists(_))));
@@ -64,6 +71,7 @@ pub async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules<S: St
     // Rename moves children along; the UIDVALIDITY stays.
     let parent = s.mailbox(ALICE, "Projects").await.unwrap().unwrap();
     s.rename_mailbox(ALICE, "Projects", "Work/Old").await.unwrap();
+    assert_eq!(names_changed(&mut changes).await, key);
     let renamed = s.mailbox(ALICE, "Work/Old").await.unwrap().unwrap();
     assert_eq!((renamed.id, renamed.uidvalidity), (parent.id, parent.uidvalidity));
     assert!(s.mailbox(ALICE, "Work/Old/2026/Q4").await.unwrap().is_some());
