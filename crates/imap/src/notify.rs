@@ -331,8 +331,8 @@ mod tests {
                 ..Default::default()
             }
         );
-        let (_, groups) = set("SET (personal (MailboxName SubscriptionChange))");
-        assert!(groups[0].events.names && groups[0].events.subscriptions && !groups[0].events.messages);
+        let (_, names) = set("SET (personal (MailboxName SubscriptionChange))");
+        assert!(names[0].events.names && names[0].events.subscriptions && !names[0].events.messages);
         assert_eq!(groups[1].filter, Filter::Subtree(vec![b"Lists".to_vec(), b"Team A".to_vec()]));
         assert_eq!(groups[2], Group { filter: Filter::Mailboxes(vec![b"Drafts".to_vec()]), events: Events::default() });
         assert!(groups[3].events.messages && !groups[3].events.flags);
