@@ -274,9 +274,10 @@ fn append_part(part: crate::extended::AppendPart, now: i64) -> Result<NewMessage
     Ok((part.data, flags, date))
 }
 
-/// FETCH items as a FETCH command writes them between its parentheses
-/// (NOTIFY's MessageNew, RFC 5465 §5.2), read by FETCH's own grammar.
-fn fetch_items(items: &str) -> Option<Vec<MessageDataItemName<'static>>> {
+/// FETCH items as a FETCH command writes them between its parentheses,
+/// read by FETCH's own grammar (the codec's): for NOTIFY's MessageNew
+/// (RFC 5465 §5.2) and an IMAP URL's section.
+fn fetch_names(items: &str) -> Option<Vec<MessageDataItemName<'static>>> {
     use imap_codec::CommandCodec;
     use imap_codec::decode::Decoder;
     if items.contains(['\r', '\n', '{']) {
@@ -288,10 +289,15 @@ fn fetch_items(items: &str) -> Option<Vec<MessageDataItemName<'static>>> {
     if !rest.is_empty() {
         return None;
     }
-    let mut names: Vec<MessageDataItemName<'static>> = match macro_or_item_names {
+    Some(match macro_or_item_names {
         MacroOrMessageDataItemNames::Macro(m) => m.expand().into_iter().map(IntoStatic::into_static).collect(),
         MacroOrMessageDataItemNames::MessageDataItemNames(n) => n.into_iter().map(IntoStatic::into_static).collect(),
-    };
+    })
+}
+
+/// MessageNew's FETCH items, UID first if not named (RFC 5465 §5.2).
+fn fetch_items(items: &str) -> Option<Vec<MessageDataItemName<'static>>> {
+    let mut names = fetch_names(items)?;
     if !names.contains(&MessageDataItemName::Uid) {
         names.insert(0, MessageDataItemName::Uid);
     }
@@ -301,22 +307,11 @@ fn fetch_items(items: &str) -> Option<Vec<MessageDataItemName<'static>>> {
 /// An IMAP URL's section (RFC 5092 `enc-section`, decoded) as FETCH's
 /// grammar reads it between `BODY[` and `]` (RFC 9051 §6.4.5).
 fn fetch_section(section: &str) -> Option<imap_codec::imap_types::fetch::Section<'static>> {
-    use imap_codec::CommandCodec;
-    use imap_codec::decode::Decoder;
-    if section.contains(['[', ']', '\r', '\n']) {
+    if section.contains(['[', ']']) {
         return None;
     }
-    let line = format!("s FETCH 1 BODY.PEEK[{section}]\r\n");
-    let (rest, command) = CommandCodec::new().decode(line.as_bytes()).ok()?;
-    let CommandBody::Fetch { macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(names), .. } =
-        command.body
-    else {
-        return None;
-    };
-    match (rest.is_empty(), names.as_slice()) {
-        (true, [MessageDataItemName::BodyExt { section: Some(sec), partial: None, .. }]) => {
-            Some(sec.clone().into_static())
-        }
+    match fetch_names(&format!("BODY.PEEK[{section}]"))?.as_slice() {
+        [MessageDataItemName::BodyExt { section: Some(sec), partial: None, .. }] => Some(sec.clone()),
         _ => None,
     }
 }
