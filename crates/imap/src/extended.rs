@@ -64,7 +64,7 @@ pub const MAX_LIST_PATTERNS: usize = 32;
 
 /// One astring or list-mailbox at the start of `s` (a quoted string with
 /// its escapes resolved, or the characters up to a space): it and the rest.
-fn astring(s: &str) -> Option<(Vec<u8>, &str)> {
+pub(crate) fn astring(s: &str) -> Option<(Vec<u8>, &str)> {
     if let Some(quoted) = s.strip_prefix('"') {
         let mut out = Vec::new();
         let mut chars = quoted.char_indices();
@@ -314,7 +314,7 @@ fn catenate(message: &[u8], mut at: usize) -> Option<(Vec<CatPart>, usize)> {
 }
 
 /// A parenthesized list starting at `s[0] == '('`: its inside and the rest.
-fn paren(s: &str) -> Option<(&str, &str)> {
+pub(crate) fn paren(s: &str) -> Option<(&str, &str)> {
     if !s.starts_with('(') {
         return None;
     }
@@ -336,7 +336,7 @@ fn paren(s: &str) -> Option<(&str, &str)> {
 
 /// `s` after `prefix` (ASCII, any case), if it starts with it. Safe on any
 /// UTF-8: the bytes matched are ASCII, so the cut is a char boundary.
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+pub(crate) fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.as_bytes().get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix.as_bytes()).then(|| &s[prefix.len()..])
 }

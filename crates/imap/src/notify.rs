@@ -167,33 +167,14 @@ impl Reader<'_> {
     /// One mailbox name: an atom or a quoted string (literals are not
     /// taken here).
     fn mailbox(&mut self) -> Result<Vec<u8>, Refusal> {
-        if self.eat('"') {
-            let mut out = Vec::new();
-            loop {
-                match self.peek() {
-                    Some('\\') => {
-                        self.at += 1;
-                        let c = self.peek().ok_or(Refusal::Bad("unfinished quoted name".into()))?;
-                        out.extend_from_slice(c.to_string().as_bytes());
-                        self.at += c.len_utf8();
-                    }
-                    Some('"') => {
-                        self.at += 1;
-                        return Ok(out);
-                    }
-                    Some(c) => {
-                        out.extend_from_slice(c.to_string().as_bytes());
-                        self.at += c.len_utf8();
-                    }
-                    None => return bad("unfinished quoted name"),
-                }
+        let rest = &self.s[self.at..];
+        match crate::extended::astring(rest) {
+            Some((name, after)) if !rest.starts_with('{') => {
+                self.at = self.s.len() - after.len();
+                Ok(name)
             }
+            _ => bad("a mailbox name is an atom or a quoted string"),
         }
-        let w = self.word();
-        if w.is_empty() || w.starts_with('{') {
-            return bad("a mailbox name is an atom or a quoted string");
-        }
-        Ok(w.as_bytes().to_vec())
     }
 
     /// `SP one-or-more-mailbox` after subtree or mailboxes.
@@ -283,22 +264,11 @@ impl Reader<'_> {
 
     /// A balanced parenthesized list at `(`: what is inside.
     fn parenthesized(&mut self) -> Result<String, Refusal> {
-        let rest = &self.s[self.at..];
-        let mut depth = 0;
-        for (i, c) in rest.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        self.at += i + 1;
-                        return Ok(rest[1..i].to_string());
-                    }
-                }
-                _ => {}
-            }
-        }
-        bad("unbalanced parentheses")
+        let Some((inside, after)) = crate::extended::paren(&self.s[self.at..]) else {
+            return bad("unbalanced parentheses");
+        };
+        self.at = self.s.len() - after.len();
+        Ok(inside.to_string())
     }
 }
 

@@ -705,13 +705,10 @@ impl<S: Directory + Mailstore> Session<S> {
                 self.line(&format!("* CAPABILITY {caps}"));
                 (Next::Command, Some(Outcome::ok("CAPABILITY completed")))
             }
-            C::Noop if matches!(self.extension, Some(Extension::Notify(_))) => {
-                let Some(Extension::Notify(n)) = self.extension.take() else { unreachable!() };
-                (Next::Command, Some(self.notify_cmd(n).await))
-            }
-            C::Noop => {
-                // CANCELUPDATE (RFC 5267 §4.3.5) comes as a NOOP.
-                if let Some(Extension::CancelUpdate(tags)) = self.extension.take() {
+            // NOTIFY (RFC 5465) and CANCELUPDATE (RFC 5267 §4.3.5) come as NOOP.
+            C::Noop => match self.extension.take() {
+                Some(Extension::Notify(n)) => (Next::Command, Some(self.notify_cmd(n).await)),
+                Some(Extension::CancelUpdate(tags)) => {
                     let Some(view) = self.selected.as_mut() else {
                         return (Next::Command, Some(Outcome::Bad("select a mailbox first".into())));
                     };
@@ -719,17 +716,17 @@ impl<S: Directory + Mailstore> Session<S> {
                     view.contexts.retain(|c| !tags.contains(&c.tag));
                     let unknown = tags.len() > before - view.contexts.len();
                     self.poll(true).await;
-                    return (
-                        Next::Command,
-                        Some(match unknown {
-                            true => Outcome::No(None, "a tag names no search kept up to date".into()),
-                            false => Outcome::ok("CANCELUPDATE completed"),
-                        }),
-                    );
+                    let outcome = match unknown {
+                        true => Outcome::No(None, "a tag names no search kept up to date".into()),
+                        false => Outcome::ok("CANCELUPDATE completed"),
+                    };
+                    (Next::Command, Some(outcome))
                 }
-                self.poll(true).await;
-                (Next::Command, Some(Outcome::ok("NOOP completed")))
-            }
+                _ => {
+                    self.poll(true).await;
+                    (Next::Command, Some(Outcome::ok("NOOP completed")))
+                }
+            },
             C::Logout => {
                 self.line("* BYE facteur IMAP signing off");
                 (Next::Logout, Some(Outcome::ok("LOGOUT completed")))

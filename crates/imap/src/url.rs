@@ -6,6 +6,8 @@
 //! is the session's to look up. URLAUTH (RFC 4467) is not offered, so a URL
 //! that carries `;EXPIRE=` or `;URLAUTH=` is refused.
 
+use crate::extended::strip_prefix_ci;
+
 /// One message (or a part of it) named by an IMAP URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageUrl {
@@ -103,11 +105,6 @@ fn number(s: &str) -> Option<u32> {
         return None;
     }
     s.parse().ok().filter(|&n| n > 0)
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.as_bytes().get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix.as_bytes()).then(|| &s[prefix.len()..])
 }
 
 fn find_ci(s: &str, needle: &str) -> Option<usize> {

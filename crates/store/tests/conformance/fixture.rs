@@ -38,23 +38,25 @@ pub struct Fixture<S> {
 /// The next change to a mailbox's content, within a few seconds (notices
 /// that names changed are passed over).
 pub async fn mailbox_changed(feed: &mut ChangeFeed) -> i64 {
-    loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
-            Ok(Changed::Mailbox(id)) => return id,
-            Ok(Changed::Names(_)) => continue,
-            other => panic!("expected a mailbox change, got {other:?}"),
-        }
-    }
+    next_change(feed, "a mailbox change", |c| if let Changed::Mailbox(id) = c { Some(id) } else { None }).await
 }
 
 /// The next notice that an owner's names changed (its key), within a few
 /// seconds; content changes are passed over.
 pub async fn names_changed(feed: &mut ChangeFeed) -> i64 {
+    next_change(feed, "a names change", |c| if let Changed::Names(key) = c { Some(key) } else { None }).await
+}
+
+/// The next change `wanted` takes, passing over other mailbox and names
+/// notices; anything else (a timeout, `Unknown`) fails the test.
+async fn next_change(feed: &mut ChangeFeed, what: &str, wanted: fn(Changed) -> Option<i64>) -> i64 {
     loop {
         match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
-            Ok(Changed::Names(key)) => return key,
-            Ok(Changed::Mailbox(_)) => continue,
-            other => panic!("expected a names change, got {other:?}"),
+            Ok(c @ (Changed::Mailbox(_) | Changed::Names(_))) => match wanted(c) {
+                Some(v) => return v,
+                None => continue,
+            },
+            other => panic!("expected {what}, got {other:?}"),
         }
     }
 }
