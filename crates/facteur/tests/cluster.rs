@@ -93,6 +93,66 @@ async fn the_node_list_shows_who_runs_and_who_stopped() {
     assert_eq!(nodes[0].state(now(), 15), NodeState::Up);
 }
 
+/// A live node whose lease renewals stalled (an overloaded machine, a slow
+/// database) does not deliver what another node took over meanwhile: it
+/// confirms a lease that is running short before the message goes to the
+/// next hop, and lets go of one that is now another node's, unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_does_not_deliver_what_another_took_over() {
+    const T0: i64 = 1_800_000_000;
+    const LEASE: i64 = 60;
+    let pg = PgSchema::new();
+    // Replies one octet every 20 ms: the first message takes seconds, the
+    // second waits in n1's memory meanwhile (one connection at a time).
+    let sim = facteur_testkit::Downstream::start(facteur_testkit::Behavior {
+        trickle: Some(Duration::from_millis(20)),
+        ..facteur_testkit::Behavior::accept_all()
+    })
+    .await;
+    let mut config = node_config(&pg, "n1");
+    config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config.delivery.enabled = true;
+    config.delivery.lease_secs = LEASE as u64;
+    config.delivery.command_timeout_secs = 30;
+    config.delivery.shaping.max_concurrency = 1;
+    config.route =
+        vec![facteur::config::RouteConfig { domain: "*".into(), via: sim.addr().to_string(), ..Default::default() }];
+    // n1's engine runs on a manual clock, driven by the test: no renewal
+    // runs, as if the node had stalled.
+    let clock = facteur_store::ManualClock::new(T0);
+    let options = facteur::serve::StartOptions { clock: std::sync::Arc::new(clock.clone()), delivery_loop: false };
+    let a = TestServer::start_opts(config, options).await;
+    let b = TestServer::join(node_config(&pg, "n2")).await;
+    let mut c = Client::connect(a.smtp).await;
+    c.ehlo().await;
+    for to in ["first@far.test", "second@far.test"] {
+        assert_eq!(c.send_mail("s@example.test", &[to], "Subject: x\r\n\r\nx").await.code, 250);
+    }
+    let engine = a.engine();
+    let run = tokio::spawn(async move { engine.run_once().await });
+    // The first message is under way (its lease was checked): n1 then
+    // stalls past both leases, and n2 takes what n1 has not recorded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sim.connections() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "n1 never started delivering");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    clock.advance(LEASE + 1);
+    let now = T0 + LEASE + 1;
+    let taken = b.store().claim_due(now, now + LEASE, 10, facteur_store::ClaimFilter::default()).await.unwrap();
+    assert_eq!(taken.len(), 2, "both of n1's leases ran out");
+    assert!(sim.received().is_empty(), "n2 claimed before n1 finished the first message: make the sim slower");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(60), run).await.unwrap().unwrap(), 2);
+    // The one under way when the lease ran out arrives (at-least-once: n2
+    // may send it again); the one waiting in n1's memory is left to n2.
+    let sent: Vec<Vec<String>> = sim.received().into_iter().map(|m| m.rcpts).collect();
+    assert_eq!(sent, [["first@far.test"]], "n1 sent what n2 had taken over");
+    let second = taken.iter().find(|j| j.recipients[0].address == "second@far.test").unwrap();
+    let left = b.store().queue_show(second.message_id).await.unwrap().unwrap();
+    let r = &left.recipients[0];
+    assert_eq!((r.state, r.attempts), (facteur_store::RecipientStatus::Queued, 0), "{left:?}");
+}
+
 /// A `facteur serve` process, killed if the test fails half-way.
 struct Node(std::process::Child);
 

@@ -108,9 +108,10 @@ pub struct Engine<S, R> {
     /// Live nodes sharing the queue (this one included): each takes its
     /// share of every destination's configured ceilings.
     peers: AtomicU32,
-    /// The recipients this engine has claimed and not yet recorded: the
-    /// leases it renews (and only those).
-    held: Mutex<std::collections::HashSet<(MessageId, u32)>>,
+    /// The recipients this engine has claimed and not yet recorded, with
+    /// when their lease ends as last confirmed: the leases it renews (and
+    /// only those).
+    held: Mutex<HashMap<(MessageId, u32), i64>>,
     node_bucket: Mutex<NodeBucket>,
     global: Arc<Semaphore>,
     outstanding: AtomicUsize,
@@ -268,7 +269,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             dests: Mutex::new(HashMap::new()),
             controls: Mutex::new(Controls::default()),
             peers: AtomicU32::new(1),
-            held: Mutex::new(std::collections::HashSet::new()),
+            held: Mutex::new(HashMap::new()),
             node_bucket: Mutex::new(NodeBucket::default()),
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -297,15 +298,85 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
         }
     }
 
-    /// These recipients' outcomes are being recorded: their leases are no
-    /// longer renewed (if the record fails, the lease runs out and they are
-    /// tried again).
-    fn let_go(&self, updates: &[RecipientUpdate]) {
+    /// Record these outcomes (and the notices they produce). Their leases
+    /// are renewed until the record is done, however long it takes, so no
+    /// other node takes them over meanwhile; then they are let go (if the
+    /// record failed, the lease runs out and they are tried again).
+    async fn complete(
+        &self,
+        updates: Vec<RecipientUpdate>,
+        notices: Vec<facteur_store::NewMessage>,
+    ) -> facteur_store::Result<()> {
+        let keys: Vec<(MessageId, u32)> = updates.iter().map(|u| (u.message_id, u.idx)).collect();
+        let done = self.store.complete(updates, notices).await;
+        self.let_go(keys);
+        done
+    }
+
+    /// No longer renew the leases on `keys`.
+    fn let_go(&self, keys: impl IntoIterator<Item = (MessageId, u32)>) {
         if let Ok(mut held) = self.held.lock() {
-            for u in updates {
-                held.remove(&(u.message_id, u.idx));
+            for key in keys {
+                held.remove(&key);
             }
         }
+    }
+
+    /// Extend the leases on `keys` to `lease_secs` from now; returns how
+    /// many of them are still this node's (the others were taken over
+    /// by another node, or are being recorded).
+    async fn renew(&self, keys: Vec<(MessageId, u32)>) -> facteur_store::Result<usize> {
+        let until = self.clock.now() + self.config.lease_secs as i64;
+        let renewed = self.store.renew_leases(keys, until).await?;
+        if let Ok(mut held) = self.held.lock() {
+            for key in &renewed {
+                if let Some(end) = held.get_mut(key) {
+                    *end = until;
+                }
+            }
+        }
+        Ok(renewed.len())
+    }
+
+    /// Renew this node's leases every third of a lease, on a task of their
+    /// own: however slow claims or the queue's reads get, what this node
+    /// claimed stays its own while it lives.
+    async fn renew_leases(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let every = Duration::from_millis((self.config.lease_secs * 1000 / 3).max(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let keys: Vec<(MessageId, u32)> = self.held.lock().map(|h| h.keys().copied().collect()).unwrap_or_default();
+            if let Err(e) = self.renew(keys).await {
+                tracing::error!(error = %e, "cannot renew this node's leases; other nodes may take its work over");
+            }
+        }
+    }
+
+    /// Is `job` still this node's to deliver? A lease with less than a
+    /// third of its length left (renewals stalled) is renewed first; a
+    /// recipient another node took meanwhile (this one was presumed dead)
+    /// is not delivered twice: the job is let go, unrecorded.
+    async fn still_leased(&self, job: &DeliveryJob) -> bool {
+        let keys: Vec<(MessageId, u32)> = job.recipients.iter().map(|r| (job.message_id, r.idx)).collect();
+        let ends = self.held.lock().map(|h| keys.iter().map(|k| h.get(k).copied()).min().flatten()).ok().flatten();
+        let margin_ms = (self.config.lease_secs * 1000 / 3) as i64;
+        if ends.is_some_and(|end| end * 1000 - self.clock.now_ms() >= margin_ms) {
+            return true;
+        }
+        let wanted = keys.len();
+        match self.renew(keys).await {
+            Ok(n) if n == wanted => return true,
+            Ok(n) => tracing::warn!(
+                id = %job.message_id, recipients = wanted - n,
+                "lease taken over by another node while this one stalled; not delivering"
+            ),
+            Err(e) => tracing::error!(id = %job.message_id, error = %e, "cannot confirm a lease; not delivering"),
+        }
+        self.let_go(job.recipients.iter().map(|r| (job.message_id, r.idx)));
+        false
     }
 
     /// Jobs handed to workers and not finished yet.
@@ -322,22 +393,10 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             Err(e) => tracing::error!(error = %e, "cannot release old leases; they expire on their own"),
         }
         let backlog_limit = self.config.max_concurrent.saturating_mul(4).max(64);
-        // Leases are renewed three times per lease: while this node lives,
-        // what it claimed stays its own however long it waits here.
-        let renew_every = Duration::from_secs((self.config.lease_secs / 3).max(1));
-        let mut renewed = tokio::time::Instant::now();
+        tokio::spawn(self.clone().renew_leases(shutdown.clone()));
         loop {
             if *shutdown.borrow() {
                 return;
-            }
-            if renewed.elapsed() >= renew_every {
-                renewed = tokio::time::Instant::now();
-                let until = self.clock.now() + self.config.lease_secs as i64;
-                let held: Vec<(MessageId, u32)> =
-                    self.held.lock().map(|h| h.iter().copied().collect()).unwrap_or_default();
-                if let Err(e) = self.store.renew_leases(held, until).await {
-                    tracing::error!(error = %e, "cannot renew this node's leases; other nodes may take its work over");
-                }
             }
             let probing = self.probe_due() > 0 || self.has_unreachable();
             let room = backlog_limit.saturating_sub(self.in_flight());
@@ -362,7 +421,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = self.idle.notified() => {}
-                _ = tokio::time::sleep(wait.min(renew_every)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
@@ -464,7 +523,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             }
         }
         if let Ok(mut held) = self.held.lock() {
-            held.extend(jobs.iter().flat_map(|j| j.recipients.iter().map(|r| (j.message_id, r.idx))));
+            held.extend(jobs.iter().flat_map(|j| j.recipients.iter().map(|r| ((j.message_id, r.idx), lease))));
         }
         let n = jobs.len();
         for job in jobs {
@@ -606,6 +665,10 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
             if self.controls.lock().map(|c| c.paused(&key, job.class)).unwrap_or(false) {
                 // Paused after it was claimed: give it back, untouched.
                 self.give_back(&job).await;
+                self.job_done();
+                continue;
+            }
+            if !self.still_leased(&job).await {
                 self.job_done();
                 continue;
             }
@@ -776,8 +839,7 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
                 delay_notified: r.delay_notified,
             })
             .collect();
-        self.let_go(&updates);
-        if let Err(e) = self.store.complete(updates, Vec::new()).await {
+        if let Err(e) = self.complete(updates, Vec::new()).await {
             tracing::error!(id = %job.message_id, error = %e, "cannot give back a paused message; its lease will expire");
         }
     }
@@ -886,13 +948,12 @@ impl<S: Spool + Directory, R: Resolver> Engine<S, R> {
         updates: Vec<RecipientUpdate>,
         notices: Vec<facteur_store::NewMessage>,
     ) {
-        self.let_go(&updates);
         let local = notices
             .iter()
             .flat_map(|n| &n.recipients)
             .filter(|r| matches!(r.route, facteur_store::Route::Local { .. }))
             .count();
-        if let Err(e) = self.store.complete(updates, notices).await {
+        if let Err(e) = self.complete(updates, notices).await {
             // The lease runs out and the recipients are tried again:
             // at-least-once, never lost.
             tracing::error!(id = ?what, error = %e, "cannot record the outcome; the message will be retried");

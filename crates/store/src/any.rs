@@ -129,7 +129,7 @@ impl Spool for AnyStore {
         fn message_body(&self, id: MessageId) -> Result<Option<Vec<u8>>>;
         fn complete(&self, updates: Vec<RecipientUpdate>, notices: Vec<NewMessage>) -> Result<()>;
         fn release_leases(&self) -> Result<u64>;
-        fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<u64>;
+        fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<Vec<(MessageId, u32)>>;
         fn queue_retry_where(&self, domain: Option<&str>, class: Option<Class>, now: i64, actor: &str) -> Result<u64>;
         fn park_destination(&self, park: Park) -> Result<u64>;
         fn queue_stats(&self, now: i64, by_domain: bool) -> Result<Vec<QueueStats>>;

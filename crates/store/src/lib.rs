@@ -657,8 +657,14 @@ pub trait Spool: Clone + Send + Sync + 'static {
     /// a live node keeps what it claimed however long its work waits in
     /// memory; a lease it let go of (its outcome could not be recorded)
     /// runs out, and so do a dead node's, for the others to take. Never
-    /// waits on a recipient being recorded meanwhile.
-    fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> impl Future<Output = Result<u64>> + Send;
+    /// waits on a recipient being recorded meanwhile. Returns the
+    /// recipients renewed: those left out are no longer this node's to
+    /// deliver (another node took them, or they are being recorded).
+    fn renew_leases(
+        &self,
+        held: Vec<(MessageId, u32)>,
+        until: i64,
+    ) -> impl Future<Output = Result<Vec<(MessageId, u32)>>> + Send;
     /// Make every queued recipient of a destination and/or class due now
     /// (audited as `actor`'s).
     fn queue_retry_where(

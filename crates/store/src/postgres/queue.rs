@@ -642,16 +642,16 @@ impl Spool for PgStore {
         Ok(())
     }
 
-    async fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<u64> {
+    async fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<Vec<(MessageId, u32)>> {
         if held.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let ids: Vec<String> = held.iter().map(|(id, _)| id.to_string()).collect();
         let idx: Vec<i32> = held.iter().map(|(_, i)| *i as i32).collect();
         let c = self.client().await?;
         // Rows being recorded right now are skipped, not waited for (their
         // lease ends with the record): renewal never deadlocks with it.
-        execute(
+        let rows = query(
             &c,
             "WITH mine AS (
                  SELECT r.message_id, r.idx FROM recipients r
@@ -660,10 +660,12 @@ impl Spool for PgStore {
                  WHERE r.lease_owner = $3 AND r.state = 'queued'
                  FOR UPDATE OF r SKIP LOCKED)
              UPDATE recipients r SET lease_until = $4 FROM mine
-             WHERE r.message_id = mine.message_id AND r.idx = mine.idx",
+             WHERE r.message_id = mine.message_id AND r.idx = mine.idx
+             RETURNING r.message_id, r.idx",
             &[&ids, &idx, &self.inner.node, &until],
         )
-        .await
+        .await?;
+        rows.iter().map(|r| Ok((parsed(r, 0)?, r.get::<_, i32>(1) as u32))).collect()
     }
 
     async fn release_leases(&self) -> Result<u64> {

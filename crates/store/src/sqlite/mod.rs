@@ -937,18 +937,20 @@ impl Spool for SqliteStore {
         self.write(move |c| queue::complete(c, &updates, &notices, now, &node)).await
     }
 
-    async fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<u64> {
+    async fn renew_leases(&self, held: Vec<(MessageId, u32)>, until: i64) -> Result<Vec<(MessageId, u32)>> {
         let node = self.node.clone();
         self.write(move |c| {
             let mut renew = c.prepare_cached(
                 "UPDATE recipients SET lease_until = ?4
                  WHERE message_id = ?1 AND idx = ?2 AND lease_owner = ?3 AND state = 'queued'",
             )?;
-            let mut n = 0;
+            let mut renewed = Vec::with_capacity(held.len());
             for (id, idx) in held {
-                n += renew.execute(params![id.to_string(), idx, &*node, until])? as u64;
+                if renew.execute(params![id.to_string(), idx, &*node, until])? > 0 {
+                    renewed.push((id, idx));
+                }
             }
-            Ok(n)
+            Ok(renewed)
         })
         .await
     }

@@ -63,11 +63,19 @@ pub async fn a_node_releases_only_its_own_leases<S: Store>(f: Fixture<S>) {
     assert_eq!(of_b.len(), 2);
     // a renews what it still holds: one of its two (the other's outcome
     // could not be recorded, say); renewing another's lease does nothing.
-    assert_eq!(a.renew_leases(vec![of_a[0], of_b[0]], 3000).await.unwrap(), 1);
-    assert_eq!(b.renew_leases(of_b.clone(), 5000).await.unwrap(), 2);
+    assert_eq!(a.renew_leases(vec![of_a[0], of_b[0]], 3000).await.unwrap(), [of_a[0]]);
+    let mut renewed = b.renew_leases(of_b.clone(), 5000).await.unwrap();
+    renewed.sort();
+    assert_eq!(renewed, {
+        let mut all = of_b.clone();
+        all.sort();
+        all
+    });
     // The one a let go of runs out and b takes it; the renewed one stays a's.
     let taken = leased(b.claim_due(2000, 3500, 10, ClaimFilter::default()).await.unwrap());
     assert_eq!(taken, [of_a[1]]);
+    // a, late, asks for it again before delivering it: no longer its own.
+    assert!(a.renew_leases(vec![of_a[1]], 4000).await.unwrap().is_empty(), "b's now");
     // a, presumed dead, records its outcome for it late: the recipient is
     // done, and b's lease is not a's to end (b still holds it).
     let late = RecipientUpdate {
@@ -80,6 +88,10 @@ pub async fn a_node_releases_only_its_own_leases<S: Store>(f: Fixture<S>) {
     };
     a.complete(vec![late], vec![]).await.unwrap();
     assert!(b.claim_due(2200, 3600, 10, ClaimFilter::default()).await.unwrap().is_empty(), "still b's lease");
+    // Renewal asks who holds a lease, not when it ends: one that ran out
+    // and that no other node took is still a's (a node whose renewals
+    // stalled confirms so before it delivers).
+    assert_eq!(a.renew_leases(vec![of_a[0]], 3000).await.unwrap(), [of_a[0]], "nobody took it");
     // a died (no more renewals): once its leases run out, b takes the rest over.
     assert_eq!(leased(b.claim_due(3000, 4000, 10, ClaimFilter::default()).await.unwrap()), [of_a[0]]);
 }
