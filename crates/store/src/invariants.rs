@@ -79,6 +79,17 @@ pub fn normalize_name(name: &str) -> String {
     if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() }
 }
 
+/// The two steps a RENAME moves names in: `from` to a name no mailbox can
+/// have (it starts with a control character, which [`mailbox_name`]
+/// refuses), then to `to`. In one step a mailbox could take a name that
+/// another one being moved still has (`A/B` to `A` when `A` was deleted:
+/// `A/B/B` takes `A/B`), and the unique name refuses the statement when the
+/// rows happen to be updated in that order.
+pub fn rename_steps(from: &str, to: &str) -> [(String, String); 2] {
+    let between = format!("\u{1}{to}");
+    [(from.to_string(), between.clone()), (between, to.to_string())]
+}
+
 /// A new mailbox name as stored (`/` separates levels): INBOX in that
 /// spelling; no empty level, no control characters, no wildcards.
 pub fn mailbox_name(name: &str) -> Result<String> {

@@ -406,28 +406,32 @@ impl Mailstore for PgStore {
             }
             // A subscription outlives its mailbox (RFC 9051 §6.3.7), so one
             // may wait at a new name already: it stays, once.
-            for sql in [
-                "DELETE FROM subscriptions WHERE owner = $1 AND NOT (name = $2 OR substr(name, 1, $5) = $6) AND name IN
-                 (SELECT $3 || substr(name, $4) FROM subscriptions
-                  WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6))",
-                "UPDATE mailboxes SET name = $3 || substr(name, $4) WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)",
-                "UPDATE subscriptions SET name = $3 || substr(name, $4)
-                 WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)",
-            ] {
-                execute(
-                    &tx,
-                    sql,
-                    // substr counts characters, not bytes.
-                    &[
-                        &owner,
-                        &from,
-                        &to,
-                        &(from.chars().count() as i32 + 1),
-                        &(children.chars().count() as i32),
-                        &children,
-                    ],
-                )
-                .await?;
+            for (from, to) in invariants::rename_steps(&from, &to) {
+                let children = format!("{from}/");
+                for sql in [
+                    "DELETE FROM subscriptions WHERE owner = $1 AND NOT (name = $2 OR substr(name, 1, $5) = $6) AND name IN
+                     (SELECT $3 || substr(name, $4) FROM subscriptions
+                      WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6))",
+                    "UPDATE mailboxes SET name = $3 || substr(name, $4)
+                     WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)",
+                    "UPDATE subscriptions SET name = $3 || substr(name, $4)
+                     WHERE owner = $1 AND (name = $2 OR substr(name, 1, $5) = $6)",
+                ] {
+                    execute(
+                        &tx,
+                        sql,
+                        // substr counts characters, not bytes.
+                        &[
+                            &owner,
+                            &from,
+                            &to,
+                            &(from.chars().count() as i32 + 1),
+                            &(children.chars().count() as i32),
+                            &children,
+                        ],
+                    )
+                    .await?;
+                }
             }
             // RFC 9051 §2.3.1.1: a client that knew a name with a
             // UIDVALIDITY must see a greater one there, never a smaller.

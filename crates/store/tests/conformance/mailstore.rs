@@ -121,6 +121,23 @@ pub async fn create_delete_rename_keep_the_hierarchy_and_uidvalidity_rules<S: St
     assert!(younger.uidvalidity > fresh.uidvalidity);
     assert_eq!(s.mailbox(ALICE, "Fresh").await.unwrap().unwrap().uidvalidity, younger.uidvalidity, "kept");
 
+    // Up the hierarchy onto a parent's name that is free (the parent was
+    // deleted): Up/B/B takes Up/B's name as Up/B takes Up's, whatever order
+    // the rows are updated in (Up/B/B's row is the older here), and the
+    // subscriptions move along.
+    let deep = s.create_mailbox(ALICE, "Down/B", None).await.unwrap();
+    let middle = s.create_mailbox(ALICE, "Up/B", None).await.unwrap();
+    s.rename_mailbox(ALICE, "Down/B", "Up/B/B").await.unwrap();
+    s.delete_mailbox(ALICE, "Up").await.unwrap();
+    s.rename_mailbox(ALICE, "Up/B", "Up").await.unwrap();
+    let ids =
+        [s.mailbox(ALICE, "Up").await.unwrap().map(|m| m.id), s.mailbox(ALICE, "Up/B").await.unwrap().map(|m| m.id)];
+    assert_eq!(ids, [Some(middle.id), Some(deep.id)]);
+    assert!(s.mailbox(ALICE, "Up/B/B").await.unwrap().is_none());
+    let subscribed = s.subscriptions(ALICE).await.unwrap();
+    let up: Vec<&String> = subscribed.iter().filter(|n| n.starts_with("Up")).collect();
+    assert_eq!(up, ["Up", "Up/B"], "{subscribed:?}");
+
     // Renaming INBOX moves its messages and leaves it empty.
     let inbox = s.mailbox(ALICE, "INBOX").await.unwrap().unwrap();
     s.append_message(inbox.id, b"Subject: one\r\n\r\nx\r\n".to_vec(), vec![], 1).await.unwrap();
