@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use imap_codec::imap_types::extensions::sort::{SortCriterion, SortKey};
 use imap_codec::imap_types::extensions::thread::ThreadingAlgorithm;
@@ -38,7 +39,9 @@ pub const MAX_REFERENCES: usize = 100;
 /// Every string key is already folded with [`casemap`], so that comparing
 /// two keys octet by octet is the comparison RFC 5256 asks for (its
 /// "Internationalization Considerations": i;unicode-casemap). An absent
-/// field gives the empty string, which sorts first.
+/// field gives the empty string, which sorts first. The strings are shared:
+/// a SORT copies a session's kept summaries with fresh sequence numbers,
+/// and that copy must not cost an allocation per key (10,000 messages).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub seq: u32,
@@ -52,25 +55,25 @@ pub struct Summary {
     pub sent: Option<i64>,
     /// The base subject (RFC 5256 §2.1), folded: SUBJECT, and the subject
     /// that ORDEREDSUBJECT and REFERENCES group by.
-    pub subject: String,
+    pub subject: Arc<str>,
     /// Whether extracting the base subject removed a reply or forward
     /// marker (RFC 5256 §3, REFERENCES step 1).
     pub subject_is_reply: bool,
     /// The addr-mailbox of the first From, To and Cc address (RFC 5256 §3),
     /// folded: FROM, TO and CC.
-    pub from: String,
-    pub to: String,
-    pub cc: String,
+    pub from: Arc<str>,
+    pub to: Arc<str>,
+    pub cc: Arc<str>,
     /// The display sort value of the first From and To address
     /// (RFC 5957 §3), folded: DISPLAYFROM and DISPLAYTO.
-    pub display_from: String,
-    pub display_to: String,
+    pub display_from: Arc<str>,
+    pub display_to: Arc<str>,
     /// The first valid msg-id of the Message-ID field, without its angle
     /// brackets and with its quoting removed.
-    pub message_id: Option<String>,
+    pub message_id: Option<Arc<str>>,
     /// The references that REFERENCES links, oldest first (RFC 5256 §3,
     /// REFERENCES step 1).
-    pub references: Vec<String>,
+    pub references: Arc<[String]>,
 }
 
 impl Summary {
@@ -103,23 +106,23 @@ impl Summary {
             // RFC 5256 §2.1 step (1): mail-parser has decoded the encoded
             // words (RFC 2047) to UTF-8.
             let (base, reply) = base_subject(subject);
-            summary.subject = casemap(&base);
+            summary.subject = casemap(&base).into();
             summary.subject_is_reply = reply;
         }
         let first = |name: HeaderName<'static>| raw_field(&message, name).and_then(|raw| first_address(&raw));
         if let Some(from) = first(HeaderName::From) {
-            summary.from = casemap(&from.mailbox);
-            summary.display_from = casemap(&from.display());
+            summary.from = casemap(&from.mailbox).into();
+            summary.display_from = casemap(&from.display()).into();
         }
         if let Some(to) = first(HeaderName::To) {
-            summary.to = casemap(&to.mailbox);
-            summary.display_to = casemap(&to.display());
+            summary.to = casemap(&to.mailbox).into();
+            summary.display_to = casemap(&to.display()).into();
         }
         if let Some(cc) = first(HeaderName::Cc) {
-            summary.cc = casemap(&cc.mailbox);
+            summary.cc = casemap(&cc.mailbox).into();
         }
         summary.message_id =
-            raw_field(&message, HeaderName::MessageId).and_then(|raw| msg_ids(&raw).into_iter().next());
+            raw_field(&message, HeaderName::MessageId).and_then(|raw| msg_ids(&raw).into_iter().next()).map(Arc::from);
         // RFC 5256 §3 REFERENCES step 1: the References field; when it is
         // missing or names no valid msg-id, the first valid msg-id of
         // In-Reply-To; else none.
@@ -131,7 +134,7 @@ impl Summary {
                 .collect();
         }
         references.drain(..references.len().saturating_sub(MAX_REFERENCES));
-        summary.references = references;
+        summary.references = references.into();
         summary
     }
 
@@ -636,7 +639,7 @@ fn merge_by_subject(msgs: &[Summary], tops: &mut Vec<Top>, kids: &mut [Vec<usize
     // place of a message, and a message that is not a reply the place of
     // one that is.
     let count = tops.len();
-    let thread_subject = |tops: &[Top], t: usize| msgs.get(tops[t].first()).map_or("", |m| m.subject.as_str());
+    let thread_subject = |tops: &[Top], t: usize| msgs.get(tops[t].first()).map_or("", |m| m.subject.as_ref());
     for t in 0..count {
         let subject = thread_subject(tops, t);
         if subject.is_empty() {

@@ -12,9 +12,9 @@ fn msg(seq: u32, subject: &str, sent: i64) -> Summary {
         seq,
         uid: seq + 1000,
         sent: Some(sent),
-        subject: casemap(&base),
+        subject: casemap(&base).into(),
         subject_is_reply: reply,
-        message_id: Some(format!("{seq}@t")),
+        message_id: Some(format!("{seq}@t").into()),
         ..Summary::default()
     }
 }
@@ -114,12 +114,12 @@ fn casemap_folds_case_and_compatibility_forms() {
 #[test]
 fn summary_decodes_the_subject() {
     let s = summary("Subject: =?UTF-8?Q?R=C3=A9union?=\r\n\r\n");
-    assert_eq!(s.subject, "RE\u{301}UNION");
-    assert_eq!((s.subject, s.subject_is_reply), (casemap("réunion"), false));
+    assert_eq!(&*s.subject, "RE\u{301}UNION");
+    assert_eq!((&*s.subject, s.subject_is_reply), (&*casemap("réunion"), false));
     let s = summary("Subject: =?UTF-8?Q?Re=3A_R=C3=89UNION?=\r\n\r\n");
-    assert_eq!((s.subject, s.subject_is_reply), (casemap("réunion"), true));
+    assert_eq!((&*s.subject, s.subject_is_reply), (&*casemap("réunion"), true));
     let s = summary("Subject: Re: [list]\r\n\tHello\r\n World\r\n\r\n");
-    assert_eq!((s.subject.as_str(), s.subject_is_reply), ("HELLO WORLD", true));
+    assert_eq!((&*s.subject, s.subject_is_reply), ("HELLO WORLD", true));
 }
 
 #[test]
@@ -141,17 +141,17 @@ fn summary_reads_the_first_addresses() {
         "Cc: =?UTF-8?Q?J=C3=B6rg?= <Joerg@x>\r\n",
         "\r\n",
     ));
-    assert_eq!((s.from.as_str(), s.display_from.as_str()), ("JOHN.DOE", "DOE, JOHN"));
+    assert_eq!((&*s.from, &*s.display_from), ("JOHN.DOE", "DOE, JOHN"));
     // RFC 5957 §3: no display name, the addr-spec.
-    assert_eq!((s.to.as_str(), s.display_to.as_str()), ("ALICE", "ALICE@X.ORG"));
-    assert_eq!(s.cc, "JOERG");
+    assert_eq!((&*s.to, &*s.display_to), ("ALICE", "ALICE@X.ORG"));
+    assert_eq!(&*s.cc, "JOERG");
     let s = summary("From: =?UTF-8?Q?Andr=C3=A9?= <z@x>\r\nTo: undisclosed-recipients:;\r\n\r\n");
-    assert_eq!((s.from, s.display_from), ("Z".into(), casemap("André")));
+    assert_eq!((&*s.from, &*s.display_from), ("Z", &*casemap("André")));
     // A group shows as its name, as in ENVELOPE.
-    assert_eq!((s.to.as_str(), s.display_to.as_str()), ("UNDISCLOSED-RECIPIENTS", "UNDISCLOSED-RECIPIENTS"));
+    assert_eq!((&*s.to, &*s.display_to), ("UNDISCLOSED-RECIPIENTS", "UNDISCLOSED-RECIPIENTS"));
     let s = summary("Subject: x\r\n\r\n");
-    assert_eq!((s.from.as_str(), s.to.as_str(), s.cc.as_str()), ("", "", ""));
-    assert_eq!((s.display_from.as_str(), s.display_to.as_str()), ("", ""));
+    assert_eq!((&*s.from, &*s.to, &*s.cc), ("", "", ""));
+    assert_eq!((&*s.display_from, &*s.display_to), ("", ""));
 }
 
 #[test]
@@ -164,14 +164,14 @@ fn summary_reads_message_ids_and_references() {
     ));
     // RFC 5256 §3: quoting does not make another msg-id.
     assert_eq!(s.message_id.as_deref(), Some("a.b@x"));
-    assert_eq!(s.references, ["1@x", "2@x", "3@x"]);
+    assert_eq!(*s.references, ["1@x", "2@x", "3@x"]);
     // No valid References: the first valid In-Reply-To msg-id.
     let s = summary("References: garbage\r\nIn-Reply-To: <p@x> <q@x>\r\n\r\n");
-    assert_eq!(s.references, ["p@x"]);
+    assert_eq!(*s.references, ["p@x"]);
     let s = summary("In-Reply-To: <p@x> <q@x>\r\n\r\n");
-    assert_eq!(s.references, ["p@x"]);
+    assert_eq!(*s.references, ["p@x"]);
     let s = summary("Message-ID: no-brackets@x\r\n\r\n");
-    assert_eq!((s.message_id, s.references), (None, Vec::new()));
+    assert_eq!((s.message_id, s.references.len()), (None, 0));
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn summary_of_no_header_is_empty() {
     let s = Summary::from_header(3, 7, 42, 100, b"");
     assert_eq!(s, Summary { seq: 3, uid: 7, internal_date: 42, size: 100, ..Summary::default() });
     // A header without its blank line is read all the same.
-    assert_eq!(summary("Subject: Re: x").subject, "X");
+    assert_eq!(&*summary("Subject: Re: x").subject, "X");
 }
 
 // ------------------------------------------------------------------ SORT
@@ -368,7 +368,7 @@ fn references_gives_a_duplicate_message_id_to_the_first_message() {
     first.message_id = Some("x@t".into());
     second.message_id = Some("x@t".into());
     let mut reply = msg(3, "c", 3);
-    reply.references = vec!["x@t".into()];
+    reply.references = ["x@t".to_string()].into();
     // Given out of mailbox order: the lowest sequence number wins.
     let msgs = [second, reply, first];
     assert_eq!(by_references(&msgs), "(1 3)(2)");
