@@ -1515,12 +1515,15 @@ impl<S: Directory + Mailstore> Session<S> {
             ctx.result.insert(at, u);
             added.push((at as u32 + 1, if ctx.uid { u } else { seq }));
         }
-        let ctx = ctx.clone();
+        let mut lines = Vec::new();
         if !removed.is_empty() {
-            self.line(&sorted_context_line(&ctx, "REMOVEFROM", &removed));
+            lines.push(sorted_context_line(ctx, "REMOVEFROM", &removed));
         }
         if !added.is_empty() {
-            self.line(&sorted_context_line(&ctx, "ADDTO", &added));
+            lines.push(sorted_context_line(ctx, "ADDTO", &added));
+        }
+        for l in lines {
+            self.line(&l);
         }
     }
 
@@ -1582,13 +1585,22 @@ impl<S: Directory + Mailstore> Session<S> {
             return;
         }
         for i in 0..count {
-            let Some(ctx) = self.selected.as_ref().and_then(|v| v.contexts.get(i)).cloned() else { return };
-            let Some(hits) = self.matching(&ctx.criteria, ctx.saved_key, Some(&uids)).await else { return };
-            if ctx.sort.is_some() {
+            // The program only: the result stays where it is.
+            let Some((criteria, saved_key, sorted)) = self
+                .selected
+                .as_ref()
+                .and_then(|v| v.contexts.get(i))
+                .map(|c| (c.criteria.clone(), c.saved_key, c.sort.is_some()))
+            else {
+                return;
+            };
+            let Some(hits) = self.matching(&criteria, saved_key, Some(&uids)).await else { return };
+            if sorted {
                 self.recheck_sorted(i, &uids, hits).await;
                 continue;
             }
             let Some(view) = self.selected.as_mut() else { return };
+            let ctx = &view.contexts[i];
             let hit: std::collections::HashSet<u32> = hits.iter().map(|h| h.0).collect();
             let id = |u: u32, seq: u32| if ctx.uid { u } else { seq };
             let known = |u: &u32| ctx.result.binary_search(u).is_ok();
@@ -1598,17 +1610,21 @@ impl<S: Directory + Mailstore> Session<S> {
             let mut added: Vec<u32> = to_add.iter().map(|&(u, seq)| id(u, seq)).collect();
             let mut removed: Vec<u32> =
                 to_remove.iter().filter_map(|&u| view.seq_of(u).map(|seq| id(u, seq))).collect();
-            let result = &mut view.contexts[i].result;
-            result.retain(|u| !to_remove.contains(u));
+            let ctx = &mut view.contexts[i];
+            ctx.result.retain(|u| !to_remove.contains(u));
             if !to_add.is_empty() {
-                result.extend(to_add.iter().map(|a| a.0));
-                result.sort_unstable();
+                ctx.result.extend(to_add.iter().map(|a| a.0));
+                ctx.result.sort_unstable();
             }
+            let mut lines = Vec::new();
             if !removed.is_empty() {
-                self.line(&context_line(&ctx, "REMOVEFROM", &mut removed));
+                lines.push(context_line(ctx, "REMOVEFROM", &mut removed));
             }
             if !added.is_empty() {
-                self.line(&context_line(&ctx, "ADDTO", &mut added));
+                lines.push(context_line(ctx, "ADDTO", &mut added));
+            }
+            for l in lines {
+                self.line(&l);
             }
         }
     }
@@ -2018,9 +2034,11 @@ impl<S: Directory + Mailstore> Session<S> {
     /// another server or user, a mailbox that does not exist or has another
     /// UIDVALIDITY, or a UID not there is `NO [BADURL]`; a result past
     /// APPENDLIMIT is `NO [TOOBIG]`.
-    async fn catenate(&self, parts: Vec<CatPart>) -> Result<Vec<u8>, Outcome> {
-        if let [CatPart::Text(_)] = parts.as_slice() {
-            let Some(CatPart::Text(data)) = parts.into_iter().next() else { unreachable!() };
+    async fn catenate(&self, mut parts: Vec<CatPart>) -> Result<Vec<u8>, Outcome> {
+        // One literal (a plain APPEND): stored as it came, not copied.
+        if let [CatPart::Text(_)] = parts.as_slice()
+            && let Some(CatPart::Text(data)) = parts.pop()
+        {
             return Ok(data);
         }
         let limit = self.cfg.append_limit as usize;
